@@ -1,0 +1,596 @@
+"""The kstat chain: the kernel side of illumos ``uts/common/os/kstat_fr.c``.
+
+Identity and the chain id
+    Every kstat has a KID. ``kstat_create`` assigns ``kid = chain_id++`` until the
+    kid is unused, so creation bumps the chain id; ``kstat_install`` does not;
+    deleting a non-persistent kstat bumps it by one; ``kstat_zone_add`` and
+    ``kstat_zone_remove`` bump it by one. KID 0 is ``unix:0:kstat_headers``, KID 1
+    ``unix:0:kstat_types``. KIDs only grow, so the KID index iterates in KID order.
+
+Locking
+    ``_lock`` (the chain lock, illumos ``kstat_chain_lock``) guards both indexes, the
+    chain id, every header field the framework changes, and each kstat's hold
+    (``e_owner``). It is also ``ks_lock`` of KID 0, so a header list is consistent.
+    A hold is exclusive per kstat, readers included. Lock order: hold (chain lock
+    briefly), then ``ks_lock``. Nobody calls a provider with the chain lock held,
+    except KID 0's own update and snapshot.
+
+Lifecycle
+    ``kstat_create`` returns an INVALID kstat already in both indexes: readers get
+    EAGAIN and the header list hides it. ``kstat_install`` clears INVALID.
+    ``kstat_delete`` takes the hold, so it waits for the reader that holds the kstat;
+    readers waiting for the hold then find nothing (ENXIO). After it returns no
+    reader will call ``ks_update`` again, and the kstat's memory is freed (on the
+    debug heap: any later touch traps). A PERSISTENT kstat goes DORMANT instead.
+
+Zones
+    A kstat is visible in zone z when z is ALL_ZONES or its zone list holds z or
+    ALL_ZONES. A global-zone reader passes GLOBAL_ZONEID, not ALL_ZONES.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import time
+from typing import Any
+
+from kstatpy.constants import ALL_ZONES
+from kstatpy.constants import GLOBAL_ZONEID
+from kstatpy.constants import KSTAT_NUM_TYPES
+from kstatpy.constants import KSTAT_READ
+from kstatpy.constants import KSTAT_WRITE
+from kstatpy.constants import RECORD_SIZE
+from kstatpy.constants import KstatDataType
+from kstatpy.constants import KstatFlag
+from kstatpy.constants import KstatType
+from kstatpy.errors import KstatCreateError
+from kstatpy.errors import KstatError
+from kstatpy.errors import KstatFatalError
+from kstatpy.errors import KstatUpdateError
+from kstatpy.errors import error_for_errno
+from kstatpy.kmem import BadTrap
+from kstatpy.kmem import Kmem
+from kstatpy.kstat import Kstat
+from kstatpy.kstat import KstatBuffer
+from kstatpy.kstat import KstatIntr
+from kstatpy.kstat import KstatIO
+from kstatpy.kstat import KstatNamed
+from kstatpy.kstat import KstatTimer
+from kstatpy.kstat import default_kstat_snapshot
+from kstatpy.kstat import kstat_named_init
+from kstatpy.kstat import lock_held_by_caller
+from kstatpy.kstat import truncate_name
+from kstatpy.write import check_write_data
+
+__all__ = ["KSTAT_HEADER_SIZE", "Chain", "read_kstat_data", "write_kstat_data"]
+
+log = logging.getLogger(__name__)
+
+#: sizeof (kstat_t) on LP64: the size of one header in KID 0's data.
+KSTAT_HEADER_SIZE = 184
+INT_MAX = 2**31 - 1
+
+_NDATA_RANGE = {
+    KstatType.RAW: (0, INT_MAX),
+    KstatType.NAMED: (0, INT_MAX),
+    KstatType.INTR: (1, 1),
+    KstatType.IO: (1, 1),
+    KstatType.TIMER: (0, INT_MAX),
+}
+
+_KSTAT_TYPES = (("raw", 0), ("name=value", 1), ("interrupt", 2), ("i/o", 3), ("event_timer", 4))
+
+
+def _zone_find(ksp: Kstat, zoneid: int) -> bool:
+    # kstat_zone_find
+    zones = ksp.e_zones
+    return zoneid == ALL_ZONES or ALL_ZONES in zones or zoneid in zones
+
+
+def _zones_overlap(a: list[int], b: list[int]) -> bool:
+    return ALL_ZONES in a or ALL_ZONES in b or not set(a).isdisjoint(b)
+
+
+def _alloc_data(ks_type: int, ndata: int) -> Any:
+    if ks_type == KstatType.NAMED:
+        return [KstatNamed() for _ in range(ndata)]
+    if ks_type == KstatType.RAW:
+        return bytearray(ndata)
+    if ks_type == KstatType.INTR:
+        return [KstatIntr()]
+    if ks_type == KstatType.IO:
+        return [KstatIO()]
+    return [KstatTimer() for _ in range(ndata)]
+
+
+class Chain:
+    """The registry of kstats (the kernel's chain). Build one per "kernel".
+
+    :param kmem: the debug heap kstats (and providers' private state) live on.
+    """
+
+    def __init__(self, kmem: Kmem | None = None) -> None:
+        self.kmem = kmem if kmem is not None else Kmem()
+        self._lock = threading.Lock()  # the chain lock: indexes, chain id, holds
+        self._by_kid: dict[int, Kstat] = {}
+        self._by_name: dict[tuple[str, int, str], list[Kstat]] = {}
+        self._chain_id = 0
+        self._caller = threading.local()  # .zoneid: the reading thread's zone (curproc's zone)
+        self._init_well_known()
+
+    # --- identity -----------------------------------------------------------
+
+    @property
+    def chain_id(self) -> int:
+        """KSTAT_IOC_CHAIN_ID: the current chain id (global, not per zone)."""
+        return self._chain_id
+
+    def __len__(self) -> int:
+        return len(self._by_kid)
+
+    def _init_well_known(self) -> None:
+        # kstat_init: KID 0 and KID 1, then the chain id continues from 2.
+        hdr = self.kstat_create(
+            "unix", 0, "kstat_headers", "kstat", KstatType.RAW, 0,
+            KstatFlag.VIRTUAL | KstatFlag.VAR_SIZE,
+        )  # fmt: skip
+        hdr.ks_lock = self._lock
+        hdr.ks_update = self._headers_update
+        hdr.ks_snapshot = self._headers_snapshot
+        self.kstat_install(hdr)
+        types = self.kstat_create("unix", 0, "kstat_types", "kstat", KstatType.NAMED, len(_KSTAT_TYPES), 0)
+        for knp, (name, value) in zip(types.ks_data, _KSTAT_TYPES, strict=True):
+            kstat_named_init(knp, name, KstatDataType.ULONG)
+            knp.value = value
+        self.kstat_install(types)
+
+    # KID 0: ks_lock is the chain lock, so these run with it held.
+    def _visible_headers(self, zoneid: int) -> list[Kstat]:
+        return [
+            k for k in self._by_kid.values() if not k.ks_flags & KstatFlag.INVALID and _zone_find(k, zoneid)
+        ]
+
+    def _headers_update(self, ksp: Kstat, rw: int) -> int:
+        if rw == KSTAT_WRITE:
+            return errno.EACCES
+        zoneid = getattr(self._caller, "zoneid", GLOBAL_ZONEID)
+        ksp.ks_ndata = len(self._visible_headers(zoneid))
+        ksp.ks_data_size = ksp.ks_ndata * KSTAT_HEADER_SIZE
+        return 0
+
+    def _headers_snapshot(self, ksp: Kstat, buf: KstatBuffer, rw: int) -> int:
+        ksp.ks_snaptime = time.monotonic_ns()
+        if rw == KSTAT_WRITE:
+            return errno.EACCES
+        zoneid = getattr(self._caller, "zoneid", GLOBAL_ZONEID)
+        buf.data = [k.header() for k in self._visible_headers(zoneid)]
+        return 0
+
+    # --- holds (kstat_hold_bykid / kstat_hold_byname / kstat_rele) ----------
+
+    def _hold(self, find: Any) -> Kstat | None:
+        # Take the exclusive hold of what find() returns; after a wait, find again
+        # from scratch: the kstat may have been deleted meanwhile.
+        me = threading.get_ident()
+        with self._lock:
+            while True:
+                ksp = find()
+                if ksp is None:
+                    return None
+                if ksp.e_owner is None:
+                    ksp.e_owner = me
+                    return ksp
+                if ksp.e_owner == me:
+                    raise KstatFatalError(f"kstat_hold: recursive hold of {ksp!r}")
+                ksp.e_cv.wait()
+
+    def kstat_hold_bykid(self, kid: int, zoneid: int) -> Kstat | None:
+        """Hold the kstat with ``kid`` visible in ``zoneid``; waits for its holder."""
+
+        def find() -> Kstat | None:
+            ksp = self._by_kid.get(kid)
+            return ksp if ksp is not None and _zone_find(ksp, zoneid) else None
+
+        return self._hold(find)
+
+    def kstat_hold_byname(self, module: str, instance: int, name: str, zoneid: int) -> Kstat | None:
+        """Hold the kstat named (module, instance, name) visible in ``zoneid``."""
+        key = (truncate_name(module), instance, truncate_name(name))
+
+        def find() -> Kstat | None:
+            for ksp in self._by_name.get(key, ()):
+                if _zone_find(ksp, zoneid):
+                    return ksp
+            return None
+
+        return self._hold(find)
+
+    def kstat_rele(self, ksp: Kstat) -> None:
+        """Release a hold and wake its waiters."""
+        with self._lock:
+            ksp.e_owner = None
+            ksp.e_cv.notify_all()
+
+    # --- create / install / delete ------------------------------------------
+
+    def kstat_create(
+        self,
+        ks_module: str,
+        ks_instance: int,
+        ks_name: str | None,
+        ks_class: str,
+        ks_type: int,
+        ks_ndata: int,
+        ks_flags: int = 0,
+    ) -> Kstat:
+        """kstat_create(9F): a kstat visible in every zone (ALL_ZONES)."""
+        return self.kstat_create_zone(ks_module, ks_instance, ks_name, ks_class, ks_type, ks_ndata, ks_flags, ALL_ZONES)
+
+    def kstat_create_zone(
+        self,
+        ks_module: str,
+        ks_instance: int,
+        ks_name: str | None,
+        ks_class: str,
+        ks_type: int,
+        ks_ndata: int,
+        ks_flags: int,
+        ks_zoneid: int,
+    ) -> Kstat:
+        """kstat_create_zone(9F): allocate an INVALID kstat, or reactivate a dormant one.
+
+        :raises KstatCreateError: with the illumos warning text, where illumos
+            returns NULL.
+        """
+        module = truncate_name(ks_module)
+        name = truncate_name(ks_name if ks_name is not None else f"{module}{ks_instance}")
+        who = f"kstat_create('{ks_module}', {ks_instance}, '{name}')"
+        flags = KstatFlag(ks_flags)
+        if not 0 <= ks_type < KSTAT_NUM_TYPES:
+            raise KstatCreateError(errno.EINVAL, f"{who}: invalid kstat type {ks_type}")
+        ks_type = KstatType(ks_type)
+        if flags & KstatFlag.PERSISTENT and flags & KstatFlag.VIRTUAL:
+            raise KstatCreateError(errno.EINVAL, f"{who}: cannot create persistent virtual kstat")
+        if flags & KstatFlag.VAR_SIZE and not flags & KstatFlag.VIRTUAL:
+            raise KstatCreateError(errno.EINVAL, f"{who}: cannot create variable-size physical kstat")
+        lo, hi = _NDATA_RANGE[ks_type]
+        if not lo <= ks_ndata <= hi:
+            raise KstatCreateError(errno.EINVAL, f"{who}: ks_ndata={ks_ndata} out of range [{lo}, {hi}]")
+        key = (module, ks_instance, name)
+        zones = [ks_zoneid]
+
+        dormant = self._find_dormant(key, zones, who, ks_class, ks_type, ks_ndata, flags)
+        if dormant is not None:
+            return dormant
+
+        ksp = self.kmem.zalloc(Kstat)
+        ksp.ks_crtime = time.monotonic_ns()
+        ksp.ks_snaptime = ksp.ks_crtime
+        ksp.ks_module = module
+        ksp.ks_instance = ks_instance
+        ksp.ks_name = name
+        ksp.ks_class = truncate_name(ks_class)
+        ksp.ks_type = ks_type
+        ksp.ks_flags = flags | KstatFlag.INVALID
+        ksp.ks_ndata = ks_ndata
+        ksp.ks_data_size = RECORD_SIZE[ks_type] * ks_ndata
+        ksp.ks_data = None if flags & KstatFlag.VIRTUAL else _alloc_data(ks_type, ks_ndata)
+        ksp.e_zones = zones
+        ksp.e_cv = threading.Condition(self._lock)
+        with self._lock:
+            if self._collides(key, zones):
+                self.kmem.free(ksp)
+                raise KstatCreateError(errno.EEXIST, f"{who}: namespace collision")
+            self._by_name.setdefault(key, []).append(ksp)
+            kid = self._chain_id
+            self._chain_id += 1
+            while kid in self._by_kid:
+                kid = self._chain_id
+                self._chain_id += 1
+            ksp.ks_kid = kid
+            self._by_kid[kid] = ksp
+        return ksp
+
+    def _collides(self, key: tuple[str, int, str], zones: list[int]) -> Kstat | None:
+        for other in self._by_name.get(key, ()):
+            if _zones_overlap(other.e_zones, zones):
+                return other
+        return None
+
+    def _find_dormant(
+        self, key: tuple[str, int, str], zones: list[int], who: str, ks_class: str, ks_type: int, ndata: int, flags: int
+    ) -> Kstat | None:
+        # Step 7 of kstat_create: a live kstat collides; a compatible dormant one
+        # comes back INVALID with the same kid, crtime and data.
+        with self._lock:
+            other = self._collides(key, zones)
+        if other is None:
+            return None
+        other_kid = other.ks_kid
+        ksp = self._hold(lambda: other if self._by_kid.get(other_kid) is other else None)
+        if ksp is None:
+            return None
+        try:
+            if not ksp.ks_flags & KstatFlag.DORMANT:
+                raise KstatCreateError(errno.EEXIST, f"{who}: namespace collision")
+            if (
+                ksp.ks_class != truncate_name(ks_class)
+                or ksp.ks_type != ks_type
+                or ksp.ks_ndata != ndata
+                or flags & KstatFlag.VIRTUAL
+            ):
+                raise KstatCreateError(errno.EINVAL, f"{who}: invalid reactivation of dormant kstat")
+            with self._lock:
+                ksp.ks_flags |= KstatFlag.INVALID
+            return ksp
+        finally:
+            self.kstat_rele(ksp)
+
+    def kstat_install(self, ksp: Kstat) -> None:
+        """kstat_install(9F): make a created kstat visible (clears INVALID).
+
+        :raises KstatFatalError: VAR_SIZE without ``ks_lock``, or a writable kstat
+            with long strings that keeps the default snapshot (illumos panics).
+        """
+        if ksp.ks_flags & KstatFlag.VAR_SIZE and ksp.ks_lock is None:
+            raise KstatFatalError(
+                f"kstat_install('{ksp.ks_module}', {ksp.ks_instance}, '{ksp.ks_name}'): "
+                "cannot create variable-size kstat without data lock"
+            )
+        held = self.kstat_hold_bykid(ksp.ks_kid, ksp.e_zones[0])
+        if held is not ksp:
+            if held is not None:
+                self.kstat_rele(held)
+            raise KstatCreateError(errno.ENXIO, f"kstat_install({ksp!r}): does not exist")
+        try:
+            if ksp.ks_type == KstatType.NAMED and ksp.ks_data is not None:
+                if any(knp.data_type == KstatDataType.STRING for knp in ksp.ks_data[: ksp.ks_ndata]):
+                    ksp.ks_flags |= KstatFlag.LONGSTRINGS
+                if (
+                    ksp.ks_flags & KstatFlag.LONGSTRINGS
+                    and ksp.ks_flags & KstatFlag.WRITABLE
+                    and ksp.ks_snapshot is default_kstat_snapshot
+                ):
+                    raise KstatFatalError(
+                        f"kstat_install('{ksp.ks_module}', {ksp.ks_instance}, '{ksp.ks_name}'): "
+                        "cannot create long string kstat with default snapshot and writable"
+                    )
+            if ksp.ks_flags & KstatFlag.DORMANT:
+                # Reactivation: the provider inherits the values kept while dormant.
+                self._call_locked(ksp, lambda: ksp.ks_update(ksp, KSTAT_WRITE))
+                ksp.ks_flags &= ~KstatFlag.DORMANT
+            with self._lock:
+                ksp.ks_flags &= ~KstatFlag.INVALID
+        finally:
+            self.kstat_rele(ksp)
+
+    @staticmethod
+    def _call_locked(ksp: Kstat, fn: Any) -> Any:
+        lock = ksp.ks_lock
+        if lock is None or lock_held_by_caller(lock):
+            return fn()
+        with lock:
+            return fn()
+
+    def kstat_delete(self, ksp: Kstat | None) -> None:
+        """kstat_delete(9F): remove a kstat once its current reader is done.
+
+        Blocks until no reader holds it. After it returns, ``ks_update`` is never
+        called again and (unless PERSISTENT) the kstat's memory is freed.
+
+        :raises KstatFatalError: the caller holds ``ks_lock`` (illumos panics).
+        """
+        if ksp is None:
+            return
+        if lock_held_by_caller(ksp.ks_lock):
+            raise KstatFatalError(f"kstat_delete({ksp!r}): caller holds data lock")
+        held = self.kstat_hold_bykid(ksp.ks_kid, ksp.e_zones[0])
+        if held is not ksp:
+            if held is not None:
+                self.kstat_rele(held)
+            log.warning("kstat_delete(%r): does not exist", ksp)
+            return
+        if ksp.ks_flags & KstatFlag.PERSISTENT:
+            try:
+                self._call_locked(ksp, lambda: ksp.ks_update(ksp, KSTAT_READ))
+            finally:
+                with self._lock:
+                    ksp.ks_flags |= KstatFlag.DORMANT
+                    ksp.ks_lock = None
+                    ksp.ks_update = _dormant_update
+                    ksp.ks_private = None
+                    ksp.ks_snapshot = default_kstat_snapshot
+                self.kstat_rele(ksp)
+            return
+        with self._lock:
+            del self._by_kid[ksp.ks_kid]
+            key = (ksp.ks_module, ksp.ks_instance, ksp.ks_name)
+            same = self._by_name[key]
+            same.remove(ksp)
+            if not same:
+                del self._by_name[key]
+            self._chain_id += 1
+            ksp.e_owner = None
+            ksp.e_cv.notify_all()  # waiters re-find and see it gone: ENXIO
+        self.kmem.free(ksp)
+
+    def kstat_delete_byname(self, ks_module: str, ks_instance: int, ks_name: str) -> None:
+        """kstat_delete_byname(9F): delete by name (ALL_ZONES)."""
+        self.kstat_delete_byname_zone(ks_module, ks_instance, ks_name, ALL_ZONES)
+
+    def kstat_delete_byname_zone(self, ks_module: str, ks_instance: int, ks_name: str, ks_zoneid: int) -> None:
+        """kstat_delete_byname_zone(9F)."""
+        ksp = self.kstat_hold_byname(ks_module, ks_instance, ks_name, ks_zoneid)
+        if ksp is None:
+            return
+        self.kstat_rele(ksp)
+        self.kstat_delete(ksp)
+
+    # --- zones --------------------------------------------------------------
+
+    def kstat_zone_add(self, ksp: Kstat, zoneid: int) -> None:
+        """kstat_zone_add(9F): make ``ksp`` visible in ``zoneid`` too."""
+        with self._lock:
+            ksp.e_zones.insert(1, zoneid)
+            self._chain_id += 1
+
+    def kstat_zone_remove(self, ksp: Kstat, zoneid: int) -> None:
+        """kstat_zone_remove(9F): the first entry for ``zoneid`` goes; never the last one."""
+        with self._lock:
+            if len(ksp.e_zones) <= 1:
+                raise KstatFatalError(f"kstat_zone_remove({ksp!r}, {zoneid}): cannot remove the only zone")
+            ksp.e_zones.remove(zoneid)
+            self._chain_id += 1
+
+    # --- lookups for providers and tests ------------------------------------
+
+    def kstat_lookup_kid(self, kid: int) -> Kstat | None:
+        """The kstat with ``kid`` (any zone, any state), without a hold."""
+        return self._by_kid.get(kid)
+
+    def kstat_lookup_name(self, module: str, instance: int, name: str, zoneid: int = ALL_ZONES) -> Kstat | None:
+        """The kstat named (module, instance, name) visible in ``zoneid``, without a hold."""
+        for ksp in self._by_name.get((truncate_name(module), instance, truncate_name(name)), ()):
+            if _zone_find(ksp, zoneid):
+                return ksp
+        return None
+
+    def kstats(self) -> list[Kstat]:
+        """Every kstat in KID order (a copy), INVALID and DORMANT ones included."""
+        with self._lock:
+            return list(self._by_kid.values())
+
+    # --- the ioctl layer's entry points (io/kstat.c) ------------------------
+
+    def read(self, kid: int, zoneid: int = GLOBAL_ZONEID, data_size: int | None = None) -> dict[str, Any]:
+        """KSTAT_IOC_READ for ``kid`` as seen from ``zoneid``; see :func:`read_kstat_data`."""
+        return read_kstat_data(self, kid, zoneid, data_size)
+
+    def write(
+        self, kid: int, ndata: int, data: Any, zoneid: int = GLOBAL_ZONEID, privileged: bool = True
+    ) -> int:
+        """KSTAT_IOC_WRITE; see :func:`write_kstat_data`."""
+        return write_kstat_data(self, kid, ndata, data, zoneid, privileged)
+
+
+def _dormant_update(ksp: Kstat, rw: int) -> int:
+    # A dormant kstat's provider is gone: reads see the kept data; the reactivating
+    # install's KSTAT_WRITE has nowhere to push it.
+    return 0
+
+
+def _provider_call(ksp: Kstat, what: str, fn: Any) -> int:
+    # Run a provider callback: an exception is EIO for this reader; a BadTrap is a
+    # panic and carries the kstat being read.
+    try:
+        rc = fn()
+    except BadTrap as trap:
+        trap.ksp = ksp
+        raise
+    except KstatError as exc:
+        return exc.errno
+    except Exception as exc:
+        log.warning("%s of %s raised %r", what, ksp, exc)
+        raise KstatUpdateError(errno.EIO, f"{what} of {ksp.ks_module}:{ksp.ks_instance}:{ksp.ks_name} failed: {exc!r}") from exc
+    return int(rc or 0)
+
+
+def read_kstat_data(chain: Chain, kid: int, zoneid: int, data_size: int | None) -> dict[str, Any]:
+    """KSTAT_IOC_READ (io/kstat.c ``read_kstat_data``), in illumos' order.
+
+    Hold by kid in ``zoneid`` (ENXIO), INVALID (EAGAIN), ``ks_update(READ)`` under
+    ``ks_lock`` (its errno, EIO for an exception), ENOMEM when ``data_size`` is
+    smaller than the kstat's size (with the needed size, flags, ndata and
+    snaptime), then ``ks_snapshot(READ)``. The returned KSTAT map is a plain copy
+    made before the hold is released.
+
+    :raises KstatError: with the errno of the first failure.
+    :raises BadTrap: a provider touched freed memory (a panic); ``.ksp`` is set.
+    """
+    ksp = chain.kstat_hold_bykid(kid, zoneid)
+    if ksp is None:
+        raise error_for_errno(errno.ENXIO, f"kid {kid}: no such kstat")
+    try:
+        if ksp.ks_flags & KstatFlag.INVALID:
+            raise error_for_errno(errno.EAGAIN, f"kid {kid}: kstat not yet installed")
+        lock = ksp.ks_lock
+        if lock is not None:
+            lock.acquire()
+        chain._caller.zoneid = zoneid  # KID 0's callbacks filter by the caller's zone
+        try:
+            rc = _provider_call(ksp, "ks_update", lambda: ksp.ks_update(ksp, KSTAT_READ))
+            if rc:
+                raise error_for_errno(rc, f"ks_update of kid {kid} failed")
+            needed = ksp.ks_data_size
+            if data_size is not None and data_size < needed:
+                raise error_for_errno(
+                    errno.ENOMEM,
+                    f"kid {kid}: buffer of {data_size} bytes, {needed} needed",
+                    data_size=needed,
+                    flags=int(ksp.ks_flags),
+                    ndata=ksp.ks_ndata,
+                    snaptime=ksp.ks_snaptime,
+                )
+            buf = KstatBuffer()
+            rc = _provider_call(ksp, "ks_snapshot", lambda: ksp.ks_snapshot(ksp, buf, KSTAT_READ))
+            if rc:
+                raise error_for_errno(rc, f"ks_snapshot of kid {kid} failed")
+            result = ksp.header()
+            result["data_size"] = needed
+            result["data"] = buf.data
+            return result
+        finally:
+            chain._caller.zoneid = GLOBAL_ZONEID
+            if lock is not None:
+                lock.release()
+    finally:
+        chain.kstat_rele(ksp)
+
+
+def write_kstat_data(chain: Chain, kid: int, ndata: int, data: Any, zoneid: int, privileged: bool) -> int:
+    """KSTAT_IOC_WRITE (io/kstat.c ``write_kstat_data``), in illumos' order.
+
+    EPERM (unprivileged, checked first), ENXIO, EAGAIN (INVALID), EACCES (not
+    WRITABLE), ``ks_update(READ)``'s error, EINVAL (ndata, names, types, values
+    not matching the current data), then ``ks_snapshot(WRITE)`` and
+    ``ks_update(WRITE)``. Returns the chain id.
+    """
+    if not privileged:
+        raise error_for_errno(errno.EPERM, "write needs privilege (PRIV_SYS_CONFIG)")
+    ksp = chain.kstat_hold_bykid(kid, zoneid)
+    if ksp is None:
+        raise error_for_errno(errno.ENXIO, f"kid {kid}: no such kstat")
+    try:
+        if ksp.ks_flags & KstatFlag.INVALID:
+            raise error_for_errno(errno.EAGAIN, f"kid {kid}: kstat not yet installed")
+        if not ksp.ks_flags & KstatFlag.WRITABLE:
+            raise error_for_errno(errno.EACCES, f"kid {kid}: kstat is not writable")
+        lock = ksp.ks_lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            rc = _provider_call(ksp, "ks_update", lambda: ksp.ks_update(ksp, KSTAT_READ))
+            if rc:
+                raise error_for_errno(rc, f"ks_update of kid {kid} failed")
+            if ndata != ksp.ks_ndata:
+                raise error_for_errno(errno.EINVAL, f"kid {kid}: ndata {ndata} != {ksp.ks_ndata}")
+            current = KstatBuffer()
+            if ksp.ks_type == KstatType.NAMED:
+                rc = _provider_call(ksp, "ks_snapshot", lambda: ksp.ks_snapshot(ksp, current, KSTAT_READ))
+                if rc:
+                    raise error_for_errno(rc, f"ks_snapshot of kid {kid} failed")
+            new = check_write_data(ksp, data, current.data)
+            buf = KstatBuffer(new)
+            rc = _provider_call(ksp, "ks_snapshot", lambda: ksp.ks_snapshot(ksp, buf, KSTAT_WRITE))
+            if not rc:
+                rc = _provider_call(ksp, "ks_update", lambda: ksp.ks_update(ksp, KSTAT_WRITE))
+            if rc:
+                raise error_for_errno(rc, f"write of kid {kid} failed")
+            return chain.chain_id
+        finally:
+            if lock is not None:
+                lock.release()
+    finally:
+        chain.kstat_rele(ksp)

@@ -1,0 +1,269 @@
+"""The debug heap: kernel-like allocations whose use after free traps at once.
+
+Contract (VMM.md §3):
+
+* ``kmem.zalloc(cls, *args)`` builds a :class:`KmemObject` and gives it a stable
+  fake kernel address, a size, its type name and the allocating stack.
+* ``kmem.free(obj)`` poisons the object in place: any later attribute read or
+  write through any old reference raises :class:`BadTrap`. A second free of the
+  same buffer is a :class:`BadTrap` too. Live objects pay nothing: poisoning swaps
+  the object's class for a trapping subclass, so attribute access on a live object
+  is plain Python.
+* ``kmem.whatis(addr)`` answers as mdb's ``::whatis``: which buffer holds the
+  address, allocated or freed, and by whom.
+
+Addresses are never reused, so a stale pointer always names the buffer it came
+from. Locking: one internal lock guards the buffer table; ``zalloc``/``free`` are
+safe from any thread.
+"""
+
+from __future__ import annotations
+
+import bisect
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from dataclasses import field
+from typing import Any
+from typing import TypeVar
+
+__all__ = [
+    "BadTrap",
+    "Kmem",
+    "KmemBuf",
+    "KmemObject",
+    "frame_symbol",
+]
+
+#: Where the fake heap starts (the "0xfffffe..." kernel heap range of the seed bug).
+HEAP_BASE = 0xFFFFFE8BF4800000
+#: Freed buffers remembered for ``::whatis``; older ones age out (their objects still trap).
+FREED_HISTORY = 262_144
+
+_T = TypeVar("_T", bound="KmemObject")
+
+# Python module prefixes and the illumos module each stands for in a stack trace.
+_KMODULE = {
+    "kstatpy.chain": "genunix",
+    "kstatpy.kstat": "genunix",
+    "kstatpy.kmem": "genunix",
+    "kstatpy.server": "kstat",
+    "kstatpy.ioctl": "kstat",
+}
+
+
+def frame_symbol(frame: Any) -> str:
+    """``module:function+0xOFF`` for a Python frame, as an illumos stack line names it."""
+    modname = frame.f_globals.get("__name__", "?")
+    kmod = _KMODULE.get(modname)
+    if kmod is None:
+        parts = modname.split(".")
+        kmod = parts[1] if parts[0] == "providers" and len(parts) > 1 else parts[-1]
+    return f"{kmod}:{frame.f_code.co_name}+0x{frame.f_lasti:x}"
+
+
+def _stack(skip: int, depth: int = 8) -> tuple[str, ...]:
+    frame = sys._getframe(skip)
+    out = []
+    while frame is not None and len(out) < depth:
+        out.append(frame_symbol(frame))
+        frame = frame.f_back
+    return tuple(out)
+
+
+@dataclass(eq=False)
+class KmemBuf:
+    """One allocation: the bookkeeping ``::whatis`` and the panic report print."""
+
+    addr: int
+    size: int
+    type_name: str
+    alloc_stack: tuple[str, ...]
+    alloc_time: int
+    thread: int
+    freed: bool = False
+    free_stack: tuple[str, ...] = ()
+    free_time: int = 0
+    free_thread: int = 0
+    cache: str = field(default="")
+
+
+class BadTrap(Exception):
+    """A fault on kernel memory: a freed buffer was touched, or freed twice.
+
+    illumos answers this with a panic; ``kstatpy.panic`` turns it into the report.
+    ``addr`` is the faulting address, ``buf`` the buffer it lies in, ``what`` the
+    access (``read ks_private``, ``double free``), ``ksp`` the kstat being read
+    when the trap happened (set by the read path).
+    """
+
+    def __init__(self, addr: int, buf: KmemBuf | None, what: str) -> None:
+        self.addr = addr
+        self.buf = buf
+        self.what = what
+        self.ksp: Any = None
+        super().__init__(f"BAD TRAP: {what} at addr=0x{addr:x}")
+
+
+def _field_offset(obj: Any, name: str) -> int:
+    # A stable pseudo-offset of a field inside its buffer, 8 bytes a field.
+    names = [n for c in type(obj).__mro__ for n in getattr(c, "__slots__", ())]
+    try:
+        return 8 * names.index(name)
+    except ValueError:
+        return 8 * (sum(map(ord, name)) % 64)
+
+
+def _trap_getattribute(self: Any, name: str) -> Any:
+    if name == "__class__":
+        return object.__getattribute__(self, name)
+    buf = object.__getattribute__(self, "_kmem_buf")
+    raise BadTrap(buf.addr + _field_offset(self, name), buf, f"read {name}")
+
+
+def _trap_setattr(self: Any, name: str, value: Any) -> None:
+    buf = object.__getattribute__(self, "_kmem_buf")
+    raise BadTrap(buf.addr + _field_offset(self, name), buf, f"write {name}")
+
+
+def _trap_delattr(self: Any, name: str) -> None:
+    _trap_setattr(self, name, None)
+
+
+class KmemObject:
+    """Base of every object that lives on the debug heap.
+
+    Subclasses may use ``__slots__`` or a ``__dict__``; ``_kmem_buf`` is set by
+    :meth:`Kmem.zalloc` and is ``None`` for an object built outside the heap.
+    """
+
+    __slots__ = ("__weakref__", "_kmem_buf")
+    #: Size reported by ``::whatis``; subclasses set their C analogue's size.
+    kmem_size = 64
+
+    @property
+    def kmem_addr(self) -> int:
+        """The fake kernel address of this object (0 when not on the heap)."""
+        buf = self._kmem_buf
+        return buf.addr if buf is not None else 0
+
+
+_poisoned_classes: dict[type, type] = {}
+_poisoned_lock = threading.Lock()
+
+
+def _poisoned(cls: type) -> type:
+    # One trapping subclass per class, made once; "__slots__ = ()" keeps the
+    # layout identical so "obj.__class__ = poisoned" is allowed.
+    with _poisoned_lock:
+        pcls = _poisoned_classes.get(cls)
+        if pcls is None:
+            pcls = type(
+                f"freed {cls.__name__}",
+                (cls,),
+                {
+                    "__slots__": (),
+                    "__getattribute__": _trap_getattribute,
+                    "__setattr__": _trap_setattr,
+                    "__delattr__": _trap_delattr,
+                    "__module__": cls.__module__,
+                },
+            )
+            _poisoned_classes[cls] = pcls
+        return pcls
+
+
+class Kmem:
+    """A debug heap. One per chain (``chain.kmem``); never a module global."""
+
+    def __init__(self, base: int = HEAP_BASE) -> None:
+        self._lock = threading.Lock()  # guards _bufs, _freed, _base
+        self._bufs: dict[int, KmemBuf] = {}
+        self._freed: deque[int] = deque()
+        self._base = base
+
+    def zalloc(self, cls: type[_T], *args: Any, size: int | None = None, **kwargs: Any) -> _T:
+        """kmem_zalloc(9F): build ``cls(*args, **kwargs)`` on the heap."""
+        obj = cls(*args, **kwargs)
+        nbytes = size if size is not None else cls.kmem_size
+        rounded = (max(nbytes, 8) + 0xFFF) & ~0xFFF  # page-spaced, so offsets read well
+        with self._lock:
+            addr = self._base
+            self._base += rounded
+            buf = KmemBuf(
+                addr=addr,
+                size=nbytes,
+                type_name=cls.__name__,
+                alloc_stack=_stack(2),
+                alloc_time=time.monotonic_ns(),
+                thread=threading.get_ident(),
+                cache=f"kmem_alloc_{_cache_size(nbytes)}",
+            )
+            self._bufs[addr] = buf
+        object.__setattr__(obj, "_kmem_buf", buf)
+        return obj
+
+    def free(self, obj: KmemObject) -> None:
+        """kmem_free(9F): poison ``obj``; a second free traps."""
+        buf = object.__getattribute__(obj, "_kmem_buf")
+        if buf is None:
+            raise ValueError(f"kmem_free: {obj!r} was not allocated from this heap")
+        with self._lock:
+            if buf.freed:
+                raise BadTrap(buf.addr, buf, "double free")
+            buf.freed = True
+            buf.free_stack = _stack(2)
+            buf.free_time = time.monotonic_ns()
+            buf.free_thread = threading.get_ident()
+            self._freed.append(buf.addr)
+            while len(self._freed) > FREED_HISTORY:
+                self._bufs.pop(self._freed.popleft(), None)
+        obj.__class__ = _poisoned(type(obj))
+
+    def is_freed(self, obj: KmemObject) -> bool:
+        """True once ``obj`` was freed (does not trap)."""
+        buf = object.__getattribute__(obj, "_kmem_buf")
+        return buf is not None and buf.freed
+
+    def lookup(self, addr: int) -> KmemBuf | None:
+        """The buffer that holds ``addr``, live or remembered freed, else None."""
+        with self._lock:
+            buf = self._bufs.get(addr)
+            if buf is not None:
+                return buf
+            bases = sorted(self._bufs)
+        i = bisect.bisect_right(bases, addr) - 1
+        if i >= 0:
+            buf = self._bufs.get(bases[i])
+            if buf is not None and addr < buf.addr + max(buf.size, 1):
+                return buf
+        return None
+
+    def whatis(self, addr: int) -> str:
+        """mdb ``::whatis``: where ``addr`` lies, allocated or freed, and by whom."""
+        buf = self.lookup(addr)
+        if buf is None:
+            return f"{addr:x} is not in the kmem heap"
+        state = "freed from" if buf.freed else "allocated from"
+        head = f"{addr:x} is {buf.addr:x}+{addr - buf.addr:x}, {state} {buf.cache} ({buf.type_name}):"
+        stack = buf.free_stack if buf.freed else buf.alloc_stack
+        thread = buf.free_thread if buf.freed else buf.thread
+        when = buf.free_time if buf.freed else buf.alloc_time
+        lines = [
+            head,
+            "            ADDR TYPE            START              END             SIZE",
+            "                                THREAD        TIMESTAMP",
+            f"{buf.addr:16x} {'FREE' if buf.freed else 'ALLC'} {buf.addr:16x} {buf.addr + buf.size:16x} {buf.size:16d}",
+            f"{'':16s} {thread:21x} {when:16x}",
+        ]
+        lines += [f"                 {sym}" for sym in stack]
+        return "\n".join(lines)
+
+
+def _cache_size(nbytes: int) -> int:
+    size = 8
+    while size < nbytes:
+        size *= 2
+    return size
