@@ -109,10 +109,13 @@ class Chain:
     """The registry of kstats (the kernel's chain). Build one per "kernel".
 
     :param kmem: the debug heap kstats (and providers' private state) live on.
+    :param config: host options providers may read (e.g. ``{"vmm_teardown": "pre-14281"}``
+        from ``kstatd --vmm-teardown``); read-only after attach.
     """
 
-    def __init__(self, kmem: Kmem | None = None) -> None:
+    def __init__(self, kmem: Kmem | None = None, config: dict[str, Any] | None = None) -> None:
         self.kmem = kmem if kmem is not None else Kmem()
+        self.config: dict[str, Any] = dict(config or {})
         self._lock = threading.Lock()  # the chain lock: indexes, chain id, holds
         self._by_kid: dict[int, Kstat] = {}
         self._by_name: dict[tuple[str, int, str], list[Kstat]] = {}
