@@ -46,11 +46,7 @@ from kstatpy.constants import KstatDataType
 from kstatpy.constants import KstatFlag
 from kstatpy.constants import KstatType
 from kstatpy.errors import KstatCreateError
-from kstatpy.errors import KstatError
 from kstatpy.errors import KstatFatalError
-from kstatpy.errors import KstatUpdateError
-from kstatpy.errors import error_for_errno
-from kstatpy.kmem import BadTrap
 from kstatpy.kmem import Kmem
 from kstatpy.kstat import Kstat
 from kstatpy.kstat import KstatBuffer
@@ -62,9 +58,8 @@ from kstatpy.kstat import default_kstat_snapshot
 from kstatpy.kstat import kstat_named_init
 from kstatpy.kstat import lock_held_by_caller
 from kstatpy.kstat import truncate_name
-from kstatpy.write import check_write_data
 
-__all__ = ["KSTAT_HEADER_SIZE", "Chain", "read_kstat_data", "write_kstat_data"]
+__all__ = ["KSTAT_HEADER_SIZE", "Chain"]
 
 log = logging.getLogger(__name__)
 
@@ -468,13 +463,17 @@ class Chain:
     # --- the ioctl layer's entry points (io/kstat.c) ------------------------
 
     def read(self, kid: int, zoneid: int = GLOBAL_ZONEID, data_size: int | None = None) -> dict[str, Any]:
-        """KSTAT_IOC_READ for ``kid`` as seen from ``zoneid``; see :func:`read_kstat_data`."""
+        """KSTAT_IOC_READ for ``kid`` as seen from ``zoneid``; see :func:`kstatpy.driver.read_kstat_data`."""
+        from kstatpy.driver import read_kstat_data
+
         return read_kstat_data(self, kid, zoneid, data_size)
 
     def write(
         self, kid: int, ndata: int, data: Any, zoneid: int = GLOBAL_ZONEID, privileged: bool = True
     ) -> int:
-        """KSTAT_IOC_WRITE; see :func:`write_kstat_data`."""
+        """KSTAT_IOC_WRITE; see :func:`kstatpy.driver.write_kstat_data`."""
+        from kstatpy.driver import write_kstat_data
+
         return write_kstat_data(self, kid, ndata, data, zoneid, privileged)
 
 
@@ -482,118 +481,3 @@ def _dormant_update(ksp: Kstat, rw: int) -> int:
     # A dormant kstat's provider is gone: reads see the kept data; the reactivating
     # install's KSTAT_WRITE has nowhere to push it.
     return 0
-
-
-def _provider_call(ksp: Kstat, what: str, fn: Any) -> int:
-    # Run a provider callback: an exception is EIO for this reader; a BadTrap is a
-    # panic and carries the kstat being read.
-    try:
-        rc = fn()
-    except BadTrap as trap:
-        trap.ksp = ksp
-        raise
-    except KstatError as exc:
-        return exc.errno
-    except Exception as exc:
-        log.warning("%s of %s raised %r", what, ksp, exc)
-        raise KstatUpdateError(errno.EIO, f"{what} of {ksp.ks_module}:{ksp.ks_instance}:{ksp.ks_name} failed: {exc!r}") from exc
-    return int(rc or 0)
-
-
-def read_kstat_data(chain: Chain, kid: int, zoneid: int, data_size: int | None) -> dict[str, Any]:
-    """KSTAT_IOC_READ (io/kstat.c ``read_kstat_data``), in illumos' order.
-
-    Hold by kid in ``zoneid`` (ENXIO), INVALID (EAGAIN), ``ks_update(READ)`` under
-    ``ks_lock`` (its errno, EIO for an exception), ENOMEM when ``data_size`` is
-    smaller than the kstat's size (with the needed size, flags, ndata and
-    snaptime), then ``ks_snapshot(READ)``. The returned KSTAT map is a plain copy
-    made before the hold is released.
-
-    :raises KstatError: with the errno of the first failure.
-    :raises BadTrap: a provider touched freed memory (a panic); ``.ksp`` is set.
-    """
-    ksp = chain.kstat_hold_bykid(kid, zoneid)
-    if ksp is None:
-        raise error_for_errno(errno.ENXIO, f"kid {kid}: no such kstat")
-    try:
-        if ksp.ks_flags & KstatFlag.INVALID:
-            raise error_for_errno(errno.EAGAIN, f"kid {kid}: kstat not yet installed")
-        lock = ksp.ks_lock
-        if lock is not None:
-            lock.acquire()
-        chain._caller.zoneid = zoneid  # KID 0's callbacks filter by the caller's zone
-        try:
-            rc = _provider_call(ksp, "ks_update", lambda: ksp.ks_update(ksp, KSTAT_READ))
-            if rc:
-                raise error_for_errno(rc, f"ks_update of kid {kid} failed")
-            needed = ksp.ks_data_size
-            if data_size is not None and data_size < needed:
-                raise error_for_errno(
-                    errno.ENOMEM,
-                    f"kid {kid}: buffer of {data_size} bytes, {needed} needed",
-                    data_size=needed,
-                    flags=int(ksp.ks_flags),
-                    ndata=ksp.ks_ndata,
-                    snaptime=ksp.ks_snaptime,
-                )
-            buf = KstatBuffer()
-            rc = _provider_call(ksp, "ks_snapshot", lambda: ksp.ks_snapshot(ksp, buf, KSTAT_READ))
-            if rc:
-                raise error_for_errno(rc, f"ks_snapshot of kid {kid} failed")
-            result = ksp.header()
-            result["data_size"] = needed
-            result["data"] = buf.data
-            return result
-        finally:
-            chain._caller.zoneid = GLOBAL_ZONEID
-            if lock is not None:
-                lock.release()
-    finally:
-        chain.kstat_rele(ksp)
-
-
-def write_kstat_data(chain: Chain, kid: int, ndata: int, data: Any, zoneid: int, privileged: bool) -> int:
-    """KSTAT_IOC_WRITE (io/kstat.c ``write_kstat_data``), in illumos' order.
-
-    EPERM (unprivileged, checked first), ENXIO, EAGAIN (INVALID), EACCES (not
-    WRITABLE), ``ks_update(READ)``'s error, EINVAL (ndata, names, types, values
-    not matching the current data), then ``ks_snapshot(WRITE)`` and
-    ``ks_update(WRITE)``. Returns the chain id.
-    """
-    if not privileged:
-        raise error_for_errno(errno.EPERM, "write needs privilege (PRIV_SYS_CONFIG)")
-    ksp = chain.kstat_hold_bykid(kid, zoneid)
-    if ksp is None:
-        raise error_for_errno(errno.ENXIO, f"kid {kid}: no such kstat")
-    try:
-        if ksp.ks_flags & KstatFlag.INVALID:
-            raise error_for_errno(errno.EAGAIN, f"kid {kid}: kstat not yet installed")
-        if not ksp.ks_flags & KstatFlag.WRITABLE:
-            raise error_for_errno(errno.EACCES, f"kid {kid}: kstat is not writable")
-        lock = ksp.ks_lock
-        if lock is not None:
-            lock.acquire()
-        try:
-            rc = _provider_call(ksp, "ks_update", lambda: ksp.ks_update(ksp, KSTAT_READ))
-            if rc:
-                raise error_for_errno(rc, f"ks_update of kid {kid} failed")
-            if ndata != ksp.ks_ndata:
-                raise error_for_errno(errno.EINVAL, f"kid {kid}: ndata {ndata} != {ksp.ks_ndata}")
-            current = KstatBuffer()
-            if ksp.ks_type == KstatType.NAMED:
-                rc = _provider_call(ksp, "ks_snapshot", lambda: ksp.ks_snapshot(ksp, current, KSTAT_READ))
-                if rc:
-                    raise error_for_errno(rc, f"ks_snapshot of kid {kid} failed")
-            new = check_write_data(ksp, data, current.data)
-            buf = KstatBuffer(new)
-            rc = _provider_call(ksp, "ks_snapshot", lambda: ksp.ks_snapshot(ksp, buf, KSTAT_WRITE))
-            if not rc:
-                rc = _provider_call(ksp, "ks_update", lambda: ksp.ks_update(ksp, KSTAT_WRITE))
-            if rc:
-                raise error_for_errno(rc, f"write of kid {kid} failed")
-            return chain.chain_id
-        finally:
-            if lock is not None:
-                lock.release()
-    finally:
-        chain.kstat_rele(ksp)

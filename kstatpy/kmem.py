@@ -51,6 +51,7 @@ _KMODULE = {
     "kstatpy.kmem": "genunix",
     "kstatpy.server": "kstat",
     "kstatpy.ioctl": "kstat",
+    "kstatpy.driver": "kstat",
 }
 
 

@@ -1,0 +1,149 @@
+"""The /dev/kstat driver's read and write: ``io/kstat.c`` over a :class:`~kstatpy.chain.Chain`.
+
+One in-process read and write path, used by kstatd and by the embedded ``kstat``
+alike: hold, ``ks_lock``, ``ks_update``, snapshot into a plain copy, release. The
+copy is made before the hold is released, so encoding and sending happen with no
+lock held. Error precedence is that of ILLUMOS-SPEC.md §3.1 and §3.4.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from typing import TYPE_CHECKING
+from typing import Any
+
+from kstatpy.constants import GLOBAL_ZONEID
+from kstatpy.constants import KSTAT_READ
+from kstatpy.constants import KSTAT_WRITE
+from kstatpy.constants import KstatFlag
+from kstatpy.constants import KstatType
+from kstatpy.errors import KstatError
+from kstatpy.errors import KstatUpdateError
+from kstatpy.errors import error_for_errno
+from kstatpy.kmem import BadTrap
+from kstatpy.kstat import Kstat
+from kstatpy.kstat import KstatBuffer
+from kstatpy.write import check_write_data
+
+if TYPE_CHECKING:
+    from kstatpy.chain import Chain
+
+__all__ = ["read_kstat_data", "write_kstat_data"]
+
+log = logging.getLogger(__name__)
+
+
+def _provider_call(ksp: Kstat, what: str, fn: Any, *args: Any) -> int:
+    # Run a provider callback: an exception is EIO for this reader; a BadTrap is a
+    # panic and carries the kstat being read.
+    try:
+        rc = fn(ksp, *args)
+    except BadTrap as trap:
+        trap.ksp = ksp
+        raise
+    except KstatError as exc:
+        return exc.errno
+    except Exception as exc:
+        log.warning("%s of %s raised %r", what, ksp, exc)
+        raise KstatUpdateError(errno.EIO, f"{what} of {ksp.ks_module}:{ksp.ks_instance}:{ksp.ks_name} failed: {exc!r}") from exc
+    return int(rc or 0)
+
+
+def read_kstat_data(chain: Chain, kid: int, zoneid: int, data_size: int | None) -> dict[str, Any]:
+    """KSTAT_IOC_READ (io/kstat.c ``read_kstat_data``), in illumos' order.
+
+    Hold by kid in ``zoneid`` (ENXIO), INVALID (EAGAIN), ``ks_update(READ)`` under
+    ``ks_lock`` (its errno, EIO for an exception), ENOMEM when ``data_size`` is
+    smaller than the kstat's size (with the needed size, flags, ndata and
+    snaptime), then ``ks_snapshot(READ)``. The returned KSTAT map is a plain copy
+    made before the hold is released.
+
+    :raises KstatError: with the errno of the first failure.
+    :raises BadTrap: a provider touched freed memory (a panic); ``.ksp`` is set.
+    """
+    ksp = chain.kstat_hold_bykid(kid, zoneid)
+    if ksp is None:
+        raise error_for_errno(errno.ENXIO, f"kid {kid}: no such kstat")
+    try:
+        if ksp.ks_flags & KstatFlag.INVALID:
+            raise error_for_errno(errno.EAGAIN, f"kid {kid}: kstat not yet installed")
+        lock = ksp.ks_lock
+        if lock is not None:
+            lock.acquire()
+        chain._caller.zoneid = zoneid  # KID 0's callbacks filter by the caller's zone
+        try:
+            rc = _provider_call(ksp, "ks_update", ksp.ks_update, KSTAT_READ)
+            if rc:
+                raise error_for_errno(rc, f"ks_update of kid {kid} failed")
+            needed = ksp.ks_data_size
+            if data_size is not None and data_size < needed:
+                raise error_for_errno(
+                    errno.ENOMEM,
+                    f"kid {kid}: buffer of {data_size} bytes, {needed} needed",
+                    data_size=needed,
+                    flags=int(ksp.ks_flags),
+                    ndata=ksp.ks_ndata,
+                    snaptime=ksp.ks_snaptime,
+                )
+            buf = KstatBuffer()
+            rc = _provider_call(ksp, "ks_snapshot", ksp.ks_snapshot, buf, KSTAT_READ)
+            if rc:
+                raise error_for_errno(rc, f"ks_snapshot of kid {kid} failed")
+            result = ksp.header()
+            result["data_size"] = needed
+            result["data"] = buf.data
+            return result
+        finally:
+            chain._caller.zoneid = GLOBAL_ZONEID
+            if lock is not None:
+                lock.release()
+    finally:
+        chain.kstat_rele(ksp)
+
+
+def write_kstat_data(chain: Chain, kid: int, ndata: int, data: Any, zoneid: int, privileged: bool) -> int:
+    """KSTAT_IOC_WRITE (io/kstat.c ``write_kstat_data``), in illumos' order.
+
+    EPERM (unprivileged, checked first), ENXIO, EAGAIN (INVALID), EACCES (not
+    WRITABLE), ``ks_update(READ)``'s error, EINVAL (ndata, names, types, values
+    not matching the current data), then ``ks_snapshot(WRITE)`` and
+    ``ks_update(WRITE)``. Returns the chain id.
+    """
+    if not privileged:
+        raise error_for_errno(errno.EPERM, "write needs privilege (PRIV_SYS_CONFIG)")
+    ksp = chain.kstat_hold_bykid(kid, zoneid)
+    if ksp is None:
+        raise error_for_errno(errno.ENXIO, f"kid {kid}: no such kstat")
+    try:
+        if ksp.ks_flags & KstatFlag.INVALID:
+            raise error_for_errno(errno.EAGAIN, f"kid {kid}: kstat not yet installed")
+        if not ksp.ks_flags & KstatFlag.WRITABLE:
+            raise error_for_errno(errno.EACCES, f"kid {kid}: kstat is not writable")
+        lock = ksp.ks_lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            rc = _provider_call(ksp, "ks_update", ksp.ks_update, KSTAT_READ)
+            if rc:
+                raise error_for_errno(rc, f"ks_update of kid {kid} failed")
+            if ndata != ksp.ks_ndata:
+                raise error_for_errno(errno.EINVAL, f"kid {kid}: ndata {ndata} != {ksp.ks_ndata}")
+            current = KstatBuffer()
+            if ksp.ks_type == KstatType.NAMED:
+                rc = _provider_call(ksp, "ks_snapshot", ksp.ks_snapshot, current, KSTAT_READ)
+                if rc:
+                    raise error_for_errno(rc, f"ks_snapshot of kid {kid} failed")
+            new = check_write_data(ksp, data, current.data)
+            buf = KstatBuffer(new)
+            rc = _provider_call(ksp, "ks_snapshot", ksp.ks_snapshot, buf, KSTAT_WRITE)
+            if not rc:
+                rc = _provider_call(ksp, "ks_update", ksp.ks_update, KSTAT_WRITE)
+            if rc:
+                raise error_for_errno(rc, f"write of kid {kid} failed")
+            return chain.chain_id
+        finally:
+            if lock is not None:
+                lock.release()
+    finally:
+        chain.kstat_rele(ksp)
