@@ -182,7 +182,13 @@ class Chain:
                     return ksp
                 if ksp.e_owner == me:
                     raise KstatFatalError(f"kstat_hold: recursive hold of {ksp!r}")
-                ksp.e_cv.wait()
+                ksp.e_waiters += 1
+                try:
+                    ksp.e_cv.wait()
+                finally:
+                    ksp.e_waiters -= 1
+                    if not ksp.e_waiters:
+                        ksp.e_cv.notify_all()  # a kstat_delete may wait for us to let go
 
     def kstat_hold_bykid(self, kid: int, zoneid: int) -> Kstat | None:
         """Hold the kstat with ``kid`` visible in ``zoneid``; waits for its holder."""
@@ -304,9 +310,9 @@ class Chain:
         # comes back INVALID with the same kid, crtime and data.
         with self._lock:
             other = self._collides(key, zones)
-        if other is None:
-            return None
-        other_kid = other.ks_kid
+            if other is None:
+                return None
+            other_kid = other.ks_kid
         ksp = self._hold(lambda: other if self._by_kid.get(other_kid) is other else None)
         if ksp is None:
             return None
@@ -412,6 +418,8 @@ class Chain:
             self._chain_id += 1
             ksp.e_owner = None
             ksp.e_cv.notify_all()  # waiters re-find and see it gone: ENXIO
+            while ksp.e_waiters:  # free only once no waiter will touch it again
+                ksp.e_cv.wait()
         self.kmem.free(ksp)
 
     def kstat_delete_byname(self, ks_module: str, ks_instance: int, ks_name: str) -> None:

@@ -340,6 +340,7 @@ class Kstat(KmemObject):
     __slots__ = (
         "e_cv",
         "e_owner",
+        "e_waiters",
         "e_zones",
         "ks_class",
         "ks_crtime",
@@ -379,6 +380,7 @@ class Kstat(KmemObject):
         self.ks_snapshot: SnapshotFn = default_kstat_snapshot
         self.ks_lock: Any = None
         self.e_owner: int | None = None  # thread holding the kstat; chain lock guards it
+        self.e_waiters = 0  # threads waiting for the hold; chain lock guards it
         self.e_cv: threading.Condition | None = None  # on the chain lock
         self.e_zones: list[int] = []  # head is the primary zone
 

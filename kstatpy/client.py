@@ -1,0 +1,466 @@
+"""The libkstat analogue (ILLUMOS-SPEC.md §4): ``kstat_open()`` -> :class:`KstatCtl`.
+
+Transports
+    A :class:`KstatCtl` talks to the kernel side through a transport with one method,
+    ``ioctl(cmd, arg) -> result map``, which raises the typed :class:`KstatError` of
+    the reply's errno. :func:`kstat_open` connects to kstatd (PROTOCOL.md);
+    :func:`kstat_open_chain` calls :meth:`kstatpy.ioctl.IoctlHandler.dispatch` on a
+    chain in this process, the very function kstatd runs for a request.
+
+Copies
+    ``kc.kc_chain`` holds user copies of the headers (:class:`KstatUser`), in kid
+    order. ``kc.read(ksp)`` fills ``ksp.ks_data`` and refreshes ``ks_ndata``,
+    ``ks_data_size``, ``ks_flags`` and ``ks_snaptime``. ``kc.chain_update()`` keeps the
+    entries whose kid survived (the same objects, their data and header untouched) and
+    drops the others, as libkstat does.
+
+Threads
+    One KstatCtl may be shared by threads: the transport serialises round trips (one
+    lock around send and receive) and ``_lock`` guards ``kc_chain`` and ``kc_chain_id``.
+    A :class:`KstatUser` read by two threads at once gets whichever read ends last.
+
+Imports: msgpack, socket and kstatpy's constants and errors only; no pluggy, no chain.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+from typing import Any
+
+import msgpack
+
+from kstatpy.constants import GLOBAL_ZONEID
+from kstatpy.constants import KstatFlag
+from kstatpy.constants import KstatIoctl
+from kstatpy.constants import KstatType
+from kstatpy.errors import KstatError
+from kstatpy.errors import ServerUnavailableError
+from kstatpy.errors import error_for_errno
+from kstatpy.protocol import LENGTH
+from kstatpy.protocol import default_socket_path
+from kstatpy.protocol import pack_request
+
+if TYPE_CHECKING:
+    from kstatpy.chain import Chain
+
+__all__ = [
+    "ChainTransport",
+    "KstatCtl",
+    "KstatNamedRecord",
+    "KstatUser",
+    "SocketTransport",
+    "kstat_open",
+    "kstat_open_chain",
+    "resolve_socket_path",
+]
+
+#: libkstat retries EAGAIN every 100 ms; we stop after ``timeout`` seconds.
+EAGAIN_RETRY = 0.1
+DEFAULT_TIMEOUT = 5.0
+#: KSTATPY_IOC_READ_MANY's limit per request (PROTOCOL.md §4).
+READ_MANY_BATCH = 65536
+
+_CHAIN_ID = int(KstatIoctl.CHAIN_ID)
+_READ = int(KstatIoctl.READ)
+_WRITE = int(KstatIoctl.WRITE)
+_HELLO = int(KstatIoctl.HELLO)
+_READ_MANY = int(KstatIoctl.READ_MANY)
+_NAMED = int(KstatType.NAMED)
+_TIMER = int(KstatType.TIMER)
+_RESIZABLE = int(KstatFlag.VAR_SIZE | KstatFlag.LONGSTRINGS)
+
+
+def _raise_for(code: int, result: dict[str, Any]) -> None:
+    extra = {k: v for k, v in result.items() if k != "error"}
+    raise error_for_errno(code, result.get("error"), **extra)
+
+
+# --- transports ----------------------------------------------------------------
+
+
+def resolve_socket_path(path: str | None = None) -> str:
+    """The socket a client uses: ``path``, else ``$KSTAT_SOCKET``, else the default."""
+    return path or os.environ.get("KSTAT_SOCKET") or default_socket_path()
+
+
+class SocketTransport:
+    """A connection to kstatd. ``_lock`` is held for each whole round trip."""
+
+    def __init__(self, path: str | None = None, timeout: float | None = None) -> None:
+        self.path = resolve_socket_path(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(self.path)
+        except OSError as exc:
+            sock.close()
+            code = exc.errno or errno.ECONNREFUSED
+            raise ServerUnavailableError(
+                code, f"cannot connect to kstatd at {self.path}: {exc.strerror or exc}"
+            ) from exc
+        self._sock: socket.socket | None = sock
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._lenbuf = bytearray(4)
+
+    def _recv_exact(self, sock: socket.socket, n: int, into: bytearray | None = None) -> bytearray:
+        buf = into if into is not None else bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = sock.recv_into(view[got:], n - got)
+            if not k:
+                raise ConnectionResetError(errno.ECONNRESET, "kstatd closed the connection")
+            got += k
+        return buf
+
+    def round_trip(self, cmd: int, arg: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+        """Send one request, return ``(errno, result)`` of its reply."""
+        with self._lock:
+            sock = self._sock
+            if sock is None:
+                raise KstatError(errno.EBADF, "kstat handle is closed")
+            self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
+            try:
+                sock.sendall(pack_request(cmd, seq, arg))
+                (length,) = LENGTH.unpack(self._recv_exact(sock, 4, self._lenbuf))
+                body = self._recv_exact(sock, length)
+            except OSError as exc:
+                self._close_locked()
+                raise ServerUnavailableError(
+                    exc.errno or errno.ECONNRESET, f"lost kstatd at {self.path}: {exc.strerror or exc}"
+                ) from exc
+        try:
+            rseq, code, result = msgpack.unpackb(body, raw=False)
+        except Exception as exc:
+            raise error_for_errno(errno.EPROTO, f"malformed reply from kstatd: {exc}") from exc
+        if rseq != seq:
+            # kstatd answers a refused connection (connection cap) with seq 0 and closes.
+            if code:
+                with self._lock:
+                    self._close_locked()
+                raise ServerUnavailableError(code, f"kstatd at {self.path}: {result.get('error')}")
+            raise error_for_errno(errno.EPROTO, f"reply seq {rseq} for request seq {seq}")
+        return code, result
+
+    def ioctl(self, cmd: int, arg: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One ioctl: its result map, or the typed KstatError of its errno."""
+        code, result = self.round_trip(cmd, arg)
+        if code:
+            _raise_for(code, result)
+        return result
+
+    def _close_locked(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def close(self) -> None:
+        """Close the connection (kstatd then closes what providers opened on it)."""
+        with self._lock:
+            self._close_locked()
+
+
+class ChainTransport:
+    """The in-process transport: kstatd's dispatch function called directly."""
+
+    def __init__(self, handler: Any, conn: Any) -> None:
+        self.handler = handler
+        self.conn = conn
+
+    def ioctl(self, cmd: int, arg: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One ioctl: its result map, or the typed KstatError of its errno."""
+        code, result = self.handler.dispatch(self.conn, cmd, arg)
+        if code:
+            _raise_for(code, result)
+        return result
+
+    def close(self) -> None:
+        """Close the "file": providers drop what they opened on this connection."""
+        providers = getattr(self.handler, "providers", None)
+        if providers is not None:
+            providers.conn_close(self.handler.chain, self.conn)
+
+
+# --- user copies ---------------------------------------------------------------
+
+
+class KstatNamedRecord:
+    """A ``kstat_named_t`` as a reader sees it (LONG/ULONG already INT64/UINT64)."""
+
+    __slots__ = ("data_type", "name", "value")
+
+    def __init__(self, name: str, data_type: int, value: Any) -> None:
+        self.name = name
+        self.data_type = data_type
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"KstatNamedRecord({self.name!r}, {self.data_type}, {self.value!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, KstatNamedRecord):
+            return NotImplemented
+        return (self.name, self.data_type, self.value) == (other.name, other.data_type, other.value)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class KstatUser:
+    """A user copy of a kstat header (``kstat_t`` in libkstat's chain) and its data."""
+
+    __slots__ = (
+        "ks_class",
+        "ks_crtime",
+        "ks_data",
+        "ks_data_size",
+        "ks_flags",
+        "ks_instance",
+        "ks_kid",
+        "ks_module",
+        "ks_name",
+        "ks_ndata",
+        "ks_snaptime",
+        "ks_type",
+    )
+
+    def __init__(self, header: dict[str, Any]) -> None:
+        self.ks_kid: int = header["kid"]
+        self.ks_module: str = header["module"]
+        self.ks_instance: int = header["instance"]
+        self.ks_name: str = header["name"]
+        self.ks_class: str = header["class"]
+        self.ks_type: int = header["type"]
+        self.ks_flags: int = header["flags"]
+        self.ks_ndata: int = header["ndata"]
+        self.ks_data_size: int = header["data_size"]
+        self.ks_crtime: int = header["crtime"]
+        self.ks_snaptime: int = header["snaptime"]
+        self.ks_data: Any = None
+
+    def __repr__(self) -> str:
+        return f"<kstat {self.ks_module}:{self.ks_instance}:{self.ks_name} kid={self.ks_kid}>"
+
+    def _fill(self, kstat: dict[str, Any]) -> None:
+        # A READ's result: the fields the driver copies back, then the data.
+        self.ks_ndata = kstat["ndata"]
+        self.ks_data_size = kstat["data_size"]
+        self.ks_flags = kstat["flags"]
+        self.ks_snaptime = kstat["snaptime"]
+        data = kstat["data"]
+        if self.ks_type == _NAMED and self.ks_kid != 0:
+            data = [KstatNamedRecord(n, t, v) for n, t, v in data]
+        self.ks_data = data
+
+    def wire_data(self) -> Any:
+        """``ks_data`` in the DATA shape of PROTOCOL.md §5 (what a WRITE sends)."""
+        data = self.ks_data
+        if self.ks_type == _NAMED and data is not None:
+            return [[r.name, r.data_type, r.value] for r in data]
+        return data
+
+    def data_lookup(self, name: str) -> Any:
+        """kstat_data_lookup(3KSTAT): the NAMED or TIMER record called ``name``.
+
+        :raises KstatError: EINVAL for other types; KstatNotFoundError (ENOENT) when
+            no record has that name or the kstat was never read.
+        """
+        if self.ks_type == _NAMED:
+            for rec in self.ks_data or ():
+                if rec.name == name:
+                    return rec
+        elif self.ks_type == _TIMER:
+            for rec in self.ks_data or ():
+                if rec["name"] == name:
+                    return rec
+        else:
+            raise error_for_errno(errno.EINVAL, f"kstat_data_lookup: {self!r} is neither NAMED nor TIMER")
+        raise error_for_errno(errno.ENOENT, f"kstat_data_lookup: {self!r} has no record {name!r}")
+
+
+# --- the control handle ----------------------------------------------------------
+
+
+class KstatCtl:
+    """kstat_ctl_t: ``kc_chain_id``, ``kc_chain`` and the transport (``kc_kd``)."""
+
+    def __init__(self, transport: Any) -> None:
+        self.kc_kd = transport
+        self.kc_chain_id = 0
+        self.kc_chain: list[KstatUser] = []
+        self._lock = threading.Lock()  # guards kc_chain and kc_chain_id
+
+    def __enter__(self) -> KstatCtl:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def ioctl(self, cmd: int, arg: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A raw ioctl (provider ioctls, HELLO): the result map or a typed KstatError."""
+        return self.kc_kd.ioctl(cmd, arg)
+
+    def hello(self) -> dict[str, Any]:
+        """KSTATPY_IOC_HELLO: protocol version, server, zone, privileged."""
+        return self.kc_kd.ioctl(_HELLO, {"protocol": 1})
+
+    def close(self) -> None:
+        """kstat_close(3KSTAT): drop the chain and close the transport."""
+        with self._lock:
+            self.kc_chain = []
+        self.kc_kd.close()
+
+    def chain_id(self) -> int:
+        """KSTAT_IOC_CHAIN_ID: the kernel's current chain id."""
+        return self.kc_kd.ioctl(_CHAIN_ID, None)["kcid"]
+
+    def chain_update(self, timeout: float = DEFAULT_TIMEOUT) -> int:
+        """kstat_chain_update(3KSTAT): 0 if the chain is unchanged, else the new kcid.
+
+        Entries whose kid survives are kept (same objects, data untouched).
+        """
+        kcid = self.chain_id()
+        if kcid == self.kc_chain_id:
+            return 0
+        headers = KstatUser({"kid": 0, "module": "unix", "instance": 0, "name": "kstat_headers",
+                             "class": "kstat", "type": int(KstatType.RAW), "flags": 0, "ndata": 0,
+                             "data_size": 0, "crtime": 0, "snaptime": 0})  # fmt: skip
+        kcid = self.read(headers, timeout=timeout)
+        with self._lock:
+            old = {ksp.ks_kid: ksp for ksp in self.kc_chain}
+            chain = []
+            for hdr in headers.ks_data:
+                ksp = old.get(hdr["kid"])
+                chain.append(ksp if ksp is not None else KstatUser(hdr))
+            self.kc_chain = chain
+            self.kc_chain_id = kcid
+        return kcid
+
+    def lookup(self, module: str | None = None, instance: int = -1, name: str | None = None) -> KstatUser:
+        """kstat_lookup(3KSTAT): the first kstat in kid order matching; None/-1 are wildcards.
+
+        :raises KstatNotFoundError: ENOENT when nothing matches.
+        """
+        for ksp in self.kc_chain:
+            if (
+                (module is None or ksp.ks_module == module)
+                and (instance == -1 or ksp.ks_instance == instance)
+                and (name is None or ksp.ks_name == name)
+            ):
+                return ksp
+        raise error_for_errno(errno.ENOENT, f"kstat_lookup: no kstat {module}:{instance}:{name}")
+
+    def read(self, ksp: KstatUser, timeout: float = DEFAULT_TIMEOUT, data_size: int | None = None) -> int:
+        """kstat_read(3KSTAT): fill ``ksp.ks_data``; returns the kcid of the read.
+
+        EAGAIN is retried every 100 ms for at most ``timeout`` seconds. With
+        ``data_size``, ENOMEM on a VAR_SIZE/LONGSTRINGS kstat is retried at the size
+        the driver reports (libkstat's dance); on other kstats it is raised.
+        """
+        deadline = None
+        arg: dict[str, Any] = {"kid": ksp.ks_kid}
+        if data_size is not None:
+            arg["data_size"] = data_size
+        ioctl = self.kc_kd.ioctl
+        while True:
+            try:
+                result = ioctl(_READ, arg)
+            except KstatError as exc:
+                if exc.errno == errno.EAGAIN:
+                    now = time.monotonic()
+                    if deadline is None:
+                        deadline = now + timeout
+                    if now + EAGAIN_RETRY <= deadline:
+                        time.sleep(EAGAIN_RETRY)
+                        continue
+                elif exc.errno == errno.ENOMEM and "data_size" in exc.extra:
+                    extra = exc.extra
+                    ksp.ks_data_size = extra["data_size"]
+                    ksp.ks_flags = extra.get("flags", ksp.ks_flags)
+                    ksp.ks_ndata = extra.get("ndata", ksp.ks_ndata)
+                    ksp.ks_snaptime = extra.get("snaptime", ksp.ks_snaptime)
+                    if ksp.ks_flags & _RESIZABLE:
+                        arg["data_size"] = ksp.ks_data_size
+                        continue
+                raise
+            ksp._fill(result["kstat"])
+            return result["kcid"]
+
+    def read_many(self, ksps: Iterable[KstatUser]) -> list[tuple[int, KstatUser]]:
+        """Read many kstats with KSTATPY_IOC_READ_MANY in batches of at most 65,536.
+
+        Returns ``(errno, ksp)`` per kstat in the order given; ``ksp`` is filled when
+        errno is 0. Nothing is retried (EAGAIN is reported as is).
+        """
+        ksps = list(ksps)
+        out: list[tuple[int, KstatUser]] = []
+        ioctl = self.kc_kd.ioctl
+        for start in range(0, len(ksps), READ_MANY_BATCH):
+            batch = ksps[start : start + READ_MANY_BATCH]
+            result = ioctl(_READ_MANY, {"kids": [ksp.ks_kid for ksp in batch]})
+            for ksp, (code, kstat) in zip(batch, result["results"], strict=True):
+                if not code:
+                    ksp._fill(kstat)
+                out.append((code, ksp))
+        return out
+
+    def write(self, ksp: KstatUser, timeout: float = DEFAULT_TIMEOUT) -> int:
+        """kstat_write(3KSTAT): push ``ksp.ks_data`` to the kstat; returns the kcid.
+
+        EAGAIN is retried every 100 ms for at most ``timeout`` seconds.
+        """
+        arg = {"kid": ksp.ks_kid, "ndata": ksp.ks_ndata, "data": ksp.wire_data()}
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.kc_kd.ioctl(_WRITE, arg)["kcid"]
+            except KstatError as exc:
+                if exc.errno != errno.EAGAIN or time.monotonic() + EAGAIN_RETRY > deadline:
+                    raise
+                time.sleep(EAGAIN_RETRY)
+
+
+# --- opening ---------------------------------------------------------------------
+
+
+def kstat_open(path: str | None = None, timeout: float | None = None) -> KstatCtl:
+    """kstat_open(3KSTAT): connect to kstatd and read the chain.
+
+    :param path: the socket; else ``$KSTAT_SOCKET``; else the per-user default.
+    :raises ServerUnavailableError: nothing answers on the socket.
+    """
+    kc = KstatCtl(SocketTransport(path, timeout))
+    try:
+        kc.chain_update()
+    except BaseException:
+        kc.close()
+        raise
+    return kc
+
+
+def kstat_open_chain(
+    chain: Chain, zoneid: int = GLOBAL_ZONEID, refresh: Callable[[], Any] | None = None, providers: Any = None
+) -> KstatCtl:
+    """kstat_open(3KSTAT) on a chain in this process, through kstatd's dispatch code.
+
+    :param zoneid: the caller's zone; only the global zone may write.
+    :param refresh: called before each chain-id query and KID 0 read (default:
+        ``providers.refresh(chain)`` when ``providers`` is given, else nothing).
+    :param providers: a :class:`kstatpy.plugins.Providers` to offer provider ioctls to.
+    """
+    from kstatpy.ioctl import Conn
+    from kstatpy.ioctl import Cred
+    from kstatpy.ioctl import IoctlHandler
+
+    zone = "global" if zoneid == GLOBAL_ZONEID else f"zone{zoneid}"
+    handler = IoctlHandler(chain, providers=providers, refresh=refresh)
+    kc = KstatCtl(ChainTransport(handler, Conn(Cred.of_this_process(zone, zoneid))))
+    kc.chain_update()
+    return kc

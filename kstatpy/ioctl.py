@@ -1,0 +1,238 @@
+"""The ioctl layer: one request (cmd, arg) from one caller, answered as (errno, result).
+
+This is ``io/kstat.c``'s ``kstat_ioctl`` for kstatpy: the daemon (``kstatpy.server``)
+and the in-process transport of ``kstatpy.client`` both call
+:meth:`IoctlHandler.dispatch`, so the embedded ``kstat`` and ``kstatd`` share one code
+path. No sockets and no framing here (``kstatpy.protocol`` owns those).
+
+Contract
+    ``dispatch(conn, cmd, arg)`` returns ``(errno, result_map)`` and never raises,
+    except :class:`kstatpy.kmem.BadTrap` (a provider touched freed memory: a panic,
+    the host decides what to do with it). ``arg`` has already passed the shape check
+    of PROTOCOL.md §3 (a map or None); its fields are checked here (EINVAL). A
+    provider exception or any other unexpected failure is EIO for that request.
+
+Callers
+    ``conn.cred`` is a :class:`Cred` (uid, gid, pid, zone name, zoneid, privileged);
+    ``conn.state`` is a dict whose values providers own, one key per provider name.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
+from typing import TYPE_CHECKING
+from typing import Any
+
+from kstatpy.constants import GLOBAL_ZONEID
+from kstatpy.constants import KSTATPY_PROTOCOL_VERSION
+from kstatpy.constants import KstatIoctl
+from kstatpy.errors import KstatError
+from kstatpy.kmem import BadTrap
+
+if TYPE_CHECKING:
+    from kstatpy.chain import Chain
+    from kstatpy.plugins import Providers
+
+__all__ = ["KSTAT_IOC_RANGE", "MAX_READ_MANY", "Conn", "Cred", "IoctlHandler", "SERVER_NAME"]
+
+log = logging.getLogger(__name__)
+
+#: ioctl numbers kstatpy owns ('K' << 8); anything else goes to the providers.
+KSTAT_IOC_RANGE = range(0x4B00, 0x4C00)
+#: At most this many kids per KSTATPY_IOC_READ_MANY (E2BIG beyond).
+MAX_READ_MANY = 65536
+SERVER_NAME = "kstatd (kstatpy 0.1.0)"
+
+_CHAIN_ID = int(KstatIoctl.CHAIN_ID)
+_READ = int(KstatIoctl.READ)
+_WRITE = int(KstatIoctl.WRITE)
+_HELLO = int(KstatIoctl.HELLO)
+_READ_MANY = int(KstatIoctl.READ_MANY)
+
+
+@dataclass(frozen=True)
+class Cred:
+    """The caller's credentials (illumos ``cred_t`` plus its zone), fixed at connect."""
+
+    uid: int = 0
+    gid: int = 0
+    pid: int = 0
+    zone: str = "global"
+    zoneid: int = GLOBAL_ZONEID
+    privileged: bool = True
+
+    @classmethod
+    def of_this_process(cls, zone: str = "global", zoneid: int = GLOBAL_ZONEID) -> Cred:
+        """The in-process caller: this process's ids; privileged only in the global zone."""
+        return cls(os.getuid(), os.getgid(), os.getpid(), zone, zoneid, zoneid == GLOBAL_ZONEID)
+
+
+@dataclass(eq=False)
+class Conn:
+    """An open "file" on the kstat device: what providers see as ``conn``.
+
+    ``state`` maps a provider name to that provider's per-connection dict
+    (``conn.state["vmm"]`` exists on first use).
+    """
+
+    cred: Cred
+    state: defaultdict[str, dict[str, Any]] = field(default_factory=lambda: defaultdict(dict))
+    id: int = 0
+
+
+def _err(code: int, message: str, **extra: Any) -> tuple[int, dict[str, Any]]:
+    result = {"error": message}
+    result.update(extra)
+    return code, result
+
+
+def _int_arg(arg: dict[str, Any] | None, key: str, required: bool = True) -> int | None:
+    # An integer field of arg; KstatError(EINVAL) when missing (if required) or mistyped.
+    value = None if arg is None else arg.get(key)
+    if value is None:
+        if required:
+            raise KstatError(errno.EINVAL, f"argument {key!r} is required")
+        return None
+    if type(value) is not int:
+        raise KstatError(errno.EINVAL, f"argument {key!r} must be an integer, not {type(value).__name__}")
+    return value
+
+
+class IoctlHandler:
+    """Answers the ioctls of PROTOCOL.md §4 and §7 against one chain.
+
+    :param chain: the chain to serve.
+    :param providers: offered the ioctls outside 0x4B00-0x4BFF (None: EINVAL for them).
+    :param refresh: called before every chain-id query and KID 0 read so providers
+        reconcile lazily (default: ``providers.refresh(chain)`` when providers given).
+    :param server: the ``server`` string of KSTATPY_IOC_HELLO.
+    """
+
+    def __init__(
+        self,
+        chain: Chain,
+        providers: Providers | None = None,
+        refresh: Callable[[], Any] | None = None,
+        server: str = SERVER_NAME,
+    ) -> None:
+        self.chain = chain
+        self.providers = providers
+        if refresh is None and providers is not None:
+
+            def refresh() -> None:
+                providers.refresh(chain)
+
+        self.refresh = refresh
+        self.server = server
+        self._table: dict[int, Callable[[Conn, Any], dict[str, Any]]] = {
+            _CHAIN_ID: self._chain_id,
+            _READ: self._read,
+            _WRITE: self._write,
+            _HELLO: self._hello,
+            _READ_MANY: self._read_many,
+        }
+
+    def dispatch(self, conn: Conn, cmd: int, arg: Any) -> tuple[int, dict[str, Any]]:
+        """Run one ioctl for ``conn``: ``(0, result)`` or ``(errno, {"error": ...})``.
+
+        :raises BadTrap: a provider touched freed memory (a panic).
+        """
+        try:
+            fn = self._table.get(cmd)
+            if fn is not None:
+                return 0, fn(conn, arg)
+            if cmd in KSTAT_IOC_RANGE:
+                return _err(errno.EINVAL, f"unknown kstat ioctl 0x{cmd:x}")
+            return self._provider_ioctl(conn, cmd, arg)
+        except BadTrap:
+            raise
+        except KstatError as exc:
+            return _err(exc.errno, exc.message, **exc.extra)
+        except Exception as exc:
+            log.exception("ioctl 0x%x failed", cmd)
+            return _err(errno.EIO, f"ioctl 0x{cmd:x} failed: {exc!r}")
+
+    # --- the kstat ioctls -----------------------------------------------------
+
+    def _chain_id(self, conn: Conn, arg: Any) -> dict[str, Any]:
+        if self.refresh is not None:
+            self.refresh()
+        return {"kcid": self.chain.chain_id}
+
+    def _read(self, conn: Conn, arg: Any) -> dict[str, Any]:
+        kid = _int_arg(arg, "kid")
+        data_size = _int_arg(arg, "data_size", required=False)
+        if data_size is not None and data_size < 0:
+            raise KstatError(errno.EINVAL, "argument 'data_size' must not be negative")
+        if kid == 0 and self.refresh is not None:
+            self.refresh()
+        chain = self.chain
+        kstat = chain.read(kid, conn.cred.zoneid, data_size)
+        return {"kcid": chain.chain_id, "kstat": kstat}
+
+    def _write(self, conn: Conn, arg: Any) -> dict[str, Any]:
+        cred = conn.cred
+        if not cred.privileged:  # checked first, before the argument is looked at
+            raise KstatError(errno.EPERM, "write needs privilege (PRIV_SYS_CONFIG)")
+        kid = _int_arg(arg, "kid")
+        ndata = _int_arg(arg, "ndata")
+        data = arg.get("data")  # type: ignore[union-attr]  # _int_arg proved arg is a map
+        kcid = self.chain.write(kid, ndata, data, cred.zoneid, cred.privileged)
+        return {"kcid": kcid}
+
+    def _hello(self, conn: Conn, arg: Any) -> dict[str, Any]:
+        return {
+            "protocol": KSTATPY_PROTOCOL_VERSION,
+            "server": self.server,
+            "zone": conn.cred.zone,
+            "privileged": conn.cred.privileged,
+        }
+
+    def _read_many(self, conn: Conn, arg: Any) -> dict[str, Any]:
+        kids = None if arg is None else arg.get("kids")
+        if not isinstance(kids, list):
+            raise KstatError(errno.EINVAL, "argument 'kids' must be an array of integers")
+        if len(kids) > MAX_READ_MANY:
+            raise KstatError(errno.E2BIG, f"{len(kids)} kids in one READ_MANY; at most {MAX_READ_MANY}")
+        chain = self.chain
+        zoneid = conn.cred.zoneid
+        if self.refresh is not None and 0 in kids:
+            self.refresh()
+        results: list[list[Any]] = []
+        append = results.append
+        for kid in kids:
+            if type(kid) is not int:
+                append([errno.EINVAL, None])
+                continue
+            try:
+                append([0, chain.read(kid, zoneid)])
+            except BadTrap:
+                raise
+            except KstatError as exc:
+                append([exc.errno, None])
+        return {"kcid": chain.chain_id, "results": results}
+
+    # --- provider ioctls (PROTOCOL.md §7) ---------------------------------------
+
+    def _provider_ioctl(self, conn: Conn, cmd: int, arg: Any) -> tuple[int, dict[str, Any]]:
+        if self.providers is None:
+            return _err(errno.EINVAL, f"unknown ioctl 0x{cmd:x}")
+        answer = self.providers.ioctl(self.chain, conn, cmd, arg)
+        if answer is None:
+            return _err(errno.EINVAL, f"unknown ioctl 0x{cmd:x}: no provider claimed it")
+        try:
+            code, result = answer
+        except (TypeError, ValueError):
+            return _err(errno.EIO, f"provider answer to ioctl 0x{cmd:x} is not (errno, map): {answer!r}")
+        if type(code) is not int or not (result is None or isinstance(result, dict)):
+            return _err(errno.EIO, f"provider answer to ioctl 0x{cmd:x} is not (errno, map): {answer!r}")
+        result = dict(result or {})
+        if code and "error" not in result:
+            result["error"] = os.strerror(code)
+        return code, result

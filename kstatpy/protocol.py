@@ -1,0 +1,193 @@
+"""The kstatd wire protocol (PROTOCOL.md, version 1): framing, message shapes, limits, errnos.
+
+No sockets here: the server and the client own their sockets and call these helpers.
+Imports only msgpack and the standard library, so the ``kstat`` command stays light.
+
+Framing (PROTOCOL.md §2)
+    Every message is a big-endian uint32 length then one msgpack object of exactly
+    that many bytes (``use_bin_type=True``). Requests are 1 to ``max_request`` bytes
+    (default 1 MiB); replies have no limit.
+
+Shapes (PROTOCOL.md §3)
+    Request ``[cmd, seq, arg]``: cmd an unsigned int, seq in [0, 2**32), arg a map
+    with string keys or nil. Reply ``[seq, errno, result]``, result a map; on error
+    it holds ``"error"``.
+
+Failures
+    :class:`FrameError` carries the errno the daemon answers before closing
+    (EPROTO for a zero length, bad msgpack or a wrong shape; E2BIG for an oversized
+    length) and the request's seq when it could be read.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+from typing import Any
+
+import msgpack
+
+from kstatpy.constants import KSTATPY_PROTOCOL_VERSION
+from kstatpy.constants import Errno
+
+__all__ = [
+    "DEFAULT_MAX_REQUEST",
+    "ERRNO_NAMES",
+    "LENGTH",
+    "PROTOCOL_VERSION",
+    "FrameDecoder",
+    "FrameError",
+    "check_reply",
+    "default_socket_path",
+    "check_request",
+    "errno_name",
+    "pack_frame",
+    "pack_reply",
+    "pack_request",
+    "unpack_body",
+]
+
+PROTOCOL_VERSION = KSTATPY_PROTOCOL_VERSION
+#: The length prefix of every frame.
+LENGTH = struct.Struct(">I")
+#: Largest request body the daemon accepts by default (``kstatd --max-request``).
+DEFAULT_MAX_REQUEST = 1 << 20
+SEQ_LIMIT = 1 << 32
+#: errno number -> symbolic name, for every errno PROTOCOL.md §3 lists.
+ERRNO_NAMES: dict[int, str] = {int(e): e.name for e in Errno}
+
+_pack = msgpack.Packer(use_bin_type=True).pack
+_pack_length = LENGTH.pack
+
+
+def default_socket_path() -> str:
+    """The per-user default socket: ``$XDG_RUNTIME_DIR/kstatpy/kstat.sock``, else
+    ``/tmp/kstatpy-<uid>/kstat.sock``. ``$KSTAT_SOCKET`` is the caller's business."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return os.path.join(runtime, "kstatpy", "kstat.sock")
+    return f"/tmp/kstatpy-{os.getuid()}/kstat.sock"
+
+
+def errno_name(code: int) -> str:
+    """``EIO`` for 5; ``errno 123`` for numbers outside the table."""
+    return ERRNO_NAMES.get(code) or f"errno {code}"
+
+
+class FrameError(Exception):
+    """A request the daemon refuses and answers by closing the connection.
+
+    :attr errno: EPROTO or E2BIG.
+    :attr seq: the request's seq when it was readable, else 0.
+    """
+
+    def __init__(self, code: int, message: str, seq: int = 0) -> None:
+        self.errno = code
+        self.message = message
+        self.seq = seq
+        super().__init__(message)
+
+
+def pack_frame(obj: Any) -> bytes:
+    """One frame: length prefix and msgpack body of ``obj``."""
+    body = _pack(obj)
+    return _pack_length(len(body)) + body
+
+
+def pack_request(cmd: int, seq: int, arg: dict[str, Any] | None) -> bytes:
+    """The frame of request ``[cmd, seq, arg]``."""
+    return pack_frame([cmd, seq, arg])
+
+
+def pack_reply(seq: int, code: int, result: dict[str, Any]) -> bytes:
+    """The frame of reply ``[seq, errno, result]``."""
+    return pack_frame([seq, code, result])
+
+
+def unpack_body(body: bytes | bytearray | memoryview) -> Any:
+    """Decode one msgpack body; :class:`FrameError` (EPROTO) if it is not exactly one object."""
+    try:
+        return msgpack.unpackb(body, raw=False)
+    except Exception as exc:  # ExtraData, FormatError, StackError, ValueError, ...
+        raise FrameError(errno.EPROTO, f"body is not one msgpack object: {exc}") from None
+
+
+def check_request(obj: Any) -> tuple[int, int, dict[str, Any] | None]:
+    """Validate a decoded request against PROTOCOL.md §3: ``(cmd, seq, arg)``.
+
+    :raises FrameError: EPROTO, with the seq when it was valid.
+    """
+    if type(obj) is not list or len(obj) != 3:
+        raise FrameError(errno.EPROTO, "a request is an array [cmd, seq, arg]")
+    cmd, seq, arg = obj
+    good_seq = seq if type(seq) is int and 0 <= seq < SEQ_LIMIT else 0
+    if not good_seq and seq != 0:
+        raise FrameError(errno.EPROTO, "seq must be an unsigned integer below 2**32")
+    if type(cmd) is not int or cmd < 0:
+        raise FrameError(errno.EPROTO, "cmd must be an unsigned integer", good_seq)
+    if arg is not None:
+        if type(arg) is not dict:
+            raise FrameError(errno.EPROTO, "arg must be a map or nil", good_seq)
+        for key in arg:
+            if type(key) is not str:
+                raise FrameError(errno.EPROTO, "arg keys must be strings", good_seq)
+    return cmd, seq, arg
+
+
+def check_reply(obj: Any) -> tuple[int, int, dict[str, Any]]:
+    """Validate a decoded reply: ``(seq, errno, result)``; :class:`FrameError` otherwise."""
+    if type(obj) is not list or len(obj) != 3:
+        raise FrameError(errno.EPROTO, f"a reply is an array [seq, errno, result], got {type(obj).__name__}")
+    seq, code, result = obj
+    if type(seq) is not int or type(code) is not int or type(result) is not dict:
+        raise FrameError(errno.EPROTO, "a reply is [int, int, map]")
+    return seq, code, result
+
+
+class FrameDecoder:
+    """Splits a byte stream into request bodies, enforcing the length limits.
+
+    Owned by one connection; not thread-safe. Memory is bounded by ``max_body`` + 4
+    plus one read's worth of bytes.
+    """
+
+    __slots__ = ("_buf", "max_body")
+
+    def __init__(self, max_body: int | None = DEFAULT_MAX_REQUEST) -> None:
+        self.max_body = max_body
+        self._buf = bytearray()
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes read from the socket."""
+        self._buf += data
+
+    def pending(self) -> int:
+        """Bytes buffered but not yet returned as a body."""
+        return len(self._buf)
+
+    def next_body(self) -> bytes | None:
+        """The next complete body, or None when more bytes are needed.
+
+        :raises FrameError: a zero length (EPROTO) or one above ``max_body`` (E2BIG);
+            the stream cannot be resynchronised after either.
+        """
+        buf = self._buf
+        if len(buf) < 4:
+            return None
+        (length,) = LENGTH.unpack_from(buf)
+        if length == 0:
+            raise FrameError(errno.EPROTO, "zero-length frame")
+        if self.max_body is not None and length > self.max_body:
+            raise FrameError(errno.E2BIG, f"request of {length} bytes; the limit is {self.max_body}")
+        end = 4 + length
+        if len(buf) < end:
+            return None
+        body = bytes(buf[4:end])
+        del buf[:end]
+        return body
+
+
+def error_result(code: int, message: str | None = None) -> dict[str, Any]:
+    """The result map of an error reply."""
+    return {"error": message if message is not None else os.strerror(code)}
