@@ -97,3 +97,69 @@ def kstatpy_conn_close(chain: Chain, conn: Any) -> None:
     :param conn: the connection that went (as in :func:`kstatpy_ioctl`).
     illumos analogue: close(9E), the last-close path of a driver.
     """
+
+
+# --- instance life cycle (kstatpy.instance) ------------------------------------
+# Called by kstatpy.instance.DeviceDriver through the driver's own plugin manager
+# (the driver's ops object plus listeners added with DeviceDriver.add_listener), in
+# an order the framework guarantees on every path that ends an instance:
+#     kstat_delete of every kstat created through the instance (waiting for readers),
+#     kstatpy_instance_kstat_fini, kstatpy_instance_destroy, then the minor is freed.
+
+
+@hookspec
+def kstatpy_instance_create(chain: Chain, inst: Any, arg: Any) -> None:
+    """Build a device instance: its private state and its kstats.
+
+    Called once per instance by ``DeviceDriver.create``, after the framework has
+    reserved the instance's name and minor. All results collected (none expected);
+    listeners run in pluggy order. Create kstats with ``inst.kstat_create`` or
+    ``inst.kstat_create_zone`` (the framework records them and deletes them at
+    teardown), keep private state in ``inst.private``, and ``chain.kstat_install``
+    the kstats last. Raise to fail the create (a ``KstatError`` carries the errno):
+    the framework then runs the full teardown on what was built (kstat fini, then
+    :func:`kstatpy_instance_destroy`), frees the minor and re-raises.
+
+    :param chain: the chain the instance's kstats go into.
+    :param inst: the new ``DeviceInstance`` (``name``, ``minor``, ``zoneid``).
+    :param arg: what the creator passed to ``DeviceDriver.create``, unchecked.
+    :returns: nothing.
+    illumos analogue: vmmdev_do_vm_create (vmm_kstat_alloc, vm_create, vmm_kstat_init).
+    """
+
+
+@hookspec
+def kstatpy_instance_kstat_fini(chain: Chain, inst: Any) -> None:
+    """The instance's kstats were deleted: drop every pointer to them.
+
+    Called once per instance, on every teardown path (immediate destroy, last close
+    of a destroyed instance, failed create, detach), after the framework deleted
+    every kstat created through ``inst``; each ``kstat_delete`` waited for the
+    reader holding its kstat, so no ``ks_update`` of the instance runs now or
+    later. Always before :func:`kstatpy_instance_destroy` (in the legacy
+    ``pre-14281`` order: after it on the immediate path, never on last close).
+    All results collected. Must not delete the kstats itself.
+
+    :param chain: the chain the kstats were in.
+    :param inst: the ``DeviceInstance`` being torn down; ``inst.kstats`` is empty.
+    :returns: nothing.
+    illumos analogue: vmm_kstat_fini (kstat_delete of each kstat, NULLing pointers).
+    """
+
+
+@hookspec
+def kstatpy_instance_destroy(chain: Chain, inst: Any) -> None:
+    """Free the instance's private state; no kstat points at it any more.
+
+    Called once per instance, last, on every teardown path, including a create
+    that failed part way (free only what ``inst.private`` holds; it may be None or
+    partly built). Runs after :func:`kstatpy_instance_kstat_fini` and without the
+    driver's lock; the instance is in no table and has no open handle (detach
+    excepted). All results collected. The minor is freed after it returns.
+
+    :param chain: the chain the instance's kstats were in.
+    :param inst: the ``DeviceInstance`` being torn down.
+    :returns: nothing.
+    illumos analogue: vm_destroy and ddi_soft_state_free in vmm_do_vm_destroy_locked
+    and vmm_close.
+    """

@@ -26,6 +26,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
+from threading import get_ident
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -130,6 +131,12 @@ class IoctlHandler:
 
         self.refresh = refresh
         self.server = server
+        # Deadline support (kstatd): kids whose reader is stuck in ks_update past its
+        # deadline answer EAGAIN at once; ``reading`` maps a thread to the kid it reads.
+        # The server mutates ``stuck`` under its own lock; each thread writes only its
+        # own ``reading`` entry.
+        self.stuck: dict[int, int] = {}
+        self.reading: dict[int, int] | None = None
         self._table: dict[int, Callable[[Conn, Any], dict[str, Any]]] = {
             _CHAIN_ID: self._chain_id,
             _READ: self._read,
@@ -172,9 +179,21 @@ class IoctlHandler:
             raise KstatError(errno.EINVAL, "argument 'data_size' must not be negative")
         if kid == 0 and self.refresh is not None:
             self.refresh()
-        chain = self.chain
-        kstat = chain.read(kid, conn.cred.zoneid, data_size)
-        return {"kcid": chain.chain_id, "kstat": kstat}
+        kstat = self._read_one(kid, conn.cred.zoneid, data_size)
+        return {"kcid": self.chain.chain_id, "kstat": kstat}
+
+    def _read_one(self, kid: int, zoneid: int, data_size: int | None = None) -> dict[str, Any]:
+        if kid in self.stuck:
+            raise KstatError(errno.EAGAIN, f"kid {kid}: another reader is stuck in its ks_update")
+        reading = self.reading
+        if reading is None:
+            return self.chain.read(kid, zoneid, data_size)
+        tid = get_ident()
+        reading[tid] = kid
+        try:
+            return self.chain.read(kid, zoneid, data_size)
+        finally:
+            reading.pop(tid, None)
 
     def _write(self, conn: Conn, arg: Any) -> dict[str, Any]:
         cred = conn.cred
@@ -200,23 +219,23 @@ class IoctlHandler:
             raise KstatError(errno.EINVAL, "argument 'kids' must be an array of integers")
         if len(kids) > MAX_READ_MANY:
             raise KstatError(errno.E2BIG, f"{len(kids)} kids in one READ_MANY; at most {MAX_READ_MANY}")
-        chain = self.chain
         zoneid = conn.cred.zoneid
         if self.refresh is not None and 0 in kids:
             self.refresh()
         results: list[list[Any]] = []
         append = results.append
+        read_one = self._read_one
         for kid in kids:
             if type(kid) is not int:
                 append([errno.EINVAL, None])
                 continue
             try:
-                append([0, chain.read(kid, zoneid)])
+                append([0, read_one(kid, zoneid)])
             except BadTrap:
                 raise
             except KstatError as exc:
                 append([exc.errno, None])
-        return {"kcid": chain.chain_id, "results": results}
+        return {"kcid": self.chain.chain_id, "results": results}
 
     # --- provider ioctls (PROTOCOL.md §7) ---------------------------------------
 

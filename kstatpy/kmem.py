@@ -147,8 +147,16 @@ class KmemObject:
     @property
     def kmem_addr(self) -> int:
         """The fake kernel address of this object (0 when not on the heap)."""
-        buf = self._kmem_buf
+        buf = _buf_of(self)
         return buf.addr if buf is not None else 0
+
+
+def _buf_of(obj: object) -> KmemBuf | None:
+    # The object's buffer record, read without going through a poisoned class.
+    try:
+        return object.__getattribute__(obj, "_kmem_buf")
+    except AttributeError:
+        return None
 
 
 _poisoned_classes: dict[type, type] = {}
@@ -208,7 +216,7 @@ class Kmem:
 
     def free(self, obj: KmemObject) -> None:
         """kmem_free(9F): poison ``obj``; a second free traps."""
-        buf = object.__getattribute__(obj, "_kmem_buf")
+        buf = _buf_of(obj)
         if buf is None:
             raise ValueError(f"kmem_free: {obj!r} was not allocated from this heap")
         with self._lock:
@@ -225,7 +233,7 @@ class Kmem:
 
     def is_freed(self, obj: KmemObject) -> bool:
         """True once ``obj`` was freed (does not trap)."""
-        buf = object.__getattribute__(obj, "_kmem_buf")
+        buf = _buf_of(obj)
         return buf is not None and buf.freed
 
     def lookup(self, addr: int) -> KmemBuf | None:

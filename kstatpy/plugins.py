@@ -131,10 +131,10 @@ class Providers:
 
     def names(self) -> list[str]:
         """Registered provider names, in registration order."""
-        return [name for name, _ in self.pm.list_name_plugin()]
+        return [name for name, plugin in self.pm.list_name_plugin() if plugin is not None]
 
     def _one(self, hook: str, name: str) -> Any:
-        others = [p for n, p in self.pm.list_name_plugin() if n != name]
+        others = [p for n, p in self.pm.list_name_plugin() if n != name and p is not None]
         return self.pm.subset_hook_caller(hook, remove_plugins=others)
 
     def attach(self, chain: Chain) -> list[ProviderFailure]:

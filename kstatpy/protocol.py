@@ -57,7 +57,6 @@ SEQ_LIMIT = 1 << 32
 #: errno number -> symbolic name, for every errno PROTOCOL.md §3 lists.
 ERRNO_NAMES: dict[int, str] = {int(e): e.name for e in Errno}
 
-_pack = msgpack.Packer(use_bin_type=True).pack
 _pack_length = LENGTH.pack
 
 
@@ -89,9 +88,13 @@ class FrameError(Exception):
         super().__init__(message)
 
 
-def pack_frame(obj: Any) -> bytes:
-    """One frame: length prefix and msgpack body of ``obj``."""
-    body = _pack(obj)
+def pack_frame(obj: Any, packer: msgpack.Packer | None = None) -> bytes:
+    """One frame: length prefix and msgpack body of ``obj``.
+
+    ``packer`` (a ``msgpack.Packer(use_bin_type=True)``) saves a little per call; it is
+    not thread-safe, so each thread or connection owns its own.
+    """
+    body = packer.pack(obj) if packer is not None else msgpack.packb(obj, use_bin_type=True)
     return _pack_length(len(body)) + body
 
 

@@ -1,0 +1,258 @@
+"""kstat(8) command line: getopt(3C) options, operands, and every usage error.
+
+Contract (ILLUMOS-SPEC.md §5.1-5.3)
+    :func:`parse_args` returns :class:`Options` or raises :class:`UsageError`, whose
+    ``message`` is written to stderr verbatim (some illumos messages have no trailing
+    newline), followed by the usage text when ``usage`` is set; the exit status is
+    ``code`` (2, or 0 for ``-h``/``-?``/``--help``). Options are processed in order,
+    the first error wins, as in the C command. Parsing stops at the first operand or
+    ``--`` (POSIX getopt, no permutation).
+
+Our additions never change an illumos option: ``--socket PATH`` (also
+``--socket=PATH``) and ``--help``, recognised only among the options.
+"""
+
+from __future__ import annotations
+
+from kstatpy.cli.kstat_pattern import is_exact
+
+__all__ = ["USAGE", "Options", "Selector", "UsageError", "parse_args", "strtoul"]
+
+PROG = "kstat"
+
+USAGE = (
+    "Usage:\n"
+    "kstat [ -Cjlq ] [ -p [ -V ]] [ -T d|u ] [ -c class ]\n"
+    "      [ -m module ] [ -i instance ] [ -n name ] [ -s statistic ]\n"
+    "      [ interval [ count ] ]\n"
+    "kstat [ -Cjlq ] [ -p [ -V ]] [ -T d|u ] [ -c class ]\n"
+    "      [ module[:instance[:name[:statistic]]] ... ]\n"
+    "      [ interval [ count ] ]\n"
+)
+
+_FLAGS = "h?CqjlpV"
+_WITH_ARG = "Tminsc"
+_ULONG_MAX = 2**64 - 1
+_C_SPACE = " \t\n\v\f\r"
+
+
+class UsageError(Exception):
+    """A usage error: ``message`` verbatim, then the usage text if ``usage``; exit ``code``."""
+
+    def __init__(self, message: str = "", usage: bool = True, code: int = 2) -> None:
+        super().__init__(message)
+        self.message = message
+        self.usage = usage
+        self.code = code
+
+
+class Selector:
+    """One ``module:instance:name:statistic`` selector; unspecified fields are ``*``."""
+
+    __slots__ = ("instance", "module", "name", "statistic")
+
+    def __init__(self, module: str = "*", instance: str = "*", name: str = "*", statistic: str = "*") -> None:
+        self.module = module
+        self.instance = instance
+        self.name = name
+        self.statistic = statistic
+
+    def fields(self) -> tuple[str, str, str, str]:
+        """The four pattern texts."""
+        return (self.module, self.instance, self.name, self.statistic)
+
+    def exact_for_v(self) -> bool:
+        """``-V``'s rule: (module exact or name exact) and statistic exact."""
+        return (is_exact(self.module) or is_exact(self.name)) and is_exact(self.statistic)
+
+    def __repr__(self) -> str:
+        return "Selector({!r})".format(":".join(self.fields()))
+
+
+class Options:
+    """What the command line asked for."""
+
+    def __init__(self) -> None:
+        self.C = False
+        self.j = False
+        self.l = False
+        self.p = False  # also set by -C and -l (illumos g_pflg)
+        self.q = False
+        self.V = False
+        self.timestamp: str | None = None  # "u", "d" or None
+        self.ks_class = "*"
+        self.selectors: list[Selector] = []
+        self.interval = 0
+        self.count = 1  # -1: forever
+        self.socket: str | None = None
+        self.help = False
+
+
+def strtoul(text: str) -> tuple[int | None, bool]:
+    """strtoul(text, &end, 10) as kstat uses it: ``(value, erange)``.
+
+    ``value`` is None when the text is not entirely a number (no digits, or trailing
+    characters); ``erange`` is True on overflow (reported even with trailing junk).
+    A leading ``-`` negates modulo 2**64, as C does.
+    """
+    i, n = 0, len(text)
+    while i < n and text[i] in _C_SPACE:
+        i += 1
+    negative = False
+    if i < n and text[i] in "+-":
+        negative = text[i] == "-"
+        i += 1
+    start = i
+    while i < n and "0" <= text[i] <= "9":
+        i += 1
+    if i == start:
+        return None, False
+    value = int(text[start:i])
+    if value > _ULONG_MAX:
+        return None, True
+    if i != n:
+        return None, False
+    if negative:
+        value = (-value) & _ULONG_MAX
+    return value, False
+
+
+def _c_int(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - 2**32 if value >= 2**31 else value
+
+
+def _getopt(argv: list[str], opts: Options, named: dict[str, str]) -> int:
+    # POSIX getopt over argv[0:] (argv excludes the program name); returns optind.
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return i + 1
+        if len(arg) < 2 or arg[0] != "-":
+            return i
+        if arg.startswith("--"):
+            i = _long_option(argv, i, opts)
+            continue
+        j = 1
+        while j < len(arg):
+            c = arg[j]
+            j += 1
+            if c in _WITH_ARG:
+                if j < len(arg):
+                    optarg = arg[j:]
+                elif i + 1 < len(argv):
+                    i += 1
+                    optarg = argv[i]
+                else:
+                    raise UsageError(f"{PROG}: option requires an argument -- {c}\n")
+                _option_with_arg(c, optarg, opts, named)
+                break
+            if c not in _FLAGS:
+                raise UsageError(f"{PROG}: illegal option -- {c}\n")
+            _flag(c, opts)
+        i += 1
+    return i
+
+
+def _long_option(argv: list[str], i: int, opts: Options) -> int:
+    arg = argv[i]
+    if arg == "--help":
+        opts.help = True
+        return i + 1
+    if arg.startswith("--socket="):
+        opts.socket = arg[len("--socket=") :]
+        return i + 1
+    if arg == "--socket":
+        if i + 1 >= len(argv):
+            raise UsageError(f"{PROG}: option requires an argument -- socket\n")
+        opts.socket = argv[i + 1]
+        return i + 2
+    raise UsageError(f"{PROG}: illegal option -- {arg[2:]}\n")
+
+
+def _flag(c: str, opts: Options) -> None:
+    if c in "h?":
+        raise UsageError("", code=0)
+    if c == "C":
+        opts.C = opts.p = True
+    elif c == "l":
+        opts.l = opts.p = True
+    elif c == "p":
+        opts.p = True
+    elif c == "j":
+        opts.j = True
+    elif c == "q":
+        opts.q = True
+    elif c == "V":
+        opts.V = True
+
+
+def _option_with_arg(c: str, optarg: str, opts: Options, named: dict[str, str]) -> None:
+    if c == "T":
+        first = optarg[:1]
+        if first not in ("d", "u"):
+            raise UsageError("")
+        opts.timestamp = first
+    elif c == "c":
+        opts.ks_class = optarg
+    else:
+        named[c] = optarg  # -m -i -n -s: the last one wins
+
+
+def _selector_operand(text: str) -> Selector:
+    fields = text.split(":")
+    if len(fields) > 4:
+        raise UsageError("")
+    fields += [""] * (4 - len(fields))
+    return Selector(*(f or "*" for f in fields))
+
+
+def parse_args(argv: list[str]) -> Options:
+    """Parse kstat's arguments (without the program name) the way kstat(8) does."""
+    opts = Options()
+    named: dict[str, str] = {}
+    optind = _getopt(argv, opts, named)
+    if opts.help:
+        return opts
+    if opts.q and (opts.j or opts.p):
+        raise UsageError("-q and -lpj are mutually exclusive\n")
+    if opts.V and not opts.p:
+        raise UsageError("-V can only be used with -p\n")
+    if opts.V and (opts.j or opts.l or opts.C or opts.timestamp):
+        raise UsageError("-jlCT and -V are mutually exclusive\n")
+
+    numbers = 0
+    for text in argv[optind:]:
+        value, erange = strtoul(text)
+        if erange:
+            raise UsageError("Interval is too large\n" if numbers == 0 else "Count is too large\n")
+        if value is None:
+            sel = _selector_operand(text)
+            if opts.V and not sel.exact_for_v():
+                raise UsageError("-V needs exact module or name, and statistics\n", usage=False)
+            opts.selectors.append(sel)
+            continue
+        value = _c_int(value)
+        if numbers == 0:
+            if value < 1:
+                raise UsageError("Interval must be an integer >= 1")
+            opts.interval = value
+            opts.count = -1
+        elif numbers == 1:
+            if value < 1:
+                raise UsageError("Count must be an integer >= 1")
+            opts.count = value
+        else:
+            raise UsageError("")
+        numbers += 1
+
+    if opts.selectors:
+        if named:
+            raise UsageError("[module[:instance[:name[:statistic]]]] and -m -i -n -s are mutually exclusive")
+    else:
+        sel = Selector(named.get("m", "*"), named.get("i", "*"), named.get("n", "*"), named.get("s", "*"))
+        if opts.V and not sel.exact_for_v():
+            raise UsageError("-V needs exact module or name, and statistics\n", usage=False)
+        opts.selectors.append(sel)
+    return opts

@@ -1,0 +1,494 @@
+"""Device instances: the framework's half of a driver instance's life cycle.
+
+This module owns the order of the create / kstat fini / destroy steps of an
+instance (VMM.md §2, the fix of illumos 14281), so that a provider cannot free
+state that a live kstat points at by forgetting a call.
+
+Model
+    A :class:`DeviceDriver` is one provider's table of instances in one chain
+    (illumos: a driver's soft-state anchor, its list of instances and its minor
+    id space). A :class:`DeviceInstance` is one instance: a name unique among the
+    live instances, a minor number (next-fit from 1), the creating zone, the
+    provider's private state (``inst.private``), the kstats created through it, a
+    count of open handles and a destroy flag. :class:`DeviceHandles` is one
+    connection's file table (fds) on one driver.
+
+Life cycle (the guarantee)
+    create
+        ``driver.create(name, zoneid, arg)`` reserves the name and a minor and calls
+        ``kstatpy_instance_create(chain, inst, arg)``. The provider creates its
+        kstats with ``inst.kstat_create``/``inst.kstat_create_zone`` (recorded by
+        the framework), builds ``inst.private`` and installs the kstats. If the hook
+        raises, the instance is torn down (below) and the error re-raised.
+    teardown, on every path that ends an instance (immediate destroy, last close
+    of a destroyed instance, dropped connection, failed create, detach)
+        1. ``kstat_delete`` of every kstat created through the instance, in
+           creation order. Each waits for the reader holding it, so afterwards no
+           ``ks_update`` can reach the private state;
+        2. ``kstatpy_instance_kstat_fini(chain, inst)``: providers drop their
+           kstat pointers (the kstats are already gone);
+        3. ``kstatpy_instance_destroy(chain, inst)``: providers free private state;
+        4. the minor returns to the id space.
+    destroy
+        ``driver.destroy(name)`` takes the instance out of the name table (the name
+        is reusable at once). Without open handles it is torn down now; otherwise
+        it is marked destroying, kept on the destroy list, and torn down by the
+        last close (``DeviceHandles.close`` / ``close_all`` on connection close).
+
+Legacy order (``teardown="pre-14281"``, off by default)
+    Reproduces the bug the fix removed, so tests can prove the debug heap catches
+    it: on the immediate path ``kstatpy_instance_destroy`` runs *before* the kstats
+    are deleted; on the last-close path they are never deleted (they linger in the
+    chain pointing at freed state). Failed create and detach keep the safe order.
+
+Hooks
+    The instance hooks are called through the driver's own plugin manager: the
+    driver's ops object (the provider's hook implementations for its instances)
+    plus listeners added with :meth:`DeviceDriver.add_listener`. No hookimpl
+    receives the host's plugin manager, and instance events belong to one driver.
+
+Locking
+    ``driver._lock`` (illumos ``vmm_mtx``) guards the name table, the destroy list,
+    the id space and every instance's ``state``, ``open_count`` and ``destroying``.
+    Hooks and ``kstat_delete`` never run with it held (``kstat_delete`` waits for
+    readers). An instance in teardown is in no table, so nothing else reaches it.
+
+Registry
+    :func:`register_driver` / :func:`device_driver` find a chain's drivers by name.
+    The table is weakly keyed by chain, so a chain and its drivers go together and
+    two chains in one process never share one.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import weakref
+from typing import TYPE_CHECKING
+from typing import Any
+
+import pluggy
+
+from kstatpy import hookspecs
+from kstatpy.constants import ALL_ZONES
+from kstatpy.constants import GLOBAL_ZONEID
+from kstatpy.errors import KstatError
+
+if TYPE_CHECKING:
+    from kstatpy.chain import Chain
+    from kstatpy.kstat import Kstat
+
+__all__ = [
+    "TEARDOWN_14281",
+    "TEARDOWN_ORDERS",
+    "TEARDOWN_PRE_14281",
+    "DeviceDriver",
+    "DeviceHandles",
+    "DeviceInstance",
+    "IdSpace",
+    "device_driver",
+    "register_driver",
+    "unregister_driver",
+]
+
+log = logging.getLogger(__name__)
+
+#: kstat fini, then destroy, on every path (the fix of illumos 14281; the default).
+TEARDOWN_14281 = "14281"
+#: The pre-fix order: destroy before kstat fini; no kstat fini on last close.
+TEARDOWN_PRE_14281 = "pre-14281"
+TEARDOWN_ORDERS = (TEARDOWN_14281, TEARDOWN_PRE_14281)
+
+# Instance states; driver._lock guards transitions.
+CREATING = "creating"
+LIVE = "live"
+TEARDOWN = "teardown"
+GONE = "gone"
+
+
+class IdSpace:
+    """id_space(9F): integers in ``[low, high]``, allocated next-fit.
+
+    The next allocation starts after the last one, so a freed id is not handed out
+    again until the space wraps. Not locked: the owner's lock guards it.
+    """
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low = low
+        self.high = high
+        self._next = low
+        self._used: set[int] = set()
+
+    def alloc(self) -> int:
+        """id_alloc_nosleep: the next free id at or after the cursor, wrapping."""
+        span = self.high - self.low + 1
+        if len(self._used) >= span:
+            raise KstatError(errno.ENOMEM, f"id space [{self.low}, {self.high}] exhausted")
+        i = self._next
+        while i in self._used:
+            i = self.low if i >= self.high else i + 1
+        self._used.add(i)
+        self._next = self.low if i >= self.high else i + 1
+        return i
+
+    def free(self, i: int) -> None:
+        """id_free: give ``i`` back."""
+        self._used.remove(i)
+
+    def allocated(self, i: int) -> bool:
+        """True while ``i`` is allocated."""
+        return i in self._used
+
+    def __len__(self) -> int:
+        return len(self._used)
+
+
+class DeviceInstance:
+    """One instance of a driver. Built only by :meth:`DeviceDriver.create`.
+
+    Fields the provider reads: ``driver``, ``name``, ``minor``, ``zoneid``,
+    ``arg``; ``private`` is the provider's (set in ``kstatpy_instance_create``).
+    ``open_count``, ``destroying`` and ``state`` are the driver's, under its lock.
+    """
+
+    def __init__(self, driver: DeviceDriver, name: str, minor: int, zoneid: int) -> None:
+        self.driver = driver
+        self.name = name
+        self.minor = minor
+        self.zoneid = zoneid
+        self.private: Any = None
+        self.state = CREATING
+        self.open_count = 0
+        self.destroying = False
+        self._kstats: list[Kstat] = []  # created through this instance; deleted by teardown only
+
+    def __repr__(self) -> str:
+        return f"<DeviceInstance {self.driver.name}:{self.minor} {self.name!r} {self.state}>"
+
+    @property
+    def kstats(self) -> tuple[Kstat, ...]:
+        """The kstats created through this instance and not yet deleted."""
+        return tuple(self._kstats)
+
+    def kstat_create(
+        self, module: str, instance: int, name: str | None, ks_class: str, ks_type: int, ndata: int, flags: int = 0
+    ) -> Kstat:
+        """kstat_create(9F) on the driver's chain, recorded for teardown."""
+        return self.kstat_create_zone(module, instance, name, ks_class, ks_type, ndata, flags, ALL_ZONES)
+
+    def kstat_create_zone(
+        self,
+        module: str,
+        instance: int,
+        name: str | None,
+        ks_class: str,
+        ks_type: int,
+        ndata: int,
+        flags: int,
+        zoneid: int,
+    ) -> Kstat:
+        """kstat_create_zone(9F) on the driver's chain, recorded for teardown.
+
+        Only during ``kstatpy_instance_create``; the kstat is deleted by the
+        framework's teardown, never by the provider.
+
+        :raises KstatCreateError: as ``chain.kstat_create_zone``.
+        """
+        if self.state != CREATING:
+            raise KstatError(errno.EINVAL, f"{self!r}: kstats are created during kstatpy_instance_create only")
+        ksp = self.driver.chain.kstat_create_zone(module, instance, name, ks_class, ks_type, ndata, flags, zoneid)
+        self._kstats.append(ksp)
+        return ksp
+
+
+class DeviceDriver:
+    """One provider's instances in one chain, and the order of their teardown.
+
+    :param chain: the chain the instances' kstats live in.
+    :param name: the driver (provider) name, e.g. ``"vmm"``.
+    :param ops: the object whose ``@hookimpl`` methods implement the instance hooks.
+    :param teardown: :data:`TEARDOWN_14281` (default) or :data:`TEARDOWN_PRE_14281`.
+    :param minors: the id space's ``(low, high)``; minor 0 is the control node.
+    """
+
+    def __init__(
+        self,
+        chain: Chain,
+        name: str,
+        ops: object,
+        *,
+        teardown: str = TEARDOWN_14281,
+        minors: tuple[int, int] = (1, 0x3FFFF),
+    ) -> None:
+        if teardown not in TEARDOWN_ORDERS:
+            raise ValueError(f"teardown order {teardown!r}: expected one of {', '.join(TEARDOWN_ORDERS)}")
+        self._chain = weakref.ref(chain)  # weak: the registry must not keep a chain alive
+        self.name = name
+        self.ops = ops
+        self.teardown_order = teardown
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.pm.register(ops, name=name)
+        self._lock = threading.Lock()  # illumos vmm_mtx: tables, ids, instance state/open/destroying
+        self.minors = IdSpace(*minors)  # under _lock
+        self._live: dict[str, DeviceInstance] = {}  # by name, in creation order; under _lock
+        self._creating: set[str] = set()  # names reserved by a create in progress; under _lock
+        self._destroy_list: list[DeviceInstance] = []  # destroyed while open; under _lock
+
+    @property
+    def chain(self) -> Chain:
+        """The chain the instances' kstats live in."""
+        chain = self._chain()
+        if chain is None:
+            raise KstatError(errno.ENXIO, f"driver {self.name!r}: its chain is gone")
+        return chain
+
+    def add_listener(self, plugin: object, name: str | None = None) -> None:
+        """Register another listener of this driver's instance hooks."""
+        self.pm.register(plugin, name=name)
+
+    # --- lookups ----------------------------------------------------------------
+
+    def instances(self) -> list[DeviceInstance]:
+        """Live instances (creation order), then those destroyed but still open."""
+        with self._lock:
+            return list(self._live.values()) + list(self._destroy_list)
+
+    def lookup(self, name: str) -> DeviceInstance | None:
+        """The live instance called ``name``, if any."""
+        with self._lock:
+            return self._live.get(name)
+
+    # --- create / open / close / destroy -------------------------------------------
+
+    def create(self, name: str, zoneid: int = GLOBAL_ZONEID, arg: Any = None) -> DeviceInstance:
+        """Create a live instance: reserve name and minor, then ``kstatpy_instance_create``.
+
+        :raises KstatError: EEXIST when a live instance (or a create in progress)
+            has ``name``; ENOMEM when minors are exhausted; whatever the create hook
+            raised, after the instance was torn down.
+        """
+        with self._lock:
+            if name in self._live or name in self._creating:
+                raise KstatError(errno.EEXIST, f"{self.name}: instance {name!r} exists")
+            minor = self.minors.alloc()
+            self._creating.add(name)
+        inst = DeviceInstance(self, name, minor, zoneid)
+        try:
+            self.pm.hook.kstatpy_instance_create(chain=self.chain, inst=inst, arg=arg)
+        except BaseException:
+            with self._lock:
+                self._creating.discard(name)
+                inst.state = TEARDOWN
+            self._teardown(inst, TEARDOWN_14281)
+            raise
+        with self._lock:
+            self._creating.discard(name)
+            inst.state = LIVE
+            self._live[name] = inst
+        return inst
+
+    def open(self, name: str, zoneid: int = GLOBAL_ZONEID) -> DeviceInstance:
+        """open(9E) of a live instance by name; counts the handle.
+
+        :raises KstatError: ENOENT when no live instance of that name is visible
+            from ``zoneid`` (a non-global zone sees only its own).
+        """
+        with self._lock:
+            inst = self._live.get(name)
+            if inst is None or not _zone_sees(zoneid, inst):
+                raise KstatError(errno.ENOENT, f"{self.name}: no instance {name!r}")
+            inst.open_count += 1
+            return inst
+
+    def close(self, inst: DeviceInstance) -> None:
+        """close(9E) of one handle; the last close of a destroyed instance tears it down."""
+        with self._lock:
+            if inst.open_count <= 0:
+                raise KstatError(errno.EBADF, f"{inst!r} is not open")
+            inst.open_count -= 1
+            if inst.open_count or not inst.destroying or inst.state != LIVE:
+                return
+            self._destroy_list.remove(inst)
+            inst.state = TEARDOWN
+        self._teardown(inst, self.teardown_order, last_close=True)
+
+    def destroy(self, name: str, zoneid: int = GLOBAL_ZONEID) -> bool:
+        """Destroy the live instance ``name``; True when torn down now, False if deferred.
+
+        The name is free for a new instance as soon as this returns.
+
+        :raises KstatError: ENOENT (no such live instance), EPERM (a non-global
+            zone destroying another zone's instance).
+        """
+        with self._lock:
+            inst = self._live.get(name)
+            if inst is None:
+                raise KstatError(errno.ENOENT, f"{self.name}: no instance {name!r}")
+            if not _zone_sees(zoneid, inst):
+                raise KstatError(errno.EPERM, f"{self.name}: instance {name!r} belongs to another zone")
+            del self._live[name]
+            if inst.open_count:
+                inst.destroying = True
+                self._destroy_list.append(inst)
+                return False
+            inst.state = TEARDOWN
+        self._teardown(inst, self.teardown_order)
+        return True
+
+    def detach(self) -> None:
+        """Tear down every instance, open or not (the host is going away), in the safe order."""
+        with self._lock:
+            doomed = [*self._live.values(), *self._destroy_list]
+            self._live.clear()
+            self._destroy_list.clear()
+            for inst in doomed:
+                inst.state = TEARDOWN
+        for inst in doomed:
+            self._teardown(inst, TEARDOWN_14281)
+
+    # --- teardown: the order this module exists for --------------------------------
+
+    def _teardown(self, inst: DeviceInstance, order: str, last_close: bool = False) -> None:
+        # The caller moved inst to TEARDOWN and out of every table under _lock.
+        hook = self.pm.hook
+        try:
+            if order == TEARDOWN_14281:
+                self._kstat_fini(inst)
+                hook.kstatpy_instance_destroy(chain=self.chain, inst=inst)
+            elif last_close:
+                # pre-14281 vmm_close: destroy, and the kstats stay in the chain.
+                hook.kstatpy_instance_destroy(chain=self.chain, inst=inst)
+                inst._kstats.clear()
+            else:
+                # pre-14281 vmm_do_vm_destroy_locked: destroy, then kstat fini.
+                hook.kstatpy_instance_destroy(chain=self.chain, inst=inst)
+                self._kstat_fini(inst)
+        finally:
+            with self._lock:
+                inst.state = GONE
+                self.minors.free(inst.minor)
+
+    def _kstat_fini(self, inst: DeviceInstance) -> None:
+        # Each kstat_delete waits for the reader holding that kstat.
+        chain = self.chain
+        while inst._kstats:
+            chain.kstat_delete(inst._kstats.pop(0))
+        self.pm.hook.kstatpy_instance_kstat_fini(chain=chain, inst=inst)
+
+
+def _zone_sees(zoneid: int, inst: DeviceInstance) -> bool:
+    return zoneid in (GLOBAL_ZONEID, ALL_ZONES) or zoneid == inst.zoneid
+
+
+class DeviceHandles:
+    """One connection's open handles (fds) on one driver's instances.
+
+    ``_lock`` guards the fd table and is held for the whole of :meth:`use`, so a
+    handle cannot be closed (and its instance torn down) under an operation.
+    """
+
+    def __init__(self, driver: DeviceDriver) -> None:
+        self.driver = driver
+        self._lock = threading.RLock()
+        self._fds: dict[int, DeviceInstance] = {}
+        self._next_fd = 3
+
+    def open(self, name: str, zoneid: int = GLOBAL_ZONEID) -> int:
+        """Open instance ``name``: a new fd (lowest unused from 3, like open(2))."""
+        with self._lock:
+            inst = self.driver.open(name, zoneid)
+            fd = 3
+            while fd in self._fds:
+                fd += 1
+            self._fds[fd] = inst
+            return fd
+
+    def use(self, fd: int) -> _HandleUse:
+        """``with handles.use(fd) as inst:`` the instance, held open for the block.
+
+        :raises KstatError: EBADF for an fd that is not open.
+        """
+        return _HandleUse(self, fd)
+
+    def close(self, fd: int) -> None:
+        """Close ``fd``; may be the last close that tears a destroyed instance down.
+
+        :raises KstatError: EBADF.
+        """
+        with self._lock:
+            inst = self._fds.pop(fd, None)
+            if inst is None:
+                raise KstatError(errno.EBADF, f"fd {fd} is not open")
+            self.driver.close(inst)
+
+    def close_all(self) -> None:
+        """Close every handle (the connection went)."""
+        with self._lock:
+            fds = sorted(self._fds)
+            for fd in fds:
+                try:
+                    self.close(fd)
+                except Exception:
+                    log.exception("%s: closing fd %d failed", self.driver.name, fd)
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+
+class _HandleUse:
+    def __init__(self, handles: DeviceHandles, fd: int) -> None:
+        self.handles = handles
+        self.fd = fd
+
+    def __enter__(self) -> DeviceInstance:
+        self.handles._lock.acquire()
+        inst = self.handles._fds.get(self.fd)
+        if inst is None:
+            self.handles._lock.release()
+            raise KstatError(errno.EBADF, f"fd {self.fd} is not open")
+        return inst
+
+    def __exit__(self, *exc: object) -> None:
+        self.handles._lock.release()
+
+
+# --- the per-chain driver registry -----------------------------------------------
+
+# chain -> {driver name: DeviceDriver}: the only module-level table of kstatpy.instance
+# (illumos: the devinfo tree). Weak keys, and drivers hold their chain weakly, so a
+# chain that is dropped (even without detach) takes its drivers with it and two
+# chains in one process never share a driver. _registry_lock guards it.
+_registry: weakref.WeakKeyDictionary[Any, dict[str, DeviceDriver]] = weakref.WeakKeyDictionary()
+_registry_lock = threading.Lock()
+
+
+def register_driver(driver: DeviceDriver) -> None:
+    """Make ``driver`` findable by ``device_driver(chain, name)``.
+
+    :raises KstatError: EEXIST when the chain has a driver of that name already.
+    """
+    with _registry_lock:
+        table = _registry.setdefault(driver.chain, {})
+        if driver.name in table:
+            raise KstatError(errno.EEXIST, f"driver {driver.name!r} is attached to this chain already")
+        table[driver.name] = driver
+
+
+def device_driver(chain: Chain, name: str) -> DeviceDriver | None:
+    """The driver called ``name`` attached to ``chain``, or None."""
+    with _registry_lock:
+        return _registry.get(chain, {}).get(name)
+
+
+def unregister_driver(chain: Chain, name: str) -> DeviceDriver | None:
+    """Forget the driver called ``name`` on ``chain``; returns it."""
+    with _registry_lock:
+        table = _registry.get(chain)
+        if table is None:
+            return None
+        driver = table.pop(name, None)
+        if not table:
+            del _registry[chain]
+        return driver
