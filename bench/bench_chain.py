@@ -19,7 +19,6 @@ from kstatpy.constants import KSTAT_DATA_UINT64
 from kstatpy.constants import KSTAT_TYPE_NAMED
 from kstatpy.kstat import kstat_named_init
 
-
 LOOKUP_PASSES = 50  # lookups are tens of ns: repeat them so timer noise does not dominate
 
 
