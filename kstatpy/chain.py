@@ -37,13 +37,13 @@ import time
 from typing import Any
 
 from kstatpy.constants import ALL_ZONES
+from kstatpy.constants import FLAG
 from kstatpy.constants import GLOBAL_ZONEID
 from kstatpy.constants import KSTAT_NUM_TYPES
 from kstatpy.constants import KSTAT_READ
 from kstatpy.constants import KSTAT_WRITE
 from kstatpy.constants import RECORD_SIZE
 from kstatpy.constants import KstatDataType
-from kstatpy.constants import KstatFlag
 from kstatpy.constants import KstatType
 from kstatpy.errors import KstatCreateError
 from kstatpy.errors import KstatFatalError
@@ -132,7 +132,7 @@ class Chain:
         # kstat_init: KID 0 and KID 1, then the chain id continues from 2.
         hdr = self.kstat_create(
             "unix", 0, "kstat_headers", "kstat", KstatType.RAW, 0,
-            KstatFlag.VIRTUAL | KstatFlag.VAR_SIZE,
+            FLAG.VIRTUAL | FLAG.VAR_SIZE,
         )  # fmt: skip
         hdr.ks_lock = self._lock
         hdr.ks_update = self._headers_update
@@ -147,7 +147,7 @@ class Chain:
     # KID 0: ks_lock is the chain lock, so these run with it held.
     def _visible_headers(self, zoneid: int) -> list[Kstat]:
         return [
-            k for k in self._by_kid.values() if not k.ks_flags & KstatFlag.INVALID and _zone_find(k, zoneid)
+            k for k in self._by_kid.values() if not k.ks_flags & FLAG.INVALID and _zone_find(k, zoneid)
         ]
 
     def _headers_update(self, ksp: Kstat, rw: int) -> int:
@@ -182,6 +182,8 @@ class Chain:
                     return ksp
                 if ksp.e_owner == me:
                     raise KstatFatalError(f"kstat_hold: recursive hold of {ksp!r}")
+                if ksp.e_cv is None:  # made on first contention: most kstats never need one
+                    ksp.e_cv = threading.Condition(self._lock)
                 ksp.e_waiters += 1
                 try:
                     ksp.e_cv.wait()
@@ -215,7 +217,8 @@ class Chain:
         """Release a hold and wake its waiters."""
         with self._lock:
             ksp.e_owner = None
-            ksp.e_cv.notify_all()
+            if ksp.e_waiters:
+                ksp.e_cv.notify_all()
 
     # --- create / install / delete ------------------------------------------
 
@@ -251,13 +254,13 @@ class Chain:
         module = truncate_name(ks_module)
         name = truncate_name(ks_name if ks_name is not None else f"{module}{ks_instance}")
         who = f"kstat_create('{ks_module}', {ks_instance}, '{name}')"
-        flags = KstatFlag(ks_flags)
+        flags = int(ks_flags)
         if not 0 <= ks_type < KSTAT_NUM_TYPES:
             raise KstatCreateError(errno.EINVAL, f"{who}: invalid kstat type {ks_type}")
         ks_type = KstatType(ks_type)
-        if flags & KstatFlag.PERSISTENT and flags & KstatFlag.VIRTUAL:
+        if flags & FLAG.PERSISTENT and flags & FLAG.VIRTUAL:
             raise KstatCreateError(errno.EINVAL, f"{who}: cannot create persistent virtual kstat")
-        if flags & KstatFlag.VAR_SIZE and not flags & KstatFlag.VIRTUAL:
+        if flags & FLAG.VAR_SIZE and not flags & FLAG.VIRTUAL:
             raise KstatCreateError(errno.EINVAL, f"{who}: cannot create variable-size physical kstat")
         lo, hi = _NDATA_RANGE[ks_type]
         if not lo <= ks_ndata <= hi:
@@ -277,12 +280,11 @@ class Chain:
         ksp.ks_name = name
         ksp.ks_class = truncate_name(ks_class)
         ksp.ks_type = ks_type
-        ksp.ks_flags = flags | KstatFlag.INVALID
+        ksp.ks_flags = flags | FLAG.INVALID
         ksp.ks_ndata = ks_ndata
         ksp.ks_data_size = RECORD_SIZE[ks_type] * ks_ndata
-        ksp.ks_data = None if flags & KstatFlag.VIRTUAL else _alloc_data(ks_type, ks_ndata)
+        ksp.ks_data = None if flags & FLAG.VIRTUAL else _alloc_data(ks_type, ks_ndata)
         ksp.e_zones = zones
-        ksp.e_cv = threading.Condition(self._lock)
         with self._lock:
             if self._collides(key, zones):
                 self.kmem.free(ksp)
@@ -317,17 +319,17 @@ class Chain:
         if ksp is None:
             return None
         try:
-            if not ksp.ks_flags & KstatFlag.DORMANT:
+            if not ksp.ks_flags & FLAG.DORMANT:
                 raise KstatCreateError(errno.EEXIST, f"{who}: namespace collision")
             if (
                 ksp.ks_class != truncate_name(ks_class)
                 or ksp.ks_type != ks_type
                 or ksp.ks_ndata != ndata
-                or flags & KstatFlag.VIRTUAL
+                or flags & FLAG.VIRTUAL
             ):
                 raise KstatCreateError(errno.EINVAL, f"{who}: invalid reactivation of dormant kstat")
             with self._lock:
-                ksp.ks_flags |= KstatFlag.INVALID
+                ksp.ks_flags |= FLAG.INVALID
             return ksp
         finally:
             self.kstat_rele(ksp)
@@ -338,7 +340,7 @@ class Chain:
         :raises KstatFatalError: VAR_SIZE without ``ks_lock``, or a writable kstat
             with long strings that keeps the default snapshot (illumos panics).
         """
-        if ksp.ks_flags & KstatFlag.VAR_SIZE and ksp.ks_lock is None:
+        if ksp.ks_flags & FLAG.VAR_SIZE and ksp.ks_lock is None:
             raise KstatFatalError(
                 f"kstat_install('{ksp.ks_module}', {ksp.ks_instance}, '{ksp.ks_name}'): "
                 "cannot create variable-size kstat without data lock"
@@ -351,22 +353,22 @@ class Chain:
         try:
             if ksp.ks_type == KstatType.NAMED and ksp.ks_data is not None:
                 if any(knp.data_type == KstatDataType.STRING for knp in ksp.ks_data[: ksp.ks_ndata]):
-                    ksp.ks_flags |= KstatFlag.LONGSTRINGS
+                    ksp.ks_flags |= FLAG.LONGSTRINGS
                 if (
-                    ksp.ks_flags & KstatFlag.LONGSTRINGS
-                    and ksp.ks_flags & KstatFlag.WRITABLE
+                    ksp.ks_flags & FLAG.LONGSTRINGS
+                    and ksp.ks_flags & FLAG.WRITABLE
                     and ksp.ks_snapshot is default_kstat_snapshot
                 ):
                     raise KstatFatalError(
                         f"kstat_install('{ksp.ks_module}', {ksp.ks_instance}, '{ksp.ks_name}'): "
                         "cannot create long string kstat with default snapshot and writable"
                     )
-            if ksp.ks_flags & KstatFlag.DORMANT:
+            if ksp.ks_flags & FLAG.DORMANT:
                 # Reactivation: the provider inherits the values kept while dormant.
                 self._call_locked(ksp, lambda: ksp.ks_update(ksp, KSTAT_WRITE))
-                ksp.ks_flags &= ~KstatFlag.DORMANT
+                ksp.ks_flags &= ~FLAG.DORMANT
             with self._lock:
-                ksp.ks_flags &= ~KstatFlag.INVALID
+                ksp.ks_flags &= ~FLAG.INVALID
         finally:
             self.kstat_rele(ksp)
 
@@ -396,12 +398,12 @@ class Chain:
                 self.kstat_rele(held)
             log.warning("kstat_delete(%r): does not exist", ksp)
             return
-        if ksp.ks_flags & KstatFlag.PERSISTENT:
+        if ksp.ks_flags & FLAG.PERSISTENT:
             try:
                 self._call_locked(ksp, lambda: ksp.ks_update(ksp, KSTAT_READ))
             finally:
                 with self._lock:
-                    ksp.ks_flags |= KstatFlag.DORMANT
+                    ksp.ks_flags |= FLAG.DORMANT
                     ksp.ks_lock = None
                     ksp.ks_update = _dormant_update
                     ksp.ks_private = None
@@ -417,7 +419,8 @@ class Chain:
                 del self._by_name[key]
             self._chain_id += 1
             ksp.e_owner = None
-            ksp.e_cv.notify_all()  # waiters re-find and see it gone: ENXIO
+            if ksp.e_waiters:
+                ksp.e_cv.notify_all()  # waiters re-find and see it gone: ENXIO
             while ksp.e_waiters:  # free only once no waiter will touch it again
                 ksp.e_cv.wait()
         self.kmem.free(ksp)

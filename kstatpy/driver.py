@@ -13,10 +13,10 @@ import logging
 from typing import TYPE_CHECKING
 from typing import Any
 
+from kstatpy.constants import FLAG
 from kstatpy.constants import GLOBAL_ZONEID
 from kstatpy.constants import KSTAT_READ
 from kstatpy.constants import KSTAT_WRITE
-from kstatpy.constants import KstatFlag
 from kstatpy.constants import KstatType
 from kstatpy.errors import KstatError
 from kstatpy.errors import KstatUpdateError
@@ -66,7 +66,7 @@ def read_kstat_data(chain: Chain, kid: int, zoneid: int, data_size: int | None) 
     if ksp is None:
         raise error_for_errno(errno.ENXIO, f"kid {kid}: no such kstat")
     try:
-        if ksp.ks_flags & KstatFlag.INVALID:
+        if ksp.ks_flags & FLAG.INVALID:
             raise error_for_errno(errno.EAGAIN, f"kid {kid}: kstat not yet installed")
         lock = ksp.ks_lock
         if lock is not None:
@@ -116,9 +116,9 @@ def write_kstat_data(chain: Chain, kid: int, ndata: int, data: Any, zoneid: int,
     if ksp is None:
         raise error_for_errno(errno.ENXIO, f"kid {kid}: no such kstat")
     try:
-        if ksp.ks_flags & KstatFlag.INVALID:
+        if ksp.ks_flags & FLAG.INVALID:
             raise error_for_errno(errno.EAGAIN, f"kid {kid}: kstat not yet installed")
-        if not ksp.ks_flags & KstatFlag.WRITABLE:
+        if not ksp.ks_flags & FLAG.WRITABLE:
             raise error_for_errno(errno.EACCES, f"kid {kid}: kstat is not writable")
         lock = ksp.ks_lock
         if lock is not None:

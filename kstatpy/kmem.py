@@ -39,6 +39,10 @@ __all__ = [
 
 #: Where the fake heap starts (the "0xfffffe..." kernel heap range of the seed bug).
 HEAP_BASE = 0xFFFFFE8BF4800000
+# Buffers start on page boundaries; the table is keyed by page number, because
+# page-aligned addresses make poor dict keys (all share their low bits).
+PAGESHIFT = 12
+PAGEOFFSET = (1 << PAGESHIFT) - 1
 #: Freed buffers remembered for ``::whatis``; older ones age out (their objects still trap).
 FREED_HISTORY = 262_144
 
@@ -197,7 +201,7 @@ class Kmem:
         """kmem_zalloc(9F): build ``cls(*args, **kwargs)`` on the heap."""
         obj = cls(*args, **kwargs)
         nbytes = size if size is not None else cls.kmem_size
-        rounded = (max(nbytes, 8) + 0xFFF) & ~0xFFF  # page-spaced, so offsets read well
+        rounded = (max(nbytes, 8) + PAGEOFFSET) & ~PAGEOFFSET  # page-spaced, so offsets read well
         with self._lock:
             addr = self._base
             self._base += rounded
@@ -210,7 +214,7 @@ class Kmem:
                 thread=threading.get_ident(),
                 cache=f"kmem_alloc_{_cache_size(nbytes)}",
             )
-            self._bufs[addr] = buf
+            self._bufs[addr >> PAGESHIFT] = buf
         object.__setattr__(obj, "_kmem_buf", buf)
         return obj
 
@@ -226,7 +230,7 @@ class Kmem:
             buf.free_stack = _stack(2)
             buf.free_time = time.monotonic_ns()
             buf.free_thread = threading.get_ident()
-            self._freed.append(buf.addr)
+            self._freed.append(buf.addr >> PAGESHIFT)
             while len(self._freed) > FREED_HISTORY:
                 self._bufs.pop(self._freed.popleft(), None)
         obj.__class__ = _poisoned(type(obj))
@@ -239,15 +243,13 @@ class Kmem:
     def lookup(self, addr: int) -> KmemBuf | None:
         """The buffer that holds ``addr``, live or remembered freed, else None."""
         with self._lock:
-            buf = self._bufs.get(addr)
-            if buf is not None:
-                return buf
-            bases = sorted(self._bufs)
-        i = bisect.bisect_right(bases, addr) - 1
-        if i >= 0:
-            buf = self._bufs.get(bases[i])
-            if buf is not None and addr < buf.addr + max(buf.size, 1):
-                return buf
+            buf = self._bufs.get(addr >> PAGESHIFT)
+            if buf is None:
+                pages = sorted(self._bufs)
+                i = bisect.bisect_right(pages, addr >> PAGESHIFT) - 1
+                buf = self._bufs.get(pages[i]) if i >= 0 else None
+        if buf is not None and buf.addr <= addr < buf.addr + max(buf.size, 1):
+            return buf
         return None
 
     def whatis(self, addr: int) -> str:

@@ -36,11 +36,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from kstatpy.constants import FLAG
 from kstatpy.constants import KSTAT_READ
 from kstatpy.constants import KSTAT_STRLEN
 from kstatpy.constants import NAMED_RECORD_SIZE
 from kstatpy.constants import KstatDataType
-from kstatpy.constants import KstatFlag
 from kstatpy.constants import KstatType
 from kstatpy.errors import KstatFatalError
 from kstatpy.kmem import KmemObject
@@ -409,7 +409,7 @@ def default_kstat_update(ksp: Kstat, rw: int) -> int:
     if (
         ksp.ks_data is not None
         and ksp.ks_type == KstatType.NAMED
-        and ksp.ks_flags & (KstatFlag.VAR_SIZE | KstatFlag.LONGSTRINGS)
+        and ksp.ks_flags & (FLAG.VAR_SIZE | FLAG.LONGSTRINGS)
     ):
         ksp.ks_data_size = named_data_size(ksp.ks_data, ksp.ks_ndata)
     return 0
@@ -487,7 +487,7 @@ def default_kstat_snapshot(ksp: Kstat, buf: KstatBuffer, rw: int) -> int:
     if rw == KSTAT_READ:
         buf.data = snapshot_data(ksp, now)
         return 0
-    if not ksp.ks_flags & KstatFlag.WRITABLE:
+    if not ksp.ks_flags & FLAG.WRITABLE:
         return errno.EACCES
     _write_into(ksp, buf.data)
     return 0
