@@ -111,6 +111,10 @@ class Chain:
     def __init__(self, kmem: Kmem | None = None, config: dict[str, Any] | None = None) -> None:
         self.kmem = kmem if kmem is not None else Kmem()
         self.config: dict[str, Any] = dict(config or {})
+        #: Per-provider state anchored on this chain (illumos: a driver's soft-state
+        #: anchor), keyed by provider name. A provider sets its entry in attach and
+        #: pops it in detach; no provider keeps chain state in a module global.
+        self.provider_data: dict[str, Any] = {}
         self._lock = threading.Lock()  # the chain lock: indexes, chain id, holds
         self._by_kid: dict[int, Kstat] = {}
         self._by_name: dict[tuple[str, int, str], list[Kstat]] = {}
