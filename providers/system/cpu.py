@@ -1,0 +1,226 @@
+"""``cpu_info:N:cpu_infoN`` and ``cpu:N:sys`` for each present CPU.
+
+cpu_info (class misc). Identity that never changes while a CPU exists is taken once,
+when the kstat is created, from ``proc/cpuinfo`` (x86 key in parentheses): brand
+(model name), vendor_id (vendor_id), family (cpu family), model (model), stepping
+(stepping), ncpu_per_chip (siblings), ncore_per_chip (cpu cores); a record whose key
+this host's cpuinfo lacks is left out. Each read takes the rest:
+    state         "on-line"/"off-line": ``sys/devices/system/cpu/online``
+    state_begin   epoch seconds the state began: boot time for a CPU on-line when
+                  the provider attached, else when the provider first saw the state
+    chip_id       ``cpuN/topology/physical_package_id``
+    core_id       lowest CPU id of ``cpuN/topology/thread_siblings_list`` (unique
+                  across chips, as illumos' core_id)
+    pkg_core_id   ``cpuN/topology/core_id`` (the core's id within its chip)
+    clock_MHz     ``cpuN/cpufreq/cpuinfo_max_freq`` / 1000, else cpuinfo's MHz at creation
+    current_clock_Hz  ``cpuN/cpufreq/scaling_cur_freq`` x 1000, else cpuinfo's MHz now
+    Topology a kernel does not report reads as -1.
+
+cpu:N:sys (class misc, UINT64) from the ``cpuN`` line of ``proc/stat`` (USER_HZ ticks):
+    cpu_ticks_idle idle; cpu_ticks_user user+nice; cpu_ticks_kernel system+irq+softirq;
+    cpu_ticks_wait and wait_ticks_io iowait; cpu_nsec_* the same ticks x nsec_per_tick;
+    cpu_nsec_intr (irq+softirq) x nsec_per_tick; intr the CPU's column of
+    ``proc/interrupts``. steal has no illumos name and is left out; so are pswitch and
+    the other sysinfo counters (Linux keeps them only system-wide). An off-line CPU
+    (no line) keeps its last values.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+from typing import Any
+
+from kstatpy.constants import KSTAT_DATA_CHAR
+from kstatpy.constants import KSTAT_DATA_INT32
+from kstatpy.constants import KSTAT_DATA_LONG
+from kstatpy.constants import KSTAT_DATA_STRING
+from kstatpy.constants import KSTAT_DATA_UINT64
+from providers.system.source import SysRoot
+from providers.system.source import create_named
+from providers.system.source import parse_cpu_list
+from providers.system.unix import boot_time
+from providers.system.unix import hz
+
+if TYPE_CHECKING:
+    from kstatpy.chain import Chain
+    from kstatpy.kstat import Kstat
+
+__all__ = ["CpuInfoSource", "CpuSysSource", "create_cpu_info", "create_cpu_sys", "parse_cpuinfo"]
+
+# illumos record, type, cpuinfo key, converter: identity fixed at creation.
+_IDENTITY = (
+    ("brand", KSTAT_DATA_STRING, "model name", str),
+    ("vendor_id", KSTAT_DATA_STRING, "vendor_id", str),
+    ("family", KSTAT_DATA_INT32, "cpu family", int),
+    ("model", KSTAT_DATA_INT32, "model", int),
+    ("stepping", KSTAT_DATA_INT32, "stepping", int),
+    ("ncpu_per_chip", KSTAT_DATA_INT32, "siblings", int),
+    ("ncore_per_chip", KSTAT_DATA_INT32, "cpu cores", int),
+)
+
+SYS_FIELDS = (
+    "cpu_ticks_idle", "cpu_ticks_user", "cpu_ticks_kernel", "cpu_ticks_wait",
+    "cpu_nsec_idle", "cpu_nsec_user", "cpu_nsec_kernel", "cpu_nsec_intr", "wait_ticks_io", "intr",
+)  # fmt: skip
+
+
+def parse_cpuinfo(text: str) -> dict[int, dict[str, str]]:
+    """``/proc/cpuinfo`` as {processor id: {key: value}}."""
+    out: dict[int, dict[str, str]] = {}
+    block: dict[str, str] = {}
+    for line in [*text.splitlines(), ""]:
+        if not line.strip():
+            if "processor" in block and block["processor"].isdigit():
+                out[int(block["processor"])] = block
+            block = {}
+            continue
+        key, _, value = line.partition(":")
+        block[key.strip()] = value.strip()
+    return out
+
+
+def _cpu_mhz(root: SysRoot, cpu: int) -> float:
+    info = parse_cpuinfo(root.read("proc/cpuinfo")).get(cpu, {})
+    return float(info.get("cpu MHz", 0.0))
+
+
+class CpuInfoSource:
+    """cpu_info for one CPU; ``state``/``state_begin`` change only under the kstat's hold."""
+
+    def __init__(self, root: SysRoot, cpu: int, identity: dict[str, Any], since_boot: bool,
+                 max_freq: bool, cur_freq: bool, mhz: float) -> None:  # fmt: skip
+        self.root = root
+        self.cpu = cpu
+        self.identity = identity
+        self.since_boot = since_boot  # on-line when the provider attached: began at boot
+        self.max_freq = max_freq
+        self.cur_freq = cur_freq
+        self.mhz = mhz
+        self.state: str | None = None
+        self.state_begin = 0
+
+    def _state(self) -> str:
+        try:
+            online = parse_cpu_list(self.root.read("sys/devices/system/cpu/online"))
+        except FileNotFoundError:
+            return "on-line"
+        return "on-line" if self.cpu in online else "off-line"
+
+    def values(self) -> dict[str, Any]:
+        root = self.root
+        topo = f"sys/devices/system/cpu/cpu{self.cpu}/topology/"
+        state = self._state()
+        if state != self.state:
+            if self.state is None and self.since_boot and state == "on-line":
+                self.state_begin = boot_time(root)
+            else:
+                self.state_begin = int(time.time())
+            self.state = state
+        try:
+            siblings = parse_cpu_list(root.read(topo + "thread_siblings_list"))
+        except (OSError, ValueError):
+            siblings = []
+        freq = f"sys/devices/system/cpu/cpu{self.cpu}/cpufreq/"
+        max_khz = root.read_int_or(freq + "cpuinfo_max_freq", None) if self.max_freq else None
+        cur_khz = root.read_int_or(freq + "scaling_cur_freq", None) if self.cur_freq else None
+        out = dict(self.identity)
+        out.update(
+            state=state,
+            state_begin=self.state_begin,
+            chip_id=root.read_int_or(topo + "physical_package_id", -1),
+            core_id=siblings[0] if siblings else -1,
+            pkg_core_id=root.read_int_or(topo + "core_id", -1),
+            clock_MHz=max_khz // 1000 if max_khz is not None else round(self.mhz),
+            current_clock_Hz=cur_khz * 1000 if cur_khz is not None else round(_cpu_mhz(root, self.cpu) * 1e6),
+        )
+        return out
+
+
+def create_cpu_info(chain: Chain, root: SysRoot, cpu: int, info: dict[str, str], since_boot: bool) -> Kstat:
+    """cpu_info:N:cpu_infoN; ``info`` is the CPU's cpuinfo block (empty if it is off-line)."""
+    identity: dict[str, Any] = {}
+    fields: list[tuple[str, int]] = [("state", KSTAT_DATA_CHAR), ("state_begin", KSTAT_DATA_LONG)]
+    fields += [("clock_MHz", KSTAT_DATA_LONG), ("chip_id", KSTAT_DATA_LONG)]
+    for name, data_type, key, conv in _IDENTITY[:1]:
+        if key in info:
+            identity[name] = conv(info[key])
+            fields.append((name, data_type))
+    fields += [("core_id", KSTAT_DATA_LONG), ("current_clock_Hz", KSTAT_DATA_UINT64)]
+    for name, data_type, key, conv in _IDENTITY[1:]:
+        try:
+            identity[name] = conv(info[key])
+        except (KeyError, ValueError):
+            continue
+        fields.append((name, data_type))
+    fields.append(("pkg_core_id", KSTAT_DATA_LONG))
+    freq = f"sys/devices/system/cpu/cpu{cpu}/cpufreq/"
+    source = CpuInfoSource(
+        root, cpu, identity, since_boot,
+        max_freq=root.exists(freq + "cpuinfo_max_freq"),
+        cur_freq=root.exists(freq + "scaling_cur_freq"),
+        mhz=float(info.get("cpu MHz", 0.0) or 0.0),
+    )  # fmt: skip
+    return create_named(chain, "cpu_info", cpu, f"cpu_info{cpu}", "misc", fields, source)
+
+
+def _interrupts_column(text: str, cpu: int) -> int | None:
+    # The header names the on-line CPUs' columns; lines with fewer counts (ERR, MIS) are totals.
+    lines = text.splitlines()
+    if not lines:
+        return None
+    header = lines[0].split()
+    try:
+        col = header.index(f"CPU{cpu}")
+    except ValueError:
+        return None
+    total = 0
+    for line in lines[1:]:
+        counts = line.partition(":")[2].split()
+        if len(counts) >= len(header) and counts[col].isdigit():
+            total += int(counts[col])
+    return total
+
+
+class CpuSysSource:
+    """cpu:N:sys for one CPU: ``proc/stat`` and ``proc/interrupts``, once each a read."""
+
+    def __init__(self, root: SysRoot, cpu: int) -> None:
+        self.root = root
+        self.cpu = cpu
+        self.last: dict[str, int] = dict.fromkeys(SYS_FIELDS, 0)
+
+    def values(self) -> dict[str, Any]:
+        prefix = f"cpu{self.cpu} "
+        for line in self.root.read("proc/stat").splitlines():
+            if line.startswith(prefix):
+                t = [int(x) for x in line.split()[1:]] + [0] * 10
+                user, nice, system, idle, iowait, irq, softirq = t[:7]
+                nspt = 1_000_000_000 // hz()
+                kernel = system + irq + softirq
+                self.last.update(
+                    cpu_ticks_idle=idle,
+                    cpu_ticks_user=user + nice,
+                    cpu_ticks_kernel=kernel,
+                    cpu_ticks_wait=iowait,
+                    cpu_nsec_idle=idle * nspt,
+                    cpu_nsec_user=(user + nice) * nspt,
+                    cpu_nsec_kernel=kernel * nspt,
+                    cpu_nsec_intr=(irq + softirq) * nspt,
+                    wait_ticks_io=iowait,
+                )
+                break
+        try:
+            intr = _interrupts_column(self.root.read("proc/interrupts"), self.cpu)
+        except FileNotFoundError:
+            intr = None
+        if intr is not None:
+            self.last["intr"] = intr
+        return dict(self.last)
+
+
+def create_cpu_sys(chain: Chain, root: SysRoot, cpu: int) -> Kstat:
+    """cpu:N:sys."""
+    return create_named(
+        chain, "cpu", cpu, "sys", "misc", [(f, KSTAT_DATA_UINT64) for f in SYS_FIELDS], CpuSysSource(root, cpu)
+    )

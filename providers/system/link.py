@@ -1,0 +1,108 @@
+"""``link:0:IFNAME`` (class net) for each network interface in ``sys/class/net``.
+
+Records in illumos (dls) order; each read opens only files under
+``sys/class/net/IFNAME/``, one file per Linux counter:
+
+    ifspeed     ``speed`` (Mb/s) x 10**6, UINT64; 0 when the kernel reports none
+    multircv    statistics/multicast              UINT32
+    norcvbuf    statistics/rx_dropped             UINT32
+    ierrors     statistics/rx_errors              UINT32
+    unknowns    statistics/rx_nohandler           UINT32
+    noxmtbuf    statistics/tx_dropped             UINT32
+    oerrors     statistics/tx_errors              UINT32
+    collisions  statistics/collisions             UINT32
+    rbytes, ipackets, obytes, opackets            statistics/rx_bytes, rx_packets,
+                tx_bytes, tx_packets, UINT32 (wrapping, as illumos' 32-bit counters)
+    rbytes64, ipackets64, obytes64, opackets64    the same, UINT64
+    link_state  ``operstate`` up 1 / down 0; for "unknown" and the like ``carrier``
+                (1 or 0), else LINK_STATE_UNKNOWN (-1 as UINT32), UINT32
+
+brdcstrcv, brdcstxmt and multixmt have no Linux counter and are left out, as is any
+counter whose file this interface lacks (decided when the kstat is created).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from typing import Any
+
+from kstatpy.constants import KSTAT_DATA_UINT32
+from kstatpy.constants import KSTAT_DATA_UINT64
+from providers.system.source import SysRoot
+from providers.system.source import create_named
+
+if TYPE_CHECKING:
+    from kstatpy.chain import Chain
+    from kstatpy.kstat import Kstat
+
+__all__ = ["LINK_STATE_UNKNOWN", "LinkSource", "create_link", "link_names"]
+
+LINK_STATE_DOWN = 0
+LINK_STATE_UP = 1
+LINK_STATE_UNKNOWN = -1
+
+# illumos record, type, Linux statistics file (None: not a statistics counter)
+LINK_FIELDS = (
+    ("ifspeed", KSTAT_DATA_UINT64, None),
+    ("multircv", KSTAT_DATA_UINT32, "multicast"),
+    ("norcvbuf", KSTAT_DATA_UINT32, "rx_dropped"),
+    ("ierrors", KSTAT_DATA_UINT32, "rx_errors"),
+    ("unknowns", KSTAT_DATA_UINT32, "rx_nohandler"),
+    ("noxmtbuf", KSTAT_DATA_UINT32, "tx_dropped"),
+    ("oerrors", KSTAT_DATA_UINT32, "tx_errors"),
+    ("collisions", KSTAT_DATA_UINT32, "collisions"),
+    ("rbytes", KSTAT_DATA_UINT32, "rx_bytes"),
+    ("ipackets", KSTAT_DATA_UINT32, "rx_packets"),
+    ("obytes", KSTAT_DATA_UINT32, "tx_bytes"),
+    ("opackets", KSTAT_DATA_UINT32, "tx_packets"),
+    ("rbytes64", KSTAT_DATA_UINT64, "rx_bytes"),
+    ("ipackets64", KSTAT_DATA_UINT64, "rx_packets"),
+    ("obytes64", KSTAT_DATA_UINT64, "tx_bytes"),
+    ("opackets64", KSTAT_DATA_UINT64, "tx_packets"),
+    ("link_state", KSTAT_DATA_UINT32, None),
+)
+
+_DOWN_STATES = ("down", "lowerlayerdown", "notpresent")
+
+
+def link_names(root: SysRoot) -> list[str]:
+    """Interfaces present: the entries of ``sys/class/net``."""
+    return root.subdirs("sys/class/net")
+
+
+class LinkSource:
+    """One interface's counters; ``counters`` maps illumos record -> statistics file."""
+
+    def __init__(self, root: SysRoot, ifname: str, counters: dict[str, str]) -> None:
+        self.root = root
+        self.dir = f"sys/class/net/{ifname}/"
+        self.counters = counters
+
+    def _link_state(self) -> int:
+        oper = self.root.read(self.dir + "operstate").strip()
+        if oper == "up":
+            return LINK_STATE_UP
+        if oper in _DOWN_STATES:
+            return LINK_STATE_DOWN
+        carrier = self.root.read_int_or(self.dir + "carrier", None)
+        return LINK_STATE_UNKNOWN if carrier is None else (LINK_STATE_UP if carrier else LINK_STATE_DOWN)
+
+    def values(self) -> dict[str, Any]:
+        read: dict[str, int] = {}
+        out: dict[str, Any] = {}
+        for name, stat in self.counters.items():
+            if stat not in read:
+                read[stat] = self.root.read_int(self.dir + "statistics/" + stat)
+            out[name] = read[stat]
+        speed = self.root.read_int_or(self.dir + "speed", None)
+        out["ifspeed"] = speed * 1_000_000 if speed is not None and speed > 0 else 0
+        out["link_state"] = self._link_state()
+        return out
+
+
+def create_link(chain: Chain, root: SysRoot, ifname: str) -> Kstat:
+    """link:0:IFNAME with the counters this interface has."""
+    have = set(root.listdir(f"sys/class/net/{ifname}/statistics"))
+    fields = [(name, t) for name, t, stat in LINK_FIELDS if stat is None or stat in have]
+    counters = {name: stat for name, _, stat in LINK_FIELDS if stat is not None and stat in have}
+    return create_named(chain, "link", 0, ifname, "net", fields, LinkSource(root, ifname, counters))
