@@ -70,7 +70,7 @@ class SystemProvider:
 
     def attach(self, chain: Chain) -> None:
         """Create every kstat (caller holds ``lock``); on failure delete what was made."""
-        self.misc = create_system_misc(chain, self.root, self)
+        self.misc = create_system_misc(chain, self.root)
         try:
             self.pages = create_system_pages(chain, self.root)
             self.reconcile(chain, attaching=True)

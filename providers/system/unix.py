@@ -82,9 +82,8 @@ def boot_time(root: SysRoot) -> int:
 class MiscSource:
     """system_misc's source: four small files and one directory listing a read."""
 
-    def __init__(self, root: SysRoot, provider: Any = None) -> None:
+    def __init__(self, root: SysRoot) -> None:
         self.root = root
-        self.provider = provider  # the per-chain provider state this kstat anchors
 
     def values(self) -> dict[str, Any]:
         root = self.root
@@ -135,9 +134,9 @@ class PagesSource:
         return out
 
 
-def create_system_misc(chain: Chain, root: SysRoot, provider: Any) -> Kstat:
-    """unix:0:system_misc; its ``ks_private.provider`` is the provider's per-chain state."""
-    source = MiscSource(root, provider)
+def create_system_misc(chain: Chain, root: SysRoot) -> Kstat:
+    """unix:0:system_misc."""
+    source = MiscSource(root)
     return create_named(chain, "unix", 0, "system_misc", "misc", [(f, KSTAT_DATA_UINT32) for f in MISC_FIELDS], source)
 
 
