@@ -80,7 +80,11 @@ if TYPE_CHECKING:
     from kstatpy.kstat import Kstat
 
 __all__ = [
-    "TEARDOWN_14281",
+    "CREATING",
+    "GONE",
+    "LIVE",
+    "TEARDOWN",
+    "TEARDOWN_FIXED",
     "TEARDOWN_ORDERS",
     "TEARDOWN_PRE_14281",
     "DeviceDriver",
@@ -95,10 +99,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: kstat fini, then destroy, on every path (the fix of illumos 14281; the default).
-TEARDOWN_14281 = "14281"
+TEARDOWN_FIXED = "fixed"
 #: The pre-fix order: destroy before kstat fini; no kstat fini on last close.
 TEARDOWN_PRE_14281 = "pre-14281"
-TEARDOWN_ORDERS = (TEARDOWN_14281, TEARDOWN_PRE_14281)
+TEARDOWN_ORDERS = (TEARDOWN_FIXED, TEARDOWN_PRE_14281)
 
 # Instance states; driver._lock guards transitions.
 CREATING = "creating"
@@ -208,7 +212,7 @@ class DeviceDriver:
     :param chain: the chain the instances' kstats live in.
     :param name: the driver (provider) name, e.g. ``"vmm"``.
     :param ops: the object whose ``@hookimpl`` methods implement the instance hooks.
-    :param teardown: :data:`TEARDOWN_14281` (default) or :data:`TEARDOWN_PRE_14281`.
+    :param teardown: :data:`TEARDOWN_FIXED` (default) or :data:`TEARDOWN_PRE_14281`.
     :param minors: the id space's ``(low, high)``; minor 0 is the control node.
     """
 
@@ -218,12 +222,12 @@ class DeviceDriver:
         name: str,
         ops: object,
         *,
-        teardown: str = TEARDOWN_14281,
+        teardown: str = TEARDOWN_FIXED,
         minors: tuple[int, int] = (1, 0x3FFFF),
     ) -> None:
         if teardown not in TEARDOWN_ORDERS:
             raise ValueError(f"teardown order {teardown!r}: expected one of {', '.join(TEARDOWN_ORDERS)}")
-        self._chain = weakref.ref(chain)  # weak: the registry must not keep a chain alive
+        self._chain = weakref.ref(chain)  # weak: the chain anchors the driver, not the reverse
         self.name = name
         self.ops = ops
         self.teardown_order = teardown
@@ -281,7 +285,7 @@ class DeviceDriver:
             with self._lock:
                 self._creating.discard(name)
                 inst.state = TEARDOWN
-            self._teardown(inst, TEARDOWN_14281)
+            self._teardown(inst, TEARDOWN_FIXED)
             raise
         with self._lock:
             self._creating.discard(name)
@@ -346,7 +350,7 @@ class DeviceDriver:
             for inst in doomed:
                 inst.state = TEARDOWN
         for inst in doomed:
-            self._teardown(inst, TEARDOWN_14281)
+            self._teardown(inst, TEARDOWN_FIXED)
 
     # --- teardown: the order this module exists for --------------------------------
 
@@ -354,7 +358,7 @@ class DeviceDriver:
         # The caller moved inst to TEARDOWN and out of every table under _lock.
         hook = self.pm.hook
         try:
-            if order == TEARDOWN_14281:
+            if order == TEARDOWN_FIXED:
                 self._kstat_fini(inst)
                 hook.kstatpy_instance_destroy(chain=self.chain, inst=inst)
             elif last_close:
@@ -454,14 +458,10 @@ class _HandleUse:
         self.handles._lock.release()
 
 
-# --- the per-chain driver registry -----------------------------------------------
-
-# chain -> {driver name: DeviceDriver}: the only module-level table of kstatpy.instance
-# (illumos: the devinfo tree). Weak keys, and drivers hold their chain weakly, so a
-# chain that is dropped (even without detach) takes its drivers with it and two
-# chains in one process never share a driver. _registry_lock guards it.
-_registry: weakref.WeakKeyDictionary[Any, dict[str, DeviceDriver]] = weakref.WeakKeyDictionary()
-_registry_lock = threading.Lock()
+# --- finding a chain's drivers ----------------------------------------------------
+# A driver is anchored in chain.provider_data under its name (illumos: the devinfo
+# node of the driver), so two chains in one process never share a driver and no
+# module-level table exists. The driver holds its chain weakly: no cycle.
 
 
 def register_driver(driver: DeviceDriver) -> None:
@@ -469,26 +469,19 @@ def register_driver(driver: DeviceDriver) -> None:
 
     :raises KstatError: EEXIST when the chain has a driver of that name already.
     """
-    with _registry_lock:
-        table = _registry.setdefault(driver.chain, {})
-        if driver.name in table:
-            raise KstatError(errno.EEXIST, f"driver {driver.name!r} is attached to this chain already")
-        table[driver.name] = driver
+    if driver.chain.provider_data.setdefault(driver.name, driver) is not driver:
+        raise KstatError(errno.EEXIST, f"driver {driver.name!r} is attached to this chain already")
 
 
 def device_driver(chain: Chain, name: str) -> DeviceDriver | None:
     """The driver called ``name`` attached to ``chain``, or None."""
-    with _registry_lock:
-        return _registry.get(chain, {}).get(name)
+    driver = chain.provider_data.get(name)
+    return driver if isinstance(driver, DeviceDriver) else None
 
 
 def unregister_driver(chain: Chain, name: str) -> DeviceDriver | None:
     """Forget the driver called ``name`` on ``chain``; returns it."""
-    with _registry_lock:
-        table = _registry.get(chain)
-        if table is None:
-            return None
-        driver = table.pop(name, None)
-        if not table:
-            del _registry[chain]
-        return driver
+    driver = device_driver(chain, name)
+    if driver is not None:
+        chain.provider_data.pop(name, None)
+    return driver

@@ -56,6 +56,7 @@ _KMODULE = {
     "kstatpy.server": "kstat",
     "kstatpy.ioctl": "kstat",
     "kstatpy.driver": "kstat",
+    "kstatpy.instance": "genunix",
 }
 
 
@@ -73,7 +74,8 @@ def _stack(skip: int, depth: int = 8) -> tuple[str, ...]:
     frame = sys._getframe(skip)
     out = []
     while frame is not None and len(out) < depth:
-        out.append(frame_symbol(frame))
+        if not frame.f_globals.get("__name__", "").startswith("pluggy"):  # hook plumbing says nothing
+            out.append(frame_symbol(frame))
         frame = frame.f_back
     return tuple(out)
 

@@ -1,0 +1,198 @@
+"""The ``vmmctl`` command: create, destroy, list, hold and run VMs through kstatd.
+
+Talks to kstatd with :class:`kstatpy.client.SocketTransport` (raw ioctl round
+trips, VMM.md §5). Socket: ``--socket PATH``, else ``$KSTAT_SOCKET``, else the
+per-user default. Exit status: 0 done, 1 the operation failed, 2 usage,
+3 no daemon answers. Errors are one line on stderr:
+``vmmctl: create: VM 'x' exists (EEXIST)``.
+"""
+
+from __future__ import annotations
+
+import errno
+import select
+import signal
+import sys
+import time
+from typing import Any
+from typing import NoReturn
+
+import click
+
+from kstatpy.client import SocketTransport
+from kstatpy.errors import KstatError
+from kstatpy.errors import ServerUnavailableError
+from kstatpy.protocol import errno_name
+from providers.vmm.ioctl import VMM_CLOSE
+from providers.vmm.ioctl import VMM_CREATE_VM
+from providers.vmm.ioctl import VMM_DESTROY_VM
+from providers.vmm.ioctl import VMM_LIST
+from providers.vmm.ioctl import VMM_OPEN
+from providers.vmm.ioctl import VMM_VCPU_USTATE
+from providers.vmm.state import USTATE_NAMES
+from providers.vmm.state import VM_MAXCPU
+from providers.vmm.state import VU_EMU_KERN
+from providers.vmm.state import VU_EMU_USER
+from providers.vmm.state import VU_IDLE
+from providers.vmm.state import VU_RUN
+from providers.vmm.state import VU_SCHED
+
+__all__ = ["main"]
+
+EXIT_FAILED = 1
+EXIT_NO_DAEMON = 3
+#: What ``run`` drives each vCPU through, one step per tick (vm_run's loop).
+RUN_CYCLE = (VU_EMU_KERN, VU_RUN, VU_EMU_KERN, VU_RUN, VU_SCHED, VU_RUN, VU_EMU_KERN, VU_IDLE)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _fail(op: str, message: str, status: int = EXIT_FAILED) -> NoReturn:
+    click.echo(f"vmmctl: {op}: {message}", err=True)
+    sys.exit(status)
+
+
+class _Vmm:
+    """One connection to kstatd, for one vmmctl operation."""
+
+    def __init__(self, op: str, socket_path: str | None) -> None:
+        self.op = op
+        try:
+            self.transport = SocketTransport(socket_path)
+        except ServerUnavailableError as exc:
+            _fail(op, exc.message, EXIT_NO_DAEMON)
+
+    def call(self, cmd: int, arg: dict[str, Any] | None, what: str | None = None) -> dict[str, Any]:
+        try:
+            code, result = self.transport.round_trip(cmd, arg)
+        except ServerUnavailableError as exc:
+            _fail(self.op, exc.message, EXIT_NO_DAEMON)
+        except KstatError as exc:
+            _fail(self.op, f"{exc.message} ({errno_name(exc.errno)})")
+        if code:
+            message = result.get("error") or "failed"
+            if code == errno.EINVAL and "no provider claimed" in message:
+                message = "the vmm provider is not loaded in kstatd"
+            _fail(what or self.op, f"{message} ({errno_name(code)})")
+        return result
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+_socket_option = click.option(
+    "--socket", "socket_path", metavar="PATH", envvar="KSTAT_SOCKET", show_envvar=True,
+    help="kstatd's socket [default: $XDG_RUNTIME_DIR/kstatpy/kstat.sock, else /tmp/kstatpy-UID/kstat.sock].",
+)  # fmt: skip
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """vmmctl: drive the bhyve vmm model in kstatd (VM create, destroy, open, run)."""
+
+
+@main.command()
+@click.argument("name")
+@_socket_option
+def create(name: str, socket_path: str | None) -> None:
+    """Create VM NAME (VMM_CREATE_VM); prints its minor."""
+    vmm = _Vmm("create", socket_path)
+    result = vmm.call(VMM_CREATE_VM, {"name": name})
+    click.echo(f"created VM '{name}' (minor {result['minor']})")
+
+
+@main.command()
+@click.argument("name")
+@_socket_option
+def destroy(name: str, socket_path: str | None) -> None:
+    """Destroy VM NAME (VMM_DESTROY_VM); deferred to its last close while it is open."""
+    vmm = _Vmm("destroy", socket_path)
+    vmm.call(VMM_DESTROY_VM, {"name": name})
+    for vm in vmm.call(VMM_LIST, None)["vms"]:
+        if vm["name"] == name and vm["destroying"]:
+            click.echo(f"destroyed VM '{name}' (minor {vm['minor']} stays until its last close)")
+            return
+    click.echo(f"destroyed VM '{name}'")
+
+
+@main.command("list")
+@_socket_option
+def list_(socket_path: str | None) -> None:
+    """List VMs, those destroyed but still open included."""
+    vms = _Vmm("list", socket_path).call(VMM_LIST, None)["vms"]
+    click.echo(f"{'MINOR':>5}  {'OPEN':>4}  {'STATE':<10}  NAME")
+    for vm in sorted(vms, key=lambda v: v["minor"]):
+        state = "destroying" if vm["destroying"] else "active"
+        click.echo(f"{vm['minor']:>5}  {vm['open']:>4}  {state:<10}  {vm['name']}")
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise _Interrupted(signum)
+
+
+@main.command()
+@click.argument("name")
+@_socket_option
+def hold(name: str, socket_path: str | None) -> None:
+    """Open VM NAME and keep it open until SIGINT or SIGTERM (exit 0)."""
+    vmm = _Vmm("hold", socket_path)
+    fd = None
+    old = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        fd = vmm.call(VMM_OPEN, {"name": name})["fd"]
+        click.echo(f"holding VM '{name}' open (fd {fd}); interrupt to close", err=True)
+        sock = vmm.transport._sock
+        while True:
+            readable, _, _ = select.select([sock], [], [])
+            if readable:  # the daemon never talks first: this is EOF, it went away
+                _fail("hold", "kstatd closed the connection", EXIT_NO_DAEMON)
+    except _Interrupted:
+        pass
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if fd is not None:
+        vmm.call(VMM_CLOSE, {"fd": fd})
+        click.echo(f"closed VM '{name}'", err=True)
+    vmm.close()
+
+
+@main.command()
+@click.argument("name")
+@click.option("--seconds", type=click.FloatRange(0), default=1.0, show_default=True, help="How long to run.")
+@click.option("--vcpus", type=click.IntRange(1, VM_MAXCPU), default=4, show_default=True, help="vCPUs to drive.")
+@click.option("--tick", type=click.FloatRange(0.001), default=0.01, show_default=True, help="Seconds per step.")
+@_socket_option
+def run(name: str, seconds: float, vcpus: int, tick: float, socket_path: str | None) -> None:
+    """Open VM NAME and drive its vCPUs' micro-states for a while (VMM_VCPU_USTATE)."""
+    vmm = _Vmm("run", socket_path)
+    fd = vmm.call(VMM_OPEN, {"name": name})["fd"]
+    old = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    changes = 0
+    step = 0
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            for vcpu in range(vcpus):
+                state = RUN_CYCLE[(step + vcpu) % len(RUN_CYCLE)]
+                vmm.call(VMM_VCPU_USTATE, {"fd": fd, "vcpu": vcpu, "state": state})
+                changes += 1
+            step += 1
+            time.sleep(max(0.0, min(tick, deadline - time.monotonic())))
+    except _Interrupted:
+        pass
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    for vcpu in range(vcpus):  # vm_run returns to userspace: the last interval completes
+        vmm.call(VMM_VCPU_USTATE, {"fd": fd, "vcpu": vcpu, "state": VU_EMU_USER})
+    vmm.call(VMM_CLOSE, {"fd": fd})
+    vmm.close()
+    states = ", ".join(USTATE_NAMES[s] for s in sorted(set(RUN_CYCLE)))
+    click.echo(f"ran VM '{name}': {vcpus} vCPUs, {step} steps, {changes + vcpus} state changes ({states})")
+
+
+if __name__ == "__main__":
+    main()
