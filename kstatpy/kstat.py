@@ -99,8 +99,13 @@ READER_TYPE = {KstatDataType.LONG: KstatDataType.INT64, KstatDataType.ULONG: Kst
 
 
 def truncate_name(name: str) -> str:
-    """kstat_set_string: keep at most 30 characters."""
-    return name[:MAXNAMELEN]
+    """kstat_set_string: keep at most 30 bytes (of UTF-8), never half a character."""
+    if len(name) <= MAXNAMELEN // 4:
+        return name  # cannot exceed 30 bytes: the common, cheap case
+    raw = name.encode("utf-8", "surrogatepass")
+    if len(raw) <= MAXNAMELEN:
+        return name
+    return raw[:MAXNAMELEN].decode("utf-8", "ignore")
 
 
 class KMutex:

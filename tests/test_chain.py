@@ -397,3 +397,10 @@ def test_zone_visibility(chain: Chain) -> None:
     with pytest.raises(KstatFatalError):
         chain.kstat_zone_remove(z, 5)
     assert every.ks_kid in [h["kid"] for h in chain.read(0, 5)["data"]]
+
+
+def test_names_are_cut_at_30_bytes_not_characters(chain: Chain) -> None:
+    ksp = named(chain, name="é" * 20)  # 40 bytes of UTF-8
+    assert ksp.ks_name == "é" * 15
+    odd = named(chain, name="a" + "é" * 20)  # byte 30 falls inside a character
+    assert odd.ks_name == "a" + "é" * 14 and len(odd.ks_name.encode()) == 29
