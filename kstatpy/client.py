@@ -129,7 +129,10 @@ class SocketTransport:
                 raise KstatError(errno.EBADF, "kstat handle is closed")
             self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
             try:
-                sock.sendall(pack_request(cmd, seq, arg))
+                try:
+                    sock.sendall(pack_request(cmd, seq, arg))
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # a refusal (connection cap) may be waiting to be read: read it below
                 (length,) = LENGTH.unpack(self._recv_exact(sock, 4, self._lenbuf))
                 body = self._recv_exact(sock, length)
             except OSError as exc:

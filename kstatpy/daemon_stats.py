@@ -42,7 +42,7 @@ CMD_SLOTS = {
 SLOT_PROVIDER = 5
 SLOT_UNKNOWN = 6
 SLOT_BAD_FRAME = 7
-ERRNO_NAMES = tuple(e.name for e in Errno) + ("other",)
+ERRNO_NAMES = (*tuple(e.name for e in Errno), "other")
 ERRNO_SLOTS = {int(e): i for i, e in enumerate(Errno)}
 SLOT_OTHER_ERRNO = len(ERRNO_NAMES) - 1
 

@@ -111,7 +111,8 @@ def pack_reply(seq: int, code: int, result: dict[str, Any]) -> bytes:
 def unpack_body(body: bytes | bytearray | memoryview) -> Any:
     """Decode one msgpack body; :class:`FrameError` (EPROTO) if it is not exactly one object."""
     try:
-        return msgpack.unpackb(body, raw=False)
+        # Non-string map keys decode, so check_request can name the seq in its EPROTO.
+        return msgpack.unpackb(body, raw=False, strict_map_key=False)
     except Exception as exc:  # ExtraData, FormatError, StackError, ValueError, ...
         raise FrameError(errno.EPROTO, f"body is not one msgpack object: {exc}") from None
 

@@ -1,0 +1,163 @@
+"""The ``kstatd`` command: host a chain and its providers, serve them on Unix sockets.
+
+Exit status: 0 after SIGTERM/SIGINT (clean shutdown), 1 when it cannot start (the
+message names the socket), 2 on usage errors, 70 after a panic with
+``--on-panic=halt``.
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import pwd
+import signal
+import sys
+
+import click
+
+from kstatpy.protocol import DEFAULT_MAX_REQUEST
+from kstatpy.protocol import default_socket_path
+
+__all__ = ["main"]
+
+
+def _uid(spec: str) -> int:
+    if spec.isdigit():
+        return int(spec)
+    try:
+        return pwd.getpwnam(spec).pw_uid
+    except KeyError:
+        raise click.BadParameter(f"no such user {spec!r}", param_hint="--allow-write") from None
+
+
+def _gid(spec: str) -> int:
+    if spec.isdigit():
+        return int(spec)
+    try:
+        return grp.getgrnam(spec).gr_gid
+    except KeyError:
+        raise click.BadParameter(f"no such group {spec!r}", param_hint="--allow-write") from None
+
+
+def _zone(spec: str) -> tuple[str, str]:
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path or name == "global":
+        raise click.BadParameter(f"{spec!r}: expected NAME=PATH (NAME not 'global')", param_hint="--zone")
+    return name, path
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--socket", "socket_path", metavar="PATH", envvar="KSTAT_SOCKET", show_envvar=True,
+    help="The global zone's socket [default: $XDG_RUNTIME_DIR/kstatpy/kstat.sock, else /tmp/kstatpy-UID/kstat.sock].",
+)  # fmt: skip
+@click.option("--zone", "zones", metavar="NAME=PATH", multiple=True, help="Add a socket for zone NAME (repeatable).")
+@click.option(
+    "--plugin", "plugins", metavar="MODULE", multiple=True, help="Load a provider module by import name (repeatable)."
+)
+@click.option(
+    "--allow-write",
+    "allow",
+    metavar="UID|@GROUP",
+    multiple=True,
+    help="Also privilege this user or group (repeatable).",
+)
+@click.option(
+    "--max-request",
+    type=click.IntRange(1),
+    default=DEFAULT_MAX_REQUEST,
+    show_default=True,
+    help="Largest request body in bytes.",
+)
+@click.option(
+    "--max-connections", type=click.IntRange(1), default=256, show_default=True, help="Connections served at once."
+)
+@click.option(
+    "--read-timeout",
+    type=click.FloatRange(0.01),
+    default=5.0,
+    show_default=True,
+    help="Seconds before a stuck read is answered EAGAIN.",
+)
+@click.option(
+    "--on-panic",
+    type=click.Choice(["halt", "continue"]),
+    default="halt",
+    show_default=True,
+    help="What a BAD TRAP in a provider does.",
+)
+@click.option("--crash-dir", metavar="DIR", help="Where panic reports go [default: the socket's directory].")
+@click.option(
+    "--vmm-teardown",
+    type=click.Choice(["fixed", "pre-14281"]),
+    default="fixed",
+    show_default=True,
+    help="vmm provider teardown order.",
+)
+@click.option("-v", "--verbose", count=True, help="Log more (-vv: debug).")
+def main(
+    socket_path: str | None,
+    zones: tuple[str, ...],
+    plugins: tuple[str, ...],
+    allow: tuple[str, ...],
+    max_request: int,
+    max_connections: int,
+    read_timeout: float,
+    on_panic: str,
+    crash_dir: str | None,
+    vmm_teardown: str,
+    verbose: int,
+) -> None:
+    """kstatd: serve the kstat chain over a Unix socket (PROTOCOL.md, version 1)."""
+    logging.basicConfig(
+        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)], format="kstatd: %(message)s"
+    )
+    zone_list = [_zone(z) for z in zones]
+    uids = frozenset(_uid(a) for a in allow if not a.startswith("@"))
+    gids = frozenset(_gid(a[1:]) for a in allow if a.startswith("@"))
+    path = socket_path or default_socket_path()
+    if len({path, *(p for _, p in zone_list)}) != 1 + len(zone_list):
+        raise click.UsageError("every socket path must differ")
+
+    from kstatpy.chain import Chain
+    from kstatpy.plugins import load_providers
+    from kstatpy.server import DaemonError
+    from kstatpy.server import Kstatd
+    from kstatpy.server import ServerConfig
+
+    config = ServerConfig(
+        socket=path, zones=zone_list, max_request=max_request, max_connections=max_connections,
+        read_timeout=read_timeout, allow_uids=uids, allow_gids=gids, on_panic=on_panic, crash_dir=crash_dir,
+    )  # fmt: skip
+    chain = Chain(config={"vmm_teardown": vmm_teardown, "zones": config.zone_ids()})
+    providers = load_providers(modules=plugins)
+    daemon = Kstatd(chain, providers, config, report=_say)
+    try:
+        daemon.bind()  # before attach: a second kstatd fails here, having touched nothing
+    except DaemonError as exc:
+        _say(f"kstatd: {exc}\n")
+        sys.exit(1)
+    for failure in providers.failures:
+        _say(f"kstatd: {failure}\n")
+    for failure in providers.attach(chain):
+        _say(f"kstatd: {failure}\n")
+    daemon.start()
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+    logging.getLogger("kstatpy.server").info(
+        "listening on %s (providers: %s)", path, ", ".join(providers.names()) or "none"
+    )
+    status = daemon.serve_forever()
+    sys.stderr.flush()
+    if status:
+        os._exit(status)  # a panicking kernel runs no teardown: no atexit, no thread joins
+
+
+if __name__ == "__main__":
+    main()
