@@ -220,9 +220,15 @@ def main() -> None:
         ratios = []
         everyone = [0, kstatd.pid, echo.pid]
         saved = os.sched_getaffinity(0)
-        for placement in ("free (scheduler's choice)", "all pinned to CPU 0"):
+        placements = ["free (scheduler's choice)", "all pinned to CPU 0"]
+        if len(saved) > 1:
+            placements.append("client on one CPU, servers on another")
+        for placement in placements:
             if placement.startswith("all"):
                 _pin(everyone, {min(saved)})
+            elif placement.startswith("client"):
+                _pin([kstatd.pid, echo.pid], {max(saved)})
+                _pin([0], {min(saved)})
             k, e = rtt_interleaved([kpath, epath], opts.rtt, kid)
             for name, xs in (("kstatd", k), ("msgpack echo", e)):
                 xs = sorted(xs)

@@ -45,6 +45,8 @@ from kstatpy.constants import KSTAT_WRITE
 from kstatpy.constants import RECORD_SIZE
 from kstatpy.constants import KstatDataType
 from kstatpy.constants import KstatType
+from kstatpy.driver import read_kstat_data
+from kstatpy.driver import write_kstat_data
 from kstatpy.errors import KstatCreateError
 from kstatpy.errors import KstatFatalError
 from kstatpy.kmem import Kmem
@@ -198,6 +200,13 @@ class Chain:
 
     def kstat_hold_bykid(self, kid: int, zoneid: int) -> Kstat | None:
         """Hold the kstat with ``kid`` visible in ``zoneid``; waits for its holder."""
+        with self._lock:  # the uncontended case, without building a finder
+            ksp = self._by_kid.get(kid)
+            if ksp is None or not _zone_find(ksp, zoneid):
+                return None
+            if ksp.e_owner is None:
+                ksp.e_owner = threading.get_ident()
+                return ksp
 
         def find() -> Kstat | None:
             ksp = self._by_kid.get(kid)
@@ -479,16 +488,12 @@ class Chain:
 
     def read(self, kid: int, zoneid: int = GLOBAL_ZONEID, data_size: int | None = None) -> dict[str, Any]:
         """KSTAT_IOC_READ for ``kid`` as seen from ``zoneid``; see :func:`kstatpy.driver.read_kstat_data`."""
-        from kstatpy.driver import read_kstat_data
-
         return read_kstat_data(self, kid, zoneid, data_size)
 
     def write(
         self, kid: int, ndata: int, data: Any, zoneid: int = GLOBAL_ZONEID, privileged: bool = True
     ) -> int:
         """KSTAT_IOC_WRITE; see :func:`kstatpy.driver.write_kstat_data`."""
-        from kstatpy.driver import write_kstat_data
-
         return write_kstat_data(self, kid, ndata, data, zoneid, privileged)
 
 

@@ -71,7 +71,8 @@ def read_kstat_data(chain: Chain, kid: int, zoneid: int, data_size: int | None) 
         lock = ksp.ks_lock
         if lock is not None:
             lock.acquire()
-        chain._caller.zoneid = zoneid  # KID 0's callbacks filter by the caller's zone
+        if kid == 0:
+            chain._caller.zoneid = zoneid  # KID 0's callbacks filter by the caller's zone
         try:
             rc = _provider_call(ksp, "ks_update", ksp.ks_update, KSTAT_READ)
             if rc:
@@ -95,7 +96,8 @@ def read_kstat_data(chain: Chain, kid: int, zoneid: int, data_size: int | None) 
             result["data"] = buf.data
             return result
         finally:
-            chain._caller.zoneid = GLOBAL_ZONEID
+            if kid == 0:
+                chain._caller.zoneid = GLOBAL_ZONEID
             if lock is not None:
                 lock.release()
     finally:

@@ -95,7 +95,7 @@ INT_RANGES: dict[int, tuple[int, int]] = {
     KstatDataType.ULONG: (0, 2**64 - 1),
 }
 # LONG/ULONG are kernel-only on LP64: readers see INT64/UINT64 (io/kstat.c).
-READER_TYPE = {KstatDataType.LONG: KstatDataType.INT64, KstatDataType.ULONG: KstatDataType.UINT64}
+READER_TYPE = {int(KstatDataType.LONG): int(KstatDataType.INT64), int(KstatDataType.ULONG): int(KstatDataType.UINT64)}
 
 
 def truncate_name(name: str) -> str:
@@ -167,7 +167,7 @@ class KstatNamed:
 
     def __init__(self, name: str = "", data_type: int = KstatDataType.CHAR, value: Any = None) -> None:
         self.name = name
-        self.data_type = data_type
+        self.data_type = int(data_type)
         self.value = _zero(data_type) if value is None and data_type != KstatDataType.STRING else value
 
     def __repr__(self) -> str:
@@ -187,7 +187,7 @@ def _zero(data_type: int) -> Any:
 def kstat_named_init(knp: KstatNamed, name: str, data_type: int) -> None:
     """kstat_named_init(9F): name (truncated to 30) and type; a STRING starts NULL."""
     knp.name = truncate_name(name)
-    knp.data_type = KstatDataType(data_type)
+    knp.data_type = int(KstatDataType(data_type))  # plain int: enum hashing is slow on the read path
     knp.value = _zero(data_type)
 
 
@@ -420,14 +420,23 @@ def default_kstat_update(ksp: Kstat, rw: int) -> int:
     return 0
 
 
+_PLAIN_TYPES = frozenset(map(int, (KstatDataType.INT32, KstatDataType.UINT32, KstatDataType.INT64,
+                                   KstatDataType.UINT64, KstatDataType.STRING)))  # fmt: skip
+_CHAR = int(KstatDataType.CHAR)
+
+
 def _named_copy(records: list[KstatNamed], ndata: int) -> list[list[Any]]:
+    # The hot path of every read: data types are plain ints (kstat_named_init).
     out = []
-    for knp in records[:ndata]:
+    append = out.append
+    for knp in records if len(records) == ndata else records[:ndata]:
         t = knp.data_type
-        value = knp.value
-        if t == KstatDataType.CHAR:
-            value = bytes(value or b"")[:CHAR_VALUE_SIZE]
-        out.append([knp.name, int(READER_TYPE.get(t, t)), value])
+        if t in _PLAIN_TYPES:
+            append([knp.name, t, knp.value])
+        elif t == _CHAR:
+            append([knp.name, t, bytes(knp.value or b"")[:CHAR_VALUE_SIZE]])
+        else:
+            append([knp.name, int(READER_TYPE.get(t, t)), knp.value])
     return out
 
 

@@ -128,14 +128,20 @@ class Providers:
         self.pm = pm
         self.failures = failures if failures is not None else []
         self.attached: list[str] = []
+        self._callers: dict[tuple[str, str], Any] = {}  # (hook, provider) -> caller; built once
 
     def names(self) -> list[str]:
         """Registered provider names, in registration order."""
         return [name for name, plugin in self.pm.list_name_plugin() if plugin is not None]
 
     def _one(self, hook: str, name: str) -> Any:
-        others = [p for n, p in self.pm.list_name_plugin() if n != name and p is not None]
-        return self.pm.subset_hook_caller(hook, remove_plugins=others)
+        # A caller of one provider's implementation; cached, since refresh runs on
+        # every chain-id query. Providers are registered before any hook is called.
+        caller = self._callers.get((hook, name))
+        if caller is None:
+            others = [p for n, p in self.pm.list_name_plugin() if n != name and p is not None]
+            caller = self._callers[hook, name] = self.pm.subset_hook_caller(hook, remove_plugins=others)
+        return caller
 
     def attach(self, chain: Chain) -> list[ProviderFailure]:
         """kstatpy_attach for each provider on its own, so one failure spares the rest."""
