@@ -50,6 +50,18 @@ def _provider_call(ksp: Kstat, what: str, fn: Any, *args: Any) -> int:
     return int(rc or 0)
 
 
+def _hold_installed(chain: Chain, kid: int, zoneid: int) -> Kstat:
+    # The common first steps of read and write: hold by kid in the caller's zone
+    # (ENXIO), refuse an INVALID kstat (EAGAIN). The caller releases the hold.
+    ksp = chain.kstat_hold_bykid(kid, zoneid)
+    if ksp is None:
+        raise error_for_errno(errno.ENXIO, f"kid {kid}: no such kstat")
+    if ksp.ks_flags & FLAG.INVALID:
+        chain.kstat_rele(ksp)
+        raise error_for_errno(errno.EAGAIN, f"kid {kid}: kstat not yet installed")
+    return ksp
+
+
 def read_kstat_data(chain: Chain, kid: int, zoneid: int, data_size: int | None) -> dict[str, Any]:
     """KSTAT_IOC_READ (io/kstat.c ``read_kstat_data``), in illumos' order.
 
@@ -62,12 +74,8 @@ def read_kstat_data(chain: Chain, kid: int, zoneid: int, data_size: int | None) 
     :raises KstatError: with the errno of the first failure.
     :raises BadTrap: a provider touched freed memory (a panic); ``.ksp`` is set.
     """
-    ksp = chain.kstat_hold_bykid(kid, zoneid)
-    if ksp is None:
-        raise error_for_errno(errno.ENXIO, f"kid {kid}: no such kstat")
+    ksp = _hold_installed(chain, kid, zoneid)
     try:
-        if ksp.ks_flags & FLAG.INVALID:
-            raise error_for_errno(errno.EAGAIN, f"kid {kid}: kstat not yet installed")
         lock = ksp.ks_lock
         if lock is not None:
             lock.acquire()
@@ -114,12 +122,8 @@ def write_kstat_data(chain: Chain, kid: int, ndata: int, data: Any, zoneid: int,
     """
     if not privileged:
         raise error_for_errno(errno.EPERM, "write needs privilege (PRIV_SYS_CONFIG)")
-    ksp = chain.kstat_hold_bykid(kid, zoneid)
-    if ksp is None:
-        raise error_for_errno(errno.ENXIO, f"kid {kid}: no such kstat")
+    ksp = _hold_installed(chain, kid, zoneid)
     try:
-        if ksp.ks_flags & FLAG.INVALID:
-            raise error_for_errno(errno.EAGAIN, f"kid {kid}: kstat not yet installed")
         if not ksp.ks_flags & FLAG.WRITABLE:
             raise error_for_errno(errno.EACCES, f"kid {kid}: kstat is not writable")
         lock = ksp.ks_lock

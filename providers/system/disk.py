@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from kstatpy.constants import KSTAT_TYPE_IO
 from kstatpy.constants import KSTAT_WRITE
 from providers.system.source import SysRoot
+from providers.system.source import install_or_delete
 from providers.system.source import os_errno
 
 if TYPE_CHECKING:
@@ -103,9 +104,4 @@ def create_disk(chain: Chain, root: SysRoot, name: str) -> Kstat:
     ksp = chain.kstat_create(module, instance, name, "disk", KSTAT_TYPE_IO, 1, 0)
     ksp.ks_private = DiskSource(root, name)
     ksp.ks_update = disk_update
-    try:
-        chain.kstat_install(ksp)
-    except BaseException:
-        chain.kstat_delete(ksp)
-        raise
-    return ksp
+    return install_or_delete(chain, ksp)

@@ -153,6 +153,11 @@ def create_named(
         kstat_named_init(knp, field, data_type)
     ksp.ks_private = source
     ksp.ks_update = named_update
+    return install_or_delete(chain, ksp)
+
+
+def install_or_delete(chain: Chain, ksp: Kstat) -> Kstat:
+    """kstat_install ``ksp``; if that fails, delete it (nothing leaks) and re-raise."""
     try:
         chain.kstat_install(ksp)
     except BaseException:
