@@ -128,6 +128,7 @@ class Providers:
         self.pm = pm
         self.failures = failures if failures is not None else []
         self.attached: list[str] = []
+        self.detaching: str | None = None  # the provider detach is running now (for reports)
         self._callers: dict[tuple[str, str], Any] = {}  # (hook, provider) -> caller; built once
 
     def names(self) -> list[str]:
@@ -161,10 +162,12 @@ class Providers:
     def detach(self, chain: Chain) -> None:
         """kstatpy_detach for every attached provider, in reverse attach order."""
         for name in reversed(self.attached):
+            self.detaching = name
             try:
                 self._one("kstatpy_detach", name)(chain=chain)
             except Exception as exc:
                 log.error("provider %r failed to detach: %r", name, exc)
+        self.detaching = None
         self.attached.clear()
 
     def refresh(self, chain: Chain) -> None:

@@ -71,11 +71,13 @@ if TYPE_CHECKING:
     from kstatpy.chain import Chain
     from kstatpy.plugins import Providers
 
-__all__ = ["EXIT_PANIC", "DaemonError", "Kstatd", "ServerConfig", "peer_cred"]
+__all__ = ["EXIT_DETACH_TIMEOUT", "EXIT_PANIC", "DaemonError", "Kstatd", "ServerConfig", "peer_cred"]
 
 log = logging.getLogger(__name__)
 
 EXIT_PANIC = 70
+#: Exit status when a provider did not detach in time at shutdown.
+EXIT_DETACH_TIMEOUT = 75
 RECV_SIZE = 65536
 _TIMED = frozenset({int(KstatIoctl.READ), int(KstatIoctl.READ_MANY)})
 
@@ -93,6 +95,7 @@ class ServerConfig:
     allow_gids: frozenset[int] = frozenset()
     on_panic: str = "halt"  # or "continue"
     crash_dir: str | None = None
+    detach_timeout: float = 10.0  # seconds providers get to detach at shutdown
 
     def zone_ids(self) -> dict[str, int]:
         """Zone name -> zoneid: global 0, then 1, 2, ... in the order given."""
@@ -121,7 +124,8 @@ class _Session:
 class Kstatd:
     """The daemon over one chain and its providers.
 
-    :param report: called with the panic report (the CLI writes it to stderr).
+    :param report: called with the panic report and other fatal news (the CLI writes
+        it to stderr).
     """
 
     def __init__(
@@ -197,11 +201,15 @@ class Kstatd:
             os.write(self._wake_w, b"x")
             self._close_listeners()
             return EXIT_PANIC
-        self.shutdown(grace)
-        return 0
+        return self.shutdown(grace)
 
-    def shutdown(self, grace: float | None = None) -> None:
-        """Stop accepting, let in-flight requests finish, close connections, detach providers."""
+    def shutdown(self, grace: float | None = None) -> int:
+        """Stop accepting, let in-flight requests finish, close connections, detach providers.
+
+        Returns 0, or EXIT_DETACH_TIMEOUT when a provider did not detach within
+        ``detach_timeout`` (its ``kstat_delete`` waits for a ``ks_update`` that never
+        returns): the daemon then reports the provider and exits all the same.
+        """
         self._stopping = True
         os.write(self._wake_w, b"x")
         acceptor, watchdog = self._threads
@@ -228,10 +236,29 @@ class Kstatd:
         self._drained = True  # the watchdog answers stuck readers until here
         watchdog.join()
         self.stats.uninstall(self.chain)
-        if self.providers is not None:
-            self.providers.detach(self.chain)
         os.close(self._wake_r)
         os.close(self._wake_w)
+        return self._detach_providers()
+
+    def _detach_providers(self) -> int:
+        # In a thread of its own, so a provider wedged in ks_update (kstat_delete waits
+        # for its hold forever) costs a clean exit, not the exit itself.
+        providers = self.providers
+        if providers is None:
+            return 0
+        detacher = threading.Thread(target=providers.detach, args=(self.chain,), name="kstatd-detach", daemon=True)
+        detacher.start()
+        detacher.join(self.config.detach_timeout)
+        if not detacher.is_alive():
+            return 0
+        msg = (
+            f"kstatd: provider {providers.detaching!r} did not detach within {self.config.detach_timeout:g} s "
+            "(a ks_update that never returns?); exiting without it\n"
+        )
+        log.error("%s", msg.strip())
+        if self.report is not None:
+            self.report(msg)
+        return EXIT_DETACH_TIMEOUT
 
     # --- accepting --------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import msgpack
 import pytest
 
 from kstatpy.client import kstat_open
+from kstatpy.errors import KstatError
 from kstatpy.errors import ServerUnavailableError
 from tests.kstatd_fixture import REPO
 from tests.kstatd_fixture import hello
@@ -305,6 +306,24 @@ def test_hung_update_blocks_only_its_readers(tmp_path):
         assert rpc(kd.socket, READ, {"kid": hang_kid})[1] == 0
         s.close()
         assert kd.stop() == 0, kd.stderr
+
+
+def test_wedged_provider_costs_a_clean_exit_not_the_exit(tmp_path):
+    """A ks_update that never returns: kstatd still serves, and still exits on SIGTERM."""
+    args = ["--read-timeout", "0.3", "--detach-timeout", "0.5"]
+    with running_kstatd(tmp_path, plugins=["tests.providers_fixture.wedged"], args=args) as kd:
+        with kstat_open(kd.socket) as kc:
+            wedged = kc.lookup("test", 0, "wedged")
+            with pytest.raises(KstatError) as info:
+                kc.read(wedged, timeout=0)
+            assert info.value.errno == errno.EAGAIN
+            assert kc.chain_update() == 0  # the daemon still answers
+        started = time.monotonic()
+        status = kd.stop(timeout=15)
+        assert status == 75, kd.stderr
+        assert time.monotonic() - started < 10
+        assert "provider 'tests.providers_fixture.wedged' did not detach within 0.5 s" in kd.stderr
+        assert not os.path.exists(kd.socket)
 
 
 # --- panics -----------------------------------------------------------------------------------

@@ -100,6 +100,13 @@ def _say(text: str) -> None:
     show_default=True,
     help="vmm provider teardown order.",
 )
+@click.option(
+    "--detach-timeout",
+    type=click.FloatRange(0),
+    default=10.0,
+    show_default=True,
+    help="Seconds providers get to detach at shutdown; past that kstatd exits 75 without them.",
+)
 @click.option("-v", "--verbose", count=True, help="Log more (-vv: debug).")
 def main(
     socket_path: str | None,
@@ -112,6 +119,7 @@ def main(
     on_panic: str,
     crash_dir: str | None,
     vmm_teardown: str,
+    detach_timeout: float,
     verbose: int,
 ) -> None:
     """kstatd: serve the kstat chain over a Unix socket (PROTOCOL.md, version 1)."""
@@ -134,6 +142,7 @@ def main(
     config = ServerConfig(
         socket=path, zones=zone_list, max_request=max_request, max_connections=max_connections,
         read_timeout=read_timeout, allow_uids=uids, allow_gids=gids, on_panic=on_panic, crash_dir=crash_dir,
+        detach_timeout=detach_timeout,
     )  # fmt: skip
     chain = Chain(config={"vmm_teardown": vmm_teardown, "zones": config.zone_ids()})
     providers = load_providers(modules=plugins)
