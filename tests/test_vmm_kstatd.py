@@ -82,7 +82,7 @@ def test_vmm_churn_through_kstatd_never_panics(tmp_path: Path) -> None:
     with running_kstatd(tmp_path, plugins=VMM) as kd:
         probe = SocketConn(kd.socket)
         start = headers(probe)
-        res = churn(lambda: SocketConn(kd.socket), cycles=2000, seconds=15.0)
+        res = churn(lambda: SocketConn(kd.socket), cycles=2000, seconds=60.0)
         assert res.failures == [] and res.panics == []
         assert set(res.reads) <= {0, errno.ENXIO, errno.EAGAIN}, res.reads
         assert res.cycles >= 1000, res.cycles
@@ -97,7 +97,7 @@ def test_vmm_churn_through_kstatd_never_panics(tmp_path: Path) -> None:
 def test_vmm_churn_through_kstatd_pre_14281_panics(tmp_path: Path) -> None:
     args = ("--vmm-teardown=pre-14281", "--on-panic=continue")
     with running_kstatd(tmp_path, plugins=VMM, args=args) as kd:
-        res = churn(lambda: SocketConn(kd.socket), cycles=1000, seconds=12.0, stop_on_panic=True)
+        res = churn(lambda: SocketConn(kd.socket), cycles=1000, seconds=60.0, stop_on_panic=True)
         assert res.reads[errno.EFAULT] >= 1, res.reads
         assert "kstatd continues" in res.panics[0]["error"]
         assert SocketConn(kd.socket).ok(0x4B10, {"protocol": 1})["protocol"] == 1  # still serving

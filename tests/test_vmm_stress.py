@@ -53,7 +53,7 @@ def churn(
     readers: int = 8,
     mutators: int = 3,
     cycles: int = 2000,
-    seconds: float = 12.0,
+    seconds: float = 60.0,  # an upper bound for slow machines; runs end at `cycles`
     stop_on_panic: bool = False,
     seed: int = 14281,
 ) -> ChurnResult:

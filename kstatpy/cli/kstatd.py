@@ -147,6 +147,10 @@ def main(
     chain = Chain(config={"vmm_teardown": vmm_teardown, "zones": config.zone_ids()})
     providers = load_providers(modules=plugins)
     daemon = Kstatd(chain, providers, config, report=_say)
+    # Before anything can answer a client: a SIGTERM sent as soon as kstatd answers
+    # must find the handler (stop() only sets a flag; serve_forever acts on it).
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    signal.signal(signal.SIGINT, lambda *_: daemon.stop())
     try:
         daemon.bind()  # before attach: a second kstatd fails here, having touched nothing
     except DaemonError as exc:
@@ -157,8 +161,6 @@ def main(
     for failure in providers.attach(chain):
         _say(f"kstatd: {failure}\n")
     daemon.start()
-    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
-    signal.signal(signal.SIGINT, lambda *_: daemon.stop())
     logging.getLogger("kstatpy.server").info(
         "listening on %s (providers: %s)", path, ", ".join(providers.names()) or "none"
     )
