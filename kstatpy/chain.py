@@ -188,15 +188,16 @@ class Chain:
                     return ksp
                 if ksp.e_owner == me:
                     raise KstatFatalError(f"kstat_hold: recursive hold of {ksp!r}")
-                if ksp.e_cv is None:  # made on first contention: most kstats never need one
-                    ksp.e_cv = threading.Condition(self._lock)
+                cv = ksp.e_cv
+                if cv is None:  # made on first contention: most kstats never need one
+                    cv = ksp.e_cv = threading.Condition(self._lock)
                 ksp.e_waiters += 1
                 try:
-                    ksp.e_cv.wait()
+                    cv.wait()
                 finally:
                     ksp.e_waiters -= 1
                     if not ksp.e_waiters:
-                        ksp.e_cv.notify_all()  # a kstat_delete may wait for us to let go
+                        cv.notify_all()  # a kstat_delete may wait for us to let go
 
     def kstat_hold_bykid(self, kid: int, zoneid: int) -> Kstat | None:
         """Hold the kstat with ``kid`` visible in ``zoneid``; waits for its holder."""
@@ -231,6 +232,7 @@ class Chain:
         with self._lock:
             ksp.e_owner = None
             if ksp.e_waiters:
+                assert ksp.e_cv is not None  # made by the first waiter
                 ksp.e_cv.notify_all()
 
     # --- create / install / delete ------------------------------------------
@@ -433,9 +435,10 @@ class Chain:
             self._chain_id += 1
             ksp.e_owner = None
             if ksp.e_waiters:
+                assert ksp.e_cv is not None  # made by the first waiter
                 ksp.e_cv.notify_all()  # waiters re-find and see it gone: ENXIO
-            while ksp.e_waiters:  # free only once no waiter will touch it again
-                ksp.e_cv.wait()
+                while ksp.e_waiters:  # free only once no waiter will touch it again
+                    ksp.e_cv.wait()
         self.kmem.free(ksp)
 
     def kstat_delete_byname(self, ks_module: str, ks_instance: int, ks_name: str) -> None:

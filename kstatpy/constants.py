@@ -136,7 +136,7 @@ class KstatFlag(IntFlag):
 
 
 #: The same bits as plain ints, for hot paths: IntFlag arithmetic costs a microsecond.
-FLAG = SimpleNamespace(**{f.name: int(f) for f in KstatFlag})
+FLAG = SimpleNamespace(**{str(f.name): int(f) for f in KstatFlag})
 
 KSTAT_FLAG_VIRTUAL = KstatFlag.VIRTUAL
 KSTAT_FLAG_VAR_SIZE = KstatFlag.VAR_SIZE

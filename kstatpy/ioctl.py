@@ -93,15 +93,19 @@ def _err(code: int, message: str, **extra: Any) -> tuple[int, dict[str, Any]]:
     return code, result
 
 
-def _int_arg(arg: dict[str, Any] | None, key: str, required: bool = True) -> int | None:
-    # An integer field of arg; KstatError(EINVAL) when missing (if required) or mistyped.
+def _opt_int_arg(arg: dict[str, Any] | None, key: str) -> int | None:
+    # An optional integer field of arg; KstatError(EINVAL) when mistyped.
     value = None if arg is None else arg.get(key)
-    if value is None:
-        if required:
-            raise KstatError(errno.EINVAL, f"argument {key!r} is required")
-        return None
-    if type(value) is not int:
+    if value is not None and type(value) is not int:
         raise KstatError(errno.EINVAL, f"argument {key!r} must be an integer, not {type(value).__name__}")
+    return value
+
+
+def _int_arg(arg: dict[str, Any] | None, key: str) -> int:
+    # A required integer field of arg; KstatError(EINVAL) when missing or mistyped.
+    value = _opt_int_arg(arg, key)
+    if value is None:
+        raise KstatError(errno.EINVAL, f"argument {key!r} is required")
     return value
 
 
@@ -174,7 +178,7 @@ class IoctlHandler:
 
     def _read(self, conn: Conn, arg: Any) -> dict[str, Any]:
         kid = _int_arg(arg, "kid")
-        data_size = _int_arg(arg, "data_size", required=False)
+        data_size = _opt_int_arg(arg, "data_size")
         if data_size is not None and data_size < 0:
             raise KstatError(errno.EINVAL, "argument 'data_size' must not be negative")
         if kid == 0 and self.refresh is not None:

@@ -71,8 +71,8 @@ def frame_symbol(frame: Any) -> str:
 
 
 def _stack(skip: int, depth: int = 8) -> tuple[str, ...]:
-    frame = sys._getframe(skip)
-    out = []
+    frame: Any = sys._getframe(skip)
+    out: list[str] = []
     while frame is not None and len(out) < depth:
         if not frame.f_globals.get("__name__", "").startswith("pluggy"):  # hook plumbing says nothing
             out.append(frame_symbol(frame))

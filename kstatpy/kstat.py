@@ -227,8 +227,18 @@ class KstatIO:
     __slots__ = IO_FIELDS
 
     def __init__(self) -> None:
-        for f in IO_FIELDS:
-            setattr(self, f, 0)
+        self.nread = 0  # bytes read
+        self.nwritten = 0  # bytes written
+        self.reads = 0  # read operations
+        self.writes = 0  # write operations
+        self.wtime = 0  # time the wait queue was non-empty
+        self.wlentime = 0  # sum of wait queue length x time
+        self.wlastupdate = 0  # last change of the wait queue
+        self.rtime = 0  # time the run queue was non-empty
+        self.rlentime = 0  # sum of run queue length x time
+        self.rlastupdate = 0  # last change of the run queue
+        self.wcnt = 0  # requests waiting
+        self.rcnt = 0  # requests being serviced
 
 
 class KstatTimer:
@@ -238,8 +248,12 @@ class KstatTimer:
 
     def __init__(self) -> None:
         self.name = ""
-        for f in TIMER_FIELDS[1:]:
-            setattr(self, f, 0)
+        self.num_events = 0
+        self.elapsed_time = 0  # sum of event durations
+        self.min_time = 0
+        self.max_time = 0
+        self.start_time = 0  # of the last event
+        self.stop_time = 0  # of the last event
 
 
 # --- IO queue accounting (kstat_waitq_enter(9F) and friends) ----------------
@@ -427,7 +441,7 @@ _CHAR = int(KstatDataType.CHAR)
 
 def _named_copy(records: list[KstatNamed], ndata: int) -> list[list[Any]]:
     # The hot path of every read: data types are plain ints (kstat_named_init).
-    out = []
+    out: list[list[Any]] = []
     append = out.append
     for knp in records if len(records) == ndata else records[:ndata]:
         t = knp.data_type

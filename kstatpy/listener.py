@@ -66,11 +66,11 @@ class Listener:
         if not os.path.isdir(directory):
             os.makedirs(directory, mode=0o755, exist_ok=True)
             os.chmod(directory, 0o755)  # makedirs is subject to the umask
-        st = os.stat(directory)
-        if st.st_uid not in (0, os.geteuid()) or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+        dst = os.stat(directory)
+        if dst.st_uid not in (0, os.geteuid()) or (dst.st_mode & 0o022 and not dst.st_mode & stat.S_ISVTX):
             # Someone else could swap the socket under our clients (e.g. a planted /tmp/kstatpy-0).
             raise DaemonError(
-                f"{path}: directory {directory} is owned by uid {st.st_uid} or writable by others; not serving there"
+                f"{path}: directory {directory} is owned by uid {dst.st_uid} or writable by others; not serving there"
             )
         self.lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -79,6 +79,7 @@ class Listener:
             os.close(self.lock_fd)
             self.lock_fd = -1
             raise DaemonError(f"{path}: another kstatd is running (its lock {path}.lock is held)") from None
+        st: os.stat_result | None  # the socket path, if something is there
         try:
             st = os.lstat(path)
         except FileNotFoundError:

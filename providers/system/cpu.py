@@ -28,6 +28,7 @@ cpu:N:sys (class misc, UINT64) from the ``cpuN`` line of ``proc/stat`` (USER_HZ 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["CpuInfoSource", "CpuSysSource", "create_cpu_info", "create_cpu_sys", "parse_cpuinfo"]
 
 # illumos record, type, cpuinfo key, converter: identity fixed at creation.
-_IDENTITY = (
+_IDENTITY: tuple[tuple[str, int, str, Callable[[str], Any]], ...] = (
     ("brand", KSTAT_DATA_STRING, "model name", str),
     ("vendor_id", KSTAT_DATA_STRING, "vendor_id", str),
     ("family", KSTAT_DATA_INT32, "cpu family", int),

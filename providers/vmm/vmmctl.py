@@ -144,6 +144,7 @@ def hold(name: str, socket_path: str | None) -> None:
         fd = vmm.call(VMM_OPEN, {"name": name})["fd"]
         click.echo(f"holding VM '{name}' open (fd {fd}); interrupt to close", err=True)
         sock = vmm.transport._sock
+        assert sock is not None  # open succeeded on it
         while True:
             readable, _, _ = select.select([sock], [], [])
             if readable:  # the daemon never talks first: this is EOF, it went away
