@@ -81,6 +81,28 @@ def measure(n: int, ops: int) -> dict[str, float]:
     }
 
 
+def memory(n: int = 10_000, stats: int = 10) -> tuple[float, float]:
+    """Bytes a kstat and a named statistic cost in the chain (tracemalloc), for ``n`` kstats."""
+    import tracemalloc
+
+    def cost(nstats: int) -> int:
+        chain = Chain()
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(n):
+            ksp = chain.kstat_create("mem", i, "k", "misc", KSTAT_TYPE_NAMED, nstats)
+            for j, knp in enumerate(ksp.ks_data):
+                kstat_named_init(knp, f"stat_{j:03d}", KSTAT_DATA_UINT64)
+            chain.kstat_install(ksp)
+        used = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        return used
+
+    bare, full = cost(0), cost(stats)
+    return bare / n, (full - bare) / (n * stats)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
@@ -94,6 +116,12 @@ def main() -> None:
     for op in base:
         ratios = " | ".join(f"{results[n][op] / base[op]:.2f}" for n in sizes[1:])
         print(f"| {op} | {base[op]:,.0f} | {ratios} |")
+    per_kstat, per_stat = memory()
+    print()
+    print("| memory (10,000 kstats of 10 statistics) | bytes | ratio to illumos LP64 |")
+    print("|---|---:|---:|")
+    print(f"| a kstat (kstat_t, 184 B in illumos) | {per_kstat:,.0f} | {per_kstat / 184:.1f} |")
+    print(f"| a named statistic (kstat_named_t, 48 B) | {per_stat:,.0f} | {per_stat / 48:.1f} |")
 
 
 if __name__ == "__main__":
