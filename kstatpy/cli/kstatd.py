@@ -13,6 +13,7 @@ import os
 import pwd
 import signal
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -22,22 +23,22 @@ from kstatpy.protocol import default_socket_path
 __all__ = ["main"]
 
 
-def _uid(spec: str) -> int:
+def _id_of(spec: str, lookup: Callable[[str], int], what: str) -> int:
+    # --allow-write takes a number or a name (pwd/grp database).
     if spec.isdigit():
         return int(spec)
     try:
-        return pwd.getpwnam(spec).pw_uid
+        return lookup(spec)
     except KeyError:
-        raise click.BadParameter(f"no such user {spec!r}", param_hint="--allow-write") from None
+        raise click.BadParameter(f"no such {what} {spec!r}", param_hint="--allow-write") from None
+
+
+def _uid(spec: str) -> int:
+    return _id_of(spec, lambda name: pwd.getpwnam(name).pw_uid, "user")
 
 
 def _gid(spec: str) -> int:
-    if spec.isdigit():
-        return int(spec)
-    try:
-        return grp.getgrnam(spec).gr_gid
-    except KeyError:
-        raise click.BadParameter(f"no such group {spec!r}", param_hint="--allow-write") from None
+    return _id_of(spec, lambda name: grp.getgrnam(name).gr_gid, "group")
 
 
 def _zone(spec: str) -> tuple[str, str]:
