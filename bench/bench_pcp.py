@@ -75,7 +75,7 @@ def main() -> None:
     )
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # measure as installed: bytecode cached
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "kstatpy.cli.kstatd", "--socket", sock, "--plugin", "bench_cli", "--plugin", "providers.system"],
+        [sys.executable, "-m", "kstatpy.cli.kstatd", "--socket", sock, "--plugin", "bench_cli", "--plugin", "kstatpy_providers.system"],
         env=env,
         stderr=subprocess.DEVNULL,
     )

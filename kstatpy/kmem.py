@@ -66,7 +66,7 @@ def frame_symbol(frame: Any) -> str:
     kmod = _KMODULE.get(modname)
     if kmod is None:
         parts = modname.split(".")
-        kmod = parts[1] if parts[0] == "providers" and len(parts) > 1 else parts[-1]
+        kmod = parts[1] if parts[0] == "kstatpy_providers" and len(parts) > 1 else parts[-1]
     return f"{kmod}:{frame.f_code.co_name}+0x{frame.f_lasti:x}"
 
 

@@ -17,7 +17,7 @@ from kstatpy.constants import KstatDataType
 from kstatpy.constants import KstatType
 from kstatpy.errors import KstatError
 from kstatpy.plugins import load_providers
-from providers.system.disk import disk_module_instance
+from kstatpy_providers.system.disk import disk_module_instance
 
 HZ = os.sysconf("SC_CLK_TCK")
 PAGESIZE = os.sysconf("SC_PAGE_SIZE")
@@ -30,7 +30,7 @@ U64 = KstatDataType.UINT64
 
 def attach(root: str | Path | None = None) -> tuple[Chain, Any]:
     chain = Chain(config={"system_root": str(root)} if root is not None else None)
-    providers = load_providers(autoload=False, modules=["providers.system"])
+    providers = load_providers(autoload=False, modules=["kstatpy_providers.system"])
     providers.attach(chain)
     assert providers.failures == []
     return chain, providers

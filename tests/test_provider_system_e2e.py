@@ -77,7 +77,7 @@ def test_embedded_kstat_c_net(embedded_env: dict[str, str]) -> None:
 
 
 def test_kstatd_serves_system_kstats_and_hotplug(tmp_path: Path, fake: Path) -> None:
-    with running_kstatd(tmp_path, plugins=("providers.system",), env={"KSTATPY_SYSTEM_ROOT": str(fake)}) as kd:
+    with running_kstatd(tmp_path, plugins=("kstatpy_providers.system",), env={"KSTATPY_SYSTEM_ROOT": str(fake)}) as kd:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         result = kstat(["--socket", kd.socket, "-p", "unix:0:system_misc"], env)
         assert result.returncode == 0, result.stderr

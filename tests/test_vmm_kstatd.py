@@ -7,14 +7,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import providers.vmm as vmm
+import kstatpy_providers.vmm.ioctl as ioc
+import kstatpy_providers.vmm.provider as vmm
 from kstatpy.client import SocketTransport
 from kstatpy.constants import KstatIoctl
 from tests.kstatd_fixture import running_kstatd
 from tests.test_vmm_stress import churn
 
 READ = int(KstatIoctl.READ)
-VMM = ("providers.vmm",)
+VMM = ("kstatpy_providers.vmm.provider",)
 
 
 class SocketConn:
@@ -51,15 +52,15 @@ def test_a_dropped_connection_completes_the_deferred_destroy(tmp_path: Path) -> 
     with running_kstatd(tmp_path, plugins=VMM) as kd:
         admin, guest = SocketConn(kd.socket), SocketConn(kd.socket)
         start = headers(admin)
-        minor = admin.ok(vmm.VMM_CREATE_VM, {"name": "web"})["minor"]
+        minor = admin.ok(ioc.VMM_CREATE_VM, {"name": "web"})["minor"]
         assert len(headers(admin) - start) == 33
-        fd = guest.ok(vmm.VMM_OPEN, {"name": "web"})["fd"]
-        guest.ok(vmm.VMM_VCPU_USTATE, {"fd": fd, "vcpu": 1, "state": 1})
-        admin.ok(vmm.VMM_DESTROY_VM, {"name": "web"})
-        assert admin.ok(vmm.VMM_LIST)["vms"] == [{"name": "web", "minor": minor, "open": 1, "destroying": True}]
+        fd = guest.ok(ioc.VMM_OPEN, {"name": "web"})["fd"]
+        guest.ok(ioc.VMM_VCPU_USTATE, {"fd": fd, "vcpu": 1, "state": 1})
+        admin.ok(ioc.VMM_DESTROY_VM, {"name": "web"})
+        assert admin.ok(ioc.VMM_LIST)["vms"] == [{"name": "web", "minor": minor, "open": 1, "destroying": True}]
         assert ("vmm", minor, "vcpu1") in headers(admin)  # lingering, and readable
         guest.close()  # no VMM_CLOSE: the daemon's connection close does the last close
-        wait_until(lambda: admin.ok(vmm.VMM_LIST)["vms"] == [])
+        wait_until(lambda: admin.ok(ioc.VMM_LIST)["vms"] == [])
         assert headers(admin) == start
         admin.close()
         assert kd.stop() == 0, kd.stderr
@@ -68,13 +69,13 @@ def test_a_dropped_connection_completes_the_deferred_destroy(tmp_path: Path) -> 
 def test_create_errors_through_kstatd(tmp_path: Path) -> None:
     with running_kstatd(tmp_path, plugins=VMM) as kd:
         conn = SocketConn(kd.socket)
-        conn.ok(vmm.VMM_CREATE_VM, {"name": "a"})
-        code, result = conn.ioctl(vmm.VMM_CREATE_VM, {"name": "a"})
+        conn.ok(ioc.VMM_CREATE_VM, {"name": "a"})
+        code, result = conn.ioctl(ioc.VMM_CREATE_VM, {"name": "a"})
         assert (code, result["error"]) == (errno.EEXIST, "VM 'a' exists")
-        assert conn.ioctl(vmm.VMM_CREATE_VM, {"name": "x" * 128})[0] == errno.ENAMETOOLONG
-        assert conn.ioctl(vmm.VMM_CREATE_VM, {"name": ""})[0] == errno.EINVAL
-        assert conn.ioctl(vmm.VMM_DESTROY_VM, {"name": "b"})[0] == errno.ENOENT
-        assert conn.ioctl(vmm.VMM_CLOSE, {"fd": 3})[0] == errno.EBADF
+        assert conn.ioctl(ioc.VMM_CREATE_VM, {"name": "x" * 128})[0] == errno.ENAMETOOLONG
+        assert conn.ioctl(ioc.VMM_CREATE_VM, {"name": ""})[0] == errno.EINVAL
+        assert conn.ioctl(ioc.VMM_DESTROY_VM, {"name": "b"})[0] == errno.ENOENT
+        assert conn.ioctl(ioc.VMM_CLOSE, {"fd": 3})[0] == errno.EBADF
         conn.close()
 
 
@@ -87,7 +88,7 @@ def test_vmm_churn_through_kstatd_never_panics(tmp_path: Path) -> None:
         assert set(res.reads) <= {0, errno.ENXIO, errno.EAGAIN}, res.reads
         assert res.cycles >= 1000, res.cycles
         assert res.vcpu_reads_ok > 100, res.reads
-        wait_until(lambda: probe.ok(vmm.VMM_LIST)["vms"] == [])
+        wait_until(lambda: probe.ok(ioc.VMM_LIST)["vms"] == [])
         assert headers(probe) == start
         probe.close()
         assert kd.stop() == 0, kd.stderr
@@ -114,11 +115,11 @@ def test_vmm_churn_through_kstatd_pre_14281_panics(tmp_path: Path) -> None:
 def test_pre_14281_lingering_kstat_halts_kstatd(tmp_path: Path) -> None:
     with running_kstatd(tmp_path, plugins=VMM, args=("--vmm-teardown=pre-14281",)) as kd:
         admin, guest = SocketConn(kd.socket), SocketConn(kd.socket)
-        minor = admin.ok(vmm.VMM_CREATE_VM, {"name": "web"})["minor"]
-        guest.ok(vmm.VMM_OPEN, {"name": "web"})
-        admin.ok(vmm.VMM_DESTROY_VM, {"name": "web"})
+        minor = admin.ok(ioc.VMM_CREATE_VM, {"name": "web"})["minor"]
+        guest.ok(ioc.VMM_OPEN, {"name": "web"})
+        admin.ok(ioc.VMM_DESTROY_VM, {"name": "web"})
         guest.close()
-        wait_until(lambda: admin.ok(vmm.VMM_LIST)["vms"] == [])
+        wait_until(lambda: admin.ok(ioc.VMM_LIST)["vms"] == [])
         lingering = [h for h in admin.ok(READ, {"kid": 0})["kstat"]["data"] if h["module"] == "vmm"]
         assert len(lingering) == 33 and {h["instance"] for h in lingering} == {minor}
         vcpu0 = next(h["kid"] for h in lingering if h["name"] == "vcpu0")

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-import providers.vmm as vmm
+import kstatpy_providers.vmm.ioctl as ioc
+import kstatpy_providers.vmm.provider as vmm
 from kstatpy.chain import Chain
 from kstatpy.constants import GLOBAL_ZONEID
 from kstatpy.constants import KstatType
@@ -25,10 +26,10 @@ from kstatpy.kmem import BadTrap
 from kstatpy.panic import format_panic
 from kstatpy.panic import panic_stack
 from kstatpy.plugins import load_providers
-from providers.vmm.state import VM
-from providers.vmm.state import VMM_DESTROY
-from providers.vmm.state import VU_IDLE
-from providers.vmm.state import VU_RUN
+from kstatpy_providers.vmm.state import VM
+from kstatpy_providers.vmm.state import VMM_DESTROY
+from kstatpy_providers.vmm.state import VU_IDLE
+from kstatpy_providers.vmm.state import VU_RUN
 
 ROOT = Cred(uid=0, privileged=True)
 USER = Cred(uid=1000, gid=1000, privileged=False)
@@ -88,7 +89,7 @@ def values(kstat: dict[str, Any]) -> dict[str, Any]:
     [("", errno.EINVAL), ("a/b", errno.EINVAL), ("x" * 128, errno.ENAMETOOLONG), ("é" * 64, errno.ENAMETOOLONG)],
 )
 def test_create_rejects_bad_names(host: Host, name: str, code: int) -> None:
-    assert host.ioctl(host.conn(), vmm.VMM_CREATE_VM, {"name": name})[0] == code
+    assert host.ioctl(host.conn(), ioc.VMM_CREATE_VM, {"name": name})[0] == code
     assert host.kids() == host.start_kids
     assert len(host.driver.minors) == 0
 
@@ -96,23 +97,23 @@ def test_create_rejects_bad_names(host: Host, name: str, code: int) -> None:
 def test_create_accepts_127_bytes_and_refuses_a_duplicate(host: Host) -> None:
     conn = host.conn()
     name = "x" * 127
-    assert host.ok(conn, vmm.VMM_CREATE_VM, {"name": name}) == {"minor": 1}
-    code, result = host.ioctl(conn, vmm.VMM_CREATE_VM, {"name": name})
+    assert host.ok(conn, ioc.VMM_CREATE_VM, {"name": name}) == {"minor": 1}
+    code, result = host.ioctl(conn, ioc.VMM_CREATE_VM, {"name": name})
     assert code == errno.EEXIST and result["error"] == f"VM '{name}' exists"
 
 
 def test_create_and_destroy_need_privilege(host: Host) -> None:
     user, root = host.conn(USER), host.conn()
-    assert host.ioctl(user, vmm.VMM_CREATE_VM, {"name": "a"})[0] == errno.EPERM
-    host.ok(root, vmm.VMM_CREATE_VM, {"name": "a"})
-    assert host.ioctl(user, vmm.VMM_DESTROY_VM, {"name": "a"})[0] == errno.EPERM
-    assert host.ioctl(root, vmm.VMM_DESTROY_VM, {"name": "nope"})[0] == errno.ENOENT
-    assert host.ioctl(root, vmm.VMM_CREATE_VM, None)[0] == errno.EINVAL
+    assert host.ioctl(user, ioc.VMM_CREATE_VM, {"name": "a"})[0] == errno.EPERM
+    host.ok(root, ioc.VMM_CREATE_VM, {"name": "a"})
+    assert host.ioctl(user, ioc.VMM_DESTROY_VM, {"name": "a"})[0] == errno.EPERM
+    assert host.ioctl(root, ioc.VMM_DESTROY_VM, {"name": "nope"})[0] == errno.ENOENT
+    assert host.ioctl(root, ioc.VMM_CREATE_VM, None)[0] == errno.EINVAL
 
 
 def test_create_publishes_33_kstats_and_bumps_the_chain_id_33(host: Host) -> None:
     kcid = host.chain.chain_id
-    minor = host.ok(host.conn(), vmm.VMM_CREATE_VM, {"name": "web"})["minor"]
+    minor = host.ok(host.conn(), ioc.VMM_CREATE_VM, {"name": "web"})["minor"]
     assert host.chain.chain_id - kcid == 33
     ksps = host.vmm_kstats(minor)
     assert [k.ks_name for k in ksps] == ["vm"] + [f"vcpu{i}" for i in range(32)]
@@ -134,16 +135,16 @@ def test_create_publishes_33_kstats_and_bumps_the_chain_id_33(host: Host) -> Non
 
 def test_minors_are_next_fit_from_1(host: Host) -> None:
     conn = host.conn()
-    assert [host.ok(conn, vmm.VMM_CREATE_VM, {"name": n})["minor"] for n in "abc"] == [1, 2, 3]
-    host.ok(conn, vmm.VMM_DESTROY_VM, {"name": "a"})
-    assert host.ok(conn, vmm.VMM_CREATE_VM, {"name": "a"})["minor"] == 4
+    assert [host.ok(conn, ioc.VMM_CREATE_VM, {"name": n})["minor"] for n in "abc"] == [1, 2, 3]
+    host.ok(conn, ioc.VMM_DESTROY_VM, {"name": "a"})
+    assert host.ok(conn, ioc.VMM_CREATE_VM, {"name": "a"})["minor"] == 4
 
 
 def test_vm_from_a_non_global_zone_is_visible_there_and_in_the_global_zone(host: Host) -> None:
     ngz = host.conn(Cred(uid=0, zone="z1", zoneid=1, privileged=True))
     other = host.conn(Cred(uid=0, zone="z2", zoneid=2, privileged=True))
     kcid = host.chain.chain_id
-    minor = host.ok(ngz, vmm.VMM_CREATE_VM, {"name": "zvm"})["minor"]
+    minor = host.ok(ngz, ioc.VMM_CREATE_VM, {"name": "zvm"})["minor"]
     assert host.chain.chain_id - kcid == 66  # 33 creates + 33 kstat_zone_add(GLOBAL_ZONEID)
     assert all(k.e_zones[0] == 1 and GLOBAL_ZONEID in k.e_zones for k in host.vmm_kstats(minor))
     assert values(host.read(minor, "vm", zoneid=1)) == {"vm_name": "zvm"}
@@ -151,12 +152,12 @@ def test_vm_from_a_non_global_zone_is_visible_there_and_in_the_global_zone(host:
     with pytest.raises(KstatError) as exc:
         host.read(minor, "vm", zoneid=2)
     assert exc.value.errno == errno.ENXIO
-    assert host.ok(other, vmm.VMM_LIST)["vms"] == []
-    assert host.ioctl(other, vmm.VMM_OPEN, {"name": "zvm"})[0] == errno.ENOENT
-    assert host.ioctl(other, vmm.VMM_DESTROY_VM, {"name": "zvm"})[0] == errno.EPERM
-    assert [v["name"] for v in host.ok(host.conn(), vmm.VMM_LIST)["vms"]] == ["zvm"]
+    assert host.ok(other, ioc.VMM_LIST)["vms"] == []
+    assert host.ioctl(other, ioc.VMM_OPEN, {"name": "zvm"})[0] == errno.ENOENT
+    assert host.ioctl(other, ioc.VMM_DESTROY_VM, {"name": "zvm"})[0] == errno.EPERM
+    assert [v["name"] for v in host.ok(host.conn(), ioc.VMM_LIST)["vms"]] == ["zvm"]
     kcid = host.chain.chain_id
-    host.ok(ngz, vmm.VMM_DESTROY_VM, {"name": "zvm"})
+    host.ok(ngz, ioc.VMM_DESTROY_VM, {"name": "zvm"})
     assert host.chain.chain_id - kcid == 33
     assert host.kids() == host.start_kids
 
@@ -166,75 +167,75 @@ def test_vm_from_a_non_global_zone_is_visible_there_and_in_the_global_zone(host:
 
 def test_destroy_while_closed_removes_kstats_then_frees_the_vm(host: Host) -> None:
     conn = host.conn()
-    minor = host.ok(conn, vmm.VMM_CREATE_VM, {"name": "a"})["minor"]
+    minor = host.ok(conn, ioc.VMM_CREATE_VM, {"name": "a"})["minor"]
     vm = host.vmm_kstats(minor)[0].ks_private
     kcid = host.chain.chain_id
-    host.ok(conn, vmm.VMM_DESTROY_VM, {"name": "a"})
+    host.ok(conn, ioc.VMM_DESTROY_VM, {"name": "a"})
     assert host.chain.chain_id - kcid == 33
     assert host.kids() == host.start_kids
     assert host.chain.kmem.is_freed(vm)
     assert not host.driver.minors.allocated(minor)
-    assert host.ok(conn, vmm.VMM_LIST) == {"vms": []}
+    assert host.ok(conn, ioc.VMM_LIST) == {"vms": []}
 
 
 @pytest.mark.parametrize("how", ["close", "drop"])
 def test_destroy_while_open_waits_for_the_last_close(host: Host, how: str) -> None:
     admin, guest = host.conn(), host.conn()
-    minor = host.ok(admin, vmm.VMM_CREATE_VM, {"name": "a"})["minor"]
-    fd1 = host.ok(guest, vmm.VMM_OPEN, {"name": "a"})["fd"]
-    fd2 = host.ok(guest, vmm.VMM_OPEN, {"name": "a"})["fd"]
+    minor = host.ok(admin, ioc.VMM_CREATE_VM, {"name": "a"})["minor"]
+    fd1 = host.ok(guest, ioc.VMM_OPEN, {"name": "a"})["fd"]
+    fd2 = host.ok(guest, ioc.VMM_OPEN, {"name": "a"})["fd"]
     assert (fd1, fd2) == (3, 4)
     vm = host.vmm_kstats(minor)[0].ks_private
     sc = host.driver.ops.vmm_list[0]
     kcid = host.chain.chain_id
-    host.ok(admin, vmm.VMM_DESTROY_VM, {"name": "a"})
+    host.ok(admin, ioc.VMM_DESTROY_VM, {"name": "a"})
     # Lingering: still visible, still valid, marked destroying; the name is free.
     assert host.chain.chain_id == kcid
     assert (sc.vmm_is_open, sc.vmm_flags) == (2, VMM_DESTROY)
     assert host.driver.ops.vmm_destroy_list == [sc] and host.driver.ops.vmm_list == []
     assert values(host.read(minor, "vcpu0"))["vcpu"] == 0
-    assert host.ok(admin, vmm.VMM_LIST)["vms"] == [{"name": "a", "minor": minor, "open": 2, "destroying": True}]
-    assert host.ioctl(guest, vmm.VMM_VCPU_USTATE, {"fd": fd1, "vcpu": 0, "state": VU_RUN})[0] == errno.ENXIO
-    assert host.ioctl(admin, vmm.VMM_OPEN, {"name": "a"})[0] == errno.ENOENT
-    assert host.ioctl(admin, vmm.VMM_DESTROY_VM, {"name": "a"})[0] == errno.ENOENT
-    host.ok(guest, vmm.VMM_CLOSE, {"fd": fd1})
+    assert host.ok(admin, ioc.VMM_LIST)["vms"] == [{"name": "a", "minor": minor, "open": 2, "destroying": True}]
+    assert host.ioctl(guest, ioc.VMM_VCPU_USTATE, {"fd": fd1, "vcpu": 0, "state": VU_RUN})[0] == errno.ENXIO
+    assert host.ioctl(admin, ioc.VMM_OPEN, {"name": "a"})[0] == errno.ENOENT
+    assert host.ioctl(admin, ioc.VMM_DESTROY_VM, {"name": "a"})[0] == errno.ENOENT
+    host.ok(guest, ioc.VMM_CLOSE, {"fd": fd1})
     assert host.chain.chain_id == kcid and not host.chain.kmem.is_freed(vm)
     if how == "close":
-        host.ok(guest, vmm.VMM_CLOSE, {"fd": fd2})
+        host.ok(guest, ioc.VMM_CLOSE, {"fd": fd2})
     else:
         host.drop(guest)
     assert host.chain.chain_id - kcid == 33
     assert host.kids() == host.start_kids
     assert host.chain.kmem.is_freed(vm)
     assert not host.driver.minors.allocated(minor)
-    assert host.ok(admin, vmm.VMM_LIST) == {"vms": []}
+    assert host.ok(admin, ioc.VMM_LIST) == {"vms": []}
 
 
 def test_name_reuse_while_the_old_vm_lingers(host: Host) -> None:
     admin, guest = host.conn(), host.conn()
-    old = host.ok(admin, vmm.VMM_CREATE_VM, {"name": "db"})["minor"]
-    host.ok(guest, vmm.VMM_OPEN, {"name": "db"})
-    host.ok(admin, vmm.VMM_DESTROY_VM, {"name": "db"})
-    new = host.ok(admin, vmm.VMM_CREATE_VM, {"name": "db"})["minor"]
+    old = host.ok(admin, ioc.VMM_CREATE_VM, {"name": "db"})["minor"]
+    host.ok(guest, ioc.VMM_OPEN, {"name": "db"})
+    host.ok(admin, ioc.VMM_DESTROY_VM, {"name": "db"})
+    new = host.ok(admin, ioc.VMM_CREATE_VM, {"name": "db"})["minor"]
     assert new != old
     assert values(host.read(old, "vm")) == values(host.read(new, "vm")) == {"vm_name": "db"}
-    assert [(v["minor"], v["destroying"]) for v in host.ok(admin, vmm.VMM_LIST)["vms"]] == [(new, False), (old, True)]
+    assert [(v["minor"], v["destroying"]) for v in host.ok(admin, ioc.VMM_LIST)["vms"]] == [(new, False), (old, True)]
     host.drop(guest)
     assert host.vmm_kstats(old) == [] and len(host.vmm_kstats(new)) == 33
 
 
 def test_handle_errors(host: Host) -> None:
     conn = host.conn()
-    host.ok(conn, vmm.VMM_CREATE_VM, {"name": "a"})
-    assert host.ioctl(conn, vmm.VMM_OPEN, {"name": "b"})[0] == errno.ENOENT
-    assert host.ioctl(conn, vmm.VMM_CLOSE, {"fd": 3})[0] == errno.EBADF
-    fd = host.ok(conn, vmm.VMM_OPEN, {"name": "a"})["fd"]
-    assert host.ioctl(conn, vmm.VMM_VCPU_USTATE, {"fd": fd + 1, "vcpu": 0, "state": 1})[0] == errno.EBADF
-    assert host.ioctl(conn, vmm.VMM_VCPU_USTATE, {"fd": fd, "vcpu": 32, "state": 1})[0] == errno.EINVAL
-    assert host.ioctl(conn, vmm.VMM_VCPU_USTATE, {"fd": fd, "vcpu": 0, "state": 6})[0] == errno.EINVAL
-    assert host.ioctl(host.conn(), vmm.VMM_CLOSE, {"fd": fd})[0] == errno.EBADF  # fds are per connection
-    host.ok(conn, vmm.VMM_CLOSE, {"fd": fd})
-    assert host.ioctl(conn, vmm.VMM_CLOSE, {"fd": fd})[0] == errno.EBADF
+    host.ok(conn, ioc.VMM_CREATE_VM, {"name": "a"})
+    assert host.ioctl(conn, ioc.VMM_OPEN, {"name": "b"})[0] == errno.ENOENT
+    assert host.ioctl(conn, ioc.VMM_CLOSE, {"fd": 3})[0] == errno.EBADF
+    fd = host.ok(conn, ioc.VMM_OPEN, {"name": "a"})["fd"]
+    assert host.ioctl(conn, ioc.VMM_VCPU_USTATE, {"fd": fd + 1, "vcpu": 0, "state": 1})[0] == errno.EBADF
+    assert host.ioctl(conn, ioc.VMM_VCPU_USTATE, {"fd": fd, "vcpu": 32, "state": 1})[0] == errno.EINVAL
+    assert host.ioctl(conn, ioc.VMM_VCPU_USTATE, {"fd": fd, "vcpu": 0, "state": 6})[0] == errno.EINVAL
+    assert host.ioctl(host.conn(), ioc.VMM_CLOSE, {"fd": fd})[0] == errno.EBADF  # fds are per connection
+    host.ok(conn, ioc.VMM_CLOSE, {"fd": fd})
+    assert host.ioctl(conn, ioc.VMM_CLOSE, {"fd": fd})[0] == errno.EBADF
 
 
 # --- failed create ------------------------------------------------------------------
@@ -244,14 +245,14 @@ def test_failed_create_unwinds_everything(host: Host) -> None:
     blocker = host.chain.kstat_create("vmm", 1, "vcpu5", "misc", KstatType.NAMED, 7)
     kids = host.kids()
     kcid = host.chain.chain_id
-    code, result = host.ioctl(host.conn(), vmm.VMM_CREATE_VM, {"name": "a"})
+    code, result = host.ioctl(host.conn(), ioc.VMM_CREATE_VM, {"name": "a"})
     assert code == errno.ENOMEM
     assert "kstat_create('vmm', 1, 'vcpu5'): namespace collision" in result["error"]
     assert host.kids() == kids  # vm .. vcpu4 created, then deleted
     assert host.chain.chain_id - kcid == 6 + 6
     assert not host.driver.minors.allocated(1) and host.driver.instances() == []
     host.chain.kstat_delete(blocker)
-    assert host.ok(host.conn(), vmm.VMM_CREATE_VM, {"name": "a"})["minor"] == 2  # next fit
+    assert host.ok(host.conn(), ioc.VMM_CREATE_VM, {"name": "a"})["minor"] == 2  # next fit
 
 
 # --- the order the framework guarantees ---------------------------------------------
@@ -304,19 +305,19 @@ def test_every_path_runs_kstat_fini_before_destroy(host: Host) -> None:
     host.driver.add_listener(witness, "witness")
     admin, guest = host.conn(), host.conn()
     for name in ("now", "close", "drop", "detach"):
-        host.ok(admin, vmm.VMM_CREATE_VM, {"name": name})
-    host.ok(admin, vmm.VMM_DESTROY_VM, {"name": "now"})
-    fd = host.ok(guest, vmm.VMM_OPEN, {"name": "close"})["fd"]
-    host.ok(admin, vmm.VMM_DESTROY_VM, {"name": "close"})
-    host.ok(guest, vmm.VMM_CLOSE, {"fd": fd})
+        host.ok(admin, ioc.VMM_CREATE_VM, {"name": name})
+    host.ok(admin, ioc.VMM_DESTROY_VM, {"name": "now"})
+    fd = host.ok(guest, ioc.VMM_OPEN, {"name": "close"})["fd"]
+    host.ok(admin, ioc.VMM_DESTROY_VM, {"name": "close"})
+    host.ok(guest, ioc.VMM_CLOSE, {"fd": fd})
     dropper = host.conn()
-    host.ok(dropper, vmm.VMM_OPEN, {"name": "drop"})
-    host.ok(admin, vmm.VMM_DESTROY_VM, {"name": "drop"})
+    host.ok(dropper, ioc.VMM_OPEN, {"name": "drop"})
+    host.ok(admin, ioc.VMM_DESTROY_VM, {"name": "drop"})
     host.drop(dropper)
     blocker = host.chain.kstat_create("vmm", 5, "vcpu31", "misc", KstatType.NAMED, 7)
-    assert host.ioctl(admin, vmm.VMM_CREATE_VM, {"name": "failed"})[0] == errno.ENOMEM
+    assert host.ioctl(admin, ioc.VMM_CREATE_VM, {"name": "failed"})[0] == errno.ENOMEM
     host.chain.kstat_delete(blocker)
-    host.ok(host.conn(), vmm.VMM_OPEN, {"name": "detach"})
+    host.ok(host.conn(), ioc.VMM_OPEN, {"name": "detach"})
     host.providers.detach(host.chain)
     teardowns = [e for e in witness.events if e[0] != "create"]
     names = ("now", "close", "drop", "failed", "detach")
@@ -328,8 +329,8 @@ def test_every_path_runs_kstat_fini_before_destroy(host: Host) -> None:
 def test_the_immediate_destroy_window(host: Host) -> None:
     witness = OrderWitness(host.chain, read_vcpu_at_destroy=True)
     host.driver.add_listener(witness, "witness")
-    host.ok(host.conn(), vmm.VMM_CREATE_VM, {"name": "a"})
-    host.ok(host.conn(), vmm.VMM_DESTROY_VM, {"name": "a"})
+    host.ok(host.conn(), ioc.VMM_CREATE_VM, {"name": "a"})
+    host.ok(host.conn(), ioc.VMM_DESTROY_VM, {"name": "a"})
     assert witness.traps == [] and witness.read_errors == [errno.ENXIO]
 
 
@@ -340,8 +341,8 @@ def test_pre_14281_immediate_destroy_reads_a_freed_vm() -> None:
     host = Host("pre-14281")
     witness = OrderWitness(host.chain, read_vcpu_at_destroy=True)
     host.driver.add_listener(witness, "witness")
-    host.ok(host.conn(), vmm.VMM_CREATE_VM, {"name": "a"})
-    host.ok(host.conn(), vmm.VMM_DESTROY_VM, {"name": "a"})
+    host.ok(host.conn(), ioc.VMM_CREATE_VM, {"name": "a"})
+    host.ok(host.conn(), ioc.VMM_DESTROY_VM, {"name": "a"})
     assert witness.events[-2:] == [("destroy", "a", 33), ("kstat_fini", "a", 0)]
     (trap,) = witness.traps
     assert "vmm:vmm_kstat_update_vcpu" in " ".join(panic_stack(trap))
@@ -352,9 +353,9 @@ def test_pre_14281_immediate_destroy_reads_a_freed_vm() -> None:
 def test_pre_14281_last_close_leaves_kstats_whose_read_panics() -> None:
     host = Host("pre-14281")
     admin, guest = host.conn(), host.conn()
-    minor = host.ok(admin, vmm.VMM_CREATE_VM, {"name": "a"})["minor"]
-    host.ok(guest, vmm.VMM_OPEN, {"name": "a"})
-    host.ok(admin, vmm.VMM_DESTROY_VM, {"name": "a"})
+    minor = host.ok(admin, ioc.VMM_CREATE_VM, {"name": "a"})["minor"]
+    host.ok(guest, ioc.VMM_OPEN, {"name": "a"})
+    host.ok(admin, ioc.VMM_DESTROY_VM, {"name": "a"})
     kcid = host.chain.chain_id
     host.drop(guest)
     assert host.chain.chain_id == kcid  # no kstat fini at all
@@ -379,10 +380,10 @@ def test_unknown_teardown_order_fails_attach() -> None:
 
 def test_two_chains_have_their_own_vms() -> None:
     a, b = Host(), Host()
-    assert a.ok(a.conn(), vmm.VMM_CREATE_VM, {"name": "x"}) == {"minor": 1}
-    assert b.ok(b.conn(), vmm.VMM_CREATE_VM, {"name": "x"}) == {"minor": 1}
-    a.ok(a.conn(), vmm.VMM_DESTROY_VM, {"name": "x"})
-    assert [v["name"] for v in b.ok(b.conn(), vmm.VMM_LIST)["vms"]] == ["x"]
+    assert a.ok(a.conn(), ioc.VMM_CREATE_VM, {"name": "x"}) == {"minor": 1}
+    assert b.ok(b.conn(), ioc.VMM_CREATE_VM, {"name": "x"}) == {"minor": 1}
+    a.ok(a.conn(), ioc.VMM_DESTROY_VM, {"name": "x"})
+    assert [v["name"] for v in b.ok(b.conn(), ioc.VMM_LIST)["vms"]] == ["x"]
 
 
 # --- micro-states -----------------------------------------------------------------------
@@ -397,19 +398,19 @@ def wait_ns(ns: int) -> None:
 
 def test_ustate_times_move_with_real_time_only_on_transitions(host: Host) -> None:
     conn = host.conn()
-    minor = host.ok(conn, vmm.VMM_CREATE_VM, {"name": "a"})["minor"]
-    fd = host.ok(conn, vmm.VMM_OPEN, {"name": "a"})["fd"]
+    minor = host.ok(conn, ioc.VMM_CREATE_VM, {"name": "a"})["minor"]
+    fd = host.ok(conn, ioc.VMM_OPEN, {"name": "a"})["fd"]
     assert values(host.read(minor, "vcpu2"))["time_init"] == 0  # no completed interval yet
     wait_ns(2_000_000)
     before = time.monotonic_ns()
-    host.ok(conn, vmm.VMM_VCPU_USTATE, {"fd": fd, "vcpu": 2, "state": VU_RUN})
+    host.ok(conn, ioc.VMM_VCPU_USTATE, {"fd": fd, "vcpu": 2, "state": VU_RUN})
     first = values(host.read(minor, "vcpu2"))
     assert first["time_init"] >= 2_000_000 and first["time_run"] == 0
     wait_ns(5_000_000)
     assert values(host.read(minor, "vcpu2")) == first  # still running: nothing completed
-    host.ok(conn, vmm.VMM_VCPU_USTATE, {"fd": fd, "vcpu": 2, "state": VU_RUN})  # same state: no-op
+    host.ok(conn, ioc.VMM_VCPU_USTATE, {"fd": fd, "vcpu": 2, "state": VU_RUN})  # same state: no-op
     assert values(host.read(minor, "vcpu2")) == first
-    host.ok(conn, vmm.VMM_VCPU_USTATE, {"fd": fd, "vcpu": 2, "state": VU_IDLE})
+    host.ok(conn, ioc.VMM_VCPU_USTATE, {"fd": fd, "vcpu": 2, "state": VU_IDLE})
     after = time.monotonic_ns()
     second = values(host.read(minor, "vcpu2"))
     assert 5_000_000 <= second["time_run"] <= after - before

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
-import providers.vmm as vmm
+import kstatpy_providers.vmm.ioctl as ioc
+import kstatpy_providers.vmm.provider as vmm
 from kstatpy.constants import KstatIoctl
 from kstatpy.ioctl import Conn
 from kstatpy.ioctl import Cred
@@ -110,28 +111,28 @@ def churn(
                     res.cycles += 1
                 name = rng.choice(NAMES)
                 kind = rng.randrange(4)
-                call(vmm.VMM_CREATE_VM, {"name": name})
+                call(ioc.VMM_CREATE_VM, {"name": name})
                 if kind == 0:  # destroy while closed
-                    call(vmm.VMM_DESTROY_VM, {"name": name})
+                    call(ioc.VMM_DESTROY_VM, {"name": name})
                     continue
-                opened = call(vmm.VMM_OPEN, {"name": name})
+                opened = call(ioc.VMM_OPEN, {"name": name})
                 if opened is not None:
                     fd = opened["fd"]
                     for vcpu in rng.sample(range(32), 3):
-                        call(vmm.VMM_VCPU_USTATE, {"fd": fd, "vcpu": vcpu, "state": rng.randrange(6)})
-                call(vmm.VMM_DESTROY_VM, {"name": name})  # while open: deferred
+                        call(ioc.VMM_VCPU_USTATE, {"fd": fd, "vcpu": vcpu, "state": rng.randrange(6)})
+                call(ioc.VMM_DESTROY_VM, {"name": name})  # while open: deferred
                 if kind == 1 and opened is not None:
-                    call(vmm.VMM_CLOSE, {"fd": opened["fd"]})
+                    call(ioc.VMM_CLOSE, {"fd": opened["fd"]})
                 elif kind == 2:  # re-create the name while the old VM lingers, then drop the connection
-                    call(vmm.VMM_CREATE_VM, {"name": name})
+                    call(ioc.VMM_CREATE_VM, {"name": name})
                     conn.close()
                     conn = connect()
                 elif kind == 3 and opened is not None:
-                    code, _ = conn.ioctl(vmm.VMM_VCPU_USTATE, {"fd": opened["fd"], "vcpu": 0, "state": 1})
+                    code, _ = conn.ioctl(ioc.VMM_VCPU_USTATE, {"fd": opened["fd"], "vcpu": 0, "state": 1})
                     if code != errno.ENXIO:
                         with lock:
                             res.failures.append(f"ustate on a destroyed VM: {code}")
-                    call(vmm.VMM_CLOSE, {"fd": opened["fd"]})
+                    call(ioc.VMM_CLOSE, {"fd": opened["fd"]})
         finally:
             conn.close()
 
@@ -150,7 +151,7 @@ def churn(
     # Clean-up: whatever VMs the last cycles left (created but not destroyed).
     conn = connect()
     for name in NAMES:
-        conn.ioctl(vmm.VMM_DESTROY_VM, {"name": name})
+        conn.ioctl(ioc.VMM_DESTROY_VM, {"name": name})
     conn.close()
     return res
 

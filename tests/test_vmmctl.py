@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from providers.vmm.vmmctl import main
+from kstatpy_providers.vmm.vmmctl import main
 from tests.kstatd_fixture import REPO
 from tests.kstatd_fixture import kstatd_env
 from tests.kstatd_fixture import running_kstatd
@@ -90,7 +90,7 @@ def test_hold_keeps_the_vm_open_until_interrupted(tmp_path: Path, sig: int) -> N
     with running_kstatd(tmp_path, plugins=VMM) as kd:
         assert vmmctl(kd.socket, "create", "held")[0] == 0
         env = kstatd_env({"KSTAT_SOCKET": kd.socket})
-        cmd = [exe] if sig == signal.SIGINT else [sys.executable, "-m", "providers.vmm.vmmctl"]
+        cmd = [exe] if sig == signal.SIGINT else [sys.executable, "-m", "kstatpy_providers.vmm.vmmctl"]
         proc = subprocess.Popen([*cmd, "hold", "held"], cwd=REPO, env=env, stderr=subprocess.PIPE)
         try:
             assert _stderr_line(proc) == "holding VM 'held' open (fd 3); interrupt to close\n"

@@ -9,8 +9,8 @@ kstat's files. The tree read is ``chain.config["system_root"]``, else
 
 from __future__ import annotations
 
-from providers.system.provider import kstatpy_attach
-from providers.system.provider import kstatpy_detach
-from providers.system.provider import kstatpy_refresh
+from kstatpy_providers.system.provider import kstatpy_attach
+from kstatpy_providers.system.provider import kstatpy_detach
+from kstatpy_providers.system.provider import kstatpy_refresh
 
 __all__ = ["kstatpy_attach", "kstatpy_detach", "kstatpy_refresh"]

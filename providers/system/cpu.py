@@ -37,11 +37,11 @@ from kstatpy.constants import KSTAT_DATA_INT32
 from kstatpy.constants import KSTAT_DATA_LONG
 from kstatpy.constants import KSTAT_DATA_STRING
 from kstatpy.constants import KSTAT_DATA_UINT64
-from providers.system.source import SysRoot
-from providers.system.source import create_named
-from providers.system.source import parse_cpu_list
-from providers.system.unix import boot_time
-from providers.system.unix import hz
+from kstatpy_providers.system.source import SysRoot
+from kstatpy_providers.system.source import create_named
+from kstatpy_providers.system.source import parse_cpu_list
+from kstatpy_providers.system.unix import boot_time
+from kstatpy_providers.system.unix import hz
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING
 
 from kstatpy.constants import KSTAT_TYPE_IO
 from kstatpy.constants import KSTAT_WRITE
-from providers.system.source import SysRoot
-from providers.system.source import install_or_delete
-from providers.system.source import os_errno
+from kstatpy_providers.system.source import SysRoot
+from kstatpy_providers.system.source import install_or_delete
+from kstatpy_providers.system.source import os_errno
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain

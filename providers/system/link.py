@@ -28,8 +28,8 @@ from typing import Any
 
 from kstatpy.constants import KSTAT_DATA_UINT32
 from kstatpy.constants import KSTAT_DATA_UINT64
-from providers.system.source import SysRoot
-from providers.system.source import create_named
+from kstatpy_providers.system.source import SysRoot
+from kstatpy_providers.system.source import create_named
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain

@@ -30,18 +30,18 @@ from typing import Any
 
 from kstatpy.errors import KstatError
 from kstatpy.hookspecs import hookimpl
-from providers.system.cpu import create_cpu_info
-from providers.system.cpu import create_cpu_sys
-from providers.system.cpu import parse_cpuinfo
-from providers.system.disk import create_disk
-from providers.system.disk import disk_names
-from providers.system.link import create_link
-from providers.system.link import link_names
-from providers.system.source import SysRoot
-from providers.system.source import root_for
-from providers.system.unix import create_system_misc
-from providers.system.unix import create_system_pages
-from providers.system.unix import present_cpus
+from kstatpy_providers.system.cpu import create_cpu_info
+from kstatpy_providers.system.cpu import create_cpu_sys
+from kstatpy_providers.system.cpu import parse_cpuinfo
+from kstatpy_providers.system.disk import create_disk
+from kstatpy_providers.system.disk import disk_names
+from kstatpy_providers.system.link import create_link
+from kstatpy_providers.system.link import link_names
+from kstatpy_providers.system.source import SysRoot
+from kstatpy_providers.system.source import root_for
+from kstatpy_providers.system.unix import create_system_misc
+from kstatpy_providers.system.unix import create_system_pages
+from kstatpy_providers.system.unix import present_cpus
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain

@@ -28,9 +28,9 @@ from typing import Any
 
 from kstatpy.constants import KSTAT_DATA_UINT32
 from kstatpy.constants import KSTAT_DATA_ULONG
-from providers.system.source import SysRoot
-from providers.system.source import create_named
-from providers.system.source import parse_cpu_list
+from kstatpy_providers.system.source import SysRoot
+from kstatpy_providers.system.source import create_named
+from kstatpy_providers.system.source import parse_cpu_list
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain

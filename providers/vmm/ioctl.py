@@ -17,10 +17,10 @@ from typing import Any
 from kstatpy.errors import KstatError
 from kstatpy.instance import LIVE
 from kstatpy.instance import DeviceHandles
-from providers.vmm.state import VM_MAX_NAMELEN
-from providers.vmm.state import VM_MAXCPU
-from providers.vmm.state import VU_MAX
-from providers.vmm.state import vcpu_ustate_change
+from kstatpy_providers.vmm.state import VM_MAX_NAMELEN
+from kstatpy_providers.vmm.state import VM_MAXCPU
+from kstatpy_providers.vmm.state import VU_MAX
+from kstatpy_providers.vmm.state import vcpu_ustate_change
 
 if TYPE_CHECKING:
     from kstatpy.instance import DeviceDriver

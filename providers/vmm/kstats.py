@@ -24,16 +24,16 @@ from kstatpy.errors import KstatError
 from kstatpy.kstat import Kstat
 from kstatpy.kstat import kstat_named_init
 from kstatpy.kstat import kstat_named_setstr
-from providers.vmm.state import VM_MAXCPU
-from providers.vmm.state import VMM_KSTAT_CLASS
-from providers.vmm.state import VMM_MODULE_NAME
-from providers.vmm.state import VU_EMU_KERN
-from providers.vmm.state import VU_EMU_USER
-from providers.vmm.state import VU_IDLE
-from providers.vmm.state import VU_INIT
-from providers.vmm.state import VU_RUN
-from providers.vmm.state import VU_SCHED
-from providers.vmm.state import VmmSoftc
+from kstatpy_providers.vmm.state import VM_MAXCPU
+from kstatpy_providers.vmm.state import VMM_KSTAT_CLASS
+from kstatpy_providers.vmm.state import VMM_MODULE_NAME
+from kstatpy_providers.vmm.state import VU_EMU_KERN
+from kstatpy_providers.vmm.state import VU_EMU_USER
+from kstatpy_providers.vmm.state import VU_IDLE
+from kstatpy_providers.vmm.state import VU_INIT
+from kstatpy_providers.vmm.state import VU_RUN
+from kstatpy_providers.vmm.state import VU_SCHED
+from kstatpy_providers.vmm.state import VmmSoftc
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from kstatpy.hookspecs import hookimpl
-from providers.vmm.kstats import vmm_kstat_alloc
-from providers.vmm.kstats import vmm_kstat_init
-from providers.vmm.state import VmmSoftc
-from providers.vmm.state import vm_create
-from providers.vmm.state import vm_destroy
+from kstatpy_providers.vmm.kstats import vmm_kstat_alloc
+from kstatpy_providers.vmm.kstats import vmm_kstat_init
+from kstatpy_providers.vmm.state import VmmSoftc
+from kstatpy_providers.vmm.state import vm_create
+from kstatpy_providers.vmm.state import vm_destroy
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain

@@ -1,6 +1,6 @@
 """The vmm provider's host hooks: attach, detach, ioctls, connection close.
 
-Per chain, ``kstatpy_attach`` builds a :class:`~providers.vmm.ops.VmmOps` and a
+Per chain, ``kstatpy_attach`` builds a :class:`~kstatpy_providers.vmm.ops.VmmOps` and a
 ``kstatpy.instance.DeviceDriver`` named ``vmm`` (registered with the chain), with the
 teardown order of ``chain.config["vmm_teardown"]``: unset or ``"fixed"`` is the
 fixed order; ``"pre-14281"`` reproduces illumos bug 14281 for tests and demos.
@@ -19,12 +19,12 @@ from kstatpy.instance import DeviceDriver
 from kstatpy.instance import device_driver
 from kstatpy.instance import register_driver
 from kstatpy.instance import unregister_driver
-from providers.vmm.ioctl import VMM_IOCTLS
-from providers.vmm.ioctl import conn_handles
-from providers.vmm.ioctl import vmm_ioctl
-from providers.vmm.ops import VmmOps
-from providers.vmm.state import MAXMIN32
-from providers.vmm.state import VMM_MODULE_NAME
+from kstatpy_providers.vmm.ioctl import VMM_IOCTLS
+from kstatpy_providers.vmm.ioctl import conn_handles
+from kstatpy_providers.vmm.ioctl import vmm_ioctl
+from kstatpy_providers.vmm.ops import VmmOps
+from kstatpy_providers.vmm.state import MAXMIN32
+from kstatpy_providers.vmm.state import VMM_MODULE_NAME
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain

@@ -23,19 +23,19 @@ from kstatpy.client import SocketTransport
 from kstatpy.errors import KstatError
 from kstatpy.errors import ServerUnavailableError
 from kstatpy.protocol import errno_name
-from providers.vmm.ioctl import VMM_CLOSE
-from providers.vmm.ioctl import VMM_CREATE_VM
-from providers.vmm.ioctl import VMM_DESTROY_VM
-from providers.vmm.ioctl import VMM_LIST
-from providers.vmm.ioctl import VMM_OPEN
-from providers.vmm.ioctl import VMM_VCPU_USTATE
-from providers.vmm.state import USTATE_NAMES
-from providers.vmm.state import VM_MAXCPU
-from providers.vmm.state import VU_EMU_KERN
-from providers.vmm.state import VU_EMU_USER
-from providers.vmm.state import VU_IDLE
-from providers.vmm.state import VU_RUN
-from providers.vmm.state import VU_SCHED
+from kstatpy_providers.vmm.ioctl import VMM_CLOSE
+from kstatpy_providers.vmm.ioctl import VMM_CREATE_VM
+from kstatpy_providers.vmm.ioctl import VMM_DESTROY_VM
+from kstatpy_providers.vmm.ioctl import VMM_LIST
+from kstatpy_providers.vmm.ioctl import VMM_OPEN
+from kstatpy_providers.vmm.ioctl import VMM_VCPU_USTATE
+from kstatpy_providers.vmm.state import USTATE_NAMES
+from kstatpy_providers.vmm.state import VM_MAXCPU
+from kstatpy_providers.vmm.state import VU_EMU_KERN
+from kstatpy_providers.vmm.state import VU_EMU_USER
+from kstatpy_providers.vmm.state import VU_IDLE
+from kstatpy_providers.vmm.state import VU_RUN
+from kstatpy_providers.vmm.state import VU_SCHED
 
 __all__ = ["main"]
 
