@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kstatpy_providers.system.disk import disk_module_instance
 
 from kstatpy.chain import Chain
 from kstatpy.constants import KstatDataType
 from kstatpy.constants import KstatType
 from kstatpy.errors import KstatError
 from kstatpy.plugins import load_providers
-from kstatpy_providers.system.disk import disk_module_instance
 
 HZ = os.sysconf("SC_CLK_TCK")
 PAGESIZE = os.sysconf("SC_PAGE_SIZE")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import kstatpy_providers.vmm.ioctl as ioc
-import kstatpy_providers.vmm.provider as vmm
+
 from kstatpy.client import SocketTransport
 from kstatpy.constants import KstatIoctl
 from tests.kstatd_fixture import running_kstatd

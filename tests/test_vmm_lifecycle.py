@@ -10,10 +10,14 @@ import errno
 import time
 from typing import Any
 
-import pytest
-
 import kstatpy_providers.vmm.ioctl as ioc
 import kstatpy_providers.vmm.provider as vmm
+import pytest
+from kstatpy_providers.vmm.state import VM
+from kstatpy_providers.vmm.state import VMM_DESTROY
+from kstatpy_providers.vmm.state import VU_IDLE
+from kstatpy_providers.vmm.state import VU_RUN
+
 from kstatpy.chain import Chain
 from kstatpy.constants import GLOBAL_ZONEID
 from kstatpy.constants import KstatType
@@ -26,10 +30,6 @@ from kstatpy.kmem import BadTrap
 from kstatpy.panic import format_panic
 from kstatpy.panic import panic_stack
 from kstatpy.plugins import load_providers
-from kstatpy_providers.vmm.state import VM
-from kstatpy_providers.vmm.state import VMM_DESTROY
-from kstatpy_providers.vmm.state import VU_IDLE
-from kstatpy_providers.vmm.state import VU_RUN
 
 ROOT = Cred(uid=0, privileged=True)
 USER = Cred(uid=1000, gid=1000, privileged=False)

@@ -20,7 +20,7 @@ from dataclasses import field
 from typing import Any
 
 import kstatpy_providers.vmm.ioctl as ioc
-import kstatpy_providers.vmm.provider as vmm
+
 from kstatpy.constants import KstatIoctl
 from kstatpy.ioctl import Conn
 from kstatpy.ioctl import Cred

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from kstatpy_providers.vmm.vmmctl import main
+
 from tests.kstatd_fixture import REPO
 from tests.kstatd_fixture import kstatd_env
 from tests.kstatd_fixture import running_kstatd

@@ -32,16 +32,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from typing import Any
 
-from kstatpy.constants import KSTAT_DATA_CHAR
-from kstatpy.constants import KSTAT_DATA_INT32
-from kstatpy.constants import KSTAT_DATA_LONG
-from kstatpy.constants import KSTAT_DATA_STRING
-from kstatpy.constants import KSTAT_DATA_UINT64
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_named
 from kstatpy_providers.system.source import parse_cpu_list
 from kstatpy_providers.system.unix import boot_time
 from kstatpy_providers.system.unix import hz
+
+from kstatpy.constants import KSTAT_DATA_CHAR
+from kstatpy.constants import KSTAT_DATA_INT32
+from kstatpy.constants import KSTAT_DATA_LONG
+from kstatpy.constants import KSTAT_DATA_STRING
+from kstatpy.constants import KSTAT_DATA_UINT64
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain

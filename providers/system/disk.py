@@ -28,11 +28,12 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from kstatpy.constants import KSTAT_TYPE_IO
-from kstatpy.constants import KSTAT_WRITE
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import install_or_delete
 from kstatpy_providers.system.source import os_errno
+
+from kstatpy.constants import KSTAT_TYPE_IO
+from kstatpy.constants import KSTAT_WRITE
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain

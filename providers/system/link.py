@@ -26,10 +26,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from typing import Any
 
-from kstatpy.constants import KSTAT_DATA_UINT32
-from kstatpy.constants import KSTAT_DATA_UINT64
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_named
+
+from kstatpy.constants import KSTAT_DATA_UINT32
+from kstatpy.constants import KSTAT_DATA_UINT64
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain

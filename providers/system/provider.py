@@ -28,8 +28,6 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from typing import Any
 
-from kstatpy.errors import KstatError
-from kstatpy.hookspecs import hookimpl
 from kstatpy_providers.system.cpu import create_cpu_info
 from kstatpy_providers.system.cpu import create_cpu_sys
 from kstatpy_providers.system.cpu import parse_cpuinfo
@@ -42,6 +40,9 @@ from kstatpy_providers.system.source import root_for
 from kstatpy_providers.system.unix import create_system_misc
 from kstatpy_providers.system.unix import create_system_pages
 from kstatpy_providers.system.unix import present_cpus
+
+from kstatpy.errors import KstatError
+from kstatpy.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain

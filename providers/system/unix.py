@@ -26,11 +26,12 @@ import os
 from typing import TYPE_CHECKING
 from typing import Any
 
-from kstatpy.constants import KSTAT_DATA_UINT32
-from kstatpy.constants import KSTAT_DATA_ULONG
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_named
 from kstatpy_providers.system.source import parse_cpu_list
+
+from kstatpy.constants import KSTAT_DATA_UINT32
+from kstatpy.constants import KSTAT_DATA_ULONG
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain

@@ -14,13 +14,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from typing import Any
 
-from kstatpy.errors import KstatError
-from kstatpy.instance import LIVE
-from kstatpy.instance import DeviceHandles
 from kstatpy_providers.vmm.state import VM_MAX_NAMELEN
 from kstatpy_providers.vmm.state import VM_MAXCPU
 from kstatpy_providers.vmm.state import VU_MAX
 from kstatpy_providers.vmm.state import vcpu_ustate_change
+
+from kstatpy.errors import KstatError
+from kstatpy.instance import LIVE
+from kstatpy.instance import DeviceHandles
 
 if TYPE_CHECKING:
     from kstatpy.instance import DeviceDriver

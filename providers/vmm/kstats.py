@@ -16,14 +16,6 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from kstatpy.constants import GLOBAL_ZONEID
-from kstatpy.constants import KstatDataType
-from kstatpy.constants import KstatType
-from kstatpy.errors import KstatCreateError
-from kstatpy.errors import KstatError
-from kstatpy.kstat import Kstat
-from kstatpy.kstat import kstat_named_init
-from kstatpy.kstat import kstat_named_setstr
 from kstatpy_providers.vmm.state import VM_MAXCPU
 from kstatpy_providers.vmm.state import VMM_KSTAT_CLASS
 from kstatpy_providers.vmm.state import VMM_MODULE_NAME
@@ -34,6 +26,15 @@ from kstatpy_providers.vmm.state import VU_INIT
 from kstatpy_providers.vmm.state import VU_RUN
 from kstatpy_providers.vmm.state import VU_SCHED
 from kstatpy_providers.vmm.state import VmmSoftc
+
+from kstatpy.constants import GLOBAL_ZONEID
+from kstatpy.constants import KstatDataType
+from kstatpy.constants import KstatType
+from kstatpy.errors import KstatCreateError
+from kstatpy.errors import KstatError
+from kstatpy.kstat import Kstat
+from kstatpy.kstat import kstat_named_init
+from kstatpy.kstat import kstat_named_setstr
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain

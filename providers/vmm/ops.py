@@ -19,12 +19,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from typing import Any
 
-from kstatpy.hookspecs import hookimpl
 from kstatpy_providers.vmm.kstats import vmm_kstat_alloc
 from kstatpy_providers.vmm.kstats import vmm_kstat_init
 from kstatpy_providers.vmm.state import VmmSoftc
 from kstatpy_providers.vmm.state import vm_create
 from kstatpy_providers.vmm.state import vm_destroy
+
+from kstatpy.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain

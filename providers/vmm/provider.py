@@ -13,18 +13,19 @@ import errno
 from typing import TYPE_CHECKING
 from typing import Any
 
-from kstatpy.hookspecs import hookimpl
-from kstatpy.instance import TEARDOWN_FIXED
-from kstatpy.instance import DeviceDriver
-from kstatpy.instance import device_driver
-from kstatpy.instance import register_driver
-from kstatpy.instance import unregister_driver
 from kstatpy_providers.vmm.ioctl import VMM_IOCTLS
 from kstatpy_providers.vmm.ioctl import conn_handles
 from kstatpy_providers.vmm.ioctl import vmm_ioctl
 from kstatpy_providers.vmm.ops import VmmOps
 from kstatpy_providers.vmm.state import MAXMIN32
 from kstatpy_providers.vmm.state import VMM_MODULE_NAME
+
+from kstatpy.hookspecs import hookimpl
+from kstatpy.instance import TEARDOWN_FIXED
+from kstatpy.instance import DeviceDriver
+from kstatpy.instance import device_driver
+from kstatpy.instance import register_driver
+from kstatpy.instance import unregister_driver
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain

@@ -18,11 +18,6 @@ from typing import Any
 from typing import NoReturn
 
 import click
-
-from kstatpy.client import SocketTransport
-from kstatpy.errors import KstatError
-from kstatpy.errors import ServerUnavailableError
-from kstatpy.protocol import errno_name
 from kstatpy_providers.vmm.ioctl import VMM_CLOSE
 from kstatpy_providers.vmm.ioctl import VMM_CREATE_VM
 from kstatpy_providers.vmm.ioctl import VMM_DESTROY_VM
@@ -36,6 +31,11 @@ from kstatpy_providers.vmm.state import VU_EMU_USER
 from kstatpy_providers.vmm.state import VU_IDLE
 from kstatpy_providers.vmm.state import VU_RUN
 from kstatpy_providers.vmm.state import VU_SCHED
+
+from kstatpy.client import SocketTransport
+from kstatpy.errors import KstatError
+from kstatpy.errors import ServerUnavailableError
+from kstatpy.protocol import errno_name
 
 __all__ = ["main"]
 
