@@ -17,7 +17,8 @@ import time
 from kstatpy.chain import Chain
 from kstatpy.constants import KSTAT_DATA_UINT64
 from kstatpy.constants import KSTAT_TYPE_NAMED
-from kstatpy.kstat import kstat_named_init
+from kstatpy.driver import read_kstat_data
+from kstatpy.records import kstat_named_init
 
 LOOKUP_PASSES = 50  # lookups are tens of ns: repeat them so timer noise does not dominate
 
@@ -46,7 +47,7 @@ def measure(n: int, ops: int) -> dict[str, float]:
         t2 = time.perf_counter_ns()
         kids = [k.ks_kid for k in filled[:: max(1, n // ops)]][:ops]
         for kid in kids:
-            chain.read(kid)
+            read_kstat_data(chain, kid, 0, None)
         t3 = time.perf_counter_ns()
         names = [("bench", i * max(1, n // ops), "fill") for i in range(len(kids))]
         for _ in range(LOOKUP_PASSES):

@@ -37,7 +37,7 @@ def build_synthetic(chain, kstats: int, stats: int) -> None:
     """``kstats`` NAMED kstats ``bench:i:kstat<i>`` of ``stats`` UINT64 statistics each."""
     from kstatpy.constants import KstatDataType
     from kstatpy.constants import KstatType
-    from kstatpy.kstat import kstat_named_init
+    from kstatpy.records import kstat_named_init
 
     for i in range(kstats):
         ksp = chain.kstat_create("bench", i, f"kstat{i}", "misc", KstatType.NAMED, stats)

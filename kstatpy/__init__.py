@@ -37,12 +37,14 @@ _WHERE.update(
         "KstatUpdateError": "kstatpy.errors",
     }
 )
+for _name in ("KMutex", "Kstat"):
+    _WHERE[_name] = "kstatpy.kstat"
 for _name in (
-    "KMutex Kstat KstatIO KstatIntr KstatNamed KstatTimer kstat_named_init kstat_named_setstr "
+    "KstatIO KstatIntr KstatNamed KstatTimer kstat_named_init kstat_named_setstr "
     "kstat_runq_back_to_waitq kstat_runq_enter kstat_runq_exit kstat_timer_init kstat_timer_start "
     "kstat_timer_stop kstat_waitq_enter kstat_waitq_exit kstat_waitq_to_runq"
 ).split():
-    _WHERE[_name] = "kstatpy.kstat"
+    _WHERE[_name] = "kstatpy.records"
 
 __all__ = sorted(_WHERE)
 

@@ -26,6 +26,16 @@ Lifecycle
 Zones
     A kstat is visible in zone z when z is ALL_ZONES or its zone list holds z or
     ALL_ZONES. A global-zone reader passes GLOBAL_ZONEID, not ALL_ZONES.
+
+Neighbours
+    KID 0 and KID 1 are built by ``headers.py``; the records by ``records.py``; the
+    ioctl read and write paths (``read_kstat_data``, ``write_kstat_data``) by
+    ``driver.py``, which sits above the chain: the chain never calls the driver.
+
+Size
+    Over 400 lines on purpose: every method here takes or relies on the chain lock,
+    and that lock's contract (above) is easiest to check with all its users in one
+    file. What does not take the lock lives in the neighbours.
 """
 
 from __future__ import annotations
@@ -45,28 +55,23 @@ from kstatpy.constants import KSTAT_WRITE
 from kstatpy.constants import RECORD_SIZE
 from kstatpy.constants import KstatDataType
 from kstatpy.constants import KstatType
-from kstatpy.driver import read_kstat_data
-from kstatpy.driver import write_kstat_data
 from kstatpy.errors import KstatCreateError
 from kstatpy.errors import KstatFatalError
+from kstatpy.headers import install_well_known
 from kstatpy.kmem import Kmem
 from kstatpy.kstat import Kstat
-from kstatpy.kstat import KstatBuffer
-from kstatpy.kstat import KstatIntr
-from kstatpy.kstat import KstatIO
-from kstatpy.kstat import KstatNamed
-from kstatpy.kstat import KstatTimer
 from kstatpy.kstat import default_kstat_snapshot
-from kstatpy.kstat import kstat_named_init
 from kstatpy.kstat import lock_held_by_caller
-from kstatpy.kstat import truncate_name
+from kstatpy.records import KstatIntr
+from kstatpy.records import KstatIO
+from kstatpy.records import KstatNamed
+from kstatpy.records import KstatTimer
+from kstatpy.records import truncate_name
 
-__all__ = ["KSTAT_HEADER_SIZE", "Chain"]
+__all__ = ["Chain"]
 
 log = logging.getLogger(__name__)
 
-#: sizeof (kstat_t) on LP64: the size of one header in KID 0's data.
-KSTAT_HEADER_SIZE = 184
 INT_MAX = 2**31 - 1
 
 _NDATA_RANGE = {
@@ -76,8 +81,6 @@ _NDATA_RANGE = {
     KstatType.IO: (1, 1),
     KstatType.TIMER: (0, INT_MAX),
 }
-
-_KSTAT_TYPES = (("raw", 0), ("name=value", 1), ("interrupt", 2), ("i/o", 3), ("event_timer", 4))
 
 
 def _zone_find(ksp: Kstat, zoneid: int) -> bool:
@@ -118,11 +121,15 @@ class Chain:
         #: pops it in detach; no provider keeps chain state in a module global.
         self.provider_data: dict[str, Any] = {}
         self._lock = threading.Lock()  # the chain lock: indexes, chain id, holds
+        #: The chain lock, for KID 0's ``ks_lock`` (headers.py); nobody else takes it.
+        self.lock = self._lock
         self._by_kid: dict[int, Kstat] = {}
         self._by_name: dict[tuple[str, int, str], list[Kstat]] = {}
         self._chain_id = 0
-        self._caller = threading.local()  # .zoneid: the reading thread's zone (curproc's zone)
-        self._init_well_known()
+        #: ``.zoneid``: the reading thread's zone (curproc's zone), set by the driver
+        #: around KID 0's update and snapshot.
+        self.caller = threading.local()
+        install_well_known(self)
 
     # --- identity -----------------------------------------------------------
 
@@ -134,43 +141,16 @@ class Chain:
     def __len__(self) -> int:
         return len(self._by_kid)
 
-    def _init_well_known(self) -> None:
-        # kstat_init: KID 0 and KID 1, then the chain id continues from 2.
-        hdr = self.kstat_create(
-            "unix", 0, "kstat_headers", "kstat", KstatType.RAW, 0,
-            FLAG.VIRTUAL | FLAG.VAR_SIZE,
-        )  # fmt: skip
-        hdr.ks_lock = self._lock
-        hdr.ks_update = self._headers_update
-        hdr.ks_snapshot = self._headers_snapshot
-        self.kstat_install(hdr)
-        types = self.kstat_create("unix", 0, "kstat_types", "kstat", KstatType.NAMED, len(_KSTAT_TYPES), 0)
-        for knp, (name, value) in zip(types.ks_data, _KSTAT_TYPES, strict=True):
-            kstat_named_init(knp, name, KstatDataType.ULONG)
-            knp.value = value
-        self.kstat_install(types)
-
-    # KID 0: ks_lock is the chain lock, so these run with it held.
-    def _visible_headers(self, zoneid: int) -> list[Kstat]:
+    # KID 0: ks_lock is the chain lock, so this runs with it held (headers.py).
+    def visible_headers(self, zoneid: int) -> list[Kstat]:
+        """The installed kstats visible in ``zoneid``, in KID order. Chain lock held."""
         return [
             k for k in self._by_kid.values() if not k.ks_flags & FLAG.INVALID and _zone_find(k, zoneid)
         ]
 
-    def _headers_update(self, ksp: Kstat, rw: int) -> int:
-        if rw == KSTAT_WRITE:
-            return errno.EACCES
-        zoneid = getattr(self._caller, "zoneid", GLOBAL_ZONEID)
-        ksp.ks_ndata = len(self._visible_headers(zoneid))
-        ksp.ks_data_size = ksp.ks_ndata * KSTAT_HEADER_SIZE
-        return 0
-
-    def _headers_snapshot(self, ksp: Kstat, buf: KstatBuffer, rw: int) -> int:
-        ksp.ks_snaptime = time.monotonic_ns()
-        if rw == KSTAT_WRITE:
-            return errno.EACCES
-        zoneid = getattr(self._caller, "zoneid", GLOBAL_ZONEID)
-        buf.data = [k.header() for k in self._visible_headers(zoneid)]
-        return 0
+    def caller_zone(self) -> int:
+        """The zone of the thread reading (illumos: curproc's zone); global by default."""
+        return getattr(self.caller, "zoneid", GLOBAL_ZONEID)
 
     # --- holds (kstat_hold_bykid / kstat_hold_byname / kstat_rele) ----------
 
@@ -486,18 +466,6 @@ class Chain:
         """Every kstat in KID order (a copy), INVALID and DORMANT ones included."""
         with self._lock:
             return list(self._by_kid.values())
-
-    # --- the ioctl layer's entry points (io/kstat.c) ------------------------
-
-    def read(self, kid: int, zoneid: int = GLOBAL_ZONEID, data_size: int | None = None) -> dict[str, Any]:
-        """KSTAT_IOC_READ for ``kid`` as seen from ``zoneid``; see :func:`kstatpy.driver.read_kstat_data`."""
-        return read_kstat_data(self, kid, zoneid, data_size)
-
-    def write(
-        self, kid: int, ndata: int, data: Any, zoneid: int = GLOBAL_ZONEID, privileged: bool = True
-    ) -> int:
-        """KSTAT_IOC_WRITE; see :func:`kstatpy.driver.write_kstat_data`."""
-        return write_kstat_data(self, kid, ndata, data, zoneid, privileged)
 
 
 def _dormant_update(ksp: Kstat, rw: int) -> int:

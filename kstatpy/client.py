@@ -1,11 +1,11 @@
-"""The libkstat analogue (ILLUMOS-SPEC.md §4): ``kstat_open()`` -> :class:`KstatCtl`.
+"""The libkstat analogue (libkstat(3LIB), kstat(3KSTAT)): ``kstat_open()`` -> :class:`KstatCtl`.
 
 Transports
     A :class:`KstatCtl` talks to the kernel side through a transport with one method,
     ``ioctl(cmd, arg) -> result map``, which raises the typed :class:`KstatError` of
-    the reply's errno. :func:`kstat_open` connects to kstatd (PROTOCOL.md);
-    :func:`kstat_open_chain` calls :meth:`kstatpy.ioctl.IoctlHandler.dispatch` on a
-    chain in this process, the very function kstatd runs for a request.
+    the reply's errno (``transport.py``). :func:`kstat_open` connects to kstatd
+    (docs/PROTOCOL.md); :func:`kstat_open_chain` calls kstatd's dispatch function on
+    a chain in this process.
 
 Copies
     ``kc.kc_chain`` holds user copies of the headers (:class:`KstatUser`), in kid
@@ -19,14 +19,13 @@ Threads
     lock around send and receive) and ``_lock`` guards ``kc_chain`` and ``kc_chain_id``.
     A :class:`KstatUser` read by two threads at once gets whichever read ends last.
 
-Imports: msgpack, socket and kstatpy's constants and errors only; no pluggy, no chain.
+Imports: kstatpy's constants, errors and transports; ``kstatpy.ioctl`` only inside
+:func:`kstat_open_chain`, so a socket client loads no pluggy and no chain.
 """
 
 from __future__ import annotations
 
 import errno
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -34,18 +33,15 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from typing import Any
 
-import msgpack
-
 from kstatpy.constants import GLOBAL_ZONEID
 from kstatpy.constants import KstatFlag
 from kstatpy.constants import KstatIoctl
 from kstatpy.constants import KstatType
 from kstatpy.errors import KstatError
-from kstatpy.errors import ServerUnavailableError
 from kstatpy.errors import error_for_errno
-from kstatpy.protocol import LENGTH
-from kstatpy.protocol import default_socket_path
-from kstatpy.protocol import pack_request
+from kstatpy.transport import ChainTransport
+from kstatpy.transport import SocketTransport
+from kstatpy.transport import resolve_socket_path
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain
@@ -64,7 +60,7 @@ __all__ = [
 #: libkstat retries EAGAIN every 100 ms; we stop after ``timeout`` seconds.
 EAGAIN_RETRY = 0.1
 DEFAULT_TIMEOUT = 5.0
-#: KSTATPY_IOC_READ_MANY's limit per request (PROTOCOL.md §4).
+#: KSTATPY_IOC_READ_MANY's limit per request (docs/PROTOCOL.md §4).
 READ_MANY_BATCH = 65536
 
 _CHAIN_ID = int(KstatIoctl.CHAIN_ID)
@@ -75,121 +71,6 @@ _READ_MANY = int(KstatIoctl.READ_MANY)
 _NAMED = int(KstatType.NAMED)
 _TIMER = int(KstatType.TIMER)
 _RESIZABLE = int(KstatFlag.VAR_SIZE | KstatFlag.LONGSTRINGS)
-
-
-def _raise_for(code: int, result: dict[str, Any]) -> None:
-    extra = {k: v for k, v in result.items() if k != "error"}
-    raise error_for_errno(code, result.get("error"), **extra)
-
-
-# --- transports ----------------------------------------------------------------
-
-
-def resolve_socket_path(path: str | None = None) -> str:
-    """The socket a client uses: ``path``, else ``$KSTAT_SOCKET``, else the default."""
-    return path or os.environ.get("KSTAT_SOCKET") or default_socket_path()
-
-
-class SocketTransport:
-    """A connection to kstatd. ``_lock`` is held for each whole round trip."""
-
-    def __init__(self, path: str | None = None, timeout: float | None = None) -> None:
-        self.path = resolve_socket_path(path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(timeout)
-            sock.connect(self.path)
-        except OSError as exc:
-            sock.close()
-            code = exc.errno or errno.ECONNREFUSED
-            raise ServerUnavailableError(
-                code, f"cannot connect to kstatd at {self.path}: {exc.strerror or exc}"
-            ) from exc
-        self._sock: socket.socket | None = sock
-        self._lock = threading.Lock()
-        self._seq = 0
-        self._lenbuf = bytearray(4)
-
-    def _recv_exact(self, sock: socket.socket, n: int, into: bytearray | None = None) -> bytearray:
-        buf = into if into is not None else bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            k = sock.recv_into(view[got:], n - got)
-            if not k:
-                raise ConnectionResetError(errno.ECONNRESET, "kstatd closed the connection")
-            got += k
-        return buf
-
-    def round_trip(self, cmd: int, arg: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
-        """Send one request, return ``(errno, result)`` of its reply."""
-        with self._lock:
-            sock = self._sock
-            if sock is None:
-                raise KstatError(errno.EBADF, "kstat handle is closed")
-            self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
-            try:
-                try:
-                    sock.sendall(pack_request(cmd, seq, arg))
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # a refusal (connection cap) may be waiting to be read: read it below
-                (length,) = LENGTH.unpack(self._recv_exact(sock, 4, self._lenbuf))
-                body = self._recv_exact(sock, length)
-            except OSError as exc:
-                self._close_locked()
-                raise ServerUnavailableError(
-                    exc.errno or errno.ECONNRESET, f"lost kstatd at {self.path}: {exc.strerror or exc}"
-                ) from exc
-        try:
-            rseq, code, result = msgpack.unpackb(body, raw=False)
-        except Exception as exc:
-            raise error_for_errno(errno.EPROTO, f"malformed reply from kstatd: {exc}") from exc
-        if rseq != seq:
-            # kstatd answers a refused connection (connection cap) with seq 0 and closes.
-            if code:
-                with self._lock:
-                    self._close_locked()
-                raise ServerUnavailableError(code, f"kstatd at {self.path}: {result.get('error')}")
-            raise error_for_errno(errno.EPROTO, f"reply seq {rseq} for request seq {seq}")
-        return code, result
-
-    def ioctl(self, cmd: int, arg: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One ioctl: its result map, or the typed KstatError of its errno."""
-        code, result = self.round_trip(cmd, arg)
-        if code:
-            _raise_for(code, result)
-        return result
-
-    def _close_locked(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-    def close(self) -> None:
-        """Close the connection (kstatd then closes what providers opened on it)."""
-        with self._lock:
-            self._close_locked()
-
-
-class ChainTransport:
-    """The in-process transport: kstatd's dispatch function called directly."""
-
-    def __init__(self, handler: Any, conn: Any) -> None:
-        self.handler = handler
-        self.conn = conn
-
-    def ioctl(self, cmd: int, arg: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One ioctl: its result map, or the typed KstatError of its errno."""
-        code, result = self.handler.dispatch(self.conn, cmd, arg)
-        if code:
-            _raise_for(code, result)
-        return result
-
-    def close(self) -> None:
-        """Close the "file": providers drop what they opened on this connection."""
-        providers = getattr(self.handler, "providers", None)
-        if providers is not None:
-            providers.conn_close(self.handler.chain, self.conn)
 
 
 # --- user copies ---------------------------------------------------------------
@@ -263,7 +144,7 @@ class KstatUser:
         self.ks_data = data
 
     def wire_data(self) -> Any:
-        """``ks_data`` in the DATA shape of PROTOCOL.md §5 (what a WRITE sends)."""
+        """``ks_data`` in the DATA shape of docs/PROTOCOL.md §5 (what a WRITE sends)."""
         data = self.ks_data
         if self.ks_type == _NAMED and data is not None:
             return [[r.name, r.data_type, r.value] for r in data]

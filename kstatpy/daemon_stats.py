@@ -22,7 +22,7 @@ from kstatpy.constants import KSTAT_DATA_UINT64
 from kstatpy.constants import KSTAT_TYPE_NAMED
 from kstatpy.constants import Errno
 from kstatpy.constants import KstatIoctl
-from kstatpy.kstat import kstat_named_init
+from kstatpy.records import kstat_named_init
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain

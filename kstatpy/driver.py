@@ -3,7 +3,7 @@
 One in-process read and write path, used by kstatd and by the embedded ``kstat``
 alike: hold, ``ks_lock``, ``ks_update``, snapshot into a plain copy, release. The
 copy is made before the hold is released, so encoding and sending happen with no
-lock held. Error precedence is that of ILLUMOS-SPEC.md §3.1 and §3.4.
+lock held. Error precedence is that of illumos' read_kstat_data and write_kstat_data (io/kstat.c).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def read_kstat_data(chain: Chain, kid: int, zoneid: int, data_size: int | None) 
         if lock is not None:
             lock.acquire()
         if kid == 0:
-            chain._caller.zoneid = zoneid  # KID 0's callbacks filter by the caller's zone
+            chain.caller.zoneid = zoneid  # KID 0's callbacks filter by the caller's zone
         try:
             rc = _provider_call(ksp, "ks_update", ksp.ks_update, KSTAT_READ)
             if rc:
@@ -105,7 +105,7 @@ def read_kstat_data(chain: Chain, kid: int, zoneid: int, data_size: int | None) 
             return result
         finally:
             if kid == 0:
-                chain._caller.zoneid = GLOBAL_ZONEID
+                chain.caller.zoneid = GLOBAL_ZONEID
             if lock is not None:
                 lock.release()
     finally:

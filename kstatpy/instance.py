@@ -1,7 +1,7 @@
 """Device instances: the framework's half of a driver instance's life cycle.
 
 This module owns the order of the create / kstat fini / destroy steps of an
-instance (VMM.md §2, the fix of illumos 14281), so that a provider cannot free
+instance (docs/VMM.md §2, the fix of illumos 14281), so that a provider cannot free
 state that a live kstat points at by forgetting a call.
 
 Model
@@ -10,8 +10,9 @@ Model
     id space). A :class:`DeviceInstance` is one instance: a name unique among the
     live instances, a minor number (next-fit from 1), the creating zone, the
     provider's private state (``inst.private``), the kstats created through it, a
-    count of open handles and a destroy flag. :class:`DeviceHandles` is one
-    connection's file table (fds) on one driver.
+    count of open handles and a destroy flag. A connection's file table (fds) on
+    one driver is :class:`kstatpy.handles.DeviceHandles`; minors come from an
+    :class:`kstatpy.idspace.IdSpace`.
 
 Life cycle (the guarantee)
     create
@@ -33,7 +34,8 @@ Life cycle (the guarantee)
         ``driver.destroy(name)`` takes the instance out of the name table (the name
         is reusable at once). Without open handles it is torn down now; otherwise
         it is marked destroying, kept on the destroy list, and torn down by the
-        last close (``DeviceHandles.close`` / ``close_all`` on connection close).
+        last close (``DeviceHandles.close`` / ``close_all`` on connection close,
+        which call :meth:`DeviceDriver.close`).
 
 Legacy order (``teardown="pre-14281"``, off by default)
     Reproduces the bug the fix removed, so tests can prove the debug heap catches
@@ -55,8 +57,9 @@ Locking
 
 Registry
     :func:`register_driver` / :func:`device_driver` find a chain's drivers by name.
-    The table is weakly keyed by chain, so a chain and its drivers go together and
-    two chains in one process never share one.
+    A driver is anchored in ``chain.provider_data`` under its name and holds its
+    chain weakly, so a chain and its drivers go together and two chains in one
+    process never share one.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ from kstatpy import hookspecs
 from kstatpy.constants import ALL_ZONES
 from kstatpy.constants import GLOBAL_ZONEID
 from kstatpy.errors import KstatError
+from kstatpy.idspace import IdSpace
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain
@@ -88,9 +92,7 @@ __all__ = [
     "TEARDOWN_ORDERS",
     "TEARDOWN_PRE_14281",
     "DeviceDriver",
-    "DeviceHandles",
     "DeviceInstance",
-    "IdSpace",
     "device_driver",
     "register_driver",
     "unregister_driver",
@@ -109,43 +111,6 @@ CREATING = "creating"
 LIVE = "live"
 TEARDOWN = "teardown"
 GONE = "gone"
-
-
-class IdSpace:
-    """id_space(9F): integers in ``[low, high]``, allocated next-fit.
-
-    The next allocation starts after the last one, so a freed id is not handed out
-    again until the space wraps. Not locked: the owner's lock guards it.
-    """
-
-    def __init__(self, low: int, high: int) -> None:
-        self.low = low
-        self.high = high
-        self._next = low
-        self._used: set[int] = set()
-
-    def alloc(self) -> int:
-        """id_alloc_nosleep: the next free id at or after the cursor, wrapping."""
-        span = self.high - self.low + 1
-        if len(self._used) >= span:
-            raise KstatError(errno.ENOMEM, f"id space [{self.low}, {self.high}] exhausted")
-        i = self._next
-        while i in self._used:
-            i = self.low if i >= self.high else i + 1
-        self._used.add(i)
-        self._next = self.low if i >= self.high else i + 1
-        return i
-
-    def free(self, i: int) -> None:
-        """id_free: give ``i`` back."""
-        self._used.remove(i)
-
-    def allocated(self, i: int) -> bool:
-        """True while ``i`` is allocated."""
-        return i in self._used
-
-    def __len__(self) -> int:
-        return len(self._used)
 
 
 class DeviceInstance:
@@ -384,78 +349,6 @@ class DeviceDriver:
 
 def _zone_sees(zoneid: int, inst: DeviceInstance) -> bool:
     return zoneid in (GLOBAL_ZONEID, ALL_ZONES) or zoneid == inst.zoneid
-
-
-class DeviceHandles:
-    """One connection's open handles (fds) on one driver's instances.
-
-    ``_lock`` guards the fd table and is held for the whole of :meth:`use`, so a
-    handle cannot be closed (and its instance torn down) under an operation.
-    """
-
-    def __init__(self, driver: DeviceDriver) -> None:
-        self.driver = driver
-        self._lock = threading.RLock()
-        self._fds: dict[int, DeviceInstance] = {}
-        self._next_fd = 3
-
-    def open(self, name: str, zoneid: int = GLOBAL_ZONEID) -> int:
-        """Open instance ``name``: a new fd (lowest unused from 3, like open(2))."""
-        with self._lock:
-            inst = self.driver.open(name, zoneid)
-            fd = 3
-            while fd in self._fds:
-                fd += 1
-            self._fds[fd] = inst
-            return fd
-
-    def use(self, fd: int) -> _HandleUse:
-        """``with handles.use(fd) as inst:`` the instance, held open for the block.
-
-        :raises KstatError: EBADF for an fd that is not open.
-        """
-        return _HandleUse(self, fd)
-
-    def close(self, fd: int) -> None:
-        """Close ``fd``; may be the last close that tears a destroyed instance down.
-
-        :raises KstatError: EBADF.
-        """
-        with self._lock:
-            inst = self._fds.pop(fd, None)
-            if inst is None:
-                raise KstatError(errno.EBADF, f"fd {fd} is not open")
-            self.driver.close(inst)
-
-    def close_all(self) -> None:
-        """Close every handle (the connection went)."""
-        with self._lock:
-            fds = sorted(self._fds)
-            for fd in fds:
-                try:
-                    self.close(fd)
-                except Exception:
-                    log.exception("%s: closing fd %d failed", self.driver.name, fd)
-
-    def __len__(self) -> int:
-        return len(self._fds)
-
-
-class _HandleUse:
-    def __init__(self, handles: DeviceHandles, fd: int) -> None:
-        self.handles = handles
-        self.fd = fd
-
-    def __enter__(self) -> DeviceInstance:
-        self.handles._lock.acquire()
-        inst = self.handles._fds.get(self.fd)
-        if inst is None:
-            self.handles._lock.release()
-            raise KstatError(errno.EBADF, f"fd {self.fd} is not open")
-        return inst
-
-    def __exit__(self, *exc: object) -> None:
-        self.handles._lock.release()
 
 
 # --- finding a chain's drivers ----------------------------------------------------

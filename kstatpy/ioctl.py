@@ -33,6 +33,8 @@ from typing import Any
 from kstatpy.constants import GLOBAL_ZONEID
 from kstatpy.constants import KSTATPY_PROTOCOL_VERSION
 from kstatpy.constants import KstatIoctl
+from kstatpy.driver import read_kstat_data
+from kstatpy.driver import write_kstat_data
 from kstatpy.errors import KstatError
 from kstatpy.kmem import BadTrap
 
@@ -191,11 +193,11 @@ class IoctlHandler:
             raise KstatError(errno.EAGAIN, f"kid {kid}: another reader is stuck in its ks_update")
         reading = self.reading
         if reading is None:
-            return self.chain.read(kid, zoneid, data_size)
+            return read_kstat_data(self.chain, kid, zoneid, data_size)
         tid = get_ident()
         reading[tid] = kid
         try:
-            return self.chain.read(kid, zoneid, data_size)
+            return read_kstat_data(self.chain, kid, zoneid, data_size)
         finally:
             reading.pop(tid, None)
 
@@ -206,7 +208,7 @@ class IoctlHandler:
         kid = _int_arg(arg, "kid")
         ndata = _int_arg(arg, "ndata")
         data = arg.get("data")  # type: ignore[union-attr]  # _int_arg proved arg is a map
-        kcid = self.chain.write(kid, ndata, data, cred.zoneid, cred.privileged)
+        kcid = write_kstat_data(self.chain, kid, ndata, data, cred.zoneid, cred.privileged)
         return {"kcid": kcid}
 
     def _hello(self, conn: Conn, arg: Any) -> dict[str, Any]:

@@ -16,12 +16,12 @@ from kstatpy.constants import KstatDataType
 from kstatpy.constants import KstatType
 from kstatpy.errors import KstatError
 from kstatpy.errors import error_for_errno
-from kstatpy.kstat import CHAR_VALUE_SIZE
-from kstatpy.kstat import INT_RANGES
-from kstatpy.kstat import INTR_FIELDS
-from kstatpy.kstat import IO_FIELDS
-from kstatpy.kstat import TIMER_FIELDS
 from kstatpy.kstat import Kstat
+from kstatpy.records import CHAR_VALUE_SIZE
+from kstatpy.records import INT_RANGES
+from kstatpy.records import INTR_FIELDS
+from kstatpy.records import IO_FIELDS
+from kstatpy.records import TIMER_FIELDS
 
 __all__ = ["check_write_data"]
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from kstatpy.chain import Chain
 from kstatpy.constants import KstatDataType as D
 from kstatpy.constants import KstatType as T
-from kstatpy.kstat import kstat_named_init
-from kstatpy.kstat import kstat_named_setstr
-from kstatpy.kstat import kstat_timer_init
+from kstatpy.records import kstat_named_init
+from kstatpy.records import kstat_named_setstr
+from kstatpy.records import kstat_timer_init
 
 LONG_NAME = "a_statistic_name_of_thirty_ch"  # 29 characters; names cap at 30
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from functools import partial
 
 import pytest
 
@@ -12,8 +13,10 @@ from kstatpy.errors import KstatCreateError
 from kstatpy.errors import KstatError
 from kstatpy.errors import KstatFatalError
 from kstatpy.kstat import KMutex
-from kstatpy.kstat import kstat_named_init
-from kstatpy.kstat import kstat_named_setstr
+from kstatpy.records import kstat_named_init
+from kstatpy.records import kstat_named_setstr
+from tests.chain_io import chain_read
+from tests.chain_io import chain_write
 
 
 def named(chain: Chain, module: str = "m", instance: int = 0, name: str = "n", fields=(("a", c.KSTAT_DATA_UINT64),), flags: int = 0, zone: int = c.ALL_ZONES, install: bool = True):
@@ -26,7 +29,7 @@ def named(chain: Chain, module: str = "m", instance: int = 0, name: str = "n", f
 
 
 def header_names(chain: Chain, zone: int = c.GLOBAL_ZONEID) -> list[str]:
-    return [f"{h['module']}:{h['instance']}:{h['name']}" for h in chain.read(0, zone)["data"]]
+    return [f"{h['module']}:{h['instance']}:{h['name']}" for h in chain_read(chain, 0, zone)["data"]]
 
 
 def errno_of(fn, *args, **kwargs) -> int:
@@ -40,12 +43,12 @@ def errno_of(fn, *args, **kwargs) -> int:
 
 def test_kid0_and_kid1_are_headers_and_types(chain: Chain) -> None:
     assert chain.chain_id == 2
-    hdr = chain.read(0)
+    hdr = chain_read(chain, 0)
     assert (hdr["module"], hdr["name"], hdr["class"], hdr["type"]) == ("unix", "kstat_headers", "kstat", c.KSTAT_TYPE_RAW)
     assert hdr["flags"] & (c.KSTAT_FLAG_VIRTUAL | c.KSTAT_FLAG_VAR_SIZE) == 3
     assert [h["kid"] for h in hdr["data"]] == [0, 1]
     assert hdr["ndata"] == 2 and hdr["data_size"] == 2 * 184
-    types = chain.read(1)
+    types = chain_read(chain, 1)
     assert types["name"] == "kstat_types"
     # ULONG records are shown to readers as UINT64.
     assert types["data"] == [["raw", 4, 0], ["name=value", 4, 1], ["interrupt", 4, 2], ["i/o", 4, 3], ["event_timer", 4, 4]]
@@ -53,7 +56,7 @@ def test_kid0_and_kid1_are_headers_and_types(chain: Chain) -> None:
 
 def test_zero_size_read_of_kid0_gets_enomem_with_needed_size(chain: Chain) -> None:
     with pytest.raises(KstatError) as info:
-        chain.read(0, data_size=0)
+        chain_read(chain, 0, data_size=0)
     assert info.value.errno == errno.ENOMEM
     assert info.value.extra["data_size"] == 2 * 184
     assert info.value.extra["flags"] & c.KSTAT_FLAG_VAR_SIZE
@@ -81,7 +84,7 @@ def test_chain_id_create_bumps_install_does_not(chain: Chain) -> None:
 def test_invalid_until_install(chain: Chain) -> None:
     ksp = named(chain, install=False)
     assert ksp.ks_flags & c.KSTAT_FLAG_INVALID
-    assert errno_of(chain.read, ksp.ks_kid) == errno.EAGAIN
+    assert errno_of(partial(chain_read, chain), ksp.ks_kid) == errno.EAGAIN
     assert "m:0:n" not in header_names(chain)
     chain.kstat_install(ksp)
     assert not ksp.ks_flags & c.KSTAT_FLAG_INVALID
@@ -89,7 +92,7 @@ def test_invalid_until_install(chain: Chain) -> None:
 
 
 def test_read_of_missing_kid_is_enxio(chain: Chain) -> None:
-    assert errno_of(chain.read, 999) == errno.ENXIO
+    assert errno_of(partial(chain_read, chain), 999) == errno.ENXIO
 
 
 # --- create validation ------------------------------------------------------
@@ -163,12 +166,12 @@ def test_named_data_size_counts_strings(chain: Chain) -> None:
     kstat_named_setstr(ksp.ks_data[0], "héllo")  # 6 bytes of UTF-8 + NUL
     chain.kstat_install(ksp)
     assert ksp.ks_flags & c.KSTAT_FLAG_LONGSTRINGS
-    out = chain.read(ksp.ks_kid)
+    out = chain_read(chain, ksp.ks_kid)
     assert out["data_size"] == 3 * 48 + 7  # the NULL string adds nothing
     assert out["data"][0] == ["s", c.KSTAT_DATA_STRING, "héllo"]
     assert out["data"][2] == ["t", c.KSTAT_DATA_STRING, None]
     with pytest.raises(KstatError) as info:
-        chain.read(ksp.ks_kid, data_size=3 * 48)
+        chain_read(chain, ksp.ks_kid, data_size=3 * 48)
     assert info.value.errno == errno.ENOMEM and info.value.extra["data_size"] == 3 * 48 + 7
 
 
@@ -184,15 +187,15 @@ def test_long_and_ulong_are_shown_as_64_bit(chain: Chain) -> None:
     ksp.ks_data[1].value = 2**64 - 1
     ksp.ks_data[2].value = b"abc"
     chain.kstat_install(ksp)
-    assert chain.read(ksp.ks_kid)["data"] == [["l", 3, -5], ["u", 4, 2**64 - 1], ["c", 0, b"abc"]]
+    assert chain_read(chain, ksp.ks_kid)["data"] == [["l", 3, -5], ["u", 4, 2**64 - 1], ["c", 0, b"abc"]]
 
 
 def test_snaptime_is_crtime_until_first_snapshot(chain: Chain) -> None:
     ksp = named(chain)
     assert ksp.ks_snaptime == ksp.ks_crtime
-    first = chain.read(ksp.ks_kid)["snaptime"]
+    first = chain_read(chain, ksp.ks_kid)["snaptime"]
     assert first > ksp.ks_crtime
-    assert chain.read(ksp.ks_kid)["snaptime"] > first
+    assert chain_read(chain, ksp.ks_kid)["snaptime"] > first
 
 
 def test_default_update_recomputes_size_for_var_size(chain: Chain) -> None:
@@ -201,13 +204,13 @@ def test_default_update_recomputes_size_for_var_size(chain: Chain) -> None:
     records = []
     ksp.ks_data = records
     chain.kstat_install(ksp)
-    assert chain.read(ksp.ks_kid)["data"] == []
-    from kstatpy.kstat import KstatNamed
+    assert chain_read(chain, ksp.ks_kid)["data"] == []
+    from kstatpy.records import KstatNamed
 
     with ksp.ks_lock:
         records.append(KstatNamed("s", c.KSTAT_DATA_STRING, "abc"))
         ksp.ks_ndata = 1
-    out = chain.read(ksp.ks_kid)
+    out = chain_read(chain, ksp.ks_kid)
     assert out["ndata"] == 1 and out["data_size"] == 48 + 4
 
 
@@ -229,9 +232,9 @@ def test_writable_long_strings_with_default_snapshot_is_fatal(chain: Chain) -> N
 def test_update_errno_is_returned_as_is(chain: Chain) -> None:
     ksp = named(chain)
     ksp.ks_update = lambda k, rw: errno.EIO if rw == c.KSTAT_READ else 0
-    assert errno_of(chain.read, ksp.ks_kid) == errno.EIO
+    assert errno_of(partial(chain_read, chain), ksp.ks_kid) == errno.EIO
     ksp.ks_update = lambda k, rw: errno.EBUSY
-    assert errno_of(chain.read, ksp.ks_kid) == errno.EBUSY
+    assert errno_of(partial(chain_read, chain), ksp.ks_kid) == errno.EBUSY
 
 
 def test_update_exception_is_eio_and_kstat_stays_readable(chain: Chain) -> None:
@@ -241,21 +244,21 @@ def test_update_exception_is_eio_and_kstat_stays_readable(chain: Chain) -> None:
         raise RuntimeError("provider bug")
 
     ksp.ks_update = broken
-    assert errno_of(chain.read, ksp.ks_kid) == errno.EIO
+    assert errno_of(partial(chain_read, chain), ksp.ks_kid) == errno.EIO
     ksp.ks_update = lambda k, rw: 0
-    assert chain.read(ksp.ks_kid)["data"] == [["a", 4, 0]]
+    assert chain_read(chain, ksp.ks_kid)["data"] == [["a", 4, 0]]
 
 
 def test_update_error_wins_over_enomem(chain: Chain) -> None:
     ksp = named(chain)
     ksp.ks_update = lambda k, rw: errno.EIO
-    assert errno_of(chain.read, ksp.ks_kid, data_size=0) == errno.EIO
+    assert errno_of(partial(chain_read, chain), ksp.ks_kid, data_size=0) == errno.EIO
 
 
 def test_enomem_reports_previous_snaptime_and_takes_no_snapshot(chain: Chain) -> None:
     ksp = named(chain)
     with pytest.raises(KstatError) as info:
-        chain.read(ksp.ks_kid, data_size=10)
+        chain_read(chain, ksp.ks_kid, data_size=10)
     assert info.value.extra == {"data_size": 48, "flags": 0, "ndata": 1, "snaptime": ksp.ks_crtime}
     assert ksp.ks_snaptime == ksp.ks_crtime
 
@@ -272,7 +275,7 @@ def test_write_updates_data_and_calls_update_write(chain: Chain) -> None:
     ksp = writable(chain)
     seen = []
     ksp.ks_update = lambda k, rw: seen.append(rw) or 0
-    kcid = chain.write(ksp.ks_kid, 3, [["a", 4, 7], ["b", 1, -2], ["c", 0, b"xy"]])
+    kcid = chain_write(chain, ksp.ks_kid, 3, [["a", 4, 7], ["b", 1, -2], ["c", 0, b"xy"]])
     assert kcid == chain.chain_id
     assert seen == [c.KSTAT_READ, c.KSTAT_WRITE]
     assert [k.value for k in ksp.ks_data] == [7, -2, b"xy"]
@@ -281,16 +284,16 @@ def test_write_updates_data_and_calls_update_write(chain: Chain) -> None:
 def test_write_precedence(chain: Chain) -> None:
     ksp = writable(chain)
     good = [["a", 4, 1], ["b", 1, 1], ["c", 0, b""]]
-    assert errno_of(chain.write, 999, 3, good, privileged=False) == errno.EPERM  # before ENXIO
-    assert errno_of(chain.write, 999, 3, good) == errno.ENXIO
+    assert errno_of(partial(chain_write, chain), 999, 3, good, privileged=False) == errno.EPERM  # before ENXIO
+    assert errno_of(partial(chain_write, chain), 999, 3, good) == errno.ENXIO
     inv = named(chain, name="inv", flags=c.KSTAT_FLAG_WRITABLE, install=False)
-    assert errno_of(chain.write, inv.ks_kid, 1, [["a", 4, 1]]) == errno.EAGAIN
+    assert errno_of(partial(chain_write, chain), inv.ks_kid, 1, [["a", 4, 1]]) == errno.EAGAIN
     ro = named(chain, name="ro")
-    assert errno_of(chain.write, ro.ks_kid, 1, [["a", 4, 1]]) == errno.EACCES
+    assert errno_of(partial(chain_write, chain), ro.ks_kid, 1, [["a", 4, 1]]) == errno.EACCES
     ksp.ks_update = lambda k, rw: errno.EIO
-    assert errno_of(chain.write, ksp.ks_kid, 2, good) == errno.EIO  # update before the ndata check
+    assert errno_of(partial(chain_write, chain), ksp.ks_kid, 2, good) == errno.EIO  # update before the ndata check
     ksp.ks_update = lambda k, rw: 0
-    assert errno_of(chain.write, ksp.ks_kid, 2, good) == errno.EINVAL
+    assert errno_of(partial(chain_write, chain), ksp.ks_kid, 2, good) == errno.EINVAL
 
 
 @pytest.mark.parametrize(
@@ -309,7 +312,7 @@ def test_write_precedence(chain: Chain) -> None:
 )
 def test_write_rejects_mismatched_data(chain: Chain, data) -> None:
     ksp = writable(chain)
-    assert errno_of(chain.write, ksp.ks_kid, 3, data) == errno.EINVAL
+    assert errno_of(partial(chain_write, chain), ksp.ks_kid, 3, data) == errno.EINVAL
     assert [k.value for k in ksp.ks_data] == [0, 0, b""]
 
 
@@ -325,13 +328,13 @@ def test_persistent_goes_dormant_and_reactivates(chain: Chain) -> None:
     chain.kstat_delete(ksp)
     assert chain.chain_id == before  # no bump
     assert ksp.ks_flags & c.KSTAT_FLAG_DORMANT and ksp.ks_private is None
-    assert chain.read(kid)["data"] == [["a", 4, 42]]  # still readable
+    assert chain_read(chain, kid)["data"] == [["a", 4, 42]]  # still readable
     with pytest.raises(KstatCreateError, match="invalid reactivation of dormant kstat"):
         chain.kstat_create("m", 0, "n", "other", c.KSTAT_TYPE_NAMED, 1, c.KSTAT_FLAG_PERSISTENT)
     again = chain.kstat_create("m", 0, "n", "misc", c.KSTAT_TYPE_NAMED, 1, c.KSTAT_FLAG_PERSISTENT)
     assert again is ksp and again.ks_kid == kid and again.ks_crtime == crtime
     assert chain.chain_id == before
-    assert errno_of(chain.read, kid) == errno.EAGAIN
+    assert errno_of(partial(chain_read, chain), kid) == errno.EAGAIN
     pushed = []
     again.ks_update = lambda k, rw: pushed.append((rw, k.ks_data[0].value)) or 0
     chain.kstat_install(again)
@@ -355,7 +358,7 @@ def test_delete_frees_and_bumps(chain: Chain) -> None:
     assert chain.kstat_lookup_kid(kid) is None
     assert chain.kstat_lookup_name("m", 0, "n") is None
     assert chain.kmem.is_freed(ksp)
-    assert errno_of(chain.read, kid) == errno.ENXIO
+    assert errno_of(partial(chain_read, chain), kid) == errno.ENXIO
 
 
 def test_delete_byname_and_missing_is_noop(chain: Chain) -> None:
@@ -386,17 +389,17 @@ def test_zone_visibility(chain: Chain) -> None:
     assert "m:0:z5" in header_names(chain, 5)
     assert "m:0:all" in header_names(chain, 5) and "m:0:all" in header_names(chain, 6)
     assert "m:0:z5" not in header_names(chain, 6)
-    assert errno_of(chain.read, z.ks_kid, c.GLOBAL_ZONEID) == errno.ENXIO
+    assert errno_of(partial(chain_read, chain), z.ks_kid, c.GLOBAL_ZONEID) == errno.ENXIO
     before = chain.chain_id
     chain.kstat_zone_add(z, c.GLOBAL_ZONEID)
     assert chain.chain_id == before + 1
-    assert chain.read(z.ks_kid, c.GLOBAL_ZONEID)["name"] == "z5"
+    assert chain_read(chain, z.ks_kid, c.GLOBAL_ZONEID)["name"] == "z5"
     chain.kstat_zone_remove(z, c.GLOBAL_ZONEID)
     assert chain.chain_id == before + 2
-    assert errno_of(chain.read, z.ks_kid, c.GLOBAL_ZONEID) == errno.ENXIO
+    assert errno_of(partial(chain_read, chain), z.ks_kid, c.GLOBAL_ZONEID) == errno.ENXIO
     with pytest.raises(KstatFatalError):
         chain.kstat_zone_remove(z, 5)
-    assert every.ks_kid in [h["kid"] for h in chain.read(0, 5)["data"]]
+    assert every.ks_kid in [h["kid"] for h in chain_read(chain, 0, 5)["data"]]
 
 
 def test_names_are_cut_at_30_bytes_not_characters(chain: Chain) -> None:

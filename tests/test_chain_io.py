@@ -7,6 +7,8 @@ import pytest
 from kstatpy import constants as c
 from kstatpy import kstat as k
 from kstatpy.chain import Chain
+from tests.chain_io import chain_read
+from tests.chain_io import chain_write
 
 
 def test_waitq_and_runq_accounting() -> None:
@@ -42,7 +44,7 @@ def test_io_snapshot_closes_open_intervals_in_the_copy_only(chain: Chain, monkey
     k.kstat_waitq_enter(io, now=1000)
     k.kstat_runq_enter(io, now=1000)
     monkeypatch.setattr(k.time, "monotonic_ns", lambda: 5000)
-    data = chain.read(ksp.ks_kid)["data"]
+    data = chain_read(chain, ksp.ks_kid)["data"]
     assert data["wtime"] == 4000 and data["wlentime"] == 8000 and data["wlastupdate"] == 5000
     assert data["rtime"] == 4000 and data["rlentime"] == 4000 and data["rlastupdate"] == 5000
     assert (io.wtime, io.wlentime, io.wlastupdate, io.rtime) == (0, 0, 1000, 0)  # live data untouched
@@ -67,13 +69,13 @@ def test_intr_and_timer_reads(chain: Chain) -> None:
     intr.ks_data[0].intrs[c.KSTAT_INTR_HARD] = 7
     intr.ks_data[0].intrs[c.KSTAT_INTR_MULTSVC] = 2
     chain.kstat_install(intr)
-    assert chain.read(intr.ks_kid)["data"] == {"hard": 7, "soft": 0, "watchdog": 0, "spurious": 0, "multiple_service": 2}
-    assert chain.read(intr.ks_kid)["data_size"] == 20
+    assert chain_read(chain, intr.ks_kid)["data"] == {"hard": 7, "soft": 0, "watchdog": 0, "spurious": 0, "multiple_service": 2}
+    assert chain_read(chain, intr.ks_kid)["data_size"] == 20
     timers = chain.kstat_create("m", 0, "timers", "misc", c.KSTAT_TYPE_TIMER, 2)
     k.kstat_timer_init(timers.ks_data[0], "a")
     k.kstat_timer_init(timers.ks_data[1], "b")
     chain.kstat_install(timers)
-    out = chain.read(timers.ks_kid)
+    out = chain_read(chain, timers.ks_kid)
     assert [t["name"] for t in out["data"]] == ["a", "b"] and out["data_size"] == 160
 
 
@@ -81,8 +83,8 @@ def test_raw_read_and_write(chain: Chain) -> None:
     raw = chain.kstat_create("unix", 0, "var", "misc", c.KSTAT_TYPE_RAW, 8, c.KSTAT_FLAG_WRITABLE)
     raw.ks_data[:] = b"abcdefgh"
     chain.kstat_install(raw)
-    assert chain.read(raw.ks_kid)["data"] == b"abcdefgh"
-    chain.write(raw.ks_kid, 8, b"ABCDEFGH")
+    assert chain_read(chain, raw.ks_kid)["data"] == b"abcdefgh"
+    chain_write(chain, raw.ks_kid, 8, b"ABCDEFGH")
     assert bytes(raw.ks_data) == b"ABCDEFGH"
 
 
@@ -90,9 +92,9 @@ def test_intr_io_timer_writes_are_checked(chain: Chain) -> None:
     io = chain.kstat_create("sd", 1, "sd1", "disk", c.KSTAT_TYPE_IO, 1, c.KSTAT_FLAG_WRITABLE)
     chain.kstat_install(io)
     new = dict.fromkeys(k.IO_FIELDS, 0) | {"nread": 512}
-    chain.write(io.ks_kid, 1, new)
+    chain_write(chain, io.ks_kid, 1, new)
     assert io.ks_data[0].nread == 512
     from kstatpy.errors import KstatError
 
     with pytest.raises(KstatError):
-        chain.write(io.ks_kid, 1, new | {"reads": -1})
+        chain_write(chain, io.ks_kid, 1, new | {"reads": -1})

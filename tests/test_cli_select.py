@@ -16,7 +16,7 @@ from kstatpy.chain import Chain
 from kstatpy.client import kstat_open_chain
 from kstatpy.constants import KstatDataType as D
 from kstatpy.constants import KstatType as T
-from kstatpy.kstat import kstat_named_init
+from kstatpy.records import kstat_named_init
 
 
 @pytest.fixture

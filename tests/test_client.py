@@ -18,8 +18,8 @@ from kstatpy.constants import KSTAT_TYPE_NAMED
 from kstatpy.errors import KstatError
 from kstatpy.errors import KstatNotFoundError
 from kstatpy.errors import ServerUnavailableError
-from kstatpy.kstat import kstat_named_init
 from kstatpy.plugins import load_providers
+from kstatpy.records import kstat_named_init
 from tests.kstatd_fixture import running_kstatd
 
 BASIC = "tests.providers_fixture.basic"

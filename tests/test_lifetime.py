@@ -14,8 +14,9 @@ from kstatpy.chain import Chain
 from kstatpy.errors import KstatError
 from kstatpy.kmem import BadTrap
 from kstatpy.kmem import KmemObject
-from kstatpy.kstat import kstat_named_init
 from kstatpy.panic import format_panic
+from kstatpy.records import kstat_named_init
+from tests.chain_io import chain_read
 
 
 def wait_until(pred, timeout: float = 10.0) -> None:
@@ -47,7 +48,7 @@ def test_delete_waits_for_the_reader_that_holds(chain: Chain) -> None:
     ksp = make(chain, update=slow_update)
     kid = ksp.ks_kid
     results: list = []
-    reader = threading.Thread(target=lambda: results.append(chain.read(kid)))
+    reader = threading.Thread(target=lambda: results.append(chain_read(chain, kid)))
     reader.start()
     assert entered.wait(10)
     deleted = threading.Event()
@@ -61,7 +62,7 @@ def test_delete_waits_for_the_reader_that_holds(chain: Chain) -> None:
     assert deleted.is_set()
     assert results[0]["data"] == [["v", 4, 1]]  # the reader finished against live state
     with pytest.raises(KstatError) as info:
-        chain.read(kid)
+        chain_read(chain, kid)
     assert info.value.errno == errno.ENXIO
 
 
@@ -78,7 +79,7 @@ def test_readers_waiting_behind_a_delete_see_enxio(chain: Chain) -> None:
 
         ksp = make(chain, update=gate)
         kid = ksp.ks_kid
-        first = threading.Thread(target=chain.read, args=(kid,))
+        first = threading.Thread(target=chain_read, args=(chain, kid))
         first.start()
         assert entered.wait(10)
         deleter = threading.Thread(target=chain.kstat_delete, args=(ksp,))
@@ -88,7 +89,7 @@ def test_readers_waiting_behind_a_delete_see_enxio(chain: Chain) -> None:
 
         def late_reader(kid=kid, outcomes=outcomes):
             try:
-                chain.read(kid)
+                chain_read(chain, kid)
                 outcomes.append(0)
             except KstatError as exc:
                 outcomes.append(exc.errno)
@@ -121,7 +122,7 @@ def test_holds_are_exclusive_even_for_readers(chain: Chain) -> None:
         return 0
 
     ksp = make(chain, update=update)
-    threads = [threading.Thread(target=lambda: [chain.read(ksp.ks_kid) for _ in range(20)]) for _ in range(6)]
+    threads = [threading.Thread(target=lambda: [chain_read(chain, ksp.ks_kid) for _ in range(20)]) for _ in range(6)]
     for t in threads:
         t.start()
     for t in threads:
@@ -186,7 +187,7 @@ def test_stress_deletes_racing_reads(chain: Chain) -> None:
                 continue
             kid = rng.choice(kids[-50:])
             try:
-                chain.read(kid)
+                chain_read(chain, kid)
                 rc = 0
             except KstatError as exc:
                 rc = exc.errno
@@ -227,7 +228,7 @@ def test_freeing_private_before_delete_panics_a_concurrent_reader(chain: Chain) 
     def reader() -> None:
         while not stop.is_set():
             try:
-                chain.read(kid)
+                chain_read(chain, kid)
             except BadTrap as trap:
                 traps.append(trap)
                 return
@@ -261,7 +262,7 @@ def test_right_order_never_panics(chain: Chain) -> None:
         while not stop.is_set():
             for kid in list(current):
                 try:
-                    chain.read(kid)
+                    chain_read(chain, kid)
                 except KstatError:
                     pass
                 except BadTrap as trap:  # pragma: no cover - the failure this test exists for

@@ -14,6 +14,7 @@ from kstatpy import hookimpl
 from kstatpy import kstat_named_init
 from kstatpy.chain import Chain
 from kstatpy.plugins import load_providers
+from tests.chain_io import chain_read
 
 
 class Counter:
@@ -83,8 +84,8 @@ def test_entry_point_of_a_real_installed_distribution(monkeypatch: pytest.Monkey
     assert "system" not in providers.names() and "vmm" not in providers.names()
     providers.attach(chain)
     ksp = chain.kstat_lookup_name("example", 0, "counters")
-    assert chain.read(ksp.ks_kid)["data"] == [["hits", 4, 1]]
-    assert chain.read(ksp.ks_kid)["data"] == [["hits", 4, 2]]
+    assert chain_read(chain, ksp.ks_kid)["data"] == [["hits", 4, 1]]
+    assert chain_read(chain, ksp.ks_kid)["data"] == [["hits", 4, 2]]
     providers.detach(chain)
     assert chain.kstat_lookup_name("example", 0, "counters") is None
 

@@ -18,6 +18,8 @@ from kstatpy.constants import KstatDataType
 from kstatpy.constants import KstatType
 from kstatpy.errors import KstatError
 from kstatpy.plugins import load_providers
+from tests.chain_io import chain_read
+from tests.chain_io import chain_write
 
 HZ = os.sysconf("SC_CLK_TCK")
 PAGESIZE = os.sysconf("SC_PAGE_SIZE")
@@ -39,7 +41,7 @@ def attach(root: str | Path | None = None) -> tuple[Chain, Any]:
 def read(chain: Chain, module: str, instance: int, name: str) -> dict[str, Any]:
     ksp = chain.kstat_lookup_name(module, instance, name)
     assert ksp is not None, f"{module}:{instance}:{name} missing"
-    return chain.read(ksp.ks_kid)
+    return chain_read(chain, ksp.ks_kid)
 
 
 def named(result: dict[str, Any]) -> dict[str, Any]:
@@ -368,7 +370,7 @@ def test_writes_are_refused(fake: Path) -> None:
     chain, _ = attach(fake)
     ksp = chain.kstat_lookup_name("unix", 0, "system_misc")
     with pytest.raises(KstatError) as exc:
-        chain.write(ksp.ks_kid, ksp.ks_ndata, read(chain, "unix", 0, "system_misc")["data"])
+        chain_write(chain, ksp.ks_kid, ksp.ks_ndata, read(chain, "unix", 0, "system_misc")["data"])
     assert exc.value.errno == errno.EACCES
 
 
@@ -378,18 +380,18 @@ def test_writes_are_refused(fake: Path) -> None:
 def test_read_opens_only_its_own_source(fake: Path, open_log: OpenLog) -> None:
     chain, _ = attach(fake)
     lo = chain.kstat_lookup_name("link", 0, "lo").ks_kid
-    opened = open_log.record(lambda: chain.read(lo))
+    opened = open_log.record(lambda: chain_read(chain, lo))
     assert opened and all(p.startswith(str(fake / "sys/class/net/lo") + "/") for p in opened), opened
     assert open_log.listed == []
 
     sda = chain.kstat_lookup_name("sd", 0, "sda").ks_kid
-    assert open_log.record(lambda: chain.read(sda)) == [str(fake / "sys/block/sda/stat")]
+    assert open_log.record(lambda: chain_read(chain, sda)) == [str(fake / "sys/block/sda/stat")]
 
     cpu0 = chain.kstat_lookup_name("cpu", 0, "sys").ks_kid
-    assert sorted(open_log.record(lambda: chain.read(cpu0))) == [str(fake / "proc/interrupts"), str(fake / "proc/stat")]
+    assert sorted(open_log.record(lambda: chain_read(chain, cpu0))) == [str(fake / "proc/interrupts"), str(fake / "proc/stat")]
 
     misc = chain.kstat_lookup_name("unix", 0, "system_misc").ks_kid
-    opened = open_log.record(lambda: chain.read(misc))
+    opened = open_log.record(lambda: chain_read(chain, misc))
     rels = sorted(os.path.relpath(p, fake) for p in opened)
     assert rels == ["proc/loadavg", "proc/stat", "proc/uptime", "sys/devices/system/cpu/present"]
 
@@ -397,7 +399,7 @@ def test_read_opens_only_its_own_source(fake: Path, open_log: OpenLog) -> None:
 def test_live_lo_read_opens_only_lo(open_log: OpenLog) -> None:
     chain, _ = attach()
     lo = chain.kstat_lookup_name("link", 0, "lo").ks_kid
-    opened = open_log.record(lambda: chain.read(lo))
+    opened = open_log.record(lambda: chain_read(chain, lo))
     assert opened and all(p.startswith("/sys/class/net/lo/") for p in opened), opened
 
 
@@ -419,7 +421,7 @@ def test_interface_goes_and_comes_back(fake: Path) -> None:
     old_kid, kcid = old.ks_kid, chain.chain_id
     shutil.rmtree(fake / "sys/class/net/eth0")
     with pytest.raises(KstatError) as exc:  # gone before anyone refreshed: ENXIO for the reader
-        chain.read(old_kid)
+        chain_read(chain, old_kid)
     assert exc.value.errno == errno.ENXIO
     providers.refresh(chain)
     assert chain.kstat_lookup_name("link", 0, "eth0") is None
@@ -429,7 +431,7 @@ def test_interface_goes_and_comes_back(fake: Path) -> None:
     providers.refresh(chain)
     back = chain.kstat_lookup_name("link", 0, "eth0")
     assert back is not None and back.ks_kid > old_kid and chain.chain_id > kcid
-    assert named(chain.read(back.ks_kid))["rbytes64"] == 1000
+    assert named(chain_read(chain, back.ks_kid))["rbytes64"] == 1000
 
 
 def test_disk_goes_and_comes_back(fake: Path) -> None:
@@ -480,9 +482,9 @@ def test_concurrent_refreshes_and_reads_agree(fake: Path) -> None:
     def reader() -> None:
         start.wait()
         while not stop.is_set():
-            for header in chain.read(0)["data"]:  # KID 0, as a reader does: no stale Kstat touched
+            for header in chain_read(chain, 0)["data"]:  # KID 0, as a reader does: no stale Kstat touched
                 try:
-                    chain.read(header["kid"])
+                    chain_read(chain, header["kid"])
                 except KstatError as exc:
                     if exc.errno not in (errno.ENXIO, errno.EAGAIN):
                         errors.append(exc)

@@ -30,6 +30,7 @@ from kstatpy.kmem import BadTrap
 from kstatpy.panic import format_panic
 from kstatpy.panic import panic_stack
 from kstatpy.plugins import load_providers
+from tests.chain_io import chain_read
 
 ROOT = Cred(uid=0, privileged=True)
 USER = Cred(uid=1000, gid=1000, privileged=False)
@@ -69,7 +70,7 @@ class Host:
     def read(self, minor: int, name: str, zoneid: int = GLOBAL_ZONEID) -> dict[str, Any]:
         ksp = self.chain.kstat_lookup_name("vmm", minor, name)
         assert ksp is not None, f"vmm:{minor}:{name} missing"
-        return self.chain.read(ksp.ks_kid, zoneid)
+        return chain_read(self.chain, ksp.ks_kid, zoneid)
 
 
 @pytest.fixture
@@ -292,7 +293,7 @@ class OrderWitness:
         self.events.append(("destroy", inst.name, self._live(inst.minor)))
         if self.read_vcpu_at_destroy and inst.name in self.kids:
             try:
-                chain.read(self.kids[inst.name])
+                chain_read(chain, self.kids[inst.name])
             except BadTrap as trap:
                 self.traps.append(trap)
                 self.trapped_on.append(trap.ksp.ks_name)  # still held live here

@@ -38,7 +38,7 @@ from kstatpy.constants import KSTAT_WRITE
 if TYPE_CHECKING:
     from kstatpy.chain import Chain
     from kstatpy.kstat import Kstat
-    from kstatpy.kstat import KstatIO
+    from kstatpy.records import KstatIO
 
 __all__ = ["DiskSource", "create_disk", "disk_module_instance", "disk_names", "disk_update"]
 

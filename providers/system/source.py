@@ -28,8 +28,8 @@ from kstatpy.constants import KSTAT_TYPE_NAMED
 from kstatpy.constants import KSTAT_WRITE
 from kstatpy.constants import KstatDataType
 from kstatpy.kstat import default_kstat_update
-from kstatpy.kstat import kstat_named_init
-from kstatpy.kstat import kstat_named_setstr
+from kstatpy.records import kstat_named_init
+from kstatpy.records import kstat_named_setstr
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain

@@ -20,8 +20,8 @@ from kstatpy_providers.vmm.state import VU_MAX
 from kstatpy_providers.vmm.state import vcpu_ustate_change
 
 from kstatpy.errors import KstatError
+from kstatpy.handles import DeviceHandles
 from kstatpy.instance import LIVE
-from kstatpy.instance import DeviceHandles
 
 if TYPE_CHECKING:
     from kstatpy.instance import DeviceDriver

@@ -33,8 +33,8 @@ from kstatpy.constants import KstatType
 from kstatpy.errors import KstatCreateError
 from kstatpy.errors import KstatError
 from kstatpy.kstat import Kstat
-from kstatpy.kstat import kstat_named_init
-from kstatpy.kstat import kstat_named_setstr
+from kstatpy.records import kstat_named_init
+from kstatpy.records import kstat_named_setstr
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain

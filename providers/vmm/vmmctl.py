@@ -32,10 +32,10 @@ from kstatpy_providers.vmm.state import VU_IDLE
 from kstatpy_providers.vmm.state import VU_RUN
 from kstatpy_providers.vmm.state import VU_SCHED
 
-from kstatpy.client import SocketTransport
 from kstatpy.errors import KstatError
 from kstatpy.errors import ServerUnavailableError
 from kstatpy.protocol import errno_name
+from kstatpy.transport import SocketTransport
 
 __all__ = ["main"]
 

@@ -31,8 +31,8 @@ from kstatpy import KSTAT_TYPE_RAW
 from kstatpy import KSTAT_TYPE_TIMER
 from kstatpy import hookimpl
 from kstatpy import kstat_named_init
-from kstatpy.kstat import kstat_named_setstr
-from kstatpy.kstat import kstat_timer_init
+from kstatpy.records import kstat_named_setstr
+from kstatpy.records import kstat_timer_init
 
 ECHO = 0x7E5701
 RAISES = 0x7E5702

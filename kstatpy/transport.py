@@ -1,0 +1,143 @@
+"""Transports of the client library: one ``ioctl(cmd, arg) -> result map`` each.
+
+:class:`SocketTransport` is a connection to kstatd (docs/PROTOCOL.md): one request
+and its reply at a time, ``_lock`` held for the whole round trip, so threads may
+share it. :class:`ChainTransport` calls :meth:`kstatpy.ioctl.IoctlHandler.dispatch`
+on a chain in this process, the very function kstatd runs for a request. Both
+raise the typed :class:`KstatError` of a reply's errno; a socket that cannot be
+reached, or is lost, is :class:`ServerUnavailableError`.
+
+Imports: msgpack, socket and kstatpy's constants, errors and protocol only.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import threading
+from typing import Any
+
+import msgpack
+
+from kstatpy.errors import KstatError
+from kstatpy.errors import ServerUnavailableError
+from kstatpy.errors import error_for_errno
+from kstatpy.protocol import LENGTH
+from kstatpy.protocol import default_socket_path
+from kstatpy.protocol import pack_request
+
+__all__ = ["ChainTransport", "SocketTransport", "raise_for_reply", "resolve_socket_path"]
+
+
+def raise_for_reply(code: int, result: dict[str, Any]) -> None:
+    """Raise the typed KstatError of a reply's errno, with the result's extra fields."""
+    extra = {k: v for k, v in result.items() if k != "error"}
+    raise error_for_errno(code, result.get("error"), **extra)
+
+
+def resolve_socket_path(path: str | None = None) -> str:
+    """The socket a client uses: ``path``, else ``$KSTAT_SOCKET``, else the default."""
+    return path or os.environ.get("KSTAT_SOCKET") or default_socket_path()
+
+
+class SocketTransport:
+    """A connection to kstatd. ``_lock`` is held for each whole round trip."""
+
+    def __init__(self, path: str | None = None, timeout: float | None = None) -> None:
+        self.path = resolve_socket_path(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(self.path)
+        except OSError as exc:
+            sock.close()
+            code = exc.errno or errno.ECONNREFUSED
+            raise ServerUnavailableError(
+                code, f"cannot connect to kstatd at {self.path}: {exc.strerror or exc}"
+            ) from exc
+        self._sock: socket.socket | None = sock
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._lenbuf = bytearray(4)
+
+    def _recv_exact(self, sock: socket.socket, n: int, into: bytearray | None = None) -> bytearray:
+        buf = into if into is not None else bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = sock.recv_into(view[got:], n - got)
+            if not k:
+                raise ConnectionResetError(errno.ECONNRESET, "kstatd closed the connection")
+            got += k
+        return buf
+
+    def round_trip(self, cmd: int, arg: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+        """Send one request, return ``(errno, result)`` of its reply."""
+        with self._lock:
+            sock = self._sock
+            if sock is None:
+                raise KstatError(errno.EBADF, "kstat handle is closed")
+            self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
+            try:
+                try:
+                    sock.sendall(pack_request(cmd, seq, arg))
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # a refusal (connection cap) may be waiting to be read: read it below
+                (length,) = LENGTH.unpack(self._recv_exact(sock, 4, self._lenbuf))
+                body = self._recv_exact(sock, length)
+            except OSError as exc:
+                self._close_locked()
+                raise ServerUnavailableError(
+                    exc.errno or errno.ECONNRESET, f"lost kstatd at {self.path}: {exc.strerror or exc}"
+                ) from exc
+        try:
+            rseq, code, result = msgpack.unpackb(body, raw=False)
+        except Exception as exc:
+            raise error_for_errno(errno.EPROTO, f"malformed reply from kstatd: {exc}") from exc
+        if rseq != seq:
+            # kstatd answers a refused connection (connection cap) with seq 0 and closes.
+            if code:
+                with self._lock:
+                    self._close_locked()
+                raise ServerUnavailableError(code, f"kstatd at {self.path}: {result.get('error')}")
+            raise error_for_errno(errno.EPROTO, f"reply seq {rseq} for request seq {seq}")
+        return code, result
+
+    def ioctl(self, cmd: int, arg: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One ioctl: its result map, or the typed KstatError of its errno."""
+        code, result = self.round_trip(cmd, arg)
+        if code:
+            raise_for_reply(code, result)
+        return result
+
+    def _close_locked(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def close(self) -> None:
+        """Close the connection (kstatd then closes what providers opened on it)."""
+        with self._lock:
+            self._close_locked()
+
+
+class ChainTransport:
+    """The in-process transport: kstatd's dispatch function called directly."""
+
+    def __init__(self, handler: Any, conn: Any) -> None:
+        self.handler = handler
+        self.conn = conn
+
+    def ioctl(self, cmd: int, arg: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One ioctl: its result map, or the typed KstatError of its errno."""
+        code, result = self.handler.dispatch(self.conn, cmd, arg)
+        if code:
+            raise_for_reply(code, result)
+        return result
+
+    def close(self) -> None:
+        """Close the "file": providers drop what they opened on this connection."""
+        providers = getattr(self.handler, "providers", None)
+        if providers is not None:
+            providers.conn_close(self.handler.chain, self.conn)
