@@ -22,6 +22,10 @@ from kstatpy.constants import KSTAT_DATA_UINT64
 from kstatpy.constants import KSTAT_TYPE_NAMED
 from kstatpy.constants import Errno
 from kstatpy.constants import KstatIoctl
+from kstatpy.metadata import StatMeta
+from kstatpy.metadata import counter
+from kstatpy.metadata import gauge
+from kstatpy.metadata import kstat_set_meta
 from kstatpy.records import kstat_named_init
 
 if TYPE_CHECKING:
@@ -31,13 +35,14 @@ if TYPE_CHECKING:
 __all__ = ["CMD_SLOTS", "ERRNO_SLOTS", "Counters", "DaemonStats"]
 
 #: request counter index by cmd; any other cmd counts as "provider" or "unknown".
-CMD_NAMES = ("chain_id", "read", "write", "hello", "read_many", "provider", "unknown", "bad_frames")
+CMD_NAMES = ("chain_id", "read", "write", "hello", "read_many", "provider", "unknown", "bad_frames", "describe")
 CMD_SLOTS = {
     int(KstatIoctl.CHAIN_ID): 0,
     int(KstatIoctl.READ): 1,
     int(KstatIoctl.WRITE): 2,
     int(KstatIoctl.HELLO): 3,
     int(KstatIoctl.READ_MANY): 4,
+    int(KstatIoctl.DESCRIBE): 8,
 }
 SLOT_PROVIDER = 5
 SLOT_UNKNOWN = 6
@@ -45,6 +50,26 @@ SLOT_BAD_FRAME = 7
 ERRNO_NAMES = (*tuple(e.name for e in Errno), "other")
 ERRNO_SLOTS = {int(e): i for i, e in enumerate(Errno)}
 SLOT_OTHER_ERRNO = len(ERRNO_NAMES) - 1
+
+
+_META = {
+    ("connections", "current"): gauge("count", "connections open now"),
+    ("connections", "total"): counter("count", "connections accepted"),
+    ("connections", "refused"): counter("count", "connections refused (kstatd --max-connections)"),
+    ("requests", "bad_frames"): counter("count", "malformed frames (answered, then the connection closed)"),
+    ("daemon", "panics"): counter("count", "BAD TRAPs survived with --on-panic=continue"),
+    ("daemon", "stuck_readers"): gauge("count", "readers now past --read-timeout in a ks_update"),
+    ("daemon", "stuck_readers_total"): counter("count", "readers that went past --read-timeout"),
+    ("daemon", "read_timeout_ms"): gauge("ms", "kstatd --read-timeout"),
+}
+
+
+def _meta_of(kstat: str, field: str) -> StatMeta:
+    # requests:<cmd> and errors:<ERRNO> are one counter each.
+    if kstat == "requests":
+        what = "provider ioctls" if field == "provider" else f"{field} requests"
+        return counter("count", f"{what} received" if field != "unknown" else "unknown kstat ioctls received")
+    return counter("count", f"replies with errno {field}" if field != "other" else "replies with another errno")
 
 
 def cmd_slot(cmd: int) -> int:
@@ -146,6 +171,7 @@ class DaemonStats:
             ksp = chain.kstat_create("kstatpy", 0, name, "misc", KSTAT_TYPE_NAMED, len(fields), 0)
             for knp, field in zip(ksp.ks_data, fields, strict=True):
                 kstat_named_init(knp, field, KSTAT_DATA_UINT64)
+            kstat_set_meta(ksp, {f: _META.get((name, f)) or _meta_of(name, f) for f in fields})
 
             def update(ksp: Kstat, rw: int) -> int:
                 for knp, value in zip(ksp.ks_data, values(), strict=True):  # type: ignore[operator]

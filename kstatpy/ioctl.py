@@ -33,6 +33,7 @@ from typing import Any
 from kstatpy.constants import GLOBAL_ZONEID
 from kstatpy.constants import KSTATPY_PROTOCOL_VERSION
 from kstatpy.constants import KstatIoctl
+from kstatpy.describe import describe_many
 from kstatpy.driver import read_kstat_data
 from kstatpy.driver import write_kstat_data
 from kstatpy.errors import KstatError
@@ -57,6 +58,7 @@ _READ = int(KstatIoctl.READ)
 _WRITE = int(KstatIoctl.WRITE)
 _HELLO = int(KstatIoctl.HELLO)
 _READ_MANY = int(KstatIoctl.READ_MANY)
+_DESCRIBE = int(KstatIoctl.DESCRIBE)
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ class IoctlHandler:
             _WRITE: self._write,
             _HELLO: self._hello,
             _READ_MANY: self._read_many,
+            _DESCRIBE: lambda conn, arg: describe_many(self.chain, arg, conn.cred.zoneid, self.stuck),
         }
 
     def dispatch(self, conn: Conn, cmd: int, arg: Any) -> tuple[int, dict[str, Any]]:

@@ -181,6 +181,7 @@ class Kstat(KmemObject):
         "ks_instance",
         "ks_kid",
         "ks_lock",
+        "ks_meta",
         "ks_module",
         "ks_name",
         "ks_ndata",
@@ -210,6 +211,7 @@ class Kstat(KmemObject):
         self.ks_private: Any = None
         self.ks_snapshot: SnapshotFn = default_kstat_snapshot
         self.ks_lock: Any = None
+        self.ks_meta: dict[str, Any] | None = None  # statistic -> StatMeta (kstatpy.metadata)
         self.e_owner: int | None = None  # thread holding the kstat; chain lock guards it
         self.e_waiters = 0  # threads waiting for the hold; chain lock guards it
         self.e_cv: threading.Condition | None = None  # on the chain lock

@@ -33,6 +33,10 @@ from kstatpy.constants import KstatType
 from kstatpy.errors import KstatCreateError
 from kstatpy.errors import KstatError
 from kstatpy.kstat import Kstat
+from kstatpy.metadata import counter
+from kstatpy.metadata import identifier
+from kstatpy.metadata import kstat_set_meta
+from kstatpy.metadata import text
 from kstatpy.records import kstat_named_init
 from kstatpy.records import kstat_named_setstr
 
@@ -45,6 +49,16 @@ __all__ = ["VCPU_FIELDS", "vmm_kstat_alloc", "vmm_kstat_init", "vmm_kstat_update
 #: vmm_vcpu_kstats_t, in record order; the time fields map to VU_* totals.
 VCPU_FIELDS = ("vcpu", "time_init", "time_run", "time_idle", "time_emu_kern", "time_emu_user", "time_sched")
 _TIME_STATES = (VU_INIT, VU_RUN, VU_IDLE, VU_EMU_KERN, VU_EMU_USER, VU_SCHED)
+VM_META = {"vm_name": text("name the VM was created with (vmmctl create NAME)")}
+VCPU_META = {
+    "vcpu": identifier("vCPU id within the VM"),
+    "time_init": counter("ns", "time initialised but never run (VU_INIT)"),
+    "time_run": counter("ns", "time in guest context (VU_RUN)"),
+    "time_idle": counter("ns", "time halted or waiting for a SIPI (VU_IDLE)"),
+    "time_emu_kern": counter("ns", "time emulating in the kernel (VU_EMU_KERN)"),
+    "time_emu_user": counter("ns", "time emulating in userspace, outside VM_RUN (VU_EMU_USER)"),
+    "time_sched": counter("ns", "time off-CPU: preempted, interrupted, contended (VU_SCHED)"),
+}
 
 
 def vmm_kstat_alloc(chain: Chain, inst: DeviceInstance, sc: VmmSoftc) -> None:
@@ -80,6 +94,7 @@ def vmm_kstat_init(chain: Chain, sc: VmmSoftc) -> None:
     ksp = sc.vmm_kstat_vm
     kstat_named_init(ksp.ks_data[0], "vm_name", KstatDataType.STRING)
     kstat_named_setstr(ksp.ks_data[0], sc.vmm_name)
+    kstat_set_meta(ksp, VM_META)
     ksp.ks_private = vm
     chain.kstat_install(ksp)
     for i, ksp in enumerate(sc.vmm_kstat_vcpu):
@@ -88,6 +103,7 @@ def vmm_kstat_init(chain: Chain, sc: VmmSoftc) -> None:
         records[0].value = i
         for knp, field in zip(records[1:], VCPU_FIELDS[1:], strict=True):
             kstat_named_init(knp, field, KstatDataType.UINT64)
+        kstat_set_meta(ksp, VCPU_META)
         ksp.ks_private = vm
         ksp.ks_update = vmm_kstat_update_vcpu
         chain.kstat_install(ksp)

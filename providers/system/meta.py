@@ -1,0 +1,105 @@
+"""Metadata of every named statistic the system provider publishes (kstatpy.metadata).
+
+One table, one row per statistic: ``(module, kstat name pattern, statistic, StatMeta)``.
+The name pattern is an ``fnmatch`` glob (``cpu_info*``, ``*`` for any link). A kstat
+created through :func:`kstatpy_providers.system.source.create_named` gets the rows of
+its module and name (:func:`system_meta`). IO kstats (disks) need no rows: the
+framework declares kstat_io_t's fields.
+
+Host-sized units carry their scale: ticks are USER_HZ ticks (seconds per tick),
+pages are ``SC_PAGE_SIZE`` bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from fnmatch import fnmatchcase
+
+from kstatpy.metadata import StatMeta
+from kstatpy.metadata import counter
+from kstatpy.metadata import gauge
+from kstatpy.metadata import identifier
+from kstatpy.metadata import text
+
+__all__ = ["META", "PAGE_SIZE", "SECONDS_PER_TICK", "system_meta"]
+
+SECONDS_PER_TICK = 1.0 / os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _ticks(description: str) -> StatMeta:
+    return counter("ticks", description, SECONDS_PER_TICK)
+
+
+def _pages(description: str) -> StatMeta:
+    return gauge("pages", description, PAGE_SIZE)
+
+
+META: tuple[tuple[str, str, str, StatMeta], ...] = (
+    # unix:0:system_misc
+    ("unix", "system_misc", "ncpus", gauge("count", "CPUs present (on-line or not)")),
+    ("unix", "system_misc", "lbolt", _ticks("clock ticks since boot")),
+    ("unix", "system_misc", "clk_intr", _ticks("clock interrupts since boot (= lbolt on Linux)")),
+    ("unix", "system_misc", "nproc", gauge("count", "processes")),
+    ("unix", "system_misc", "avenrun_1min", gauge("1/256", "1-minute load average (fixed point, FSHIFT 8)")),
+    ("unix", "system_misc", "avenrun_5min", gauge("1/256", "5-minute load average (fixed point, FSHIFT 8)")),
+    ("unix", "system_misc", "avenrun_15min", gauge("1/256", "15-minute load average (fixed point, FSHIFT 8)")),
+    ("unix", "system_misc", "boot_time", gauge("seconds", "boot time (seconds since the epoch)")),
+    ("unix", "system_misc", "nsec_per_tick", gauge("ns", "length of a clock tick")),
+    # unix:0:system_pages
+    ("unix", "system_pages", "physmem", _pages("physical memory")),
+    ("unix", "system_pages", "pagestotal", _pages("memory the kernel manages")),
+    ("unix", "system_pages", "freemem", _pages("free memory")),
+    ("unix", "system_pages", "pagesfree", _pages("free memory")),
+    ("unix", "system_pages", "pageslocked", _pages("locked memory (mlock)")),
+    ("unix", "system_pages", "minfree", _pages("free memory the kernel keeps in reserve")),
+    # cpu_info:N:cpu_infoN
+    ("cpu_info", "cpu_info*", "state", text("on-line or off-line")),
+    ("cpu_info", "cpu_info*", "state_begin", gauge("seconds", "when the state began (seconds since the epoch)")),
+    ("cpu_info", "cpu_info*", "clock_MHz", gauge("MHz", "maximum clock frequency")),
+    ("cpu_info", "cpu_info*", "current_clock_Hz", gauge("Hz", "current clock frequency")),
+    ("cpu_info", "cpu_info*", "chip_id", identifier("physical package (socket) id")),
+    ("cpu_info", "cpu_info*", "core_id", identifier("core id, unique across chips")),
+    ("cpu_info", "cpu_info*", "pkg_core_id", identifier("core id within its chip")),
+    ("cpu_info", "cpu_info*", "brand", text("CPU model name")),
+    ("cpu_info", "cpu_info*", "vendor_id", text("CPU vendor")),
+    ("cpu_info", "cpu_info*", "family", identifier("CPU family")),
+    ("cpu_info", "cpu_info*", "model", identifier("CPU model number")),
+    ("cpu_info", "cpu_info*", "stepping", identifier("CPU stepping")),
+    ("cpu_info", "cpu_info*", "ncpu_per_chip", gauge("count", "hardware threads per chip")),
+    ("cpu_info", "cpu_info*", "ncore_per_chip", gauge("count", "cores per chip")),
+    # cpu:N:sys
+    ("cpu", "sys", "cpu_ticks_idle", _ticks("idle time")),
+    ("cpu", "sys", "cpu_ticks_user", _ticks("time in user mode (user + nice)")),
+    ("cpu", "sys", "cpu_ticks_kernel", _ticks("time in the kernel (system + irq + softirq)")),
+    ("cpu", "sys", "cpu_ticks_wait", _ticks("time idle with I/O outstanding (iowait)")),
+    ("cpu", "sys", "wait_ticks_io", _ticks("time idle with I/O outstanding (iowait)")),
+    ("cpu", "sys", "cpu_nsec_idle", counter("ns", "idle time")),
+    ("cpu", "sys", "cpu_nsec_user", counter("ns", "time in user mode (user + nice)")),
+    ("cpu", "sys", "cpu_nsec_kernel", counter("ns", "time in the kernel (system + irq + softirq)")),
+    ("cpu", "sys", "cpu_nsec_intr", counter("ns", "time in interrupt handlers (irq + softirq)")),
+    ("cpu", "sys", "intr", counter("count", "interrupts taken by this CPU")),
+    # link:0:IFNAME
+    ("link", "*", "ifspeed", gauge("bits/s", "link speed")),
+    ("link", "*", "link_state", gauge("", "1 up, 0 down, 4294967295 unknown")),
+    ("link", "*", "multircv", counter("count", "multicast packets received")),
+    ("link", "*", "norcvbuf", counter("count", "received packets dropped")),
+    ("link", "*", "ierrors", counter("count", "receive errors")),
+    ("link", "*", "unknowns", counter("count", "received packets for no protocol handler")),
+    ("link", "*", "noxmtbuf", counter("count", "transmit packets dropped")),
+    ("link", "*", "oerrors", counter("count", "transmit errors")),
+    ("link", "*", "collisions", counter("count", "collisions")),
+    ("link", "*", "rbytes", counter("bytes", "bytes received")),
+    ("link", "*", "obytes", counter("bytes", "bytes sent")),
+    ("link", "*", "ipackets", counter("count", "packets received")),
+    ("link", "*", "opackets", counter("count", "packets sent")),
+    ("link", "*", "rbytes64", counter("bytes", "bytes received")),
+    ("link", "*", "obytes64", counter("bytes", "bytes sent")),
+    ("link", "*", "ipackets64", counter("count", "packets received")),
+    ("link", "*", "opackets64", counter("count", "packets sent")),
+)
+
+
+def system_meta(module: str, name: str) -> dict[str, StatMeta]:
+    """The rows of :data:`META` for kstat ``module:*:name``, as {statistic: StatMeta}."""
+    return {stat: meta for mod, pattern, stat, meta in META if mod == module and fnmatchcase(name, pattern)}
