@@ -51,6 +51,14 @@ kstatpy additions:
   --socket PATH   read from the kstatd listening on PATH (also $KSTAT_SOCKET);
                   without either, the default socket is tried, and when nothing
                   answers there the providers are loaded in this process
+  --rate          counters as per-second rates: the first report averages since
+                  the kstat's crtime, later ones cover the interval; a re-created
+                  kstat or a counter that went back is a reset (stderr; "reset"
+                  in JSON); 32-bit counters are unwrapped
+  --ndjson        one JSON object per kstat per line, with the report's wall-clock
+                  "timestamp" and "snaptime"; flushed after each report
+  --describe      the selected statistics' metadata (kind, type, unit,
+                  description) instead of their values; -j for JSON
   --help          this text
 
 Differences from illumos: -j output is valid JSON (no \\? escape, UTF-8 as UTF-8,
@@ -185,20 +193,32 @@ def run(argv: list[str], out: BinaryIO, err: BinaryIO, kc: Any = None, install_s
 
     cleanup = None
     matched = False
+    rates = None
+    if opts.rate:
+        from kstatpy.cli.kstat_rate import RateState
+
+        rates = RateState()
     try:
         if kc is None:
             kc, cleanup = open_source(opts)
+        if opts.describe:
+            return _describe(kc, selectors, class_match, opts.j, out, err)
         remaining = opts.count
         while True:
             chunks: list[str] = []
             if opts.timestamp:
                 chunks.append(_timestamp(opts.timestamp))
+            style.stamp = time.time()
             # A report allocates ~3 objects per statistic and frees them all; none is
             # part of a cycle, so the cyclic collector only costs time (3x on 10^5).
             gc_was_enabled = gc.isenabled()
             gc.disable()
             try:
                 instances = read_instances(kc, selectors, opts.p)
+                if rates is not None:
+                    notes = rates.apply(kc, instances)
+                    if notes and not (opts.j or opts.ndjson):
+                        _write(err, [f"kstat: reset: {n}\n" for n in notes])
                 matched |= format_report(instances, selectors, class_match, style, chunks)
             except RegexError as exc:
                 _write(out, chunks)
@@ -213,7 +233,8 @@ def run(argv: list[str], out: BinaryIO, err: BinaryIO, kc: Any = None, install_s
                     break
             cadence.sleep()
             kc.chain_update()
-            _write(out, ["\n"])
+            if not opts.ndjson:  # every NDJSON line is an object
+                _write(out, ["\n"])
     except FatalError as exc:
         err.write(f"{exc}\n".encode())
         err.flush()
@@ -225,6 +246,22 @@ def run(argv: list[str], out: BinaryIO, err: BinaryIO, kc: Any = None, install_s
     finally:
         if cleanup is not None:
             cleanup()
+    return 0 if matched else 1
+
+
+def _describe(kc: Any, selectors: list[SelectorPatterns], class_match: Any, as_json: bool, out: BinaryIO,
+              err: BinaryIO) -> int:  # fmt: skip
+    from kstatpy.cli.kstat_describe import DescribeUnsupported
+    from kstatpy.cli.kstat_describe import describe_report
+
+    chunks: list[str] = []
+    try:
+        matched = describe_report(kc, selectors, class_match, as_json, chunks)
+    except RegexError as exc:
+        return _usage_error(err, UsageError(f"kstat: {exc}\n"))
+    except DescribeUnsupported as exc:
+        raise FatalError(f"kstat: this kstatd cannot describe statistics (KSTATPY_IOC_DESCRIBE): {exc}") from exc
+    _write(out, chunks)
     return 0 if matched else 1
 
 

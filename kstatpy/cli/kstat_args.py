@@ -9,7 +9,9 @@ Contract (ILLUMOS-SPEC.md §5.1-5.3)
     ``--`` (POSIX getopt, no permutation).
 
 Our additions never change an illumos option: ``--socket PATH`` (also
-``--socket=PATH``) and ``--help``, recognised only among the options.
+``--socket=PATH``), ``--help``, ``--rate``, ``--ndjson`` and ``--describe``,
+recognised only among the options. ``--ndjson`` excludes -j -l -p -C -V -q -T;
+``--describe`` excludes those but -j, and ``--rate``, ``--ndjson`` and an interval.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ USAGE = (
 )
 
 _FLAGS = "h?CqjlpV"
+_LONG_FLAGS = {"--rate": "rate", "--ndjson": "ndjson", "--describe": "describe"}
 _WITH_ARG = "Tminsc"
 _ULONG_MAX = 2**64 - 1
 _C_SPACE = " \t\n\v\f\r"
@@ -86,6 +89,9 @@ class Options:
         self.count = 1  # -1: forever
         self.socket: str | None = None
         self.help = False
+        self.rate = False  # --rate: counters as per-second rates
+        self.ndjson = False  # --ndjson: one JSON object per kstat per report
+        self.describe = False  # --describe: statistic metadata instead of values
 
 
 def strtoul(text: str) -> tuple[int | None, bool]:
@@ -160,6 +166,9 @@ def _long_option(argv: list[str], i: int, opts: Options) -> int:
     if arg == "--help":
         opts.help = True
         return i + 1
+    if arg in _LONG_FLAGS:
+        setattr(opts, _LONG_FLAGS[arg], True)
+        return i + 1
     if arg.startswith("--socket="):
         opts.socket = arg[len("--socket=") :]
         return i + 1
@@ -221,6 +230,10 @@ def parse_args(argv: list[str]) -> Options:
         raise UsageError("-V can only be used with -p\n")
     if opts.V and (opts.j or opts.l or opts.C or opts.timestamp):
         raise UsageError("-jlCT and -V are mutually exclusive\n")
+    if opts.ndjson and (opts.j or opts.p or opts.q or opts.V or opts.timestamp):
+        raise UsageError(f"{PROG}: --ndjson and -jlpCVqT are mutually exclusive\n", usage=False)
+    if opts.describe and (opts.p or opts.q or opts.V or opts.timestamp or opts.rate or opts.ndjson):
+        raise UsageError(f"{PROG}: --describe and -lpCVqT, --rate, --ndjson are mutually exclusive\n", usage=False)
 
     numbers = 0
     for text in argv[optind:]:
@@ -247,6 +260,8 @@ def parse_args(argv: list[str]) -> Options:
             raise UsageError("")
         numbers += 1
 
+    if opts.describe and numbers:
+        raise UsageError(f"{PROG}: --describe takes no interval or count\n", usage=False)
     if opts.selectors:
         if named:
             raise UsageError("[module[:instance[:name[:statistic]]]] and -m -i -n -s are mutually exclusive")

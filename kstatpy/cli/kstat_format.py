@@ -11,6 +11,11 @@ Contract (ILLUMOS-SPEC.md §5.5 "Printing", §5.9)
 
 Widths are C's: ``%-30.30s`` and ``%-30s`` count bytes (UTF-8), not characters.
 
+NDJSON (``--ndjson``): one line per instance, ``{"timestamp", "module", "instance",
+"name", "class", "type", "snaptime", ["reset",] "data"}``; ``timestamp`` is the
+report's wall-clock time (seconds since the epoch), ``snaptime`` this read's (seconds,
+monotonic); ``reset`` only with ``--rate``, as in -j.
+
 JSON (-j) keeps the illumos layout but is valid JSON: strings are escaped for JSON
 (no ``\\?``), UTF-8 stays UTF-8, control characters and undecodable bytes become
 ``\\u00XX``, integers are exact, and every report is a complete array.
@@ -60,11 +65,13 @@ def _trunc(s: str, width: int) -> str:
 class ReportStyle:
     """The output style the options chose (attribute names are the illumos flags)."""
 
-    __slots__ = ("C", "V", "j", "l", "p", "q")
+    __slots__ = ("C", "V", "j", "l", "ndjson", "p", "q", "stamp")
 
     def __init__(self, opts: Any) -> None:
         # p is also set by -C and -l (illumos g_pflg); see kstat_args.Options.
         self.p, self.C, self.l, self.V, self.j, self.q = opts.p, opts.C, opts.l, opts.V, opts.j, opts.q
+        self.ndjson = getattr(opts, "ndjson", False)
+        self.stamp = 0.0  # --ndjson: the report's wall-clock time (time.time())
 
 
 def _default_block(inst: Instance, stats: list[tuple[str, str, bool]], out: list[str]) -> None:
@@ -101,12 +108,26 @@ def _json_block(inst: Instance, stats: list[tuple[str, str, bool]], out: list[st
         + f'\t"class": {json_string(inst.ks_class)},\n'
         + f'\t"type": {inst.ks_type},\n'
         + f'\t"snaptime": {hrtime_text(inst.snaptime)},\n'
+        + ("" if inst.reset is None else f'\t"reset": {"true" if inst.reset else "false"},\n')
         + '\t"data": {\n'
     )
     out.append(
         ",\n".join(f"\t\t{json_string(name)}: {json_string(text) if is_str else text}" for name, text, is_str in stats)
     )
     out.append("\n\t}\n}")
+
+
+def _ndjson_line(inst: Instance, stats: list[tuple[str, str, bool]], out: list[str], stamp: float) -> None:
+    # One line, one object; numbers are kstat's own decimal texts (exact integers).
+    snaptime = next((text for name, text, _ in inst.stats if name == "snaptime"), hrtime_text(inst.snaptime))
+    data = ", ".join(f"{json_string(name)}: {json_string(text) if is_str else text}" for name, text, is_str in stats)
+    out.append(
+        f'{{"timestamp": {stamp:.6f}, "module": {json_string(inst.module)}, "instance": {inst.instance}, '
+        f'"name": {json_string(inst.name)}, "class": {json_string(inst.ks_class)}, "type": {inst.ks_type}, '
+        f'"snaptime": {snaptime}, '
+        + ("" if inst.reset is None else f'"reset": {"true" if inst.reset else "false"}, ')
+        + f'"data": {{{data}}}}}\n'
+    )
 
 
 def format_report(
@@ -144,7 +165,9 @@ def format_report(
             matched = True
             if style.q:
                 continue
-            if style.j:
+            if style.ndjson:
+                _ndjson_line(inst, stats, out, style.stamp)
+            elif style.j:
                 _json_block(inst, stats, out, first_json)
                 first_json = False
             elif style.p:

@@ -102,7 +102,7 @@ class SelectorPatterns:
 class Instance:
     """ks_instance_t: one selected kstat of one report, with its statistics sorted."""
 
-    __slots__ = ("instance", "ks_class", "ks_type", "module", "name", "snaptime", "stats")
+    __slots__ = ("instance", "ks_class", "ks_type", "module", "name", "reset", "snaptime", "stats")
 
     def __init__(self, ksp: Any, pflag: bool) -> None:
         self.module: str = ksp.ks_module
@@ -111,6 +111,7 @@ class Instance:
         self.ks_class: str = ksp.ks_class
         self.ks_type: int = ksp.ks_type
         self.snaptime: int = ksp.ks_snaptime  # the chain header's, before this read
+        self.reset: bool | None = None  # --rate: re-created or a counter went back (kstat_rate)
         self.stats: list[Stat] = [("crtime", hrtime_text(ksp.ks_crtime), False)]
         if pflag:
             self.stats.append(("class", ksp.ks_class, True))

@@ -28,6 +28,7 @@ import re
 import time
 from typing import TYPE_CHECKING
 
+from kstatpy_providers.system.meta import system_kstat_init
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import install_or_delete
 from kstatpy_providers.system.source import os_errno
@@ -103,6 +104,7 @@ def create_disk(chain: Chain, root: SysRoot, name: str) -> Kstat:
     """The IO kstat of block device ``name``."""
     module, instance = disk_module_instance(name)
     ksp = chain.kstat_create(module, instance, name, "disk", KSTAT_TYPE_IO, 1, 0)
+    system_kstat_init(ksp)
     ksp.ks_private = DiskSource(root, name)
     ksp.ks_update = disk_update
     return install_or_delete(chain, ksp)

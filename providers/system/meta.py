@@ -6,6 +6,12 @@ created through :func:`kstatpy_providers.system.source.create_named` gets the ro
 its module and name (:func:`system_meta`). IO kstats (disks) need no rows: the
 framework declares kstat_io_t's fields.
 
+Counters count from boot, not from when kstatd created the kstat, so
+:func:`system_kstat_init` also dates a kstat that has counters at boot
+(``ks_crtime`` = :data:`BOOT_CRTIME`, the origin of Linux's CLOCK_MONOTONIC), as
+illumos' kstats created at boot are: a rate "since crtime" (``kstat --rate``) is
+then the average since boot, not a since-boot total divided by kstatd's uptime.
+
 Host-sized units carry their scale: ticks are USER_HZ ticks (seconds per tick),
 pages are ``SC_PAGE_SIZE`` bytes.
 """
@@ -14,15 +20,21 @@ from __future__ import annotations
 
 import os
 from fnmatch import fnmatchcase
+from typing import Any
 
+from kstatpy.constants import KSTAT_TYPE_IO
+from kstatpy.metadata import COUNTER
 from kstatpy.metadata import StatMeta
 from kstatpy.metadata import counter
 from kstatpy.metadata import gauge
 from kstatpy.metadata import identifier
 from kstatpy.metadata import text
 
-__all__ = ["META", "PAGE_SIZE", "SECONDS_PER_TICK", "system_meta"]
+__all__ = ["BOOT_CRTIME", "META", "PAGE_SIZE", "SECONDS_PER_TICK", "system_kstat_init", "system_meta"]
 
+#: ks_crtime of kstats whose counters count from boot: CLOCK_MONOTONIC (time.monotonic_ns)
+#: starts at 0 at boot on Linux.
+BOOT_CRTIME = 0
 SECONDS_PER_TICK = 1.0 / os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -103,3 +115,16 @@ META: tuple[tuple[str, str, str, StatMeta], ...] = (
 def system_meta(module: str, name: str) -> dict[str, StatMeta]:
     """The rows of :data:`META` for kstat ``module:*:name``, as {statistic: StatMeta}."""
     return {stat: meta for mod, pattern, stat, meta in META if mod == module and fnmatchcase(name, pattern)}
+
+
+def system_kstat_init(ksp: Any) -> None:
+    """Declare ``ksp``'s metadata from :data:`META`; date it at boot if it counts from boot.
+
+    Call between ``kstat_create`` and ``kstat_install``. IO kstats (kstat_io_t has
+    counters) are dated at boot too.
+    """
+    meta = system_meta(ksp.ks_module, ksp.ks_name)
+    if meta:
+        ksp.ks_meta = meta
+    if ksp.ks_type == KSTAT_TYPE_IO or any(m.kind == COUNTER for m in meta.values()):
+        ksp.ks_crtime = ksp.ks_snaptime = BOOT_CRTIME

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from typing import Any
 from typing import Protocol
 
-from kstatpy_providers.system.meta import system_meta
+from kstatpy_providers.system.meta import system_kstat_init
 
 from kstatpy.constants import KSTAT_TYPE_NAMED
 from kstatpy.constants import KSTAT_WRITE
@@ -153,7 +153,7 @@ def create_named(
     ksp = chain.kstat_create(module, instance, name, ks_class, KSTAT_TYPE_NAMED, len(fields), 0)
     for knp, (field, data_type) in zip(ksp.ks_data, fields, strict=True):
         kstat_named_init(knp, field, data_type)
-    ksp.ks_meta = system_meta(module, name)
+    system_kstat_init(ksp)
     ksp.ks_private = source
     ksp.ks_update = named_update
     return install_or_delete(chain, ksp)
