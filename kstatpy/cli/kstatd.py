@@ -14,6 +14,7 @@ import pwd
 import signal
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -46,6 +47,25 @@ def _zone(spec: str) -> tuple[str, str]:
     if not sep or not name or not path or name == "global":
         raise click.BadParameter(f"{spec!r}: expected NAME=PATH (NAME not 'global')", param_hint="--zone")
     return name, path
+
+
+def _metrics_options(metrics: str | None, select: tuple[str, ...]) -> tuple[tuple[str, int] | None, list[Any]]:
+    # --metrics HOST:PORT and --metrics-select, checked before anything starts.
+    if metrics is None:
+        if select:
+            raise click.UsageError("--metrics-select needs --metrics")
+        return None, []
+    from kstatpy.exporter import parse_listen
+    from kstatpy.exporter import parse_select
+
+    try:
+        listen = parse_listen(metrics)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--metrics") from None
+    try:
+        return listen, [parse_select(s) for s in select]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--metrics-select") from None
 
 
 def _say(text: str) -> None:
@@ -108,6 +128,13 @@ def _say(text: str) -> None:
     show_default=True,
     help="Seconds providers get to detach at shutdown; past that kstatd exits 75 without them.",
 )
+@click.option(
+    "--metrics", "metrics", metavar="HOST:PORT", help="Serve Prometheus/OpenMetrics /metrics on HOST:PORT (HTTP)."
+)
+@click.option(
+    "--metrics-select", "metrics_select", metavar="SELECTOR", multiple=True,
+    help="Export only kstats matching module:instance:name:statistic (kstat operand syntax; repeatable).",
+)  # fmt: skip
 @click.option("-v", "--verbose", count=True, help="Log more (-vv: debug).")
 def main(
     socket_path: str | None,
@@ -121,6 +148,8 @@ def main(
     crash_dir: str | None,
     vmm_teardown: str,
     detach_timeout: float,
+    metrics: str | None,
+    metrics_select: tuple[str, ...],
     verbose: int,
 ) -> None:
     """kstatd: serve the kstat chain over a Unix socket (PROTOCOL.md, version 1)."""
@@ -131,6 +160,7 @@ def main(
     uids = frozenset(_uid(a) for a in allow if not a.startswith("@"))
     gids = frozenset(_gid(a[1:]) for a in allow if a.startswith("@"))
     path = socket_path or default_socket_path()
+    listen, selectors = _metrics_options(metrics, metrics_select)
     if len({path, *(p for _, p in zone_list)}) != 1 + len(zone_list):
         raise click.UsageError("every socket path must differ")
 
@@ -152,10 +182,23 @@ def main(
     # must find the handler (stop() only sets a flag; serve_forever acts on it).
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+    exporter = None
+    if listen is not None:  # bound first: a busy port costs nothing else
+        from kstatpy.exporter import Exporter
+
+        exporter = Exporter(daemon.handler, listen[0], listen[1], selectors)
+        try:
+            host, port = exporter.start()
+        except OSError as exc:
+            _say(f"kstatd: --metrics {metrics}: cannot listen: {exc.strerror or exc}\n")
+            sys.exit(1)
+        logging.getLogger("kstatpy.exporter").info("metrics on http://%s:%d/metrics", host, port)
     try:
         daemon.bind()  # before attach: a second kstatd fails here, having touched nothing
     except DaemonError as exc:
         _say(f"kstatd: {exc}\n")
+        if exporter is not None:
+            exporter.stop()
         sys.exit(1)
     for failure in providers.failures:
         _say(f"kstatd: {failure}\n")
@@ -166,6 +209,8 @@ def main(
         "listening on %s (providers: %s)", path, ", ".join(providers.names()) or "none"
     )
     status = daemon.serve_forever()
+    if exporter is not None and not status:
+        exporter.stop()
     sys.stderr.flush()
     if status:
         os._exit(status)  # a panicking kernel runs no teardown: no atexit, no thread joins
