@@ -57,7 +57,6 @@ from prometheus_client.registry import CollectorRegistry
 from kstatpy.cli.kstat_args import Selector
 from kstatpy.cli.kstat_pattern import RegexError
 from kstatpy.cli.kstat_select import SelectorPatterns
-from kstatpy.client import ChainTransport
 from kstatpy.client import KstatCtl
 from kstatpy.constants import GLOBAL_ZONEID
 from kstatpy.describe import kstat_describe
@@ -69,6 +68,7 @@ from kstatpy.metadata import IDENTIFIER
 from kstatpy.metadata import TEXT
 from kstatpy.metadata import StatMeta
 from kstatpy.metadata import base_unit
+from kstatpy.transport import ChainTransport
 
 __all__ = ["Exporter", "KstatCollector", "metric_name", "parse_listen", "parse_select"]
 

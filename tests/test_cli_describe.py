@@ -83,12 +83,12 @@ def test_a_kstatd_without_describe_is_a_fatal_error() -> None:
 
     from kstatpy.chain import Chain
     from kstatpy.cli.kstat import run as kstat_run
-    from kstatpy.client import ChainTransport
     from kstatpy.client import KstatCtl
     from kstatpy.constants import KSTAT_TYPE_NAMED
     from kstatpy.ioctl import Conn
     from kstatpy.ioctl import Cred
     from kstatpy.ioctl import IoctlHandler
+    from kstatpy.transport import ChainTransport
 
     chain = Chain()
     chain.kstat_install(chain.kstat_create("old", 0, "k", "misc", KSTAT_TYPE_NAMED, 0, 0))

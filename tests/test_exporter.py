@@ -21,11 +21,11 @@ from kstatpy.exporter import metric_name
 from kstatpy.exporter import parse_listen
 from kstatpy.exporter import parse_select
 from kstatpy.ioctl import IoctlHandler
-from kstatpy.kstat import kstat_named_init
 from kstatpy.metadata import counter
 from kstatpy.metadata import gauge
 from kstatpy.metadata import kstat_set_meta
 from kstatpy.plugins import load_providers
+from kstatpy.records import kstat_named_init
 from tests.kstatd_fixture import REPO
 from tests.kstatd_fixture import kstatd_env
 from tests.kstatd_fixture import running_kstatd

@@ -24,7 +24,7 @@ from typing import Any
 import kstatpy_providers.vmm.ioctl as ioc
 import pytest
 
-from kstatpy.client import SocketTransport
+from kstatpy.transport import SocketTransport
 from tests.kstatd_fixture import REPO
 from tests.kstatd_fixture import running_kstatd
 

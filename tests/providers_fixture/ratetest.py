@@ -21,11 +21,11 @@ from kstatpy import KSTAT_DATA_UINT64
 from kstatpy import KSTAT_TYPE_NAMED
 from kstatpy import hookimpl
 from kstatpy import kstat_named_init
-from kstatpy.kstat import kstat_named_setstr
 from kstatpy.metadata import counter
 from kstatpy.metadata import gauge
 from kstatpy.metadata import kstat_set_meta
 from kstatpy.metadata import text
+from kstatpy.records import kstat_named_setstr
 
 _KEY = "tests.providers_fixture.ratetest"
 
