@@ -1,8 +1,9 @@
 """kstatd's listening sockets and peer credentials (PROTOCOL.md §1 and §6).
 
 A :class:`Listener` is one zone's socket. ``bind`` creates the socket's directory
-(0755) when missing, refuses a directory another user owns or may write to (unless
-sticky, like /tmp), takes ``PATH.lock`` with flock() for the daemon's life (a second
+(0755) when missing, refuses a directory that is a symbolic link, that another user
+owns or that others may write to (unless sticky, like /tmp: :mod:`kstatpy.safepath`),
+takes ``PATH.lock`` with flock() for the daemon's life (a second
 kstatd fails there), refuses a live socket or a non-socket file at PATH, replaces a
 stale socket, binds and makes the socket 0666. ``close`` removes both files.
 """
@@ -16,6 +17,10 @@ import pwd
 import socket
 import stat
 import struct
+
+from kstatpy.safepath import UnsafePathError
+from kstatpy.safepath import check_socket_dir
+from kstatpy.safepath import trusted_owners
 
 __all__ = ["DaemonError", "Listener", "is_privileged", "peer_cred"]
 
@@ -50,29 +55,65 @@ def is_privileged(uid: int, gid: int, allow_uids: frozenset[int], allow_gids: fr
 
 
 class Listener:
-    """One zone's listening socket."""
+    """One zone's listening socket.
 
-    __slots__ = ("lock_fd", "path", "sock", "zone", "zoneid")
+    Everything in the socket's directory is done through ``dir_fd``, an ``O_NOFOLLOW``
+    descriptor of the directory checked at :meth:`bind`: the socket is bound as
+    ``/proc/self/fd/N/NAME`` when /proc is there, and the lock and socket files are
+    removed relative to ``dir_fd``, so a directory swapped for a symbolic link after
+    the check steers nothing into the link's target.
+    """
+
+    __slots__ = ("dir_fd", "lock_fd", "name", "path", "sock", "zone", "zoneid")
 
     def __init__(self, path: str, zone: str, zoneid: int) -> None:
         self.path, self.zone, self.zoneid = path, zone, zoneid
+        self.name = os.path.basename(path)
         self.sock: socket.socket | None = None
         self.lock_fd = -1
+        self.dir_fd = -1
 
-    def bind(self) -> None:
-        """Take PATH.lock, replace a stale socket, bind, chmod 0666, listen. :raises DaemonError."""
+    def _open_dir(self) -> int:
         path = self.path
         directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            os.makedirs(directory, mode=0o755, exist_ok=True)
-            os.chmod(directory, 0o755)  # makedirs is subject to the umask
-        dst = os.stat(directory)
-        if dst.st_uid not in (0, os.geteuid()) or (dst.st_mode & 0o022 and not dst.st_mode & stat.S_ISVTX):
-            # Someone else could swap the socket under our clients (e.g. a planted /tmp/kstatpy-0).
-            raise DaemonError(
-                f"{path}: directory {directory} is owned by uid {dst.st_uid} or writable by others; not serving there"
+        try:
+            if not os.path.lexists(directory):
+                os.makedirs(os.path.dirname(directory), mode=0o755, exist_ok=True)
+                os.mkdir(directory, 0o755)
+                os.chmod(directory, 0o755)  # mkdir is subject to the umask
+            # Raises UnsafePathError: a symlink, another owner, writable by others.
+            check_socket_dir(path, trusted_owners())
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except UnsafePathError as exc:
+            raise DaemonError(f"{path}: {exc.message}") from None
+        except FileExistsError:  # created by someone else in between: check it on the next start
+            raise DaemonError(f"{path}: directory {directory} appeared while kstatd created it; try again") from None
+        except OSError as exc:
+            raise DaemonError(f"{path}: cannot use directory {directory}: {exc.strerror or exc}") from None
+        st = os.fstat(fd)
+        if st.st_uid not in trusted_owners() or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+            os.close(fd)  # swapped after the check
+            raise DaemonError(f"{path}: directory {directory} changed while kstatd checked it; not serving there")
+        return fd
+
+    def _via_fd(self) -> str:
+        # The socket's path through the checked directory descriptor (AF_UNIX: <= 107 bytes).
+        proc = f"/proc/self/fd/{self.dir_fd}"
+        return f"{proc}/{self.name}" if os.path.isdir(proc) and len(proc) + len(self.name) < 100 else self.path
+
+    def bind(self) -> None:
+        """Check the directory, take PATH.lock, replace a stale socket, bind, chmod 0666, listen.
+
+        :raises DaemonError: one line naming the path and the reason.
+        """
+        path = self.path
+        self.dir_fd = self._open_dir()
+        try:
+            self.lock_fd = os.open(
+                self.name + ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=self.dir_fd
             )
-        self.lock_fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise DaemonError(f"{path}.lock: cannot open: {exc.strerror or exc}") from None
         try:
             fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -81,25 +122,26 @@ class Listener:
             raise DaemonError(f"{path}: another kstatd is running (its lock {path}.lock is held)") from None
         st: os.stat_result | None  # the socket path, if something is there
         try:
-            st = os.lstat(path)
+            st = os.lstat(self.name, dir_fd=self.dir_fd)
         except FileNotFoundError:
             st = None
+        via = self._via_fd()
         if st is not None:
             if not stat.S_ISSOCK(st.st_mode):
                 raise DaemonError(f"{path}: exists and is not a socket; not replacing it")
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                probe.connect(path)
+                probe.connect(via)
             except OSError:
-                os.unlink(path)  # stale: nobody listens
+                os.unlink(self.name, dir_fd=self.dir_fd)  # stale: nobody listens
             else:
                 raise DaemonError(f"{path}: a kstatd is already listening there")
             finally:
                 probe.close()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.bind(path)
-            os.chmod(path, 0o666)
+            sock.bind(via)
+            os.chmod(self.name, 0o666, dir_fd=self.dir_fd)
             sock.listen(socket.SOMAXCONN)
             sock.setblocking(False)
         except OSError as exc:
@@ -113,13 +155,16 @@ class Listener:
             self.sock.close()
             self.sock = None
             try:
-                os.unlink(self.path)
+                os.unlink(self.name, dir_fd=self.dir_fd)
             except FileNotFoundError:
                 pass
         if self.lock_fd >= 0:
             try:
-                os.unlink(self.path + ".lock")
+                os.unlink(self.name + ".lock", dir_fd=self.dir_fd)
             except FileNotFoundError:
                 pass
             os.close(self.lock_fd)
             self.lock_fd = -1
+        if self.dir_fd >= 0:
+            os.close(self.dir_fd)
+            self.dir_fd = -1

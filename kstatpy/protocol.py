@@ -30,6 +30,7 @@ import msgpack
 
 from kstatpy.constants import KSTATPY_PROTOCOL_VERSION
 from kstatpy.constants import Errno
+from kstatpy.safepath import default_socket_path
 
 __all__ = [
     "DEFAULT_MAX_REQUEST",
@@ -58,15 +59,6 @@ SEQ_LIMIT = 1 << 32
 ERRNO_NAMES: dict[int, str] = {int(e): e.name for e in Errno}
 
 _pack_length = LENGTH.pack
-
-
-def default_socket_path() -> str:
-    """The per-user default socket: ``$XDG_RUNTIME_DIR/kstatpy/kstat.sock``, else
-    ``/tmp/kstatpy-<uid>/kstat.sock``. ``$KSTAT_SOCKET`` is the caller's business."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime:
-        return os.path.join(runtime, "kstatpy", "kstat.sock")
-    return f"/tmp/kstatpy-{os.getuid()}/kstat.sock"
 
 
 def errno_name(code: int) -> str:

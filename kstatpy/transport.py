@@ -24,8 +24,10 @@ from kstatpy.errors import KstatError
 from kstatpy.errors import ServerUnavailableError
 from kstatpy.errors import error_for_errno
 from kstatpy.protocol import LENGTH
-from kstatpy.protocol import default_socket_path
 from kstatpy.protocol import pack_request
+from kstatpy.safepath import check_socket_dir
+from kstatpy.safepath import resolve_socket_path as _resolve
+from kstatpy.safepath import trusted_owners
 
 __all__ = ["ChainTransport", "SocketTransport", "raise_for_reply", "resolve_socket_path"]
 
@@ -37,15 +39,23 @@ def raise_for_reply(code: int, result: dict[str, Any]) -> None:
 
 
 def resolve_socket_path(path: str | None = None) -> str:
-    """The socket a client uses: ``path``, else ``$KSTAT_SOCKET``, else the default."""
-    return path or os.environ.get("KSTAT_SOCKET") or default_socket_path()
+    """The socket a client uses: ``path``, else ``$KSTAT_SOCKET``, else the default.
+
+    :raises KstatError: EINVAL for an empty ``path`` (no silent fall back).
+    """
+    try:
+        return _resolve(path)[0]
+    except ValueError as exc:
+        raise KstatError(errno.EINVAL, f"socket path: {exc}") from None
 
 
 class SocketTransport:
     """A connection to kstatd. ``_lock`` is held for each whole round trip."""
 
     def __init__(self, path: str | None = None, timeout: float | None = None) -> None:
+        """:raises UnsafePathError: the socket's directory fails kstatpy.safepath's checks."""
         self.path = resolve_socket_path(path)
+        check_socket_dir(self.path, None if path or os.environ.get("KSTAT_SOCKET") else trusted_owners())
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(timeout)

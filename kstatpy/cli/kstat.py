@@ -83,11 +83,14 @@ def open_source(opts: Options, environ: Any = None) -> tuple[Any, Any]:
     from kstatpy.client import kstat_open
     from kstatpy.errors import KstatError
     from kstatpy.errors import ServerUnavailableError
+    from kstatpy.safepath import UnsafePathError
 
     environ = os.environ if environ is None else environ
     named = opts.socket or environ.get("KSTAT_SOCKET") or None
     try:
         return kstat_open(named), None
+    except UnsafePathError as exc:  # a directory another user controls: never used, never skipped
+        raise FatalError(f"kstat_open: {exc.message}") from exc
     except ServerUnavailableError as exc:
         if named is not None:
             raise FatalError(f"kstat_open: {_strerror(exc.errno)}") from exc

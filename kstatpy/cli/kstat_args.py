@@ -12,6 +12,8 @@ Our additions never change an illumos option: ``--socket PATH`` (also
 ``--socket=PATH``), ``--help``, ``--rate``, ``--ndjson`` and ``--describe``,
 recognised only among the options. ``--ndjson`` excludes -j -l -p -C -V -q -T;
 ``--describe`` excludes those but -j, and ``--rate``, ``--ndjson`` and an interval.
+An empty PATH, and ``--socket`` among the operands (after the first one, where
+getopt has stopped), are usage errors rather than a silent fall back to another socket.
 """
 
 from __future__ import annotations
@@ -170,14 +172,21 @@ def _long_option(argv: list[str], i: int, opts: Options) -> int:
         setattr(opts, _LONG_FLAGS[arg], True)
         return i + 1
     if arg.startswith("--socket="):
-        opts.socket = arg[len("--socket=") :]
+        opts.socket = _socket_arg(arg[len("--socket=") :])
         return i + 1
     if arg == "--socket":
         if i + 1 >= len(argv):
             raise UsageError(f"{PROG}: option requires an argument -- socket\n")
-        opts.socket = argv[i + 1]
+        opts.socket = _socket_arg(argv[i + 1])
         return i + 2
     raise UsageError(f"{PROG}: illegal option -- {arg[2:]}\n")
+
+
+def _socket_arg(path: str) -> str:
+    # An empty path would mean "the default": never a silent fall back (issue 13).
+    if not path:
+        raise UsageError(f"{PROG}: --socket needs a non-empty PATH\n")
+    return path
 
 
 def _flag(c: str, opts: Options) -> None:
@@ -237,6 +246,10 @@ def parse_args(argv: list[str]) -> Options:
 
     numbers = 0
     for text in argv[optind:]:
+        if text == "--socket" or text.startswith("--socket="):
+            # getopt stopped at the first operand; taking this as a pattern would
+            # silently read another socket (or the embedded chain) than the one named.
+            raise UsageError(f"{PROG}: --socket must come before the operands\n")
         value, erange = strtoul(text)
         if erange:
             raise UsageError("Interval is too large\n" if numbers == 0 else "Count is too large\n")

@@ -159,6 +159,8 @@ def main(
     zone_list = [_zone(z) for z in zones]
     uids = frozenset(_uid(a) for a in allow if not a.startswith("@"))
     gids = frozenset(_gid(a[1:]) for a in allow if a.startswith("@"))
+    if socket_path == "":
+        raise click.BadParameter("the socket path must not be empty", param_hint="--socket")
     path = socket_path or default_socket_path()
     listen, selectors = _metrics_options(metrics, metrics_select)
     if len({path, *(p for _, p in zone_list)}) != 1 + len(zone_list):

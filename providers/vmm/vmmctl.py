@@ -40,6 +40,7 @@ from kstatpy.transport import SocketTransport
 __all__ = ["main"]
 
 EXIT_FAILED = 1
+EXIT_USAGE = 2
 EXIT_NO_DAEMON = 3
 #: What ``run`` drives each vCPU through, one step per tick (vm_run's loop).
 RUN_CYCLE = (VU_EMU_KERN, VU_RUN, VU_EMU_KERN, VU_RUN, VU_SCHED, VU_RUN, VU_EMU_KERN, VU_IDLE)
@@ -59,9 +60,11 @@ class _Vmm:
 
     def __init__(self, op: str, socket_path: str | None) -> None:
         self.op = op
+        if socket_path == "":
+            _fail(op, "--socket: the socket path must not be empty", EXIT_USAGE)
         try:
             self.transport = SocketTransport(socket_path)
-        except ServerUnavailableError as exc:
+        except KstatError as exc:  # nothing answers, or a directory another user controls
             _fail(op, exc.message, EXIT_NO_DAEMON)
 
     def call(self, cmd: int, arg: dict[str, Any] | None, what: str | None = None) -> dict[str, Any]:
