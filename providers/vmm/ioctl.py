@@ -113,7 +113,15 @@ def _destroy(driver: DeviceDriver, conn: Any, arg: Any) -> dict[str, Any]:
     return {}
 
 
+def _need_privilege(conn: Any, what: str) -> None:
+    # /dev/vmm/NAME is root-only on illumos: opening a VM, and everything done through
+    # its handle, follows the create/destroy rule (zone sockets are never privileged).
+    if not conn.cred.privileged:
+        raise KstatError(errno.EPERM, f"{what} needs privilege")
+
+
 def _open(driver: DeviceDriver, conn: Any, arg: Any) -> dict[str, Any]:
+    _need_privilege(conn, "opening a VM")
     name = _name_arg(arg)
     handles = conn_handles(conn, driver)
     assert handles is not None
@@ -127,6 +135,7 @@ def _open(driver: DeviceDriver, conn: Any, arg: Any) -> dict[str, Any]:
 
 
 def _close(driver: DeviceDriver, conn: Any, arg: Any) -> dict[str, Any]:
+    _need_privilege(conn, "closing a VM handle")
     fd = _fd_arg(arg)
     handles = conn_handles(conn, driver, create=False)
     if handles is None:
@@ -136,6 +145,7 @@ def _close(driver: DeviceDriver, conn: Any, arg: Any) -> dict[str, Any]:
 
 
 def _vcpu_ustate(driver: DeviceDriver, conn: Any, arg: Any) -> dict[str, Any]:
+    _need_privilege(conn, "VMM_VCPU_USTATE")
     fd = _fd_arg(arg)
     handles = conn_handles(conn, driver, create=False)
     if handles is None:
