@@ -207,3 +207,4 @@ class Errno(IntEnum):
     ENAMETOOLONG = _errno.ENAMETOOLONG
     EPROTO = _errno.EPROTO
     EOVERFLOW = _errno.EOVERFLOW
+    ETIMEDOUT = _errno.ETIMEDOUT  # PROTOCOL.md §9.4: idle or partial-frame timeout

@@ -145,6 +145,8 @@ class IoctlHandler:
         # own ``reading`` entry.
         self.stuck: dict[int, int] = {}
         self.reading: dict[int, int] | None = None
+        #: kstatd's limits, told in HELLO's "limits" (PROTOCOL.md §9.4); empty in-process.
+        self.limits: dict[str, int] = {}
         self._table: dict[int, Callable[[Conn, Any], dict[str, Any]]] = {
             _CHAIN_ID: self._chain_id,
             _READ: self._read,
@@ -220,6 +222,7 @@ class IoctlHandler:
             "server": self.server,
             "zone": conn.cred.zone,
             "privileged": conn.cred.privileged,
+            "limits": self.limits,
         }
 
     def _read_many(self, conn: Conn, arg: Any) -> dict[str, Any]:

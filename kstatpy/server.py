@@ -79,6 +79,10 @@ EXIT_PANIC = 70
 #: Exit status when a provider did not detach in time at shutdown.
 EXIT_DETACH_TIMEOUT = 75
 RECV_SIZE = 65536
+#: At shutdown, seconds a reply already being sent gets before its connection is cut.
+SEND_GRACE = 0.5
+#: Seconds between two "out of file descriptors" log lines (with the count refused since).
+FD_LOG_INTERVAL = 10.0
 _TIMED = frozenset({int(KstatIoctl.READ), int(KstatIoctl.READ_MANY)})
 
 
@@ -96,6 +100,12 @@ class ServerConfig:
     on_panic: str = "halt"  # or "continue"
     crash_dir: str | None = None
     detach_timeout: float = 10.0  # seconds providers get to detach at shutdown
+    # Fair sharing (PROTOCOL.md §9.4): no user or zone can hold every slot or a slot forever.
+    idle_timeout: float = 300.0  # a connection with nothing in flight is closed after this
+    frame_timeout: float = 10.0  # a request must arrive, and a reply be drained, within this
+    max_per_uid: int = 64  # connections per peer uid (not root, not kstatd's own uid)
+    max_per_zone: int = 64  # connections per non-global zone socket
+    reserved_connections: int = 16  # of max_connections, kept for root and kstatd's uid
 
     def zone_ids(self) -> dict[str, int]:
         """Zone name -> zoneid: global 0, then 1, 2, ... in the order given."""
@@ -105,8 +115,11 @@ class ServerConfig:
         return ids
 
 
+_READING, _DISPATCHING, _SENDING = 0, 1, 2  # _Session.phase (shutdown waits for _DISPATCHING)
+
+
 class _Session:
-    __slots__ = ("conn", "counters", "decoder", "gen", "lock", "seq", "sock", "stuck_kid", "t0", "tid")
+    __slots__ = ("conn", "counters", "decoder", "gen", "lock", "phase", "seq", "sock", "stuck_kid", "t0", "tid")
 
     def __init__(self, sock: socket.socket, conn: Conn, counters: Any, max_request: int) -> None:
         self.sock = sock
@@ -119,6 +132,7 @@ class _Session:
         self.seq = 0
         self.tid = 0
         self.stuck_kid: int | None = None
+        self.phase = _READING  # written by the serving thread; read by shutdown
 
 
 class Kstatd:
@@ -141,12 +155,22 @@ class Kstatd:
         self.report = report
         self.handler = IoctlHandler(chain, providers)
         self.handler.reading = {}
+        self.handler.limits = {
+            "idle_timeout_ms": int(config.idle_timeout * 1000),
+            "frame_timeout_ms": int(config.frame_timeout * 1000),
+            "max_request": config.max_request,
+        }
         self.stats = DaemonStats(config.read_timeout)
         zone_ids = config.zone_ids()
         self._listeners = [Listener(config.socket, "global", GLOBAL_ZONEID)] + [
             Listener(path, name, zone_ids[name]) for name, path in config.zones
         ]
-        self._lock = threading.Lock()  # guards _sessions, _next_id, handler.stuck, _panicked
+        self._lock = threading.Lock()  # guards _sessions, _per_uid, _per_zone, _next_id, handler.stuck, _panicked
+        self._per_uid: dict[int, int] = {}  # open connections by peer uid
+        self._per_zone: dict[int, int] = {}  # open connections by zoneid
+        self._spare_fd = -1  # kept open so a client beyond the fd limit can still be told EBUSY
+        self._fd_log_at = 0.0  # rate limit of the "out of file descriptors" log line
+        self._fd_refused = 0
         self._sessions_cv = threading.Condition(self._lock)
         self._sessions: set[_Session] = set()
         self._next_id = 0
@@ -176,6 +200,7 @@ class Kstatd:
     def start(self) -> None:
         """Bind if not yet done, publish the daemon's kstats and start accepting."""
         self.bind()
+        self._reopen_spare()
         self.stats.install(self.chain)
         for target in (self._accept_loop, self._watchdog):
             t = threading.Thread(target=target, name=f"kstatd-{target.__name__.strip('_')}", daemon=True)
@@ -225,9 +250,15 @@ class Kstatd:
                 pass
         deadline = time.monotonic() + grace
         with self._sessions_cv:
-            while self._sessions and self._sessions_cv.wait(max(deadline - time.monotonic(), 0)):
-                pass
-            for sess in self._sessions:  # still sending to a client that does not read
+            # Wait for requests being dispatched (up to grace), then give replies being
+            # sent a short moment: a client that does not read must not delay the exit.
+            # (A periodic check during shutdown only: phases change without the lock.)
+            while any(s.phase == _DISPATCHING for s in self._sessions) and time.monotonic() < deadline:
+                self._sessions_cv.wait(0.02)
+            send_deadline = min(deadline, time.monotonic() + SEND_GRACE)
+            while any(s.phase != _READING for s in self._sessions) and time.monotonic() < send_deadline:
+                self._sessions_cv.wait(0.02)
+            for sess in self._sessions:  # idle, or sending to a client that does not read
                 try:
                     sess.sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
@@ -238,6 +269,9 @@ class Kstatd:
         self.stats.uninstall(self.chain)
         os.close(self._wake_r)
         os.close(self._wake_w)
+        if self._spare_fd >= 0:
+            os.close(self._spare_fd)
+            self._spare_fd = -1
         return self._detach_providers()
 
     def _detach_providers(self) -> int:
@@ -277,37 +311,96 @@ class Kstatd:
                         sock, _ = lst.sock.accept()
                     except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                         continue
-                    except OSError as exc:  # EMFILE and friends: drop this one, keep going
-                        log.error("accept on %s: %s", lst.path, exc)
-                        time.sleep(0.05)
+                    except OSError as exc:  # EMFILE, ENFILE, ENOBUFS, ENOMEM
+                        self._shed(lst, exc)
                         continue
                     self._admit(sock, lst)
         finally:
             sel.close()
 
-    def _admit(self, sock: socket.socket, lst: Listener) -> None:
-        sock.setblocking(True)
-        with self._lock:
-            full = len(self._sessions) >= self.config.max_connections
-        if full:
-            self.stats.refused()
-            msg = f"too many connections (kstatd --max-connections {self.config.max_connections})"
+    def _refuse(self, sock: socket.socket, msg: str) -> None:
+        # EBUSY with seq 0, then close (the client reads it as the answer to its first request).
+        self.stats.refused()
+        try:
+            sock.settimeout(1.0)
+            sock.sendall(pack_frame([0, errno.EBUSY, {"error": msg}]))
+        except OSError:
+            pass
+        sock.close()
+
+    def _shed(self, lst: Listener, exc: OSError) -> None:
+        # accept() failed. At the fd limit, the spare descriptor makes room to accept the
+        # waiting client and tell it EBUSY (else it would wait, unserved, in the backlog
+        # and the listener would stay readable: a busy loop). Logged at most every 10 s.
+        now = time.monotonic()
+        self._fd_refused += 1
+        if now - self._fd_log_at >= FD_LOG_INTERVAL:
+            log.error("accept on %s: %s (%d connections refused since the last report)",
+                      lst.path, exc.strerror or exc, self._fd_refused)  # fmt: skip
+            self._fd_log_at = now
+            self._fd_refused = 0
+        if exc.errno not in (errno.EMFILE, errno.ENFILE) or self._spare_fd < 0:
+            time.sleep(0.05)  # nothing to shed with: back off
+            self._reopen_spare()
+            return
+        os.close(self._spare_fd)
+        self._spare_fd = -1
+        try:
+            sock, _ = lst.sock.accept()  # type: ignore[union-attr]
+        except OSError:
+            time.sleep(0.05)
+        else:
+            sock.setblocking(True)
+            self._refuse(sock, f"kstatd is out of file descriptors ({exc.strerror or exc}); try again later")
+        self._reopen_spare()
+
+    def _reopen_spare(self) -> None:
+        if self._spare_fd < 0:
             try:
-                sock.settimeout(1.0)
-                sock.sendall(pack_frame([0, errno.EBUSY, {"error": msg}]))
+                self._spare_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 pass
+
+    def _admit(self, sock: socket.socket, lst: Listener) -> None:
+        sock.setblocking(True)
+        try:
+            pid, uid, gid = peer_cred(sock)
+        except OSError:
             sock.close()
             return
-        pid, uid, gid = peer_cred(sock)
         cfg = self.config
+        trusted = lst.zoneid == GLOBAL_ZONEID and uid in (0, os.geteuid())
         priv = lst.zoneid == GLOBAL_ZONEID and is_privileged(uid, gid, cfg.allow_uids, cfg.allow_gids)
         with self._lock:
-            self._next_id += 1
-            conn = Conn(Cred(uid, gid, pid, lst.zone, lst.zoneid, priv), id=self._next_id)
-            sess = _Session(sock, conn, self.stats.conn_open(), self.config.max_request)
-            self._sessions.add(sess)
+            why = self._over_quota(uid, lst, trusted)
+            if why is None:
+                self._next_id += 1
+                conn = Conn(Cred(uid, gid, pid, lst.zone, lst.zoneid, priv), id=self._next_id)
+                sess = _Session(sock, conn, self.stats.conn_open(), cfg.max_request)
+                self._sessions.add(sess)
+                self._per_uid[uid] = self._per_uid.get(uid, 0) + 1
+                self._per_zone[lst.zoneid] = self._per_zone.get(lst.zoneid, 0) + 1
+        if why is not None:
+            self._refuse(sock, why)
+            return
         self._spawn(sess, 0, None)
+
+    def _over_quota(self, uid: int, lst: Listener, trusted: bool) -> str | None:
+        # Caller holds _lock. The first limit this connection passes, as the EBUSY message.
+        cfg = self.config
+        total = len(self._sessions)
+        if total >= cfg.max_connections:
+            return f"too many connections (kstatd --max-connections {cfg.max_connections})"
+        if not trusted and total >= cfg.max_connections - cfg.reserved_connections:
+            return (
+                f"too many connections: the last {cfg.reserved_connections} of {cfg.max_connections} are kept "
+                "for root and kstatd's user (kstatd --reserved-connections)"
+            )
+        if lst.zoneid != GLOBAL_ZONEID and self._per_zone.get(lst.zoneid, 0) >= cfg.max_per_zone:
+            return f"too many connections from zone {lst.zone} (kstatd --max-per-zone {cfg.max_per_zone})"
+        if uid not in (0, os.geteuid()) and self._per_uid.get(uid, 0) >= cfg.max_per_uid:
+            return f"too many connections from uid {uid} (kstatd --max-per-uid {cfg.max_per_uid})"
+        return None
 
     def _spawn(self, sess: _Session, gen: int, first: bytes | None) -> None:
         t = threading.Thread(
@@ -330,21 +423,48 @@ class Kstatd:
         dispatch = self.handler.dispatch
         packer = msgpack.Packer(use_bin_type=True)
         monotonic = time.monotonic
+        cfg = self.config
+        idle_timeout, frame_timeout = cfg.idle_timeout, cfg.frame_timeout
+        # One socket timeout for the connection's life: recv wakes at least this often to
+        # check the deadlines, and sendall must finish within it (a reply to a client that
+        # does not read costs at most frame_timeout).
+        sock.settimeout(min(idle_timeout, frame_timeout))
         sess.tid = threading.get_ident()
         owner = True
+        last = monotonic()  # end of the last reply (or connect): the idle clock
+        frame_t0 = 0.0  # when the buffered partial request began
         try:
             if first is not None:
+                sess.phase = _SENDING
                 sock.sendall(first)
+                sess.phase = _READING
             while True:
                 try:
                     body = decoder.next_body()
                     if body is None:
                         if self._stopping:
                             break
-                        data = sock.recv(RECV_SIZE)
-                        if not data:
+                        try:
+                            data = sock.recv(RECV_SIZE)
+                        except TimeoutError:
+                            data = None
+                        now = monotonic()
+                        if data is not None:
+                            if not data:
+                                break
+                            if not decoder.pending():
+                                frame_t0 = now
+                            decoder.feed(data)
+                        why = None
+                        if decoder.pending():
+                            if now - frame_t0 >= frame_timeout:
+                                why = f"request incomplete after {frame_timeout:g} s (kstatd --frame-timeout)"
+                        elif now - last >= idle_timeout:
+                            why = f"idle for {idle_timeout:g} s (kstatd --idle-timeout)"
+                        if why is not None:
+                            count_error(errno.ETIMEDOUT)
+                            sock.sendall(pack_frame([0, errno.ETIMEDOUT, {"error": why}], packer))
                             break
-                        decoder.feed(data)
                         continue
                     cmd, seq, arg = check_request(unpack_body(body))
                 except FrameError as exc:
@@ -352,10 +472,13 @@ class Kstatd:
                     count_error(exc.errno)
                     sock.sendall(pack_frame([exc.seq, exc.errno, {"error": exc.message}], packer))
                     break
-                if self._panicked and self.config.on_panic == "halt":
-                    break
+                if self._stopping or (self._panicked and cfg.on_panic == "halt"):
+                    break  # requests not yet begun are not served during shutdown
+                if decoder.pending():
+                    frame_t0 = monotonic()  # the rest of the buffer starts the next request
                 requests[cmd_slot(cmd)] += 1
                 sess.seq = seq
+                sess.phase = _DISPATCHING
                 if cmd in _TIMED:
                     sess.t0 = monotonic()
                 try:
@@ -372,7 +495,10 @@ class Kstatd:
                     break
                 if code:
                     count_error(code)
+                sess.phase = _SENDING
                 sock.sendall(pack_frame([seq, code, result], packer))
+                sess.phase = _READING
+                last = monotonic()
         except OSError:
             pass
         finally:
@@ -387,8 +513,16 @@ class Kstatd:
         if not (self._panicked and self.config.on_panic == "halt") and self.providers is not None:
             self.providers.conn_close(self.chain, sess.conn)
         self.stats.conn_close(sess.counters)
+        cred = sess.conn.cred
         with self._sessions_cv:
-            self._sessions.discard(sess)
+            if sess in self._sessions:
+                self._sessions.discard(sess)
+                for table, key in ((self._per_uid, cred.uid), (self._per_zone, cred.zoneid)):
+                    n = table.get(key, 0) - 1
+                    if n > 0:
+                        table[key] = n
+                    else:
+                        table.pop(key, None)
             self._sessions_cv.notify_all()
 
     # --- deadlines --------------------------------------------------------------

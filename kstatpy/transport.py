@@ -56,9 +56,17 @@ class SocketTransport:
         """:raises UnsafePathError: the socket's directory fails kstatpy.safepath's checks."""
         self.path = resolve_socket_path(path)
         check_socket_dir(self.path, None if path or os.environ.get("KSTAT_SOCKET") else trusted_owners())
+        self._timeout = timeout
+        sock = self._connect()
+        self._sock: socket.socket | None = sock
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._lenbuf = bytearray(4)
+
+    def _connect(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.settimeout(timeout)
+            sock.settimeout(self._timeout)
             sock.connect(self.path)
         except OSError as exc:
             sock.close()
@@ -66,10 +74,7 @@ class SocketTransport:
             raise ServerUnavailableError(
                 code, f"cannot connect to kstatd at {self.path}: {exc.strerror or exc}"
             ) from exc
-        self._sock: socket.socket | None = sock
-        self._lock = threading.Lock()
-        self._seq = 0
-        self._lenbuf = bytearray(4)
+        return sock
 
     def _recv_exact(self, sock: socket.socket, n: int, into: bytearray | None = None) -> bytearray:
         buf = into if into is not None else bytearray(n)
@@ -83,7 +88,23 @@ class SocketTransport:
         return buf
 
     def round_trip(self, cmd: int, arg: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
-        """Send one request, return ``(errno, result)`` of its reply."""
+        """Send one request, return ``(errno, result)`` of its reply.
+
+        kstatd closes an idle connection with ``[0, ETIMEDOUT, ...]`` (PROTOCOL.md §9.4);
+        a kstat ioctl (0x4B00-0x4BFF, no per-connection state) then reconnects and is
+        sent again, once. Any other refusal raises :class:`ServerUnavailableError`.
+        """
+        code, result, goodbye = self._round_trip(cmd, arg)
+        if goodbye and code == errno.ETIMEDOUT and 0x4B00 <= cmd <= 0x4BFF:
+            with self._lock:
+                self._sock = self._connect()
+            code, result, goodbye = self._round_trip(cmd, arg)
+        if goodbye:
+            raise ServerUnavailableError(code, f"kstatd at {self.path}: {result.get('error')}")
+        return code, result
+
+    def _round_trip(self, cmd: int, arg: dict[str, Any] | None) -> tuple[int, dict[str, Any], bool]:
+        # (errno, result, goodbye): goodbye when kstatd answered seq 0 with an error and closed.
         with self._lock:
             sock = self._sock
             if sock is None:
@@ -91,7 +112,8 @@ class SocketTransport:
             self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
             try:
                 try:
-                    sock.sendall(pack_request(cmd, seq, arg))
+                    # MSG_NOSIGNAL: a lost kstatd is an error to report, not a SIGPIPE death.
+                    sock.sendall(pack_request(cmd, seq, arg), socket.MSG_NOSIGNAL)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # a refusal (connection cap) may be waiting to be read: read it below
                 (length,) = LENGTH.unpack(self._recv_exact(sock, 4, self._lenbuf))
@@ -106,13 +128,14 @@ class SocketTransport:
         except Exception as exc:
             raise error_for_errno(errno.EPROTO, f"malformed reply from kstatd: {exc}") from exc
         if rseq != seq:
-            # kstatd answers a refused connection (connection cap) with seq 0 and closes.
+            # kstatd answers a refused connection (connection cap) or a timed-out one
+            # with seq 0 and closes.
             if code:
                 with self._lock:
                     self._close_locked()
-                raise ServerUnavailableError(code, f"kstatd at {self.path}: {result.get('error')}")
+                return code, result, True
             raise error_for_errno(errno.EPROTO, f"reply seq {rseq} for request seq {seq}")
-        return code, result
+        return code, result, False
 
     def ioctl(self, cmd: int, arg: dict[str, Any] | None = None) -> dict[str, Any]:
         """One ioctl: its result map, or the typed KstatError of its errno."""

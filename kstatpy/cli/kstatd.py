@@ -135,6 +135,35 @@ def _say(text: str) -> None:
     "--metrics-select", "metrics_select", metavar="SELECTOR", multiple=True,
     help="Export only kstats matching module:instance:name:statistic (kstat operand syntax; repeatable).",
 )  # fmt: skip
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(0.01),
+    default=300.0,
+    show_default=True,
+    help="Seconds a connection may sit with nothing in flight before kstatd closes it (ETIMEDOUT).",
+)
+@click.option(
+    "--frame-timeout",
+    type=click.FloatRange(0.01),
+    default=10.0,
+    show_default=True,
+    help="Seconds a request may take to arrive, and a reply to be read, before the connection is closed.",
+)
+@click.option(
+    "--max-per-uid",
+    type=click.IntRange(1),
+    help="Connections one peer uid may hold (root and kstatd's own uid excepted) [default: a quarter of --max-connections].",
+)
+@click.option(
+    "--max-per-zone",
+    type=click.IntRange(1),
+    help="Connections one non-global zone socket may hold [default: a quarter of --max-connections].",
+)
+@click.option(
+    "--reserved-connections",
+    type=click.IntRange(0),
+    help="Of --max-connections, slots only root and kstatd's own uid may take [default: an eighth, at most 16].",
+)
 @click.option("-v", "--verbose", count=True, help="Log more (-vv: debug).")
 def main(
     socket_path: str | None,
@@ -150,6 +179,11 @@ def main(
     detach_timeout: float,
     metrics: str | None,
     metrics_select: tuple[str, ...],
+    idle_timeout: float,
+    frame_timeout: float,
+    max_per_uid: int | None,
+    max_per_zone: int | None,
+    reserved_connections: int | None,
     verbose: int,
 ) -> None:
     """kstatd: serve the kstat chain over a Unix socket (PROTOCOL.md, version 1)."""
@@ -163,6 +197,16 @@ def main(
         raise click.BadParameter("the socket path must not be empty", param_hint="--socket")
     path = socket_path or default_socket_path()
     listen, selectors = _metrics_options(metrics, metrics_select)
+    quarter = max(1, max_connections // 4)
+    max_per_uid = quarter if max_per_uid is None else max_per_uid
+    max_per_zone = quarter if max_per_zone is None else max_per_zone
+    if reserved_connections is None:
+        reserved_connections = min(16, max_connections // 8)
+    if reserved_connections >= max_connections:
+        raise click.BadParameter(
+            f"{reserved_connections} must be below --max-connections ({max_connections})",
+            param_hint="--reserved-connections",
+        )
     if len({path, *(p for _, p in zone_list)}) != 1 + len(zone_list):
         raise click.UsageError("every socket path must differ")
 
@@ -175,7 +219,8 @@ def main(
     config = ServerConfig(
         socket=path, zones=zone_list, max_request=max_request, max_connections=max_connections,
         read_timeout=read_timeout, allow_uids=uids, allow_gids=gids, on_panic=on_panic, crash_dir=crash_dir,
-        detach_timeout=detach_timeout,
+        detach_timeout=detach_timeout, idle_timeout=idle_timeout, frame_timeout=frame_timeout,
+        max_per_uid=max_per_uid, max_per_zone=max_per_zone, reserved_connections=reserved_connections,
     )  # fmt: skip
     chain = Chain(config={"vmm_teardown": vmm_teardown, "zones": config.zone_ids()})
     providers = load_providers(modules=plugins)

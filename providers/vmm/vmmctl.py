@@ -32,6 +32,7 @@ from kstatpy_providers.vmm.state import VU_IDLE
 from kstatpy_providers.vmm.state import VU_RUN
 from kstatpy_providers.vmm.state import VU_SCHED
 
+from kstatpy.constants import KSTATPY_IOC_HELLO
 from kstatpy.errors import KstatError
 from kstatpy.errors import ServerUnavailableError
 from kstatpy.protocol import errno_name
@@ -148,10 +149,16 @@ def hold(name: str, socket_path: str | None) -> None:
         click.echo(f"holding VM '{name}' open (fd {fd}); interrupt to close", err=True)
         sock = vmm.transport._sock
         assert sock is not None  # open succeeded on it
+        # kstatd closes connections idle past --idle-timeout (HELLO tells it): keep this
+        # one, and so the handle, alive with a HELLO three times per period.
+        limits = vmm.call(int(KSTATPY_IOC_HELLO), {"protocol": 1}).get("limits") or {}
+        idle_ms = limits.get("idle_timeout_ms")
+        keepalive = idle_ms / 3000 if isinstance(idle_ms, int) and idle_ms > 0 else None
         while True:
-            readable, _, _ = select.select([sock], [], [])
+            readable, _, _ = select.select([sock], [], [], keepalive)
             if readable:  # the daemon never talks first: this is EOF, it went away
                 _fail("hold", "kstatd closed the connection", EXIT_NO_DAEMON)
+            vmm.call(int(KSTATPY_IOC_HELLO), {"protocol": 1})
     except _Interrupted:
         pass
     finally:
