@@ -281,19 +281,30 @@ class KstatCtl:
         """Read many kstats with KSTATPY_IOC_READ_MANY in batches of at most 65,536.
 
         Returns ``(errno, ksp)`` per kstat in the order given; ``ksp`` is filled when
-        errno is 0. Nothing is retried (EAGAIN is reported as is).
+        errno is 0. Entries kstatd left unread because the reply reached its byte
+        budget (E2BIG after at least one read entry, PROTOCOL.md §9.4) are asked for
+        again in the next batch; every batch reads at least one, so this ends.
+        Nothing else is retried (EAGAIN is reported as is).
         """
         ksps = list(ksps)
-        out: list[tuple[int, KstatUser]] = []
+        codes = [0] * len(ksps)
         ioctl = self.kc_kd.ioctl
-        for start in range(0, len(ksps), READ_MANY_BATCH):
-            batch = ksps[start : start + READ_MANY_BATCH]
-            result = ioctl(_READ_MANY, {"kids": [ksp.ks_kid for ksp in batch]})
-            for ksp, (code, kstat) in zip(batch, result["results"], strict=True):
+        pending = list(range(len(ksps)))
+        while pending:
+            batch = pending[:READ_MANY_BATCH]
+            result = ioctl(_READ_MANY, {"kids": [ksps[i].ks_kid for i in batch]})
+            again: list[int] = []
+            progress = False
+            for i, (code, kstat) in zip(batch, result["results"], strict=True):
+                if code == errno.E2BIG and progress:
+                    again.append(i)
+                    continue
+                progress = True
+                codes[i] = code
                 if not code:
-                    ksp._fill(kstat)
-                out.append((code, ksp))
-        return out
+                    ksps[i]._fill(kstat)
+            pending = again + pending[len(batch) :]
+        return list(zip(codes, ksps, strict=True))
 
     def write(self, ksp: KstatUser, timeout: float = DEFAULT_TIMEOUT) -> int:
         """kstat_write(3KSTAT): push ``ksp.ks_data`` to the kstat; returns the kcid.

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from kstatpy.chain import Chain
     from kstatpy.plugins import Providers
 
-__all__ = ["KSTAT_IOC_RANGE", "MAX_READ_MANY", "Conn", "Cred", "IoctlHandler", "SERVER_NAME"]
+__all__ = ["DEFAULT_MAX_REPLY", "KSTAT_IOC_RANGE", "MAX_READ_MANY", "Conn", "Cred", "IoctlHandler", "SERVER_NAME"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 KSTAT_IOC_RANGE = range(0x4B00, 0x4C00)
 #: At most this many kids per KSTATPY_IOC_READ_MANY (E2BIG beyond).
 MAX_READ_MANY = 65536
+#: kstatd's default byte budget of one READ_MANY reply (``kstatd --max-reply``, PROTOCOL.md §9.4).
+DEFAULT_MAX_REPLY = 8 << 20
+#: What one READ_MANY entry is charged besides its ``data_size`` (its header on the wire).
+ENTRY_CHARGE = 256
 SERVER_NAME = "kstatd (kstatpy 0.1.0)"
 
 _CHAIN_ID = int(KstatIoctl.CHAIN_ID)
@@ -147,6 +151,8 @@ class IoctlHandler:
         self.reading: dict[int, int] | None = None
         #: kstatd's limits, told in HELLO's "limits" (PROTOCOL.md §9.4); empty in-process.
         self.limits: dict[str, int] = {}
+        #: Byte budget of one READ_MANY reply (None: unlimited, the in-process default).
+        self.max_reply: int | None = None
         self._table: dict[int, Callable[[Conn, Any], dict[str, Any]]] = {
             _CHAIN_ID: self._chain_id,
             _READ: self._read,
@@ -237,16 +243,33 @@ class IoctlHandler:
         results: list[list[Any]] = []
         append = results.append
         read_one = self._read_one
+        # Bounded work (PROTOCOL.md §9.4): entries are charged their data_size; once the
+        # charge passes max_reply every later entry is [E2BIG, nil] (the first is always
+        # read), and KID 0 is read once per batch however often it is asked for.
+        budget = self.max_reply
+        spent = 0
+        headers = None
         for kid in kids:
+            if budget is not None and spent >= budget:
+                append([errno.E2BIG, None])
+                continue
             if type(kid) is not int:
                 append([errno.EINVAL, None])
                 continue
             try:
-                append([0, read_one(kid, zoneid)])
+                if kid == 0:
+                    if headers is None:
+                        headers = read_one(0, zoneid)
+                    kstat = headers
+                else:
+                    kstat = read_one(kid, zoneid)
             except BadTrap:
                 raise
             except KstatError as exc:
                 append([exc.errno, None])
+                continue
+            spent += kstat["data_size"] + ENTRY_CHARGE
+            append([0, kstat])
         return {"kcid": self.chain.chain_id, "results": results}
 
     # --- provider ioctls (PROTOCOL.md §7) ---------------------------------------

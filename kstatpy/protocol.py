@@ -55,6 +55,12 @@ LENGTH = struct.Struct(">I")
 #: Largest request body the daemon accepts by default (``kstatd --max-request``).
 DEFAULT_MAX_REQUEST = 1 << 20
 SEQ_LIMIT = 1 << 32
+#: Decoding limits of a request (PROTOCOL.md §9.4): items per array (above READ_MANY's
+#: 65,536 kids, which the handler answers E2BIG with the seq), pairs per map, and
+#: arrays plus maps per body (what bounds a decode's memory: ~7 MB at most).
+MAX_ARRAY_LEN = 1 << 20
+MAX_MAP_LEN = 4096
+MAX_CONTAINERS = 2 * 65536 + 16
 #: errno number -> symbolic name, for every errno PROTOCOL.md §3 lists.
 ERRNO_NAMES: dict[int, str] = {int(e): e.name for e in Errno}
 
@@ -100,11 +106,43 @@ def pack_reply(seq: int, code: int, result: dict[str, Any]) -> bytes:
     return pack_frame([seq, code, result])
 
 
+class _ContainerBudget:
+    # list_hook/object_hook of one decode: counts arrays and maps, E2BIG past the limit.
+    __slots__ = ("left",)
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def _spend(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise FrameError(errno.E2BIG, f"request holds more than {MAX_CONTAINERS} arrays and maps")
+
+    def array(self, obj: list[Any]) -> list[Any]:
+        self._spend()
+        return obj
+
+    def map(self, obj: dict[Any, Any]) -> dict[Any, Any]:
+        self._spend()
+        return obj
+
+
 def unpack_body(body: bytes | bytearray | memoryview) -> Any:
-    """Decode one msgpack body; :class:`FrameError` (EPROTO) if it is not exactly one object."""
+    """Decode one request body; :class:`FrameError` if it is not exactly one object.
+
+    Decoding memory is bounded (PROTOCOL.md §9.4): an array holds at most
+    ``MAX_ARRAY_LEN`` items, a map ``MAX_MAP_LEN`` pairs, no ext types, and the whole
+    body at most ``MAX_CONTAINERS`` arrays and maps (E2BIG beyond; EPROTO otherwise).
+    """
+    budget = _ContainerBudget(MAX_CONTAINERS)
     try:
         # Non-string map keys decode, so check_request can name the seq in its EPROTO.
-        return msgpack.unpackb(body, raw=False, strict_map_key=False)
+        return msgpack.unpackb(
+            body, raw=False, strict_map_key=False, max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN,
+            max_ext_len=0, list_hook=budget.array, object_hook=budget.map,
+        )  # fmt: skip
+    except FrameError:
+        raise
     except Exception as exc:  # ExtraData, FormatError, StackError, ValueError, ...
         raise FrameError(errno.EPROTO, f"body is not one msgpack object: {exc}") from None
 

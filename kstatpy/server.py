@@ -52,6 +52,7 @@ from kstatpy.constants import KstatIoctl
 from kstatpy.daemon_stats import SLOT_BAD_FRAME
 from kstatpy.daemon_stats import DaemonStats
 from kstatpy.daemon_stats import cmd_slot
+from kstatpy.ioctl import DEFAULT_MAX_REPLY
 from kstatpy.ioctl import Conn
 from kstatpy.ioctl import Cred
 from kstatpy.ioctl import IoctlHandler
@@ -61,6 +62,7 @@ from kstatpy.listener import Listener
 from kstatpy.listener import is_privileged
 from kstatpy.listener import peer_cred
 from kstatpy.protocol import DEFAULT_MAX_REQUEST
+from kstatpy.protocol import LENGTH
 from kstatpy.protocol import FrameDecoder
 from kstatpy.protocol import FrameError
 from kstatpy.protocol import check_request
@@ -84,6 +86,7 @@ SEND_GRACE = 0.5
 #: Seconds between two "out of file descriptors" log lines (with the count refused since).
 FD_LOG_INTERVAL = 10.0
 _TIMED = frozenset({int(KstatIoctl.READ), int(KstatIoctl.READ_MANY)})
+_READ_MANY = int(KstatIoctl.READ_MANY)
 
 
 @dataclass
@@ -93,6 +96,7 @@ class ServerConfig:
     socket: str
     zones: list[tuple[str, str]] = field(default_factory=list)  # (name, path); zoneids 1, 2, ...
     max_request: int = DEFAULT_MAX_REQUEST
+    max_reply: int = DEFAULT_MAX_REPLY  # byte budget of one READ_MANY reply
     max_connections: int = 256
     read_timeout: float = 5.0
     allow_uids: frozenset[int] = frozenset()
@@ -116,6 +120,34 @@ class ServerConfig:
 
 
 _READING, _DISPATCHING, _SENDING = 0, 1, 2  # _Session.phase (shutdown waits for _DISPATCHING)
+
+
+def _pack_read_many(seq: int, result: dict[str, Any], packer: msgpack.Packer) -> bytes:
+    # The READ_MANY reply frame, packed entry by entry: no single C call holds the GIL
+    # for a whole multi-megabyte reply (other connections' small reads go on between),
+    # and an entry object repeated in one batch (KID 0) is packed once.
+    pack = packer.pack
+    parts = [packer.pack_array_header(3), pack(seq), pack(0), packer.pack_map_header(len(result))]
+    packed: dict[int, bytes] = {}
+    for key, value in result.items():
+        parts.append(pack(key))
+        if key != "results":
+            parts.append(pack(value))
+            continue
+        parts.append(packer.pack_array_header(len(value)))
+        entry_head = packer.pack_array_header(2)
+        for code, kstat in value:
+            parts.append(entry_head)
+            parts.append(pack(code))
+            if kstat is None:
+                parts.append(pack(None))
+                continue
+            body = packed.get(id(kstat))
+            if body is None:
+                body = packed[id(kstat)] = pack(kstat)
+            parts.append(body)
+    body = b"".join(parts)
+    return LENGTH.pack(len(body)) + body
 
 
 class _Session:
@@ -159,7 +191,9 @@ class Kstatd:
             "idle_timeout_ms": int(config.idle_timeout * 1000),
             "frame_timeout_ms": int(config.frame_timeout * 1000),
             "max_request": config.max_request,
+            "max_reply": config.max_reply,
         }
+        self.handler.max_reply = config.max_reply
         self.stats = DaemonStats(config.read_timeout)
         zone_ids = config.zone_ids()
         self._listeners = [Listener(config.socket, "global", GLOBAL_ZONEID)] + [
@@ -495,8 +529,15 @@ class Kstatd:
                     break
                 if code:
                     count_error(code)
+                elif cmd == _READ_MANY:  # each entry is a read: its errno counts too
+                    for entry in result["results"]:
+                        if entry[0]:
+                            count_error(entry[0])
                 sess.phase = _SENDING
-                sock.sendall(pack_frame([seq, code, result], packer))
+                if cmd == _READ_MANY and not code:
+                    sock.sendall(_pack_read_many(seq, result, packer))
+                else:
+                    sock.sendall(pack_frame([seq, code, result], packer))
                 sess.phase = _READING
                 last = monotonic()
         except OSError:

@@ -18,10 +18,14 @@ from typing import Any
 
 import click
 
+from kstatpy.ioctl import DEFAULT_MAX_REPLY
 from kstatpy.protocol import DEFAULT_MAX_REQUEST
 from kstatpy.protocol import default_socket_path
 
 __all__ = ["main"]
+
+#: sys.setswitchinterval of the daemon (seconds).
+SWITCH_INTERVAL = 0.001
 
 
 def _id_of(spec: str, lookup: Callable[[str], int], what: str) -> int:
@@ -95,6 +99,13 @@ def _say(text: str) -> None:
     default=DEFAULT_MAX_REQUEST,
     show_default=True,
     help="Largest request body in bytes.",
+)
+@click.option(
+    "--max-reply",
+    type=click.IntRange(1),
+    default=DEFAULT_MAX_REPLY,
+    show_default=True,
+    help="Byte budget of one READ_MANY reply; later entries are answered E2BIG (ask again).",
 )
 @click.option(
     "--max-connections", type=click.IntRange(1), default=256, show_default=True, help="Connections served at once."
@@ -171,6 +182,7 @@ def main(
     plugins: tuple[str, ...],
     allow: tuple[str, ...],
     max_request: int,
+    max_reply: int,
     max_connections: int,
     read_timeout: float,
     on_panic: str,
@@ -217,7 +229,7 @@ def main(
     from kstatpy.server import ServerConfig
 
     config = ServerConfig(
-        socket=path, zones=zone_list, max_request=max_request, max_connections=max_connections,
+        socket=path, zones=zone_list, max_request=max_request, max_reply=max_reply, max_connections=max_connections,
         read_timeout=read_timeout, allow_uids=uids, allow_gids=gids, on_panic=on_panic, crash_dir=crash_dir,
         detach_timeout=detach_timeout, idle_timeout=idle_timeout, frame_timeout=frame_timeout,
         max_per_uid=max_per_uid, max_per_zone=max_per_zone, reserved_connections=reserved_connections,
@@ -225,6 +237,9 @@ def main(
     chain = Chain(config={"vmm_teardown": vmm_teardown, "zones": config.zone_ids()})
     providers = load_providers(modules=plugins)
     daemon = Kstatd(chain, providers, config, report=_say)
+    # Fairness between connections (PROTOCOL.md §9.4): a thread serving a big request
+    # yields the GIL every 1 ms instead of 5, so a small READ waits at most about that.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     # Before anything can answer a client: a SIGTERM sent as soon as kstatd answers
     # must find the handler (stop() only sets a flag; serve_forever acts on it).
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
