@@ -43,8 +43,9 @@ HEAP_BASE = 0xFFFFFE8BF4800000
 # page-aligned addresses make poor dict keys (all share their low bits).
 PAGESHIFT = 12
 PAGEOFFSET = (1 << PAGESHIFT) - 1
-#: Freed buffers remembered for ``::whatis``; older ones age out (their objects still trap).
-FREED_HISTORY = 262_144
+#: Bytes of bookkeeping kept for freed buffers (``::whatis`` history, ``kstatd
+#: --kmem-history``); the oldest age out past it (their objects still trap).
+FREED_HISTORY_BYTES = 4 << 20
 
 _T = TypeVar("_T", bound="KmemObject")
 
@@ -193,10 +194,13 @@ def _poisoned(cls: type) -> type:
 class Kmem:
     """A debug heap. One per chain (``chain.kmem``); never a module global."""
 
-    def __init__(self, base: int = HEAP_BASE) -> None:
-        self._lock = threading.Lock()  # guards _bufs, _freed, _base
+    def __init__(self, base: int = HEAP_BASE, history_bytes: int = FREED_HISTORY_BYTES) -> None:
+        self._lock = threading.Lock()  # guards _bufs, _freed, _freed_bytes, _base
         self._bufs: dict[int, KmemBuf] = {}
-        self._freed: deque[int] = deque()
+        self._freed: deque[tuple[int, int]] = deque()  # (page, bytes charged), oldest first
+        self._freed_bytes = 0
+        #: Bound of the freed-buffer history in bytes (set before use, or at any time).
+        self.history_bytes = history_bytes
         self._base = base
 
     def zalloc(self, cls: type[_T], *args: Any, size: int | None = None, **kwargs: Any) -> _T:
@@ -232,9 +236,13 @@ class Kmem:
             buf.free_stack = _stack(2)
             buf.free_time = time.monotonic_ns()
             buf.free_thread = threading.get_ident()
-            self._freed.append(buf.addr >> PAGESHIFT)
-            while len(self._freed) > FREED_HISTORY:
-                self._bufs.pop(self._freed.popleft(), None)
+            cost = _record_bytes(buf)
+            self._freed.append((buf.addr >> PAGESHIFT, cost))
+            self._freed_bytes += cost
+            while self._freed and self._freed_bytes > self.history_bytes:
+                page, old = self._freed.popleft()
+                self._freed_bytes -= old
+                self._bufs.pop(page, None)
         obj.__class__ = _poisoned(type(obj))
 
     def is_freed(self, obj: KmemObject) -> bool:
@@ -273,6 +281,14 @@ class Kmem:
         ]
         lines += [f"                 {sym}" for sym in stack]
         return "\n".join(lines)
+
+
+def _record_bytes(buf: KmemBuf) -> int:
+    # What remembering a freed buffer costs: its record and its two stacks.
+    size = sys.getsizeof(buf) + sys.getsizeof(buf.__dict__)
+    for stack in (buf.alloc_stack, buf.free_stack):
+        size += sys.getsizeof(stack) + sum(map(sys.getsizeof, stack))
+    return size
 
 
 def _cache_size(nbytes: int) -> int:

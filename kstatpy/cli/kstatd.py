@@ -72,6 +72,20 @@ def _metrics_options(metrics: str | None, select: tuple[str, ...]) -> tuple[tupl
         raise click.BadParameter(str(exc), param_hint="--metrics-select") from None
 
 
+def _bytes(ctx: click.Context, param: click.Parameter, spec: str | None) -> int | None:
+    # --kmem-history: a byte count with an optional K, M or G suffix (powers of 1024).
+    if spec is None:
+        return None
+    text = spec.strip().upper().removesuffix("B")
+    scale = 1
+    if text[-1:] in ("K", "M", "G"):
+        scale = 1024 ** ("KMG".index(text[-1]) + 1)
+        text = text[:-1]
+    if not text.isdigit():
+        raise click.BadParameter(f"{spec!r}: expected a byte count such as 4194304, 512K or 16M")
+    return int(text) * scale
+
+
 def _say(text: str) -> None:
     sys.stderr.write(text)
     sys.stderr.flush()
@@ -175,6 +189,12 @@ def _say(text: str) -> None:
     type=click.IntRange(0),
     help="Of --max-connections, slots only root and kstatd's own uid may take [default: an eighth, at most 16].",
 )
+@click.option(
+    "--kmem-history",
+    metavar="BYTES",
+    callback=_bytes,
+    help="Bookkeeping kept for freed buffers (::whatis history), e.g. 16M; 0 keeps none [default: 4M].",
+)
 @click.option("-v", "--verbose", count=True, help="Log more (-vv: debug).")
 def main(
     socket_path: str | None,
@@ -196,6 +216,7 @@ def main(
     max_per_uid: int | None,
     max_per_zone: int | None,
     reserved_connections: int | None,
+    kmem_history: int | None,
     verbose: int,
 ) -> None:
     """kstatd: serve the kstat chain over a Unix socket (PROTOCOL.md, version 1)."""
@@ -235,6 +256,8 @@ def main(
         max_per_uid=max_per_uid, max_per_zone=max_per_zone, reserved_connections=reserved_connections,
     )  # fmt: skip
     chain = Chain(config={"vmm_teardown": vmm_teardown, "zones": config.zone_ids()})
+    if kmem_history is not None:
+        chain.kmem.history_bytes = kmem_history
     providers = load_providers(modules=plugins)
     daemon = Kstatd(chain, providers, config, report=_say)
     # Fairness between connections (PROTOCOL.md §9.4): a thread serving a big request
