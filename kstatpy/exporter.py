@@ -32,6 +32,10 @@ as duplicates or type conflicts, scrapes refused while another was stuck, since
 start), ``kstat_exporter_series`` (series in this scrape, these three excluded) and
 ``kstat_exporter_kstats`` (kstats read in this scrape).
 
+Panics: a read that touches freed memory (BadTrap) is handed to ``on_panic``
+(kstatd's own panic path: crash dump, then halt or EFAULT-and-continue per
+``--on-panic``), never swallowed.
+
 Concurrency: scrapes are serialised by ``_lock`` (one KstatCtl); a scrape that
 cannot get it within ``lock_timeout`` seconds (another is stuck in a provider)
 exports only the exporter's own series, with the error counted.
@@ -44,6 +48,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from collections.abc import Iterator
 from typing import Any
 
@@ -62,6 +67,7 @@ from kstatpy.constants import GLOBAL_ZONEID
 from kstatpy.describe import kstat_describe
 from kstatpy.ioctl import Conn
 from kstatpy.ioctl import Cred
+from kstatpy.kmem import BadTrap
 from kstatpy.metadata import COUNTER
 from kstatpy.metadata import GAUGE
 from kstatpy.metadata import IDENTIFIER
@@ -145,8 +151,15 @@ def _text(value: Any) -> str:
 class KstatCollector:
     """A prometheus-client collector over one KstatCtl (see the module docstring)."""
 
-    def __init__(self, kc: KstatCtl, selectors: list[SelectorPatterns] | None = None, lock_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        kc: KstatCtl,
+        selectors: list[SelectorPatterns] | None = None,
+        lock_timeout: float = 5.0,
+        on_panic: Callable[[BadTrap], None] | None = None,
+    ) -> None:
         self.kc = kc
+        self.on_panic = on_panic
         self.selectors = selectors or [parse_select("")]
         self.lock_timeout = lock_timeout
         self._lock = threading.Lock()  # one scrape at a time: guards kc, _meta, errors
@@ -165,6 +178,12 @@ class KstatCollector:
         if self._lock.acquire(timeout=self.lock_timeout):
             try:
                 kstats = self._scrape(families)
+            except BadTrap as trap:  # a provider touched freed memory: kstatd's panic
+                self.errors += 1
+                families = []
+                if self.on_panic is None:
+                    raise
+                self.on_panic(trap)
             except Exception as exc:  # the scrape fails, kstatd does not
                 log.warning("metrics scrape failed: %r", exc)
                 self.errors += 1
@@ -281,13 +300,22 @@ class Exporter:
     """The HTTP endpoint: :meth:`start` binds and serves in a thread, :meth:`stop` ends it.
 
     :param handler: kstatd's :class:`kstatpy.ioctl.IoctlHandler`.
+    :param on_panic: called with the BadTrap when a scrape's read touches freed
+        memory (kstatd: :meth:`kstatpy.server.Kstatd.panic`); None re-raises it.
     :raises OSError: from :meth:`start`, when the address cannot be bound.
     """
 
-    def __init__(self, handler: Any, host: str, port: int, selectors: list[SelectorPatterns] | None = None) -> None:
+    def __init__(
+        self,
+        handler: Any,
+        host: str,
+        port: int,
+        selectors: list[SelectorPatterns] | None = None,
+        on_panic: Callable[[BadTrap], None] | None = None,
+    ) -> None:
         cred = Cred(os.getuid(), os.getgid(), os.getpid(), "global", GLOBAL_ZONEID, privileged=False)
         self.kc = KstatCtl(ChainTransport(handler, Conn(cred, id=-1)))
-        self.collector = KstatCollector(self.kc, selectors)
+        self.collector = KstatCollector(self.kc, selectors, on_panic=on_panic)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)  # type: ignore[arg-type]
         self.host, self.port = host, port

@@ -617,6 +617,10 @@ class Kstatd:
 
     # --- panics -----------------------------------------------------------------
 
+    def panic(self, trap: BadTrap) -> None:
+        """A BadTrap met outside a session (the metrics exporter's reads): handled as in one."""
+        self._panic(trap)
+
     def _panic(self, trap: BadTrap) -> tuple[int, dict[str, Any]]:
         # (-1, {}) tells the caller not to reply (halt); else EFAULT for this reader.
         from kstatpy.panic import format_panic

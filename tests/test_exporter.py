@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from kstatpy.plugins import load_providers
 from kstatpy.records import kstat_named_init
 from tests.kstatd_fixture import REPO
 from tests.kstatd_fixture import kstatd_env
+from tests.kstatd_fixture import rpc
 from tests.kstatd_fixture import running_kstatd
 
 RATETEST = "tests.providers_fixture.ratetest"
@@ -180,3 +182,77 @@ def test_kstatd_metrics_on_a_busy_port_exits_1(tmp_path: Path) -> None:
     assert r.returncode == 1, r.stderr
     assert r.stderr == f"kstatd: --metrics 127.0.0.1:{port}: cannot listen: Address already in use\n"
     assert not (tmp_path / "s").exists()
+
+
+UAF = ("tests.providers_fixture.uaf", "tests.providers_fixture.basic")
+FREE = 0x7E5720
+
+
+def _scrape_quietly(url: str) -> None:
+    try:
+        _get(url)
+    except OSError:
+        pass  # a halting kstatd may drop the connection
+
+
+def test_a_panic_during_a_scrape_halts_kstatd(tmp_path: Path) -> None:
+    port = free_port()
+    with running_kstatd(tmp_path, plugins=UAF, args=("--metrics", f"127.0.0.1:{port}")) as kd:
+        _get(f"http://127.0.0.1:{port}/metrics")  # before the free: fine
+        rpc(kd.socket, FREE, None)
+        _scrape_quietly(f"http://127.0.0.1:{port}/metrics")
+        assert kd.wait() == 70, kd.stderr
+    assert "BAD TRAP" in kd.stderr and "uaf_kstat_update" in kd.stderr
+    assert len(list(tmp_path.glob(f"kstatd.crash.{kd.proc.pid}.*"))) == 1
+
+
+def test_a_panic_during_a_scrape_with_on_panic_continue(tmp_path: Path) -> None:
+    port = free_port()
+    args = ("--metrics", f"127.0.0.1:{port}", "--on-panic=continue", "--crash-dir", str(tmp_path))
+    with running_kstatd(tmp_path, plugins=UAF, args=args) as kd:
+        rpc(kd.socket, FREE, None)
+        _, text = _get(f"http://127.0.0.1:{port}/metrics")
+        fams = {f.name: f for f in text_string_to_metric_families(text)}
+        assert fams["kstat_exporter_scrape_errors"].samples[0].value == 1
+        _, text = _get(f"http://127.0.0.1:{port}/metrics")  # the next scrape panics again, kstatd goes on
+        reply = rpc(kd.socket, 0x4B02, {"kid": 0})
+        daemon = next(h for h in reply[2]["kstat"]["data"] if h["module"] == "kstatpy" and h["name"] == "daemon")
+        data = dict((n, v) for n, _, v in rpc(kd.socket, 0x4B02, {"kid": daemon["kid"]})[2]["kstat"]["data"])
+        assert data["panics"] == 2
+        assert kd.stop() == 0, kd.stderr
+
+
+def test_scrapes_while_vms_come_and_go() -> None:
+    from tests.test_vmm_lifecycle import Host
+    from tests.test_vmm_stress import InProcessConn
+    from tests.test_vmm_stress import churn
+
+    host = Host()
+    panics: list[BaseException] = []
+    exp = Exporter(host.handler, "127.0.0.1", 0, on_panic=panics.append)
+    stop = threading.Event()
+    scrapes: list[str] = []
+    failures: list[str] = []
+
+    def scraper() -> None:
+        try:
+            while not stop.is_set():
+                scrapes.append(generate_latest(exp.registry).decode())
+        except BaseException as exc:
+            failures.append(repr(exc))
+
+    t = threading.Thread(target=scraper)
+    t.start()
+    try:
+        res = churn(lambda: InProcessConn(host), cycles=600)
+    finally:
+        stop.set()
+        t.join(60)
+        exp.stop()
+    assert not failures and not panics and res.panics == [], (failures, panics)
+    assert len(scrapes) >= 3
+    vm_scrapes = [s for s in scrapes if "kstat_vmm_time_run_seconds_total" in s]
+    assert vm_scrapes, "no scrape saw a VM"
+    for text in scrapes:
+        list(text_string_to_metric_families(text))  # each one parses
+    assert host.driver.instances() == []

@@ -271,7 +271,7 @@ def main(
     if listen is not None:  # bound first: a busy port costs nothing else
         from kstatpy.exporter import Exporter
 
-        exporter = Exporter(daemon.handler, listen[0], listen[1], selectors)
+        exporter = Exporter(daemon.handler, listen[0], listen[1], selectors, on_panic=daemon.panic)
         try:
             host, port = exporter.start()
         except OSError as exc:
