@@ -164,6 +164,7 @@ class KstatCollector:
         self.lock_timeout = lock_timeout
         self._lock = threading.Lock()  # one scrape at a time: guards kc, _meta, errors
         self._meta: dict[tuple[int, int], dict[str, StatMeta | None]] = {}
+        self._names: dict[tuple[str, str, str], str] = {}  # (module, statistic, unit) -> family name
         self.errors = 0
 
     def describe(self) -> list[Metric]:
@@ -243,8 +244,9 @@ class KstatCollector:
         for ksp, pats in read:
             labels = [ksp.ks_module, str(ksp.ks_instance), ksp.ks_name, ksp.ks_class]
             meta = self._meta.get((ksp.ks_kid, ksp.ks_crtime), {})
+            every = any(p.matches_all for p in pats)
             for stat, value in _values(ksp).items():
-                if stat in _PSEUDO or not any(p.match(stat) for p in pats):
+                if stat in _PSEUDO or not (every or any(p.match(stat) for p in pats)):
                     continue
                 self._sample(families, seen, ksp.ks_module, stat, meta.get(stat), value, labels)
         out.extend(families.values())
@@ -254,17 +256,21 @@ class KstatCollector:
                 m: StatMeta | None, value: Any, labels: list[str]) -> None:  # fmt: skip
         kind = None if m is None else m.kind
         if kind in (TEXT, IDENTIFIER):
-            name, typ = metric_name(module, stat, ""), "info"
+            unit, factor, typ = "", 1.0, "info"
         elif kind in (COUNTER, GAUGE):
             unit, factor = base_unit(m)  # type: ignore[arg-type]
-            name, typ = metric_name(module, stat, unit), kind
-            if not isinstance(value, (int, float)):
-                return
-            value = value * factor if factor != 1.0 else value
+            typ = kind
         else:
+            unit, factor, typ = "", 1.0, "unknown"
+        if typ != "info":
             if not isinstance(value, (int, float)):
                 return
-            name, typ, unit = metric_name(module, stat, ""), "unknown", ""
+            if factor != 1.0:
+                value = value * factor
+        key = (module, stat, unit)
+        name = self._names.get(key)
+        if name is None:
+            name = self._names[key] = metric_name(module, stat, unit)
         fam = families.get(name)
         if fam is None:
             doc = (m.description if m is not None else "") or f"{module} statistic {stat}"
@@ -280,11 +286,11 @@ class KstatCollector:
         elif fam.type != typ:
             self.errors += 1  # the same family name typed two ways: keep the first
             return
-        key = (name, tuple(labels))
-        if key in seen:
+        series = (name, tuple(labels))
+        if series in seen:
             self.errors += 1  # two kstats with the same labels (zones): keep the first
             return
-        seen.add(key)
+        seen.add(series)
         if typ == "info":
             fam.add_metric(labels, {"value": _text(value)})  # type: ignore[attr-defined]
         else:
