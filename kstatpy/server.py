@@ -534,10 +534,15 @@ class Kstatd:
                         if entry[0]:
                             count_error(entry[0])
                 sess.phase = _SENDING
-                if cmd == _READ_MANY and not code:
-                    sock.sendall(_pack_read_many(seq, result, packer))
-                else:
-                    sock.sendall(pack_frame([seq, code, result], packer))
+                try:
+                    if cmd == _READ_MANY and not code:
+                        reply = _pack_read_many(seq, result, packer)
+                    else:
+                        reply = pack_frame([seq, code, result], packer)
+                except (ValueError, TypeError, OverflowError) as exc:  # e.g. a provider's lone surrogate
+                    count_error(errno.EIO)
+                    reply = pack_frame([seq, errno.EIO, {"error": f"reply cannot be encoded: {exc}"}], packer)
+                sock.sendall(reply)
                 sess.phase = _READING
                 last = monotonic()
         except OSError:

@@ -351,6 +351,7 @@ def test_panic_halts_by_default(tmp_path):
 
 def test_panic_continue_answers_efault(tmp_path):
     crash_dir = tmp_path / "crashes"
+    crash_dir.mkdir()  # --crash-dir must exist (issue 13: never created silently)
     plugins = ["tests.providers_fixture.uaf", BASIC]
     with running_kstatd(tmp_path, plugins=plugins, args=["--on-panic=continue", "--crash-dir", str(crash_dir)]) as kd:
         with kstat_open(kd.socket) as kc:

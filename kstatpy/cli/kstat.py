@@ -245,7 +245,7 @@ def run(argv: list[str], out: BinaryIO, err: BinaryIO, kc: Any = None, install_s
     except OSError as exc:
         if exc.errno == 32:  # EPIPE: the reader went away
             return 1 if not matched else 0
-        raise
+        raise  # main() reports it: "kstat: write error: ...", exit 3
     finally:
         if cleanup is not None:
             cleanup()
@@ -280,13 +280,20 @@ def main(argv: list[str] | None = None) -> None:
     # As the C command: killed by SIGINT/SIGPIPE rather than a traceback.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    from kstatpy.cli.guard import write_failed
     from kstatpy.errors import KstatError
 
     try:
         code = run(sys.argv[1:] if argv is None else argv, sys.stdout.buffer, sys.stderr.buffer, install_signals=True)
-    except KstatError as exc:
-        sys.stderr.write(_fatal_message(exc))
+        sys.stdout.flush()
+    except KstatError as exc:  # includes a kstatd lost after connecting (ServerUnavailableError)
+        try:
+            sys.stderr.write(_fatal_message(exc))
+        except OSError:
+            pass
         code = 3
+    except OSError as exc:  # our own output cannot be written (ENOSPC, EIO): fatal
+        write_failed("kstat", exc, 3)
     sys.exit(code)
 
 

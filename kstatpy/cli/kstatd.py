@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from kstatpy.cli.guard import GuardedCommand
 from kstatpy.ioctl import DEFAULT_MAX_REPLY
 from kstatpy.protocol import DEFAULT_MAX_REQUEST
 from kstatpy.protocol import default_socket_path
@@ -50,7 +51,21 @@ def _zone(spec: str) -> tuple[str, str]:
     name, sep, path = spec.partition("=")
     if not sep or not name or not path or name == "global":
         raise click.BadParameter(f"{spec!r}: expected NAME=PATH (NAME not 'global')", param_hint="--zone")
+    try:
+        name.encode("utf-8")  # the zone name goes on the wire (HELLO)
+    except UnicodeEncodeError:
+        raise click.BadParameter(f"{spec!r}: the zone NAME is not valid UTF-8", param_hint="--zone") from None
     return name, path
+
+
+def _crash_dir(ctx: click.Context, param: click.Parameter, path: str | None) -> str | None:
+    # Checked at start: a crash report must not create a directory tree nobody asked for.
+    if path is not None and not os.path.isdir(path):
+        why = "does not exist" if not os.path.lexists(path) else "is not a directory"
+        raise click.BadParameter(f"{path}: {why}")
+    if path is not None and not os.access(path, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"{path}: not writable")
+    return path
 
 
 def _metrics_options(metrics: str | None, select: tuple[str, ...]) -> tuple[tuple[str, int] | None, list[Any]]:
@@ -91,7 +106,7 @@ def _say(text: str) -> None:
     sys.stderr.flush()
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=GuardedCommand, name="kstatd", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--socket", "socket_path", metavar="PATH", envvar="KSTAT_SOCKET", show_envvar=True,
     help="The global zone's socket [default: $XDG_RUNTIME_DIR/kstatpy/kstat.sock, else /tmp/kstatpy-UID/kstat.sock].",
@@ -138,7 +153,10 @@ def _say(text: str) -> None:
     show_default=True,
     help="What a BAD TRAP in a provider does.",
 )
-@click.option("--crash-dir", metavar="DIR", help="Where panic reports go [default: the socket's directory].")
+@click.option(
+    "--crash-dir", metavar="DIR", callback=_crash_dir,
+    help="Where panic reports go, an existing directory [default: the socket's directory].",
+)  # fmt: skip
 @click.option(
     "--vmm-teardown",
     type=click.Choice(["fixed", "pre-14281"]),
@@ -285,10 +303,8 @@ def main(
         if exporter is not None:
             exporter.stop()
         sys.exit(1)
-    for failure in providers.failures:
-        _say(f"kstatd: {failure}\n")
-    for failure in providers.attach(chain):
-        _say(f"kstatd: {failure}\n")
+    # Load and attach failures are logged once by kstatpy.plugins ("kstatd: provider ...").
+    providers.attach(chain)
     daemon.start()
     logging.getLogger("kstatpy.server").info(
         "listening on %s (providers: %s)", path, ", ".join(providers.names()) or "none"

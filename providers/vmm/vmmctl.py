@@ -32,6 +32,7 @@ from kstatpy_providers.vmm.state import VU_IDLE
 from kstatpy_providers.vmm.state import VU_RUN
 from kstatpy_providers.vmm.state import VU_SCHED
 
+from kstatpy.cli.guard import GuardedGroup
 from kstatpy.constants import KSTATPY_IOC_HELLO
 from kstatpy.errors import KstatError
 from kstatpy.errors import ServerUnavailableError
@@ -54,6 +55,15 @@ class _Interrupted(Exception):
 def _fail(op: str, message: str, status: int = EXIT_FAILED) -> NoReturn:
     click.echo(f"vmmctl: {op}: {message}", err=True)
     sys.exit(status)
+
+
+def _check_name(op: str, name: str) -> None:
+    # A name from argv that is not UTF-8 (surrogate-escaped bytes) cannot go on the wire.
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = name.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+        _fail(op, f"VM name '{shown}' is not valid UTF-8", EXIT_USAGE)
 
 
 class _Vmm:
@@ -92,7 +102,7 @@ _socket_option = click.option(
 )  # fmt: skip
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=GuardedGroup, name="vmmctl", context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """vmmctl: drive the bhyve vmm model in kstatd (VM create, destroy, open, run)."""
 
@@ -102,6 +112,7 @@ def main() -> None:
 @_socket_option
 def create(name: str, socket_path: str | None) -> None:
     """Create VM NAME (VMM_CREATE_VM); prints its minor."""
+    _check_name("create", name)
     vmm = _Vmm("create", socket_path)
     result = vmm.call(VMM_CREATE_VM, {"name": name})
     click.echo(f"created VM '{name}' (minor {result['minor']})")
@@ -112,6 +123,7 @@ def create(name: str, socket_path: str | None) -> None:
 @_socket_option
 def destroy(name: str, socket_path: str | None) -> None:
     """Destroy VM NAME (VMM_DESTROY_VM); deferred to its last close while it is open."""
+    _check_name("destroy", name)
     vmm = _Vmm("destroy", socket_path)
     vmm.call(VMM_DESTROY_VM, {"name": name})
     for vm in vmm.call(VMM_LIST, None)["vms"]:
@@ -141,6 +153,7 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
 @_socket_option
 def hold(name: str, socket_path: str | None) -> None:
     """Open VM NAME and keep it open until SIGINT or SIGTERM (exit 0)."""
+    _check_name("hold", name)
     vmm = _Vmm("hold", socket_path)
     fd = None
     old = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -178,6 +191,7 @@ def hold(name: str, socket_path: str | None) -> None:
 @_socket_option
 def run(name: str, seconds: float, vcpus: int, tick: float, socket_path: str | None) -> None:
     """Open VM NAME and drive its vCPUs' micro-states for a while (VMM_VCPU_USTATE)."""
+    _check_name("run", name)
     vmm = _Vmm("run", socket_path)
     fd = vmm.call(VMM_OPEN, {"name": name})["fd"]
     old = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
