@@ -60,6 +60,8 @@ __all__ = [
 #: libkstat retries EAGAIN every 100 ms; we stop after ``timeout`` seconds.
 EAGAIN_RETRY = 0.1
 DEFAULT_TIMEOUT = 5.0
+#: Bound of kstat_read's ENOMEM resize loop (every client retry loop is bounded).
+RESIZE_RETRIES = 16
 #: KSTATPY_IOC_READ_MANY's limit per request (docs/PROTOCOL.md §4).
 READ_MANY_BATCH = 65536
 
@@ -246,9 +248,12 @@ class KstatCtl:
 
         EAGAIN is retried every 100 ms for at most ``timeout`` seconds. With
         ``data_size``, ENOMEM on a VAR_SIZE/LONGSTRINGS kstat is retried at the size
-        the driver reports (libkstat's dance); on other kstats it is raised.
+        the driver reports (libkstat's dance), at most ``RESIZE_RETRIES`` times (a
+        kstat that keeps outgrowing the buffer, or a server that keeps answering
+        ENOMEM, then raises it); on other kstats it is raised.
         """
         deadline = None
+        resizes = 0
         arg: dict[str, Any] = {"kid": ksp.ks_kid}
         if data_size is not None:
             arg["data_size"] = data_size
@@ -270,7 +275,8 @@ class KstatCtl:
                     ksp.ks_flags = extra.get("flags", ksp.ks_flags)
                     ksp.ks_ndata = extra.get("ndata", ksp.ks_ndata)
                     ksp.ks_snaptime = extra.get("snaptime", ksp.ks_snaptime)
-                    if ksp.ks_flags & _RESIZABLE:
+                    if ksp.ks_flags & _RESIZABLE and resizes < RESIZE_RETRIES:
+                        resizes += 1
                         arg["data_size"] = ksp.ks_data_size
                         continue
                 raise

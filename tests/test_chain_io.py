@@ -32,8 +32,12 @@ def test_waitq_and_runq_accounting() -> None:
 
 
 def test_exit_from_empty_queue_is_fatal() -> None:
-    with pytest.raises(Exception, match="empty"):
+    from kstatpy.errors import KstatFatalError
+
+    with pytest.raises(KstatFatalError, match="kstat_runq_exit with an empty run queue"):
         k.kstat_runq_exit(k.KstatIO(), now=1)
+    with pytest.raises(KstatFatalError, match="exit with an empty wait queue"):
+        k.kstat_waitq_exit(k.KstatIO(), now=1)
 
 
 def test_io_snapshot_closes_open_intervals_in_the_copy_only(chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,7 +73,13 @@ def test_intr_and_timer_reads(chain: Chain) -> None:
     intr.ks_data[0].intrs[c.KSTAT_INTR_HARD] = 7
     intr.ks_data[0].intrs[c.KSTAT_INTR_MULTSVC] = 2
     chain.kstat_install(intr)
-    assert chain_read(chain, intr.ks_kid)["data"] == {"hard": 7, "soft": 0, "watchdog": 0, "spurious": 0, "multiple_service": 2}
+    assert chain_read(chain, intr.ks_kid)["data"] == {
+        "hard": 7,
+        "soft": 0,
+        "watchdog": 0,
+        "spurious": 0,
+        "multiple_service": 2,
+    }
     assert chain_read(chain, intr.ks_kid)["data_size"] == 20
     timers = chain.kstat_create("m", 0, "timers", "misc", c.KSTAT_TYPE_TIMER, 2)
     k.kstat_timer_init(timers.ks_data[0], "a")
@@ -94,7 +104,10 @@ def test_intr_io_timer_writes_are_checked(chain: Chain) -> None:
     new = dict.fromkeys(k.IO_FIELDS, 0) | {"nread": 512}
     chain_write(chain, io.ks_kid, 1, new)
     assert io.ks_data[0].nread == 512
+    import errno
+
     from kstatpy.errors import KstatError
 
-    with pytest.raises(KstatError):
+    with pytest.raises(KstatError) as info:
         chain_write(chain, io.ks_kid, 1, new | {"reads": -1})
+    assert info.value.errno == errno.EINVAL
