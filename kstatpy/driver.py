@@ -24,6 +24,7 @@ from kstatpy.errors import error_for_errno
 from kstatpy.kmem import BadTrap
 from kstatpy.kstat import Kstat
 from kstatpy.kstat import KstatBuffer
+from kstatpy.ratelog import RateLimitedLog
 from kstatpy.write import check_write_data
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["read_kstat_data", "write_kstat_data"]
 
 log = logging.getLogger(__name__)
+_ratelog = RateLimitedLog(log)  # a reader repeating a failing read must not flood the log
 
 
 def _provider_call(ksp: Kstat, what: str, fn: Any, *args: Any) -> int:
@@ -45,7 +47,7 @@ def _provider_call(ksp: Kstat, what: str, fn: Any, *args: Any) -> int:
     except KstatError as exc:
         return exc.errno
     except Exception as exc:
-        log.warning("%s of %s raised %r", what, ksp, exc)
+        _ratelog((what, ksp.ks_module, ksp.ks_name), logging.WARNING, "%s of %s raised %r", what, ksp, exc)
         raise KstatUpdateError(errno.EIO, f"{what} of {ksp.ks_module}:{ksp.ks_instance}:{ksp.ks_name} failed: {exc!r}") from exc
     return int(rc or 0)
 

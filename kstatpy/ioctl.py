@@ -38,6 +38,7 @@ from kstatpy.driver import read_kstat_data
 from kstatpy.driver import write_kstat_data
 from kstatpy.errors import KstatError
 from kstatpy.kmem import BadTrap
+from kstatpy.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_MAX_REPLY", "KSTAT_IOC_RANGE", "MAX_READ_MANY", "Conn", "Cred", "IoctlHandler", "SERVER_NAME"]
 
 log = logging.getLogger(__name__)
+_ratelog = RateLimitedLog(log)  # any caller may repeat a failing ioctl: bounded log lines
 
 #: ioctl numbers kstatpy owns ('K' << 8); anything else goes to the providers.
 KSTAT_IOC_RANGE = range(0x4B00, 0x4C00)
@@ -179,7 +181,7 @@ class IoctlHandler:
         except KstatError as exc:
             return _err(exc.errno, exc.message, **exc.extra)
         except Exception as exc:
-            log.exception("ioctl 0x%x failed", cmd)
+            _ratelog(cmd, logging.ERROR, "ioctl 0x%x failed", cmd, exc_info=True)
             return _err(errno.EIO, f"ioctl 0x{cmd:x} failed: {exc!r}")
 
     # --- the kstat ioctls -----------------------------------------------------
