@@ -5,6 +5,7 @@
     python bench/reliability.py restart [--n 20]            # SIGKILL, restart over the stale socket
     python bench/reliability.py sigterm [--clients 16]      # SIGTERM under load (some clients never read)
     python bench/reliability.py fuzz [--n 100000]           # random and mutated frames
+    python bench/reliability.py vmcycles [--n 10000] [--tree DIR]  # kstatd RSS over VM create/destroy
     python tests/soak/soak_vmm.py --cycles 10000 --readers 8  # the VMM.md §6 soak (separate script)
 
 Each prints one JSON line with what it pushed, what came back and how long it took,
@@ -271,17 +272,62 @@ def fuzz(n: int, seed: int = 13) -> dict[str, Any]:
             "ok": alive and malformed[0] == 0 and status == 0}  # fmt: skip
 
 
+def vmcycles(n: int, tree: str = str(REPO)) -> dict[str, Any]:
+    """``n`` VM create/destroy cycles; kstatd's RSS after 100 and after ``n`` (any checkout)."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kstat.sock")
+        os.symlink(os.path.join(tree, "providers"), os.path.join(tmp, "kstatpy_providers"))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, tmp]), KSTATPY_DISABLE_PLUGIN_AUTOLOAD="1")
+        proc = subprocess.Popen([sys.executable, "-m", "kstatpy.cli.kstatd", "--socket", path, "--plugin",
+                                 "kstatpy_providers.vmm.provider"], cwd=tree, env=env)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    hello(path)
+                    break
+                except (OSError, EOFError):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            s = connect(path)
+            t0 = time.monotonic()
+            rss = {}
+            for i in range(1, n + 1):
+                for cmd in (0x564D01, 0x564D02):
+                    s.sendall(frame(cmd, i, {"name": "churn"}))
+                    assert read_reply(s)[1] == 0
+                if i in (100, n) or i % 1000 == 0:
+                    with open(f"/proc/{proc.pid}/status") as f:
+                        rss[i] = next(int(x.split()[1]) for x in f if x.startswith("VmRSS:")) // 1024
+            elapsed = time.monotonic() - t0
+            s.close()
+        finally:
+            proc.terminate()
+            status = proc.wait(30)
+    return {"scenario": "vmcycles", "tree": tree, "cycles": n, "rss_mb_by_cycle": rss, "seconds": round(elapsed, 1),
+            "ratio_end_to_100": round(rss[n] / rss[100], 3), "kstatd_exit": status,
+            "ok": rss[n] <= rss[100] * 1.10}  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
     for name, default in (("connections", 1000), ("flood", 100_000), ("restart", 20), ("fuzz", 100_000)):
         sub.add_parser(name).add_argument("--n", type=int, default=default)
+    p = sub.add_parser("vmcycles")
+    p.add_argument("--n", type=int, default=10_000)
+    p.add_argument("--tree", default=str(REPO), help="the checkout whose kstatd runs (before/after)")
     p = sub.add_parser("sigterm")
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--seconds", type=float, default=2.0)
     a = ap.parse_args()
     if a.what == "sigterm":
         report = sigterm(a.clients, a.seconds)
+    elif a.what == "vmcycles":
+        report = vmcycles(a.n, a.tree)
     else:
         report = {"connections": connections, "flood": flood, "restart": restart, "fuzz": fuzz}[a.what](a.n)
     print(json.dumps(report))
