@@ -101,9 +101,14 @@ class LinkSource:
         return out
 
 
-def create_link(chain: Chain, root: SysRoot, ifname: str) -> Kstat:
-    """link:0:IFNAME with the counters this interface has."""
+def create_link(chain: Chain, root: SysRoot, ifname: str, origin: int | None = None) -> Kstat:
+    """link:0:IFNAME with the counters this interface has.
+
+    ``origin``: crtime for an interface present at attach (the boot; its counters
+    count from the interface's creation, which for those is taken as the boot);
+    None for one that appeared later (created about when the provider saw it).
+    """
     have = set(root.listdir(f"sys/class/net/{ifname}/statistics"))
     fields = [(name, t) for name, t, stat in LINK_FIELDS if stat is None or stat in have]
     counters = {name: stat for name, _, stat in LINK_FIELDS if stat is not None and stat in have}
-    return create_named(chain, "link", 0, ifname, "net", fields, LinkSource(root, ifname, counters))
+    return create_named(chain, "link", 0, ifname, "net", fields, LinkSource(root, ifname, counters), crtime=origin)
