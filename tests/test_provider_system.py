@@ -24,6 +24,9 @@ from tests.chain_io import chain_read
 from tests.chain_io import chain_write
 
 HZ = os.sysconf("SC_CLK_TCK")
+#: the fake host's idle ticks: uptime 1234.56 s less the CPU's other columns
+IDLE0 = int(1234.56 * HZ) - (100 + 5 + 30 + 7 + 2 + 3 + 4)
+IDLE1 = int(1234.56 * HZ) - (200 + 5 + 30 + 7 + 2 + 3 + 4)
 PAGESIZE = os.sysconf("SC_PAGE_SIZE")
 U32 = KstatDataType.UINT32
 U64 = KstatDataType.UINT64
@@ -192,11 +195,12 @@ def build_fake_tree(root: Path) -> Path:
     """A host with 2 CPUs, links lo and eth0, disks sda and nvme0n1 (values in the tests)."""
     write(root, "proc/uptime", "1234.56 2000.00\n")
     write(root, "proc/loadavg", "0.50 1.25 2.00 1/87 7317\n")
+    # Each CPU's eight time columns add up to the uptime (IDLE0/IDLE1: the idle column).
     write(root, "proc/stat", (
-        "cpu  300 10 60 2000 14 4 6 8 0 0\n"
-        "cpu0 100 5 30 1000 7 2 3 4 0 0\n"
-        "cpu1 200 5 30 1000 7 2 3 4 0 0\n"
-        "intr 999 1 2\nctxt 4567\nbtime 1700000000\nprocesses 100\n"
+        f"cpu  300 10 60 {IDLE0 + IDLE1} 14 4 6 8 0 0\n"
+        f"cpu0 100 5 30 {IDLE0} 7 2 3 4 0 0\n"
+        f"cpu1 200 5 30 {IDLE1} 7 2 3 4 0 0\n"
+        "intr 999 1 2\nctxt 4567\nbtime 1700000000\nprocesses 100\nprocs_running 3\nprocs_blocked 1\n"
     ))  # fmt: skip
     write(root, "proc/interrupts", (
         "           CPU0       CPU1\n"
@@ -319,7 +323,10 @@ def test_cpu_sys_matches_proc_stat() -> None:
     before = proc_stat_cpu(0)
     sys0 = named(read(chain, "cpu", 0, "sys"))
     after = proc_stat_cpu(0)
-    assert before[3] + before[4] <= sys0["cpu_ticks_idle"] <= after[3] + after[4]  # iowait is idle
+    assert before[3] + before[4] <= sys0["cpu_ticks_idle"]  # iowait is idle
+    # ... plus at most the time Linux left unaccounted since boot (CpuClock)
+    uptime_ticks = float(Path("/proc/uptime").read_text().split()[0]) * HZ
+    assert sys0["cpu_ticks_idle"] <= after[3] + after[4] + max(0, uptime_ticks - sum(after[:8])) + 2
     assert before[0] + before[1] <= sys0["cpu_ticks_user"] <= after[0] + after[1]
     kernel = (2, 5, 6, 7)  # system, irq, softirq, steal
     assert sum(before[i] for i in kernel) <= sys0["cpu_ticks_kernel"] <= sum(after[i] for i in kernel)
@@ -375,7 +382,7 @@ def test_fake_tree_values_follow_the_mapping(fake: Path) -> None:
 
     sys1 = named(read(chain, "cpu", 1, "sys"))
     ticks = [sys1[f"cpu_ticks_{k}"] for k in ("user", "kernel", "idle", "wait")]
-    assert ticks == [205, 39, 1007, 0]  # nice in user; irq, softirq, steal in kernel; iowait idle
+    assert ticks == [205, 39, IDLE1 + 7, 0]  # nice in user; irq, softirq, steal in kernel; iowait idle
     assert sys1["intr"] == 220
 
     info = named(read(chain, "cpu_info", 1, "cpu_info1"))
@@ -461,7 +468,7 @@ def test_read_reads_only_its_own_source(fake: Path, open_log: OpenLog) -> None:
 
     cpu0 = chain.kstat_lookup_name("cpu", 0, "sys").ks_kid
     open_log.record(lambda: chain_read(chain, cpu0))
-    assert rels(open_log.reads) == ["proc/interrupts", "proc/schedstat", "proc/softirqs", "proc/stat"]
+    assert rels(open_log.reads) == ["proc/interrupts", "proc/schedstat", "proc/softirqs", "proc/stat", "proc/uptime"]
 
     misc = chain.kstat_lookup_name("unix", 0, "system_misc").ks_kid
     open_log.record(lambda: chain_read(chain, misc))

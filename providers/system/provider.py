@@ -32,6 +32,7 @@ from typing import Any
 
 from kstatpy_providers.system.cpu import create_cpu_info
 from kstatpy_providers.system.cpu import parse_cpuinfo
+from kstatpy_providers.system.cpustat import CpuClock
 from kstatpy_providers.system.cpustat import create_cpu_stat
 from kstatpy_providers.system.cpustat import create_cpu_sys
 from kstatpy_providers.system.cpustat import create_cpu_vm
@@ -134,11 +135,12 @@ class SystemProvider:
         try:
             made.append(create_cpu_info(chain, root, cpu, info, since_boot=attaching, origin=origin))
             # Counters count from boot even for a CPU hot-added later (proc/stat keeps them).
-            made.append(create_cpu_sys(chain, root, cpu, self.origin))
+            clock = CpuClock(root, since_boot=attaching)
+            made.append(create_cpu_sys(chain, root, cpu, self.origin, clock))
             vm = create_cpu_vm(chain, root, cpu, self.origin, charge=cpu == self.vm_cpu)
             if vm is not None:
                 made.append(vm)
-            made.append(create_cpu_stat(chain, root, cpu, self.origin, charge=cpu == self.vm_cpu))
+            made.append(create_cpu_stat(chain, root, cpu, self.origin, charge=cpu == self.vm_cpu, clock=clock))
         except BaseException:
             for ksp in made:
                 chain.kstat_delete(ksp)
