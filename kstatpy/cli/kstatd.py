@@ -287,8 +287,7 @@ def main(
         sys.exit(1)
     for failure in providers.failures:
         _say(f"kstatd: {failure}\n")
-    for failure in providers.attach(chain):
-        _say(f"kstatd: {failure}\n")
+    providers.attach(chain)  # each failure is logged once, as "kstatd: provider ... failed to attach"
     daemon.start()
     logging.getLogger("kstatpy.server").info(
         "listening on %s (providers: %s)", path, ", ".join(providers.names()) or "none"

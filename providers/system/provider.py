@@ -75,6 +75,10 @@ PROVIDER_NAME = "system"
 class SystemRootError(OSError):
     """The root names no host tree: it does not exist or has no ``proc/stat``."""
 
+    def __repr__(self) -> str:
+        # Shown as-is in "provider 'system' failed to attach: ..." (one line, the root named).
+        return str(self.strerror)
+
 
 def check_root(root: SysRoot) -> None:
     """:raises SystemRootError: with one line naming the root and what is missing."""
