@@ -17,7 +17,15 @@ Records in illumos (dls) order; each read opens only files under
     link_state  ``operstate`` up 1 / down 0; for "unknown" and the like ``carrier``
                 (1 or 0), else LINK_STATE_UNKNOWN (-1 as UINT32), UINT32
 
-brdcstrcv, brdcstxmt and multixmt have no Linux counter and are left out, as is any
+Ethernet statistics, where the interface's driver keeps them (UINT32):
+    align_errors rx_frame_errors; fcs_errors rx_crc_errors; toolong_errors
+    rx_length_errors; macrcv_errors rx_fifo_errors; carrier_errors tx_carrier_errors;
+    ex_collisions tx_aborted_errors; macxmt_errors tx_fifo_errors; sqe_errors
+    tx_heartbeat_errors; tx_late_collisions tx_window_errors
+
+brdcstrcv, brdcstxmt and multixmt have no Linux counter and are left out, as are
+the Ethernet first_collisions, multi_collisions, defer_xmts, runt_errors, jabber_errors
+and the link's rx_missed_errors/rx_over_errors/*_compressed (no illumos name), and any
 counter whose file this interface lacks (decided when the kstat is created).
 """
 
@@ -61,6 +69,16 @@ LINK_FIELDS = (
     ("obytes64", KSTAT_DATA_UINT64, "tx_bytes"),
     ("opackets64", KSTAT_DATA_UINT64, "tx_packets"),
     ("link_state", KSTAT_DATA_UINT32, None),
+    # Ethernet statistics (illumos: the link kstat of an Ethernet MAC carries them too)
+    ("align_errors", KSTAT_DATA_UINT32, "rx_frame_errors"),
+    ("fcs_errors", KSTAT_DATA_UINT32, "rx_crc_errors"),
+    ("toolong_errors", KSTAT_DATA_UINT32, "rx_length_errors"),
+    ("macrcv_errors", KSTAT_DATA_UINT32, "rx_fifo_errors"),
+    ("carrier_errors", KSTAT_DATA_UINT32, "tx_carrier_errors"),
+    ("ex_collisions", KSTAT_DATA_UINT32, "tx_aborted_errors"),
+    ("macxmt_errors", KSTAT_DATA_UINT32, "tx_fifo_errors"),
+    ("sqe_errors", KSTAT_DATA_UINT32, "tx_heartbeat_errors"),
+    ("tx_late_collisions", KSTAT_DATA_UINT32, "tx_window_errors"),
 )
 
 _DOWN_STATES = ("down", "lowerlayerdown", "notpresent")

@@ -41,6 +41,7 @@ from kstatpy_providers.system.disk import create_disk
 from kstatpy_providers.system.disk import disk_names
 from kstatpy_providers.system.link import create_link
 from kstatpy_providers.system.link import link_names
+from kstatpy_providers.system.mib2 import create_mib2
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import boot_origin
 from kstatpy_providers.system.source import root_for
@@ -125,6 +126,7 @@ class SystemProvider:
             ):
                 if made is not None:
                     self.unix.append(made)
+            self.unix.extend(create_mib2(chain, root, origin))
             cpus = present_cpus(root)
             self.vm_cpu = min(cpus) if cpus else -1
             self.reconcile(chain, attaching=True)

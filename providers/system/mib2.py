@@ -1,0 +1,146 @@
+"""MIB-II kstats (class mib2) from ``proc/net/snmp``, ``proc/net/snmp6`` and ``proc/net/netstat``.
+
+``ip:0:ip``, ``ip:0:icmp``, ``tcp:0:tcp`` and ``udp:0:udp`` under illumos' statistic
+names (RFC 1213 object names without the ``ip``/``icmp``/``tcp``/``udp`` prefix, first
+letter lower-case). Each statistic is the sum of its Linux counters, named below as
+``FILE:Group:Key`` (snmp: ``/proc/net/snmp``, netstat: ``/proc/net/netstat``, snmp6:
+``/proc/net/snmp6``); illumos counts IPv4 and IPv6 UDP together, so udp adds snmp6's
+Udp6 counters. Types as illumos: tcp inSegs/outSegs and udp in/outDatagrams UINT64
+(the HC counters), forwarding, defaultTTL, rtoAlgorithm, rtoMin, rtoMax and maxConn
+INT32 (maxConn -1: no limit), the rest UINT32 (wrapping). A statistic none of whose
+counters this host's files have is left out (decided at attach). Counters count from
+boot (the network namespace's creation): crtime is the boot.
+
+Left out (no Linux counter): ip addrEntrySize, routeEntrySize, netToMediaEntrySize,
+routingDiscards, reasmDuplicates, reasmPartDups, forwProhibits, rawipInOverflows,
+ipsec*, memberEntrySize, inIPv6, outIPv6, outSwitchIPv6; icmp inUnknowns,
+inFragNeeded, outFragNeeded, outDrops, inOverFlows, inBadRedirects; tcp
+connTableSize, connTableSize6, outDataSegs, outDataBytes, retransBytes, outAck, outUrg,
+outWinUpdate, outWinProbe, outControl, inAck*, inData*, inWin*, inClosed, rtt*,
+timKeepalive*, listenDropQ0, halfOpenDrop, outSackRetransSegs; udp entrySize,
+entry6Size.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from typing import Any
+
+from kstatpy_providers.system.source import SysRoot
+from kstatpy_providers.system.source import create_named
+
+from kstatpy.constants import KSTAT_DATA_INT32
+from kstatpy.constants import KSTAT_DATA_UINT32
+from kstatpy.constants import KSTAT_DATA_UINT64
+
+if TYPE_CHECKING:
+    from kstatpy.chain import Chain
+    from kstatpy.kstat import Kstat
+
+__all__ = ["MIB2", "Mib2Source", "create_mib2", "parse_snmp", "parse_snmp6"]
+
+_FILES = {"snmp": "proc/net/snmp", "netstat": "proc/net/netstat", "snmp6": "proc/net/snmp6"}
+I32, U32, U64 = KSTAT_DATA_INT32, KSTAT_DATA_UINT32, KSTAT_DATA_UINT64
+
+
+def _same(group: str, keys: str, dtype: int = U32) -> list[tuple[str, int, tuple[str, ...]]]:
+    # Statistics whose illumos name is the Linux key with its first letter lower-cased.
+    return [(k[0].lower() + k[1:], dtype, (f"snmp:{group}:{k}",)) for k in keys.split()]
+
+
+#: (module, name) -> [(statistic, KSTAT_DATA_*, (source, ...))], statistics in illumos order.
+MIB2: dict[tuple[str, str], list[tuple[str, int, tuple[str, ...]]]] = {
+    ("ip", "ip"): [
+        ("forwarding", I32, ("snmp:Ip:Forwarding",)),
+        ("defaultTTL", I32, ("snmp:Ip:DefaultTTL",)),
+        *_same("Ip", "InReceives InHdrErrors InAddrErrors ForwDatagrams InUnknownProtos InDiscards "
+                     "InDelivers OutRequests OutDiscards OutNoRoutes ReasmTimeout ReasmReqds ReasmOKs "
+                     "ReasmFails FragOKs FragFails FragCreates"),
+        ("noPorts", U32, ("snmp:Udp:NoPorts", "snmp6:Udp6NoPorts")),
+        ("inCksumErrs", U32, ("netstat:IpExt:InCsumErrors",)),
+        ("udpInCksumErrs", U32, ("snmp:Udp:InCsumErrors", "snmp6:Udp6InCsumErrors")),
+        ("udpInOverflows", U32, ("snmp:Udp:RcvbufErrors", "snmp6:Udp6RcvbufErrors")),
+    ],
+    ("ip", "icmp"): [
+        *_same("Icmp", "InMsgs InErrors InDestUnreachs InTimeExcds InParmProbs InSrcQuenchs "
+                       "InRedirects InEchos InEchoReps InTimestamps InTimestampReps InAddrMasks "
+                       "InAddrMaskReps OutMsgs OutErrors OutDestUnreachs OutTimeExcds OutParmProbs "
+                       "OutSrcQuenchs OutRedirects OutEchos OutEchoReps OutTimestamps OutTimestampReps "
+                       "OutAddrMasks OutAddrMaskReps"),
+        ("inCksumErrs", U32, ("snmp:Icmp:InCsumErrors",)),
+    ],
+    ("tcp", "tcp"): [
+        *_same("Tcp", "RtoAlgorithm RtoMin RtoMax MaxConn", I32),
+        *_same("Tcp", "ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab"),
+        *_same("Tcp", "InSegs OutSegs", U64),
+        *_same("Tcp", "RetransSegs OutRsts"),
+        ("outAckDelayed", U32, ("netstat:TcpExt:DelayedACKs",)),
+        ("outFastRetrans", U32, ("netstat:TcpExt:TCPFastRetrans",)),
+        ("timRetrans", U32, ("netstat:TcpExt:TCPTimeouts",)),
+        ("listenDrop", U32, ("netstat:TcpExt:ListenOverflows",)),
+    ],
+    ("udp", "udp"): [
+        ("inDatagrams", U64, ("snmp:Udp:InDatagrams", "snmp6:Udp6InDatagrams")),
+        ("inErrors", U32, ("snmp:Udp:InErrors", "snmp6:Udp6InErrors")),
+        ("outDatagrams", U64, ("snmp:Udp:OutDatagrams", "snmp6:Udp6OutDatagrams")),
+        ("outErrors", U32, ("snmp:Udp:SndbufErrors", "snmp6:Udp6SndbufErrors")),
+    ],
+}
+
+
+def parse_snmp(data: bytes) -> dict[str, int]:
+    """``/proc/net/snmp`` or ``/proc/net/netstat`` (header line, value line) as {"Group:Key": n}."""
+    out: dict[str, int] = {}
+    lines = data.split(b"\n")
+    for head, vals in zip(lines[::2], lines[1::2], strict=False):
+        names, values = head.split(), vals.split()
+        if not names or not values or names[0] != values[0]:
+            continue
+        group = names[0][:-1].decode()
+        for k, v in zip(names[1:], values[1:], strict=False):
+            out[f"{group}:{k.decode()}"] = int(v)
+    return out
+
+
+def parse_snmp6(data: bytes) -> dict[str, int]:
+    """``/proc/net/snmp6`` ("Key value" lines) as {"Key": n}."""
+    it = iter(data.split())
+    return {k.decode(): int(v) for k, v in zip(it, it, strict=False)}
+
+
+def _read(root: SysRoot, which: str) -> dict[str, int]:
+    data = root.read_bytes(_FILES[which])
+    return parse_snmp6(data) if which == "snmp6" else parse_snmp(data)
+
+
+class Mib2Source:
+    """One MIB-II kstat: reads only the files its statistics name."""
+
+    def __init__(self, root: SysRoot, stats: list[tuple[str, tuple[tuple[str, str], ...]]]) -> None:
+        self.root = root
+        self.stats = stats
+        self.files = sorted({which for _, srcs in stats for which, _ in srcs})
+
+    def values(self) -> dict[str, Any]:
+        read = {which: _read(self.root, which) for which in self.files}
+        return {name: sum(read[which].get(key, 0) for which, key in srcs) for name, srcs in self.stats}
+
+
+def create_mib2(chain: Chain, root: SysRoot, origin: int) -> list[Kstat]:
+    """Every MIB-II kstat with at least one statistic this host has a counter for."""
+    have: dict[str, dict[str, int]] = {}
+    for which, rel in _FILES.items():
+        if root.exists(rel):
+            have[which] = _read(root, which)
+    made: list[Kstat] = []
+    for (module, name), specs in MIB2.items():
+        fields: list[tuple[str, int]] = []
+        stats: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+        for stat, dtype, sources in specs:
+            srcs = tuple((w, k) for w, k in (s.split(":", 1) for s in sources) if k in have.get(w, {}))
+            if srcs:
+                fields.append((stat, dtype))
+                stats.append((stat, srcs))
+        if fields:
+            made.append(create_named(chain, module, 0, name, "mib2", fields, Mib2Source(root, stats), crtime=origin))
+    return made
