@@ -53,20 +53,26 @@ MIB2: dict[tuple[str, str], list[tuple[str, int, tuple[str, ...]]]] = {
     ("ip", "ip"): [
         ("forwarding", I32, ("snmp:Ip:Forwarding",)),
         ("defaultTTL", I32, ("snmp:Ip:DefaultTTL",)),
-        *_same("Ip", "InReceives InHdrErrors InAddrErrors ForwDatagrams InUnknownProtos InDiscards "
-                     "InDelivers OutRequests OutDiscards OutNoRoutes ReasmTimeout ReasmReqds ReasmOKs "
-                     "ReasmFails FragOKs FragFails FragCreates"),
+        *_same(
+            "Ip",
+            "InReceives InHdrErrors InAddrErrors ForwDatagrams InUnknownProtos InDiscards "
+            "InDelivers OutRequests OutDiscards OutNoRoutes ReasmTimeout ReasmReqds ReasmOKs "
+            "ReasmFails FragOKs FragFails FragCreates",
+        ),
         ("noPorts", U32, ("snmp:Udp:NoPorts", "snmp6:Udp6NoPorts")),
         ("inCksumErrs", U32, ("netstat:IpExt:InCsumErrors",)),
         ("udpInCksumErrs", U32, ("snmp:Udp:InCsumErrors", "snmp6:Udp6InCsumErrors")),
         ("udpInOverflows", U32, ("snmp:Udp:RcvbufErrors", "snmp6:Udp6RcvbufErrors")),
     ],
     ("ip", "icmp"): [
-        *_same("Icmp", "InMsgs InErrors InDestUnreachs InTimeExcds InParmProbs InSrcQuenchs "
-                       "InRedirects InEchos InEchoReps InTimestamps InTimestampReps InAddrMasks "
-                       "InAddrMaskReps OutMsgs OutErrors OutDestUnreachs OutTimeExcds OutParmProbs "
-                       "OutSrcQuenchs OutRedirects OutEchos OutEchoReps OutTimestamps OutTimestampReps "
-                       "OutAddrMasks OutAddrMaskReps"),
+        *_same(
+            "Icmp",
+            "InMsgs InErrors InDestUnreachs InTimeExcds InParmProbs InSrcQuenchs "
+            "InRedirects InEchos InEchoReps InTimestamps InTimestampReps InAddrMasks "
+            "InAddrMaskReps OutMsgs OutErrors OutDestUnreachs OutTimeExcds OutParmProbs "
+            "OutSrcQuenchs OutRedirects OutEchos OutEchoReps OutTimestamps OutTimestampReps "
+            "OutAddrMasks OutAddrMaskReps",
+        ),
         ("inCksumErrs", U32, ("snmp:Icmp:InCsumErrors",)),
     ],
     ("tcp", "tcp"): [

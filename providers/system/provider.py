@@ -45,6 +45,9 @@ from kstatpy_providers.system.mib2 import create_mib2
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import boot_origin
 from kstatpy_providers.system.source import root_for
+from kstatpy_providers.system.spl import SPL_ROOT
+from kstatpy_providers.system.spl import create_spl
+from kstatpy_providers.system.spl import spl_kstats
 from kstatpy_providers.system.unix import create_system_misc
 from kstatpy_providers.system.unix import create_system_pages
 from kstatpy_providers.system.unix import present_cpus
@@ -104,6 +107,8 @@ class SystemProvider:
         self.links: dict[str, list[Kstat]] = {}
         self.disks: dict[str, list[Kstat]] = {}
         self.namer = DiskNamer()
+        self.spl: dict[tuple[str, str], list[Kstat]] = {}
+        self.has_spl = False  # proc/spl/kstat existed at attach (OpenZFS loaded)
         self.origin = 0
         self.vm_cpu = -1  # the CPU charged with the machine-wide VM counters
         self.detached = False
@@ -127,6 +132,7 @@ class SystemProvider:
                 if made is not None:
                     self.unix.append(made)
             self.unix.extend(create_mib2(chain, root, origin))
+            self.has_spl = root.exists(SPL_ROOT)
             cpus = present_cpus(root)
             self.vm_cpu = min(cpus) if cpus else -1
             self.reconcile(chain, attaching=True)
@@ -168,6 +174,11 @@ class SystemProvider:
             chain, "link", self.links, link_names(root), lambda n: [create_link(chain, root, n, origin)],
             lambda n: f"sys/class/net/{n}/",
         )  # fmt: skip
+        if self.has_spl:
+            self._sync(
+                chain, "spl", self.spl, spl_kstats(root), lambda k: create_spl(chain, root, *k),
+                lambda k: f"{SPL_ROOT}/{k[0]}/{k[1]}",
+            )  # fmt: skip
         disks = disk_names(root)
         self.namer.name_all([n for n in disks if n not in self.disks])
         self._sync(
@@ -201,7 +212,7 @@ class SystemProvider:
 
     def delete_all(self, chain: Chain) -> None:
         """Delete every kstat, ``unix:0:system_misc`` (the first made) last (caller holds ``lock``)."""
-        for have in (self.disks, self.links, self.cpus):
+        for have in (self.spl, self.disks, self.links, self.cpus):
             while have:
                 for ksp in have.popitem()[1]:
                     chain.kstat_delete(ksp)
