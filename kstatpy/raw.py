@@ -95,20 +95,26 @@ class Layout:
         self.struct = struct.Struct(fmt)
         self.shown = tuple((i, f) for i, f in enumerate(fields) if f.name is not None)
         self.names = tuple(f.name for _, f in self.shown)
+        # pack's tables: each member's position by the key it is given under, its mask
+        self._index = {f.name or f.member: i for i, f in enumerate(fields)}
+        self._mask = [(1 << (C_TYPES[f.ctype][0] * 8)) - 1 for f in fields]
+        self._signed = frozenset(i for i, f in enumerate(fields) if f.ctype == "int")
+        self._zeros = [0] * len(fields)
 
     def pack(self, values: Mapping[str, int]) -> bytes:
         """The struct's bytes; a member not in ``values`` (by printed name or member) is 0.
 
         Values wrap to the member's width (a ``uint_t`` counter wraps at 2**32, as in C).
         """
-        out = []
-        for f in self.fields:
-            v = values.get(f.name or f.member, 0)
-            width = C_TYPES[f.ctype][0] * 8
-            v &= (1 << width) - 1
-            if f.ctype == "int" and v >= 1 << 31:
-                v -= 1 << 32
-            out.append(v)
+        out = self._zeros.copy()
+        index, mask, signed = self._index, self._mask, self._signed
+        for key, v in values.items():
+            i = index.get(key)
+            if i is not None:
+                v &= mask[i]
+                if i in signed and v >= 1 << 31:
+                    v -= 1 << 32
+                out[i] = v
         return self.struct.pack(*out)
 
     def decode(self, data: bytes) -> dict[str, int]:

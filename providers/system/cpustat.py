@@ -64,6 +64,7 @@ from typing import Any
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_named
 from kstatpy_providers.system.source import create_raw
+from kstatpy_providers.system.source import find_ints
 
 from kstatpy.constants import KSTAT_DATA_UINT64
 from kstatpy.raw import CPU_STAT
@@ -223,6 +224,7 @@ class CpuSource:
         goidle = root.read_int_or("proc/sys/kernel/sched_schedstats", 1) if self.schedstat else 0
         self.goidle = bool(goidle)
         self.vm_keys: dict[str, tuple[bytes, ...]] = {}
+        self.vm_find: list[bytes] = []
         self.charge_vm = vm and charge_vm
         if vm:
             try:
@@ -232,7 +234,8 @@ class CpuSource:
             for name, keys in VM_SOURCES:
                 present = tuple(k.encode() for k in keys if k.encode() in have)
                 if present:
-                    self.vm_keys[name] = present
+                    self.vm_keys[name] = tuple(k + b" " for k in present)
+            self.vm_find = sorted({k for keys in self.vm_keys.values() for k in keys} | {b"pgmajfault "})
         self.pagesize = os.sysconf("SC_PAGE_SIZE")
         # An off-line CPU has no line or column: it keeps its last values.
         self.last: dict[str, int] = dict.fromkeys(self.sys_fields() + self.vm_fields(), 0)
@@ -278,13 +281,13 @@ class CpuSource:
                     if self.goidle:
                         last["idlethread"] = goidle
         if self.charge_vm:
-            vs = vmstat(root.read_bytes("proc/vmstat"))
+            vs = find_ints(root.read_bytes("proc/vmstat"), self.vm_find)
             for name, keys in self.vm_keys.items():
                 v = sum(vs.get(k, 0) for k in keys)
                 if name in _KB_FIELDS:
                     v = v * 1024 // self.pagesize
                 elif name == "as_fault":
-                    v -= vs.get(b"pgmajfault", 0)
+                    v -= vs.get(b"pgmajfault ", 0)
                 last[name] = v
         return last
 

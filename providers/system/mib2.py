@@ -28,6 +28,7 @@ from typing import Any
 
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_named
+from kstatpy_providers.system.source import find_ints
 
 from kstatpy.constants import KSTAT_DATA_INT32
 from kstatpy.constants import KSTAT_DATA_UINT32
@@ -119,16 +120,60 @@ def _read(root: SysRoot, which: str) -> dict[str, int]:
     return parse_snmp6(data) if which == "snmp6" else parse_snmp(data)
 
 
+def _group_values(data: bytes, group: bytes) -> list[bytes]:
+    # The value line of ``group`` (the second line starting "Group: "), split.
+    head = data.find(b"\n" + group + b": ")
+    at = data.find(b"\n" + group + b": ", head + 1) if head >= 0 else -1
+    if at < 0:
+        return []
+    end = data.find(b"\n", at + 1)
+    return data[at + 1 : end if end >= 0 else None].split()
+
+
 class Mib2Source:
-    """One MIB-II kstat: reads only the files its statistics name."""
+    """One MIB-II kstat: reads only the files its statistics name.
+
+    Column positions are found once, at creation (a running kernel's MIB files do
+    not change their columns); each read splits only the value lines it needs.
+    """
 
     def __init__(self, root: SysRoot, stats: list[tuple[str, tuple[tuple[str, str], ...]]]) -> None:
         self.root = root
         self.stats = stats
         self.files = sorted({which for _, srcs in stats for which, _ in srcs})
+        # which -> group -> key -> column (snmp, netstat); snmp6: keys with their separator
+        self.columns: dict[str, dict[bytes, dict[str, int]]] = {}
+        for which in self.files:
+            if which == "snmp6":
+                continue
+            data = b"\n" + root.read_bytes(_FILES[which])
+            groups: dict[bytes, dict[str, int]] = {}
+            for _, srcs in stats:
+                for w, gk in srcs:
+                    if w == which:
+                        group, key = gk.split(":")
+                        at = data.find(b"\n" + group.encode() + b": ")
+                        names = [n.decode() for n in data[at + 1 : data.find(b"\n", at + 1)].split()]
+                        groups.setdefault(group.encode(), {})[key] = names.index(key)
+            self.columns[which] = groups
 
     def values(self) -> dict[str, Any]:
-        read = {which: _read(self.root, which) for which in self.files}
+        read: dict[str, dict[str, int]] = {}
+        for which in self.files:
+            data = self.root.read_bytes(_FILES[which])
+            if which == "snmp6":
+                keys = [k.encode() + b" " for _, srcs in self.stats for w, k in srcs if w == "snmp6"]
+                read[which] = {k[:-1].decode(): v for k, v in find_ints(data, keys).items()}
+                continue
+            data = b"\n" + data
+            got: dict[str, int] = {}
+            for group, cols in self.columns[which].items():
+                vals = _group_values(data, group)
+                g = group.decode()
+                for key, i in cols.items():
+                    if i < len(vals):
+                        got[f"{g}:{key}"] = int(vals[i])
+            read[which] = got
         return {name: sum(read[which].get(key, 0) for which, key in srcs) for name, srcs in self.stats}
 
 

@@ -22,6 +22,7 @@ import errno
 import os
 import threading
 import time
+from collections.abc import Iterable
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from typing import Any
@@ -33,6 +34,7 @@ from kstatpy.constants import KSTAT_TYPE_NAMED
 from kstatpy.constants import KSTAT_TYPE_RAW
 from kstatpy.constants import KSTAT_WRITE
 from kstatpy.constants import KstatDataType
+from kstatpy.constants import KstatFlag
 from kstatpy.kstat import default_kstat_update
 from kstatpy.records import kstat_named_init
 from kstatpy.records import kstat_named_setstr
@@ -52,6 +54,7 @@ __all__ = [
     "create_named",
     "create_raw",
     "date_kstat",
+    "find_ints",
     "named_update",
     "parse_cpu_list",
     "root_for",
@@ -203,6 +206,25 @@ class SysRoot:
         return os.path.exists(self.join(rel))
 
 
+def find_ints(data: bytes, keys: Iterable[bytes]) -> dict[bytes, int]:
+    """The first integer after each of ``keys`` where one starts a line of ``data``.
+
+    For "key value" files (``/proc/meminfo`` with keys like ``b"MemTotal:"``,
+    ``/proc/vmstat`` and ``/proc/net/snmp6`` with ``b"pgpgin "``): a search per
+    key instead of a parse of every line. A key the file lacks is left out.
+    """
+    data = b"\n" + data
+    out = {}
+    for key in keys:
+        at = data.find(b"\n" + key)
+        if at < 0:
+            continue
+        at += len(key) + 1
+        end = data.find(b"\n", at)
+        out[key] = int(data[at : end if end >= 0 else None].split(None, 1)[0])
+    return out
+
+
 def parse_cpu_list(text: str) -> list[int]:
     """The kernel's cpulist format (``0-3,8,10-11``) as a sorted list."""
     cpus: set[int] = set()
@@ -237,7 +259,7 @@ def create_named(
     for knp, (field, data_type) in zip(ksp.ks_data, fields, strict=True):
         kstat_named_init(knp, field, data_type)
     date_kstat(ksp, crtime)
-    ksp.ks_private = source
+    ksp.ks_private = (source, _plan(ksp))  # named_update's source and per-record plan
     ksp.ks_update = named_update
     return install_or_delete(chain, ksp)
 
@@ -320,18 +342,39 @@ def named_update(ksp: Kstat, rw: int) -> int:
     """
     if rw == KSTAT_WRITE:
         return errno.EACCES
+    source, plan = ksp.ks_private
     try:
-        values = ksp.ks_private.values()
+        values = source.values()
     except OSError as exc:
         return os_errno(exc)
+    for knp, name, kind, mask in plan:
+        value = values[name]
+        if kind == _MASKED:
+            knp.value = value & mask
+        elif kind == _PLAIN:
+            knp.value = value
+        elif kind == _STR:
+            kstat_named_setstr(knp, value)
+        else:
+            knp.value = value.encode()[:16] if isinstance(value, str) else bytes(value)[:16]
+    return default_kstat_update(ksp, rw) if ksp.ks_flags & _RESIZES else 0
+
+
+_PLAIN, _MASKED, _STR, _CHR = 0, 1, 2, 3
+_RESIZES = KstatFlag.VAR_SIZE | KstatFlag.LONGSTRINGS
+
+
+def _plan(ksp: Kstat) -> list[tuple[Any, str, int, int]]:
+    # (record, name, how to store, mask) for each record: the types never change.
+    plan = []
     for knp in ksp.ks_data:
-        value = values[knp.name]
         t = knp.data_type
         if t == KstatDataType.STRING:
-            kstat_named_setstr(knp, value)
+            plan.append((knp, knp.name, _STR, 0))
         elif t == KstatDataType.CHAR:
-            knp.value = value.encode()[:16] if isinstance(value, str) else bytes(value)[:16]
+            plan.append((knp, knp.name, _CHR, 0))
+        elif t in _MASK:
+            plan.append((knp, knp.name, _MASKED, _MASK[t]))
         else:
-            mask = _MASK.get(t)
-            knp.value = value & mask if mask is not None else value
-    return default_kstat_update(ksp, rw)
+            plan.append((knp, knp.name, _PLAIN, 0))
+    return plan

@@ -37,11 +37,13 @@ system_pages (class pages, every record ULONG, in pages of ``SC_PAGE_SIZE``)
 from __future__ import annotations
 
 import os
+import re
 from typing import TYPE_CHECKING
 from typing import Any
 
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_named
+from kstatpy_providers.system.source import find_ints
 from kstatpy_providers.system.source import parse_cpu_list
 
 from kstatpy.constants import KSTAT_DATA_UINT32
@@ -67,6 +69,7 @@ PAGES_ORDER = (
     "pagesfree", "pageslocked", "pagestotal",
 )  # fmt: skip
 _KERNEL_KEYS = ("Slab", "KernelStack", "PageTables", "Percpu", "SecPageTables")
+_MEMINFO_KEYS = tuple(f"{k}:".encode() for k in ("MemTotal", "MemFree", "Mlocked", *_KERNEL_KEYS))
 #: record -> meminfo keys it needs (zoneinfo and min_free_kbytes are checked apart)
 _PAGES_NEEDS: dict[str, tuple[str, ...]] = {
     "physmem": ("MemTotal",),
@@ -154,13 +157,17 @@ def meminfo_kb(text: str) -> dict[str, int]:
     return out
 
 
+_WATERMARK = re.compile(rb"(?m)^ +(min|low|high) +(\d+)$")
+
+
 def zone_watermarks(data: bytes) -> tuple[int, int, int]:
-    """Sums over ``/proc/zoneinfo``'s zones of the (min, low, high) watermarks, in pages."""
+    """Sums over ``/proc/zoneinfo``'s zones of the (min, low, high) watermarks, in pages.
+
+    The zones' lines are "        min      46"; the per-CPU pagesets' "high:" has a colon.
+    """
     sums = {b"min": 0, b"low": 0, b"high": 0}
-    for line in data.split(b"\n"):
-        parts = line.split()
-        if len(parts) == 2 and parts[0] in sums:
-            sums[parts[0]] += int(parts[1])
+    for key, value in _WATERMARK.findall(data):
+        sums[key] += int(value)
     return sums[b"min"], sums[b"low"], sums[b"high"]
 
 
@@ -177,7 +184,8 @@ class PagesSource:
     def values(self) -> dict[str, Any]:
         root = self.root
         kb_per_page = self.pagesize // 1024
-        m = meminfo_kb(root.read("proc/meminfo"))
+        found = find_ints(root.read_bytes("proc/meminfo"), _MEMINFO_KEYS)
+        m = {k[:-1].decode(): v for k, v in found.items()}
         out: dict[str, int] = {}
         if "MemTotal" in m:
             out["physmem"] = out["pagestotal"] = m["MemTotal"] // kb_per_page

@@ -44,6 +44,7 @@ from typing import Any
 
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_raw
+from kstatpy_providers.system.source import find_ints
 
 from kstatpy.raw import SYSINFO
 from kstatpy.raw import VAR
@@ -54,6 +55,9 @@ if TYPE_CHECKING:
     from kstatpy.kstat import Kstat
 
 __all__ = ["SysinfoSource", "VarSource", "VminfoSource", "create_sysinfo", "create_var", "create_vminfo"]
+
+
+_MEMINFO_KEYS = (b"MemTotal:", b"MemFree:", b"AnonPages:", b"Committed_AS:", b"SwapTotal:", b"SwapFree:")
 
 
 def _uptime_s(root: SysRoot) -> int:
@@ -105,11 +109,8 @@ class VminfoSource(_Accumulator):
         self.kb_per_page = os.sysconf("SC_PAGE_SIZE") // 1024
 
     def sample(self) -> dict[str, int]:
-        m: dict[bytes, int] = {}
-        for line in self.root.read_bytes("proc/meminfo").split(b"\n"):
-            parts = line.split()
-            if len(parts) >= 2:
-                m[parts[0].rstrip(b":")] = int(parts[1])
+        found = find_ints(self.root.read_bytes("proc/meminfo"), _MEMINFO_KEYS)
+        m = {k[:-1]: v for k, v in found.items()}
         kpp = self.kb_per_page
         swap_total = m.get(b"SwapTotal", 0)
         virtual = m.get(b"MemTotal", 0) + swap_total
