@@ -34,6 +34,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from typing import Any
 
+from kstatpy_providers.system.source import SysFile
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_named
 
@@ -96,6 +97,7 @@ class LinkSource:
         self.root = root
         self.dir = f"sys/class/net/{ifname}/"
         self.counters = counters
+        self.files: list[tuple[str, SysFile]] | None = None
 
     def _link_state(self) -> int:
         oper = self.root.read(self.dir + "operstate").strip()
@@ -107,12 +109,11 @@ class LinkSource:
         return LINK_STATE_UNKNOWN if carrier is None else (LINK_STATE_UP if carrier else LINK_STATE_DOWN)
 
     def values(self) -> dict[str, Any]:
-        read: dict[str, int] = {}
-        out: dict[str, Any] = {}
-        for name, stat in self.counters.items():
-            if stat not in read:
-                read[stat] = self.root.read_int(self.dir + "statistics/" + stat)
-            out[name] = read[stat]
+        files = self.files
+        if files is None:  # each counter's kept-open file, looked up once
+            files = self.files = [(name, self.root.file(self.dir + "statistics/" + stat))
+                                  for name, stat in self.counters.items()]  # fmt: skip
+        out: dict[str, Any] = {name: int(f.read()) for name, f in files}
         speed = self.root.read_int_or(self.dir + "speed", None)
         out["ifspeed"] = speed * 1_000_000 if speed is not None and speed > 0 else 0
         out["link_state"] = self._link_state()

@@ -156,25 +156,42 @@ class Mib2Source:
                         names = [n.decode() for n in data[at + 1 : data.find(b"\n", at + 1)].split()]
                         groups.setdefault(group.encode(), {})[key] = names.index(key)
             self.columns[which] = groups
+        # values()' plan: per file, (group, [(column, statistic)]) or, for snmp6, keys
+        self.names = [name for name, _ in stats]
+        self.snmp6_stats: dict[bytes, list[str]] = {}
+        self.plan: list[tuple[str, Any]] = []
+        for which in self.files:
+            if which == "snmp6":
+                for name, srcs in stats:
+                    for w, key in srcs:
+                        if w == "snmp6":
+                            self.snmp6_stats.setdefault(key.encode() + b" ", []).append(name)
+                self.plan.append((which, list(self.snmp6_stats)))
+                continue
+            groups_plan = []
+            for gb, cols in self.columns[which].items():
+                g = gb.decode()
+                pairs = [(i, name) for name, srcs in stats for w, gk in srcs if w == which
+                         for k, i in cols.items() if gk == f"{g}:{k}"]  # fmt: skip
+                groups_plan.append((gb, pairs))
+            self.plan.append((which, groups_plan))
 
     def values(self) -> dict[str, Any]:
-        read: dict[str, dict[str, int]] = {}
-        for which in self.files:
+        out = dict.fromkeys(self.names, 0)
+        for which, plan in self.plan:
             data = self.root.read_bytes(_FILES[which])
             if which == "snmp6":
-                keys = [k.encode() + b" " for _, srcs in self.stats for w, k in srcs if w == "snmp6"]
-                read[which] = {k[:-1].decode(): v for k, v in find_ints(data, keys).items()}
+                for key, v in find_ints(data, plan).items():
+                    for stat in self.snmp6_stats[key]:
+                        out[stat] += v
                 continue
             data = b"\n" + data
-            got: dict[str, int] = {}
-            for group, cols in self.columns[which].items():
+            for group, cols in plan:
                 vals = _group_values(data, group)
-                g = group.decode()
-                for key, i in cols.items():
+                for i, stat in cols:
                     if i < len(vals):
-                        got[f"{g}:{key}"] = int(vals[i])
-            read[which] = got
-        return {name: sum(read[which].get(key, 0) for which, key in srcs) for name, srcs in self.stats}
+                        out[stat] += int(vals[i])
+        return out
 
 
 def create_mib2(chain: Chain, root: SysRoot, origin: int) -> list[Kstat]:

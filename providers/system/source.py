@@ -82,11 +82,13 @@ class SysFile:
     """One source file kept open and re-read with ``os.pread`` at offset 0.
 
     procfs and sysfs build a file's content when it is read at offset 0, so each
-    read sees one fresh, consistent generation. ``lock`` serialises reads of this
-    file with its re-open and close (a closed fd number can be reused at once).
-    On a tree that is not the host's own (``check_replaced``) a file that was
-    replaced or removed (link count 0) is opened again by name, as a reader of
-    the real sysfs would get ENODEV and a fresh open.
+    read sees one fresh, consistent generation. ``lock`` serialises the open,
+    re-open and close. On the host's own root an open fd is read without the lock:
+    it is closed only by :meth:`close`, which the provider calls when no reader can
+    be reading it (after the kstats that read it were deleted: kstat_delete waits
+    for every hold). On another tree (``check_replaced``) a file that was replaced
+    or removed (link count 0) is opened again by name, as a reader of the real
+    sysfs would get ENODEV and a fresh open; those reads take the lock.
     """
 
     __slots__ = ("check_replaced", "fd", "lock", "path", "size")
@@ -100,6 +102,11 @@ class SysFile:
 
     def read(self) -> bytes:
         """The whole file; raises OSError when it cannot be opened or read."""
+        fd = self.fd
+        if fd >= 0 and not self.check_replaced:
+            data = os.pread(fd, self.size, 0)
+            if len(data) < self.size:
+                return data
         with self.lock:
             fd = self.fd
             if fd >= 0 and self.check_replaced and os.fstat(fd).st_nlink == 0:

@@ -37,7 +37,6 @@ system_pages (class pages, every record ULONG, in pages of ``SC_PAGE_SIZE``)
 from __future__ import annotations
 
 import os
-import re
 from typing import TYPE_CHECKING
 from typing import Any
 
@@ -121,6 +120,13 @@ class MiscSource:
         self.ticks_per_sec = hz()
         self.nproc_key: tuple[int, bytes] | None = None
         self.nproc = 0
+        self.listings = 0  # how many reads listed proc/ (benchmarks report it)
+        self.present: tuple[bytes, int] = (b"", 0)  # the last ``present`` text and its count
+
+    def _ncpus(self, text: bytes) -> int:
+        if text != self.present[0]:
+            self.present = (text, len(parse_cpu_list(text.decode())))
+        return self.present[1]
 
     def values(self) -> dict[str, Any]:
         root = self.root
@@ -131,10 +137,11 @@ class MiscSource:
         key = (_field_after(stat, b"\nprocesses "), loads[3].partition(b"/")[2])
         if key != self.nproc_key:
             self.nproc = sum(1 for n in root.listdir("proc") if n.isdigit())
+            self.listings += 1
             self.nproc_key = key
         lbolt = int(uptime * ticks_per_sec)
         return {
-            "ncpus": len(parse_cpu_list(root.read("sys/devices/system/cpu/present"))),
+            "ncpus": self._ncpus(root.read_bytes("sys/devices/system/cpu/present")),
             "lbolt": lbolt,
             "clk_intr": lbolt,
             "nproc": self.nproc,
@@ -157,18 +164,26 @@ def meminfo_kb(text: str) -> dict[str, int]:
     return out
 
 
-_WATERMARK = re.compile(rb"(?m)^ +(min|low|high) +(\d+)$")
+_WATERMARKS = (b"\n        min ", b"\n        low ", b"\n        high ")
 
 
 def zone_watermarks(data: bytes) -> tuple[int, int, int]:
     """Sums over ``/proc/zoneinfo``'s zones of the (min, low, high) watermarks, in pages.
 
-    The zones' lines are "        min      46"; the per-CPU pagesets' "high:" has a colon.
+    The zones' lines are "        min      46" (8 spaces: mm/vmstat.c); the per-CPU
+    pagesets' "              high:  0" is indented further and has a colon.
     """
-    sums = {b"min": 0, b"low": 0, b"high": 0}
-    for key, value in _WATERMARK.findall(data):
-        sums[key] += int(value)
-    return sums[b"min"], sums[b"low"], sums[b"high"]
+    sums = []
+    for key in _WATERMARKS:
+        total = 0
+        at = data.find(key)
+        while at >= 0:
+            at += len(key)
+            end = data.find(b"\n", at)
+            total += int(data[at:end])
+            at = data.find(key, end)
+        sums.append(total)
+    return sums[0], sums[1], sums[2]
 
 
 class PagesSource:

@@ -64,12 +64,7 @@ def _uptime_s(root: SysRoot) -> int:
     return int(float(root.read_bytes("proc/uptime").split(None, 1)[0]))
 
 
-def _stat_value(data: bytes, key: bytes) -> int:
-    at = data.find(b"\n" + key + b" ")
-    if at < 0:
-        return 0
-    at += len(key) + 2
-    return int(data[at : data.find(b"\n", at)])
+_PROCS_KEYS = (b"procs_running ", b"procs_blocked ")
 
 
 class _Accumulator:
@@ -98,9 +93,9 @@ class _Accumulator:
 
 class SysinfoSource(_Accumulator):
     def sample(self) -> dict[str, int]:
-        stat = self.root.read_bytes("proc/stat")
-        running = _stat_value(stat, b"procs_running")
-        return {"runque": running, "runocc": int(running > 0), "waiting": _stat_value(stat, b"procs_blocked")}
+        got = find_ints(self.root.read_bytes("proc/stat"), _PROCS_KEYS)
+        running = got.get(b"procs_running ", 0)
+        return {"runque": running, "runocc": int(running > 0), "waiting": got.get(b"procs_blocked ", 0)}
 
 
 class VminfoSource(_Accumulator):
