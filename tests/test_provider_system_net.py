@@ -122,3 +122,25 @@ def test_live_disks_are_named_module_instance() -> None:
         dev = err["Device Name"]
         assert Path(f"/sys/block/{dev}").exists()
         assert err["Size"] == int(Path(f"/sys/block/{dev}/size").read_text()) * 512
+
+
+def test_every_statistic_on_the_fake_host_declares_metadata(fake: Path) -> None:
+    """The fake host has what this one lacks (schedstat, mib2 files, disk identity): all declared.
+
+    OpenZFS's SPL kstats are the exception: their statistics are OpenZFS's, not ours.
+    """
+    from test_provider_system_spl import build_spl
+
+    from kstatpy.describe import describe_kstat
+    from kstatpy.metadata import KINDS
+
+    build_spl(fake)
+    chain, _ = attach(fake)
+    missing = []
+    for ksp in chain.kstats():
+        if ksp.ks_type != 1 or ksp.ks_module.startswith(("zfs", "kstat")) or ksp.ks_name.startswith("kstat_"):
+            continue
+        for st in describe_kstat(chain, ksp.ks_kid, 0)["stats"]:
+            if st["kind"] not in KINDS or not st["description"]:
+                missing.append(f"{ksp.ks_module}:{ksp.ks_instance}:{ksp.ks_name}:{st['name']}")
+    assert not missing

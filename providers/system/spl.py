@@ -35,6 +35,7 @@ from typing import Any
 
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_named
+from kstatpy_providers.system.source import date_kstat
 from kstatpy_providers.system.source import install_or_delete
 from kstatpy_providers.system.source import os_errno
 
@@ -196,5 +197,5 @@ def create_spl(chain: Chain, root: SysRoot, module: str, name: str) -> list[Ksta
         return []
     ksp.ks_private = (root, rel)
     ksp.ks_update = _spl_update
-    ksp.ks_crtime = header.crtime
+    date_kstat(ksp, header.crtime)
     return [install_or_delete(chain, ksp)]
