@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -225,3 +226,79 @@ def test_off_line_cpu_keeps_its_last_values(fake: Path) -> None:
     write(fake, "proc/stat", "cpu  1 1 1 1 1 1 1 1 0 0\ncpu0 1 1 1 1 1 1 1 1 0 0\nbtime 1700000000\nprocesses 1\n")
     write(fake, "proc/interrupts", "           CPU0\n  1:         10   IO-APIC  1-edge  i8042\n")
     assert named(read(chain, "cpu", 1, "sys")) == first
+
+
+def test_kept_open_files_are_closed_only_after_their_readers(fake: Path) -> None:
+    """Stress: a device's kept-open fds are closed only once its kstats are deleted.
+
+    The host-root fast path reads an open fd without a lock, so closing it under a
+    reader would read a closed (or reused) descriptor. Here the fake root takes that
+    path (``real``), while interfaces come and go and readers read every kstat; lo's
+    counters must always be lo's, and the only errors are the device being gone.
+    """
+    import errno
+    import shutil
+
+    from kstatpy_providers.system.provider import provider_for
+    from test_provider_system import add_link
+
+    from kstatpy.errors import KstatError
+
+    chain, providers = attach(fake)
+    root = provider_for(chain).root
+    root.close()
+    root.real = True  # every file opened from now on takes the lock-free path
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    lo = chain.kstat_lookup_name("link", 0, "lo").ks_kid
+
+    def reader() -> None:
+        while not stop.is_set():
+            for header in chain_read(chain, 0)["data"]:
+                try:
+                    result = chain_read(chain, header["kid"])
+                except KstatError as exc:
+                    if exc.errno not in (errno.ENXIO, errno.EAGAIN):
+                        errors.append(exc)
+                    continue
+                except BaseException as exc:
+                    errors.append(exc)
+                    continue
+                if header["kid"] == lo and named(result)["ipackets64"] != 10:
+                    errors.append(AssertionError(f"lo read another file: {named(result)}"))
+
+    def tap_reader() -> None:  # the device that goes away, read as fast as possible
+        while not stop.is_set():
+            # KID 0's headers, as a reader finds a kid: never a Kstat that may be freed
+            kids = [h["kid"] for h in chain_read(chain, 0)["data"] if h["name"] == "tap0"]
+            if not kids:
+                continue
+            for _ in range(50):
+                try:
+                    result = chain_read(chain, kids[0])
+                except KstatError as exc:
+                    if exc.errno not in (errno.ENXIO, errno.EAGAIN):
+                        errors.append(exc)
+                    break
+                if named(result)["ipackets64"] != 77:
+                    errors.append(AssertionError(f"tap0 read another file: {named(result)}"))
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    threads += [threading.Thread(target=tap_reader) for _ in range(2)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: widen every window
+    for t in threads:
+        t.start()
+    try:
+        for i in range(200):
+            if i % 2:
+                add_link(fake, "tap0", {"rx_packets": 77})
+            else:
+                shutil.rmtree(fake / "sys/class/net/tap0", ignore_errors=True)
+            providers.refresh(chain)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        sys.setswitchinterval(interval)
+    assert errors == []
