@@ -70,6 +70,7 @@ _READ = int(KstatIoctl.READ)
 _WRITE = int(KstatIoctl.WRITE)
 _HELLO = int(KstatIoctl.HELLO)
 _READ_MANY = int(KstatIoctl.READ_MANY)
+_RAW = int(KstatType.RAW)
 _NAMED = int(KstatType.NAMED)
 _TIMER = int(KstatType.TIMER)
 _RESIZABLE = int(KstatFlag.VAR_SIZE | KstatFlag.LONGSTRINGS)
@@ -151,6 +152,16 @@ class KstatUser:
         if self.ks_type == _NAMED and data is not None:
             return [[r.name, r.data_type, r.value] for r in data]
         return data
+
+    def raw_fields(self) -> dict[str, int] | None:
+        """A decodable RAW kstat's data as {statistic: int}, named and ordered as kstat(8)
+        prints it (``kstatpy.raw``: cpu_stat, unix:sysinfo, unix:vminfo, unix:var);
+        None for any other kstat or before a read."""
+        if self.ks_type != _RAW:
+            return None
+        from kstatpy.raw import decode
+
+        return decode(self.ks_module, self.ks_name, self.ks_data)
 
     def data_lookup(self, name: str) -> Any:
         """kstat_data_lookup(3KSTAT): the NAMED or TIMER record called ``name``.

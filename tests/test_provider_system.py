@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kstatpy_providers.system.disk import DiskNamer
 from kstatpy_providers.system.disk import disk_module_instance
+from kstatpy_providers.system.source import SysFile
 
 from kstatpy.chain import Chain
 from kstatpy.constants import KstatDataType
@@ -22,6 +24,9 @@ from tests.chain_io import chain_read
 from tests.chain_io import chain_write
 
 HZ = os.sysconf("SC_CLK_TCK")
+#: the fake host's idle ticks: uptime 1234.56 s less the CPU's other columns
+IDLE0 = int(1234.56 * HZ) - (100 + 5 + 30 + 7 + 2 + 3 + 4)
+IDLE1 = int(1234.56 * HZ) - (200 + 5 + 30 + 7 + 2 + 3 + 4)
 PAGESIZE = os.sysconf("SC_PAGE_SIZE")
 U32 = KstatDataType.UINT32
 U64 = KstatDataType.UINT64
@@ -52,6 +57,17 @@ def types(result: dict[str, Any]) -> dict[str, int]:
     return {name: t for name, t, _ in result["data"]}
 
 
+def disk_for(chain: Chain, linux_name: str) -> tuple[str, int, str]:
+    """(module, instance, name) of the IO kstat of Linux disk ``linux_name``, found through
+    the "Device Name" of the error kstats, as a user would."""
+    for ksp in chain.kstats():
+        if ksp.ks_class == "device_error" and ksp.ks_name.endswith(",err"):
+            if named(chain_read(chain, ksp.ks_kid)).get("Device Name") == linux_name:
+                module = ksp.ks_module.removesuffix("err")
+                return module, ksp.ks_instance, ksp.ks_name.removesuffix(",err")
+    raise AssertionError(f"no error kstat names {linux_name}")
+
+
 def sysfs_int(path: str) -> int:
     return int(Path(path).read_text().strip())
 
@@ -72,12 +88,17 @@ def cpu_list(text: str) -> list[int]:
 
 
 class OpenLog:
-    """Paths opened (and directories listed) by the recording thread while active."""
+    """Paths opened, files read (SysFile.read) and directories listed by the recording thread."""
 
     def __init__(self) -> None:
         self.paths: list[str] | None = None
         self.listed: list[str] = []
+        self.reads: list[str] = []
         self.thread = 0
+
+    def read_hook(self, path: str) -> None:
+        if self.paths is not None and threading.get_ident() == self.thread:
+            self.reads.append(path)
 
     def __call__(self, event: str, args: tuple[Any, ...]) -> None:
         if self.paths is None or threading.get_ident() != self.thread:
@@ -88,7 +109,7 @@ class OpenLog:
             self.listed.append(os.fspath(args[0]))
 
     def record(self, fn: Any) -> list[str]:
-        self.paths, self.listed, self.thread = [], [], threading.get_ident()
+        self.paths, self.listed, self.reads, self.thread = [], [], [], threading.get_ident()
         try:
             fn()
             return self.paths
@@ -100,6 +121,13 @@ class OpenLog:
 def open_log() -> OpenLog:
     log = OpenLog()
     sys.addaudithook(log)  # audit hooks cannot be removed: one for the session
+    real_read = SysFile.read
+
+    def read(self: SysFile) -> bytes:
+        log.read_hook(self.path)
+        return real_read(self)
+
+    SysFile.read = read  # type: ignore[method-assign]  # for the session, as the audit hook
     return log
 
 
@@ -144,6 +172,11 @@ def add_link(root: Path, name: str, counters: dict[str, int] | None = None, oper
 
 def add_disk(root: Path, name: str, stat: str = "5 0 80 7 6 0 96 9 2 300 450 0 0 0 0 0 0") -> None:
     write(root, f"sys/block/{name}/stat", f"    {stat}\n")
+    write(root, f"sys/block/{name}/size", "2048\n")
+    if name.startswith("sd"):
+        write(root, f"sys/block/{name}/device/vendor", "ATA     \n")
+        write(root, f"sys/block/{name}/device/model", "FAKE DISK 1000GB-LONG-MODEL\n")
+        write(root, f"sys/block/{name}/device/ioerr_cnt", "0x2\n")
 
 
 def add_cpu(root: Path, n: int) -> None:
@@ -162,17 +195,34 @@ def build_fake_tree(root: Path) -> Path:
     """A host with 2 CPUs, links lo and eth0, disks sda and nvme0n1 (values in the tests)."""
     write(root, "proc/uptime", "1234.56 2000.00\n")
     write(root, "proc/loadavg", "0.50 1.25 2.00 1/87 7317\n")
+    # Each CPU's eight time columns add up to the uptime (IDLE0/IDLE1: the idle column).
     write(root, "proc/stat", (
-        "cpu  300 10 60 2000 14 4 6 8 0 0\n"
-        "cpu0 100 5 30 1000 7 2 3 4 0 0\n"
-        "cpu1 200 5 30 1000 7 2 3 4 0 0\n"
-        "intr 999 1 2\nctxt 4567\nbtime 1700000000\nprocesses 100\n"
+        f"cpu  300 10 60 {IDLE0 + IDLE1} 14 4 6 8 0 0\n"
+        f"cpu0 100 5 30 {IDLE0} 7 2 3 4 0 0\n"
+        f"cpu1 200 5 30 {IDLE1} 7 2 3 4 0 0\n"
+        "intr 999 1 2\nctxt 4567\nbtime 1700000000\nprocesses 100\nprocs_running 3\nprocs_blocked 1\n"
     ))  # fmt: skip
     write(root, "proc/interrupts", (
         "           CPU0       CPU1\n"
         "  1:         10         20   IO-APIC  1-edge  i8042\n"
         "LOC:        100        200   Local timer interrupts\n"
         "ERR:          5\n"
+    ))  # fmt: skip
+    write(root, "proc/softirqs", (
+        "                    CPU0       CPU1\n"
+        "          HI:          1          2\n"
+        "       TIMER:         30         40\n"
+        "      NET_RX:          5          6\n"
+    ))  # fmt: skip
+    write(root, "proc/schedstat", (
+        "version 15\ntimestamp 4295\n"
+        "cpu0 0 0 900 300 400 100 5000 6000 500\n"
+        "domain0 3 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35\n"
+        "cpu1 0 0 800 200 300 100 5000 6000 450\n"
+    ))  # fmt: skip
+    write(root, "proc/vmstat", (
+        "nr_free_pages 1024\npgpgin 4000\npgpgout 8000\npswpin 7\npswpout 9\npgfault 1000\npgmajfault 10\n"
+        "pgsteal_kswapd 50\npgsteal_direct 5\npgscan_kswapd 70\npgscan_direct 7\npageoutrun 3\n"
     ))  # fmt: skip
     write(root, "proc/meminfo", "MemTotal:  8192 kB\nMemFree:   4096 kB\nMlocked:   64 kB\n")
     write(root, "proc/sys/vm/min_free_kbytes", "128\n")
@@ -241,7 +291,16 @@ def test_system_pages_matches_meminfo() -> None:
     assert pages["pageslocked"] == pytest.approx(meminfo["Mlocked"] * 1024 // PAGESIZE, abs=256)
     assert pages["freemem"] == pytest.approx(meminfo["MemFree"] * 1024 // PAGESIZE, rel=0.05)
     assert pages["minfree"] == sysfs_int("/proc/sys/vm/min_free_kbytes") * 1024 // PAGESIZE
-    assert "availrmem" not in pages  # no Linux source: left out, not faked
+    kernel_kb = sum(meminfo.get(k, 0) for k in ("Slab", "KernelStack", "PageTables", "Percpu", "SecPageTables"))
+    assert pages["pp_kernel"] == pytest.approx(kernel_kb * 1024 // PAGESIZE, rel=0.05)
+    # The three add up to physmem, as on illumos.
+    assert pages["availrmem"] + pages["pp_kernel"] + pages["pageslocked"] == pages["physmem"]
+    zones = Path("/proc/zoneinfo").read_text().split("\n")
+    highs = sum(int(ln.split()[1]) for ln in zones if ln.split()[:1] == ["high"] and len(ln.split()) == 2)
+    lows = sum(int(ln.split()[1]) for ln in zones if ln.split()[:1] == ["low"] and len(ln.split()) == 2)
+    assert (pages["lotsfree"], pages["desfree"]) == (highs, lows)
+    assert pages["lotsfree"] > pages["desfree"] > pages["minfree"] > 0
+    assert "nscan" not in pages and "kernelbase" not in pages  # no Linux source: left out, not faked
 
 
 def test_link_lo_counters_match_sysfs() -> None:
@@ -264,9 +323,14 @@ def test_cpu_sys_matches_proc_stat() -> None:
     before = proc_stat_cpu(0)
     sys0 = named(read(chain, "cpu", 0, "sys"))
     after = proc_stat_cpu(0)
-    assert before[3] <= sys0["cpu_ticks_idle"] <= after[3]
+    assert before[3] + before[4] <= sys0["cpu_ticks_idle"]  # iowait is idle
+    # ... plus at most the time Linux left unaccounted since boot (CpuClock)
+    uptime_ticks = float(Path("/proc/uptime").read_text().split()[0]) * HZ
+    assert sys0["cpu_ticks_idle"] <= after[3] + after[4] + max(0, uptime_ticks - sum(after[:8])) + 2
     assert before[0] + before[1] <= sys0["cpu_ticks_user"] <= after[0] + after[1]
-    assert before[2] + before[5] + before[6] <= sys0["cpu_ticks_kernel"] <= after[2] + after[5] + after[6]
+    kernel = (2, 5, 6, 7)  # system, irq, softirq, steal
+    assert sum(before[i] for i in kernel) <= sys0["cpu_ticks_kernel"] <= sum(after[i] for i in kernel)
+    assert sys0["cpu_ticks_wait"] == sys0["wait_ticks_io"] == 0
     assert sys0["cpu_nsec_idle"] == sys0["cpu_ticks_idle"] * (1_000_000_000 // HZ)
     assert sys0["intr"] > 0
 
@@ -289,9 +353,10 @@ def test_cpu_info_matches_cpuinfo() -> None:
 def test_disk_io_matches_block_stat() -> None:
     chain, _ = attach()
     name = sorted(os.listdir("/sys/block"))[0]
-    module, instance = disk_module_instance(name)
+    module, instance, ks_name = disk_for(chain, name)
+    assert ks_name == f"{module}{instance}"
     before = [int(x) for x in Path(f"/sys/block/{name}/stat").read_text().split()]
-    result = read(chain, module, instance, name)
+    result = read(chain, module, instance, ks_name)
     after = [int(x) for x in Path(f"/sys/block/{name}/stat").read_text().split()]
     io = result["data"]
     assert result["type"] == KstatType.IO and result["class"] == "disk"
@@ -317,7 +382,7 @@ def test_fake_tree_values_follow_the_mapping(fake: Path) -> None:
 
     sys1 = named(read(chain, "cpu", 1, "sys"))
     ticks = [sys1[f"cpu_ticks_{k}"] for k in ("user", "kernel", "idle", "wait")]
-    assert ticks == [205, 35, 1000, 7]
+    assert ticks == [205, 39, IDLE1 + 7, 0]  # nice in user; irq, softirq, steal in kernel; iowait idle
     assert sys1["intr"] == 220
 
     info = named(read(chain, "cpu_info", 1, "cpu_info1"))
@@ -334,13 +399,13 @@ def test_fake_tree_values_follow_the_mapping(fake: Path) -> None:
     assert named(read(chain, "link", 0, "lo"))["link_state"] == 1  # "unknown" operstate, carrier 1
 
     assert sorted(k.ks_name for k in chain.kstats() if k.ks_module == "link") == ["eth0", "lo"]
-    io = read(chain, "sd", 0, "sda")["data"]
+    io = read(chain, "sd", 0, "sd0")["data"]
     assert (io["reads"], io["writes"], io["nread"], io["nwritten"]) == (5, 6, 80 * 512, 96 * 512)
     assert (io["rcnt"], io["wcnt"], io["wtime"], io["wlentime"]) == (2, 0, 0, 0)
     # In flight: the snapshot closes the open interval from the read's own timestamp on.
     assert 300 * 10**6 <= io["rtime"] < 300 * 10**6 + 10**9
     assert 450 * 10**6 <= io["rlentime"] < 450 * 10**6 + 2 * 10**9
-    assert read(chain, "nvme", 0, "nvme0n1")["class"] == "disk"
+    assert read(chain, "blkdev", 0, "blkdev0")["class"] == "disk"
 
 
 def test_offline_cpu_state_changes_state_begin(fake: Path) -> None:
@@ -353,11 +418,21 @@ def test_offline_cpu_state_changes_state_begin(fake: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("sda", ("sd", 0)), ("sdb", ("sd", 1)), ("sdaa", ("sd", 26)), ("vda", ("vd", 0)), ("xvdc", ("xvd", 2)),
-     ("nvme1n2", ("nvme", 1)), ("mmcblk0", ("mmcblk", 0)), ("dm-3", ("dm", 3)), ("loop7", ("loop", 7))],
+    [("sda", ("sd", 0)), ("sdb", ("sd", 1)), ("sdaa", ("sd", 26)), ("hdb", ("cmdk", 1)), ("xvdc", ("xdf", 2)),
+     ("loop7", ("lofi", 7)), ("vda", ("blkdev", None)), ("nvme1n2", ("blkdev", None)), ("dm-3", ("blkdev", None))],
 )  # fmt: skip
-def test_disk_naming(name: str, expected: tuple[str, int]) -> None:
+def test_disk_naming(name: str, expected: tuple[str, int | None]) -> None:
     assert disk_module_instance(name) == expected
+
+
+def test_blkdev_instances_are_given_in_order_and_kept() -> None:
+    namer = DiskNamer()
+    namer.name_all(["zram0", "nvme0n1", "vdb", "vda", "sdb", "dm-0", "nvme1n1"])
+    assert [namer.instance(n) for n in ("vda", "vdb", "nvme0n1", "nvme1n1", "dm-0", "zram0", "sdb")] == [
+        ("blkdev", 0), ("blkdev", 1), ("blkdev", 2), ("blkdev", 3), ("blkdev", 4), ("blkdev", 5), ("sd", 1),
+    ]  # fmt: skip
+    namer.name_all(["nvme2n1"])  # hot-added: the next free instance; the others keep theirs
+    assert namer.instance("nvme2n1") == ("blkdev", 6) and namer.instance("vda") == ("blkdev", 0)
 
 
 def test_root_from_environment(fake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -377,38 +452,54 @@ def test_writes_are_refused(fake: Path) -> None:
 # --- what a read costs ----------------------------------------------------------
 
 
-def test_read_opens_only_its_own_source(fake: Path, open_log: OpenLog) -> None:
+def test_read_reads_only_its_own_source(fake: Path, open_log: OpenLog) -> None:
     chain, _ = attach(fake)
     lo = chain.kstat_lookup_name("link", 0, "lo").ks_kid
-    opened = open_log.record(lambda: chain_read(chain, lo))
-    assert opened and all(p.startswith(str(fake / "sys/class/net/lo") + "/") for p in opened), opened
+    open_log.record(lambda: chain_read(chain, lo))
+    assert open_log.reads and all(p.startswith(str(fake / "sys/class/net/lo") + "/") for p in open_log.reads)
     assert open_log.listed == []
 
-    sda = chain.kstat_lookup_name("sd", 0, "sda").ks_kid
-    assert open_log.record(lambda: chain_read(chain, sda)) == [str(fake / "sys/block/sda/stat")]
+    def rels(paths: list[str]) -> list[str]:
+        return sorted(os.path.relpath(p, fake) for p in paths)
+
+    sd0 = chain.kstat_lookup_name("sd", 0, "sd0").ks_kid
+    open_log.record(lambda: chain_read(chain, sd0))
+    assert rels(open_log.reads) == ["sys/block/sda/stat"]
 
     cpu0 = chain.kstat_lookup_name("cpu", 0, "sys").ks_kid
-    assert sorted(open_log.record(lambda: chain_read(chain, cpu0))) == [str(fake / "proc/interrupts"), str(fake / "proc/stat")]
+    open_log.record(lambda: chain_read(chain, cpu0))
+    assert rels(open_log.reads) == ["proc/interrupts", "proc/schedstat", "proc/softirqs", "proc/stat", "proc/uptime"]
 
     misc = chain.kstat_lookup_name("unix", 0, "system_misc").ks_kid
-    opened = open_log.record(lambda: chain_read(chain, misc))
-    rels = sorted(os.path.relpath(p, fake) for p in opened)
-    assert rels == ["proc/loadavg", "proc/stat", "proc/uptime", "sys/devices/system/cpu/present"]
+    open_log.record(lambda: chain_read(chain, misc))
+    assert rels(open_log.reads) == ["proc/loadavg", "proc/stat", "proc/uptime", "sys/devices/system/cpu/present"]
+    assert rels(open_log.listed) == ["proc"]  # the first read counts the processes
+    # Again, nothing created or gone: no listing, and no open (the files stay open).
+    assert open_log.record(lambda: chain_read(chain, misc)) == [] and open_log.listed == []
+    write(fake, "proc/loadavg", "0.50 1.25 2.00 1/88 7317\n")  # a task more: count again
+    (fake / "proc" / "4343").mkdir()
+    open_log.record(lambda: chain_read(chain, misc))
+    assert rels(open_log.listed) == ["proc"]
+    assert named(chain_read(chain, misc))["nproc"] == 4
 
 
-def test_live_lo_read_opens_only_lo(open_log: OpenLog) -> None:
+def test_live_reads_open_nothing_after_the_first(open_log: OpenLog) -> None:
     chain, _ = attach()
     lo = chain.kstat_lookup_name("link", 0, "lo").ks_kid
     opened = open_log.record(lambda: chain_read(chain, lo))
     assert opened and all(p.startswith("/sys/class/net/lo/") for p in opened), opened
+    for module, instance, name in (("link", 0, "lo"), ("cpu", 0, "sys"), ("unix", 0, "system_pages")):
+        kid = chain.kstat_lookup_name(module, instance, name).ks_kid
+        chain_read(chain, kid)
+        assert open_log.record(lambda kid=kid: chain_read(chain, kid)) == [], name  # pread on the kept fds
 
 
 def test_refresh_without_change_is_cheap(fake: Path, open_log: OpenLog) -> None:
     chain, providers = attach(fake)
     kcid = chain.chain_id
-    opened = open_log.record(lambda: providers.refresh(chain))
+    open_log.record(lambda: providers.refresh(chain))
     assert chain.chain_id == kcid
-    assert opened == [str(fake / "sys/devices/system/cpu/present")]
+    assert open_log.reads == [str(fake / "sys/devices/system/cpu/present")]
     assert sorted(os.path.relpath(p, fake) for p in open_log.listed) == ["sys/block", "sys/class/net"]
 
 
@@ -439,12 +530,14 @@ def test_disk_goes_and_comes_back(fake: Path) -> None:
     kcid = chain.chain_id
     shutil.rmtree(fake / "sys/block/nvme0n1")
     providers.refresh(chain)
-    assert chain.kstat_lookup_name("nvme", 0, "nvme0n1") is None and chain.chain_id > kcid
+    assert chain.kstat_lookup_name("blkdev", 0, "blkdev0") is None and chain.chain_id > kcid
+    assert chain.kstat_lookup_name("blkdeverr", 0, "blkdev0,err") is None
     add_disk(fake, "nvme0n1")
     add_disk(fake, "sdb")
     providers.refresh(chain)
-    assert chain.kstat_lookup_name("nvme", 0, "nvme0n1") is not None
-    assert read(chain, "sd", 1, "sdb")["data"]["reads"] == 5
+    assert chain.kstat_lookup_name("blkdev", 0, "blkdev0") is not None  # its instance, kept
+    assert read(chain, "sd", 1, "sd1")["data"]["reads"] == 5
+    assert disk_for(chain, "sdb") == ("sd", 1, "sd1")
 
 
 def test_cpu_goes_and_comes_back(fake: Path) -> None:

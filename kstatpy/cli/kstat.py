@@ -63,7 +63,7 @@ kstatpy additions:
 
 Differences from illumos: -j output is valid JSON (no \\? escape, UTF-8 as UTF-8,
 exact 64-bit integers, every interval report a complete [ ... ] array). RAW kstats
-are never shown (kstatpy has no RAW decoders).
+are shown where illumos decodes them (cpu_stat, unix:sysinfo, unix:vminfo, unix:var).
 
 Exit status: 0 statistics matched, 1 none matched, 2 usage error, 3 fatal error.
 """

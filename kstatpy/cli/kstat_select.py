@@ -2,7 +2,7 @@
 
 Contract (ILLUMOS-SPEC.md §5.5-5.8)
     :func:`read_instances` walks ``kc.kc_chain`` in KID order, drops ``kstat_*`` names
-    and RAW kstats (kstatpy has no RAW decoders), keeps a kstat when some selector's
+    and the RAW kstats kstat(8) has no decoder for (``kstat_raw``), keeps a kstat when some selector's
     module AND name patterns match, and reads only the kept ones (batched
     ``kc.read_many``; EAGAIN retried through ``kc.read`` as libkstat does). Each kept
     kstat becomes an :class:`Instance` with pseudo-statistics ``crtime`` (always),
@@ -30,6 +30,8 @@ from typing import Any
 
 from kstatpy.cli.kstat_args import Selector
 from kstatpy.cli.kstat_pattern import Pattern
+from kstatpy.cli.kstat_raw import decodable
+from kstatpy.cli.kstat_raw import raw_stats
 from kstatpy.errors import KstatError
 
 __all__ = ["Instance", "SelectorPatterns", "ci_key", "hrtime_text", "read_instances", "sort_instances"]
@@ -143,6 +145,8 @@ class Instance:
             stats.extend((f, str(data[f]), False) for f in _IO_FIELDS)
         elif t == _INTR and data:
             stats.extend((f, str(data[f]), False) for f in _INTR_FIELDS)
+        elif t == _RAW:
+            stats.extend(raw_stats(self.module, self.name, data))
         elif t == _TIMER and data:
             first = data[0]  # illumos decodes only the first timer
             stats.append(("name", first["name"] or "", True))
@@ -187,7 +191,7 @@ def read_instances(kc: Any, selectors: list[SelectorPatterns], pflag: bool) -> l
     ksps: list[Any] = []
     for ksp in kc.kc_chain:
         name = ksp.ks_name
-        if name.startswith("kstat_") or ksp.ks_type == _RAW:
+        if name.startswith("kstat_") or (ksp.ks_type == _RAW and not decodable(ksp.ks_module, name)):
             continue
         if keep is not None and not keep(ksp.ks_module, name):
             continue

@@ -1,9 +1,12 @@
 """The ``system`` provider: the host's statistics (Linux /proc and /sys) under illumos names.
 
-``unix:0:system_misc``, ``unix:0:system_pages``, ``cpu_info:N:cpu_infoN``,
-``cpu:N:sys``, ``link:0:IFNAME`` (class net) and block devices as IO kstats
-(class disk). Values are read in ``ks_update``, so a read costs only its own
-kstat's files. The tree read is ``chain.config["system_root"]``, else
+``unix:0:system_misc``, ``unix:0:system_pages`` (``unix``), the RAW
+``unix:0:sysinfo``, ``unix:0:vminfo``, ``unix:0:var`` (``unixraw``), per CPU
+``cpu_info:N:cpu_infoN`` (``cpu``), ``cpu:N:sys``, ``cpu:N:vm`` and the RAW
+``cpu_stat:N:cpu_statN`` (``cpustat``), ``link:0:IFNAME`` (``link``), block devices
+as IO kstats with an error kstat (``disk``), the MIB-II kstats (``mib2``) and
+OpenZFS's SPL kstats (``spl``). Values are read in ``ks_update``, so a read costs
+only its own kstat's files. The tree read is ``chain.config["system_root"]``, else
 ``$KSTATPY_SYSTEM_ROOT``, else ``/``. This module only re-exports the hooks.
 """
 

@@ -16,13 +16,11 @@ this host's cpuinfo lacks is left out. Each read takes the rest:
     current_clock_Hz  ``cpuN/cpufreq/scaling_cur_freq`` x 1000, else cpuinfo's MHz now
     Topology a kernel does not report reads as -1.
 
-cpu:N:sys (class misc, UINT64) from the ``cpuN`` line of ``proc/stat`` (USER_HZ ticks):
-    cpu_ticks_idle idle; cpu_ticks_user user+nice; cpu_ticks_kernel system+irq+softirq;
-    cpu_ticks_wait and wait_ticks_io iowait; cpu_nsec_* the same ticks x nsec_per_tick;
-    cpu_nsec_intr (irq+softirq) x nsec_per_tick; intr the CPU's column of
-    ``proc/interrupts``. steal has no illumos name and is left out; so are pswitch and
-    the other sysinfo counters (Linux keeps them only system-wide). An off-line CPU
-    (no line) keeps its last values.
+    Topology is read until it is known, then kept (it cannot change while the CPU
+    exists). ``crtime``: the boot for a CPU present at attach (its ``state_begin``
+    counts from there), else the kstat's creation.
+
+cpu:N:sys, cpu:N:vm and cpu_stat are in ``cpustat``.
 """
 
 from __future__ import annotations
@@ -36,7 +34,6 @@ from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_named
 from kstatpy_providers.system.source import parse_cpu_list
 from kstatpy_providers.system.unix import boot_time
-from kstatpy_providers.system.unix import hz
 
 from kstatpy.constants import KSTAT_DATA_CHAR
 from kstatpy.constants import KSTAT_DATA_INT32
@@ -48,7 +45,7 @@ if TYPE_CHECKING:
     from kstatpy.chain import Chain
     from kstatpy.kstat import Kstat
 
-__all__ = ["CpuInfoSource", "CpuSysSource", "create_cpu_info", "create_cpu_sys", "parse_cpuinfo"]
+__all__ = ["CpuInfoSource", "create_cpu_info", "parse_cpuinfo"]
 
 # illumos record, type, cpuinfo key, converter: identity fixed at creation.
 _IDENTITY: tuple[tuple[str, int, str, Callable[[str], Any]], ...] = (
@@ -60,11 +57,6 @@ _IDENTITY: tuple[tuple[str, int, str, Callable[[str], Any]], ...] = (
     ("ncpu_per_chip", KSTAT_DATA_INT32, "siblings", int),
     ("ncore_per_chip", KSTAT_DATA_INT32, "cpu cores", int),
 )
-
-SYS_FIELDS = (
-    "cpu_ticks_idle", "cpu_ticks_user", "cpu_ticks_kernel", "cpu_ticks_wait",
-    "cpu_nsec_idle", "cpu_nsec_user", "cpu_nsec_kernel", "cpu_nsec_intr", "wait_ticks_io", "intr",
-)  # fmt: skip
 
 
 def parse_cpuinfo(text: str) -> dict[int, dict[str, str]]:
@@ -82,9 +74,19 @@ def parse_cpuinfo(text: str) -> dict[int, dict[str, str]]:
     return out
 
 
-def _cpu_mhz(root: SysRoot, cpu: int) -> float:
-    info = parse_cpuinfo(root.read("proc/cpuinfo")).get(cpu, {})
-    return float(info.get("cpu MHz", 0.0))
+def _cpu_mhz(data: bytes, cpu: int) -> float:
+    """"cpu MHz" of ``cpu``'s block of ``/proc/cpuinfo`` (0.0 when it has none)."""
+    start = data.find(b"processor\t: %d\n" % cpu)
+    if start < 0:
+        return 0.0
+    end = data.find(b"\n\n", start)
+    at = data.find(b"cpu MHz", start, end if end >= 0 else len(data))
+    if at < 0:
+        return 0.0
+    try:
+        return float(data[at : data.find(b"\n", at)].partition(b":")[2])
+    except ValueError:
+        return 0.0
 
 
 class CpuInfoSource:
@@ -101,6 +103,7 @@ class CpuInfoSource:
         self.mhz = mhz
         self.state: str | None = None
         self.state_begin = 0
+        self.topology: tuple[int, int, int] | None = None
 
     def _state(self) -> str:
         try:
@@ -109,9 +112,25 @@ class CpuInfoSource:
             return "on-line"
         return "on-line" if self.cpu in online else "off-line"
 
-    def values(self) -> dict[str, Any]:
+    def _topology(self) -> tuple[int, int, int]:
+        # (chip_id, core_id, pkg_core_id): kept once the kernel has reported all three.
+        if self.topology is not None:
+            return self.topology
         root = self.root
         topo = f"sys/devices/system/cpu/cpu{self.cpu}/topology/"
+        try:
+            siblings = parse_cpu_list(root.read(topo + "thread_siblings_list"))
+        except (OSError, ValueError):
+            siblings = []
+        chip = root.read_int_or(topo + "physical_package_id", -1)
+        core = root.read_int_or(topo + "core_id", -1)
+        found = (chip if chip is not None else -1, siblings[0] if siblings else -1, core if core is not None else -1)
+        if -1 not in found:
+            self.topology = found
+        return found
+
+    def values(self) -> dict[str, Any]:
+        root = self.root
         state = self._state()
         if state != self.state:
             if self.state is None and self.since_boot and state == "on-line":
@@ -119,28 +138,34 @@ class CpuInfoSource:
             else:
                 self.state_begin = int(time.time())
             self.state = state
-        try:
-            siblings = parse_cpu_list(root.read(topo + "thread_siblings_list"))
-        except (OSError, ValueError):
-            siblings = []
+        chip_id, core_id, pkg_core_id = self._topology()
         freq = f"sys/devices/system/cpu/cpu{self.cpu}/cpufreq/"
         max_khz = root.read_int_or(freq + "cpuinfo_max_freq", None) if self.max_freq else None
         cur_khz = root.read_int_or(freq + "scaling_cur_freq", None) if self.cur_freq else None
+        if cur_khz is not None:
+            cur_hz = cur_khz * 1000
+        else:
+            cur_hz = round(_cpu_mhz(root.read_bytes("proc/cpuinfo"), self.cpu) * 1e6)
         out = dict(self.identity)
         out.update(
             state=state,
             state_begin=self.state_begin,
-            chip_id=root.read_int_or(topo + "physical_package_id", -1),
-            core_id=siblings[0] if siblings else -1,
-            pkg_core_id=root.read_int_or(topo + "core_id", -1),
+            chip_id=chip_id,
+            core_id=core_id,
+            pkg_core_id=pkg_core_id,
             clock_MHz=max_khz // 1000 if max_khz is not None else round(self.mhz),
-            current_clock_Hz=cur_khz * 1000 if cur_khz is not None else round(_cpu_mhz(root, self.cpu) * 1e6),
+            current_clock_Hz=cur_hz,
         )
         return out
 
 
-def create_cpu_info(chain: Chain, root: SysRoot, cpu: int, info: dict[str, str], since_boot: bool) -> Kstat:
-    """cpu_info:N:cpu_infoN; ``info`` is the CPU's cpuinfo block (empty if it is off-line)."""
+def create_cpu_info(
+    chain: Chain, root: SysRoot, cpu: int, info: dict[str, str], since_boot: bool, origin: int | None = None
+) -> Kstat:
+    """cpu_info:N:cpu_infoN; ``info`` is the CPU's cpuinfo block (empty if it is off-line).
+
+    ``origin``: the crtime (the boot, for a CPU present at attach); None for now.
+    """
     identity: dict[str, Any] = {}
     fields: list[tuple[str, int]] = [("state", KSTAT_DATA_CHAR), ("state_begin", KSTAT_DATA_LONG)]
     fields += [("clock_MHz", KSTAT_DATA_LONG), ("chip_id", KSTAT_DATA_LONG)]
@@ -163,66 +188,4 @@ def create_cpu_info(chain: Chain, root: SysRoot, cpu: int, info: dict[str, str],
         cur_freq=root.exists(freq + "scaling_cur_freq"),
         mhz=float(info.get("cpu MHz", 0.0) or 0.0),
     )  # fmt: skip
-    return create_named(chain, "cpu_info", cpu, f"cpu_info{cpu}", "misc", fields, source)
-
-
-def _interrupts_column(text: str, cpu: int) -> int | None:
-    # The header names the on-line CPUs' columns; lines with fewer counts (ERR, MIS) are totals.
-    lines = text.splitlines()
-    if not lines:
-        return None
-    header = lines[0].split()
-    try:
-        col = header.index(f"CPU{cpu}")
-    except ValueError:
-        return None
-    total = 0
-    for line in lines[1:]:
-        counts = line.partition(":")[2].split()
-        if len(counts) >= len(header) and counts[col].isdigit():
-            total += int(counts[col])
-    return total
-
-
-class CpuSysSource:
-    """cpu:N:sys for one CPU: ``proc/stat`` and ``proc/interrupts``, once each a read."""
-
-    def __init__(self, root: SysRoot, cpu: int) -> None:
-        self.root = root
-        self.cpu = cpu
-        self.last: dict[str, int] = dict.fromkeys(SYS_FIELDS, 0)
-
-    def values(self) -> dict[str, Any]:
-        prefix = f"cpu{self.cpu} "
-        for line in self.root.read("proc/stat").splitlines():
-            if line.startswith(prefix):
-                t = [int(x) for x in line.split()[1:]] + [0] * 10
-                user, nice, system, idle, iowait, irq, softirq = t[:7]
-                nspt = 1_000_000_000 // hz()
-                kernel = system + irq + softirq
-                self.last.update(
-                    cpu_ticks_idle=idle,
-                    cpu_ticks_user=user + nice,
-                    cpu_ticks_kernel=kernel,
-                    cpu_ticks_wait=iowait,
-                    cpu_nsec_idle=idle * nspt,
-                    cpu_nsec_user=(user + nice) * nspt,
-                    cpu_nsec_kernel=kernel * nspt,
-                    cpu_nsec_intr=(irq + softirq) * nspt,
-                    wait_ticks_io=iowait,
-                )
-                break
-        try:
-            intr = _interrupts_column(self.root.read("proc/interrupts"), self.cpu)
-        except FileNotFoundError:
-            intr = None
-        if intr is not None:
-            self.last["intr"] = intr
-        return dict(self.last)
-
-
-def create_cpu_sys(chain: Chain, root: SysRoot, cpu: int) -> Kstat:
-    """cpu:N:sys."""
-    return create_named(
-        chain, "cpu", cpu, "sys", "misc", [(f, KSTAT_DATA_UINT64) for f in SYS_FIELDS], CpuSysSource(root, cpu)
-    )
+    return create_named(chain, "cpu_info", cpu, f"cpu_info{cpu}", "misc", fields, source, crtime=origin)

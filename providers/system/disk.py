@@ -1,13 +1,24 @@
 """Block devices as ``KSTAT_TYPE_IO`` kstats (class disk), one per entry of ``sys/block``.
 
-Naming (illumos: ``sd:0:sd0``; here the name is the Linux device so it can be found):
-    module    the device family: the name without its unit part: ``sda`` -> ``sd``,
-              ``vdb`` -> ``vd``, ``xvdc`` -> ``xvd``, ``nvme0n1`` -> ``nvme``,
-              ``mmcblk0`` -> ``mmcblk``, ``dm-3`` -> ``dm``, ``loop7`` -> ``loop``
-    instance  the unit: letters count from 0 (``sda`` 0, ``sdb`` 1, ``sdaa`` 26),
-              otherwise the first number (``nvme1n2`` 1, ``loop7`` 7)
-    name      the Linux device name (``sd:0:sda``, ``nvme:0:nvme0n1``)
-Partitions are not published (illumos: class "partition").
+Naming, as illumos names disks: name = module + instance (``sd:0:sd0``).
+    module    ``sd`` for SCSI/SATA/USB disks (``sdX``), ``cmdk`` for ``hdX``, ``xdf``
+              for Xen's ``xvdX``, ``lofi`` for ``loopN``, and ``blkdev`` for every
+              other block device (``nvmeXnY``, virtio ``vdX``, ``mmcblkN``, ``dm-N``,
+              ``mdN``, ``zramN``, ...), as illumos' NVMe and virtio disks are blkdev
+    instance  for sd, cmdk and xdf the unit letters counted from 0 (``sda`` 0,
+              ``sdb`` 1, ``sdaa`` 26); for lofi the number; for blkdev the next
+              free instance, given in the order (vd, nvme, mmcblk, others; then by
+              name) at attach and at first sight on a hotplug, and kept for that
+              Linux name while the provider runs (as illumos' path_to_inst)
+    name      module + instance: ``sd0``, ``blkdev1``
+The Linux device name is in the disk's error kstat, ``MODULEerr:N:MODULEN,err`` (class
+device_error, as illumos' sderr): ``Device Name`` (STRING, e.g. ``sda``), then, where
+sysfs has them, ``Vendor``, ``Product``, ``Revision``, ``Serial No`` (CHAR, from
+``device/vendor``, ``device/model``, ``device/rev``, ``device/serial``, read once:
+they cannot change while the disk exists), ``Size`` (UINT64 bytes, ``size`` x 512)
+and ``Hard Errors`` (UINT32, SCSI ``device/ioerr_cnt``). illumos' other error
+counters have no Linux source and are left out. Partitions are not published
+(illumos: class "partition").
 
 Each read opens ``sys/block/NAME/stat`` only (Documentation/block/stat.rst):
     nread, nwritten  read/write sectors x 512 (the kernel's sector is 512 bytes)
@@ -27,12 +38,18 @@ import errno
 import re
 import time
 from typing import TYPE_CHECKING
+from typing import Any
 
-from kstatpy_providers.system.meta import system_kstat_init
 from kstatpy_providers.system.source import SysRoot
+from kstatpy_providers.system.source import create_named
+from kstatpy_providers.system.source import date_kstat
 from kstatpy_providers.system.source import install_or_delete
 from kstatpy_providers.system.source import os_errno
 
+from kstatpy.constants import KSTAT_DATA_CHAR
+from kstatpy.constants import KSTAT_DATA_STRING
+from kstatpy.constants import KSTAT_DATA_UINT32
+from kstatpy.constants import KSTAT_DATA_UINT64
 from kstatpy.constants import KSTAT_TYPE_IO
 from kstatpy.constants import KSTAT_WRITE
 
@@ -41,27 +58,66 @@ if TYPE_CHECKING:
     from kstatpy.kstat import Kstat
     from kstatpy.records import KstatIO
 
-__all__ = ["DiskSource", "create_disk", "disk_module_instance", "disk_names", "disk_update"]
+__all__ = ["DiskNamer", "DiskSource", "create_disk", "disk_module_instance", "disk_names", "disk_update"]
 
 SECTOR_SIZE = 512
 NS_PER_MS = 1_000_000
-_LETTER_UNIT = re.compile(r"(sd|vd|xvd|hd)([a-z]+)")
-_NUMBER_UNIT = re.compile(r"([A-Za-z_]+?)-?(\d+)")
+_LETTER_UNIT = re.compile(r"(sd|hd|xvd)([a-z]+)")
+_LETTER_MODULE = {"sd": "sd", "hd": "cmdk", "xvd": "xdf"}
+_LOOP = re.compile(r"loop(\d+)")
+_BLKDEV_ORDER = ("vd", "nvme", "mmcblk")
+#: error kstat record, type, file under sys/block/NAME/ read once (None: read each time)
+_IDENTITY = (
+    ("Vendor", "device/vendor"),
+    ("Product", "device/model"),
+    ("Revision", "device/rev"),
+    ("Serial No", "device/serial"),
+)
 
 
-def disk_module_instance(name: str) -> tuple[str, int]:
-    """(module, instance) for a Linux block device name (see the module docstring)."""
+def disk_module_instance(name: str) -> tuple[str, int | None]:
+    """(module, instance) for a Linux block device name; instance None: blkdev allocates."""
     m = _LETTER_UNIT.fullmatch(name)
     if m:
         unit = 0
         for ch in m.group(2):
             unit = unit * 26 + (ord(ch) - ord("a") + 1)
-        return m.group(1), unit - 1
-    m = _NUMBER_UNIT.match(name)
+        return _LETTER_MODULE[m.group(1)], unit - 1
+    m = _LOOP.fullmatch(name)
     if m:
-        return m.group(1), int(m.group(2))
-    prefix = re.match(r"[A-Za-z_]+", name)
-    return (prefix.group(0) if prefix else "blkdev"), 0
+        return "lofi", int(m.group(1))
+    return "blkdev", None
+
+
+def _blkdev_key(name: str) -> tuple[int, str]:
+    for i, prefix in enumerate(_BLKDEV_ORDER):
+        if name.startswith(prefix):
+            return i, name
+    return len(_BLKDEV_ORDER), name
+
+
+class DiskNamer:
+    """Linux name -> (module, instance), kept for the provider's life (path_to_inst)."""
+
+    def __init__(self) -> None:
+        self.assigned: dict[str, tuple[str, int]] = {}
+
+    def name_all(self, names: list[str]) -> None:
+        """Give instances to the new ``names`` in the documented order."""
+        for name in sorted(names, key=_blkdev_key):
+            self.instance(name)
+
+    def instance(self, name: str) -> tuple[str, int]:
+        got = self.assigned.get(name)
+        if got is None:
+            module, inst = disk_module_instance(name)
+            if inst is None:
+                used = {i for m, i in self.assigned.values() if m == module}
+                inst = 0
+                while inst in used:
+                    inst += 1
+            got = self.assigned[name] = (module, inst)
+        return got
 
 
 def disk_names(root: SysRoot) -> list[str]:
@@ -77,7 +133,7 @@ class DiskSource:
         self.rel = f"sys/block/{name}/stat"
 
     def fill(self, kiop: KstatIO) -> None:
-        f = [int(x) for x in self.root.read(self.rel).split()]
+        f = [int(x) for x in self.root.read_bytes(self.rel).split()]
         now = time.monotonic_ns()
         kiop.nread = f[2] * SECTOR_SIZE
         kiop.nwritten = f[6] * SECTOR_SIZE
@@ -100,11 +156,60 @@ def disk_update(ksp: Kstat, rw: int) -> int:
     return 0
 
 
-def create_disk(chain: Chain, root: SysRoot, name: str) -> Kstat:
-    """The IO kstat of block device ``name``."""
-    module, instance = disk_module_instance(name)
-    ksp = chain.kstat_create(module, instance, name, "disk", KSTAT_TYPE_IO, 1, 0)
-    system_kstat_init(ksp)
+class DiskErrSource:
+    """The error kstat's values: identity read once, size and errors each read."""
+
+    def __init__(self, root: SysRoot, name: str, identity: dict[str, bytes], size: bool, errors: bool) -> None:
+        self.root = root
+        self.dir = f"sys/block/{name}/"
+        self.values_fixed: dict[str, Any] = {"Device Name": name, **identity}
+        self.size = size
+        self.errors = errors
+
+    def values(self) -> dict[str, Any]:
+        out = dict(self.values_fixed)
+        if self.size:
+            out["Size"] = self.root.read_int(self.dir + "size") * SECTOR_SIZE
+        if self.errors:
+            out["Hard Errors"] = int(self.root.read(self.dir + "device/ioerr_cnt").strip(), 0)
+        return out
+
+
+def _create_err(chain: Chain, root: SysRoot, name: str, module: str, instance: int, origin: int | None) -> Kstat:
+    identity: dict[str, bytes] = {}
+    fields: list[tuple[str, int]] = [("Device Name", KSTAT_DATA_STRING)]
+    for record, rel in _IDENTITY:
+        try:
+            value = root.read_bytes(f"sys/block/{name}/{rel}").strip()
+        except OSError:
+            continue
+        identity[record] = value[:16]
+        fields.append((record, KSTAT_DATA_CHAR))
+    root.forget(f"sys/block/{name}/device/")  # read once: do not keep them open
+    size = root.exists(f"sys/block/{name}/size")
+    if size:
+        fields.append(("Size", KSTAT_DATA_UINT64))
+    errors = root.exists(f"sys/block/{name}/device/ioerr_cnt")
+    if errors:
+        fields.append(("Hard Errors", KSTAT_DATA_UINT32))
+    source = DiskErrSource(root, name, identity, size, errors)
+    ename = f"{module}{instance},err"
+    return create_named(chain, f"{module}err", instance, ename, "device_error", fields, source, crtime=origin)
+
+
+def create_disk(chain: Chain, root: SysRoot, name: str, origin: int | None, namer: DiskNamer) -> list[Kstat]:
+    """The IO kstat of block device ``name`` and its error kstat.
+
+    ``origin``: crtime for a disk present at attach (its counters count from boot).
+    """
+    module, instance = namer.instance(name)
+    ksp = chain.kstat_create(module, instance, f"{module}{instance}", "disk", KSTAT_TYPE_IO, 1, 0)
+    date_kstat(ksp, origin)
     ksp.ks_private = DiskSource(root, name)
     ksp.ks_update = disk_update
-    return install_or_delete(chain, ksp)
+    install_or_delete(chain, ksp)
+    try:
+        return [ksp, _create_err(chain, root, name, module, instance, origin)]
+    except BaseException:
+        chain.kstat_delete(ksp)
+        raise

@@ -17,7 +17,15 @@ Records in illumos (dls) order; each read opens only files under
     link_state  ``operstate`` up 1 / down 0; for "unknown" and the like ``carrier``
                 (1 or 0), else LINK_STATE_UNKNOWN (-1 as UINT32), UINT32
 
-brdcstrcv, brdcstxmt and multixmt have no Linux counter and are left out, as is any
+Ethernet statistics, where the interface's driver keeps them (UINT32):
+    align_errors rx_frame_errors; fcs_errors rx_crc_errors; toolong_errors
+    rx_length_errors; macrcv_errors rx_fifo_errors; carrier_errors tx_carrier_errors;
+    ex_collisions tx_aborted_errors; macxmt_errors tx_fifo_errors; sqe_errors
+    tx_heartbeat_errors; tx_late_collisions tx_window_errors
+
+brdcstrcv, brdcstxmt and multixmt have no Linux counter and are left out, as are
+the Ethernet first_collisions, multi_collisions, defer_xmts, runt_errors, jabber_errors
+and the link's rx_missed_errors/rx_over_errors/*_compressed (no illumos name), and any
 counter whose file this interface lacks (decided when the kstat is created).
 """
 
@@ -26,6 +34,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from typing import Any
 
+from kstatpy_providers.system.source import SysFile
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_named
 
@@ -61,6 +70,16 @@ LINK_FIELDS = (
     ("obytes64", KSTAT_DATA_UINT64, "tx_bytes"),
     ("opackets64", KSTAT_DATA_UINT64, "tx_packets"),
     ("link_state", KSTAT_DATA_UINT32, None),
+    # Ethernet statistics (illumos: the link kstat of an Ethernet MAC carries them too)
+    ("align_errors", KSTAT_DATA_UINT32, "rx_frame_errors"),
+    ("fcs_errors", KSTAT_DATA_UINT32, "rx_crc_errors"),
+    ("toolong_errors", KSTAT_DATA_UINT32, "rx_length_errors"),
+    ("macrcv_errors", KSTAT_DATA_UINT32, "rx_fifo_errors"),
+    ("carrier_errors", KSTAT_DATA_UINT32, "tx_carrier_errors"),
+    ("ex_collisions", KSTAT_DATA_UINT32, "tx_aborted_errors"),
+    ("macxmt_errors", KSTAT_DATA_UINT32, "tx_fifo_errors"),
+    ("sqe_errors", KSTAT_DATA_UINT32, "tx_heartbeat_errors"),
+    ("tx_late_collisions", KSTAT_DATA_UINT32, "tx_window_errors"),
 )
 
 _DOWN_STATES = ("down", "lowerlayerdown", "notpresent")
@@ -78,6 +97,7 @@ class LinkSource:
         self.root = root
         self.dir = f"sys/class/net/{ifname}/"
         self.counters = counters
+        self.files: list[tuple[str, SysFile]] | None = None
 
     def _link_state(self) -> int:
         oper = self.root.read(self.dir + "operstate").strip()
@@ -89,21 +109,25 @@ class LinkSource:
         return LINK_STATE_UNKNOWN if carrier is None else (LINK_STATE_UP if carrier else LINK_STATE_DOWN)
 
     def values(self) -> dict[str, Any]:
-        read: dict[str, int] = {}
-        out: dict[str, Any] = {}
-        for name, stat in self.counters.items():
-            if stat not in read:
-                read[stat] = self.root.read_int(self.dir + "statistics/" + stat)
-            out[name] = read[stat]
+        files = self.files
+        if files is None:  # each counter's kept-open file, looked up once
+            files = self.files = [(name, self.root.file(self.dir + "statistics/" + stat))
+                                  for name, stat in self.counters.items()]  # fmt: skip
+        out: dict[str, Any] = {name: int(f.read()) for name, f in files}
         speed = self.root.read_int_or(self.dir + "speed", None)
         out["ifspeed"] = speed * 1_000_000 if speed is not None and speed > 0 else 0
         out["link_state"] = self._link_state()
         return out
 
 
-def create_link(chain: Chain, root: SysRoot, ifname: str) -> Kstat:
-    """link:0:IFNAME with the counters this interface has."""
+def create_link(chain: Chain, root: SysRoot, ifname: str, origin: int | None = None) -> Kstat:
+    """link:0:IFNAME with the counters this interface has.
+
+    ``origin``: crtime for an interface present at attach (the boot; its counters
+    count from the interface's creation, which for those is taken as the boot);
+    None for one that appeared later (created about when the provider saw it).
+    """
     have = set(root.listdir(f"sys/class/net/{ifname}/statistics"))
     fields = [(name, t) for name, t, stat in LINK_FIELDS if stat is None or stat in have]
     counters = {name: stat for name, _, stat in LINK_FIELDS if stat is not None and stat in have}
-    return create_named(chain, "link", 0, ifname, "net", fields, LinkSource(root, ifname, counters))
+    return create_named(chain, "link", 0, ifname, "net", fields, LinkSource(root, ifname, counters), crtime=origin)

@@ -22,6 +22,8 @@ import os
 from fnmatch import fnmatchcase
 from typing import Any
 
+from kstatpy_providers.system.mib2_table import MIB2
+
 from kstatpy.constants import KSTAT_TYPE_IO
 from kstatpy.metadata import COUNTER
 from kstatpy.metadata import StatMeta
@@ -47,6 +49,20 @@ def _pages(description: str) -> StatMeta:
     return gauge("pages", description, PAGE_SIZE)
 
 
+_MIB2_GAUGES = {"forwarding": "1 forwarding, 2 not", "defaultTTL": "default time to live",
+                "rtoAlgorithm": "retransmit timeout algorithm", "rtoMin": "minimum retransmit timeout (ms)",
+                "rtoMax": "maximum retransmit timeout (ms)", "maxConn": "connection limit (-1: none)",
+                "currEstab": "connections established or closing"}  # fmt: skip
+
+
+def _mib2_meta(module: str, name: str, stat: str, sources: tuple[str, ...]) -> StatMeta:
+    linux = " + ".join(src.replace(":", " ", 2) for src in sources)
+    mib = name + stat[0].upper() + stat[1:]
+    if stat in _MIB2_GAUGES:
+        return gauge("ms" if stat in ("rtoMin", "rtoMax") else "", f"{mib}: {_MIB2_GAUGES[stat]} ({linux})")
+    return counter("count", f"{mib} (Linux {linux})")
+
+
 META: tuple[tuple[str, str, str, StatMeta], ...] = (
     # unix:0:system_misc
     ("unix", "system_misc", "ncpus", gauge("count", "CPUs present (on-line or not)")),
@@ -65,6 +81,10 @@ META: tuple[tuple[str, str, str, StatMeta], ...] = (
     ("unix", "system_pages", "pagesfree", _pages("free memory")),
     ("unix", "system_pages", "pageslocked", _pages("locked memory (mlock)")),
     ("unix", "system_pages", "minfree", _pages("free memory the kernel keeps in reserve")),
+    ("unix", "system_pages", "availrmem", _pages("memory that could still be locked (physmem - pp_kernel - locked)")),
+    ("unix", "system_pages", "lotsfree", _pages("free level reclaim works up to (zones' high watermarks)")),
+    ("unix", "system_pages", "desfree", _pages("free level below which reclaim starts (zones' low watermarks)")),
+    ("unix", "system_pages", "pp_kernel", _pages("memory the kernel holds (slab, stacks, page tables, per-CPU)")),
     # cpu_info:N:cpu_infoN
     ("cpu_info", "cpu_info*", "state", text("on-line or off-line")),
     ("cpu_info", "cpu_info*", "state_begin", gauge("seconds", "when the state began (seconds since the epoch)")),
@@ -82,15 +102,29 @@ META: tuple[tuple[str, str, str, StatMeta], ...] = (
     ("cpu_info", "cpu_info*", "ncore_per_chip", gauge("count", "cores per chip")),
     # cpu:N:sys
     ("cpu", "sys", "cpu_ticks_idle", _ticks("idle time")),
-    ("cpu", "sys", "cpu_ticks_user", _ticks("time in user mode (user + nice)")),
-    ("cpu", "sys", "cpu_ticks_kernel", _ticks("time in the kernel (system + irq + softirq)")),
-    ("cpu", "sys", "cpu_ticks_wait", _ticks("time idle with I/O outstanding (iowait)")),
-    ("cpu", "sys", "wait_ticks_io", _ticks("time idle with I/O outstanding (iowait)")),
-    ("cpu", "sys", "cpu_nsec_idle", counter("ns", "idle time")),
+    ("cpu", "sys", "cpu_ticks_user", _ticks("time in user mode (user + nice, guests included)")),
+    ("cpu", "sys", "cpu_ticks_kernel", _ticks("time in the kernel (system + irq + softirq + steal)")),
+    ("cpu", "sys", "cpu_ticks_wait", _ticks("wait time: always 0, I/O wait is idle (as illumos)")),
+    ("cpu", "sys", "wait_ticks_io", _ticks("I/O wait time: always 0, it is idle (as illumos)")),
+    ("cpu", "sys", "cpu_nsec_idle", counter("ns", "idle time (cpu_ticks_idle in ns)")),
     ("cpu", "sys", "cpu_nsec_user", counter("ns", "time in user mode (user + nice)")),
-    ("cpu", "sys", "cpu_nsec_kernel", counter("ns", "time in the kernel (system + irq + softirq)")),
+    ("cpu", "sys", "cpu_nsec_kernel", counter("ns", "time in the kernel (system + irq + softirq + steal)")),
     ("cpu", "sys", "cpu_nsec_intr", counter("ns", "time in interrupt handlers (irq + softirq)")),
     ("cpu", "sys", "intr", counter("count", "interrupts taken by this CPU")),
+    ("cpu", "sys", "xcalls", counter("count", "cross-calls: function-call and TLB-shootdown interrupts")),
+    ("cpu", "sys", "intrthread", counter("count", "deferred interrupt work run (softirqs)")),
+    ("cpu", "sys", "pswitch", counter("count", "context switches (schedstat timeslices + switches to idle)")),
+    ("cpu", "sys", "idlethread", counter("count", "switches to the idle thread (schedstat)")),
+    # cpu:N:vm (machine-wide /proc/vmstat counts, on the lowest CPU)
+    ("cpu", "vm", "pgpgin", counter("pages", "pages paged in (pgpgin)")),
+    ("cpu", "vm", "pgpgout", counter("pages", "pages paged out (pgpgout)")),
+    ("cpu", "vm", "dfree", counter("pages", "pages freed by reclaim (pgsteal_*)")),
+    ("cpu", "vm", "scan", counter("pages", "pages scanned by reclaim (pgscan_*)")),
+    ("cpu", "vm", "as_fault", counter("count", "minor page faults (pgfault - pgmajfault)")),
+    ("cpu", "vm", "maj_fault", counter("count", "major page faults (pgmajfault)")),
+    ("cpu", "vm", "pgrrun", counter("count", "times kswapd ran (pageoutrun)")),
+    ("cpu", "vm", "anonpgin", counter("pages", "anonymous pages swapped in (pswpin)")),
+    ("cpu", "vm", "anonpgout", counter("pages", "anonymous pages swapped out (pswpout)")),
     # link:0:IFNAME
     ("link", "*", "ifspeed", gauge("bits/s", "link speed")),
     ("link", "*", "link_state", gauge("", "1 up, 0 down, 4294967295 unknown")),
@@ -109,6 +143,35 @@ META: tuple[tuple[str, str, str, StatMeta], ...] = (
     ("link", "*", "obytes64", counter("bytes", "bytes sent")),
     ("link", "*", "ipackets64", counter("count", "packets received")),
     ("link", "*", "opackets64", counter("count", "packets sent")),
+    ("link", "*", "align_errors", counter("count", "frames with alignment (framing) errors")),
+    ("link", "*", "fcs_errors", counter("count", "frames with CRC errors")),
+    ("link", "*", "toolong_errors", counter("count", "frames too long")),
+    ("link", "*", "macrcv_errors", counter("count", "receive FIFO errors")),
+    ("link", "*", "carrier_errors", counter("count", "transmit carrier errors")),
+    ("link", "*", "ex_collisions", counter("count", "transmits aborted (excessive collisions)")),
+    ("link", "*", "macxmt_errors", counter("count", "transmit FIFO errors")),
+    ("link", "*", "sqe_errors", counter("count", "SQE (heartbeat) errors")),
+    ("link", "*", "tx_late_collisions", counter("count", "late collisions (window errors)")),
+    # disks' error kstats, MODULEerr:N:MODULEN,err
+    *(
+        row
+        for module in ("sderr", "cmdkerr", "xdferr", "lofierr", "blkdeverr")
+        for row in (
+            (module, "*,err", "Device Name", text("the Linux block device (sys/block/NAME)")),
+            (module, "*,err", "Vendor", text("vendor (device/vendor)")),
+            (module, "*,err", "Product", text("model (device/model)")),
+            (module, "*,err", "Revision", text("firmware revision (device/rev)")),
+            (module, "*,err", "Serial No", text("serial number (device/serial)")),
+            (module, "*,err", "Size", gauge("bytes", "capacity")),
+            (module, "*,err", "Hard Errors", counter("count", "commands completed with an error (ioerr_cnt)")),
+        )
+    ),
+    # MIB-II (mib2.MIB2: the Linux counters each statistic sums)
+    *(
+        (module, name, stat, _mib2_meta(module, name, stat, sources))
+        for (module, name), specs in MIB2.items()
+        for stat, _, sources in specs
+    ),
 )
 
 

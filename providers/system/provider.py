@@ -21,7 +21,9 @@ Refresh
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import threading
 from collections.abc import Callable
 from collections.abc import Iterable
@@ -29,17 +31,29 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 from kstatpy_providers.system.cpu import create_cpu_info
-from kstatpy_providers.system.cpu import create_cpu_sys
 from kstatpy_providers.system.cpu import parse_cpuinfo
+from kstatpy_providers.system.cpustat import CpuClock
+from kstatpy_providers.system.cpustat import create_cpu_stat
+from kstatpy_providers.system.cpustat import create_cpu_sys
+from kstatpy_providers.system.cpustat import create_cpu_vm
+from kstatpy_providers.system.disk import DiskNamer
 from kstatpy_providers.system.disk import create_disk
 from kstatpy_providers.system.disk import disk_names
 from kstatpy_providers.system.link import create_link
 from kstatpy_providers.system.link import link_names
+from kstatpy_providers.system.mib2 import create_mib2
 from kstatpy_providers.system.source import SysRoot
+from kstatpy_providers.system.source import boot_origin
 from kstatpy_providers.system.source import root_for
+from kstatpy_providers.system.spl import SPL_ROOT
+from kstatpy_providers.system.spl import create_spl
+from kstatpy_providers.system.spl import spl_kstats
 from kstatpy_providers.system.unix import create_system_misc
 from kstatpy_providers.system.unix import create_system_pages
 from kstatpy_providers.system.unix import present_cpus
+from kstatpy_providers.system.unixraw import create_sysinfo
+from kstatpy_providers.system.unixraw import create_var
+from kstatpy_providers.system.unixraw import create_vminfo
 
 from kstatpy.errors import KstatError
 from kstatpy.hookspecs import hookimpl
@@ -48,82 +62,164 @@ if TYPE_CHECKING:
     from kstatpy.chain import Chain
     from kstatpy.kstat import Kstat
 
-__all__ = ["SystemProvider", "kstatpy_attach", "kstatpy_detach", "kstatpy_refresh", "provider_for"]
+__all__ = [
+    "SystemProvider",
+    "SystemRootError",
+    "kstatpy_attach",
+    "kstatpy_detach",
+    "kstatpy_refresh",
+    "provider_for",
+]
 
 log = logging.getLogger(__name__)
 
 PROVIDER_NAME = "system"
 
 
+class SystemRootError(OSError):
+    """The root names no host tree: it does not exist or has no ``proc/stat``."""
+
+    def __repr__(self) -> str:
+        # Shown as-is in "provider 'system' failed to attach: ..." (one line, the root named).
+        return str(self.strerror)
+
+
+def check_root(root: SysRoot) -> None:
+    """:raises SystemRootError: with one line naming the root and what is missing."""
+    if not os.path.isdir(root.path):
+        raise SystemRootError(errno.ENOENT, f"system root {root.path!r} does not exist")
+    if not root.exists("proc/stat"):
+        raise SystemRootError(errno.ENOENT, f"system root {root.path!r} has no proc/stat")
+
+
 class SystemProvider:
-    """One chain's system kstats; ``lock`` guards every field after construction."""
+    """One chain's system kstats; ``lock`` guards every field after construction.
+
+    ``origin`` is the boot on the monotonic clock: the crtime of every kstat whose
+    counters count from boot, and of every device kstat present at attach.
+    """
 
     def __init__(self, root: SysRoot) -> None:
         self.root = root
         self.lock = threading.Lock()
-        self.misc: Kstat | None = None
-        self.pages: Kstat | None = None
-        self.cpu_info: dict[int, Kstat] = {}
-        self.cpu_sys: dict[int, Kstat] = {}
-        self.links: dict[str, Kstat] = {}
-        self.disks: dict[str, Kstat] = {}
+        self.unix: list[Kstat] = []
+        self.cpus: dict[int, list[Kstat]] = {}
+        self.links: dict[str, list[Kstat]] = {}
+        self.disks: dict[str, list[Kstat]] = {}
+        self.namer = DiskNamer()
+        self.spl: dict[tuple[str, str], list[Kstat]] = {}
+        self.has_spl = False  # proc/spl/kstat existed at attach (OpenZFS loaded)
+        self.origin = 0
+        self.vm_cpu = -1  # the CPU charged with the machine-wide VM counters
         self.detached = False
 
     def attach(self, chain: Chain) -> None:
-        """Create every kstat (caller holds ``lock``); on failure delete what was made."""
-        self.misc = create_system_misc(chain, self.root)
+        """Create every kstat (caller holds ``lock``); on failure delete what was made.
+
+        :raises SystemRootError: the root is no host tree.
+        """
+        root = self.root
+        check_root(root)
+        self.origin = origin = boot_origin(root)
         try:
-            self.pages = create_system_pages(chain, self.root)
+            self.unix.append(create_system_misc(chain, root, origin))
+            for made in (
+                create_system_pages(chain, root),
+                create_sysinfo(chain, root, origin),
+                create_vminfo(chain, root, origin),
+                create_var(chain, root),
+            ):
+                if made is not None:
+                    self.unix.append(made)
+            self.unix.extend(create_mib2(chain, root, origin))
+            self.has_spl = root.exists(SPL_ROOT)
+            cpus = present_cpus(root)
+            self.vm_cpu = min(cpus) if cpus else -1
             self.reconcile(chain, attaching=True)
         except BaseException:
             self.delete_all(chain)
             raise
 
+    def _create_cpu(self, chain: Chain, cpu: int, info: dict[str, str], attaching: bool) -> list[Kstat]:
+        root = self.root
+        origin = self.origin if attaching else None
+        made: list[Kstat] = []
+        try:
+            made.append(create_cpu_info(chain, root, cpu, info, since_boot=attaching, origin=origin))
+            # Counters count from boot even for a CPU hot-added later (proc/stat keeps them).
+            clock = CpuClock(root, since_boot=attaching)
+            made.append(create_cpu_sys(chain, root, cpu, self.origin, clock))
+            vm = create_cpu_vm(chain, root, cpu, self.origin, charge=cpu == self.vm_cpu)
+            if vm is not None:
+                made.append(vm)
+            made.append(create_cpu_stat(chain, root, cpu, self.origin, charge=cpu == self.vm_cpu, clock=clock))
+        except BaseException:
+            for ksp in made:
+                chain.kstat_delete(ksp)
+            raise
+        return made
+
     def reconcile(self, chain: Chain, attaching: bool = False) -> None:
         """Create and delete kstats so they match the host (caller holds ``lock``)."""
         root = self.root
         cpus = present_cpus(root)
-        if set(cpus) != self.cpu_info.keys() or set(cpus) != self.cpu_sys.keys():
+        if set(cpus) != self.cpus.keys():
             try:
                 info = parse_cpuinfo(root.read("proc/cpuinfo"))
             except FileNotFoundError:
                 info = {}
+            self._sync(chain, "cpu", self.cpus, cpus, lambda c: self._create_cpu(chain, c, info.get(c, {}), attaching))
+        origin = self.origin if attaching else None
+        self._sync(
+            chain, "link", self.links, link_names(root), lambda n: [create_link(chain, root, n, origin)],
+            lambda n: f"sys/class/net/{n}/",
+        )  # fmt: skip
+        if self.has_spl:
             self._sync(
-                chain, "cpu_info", self.cpu_info, cpus,
-                lambda c: create_cpu_info(chain, root, c, info.get(c, {}), since_boot=attaching),
+                chain, "spl", self.spl, spl_kstats(root), lambda k: create_spl(chain, root, *k),
+                lambda k: f"{SPL_ROOT}/{k[0]}/{k[1]}",
             )  # fmt: skip
-            self._sync(chain, "cpu", self.cpu_sys, cpus, lambda c: create_cpu_sys(chain, root, c))
-        self._sync(chain, "link", self.links, link_names(root), lambda n: create_link(chain, root, n))
-        self._sync(chain, "disk", self.disks, disk_names(root), lambda n: create_disk(chain, root, n))
+        disks = disk_names(root)
+        self.namer.name_all([n for n in disks if n not in self.disks])
+        self._sync(
+            chain, "disk", self.disks, disks, lambda n: create_disk(chain, root, n, origin, self.namer),
+            lambda n: f"sys/block/{n}/",
+        )  # fmt: skip
 
-    @staticmethod
     def _sync(
-        chain: Chain, what: str, have: dict[Any, Kstat], want: Iterable[Any], create: Callable[[Any], Kstat]
+        self,
+        chain: Chain,
+        what: str,
+        have: dict[Any, list[Kstat]],
+        want: Iterable[Any],
+        create: Callable[[Any], list[Kstat]],
+        files: Callable[[Any], str] | None = None,
     ) -> None:
         want = set(want)
         if want == have.keys():
             return
         for key in sorted(have.keys() - want):
-            chain.kstat_delete(have.pop(key))
+            for ksp in have.pop(key):
+                chain.kstat_delete(ksp)
+            if files is not None:  # no reader holds them now: close the device's files
+                self.root.forget(files(key))
         for key in sorted(want - have.keys()):
             try:
                 have[key] = create(key)
             except (KstatError, OSError, ValueError) as exc:
-                # One device that vanished mid-probe or collides costs only its kstat.
+                # One device that vanished mid-probe or collides costs only its kstats.
                 log.warning("system: no kstat for %s %s: %r", what, key, exc)
 
     def delete_all(self, chain: Chain) -> None:
-        """Delete every kstat, the anchor last (caller holds ``lock``)."""
-        for have in (self.disks, self.links, self.cpu_sys, self.cpu_info):
+        """Delete every kstat, ``unix:0:system_misc`` (the first made) last (caller holds ``lock``)."""
+        for have in (self.spl, self.disks, self.links, self.cpus):
             while have:
-                chain.kstat_delete(have.popitem()[1])
-        if self.pages is not None:
-            chain.kstat_delete(self.pages)
-            self.pages = None
+                for ksp in have.popitem()[1]:
+                    chain.kstat_delete(ksp)
         self.detached = True
-        if self.misc is not None:
-            misc, self.misc = self.misc, None
-            chain.kstat_delete(misc)
+        while self.unix:
+            chain.kstat_delete(self.unix.pop())
+        self.root.close()
 
 
 def provider_for(chain: Chain) -> SystemProvider | None:

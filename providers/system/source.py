@@ -2,10 +2,11 @@
 
 Contract
     A :class:`SysRoot` names the tree the provider reads (``/`` on a live host, a
-    fake tree in tests). Paths are relative to it. Nothing is cached: each call
+    fake tree in tests). Paths are relative to it. No value is cached: each call
     reads the file again, so a kstat's ``ks_update`` costs exactly the files it
-    names. Files are read with ``os.open``/``os.read`` until EOF (procfs builds a
-    file when it is opened; one read loop sees one consistent generation).
+    names. The files stay open and are re-read with ``os.pread`` at offset 0
+    (procfs and sysfs build a file's content at offset 0; one pread sees one
+    consistent generation), which saves the open/close of every read.
 
 Named kstats
     :func:`create_named` builds a NAMED kstat whose ``ks_private`` is a source
@@ -19,6 +20,9 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
+import time
+from collections.abc import Iterable
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from typing import Any
@@ -27,8 +31,10 @@ from typing import Protocol
 from kstatpy_providers.system.meta import system_kstat_init
 
 from kstatpy.constants import KSTAT_TYPE_NAMED
+from kstatpy.constants import KSTAT_TYPE_RAW
 from kstatpy.constants import KSTAT_WRITE
 from kstatpy.constants import KstatDataType
+from kstatpy.constants import KstatFlag
 from kstatpy.kstat import default_kstat_update
 from kstatpy.records import kstat_named_init
 from kstatpy.records import kstat_named_setstr
@@ -36,13 +42,19 @@ from kstatpy.records import kstat_named_setstr
 if TYPE_CHECKING:
     from kstatpy.chain import Chain
     from kstatpy.kstat import Kstat
+    from kstatpy.raw import Layout
 
 __all__ = [
     "ROOT_CONFIG_KEY",
     "ROOT_ENV",
     "NamedSource",
+    "SysFile",
     "SysRoot",
+    "boot_origin",
     "create_named",
+    "create_raw",
+    "date_kstat",
+    "find_ints",
     "named_update",
     "parse_cpu_list",
     "root_for",
@@ -53,7 +65,6 @@ ROOT_CONFIG_KEY = "system_root"
 #: Environment variable naming the tree to read when the config does not.
 ROOT_ENV = "KSTATPY_SYSTEM_ROOT"
 
-_READ_CHUNK = 65536
 _MASK = {
     KstatDataType.UINT32: 2**32 - 1,
     KstatDataType.UINT64: 2**64 - 1,
@@ -67,40 +78,118 @@ def root_for(chain: Chain) -> str:
     return os.fspath(root)
 
 
-class SysRoot:
-    """A tree shaped like ``/`` (``proc/``, ``sys/``) and the only way the provider reads it."""
+class SysFile:
+    """One source file kept open and re-read with ``os.pread`` at offset 0.
 
-    __slots__ = ("path",)
+    procfs and sysfs build a file's content when it is read at offset 0, so each
+    read sees one fresh, consistent generation. ``lock`` serialises the open,
+    re-open and close. On the host's own root an open fd is read without the lock:
+    it is closed only by :meth:`close`, which the provider calls when no reader can
+    be reading it (after the kstats that read it were deleted: kstat_delete waits
+    for every hold). On another tree (``check_replaced``) a file that was replaced
+    or removed (link count 0) is opened again by name, as a reader of the real
+    sysfs would get ENODEV and a fresh open; those reads take the lock.
+    """
+
+    __slots__ = ("check_replaced", "fd", "lock", "path", "size")
+
+    def __init__(self, path: str, check_replaced: bool) -> None:
+        self.path = path
+        self.check_replaced = check_replaced
+        self.fd = -1
+        self.size = 4096
+        self.lock = threading.Lock()
+
+    def read(self) -> bytes:
+        """The whole file; raises OSError when it cannot be opened or read."""
+        fd = self.fd
+        if fd >= 0 and not self.check_replaced:
+            data = os.pread(fd, self.size, 0)
+            if len(data) < self.size:
+                return data
+        with self.lock:
+            fd = self.fd
+            if fd >= 0 and self.check_replaced and os.fstat(fd).st_nlink == 0:
+                os.close(fd)
+                fd = self.fd = -1
+            if fd < 0:
+                fd = self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            size = self.size
+            data = os.pread(fd, size, 0)
+            while len(data) >= size:  # maybe cut short: grow and read it again whole
+                size = self.size = size * 4
+                data = os.pread(fd, size, 0)
+            return data
+
+    def close(self) -> None:
+        with self.lock:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+
+
+class SysRoot:
+    """A tree shaped like ``/`` (``proc/``, ``sys/``) and the only way the provider reads it.
+
+    Files read through :meth:`read` stay open (see :class:`SysFile`) until
+    :meth:`forget` (a device left) or :meth:`close` (detach).
+    """
+
+    __slots__ = ("_files", "_lock", "path", "real")
 
     def __init__(self, path: str) -> None:
         self.path = path
+        #: the host's own root: procfs and sysfs, where files are never replaced
+        self.real = os.path.realpath(path) == "/"
+        self._files: dict[str, SysFile] = {}
+        self._lock = threading.Lock()  # guards inserts into and removals from _files
 
     def join(self, rel: str) -> str:
         return os.path.join(self.path, rel)
 
+    def file(self, rel: str) -> SysFile:
+        """The kept-open :class:`SysFile` for ``rel``."""
+        f = self._files.get(rel)
+        if f is None:
+            with self._lock:
+                f = self._files.get(rel)
+                if f is None:
+                    f = self._files[rel] = SysFile(self.join(rel), not self.real)
+        return f
+
+    def read_bytes(self, rel: str) -> bytes:
+        """The whole file ``rel``."""
+        return self.file(rel).read()
+
     def read(self, rel: str) -> str:
         """The whole file ``rel``, decoded as UTF-8 (surrogateescape)."""
-        fd = os.open(self.join(rel), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            chunks = []
-            while True:
-                chunk = os.read(fd, _READ_CHUNK)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        finally:
-            os.close(fd)
-        return b"".join(chunks).decode("utf-8", "surrogateescape")
+        return self.file(rel).read().decode("utf-8", "surrogateescape")
 
     def read_int(self, rel: str) -> int:
-        return int(self.read(rel).strip())
+        return int(self.file(rel).read())
 
     def read_int_or(self, rel: str, default: int | None) -> int | None:
         """The integer in ``rel``, or ``default`` when the kernel refuses (EINVAL) or has none."""
         try:
-            return self.read_int(rel)
+            return int(self.file(rel).read())
         except (OSError, ValueError):
             return default
+
+    def forget(self, prefix: str) -> None:
+        """Close the files under ``prefix`` (a device's directory, after its kstat is deleted)."""
+        with self._lock:
+            gone = [rel for rel in self._files if rel.startswith(prefix)]
+            files = [self._files.pop(rel) for rel in gone]
+        for f in files:
+            f.close()
+
+    def close(self) -> None:
+        """Close every kept-open file."""
+        with self._lock:
+            files = list(self._files.values())
+            self._files.clear()
+        for f in files:
+            f.close()
 
     def listdir(self, rel: str) -> list[str]:
         """Entry names of directory ``rel``; empty when it does not exist."""
@@ -122,6 +211,25 @@ class SysRoot:
 
     def exists(self, rel: str) -> bool:
         return os.path.exists(self.join(rel))
+
+
+def find_ints(data: bytes, keys: Iterable[bytes]) -> dict[bytes, int]:
+    """The first integer after each of ``keys`` where one starts a line of ``data``.
+
+    For "key value" files (``/proc/meminfo`` with keys like ``b"MemTotal:"``,
+    ``/proc/vmstat`` and ``/proc/net/snmp6`` with ``b"pgpgin "``): a search per
+    key instead of a parse of every line. A key the file lacks is left out.
+    """
+    data = b"\n" + data
+    out = {}
+    for key in keys:
+        at = data.find(b"\n" + key)
+        if at < 0:
+            continue
+        at += len(key) + 1
+        end = data.find(b"\n", at)
+        out[key] = int(data[at : end if end >= 0 else None].split(None, 1)[0])
+    return out
 
 
 def parse_cpu_list(text: str) -> list[int]:
@@ -148,15 +256,74 @@ def create_named(
     ks_class: str,
     fields: Sequence[tuple[str, int]],
     source: NamedSource,
+    crtime: int | None = None,
 ) -> Kstat:
-    """Create and install a read-only NAMED kstat fed by ``source.values()`` at each read."""
+    """Create and install a read-only NAMED kstat fed by ``source.values()`` at each read.
+
+    ``crtime``: when the kstat's counters started (ns, monotonic); None for now.
+    """
     ksp = chain.kstat_create(module, instance, name, ks_class, KSTAT_TYPE_NAMED, len(fields), 0)
     for knp, (field, data_type) in zip(ksp.ks_data, fields, strict=True):
         kstat_named_init(knp, field, data_type)
-    system_kstat_init(ksp)
-    ksp.ks_private = source
+    date_kstat(ksp, crtime)
+    ksp.ks_private = (source, _plan(ksp))  # named_update's source and per-record plan
     ksp.ks_update = named_update
     return install_or_delete(chain, ksp)
+
+
+def date_kstat(ksp: Kstat, crtime: int | None) -> None:
+    """Declare ``ksp``'s metadata (``meta.system_kstat_init``) and set its crtime.
+
+    ``crtime``: when its counters started, in ns of ``snaptime``'s clock: the boot
+    origin for counters from boot (:func:`boot_origin`), a device's discovery for
+    one that came later; None: the kstat's creation (gauges, tunables). Call
+    between kstat_create and kstat_install.
+    """
+    created = ksp.ks_crtime
+    system_kstat_init(ksp)
+    ksp.ks_crtime = ksp.ks_snaptime = created if crtime is None else crtime
+
+
+def create_raw(
+    chain: Chain,
+    module: str,
+    instance: int,
+    name: str,
+    ks_class: str,
+    layout: Layout,
+    source: NamedSource,
+    crtime: int | None = None,
+) -> Kstat:
+    """Create and install a read-only RAW kstat: ``layout`` packed from ``source.values()``."""
+    ksp = chain.kstat_create(module, instance, name, ks_class, KSTAT_TYPE_RAW, layout.size, 0)
+    date_kstat(ksp, crtime)
+    ksp.ks_private = (layout, source)
+    ksp.ks_update = raw_update
+    return install_or_delete(chain, ksp)
+
+
+def raw_update(ksp: Kstat, rw: int) -> int:
+    """ks_update of every RAW system kstat: pack the source's values into ``ks_data``."""
+    if rw == KSTAT_WRITE:
+        return errno.EACCES
+    layout, source = ksp.ks_private
+    try:
+        ksp.ks_data[:] = layout.pack(source.values())
+    except OSError as exc:
+        return os_errno(exc)
+    return 0
+
+
+def boot_origin(root: SysRoot) -> int:
+    """The boot of ``root``'s host on the clock of ``snaptime`` (``time.monotonic_ns``).
+
+    The host's own root: 0, CLOCK_MONOTONIC's origin is the boot. Another tree:
+    now minus its ``proc/uptime``, so a fake host booted that long ago.
+    """
+    if root.real:
+        return 0
+    uptime_ns = int(float(root.read("proc/uptime").split()[0]) * 1e9)
+    return max(0, time.monotonic_ns() - uptime_ns)
 
 
 def install_or_delete(chain: Chain, ksp: Kstat) -> Kstat:
@@ -182,18 +349,39 @@ def named_update(ksp: Kstat, rw: int) -> int:
     """
     if rw == KSTAT_WRITE:
         return errno.EACCES
+    source, plan = ksp.ks_private
     try:
-        values = ksp.ks_private.values()
+        values = source.values()
     except OSError as exc:
         return os_errno(exc)
+    for knp, name, kind, mask in plan:
+        value = values[name]
+        if kind == _MASKED:
+            knp.value = value & mask
+        elif kind == _PLAIN:
+            knp.value = value
+        elif kind == _STR:
+            kstat_named_setstr(knp, value)
+        else:
+            knp.value = value.encode()[:16] if isinstance(value, str) else bytes(value)[:16]
+    return default_kstat_update(ksp, rw) if ksp.ks_flags & _RESIZES else 0
+
+
+_PLAIN, _MASKED, _STR, _CHR = 0, 1, 2, 3
+_RESIZES = KstatFlag.VAR_SIZE | KstatFlag.LONGSTRINGS
+
+
+def _plan(ksp: Kstat) -> list[tuple[Any, str, int, int]]:
+    # (record, name, how to store, mask) for each record: the types never change.
+    plan = []
     for knp in ksp.ks_data:
-        value = values[knp.name]
         t = knp.data_type
         if t == KstatDataType.STRING:
-            kstat_named_setstr(knp, value)
+            plan.append((knp, knp.name, _STR, 0))
         elif t == KstatDataType.CHAR:
-            knp.value = value.encode()[:16] if isinstance(value, str) else bytes(value)[:16]
+            plan.append((knp, knp.name, _CHR, 0))
+        elif t in _MASK:
+            plan.append((knp, knp.name, _MASKED, _MASK[t]))
         else:
-            mask = _MASK.get(t)
-            knp.value = value & mask if mask is not None else value
-    return default_kstat_update(ksp, rw)
+            plan.append((knp, knp.name, _PLAIN, 0))
+    return plan

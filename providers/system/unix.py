@@ -6,18 +6,32 @@ system_misc (class misc, every record UINT32, values wrap at 2**32 as in illumos
     lbolt        clock ticks since boot: ``proc/uptime`` x USER_HZ
     clk_intr     clock interrupts since boot: the same tick count (Linux keeps no
                  separate counter of the tick interrupt)
-    nproc        processes: numeric entries of ``proc/`` (a directory listing)
+    nproc        processes: numeric entries of ``proc/``. The listing is taken again
+                 only when ``proc/stat``'s ``processes`` (tasks created) or
+                 ``proc/loadavg``'s task count moved since the last one: a process
+                 cannot come without the first nor go without the second, so an
+                 unchanged pair means an unchanged count.
     avenrun_*    ``proc/loadavg`` x 256 (illumos fixed point, FSHIFT 8)
     boot_time    ``btime`` of ``proc/stat`` (epoch seconds)
     nsec_per_tick  10**9 / USER_HZ, the unit of every /proc tick counter
     deficit and vac have no Linux meaning and are left out.
+    crtime is the boot (lbolt and clk_intr count from there).
 
 system_pages (class pages, every record ULONG, in pages of ``SC_PAGE_SIZE``)
-    physmem, pagestotal  MemTotal;  freemem, pagesfree  MemFree;
-    pageslocked  Mlocked;  minfree  ``proc/sys/vm/min_free_kbytes``.
-    Records whose source the host lacks are left out (decided at attach); the
-    other illumos records (availrmem, lotsfree, desfree, scanner counters, ...)
-    have no Linux counterpart and are left out.
+    physmem, pagestotal  MemTotal;  freemem, pagesfree  MemFree
+    pp_kernel    Slab + KernelStack + PageTables + Percpu (+ SecPageTables):
+                 memory the kernel holds for itself
+    pageslocked  Mlocked
+    availrmem    physmem - pp_kernel - pageslocked: memory that could still be
+                 locked down (illumos: available resident memory)
+    lotsfree     sum of the zones' ``high`` watermarks (``proc/zoneinfo``): the free
+                 level kswapd reclaims up to
+    desfree      sum of the zones' ``low`` watermarks: below it kswapd wakes
+    minfree      ``proc/sys/vm/min_free_kbytes`` (the sum of the ``min`` watermarks)
+    Records whose source the host lacks are left out (decided at attach). Left out
+    as having no Linux counterpart: nalloc, nfree, nalloc_calls, nfree_calls,
+    kernelbase, econtig, fastscan, slowscan, nscan, desscan, low_mem_scan,
+    zone_cap_scan, n_throttle.
 """
 
 from __future__ import annotations
@@ -28,6 +42,7 @@ from typing import Any
 
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_named
+from kstatpy_providers.system.source import find_ints
 from kstatpy_providers.system.source import parse_cpu_list
 
 from kstatpy.constants import KSTAT_DATA_UINT32
@@ -47,15 +62,23 @@ MISC_FIELDS = (
     "boot_time", "nsec_per_tick",
 )  # fmt: skip
 
-# illumos record -> (file, meminfo key or None for a kB file)
-PAGES_SOURCES = (
-    ("physmem", "proc/meminfo", "MemTotal"),
-    ("freemem", "proc/meminfo", "MemFree"),
-    ("minfree", "proc/sys/vm/min_free_kbytes", None),
-    ("pagesfree", "proc/meminfo", "MemFree"),
-    ("pageslocked", "proc/meminfo", "Mlocked"),
-    ("pagestotal", "proc/meminfo", "MemTotal"),
-)
+#: system_pages records in illumos' order.
+PAGES_ORDER = (
+    "physmem", "freemem", "availrmem", "lotsfree", "desfree", "minfree", "pp_kernel",
+    "pagesfree", "pageslocked", "pagestotal",
+)  # fmt: skip
+_KERNEL_KEYS = ("Slab", "KernelStack", "PageTables", "Percpu", "SecPageTables")
+_MEMINFO_KEYS = tuple(f"{k}:".encode() for k in ("MemTotal", "MemFree", "Mlocked", *_KERNEL_KEYS))
+#: record -> meminfo keys it needs (zoneinfo and min_free_kbytes are checked apart)
+_PAGES_NEEDS: dict[str, tuple[str, ...]] = {
+    "physmem": ("MemTotal",),
+    "freemem": ("MemFree",),
+    "availrmem": ("MemTotal", "Mlocked", *_KERNEL_KEYS[:4]),
+    "pp_kernel": _KERNEL_KEYS[:4],
+    "pagesfree": ("MemFree",),
+    "pageslocked": ("Mlocked",),
+    "pagestotal": ("MemTotal",),
+}
 
 
 def hz() -> int:
@@ -80,27 +103,52 @@ def boot_time(root: SysRoot) -> int:
     raise OSError(0, "proc/stat has no btime line")
 
 
+def _field_after(data: bytes, key: bytes) -> int:
+    # The integer after ``key`` (which starts a line) in a /proc file.
+    at = data.find(key)
+    if at < 0:
+        raise OSError(0, f"no {key.decode().strip()!r} line")
+    at += len(key)
+    return int(data[at : data.find(b"\n", at)])
+
+
 class MiscSource:
-    """system_misc's source: four small files and one directory listing a read."""
+    """system_misc's source: four small files a read, ``proc/`` listed only on a change."""
 
     def __init__(self, root: SysRoot) -> None:
         self.root = root
+        self.ticks_per_sec = hz()
+        self.nproc_key: tuple[int, bytes] | None = None
+        self.nproc = 0
+        self.listings = 0  # how many reads listed proc/ (benchmarks report it)
+        self.present: tuple[bytes, int] = (b"", 0)  # the last ``present`` text and its count
+
+    def _ncpus(self, text: bytes) -> int:
+        if text != self.present[0]:
+            self.present = (text, len(parse_cpu_list(text.decode())))
+        return self.present[1]
 
     def values(self) -> dict[str, Any]:
         root = self.root
-        ticks_per_sec = hz()
-        uptime = float(root.read("proc/uptime").split()[0])
-        loads = root.read("proc/loadavg").split()
+        ticks_per_sec = self.ticks_per_sec
+        uptime = float(root.read_bytes("proc/uptime").split(None, 1)[0])
+        loads = root.read_bytes("proc/loadavg").split()
+        stat = root.read_bytes("proc/stat")
+        key = (_field_after(stat, b"\nprocesses "), loads[3].partition(b"/")[2])
+        if key != self.nproc_key:
+            self.nproc = sum(1 for n in root.listdir("proc") if n.isdigit())
+            self.listings += 1
+            self.nproc_key = key
         lbolt = int(uptime * ticks_per_sec)
         return {
-            "ncpus": len(present_cpus(root)),
+            "ncpus": self._ncpus(root.read_bytes("sys/devices/system/cpu/present")),
             "lbolt": lbolt,
             "clk_intr": lbolt,
-            "nproc": sum(1 for n in root.listdir("proc") if n.isdigit()),
+            "nproc": self.nproc,
             "avenrun_1min": round(float(loads[0]) * FSCALE),
             "avenrun_5min": round(float(loads[1]) * FSCALE),
             "avenrun_15min": round(float(loads[2]) * FSCALE),
-            "boot_time": boot_time(root),
+            "boot_time": _field_after(stat, b"\nbtime "),
             "nsec_per_tick": 1_000_000_000 // ticks_per_sec,
         }
 
@@ -116,29 +164,65 @@ def meminfo_kb(text: str) -> dict[str, int]:
     return out
 
 
-class PagesSource:
-    """system_pages' source: ``proc/meminfo`` (and min_free_kbytes when listed)."""
+_WATERMARKS = (b"\n        min ", b"\n        low ", b"\n        high ")
 
-    def __init__(self, root: SysRoot, fields: list[tuple[str, str, str | None]]) -> None:
+
+def zone_watermarks(data: bytes) -> tuple[int, int, int]:
+    """Sums over ``/proc/zoneinfo``'s zones of the (min, low, high) watermarks, in pages.
+
+    The zones' lines are "        min      46" (8 spaces: mm/vmstat.c); the per-CPU
+    pagesets' "              high:  0" is indented further and has a colon.
+    """
+    sums = []
+    for key in _WATERMARKS:
+        total = 0
+        at = data.find(key)
+        while at >= 0:
+            at += len(key)
+            end = data.find(b"\n", at)
+            total += int(data[at:end])
+            at = data.find(key, end)
+        sums.append(total)
+    return sums[0], sums[1], sums[2]
+
+
+class PagesSource:
+    """system_pages' source: ``proc/meminfo``, and the watermark files when listed."""
+
+    def __init__(self, root: SysRoot, fields: list[str]) -> None:
         self.root = root
         self.fields = fields
         self.pagesize = os.sysconf("SC_PAGE_SIZE")
+        self.zoneinfo = "lotsfree" in fields or "desfree" in fields
+        self.minfree = "minfree" in fields
 
     def values(self) -> dict[str, Any]:
-        cache: dict[str, Any] = {}
-        out = {}
-        for name, rel, key in self.fields:
-            if rel not in cache:
-                cache[rel] = meminfo_kb(self.root.read(rel)) if key else self.root.read_int(rel)
-            kb = cache[rel][key] if key else cache[rel]
-            out[name] = kb * 1024 // self.pagesize
+        root = self.root
+        kb_per_page = self.pagesize // 1024
+        found = find_ints(root.read_bytes("proc/meminfo"), _MEMINFO_KEYS)
+        m = {k[:-1].decode(): v for k, v in found.items()}
+        out: dict[str, int] = {}
+        if "MemTotal" in m:
+            out["physmem"] = out["pagestotal"] = m["MemTotal"] // kb_per_page
+        if "MemFree" in m:
+            out["freemem"] = out["pagesfree"] = m["MemFree"] // kb_per_page
+        if "Mlocked" in m:
+            out["pageslocked"] = m["Mlocked"] // kb_per_page
+        kernel = sum(m.get(k, 0) for k in _KERNEL_KEYS) // kb_per_page
+        out["pp_kernel"] = kernel
+        out["availrmem"] = out.get("physmem", 0) - kernel - out.get("pageslocked", 0)
+        if self.zoneinfo:
+            _, out["desfree"], out["lotsfree"] = zone_watermarks(root.read_bytes("proc/zoneinfo"))
+        if self.minfree:
+            out["minfree"] = root.read_int("proc/sys/vm/min_free_kbytes") // kb_per_page
         return out
 
 
-def create_system_misc(chain: Chain, root: SysRoot) -> Kstat:
-    """unix:0:system_misc."""
+def create_system_misc(chain: Chain, root: SysRoot, origin: int) -> Kstat:
+    """unix:0:system_misc (crtime ``origin``, the boot)."""
     source = MiscSource(root)
-    return create_named(chain, "unix", 0, "system_misc", "misc", [(f, KSTAT_DATA_UINT32) for f in MISC_FIELDS], source)
+    fields = [(f, KSTAT_DATA_UINT32) for f in MISC_FIELDS]
+    return create_named(chain, "unix", 0, "system_misc", "misc", fields, source, crtime=origin)
 
 
 def create_system_pages(chain: Chain, root: SysRoot) -> Kstat | None:
@@ -147,15 +231,18 @@ def create_system_pages(chain: Chain, root: SysRoot) -> Kstat | None:
         have = set(meminfo_kb(root.read("proc/meminfo")))
     except FileNotFoundError:
         return None
-    fields = [(name, rel, key) for name, rel, key in PAGES_SOURCES if (key in have if key else root.exists(rel))]
+    fields = []
+    for name in PAGES_ORDER:
+        if name in ("lotsfree", "desfree"):
+            ok = root.exists("proc/zoneinfo")
+        elif name == "minfree":
+            ok = root.exists("proc/sys/vm/min_free_kbytes")
+        else:
+            ok = all(k in have for k in _PAGES_NEEDS[name])
+        if ok:
+            fields.append(name)
     if not fields:
         return None
     return create_named(
-        chain,
-        "unix",
-        0,
-        "system_pages",
-        "pages",
-        [(n, KSTAT_DATA_ULONG) for n, _, _ in fields],
-        PagesSource(root, fields),
+        chain, "unix", 0, "system_pages", "pages", [(n, KSTAT_DATA_ULONG) for n in fields], PagesSource(root, fields)
     )

@@ -1,0 +1,65 @@
+"""The MIB-II statistics table (data only, so ``meta`` can read it without ``mib2``'s imports).
+
+See ``mib2`` for the mapping's rules.
+"""
+
+from __future__ import annotations
+
+from kstatpy.constants import KSTAT_DATA_INT32
+from kstatpy.constants import KSTAT_DATA_UINT32
+from kstatpy.constants import KSTAT_DATA_UINT64
+
+__all__ = ["MIB2"]
+
+I32, U32, U64 = KSTAT_DATA_INT32, KSTAT_DATA_UINT32, KSTAT_DATA_UINT64
+
+
+def _same(group: str, keys: str, dtype: int = U32) -> list[tuple[str, int, tuple[str, ...]]]:
+    # Statistics whose illumos name is the Linux key with its first letter lower-cased.
+    return [(k[0].lower() + k[1:], dtype, (f"snmp:{group}:{k}",)) for k in keys.split()]
+
+
+#: (module, name) -> [(statistic, KSTAT_DATA_*, (source, ...))], statistics in illumos order.
+MIB2: dict[tuple[str, str], list[tuple[str, int, tuple[str, ...]]]] = {
+    ("ip", "ip"): [
+        ("forwarding", I32, ("snmp:Ip:Forwarding",)),
+        ("defaultTTL", I32, ("snmp:Ip:DefaultTTL",)),
+        *_same(
+            "Ip",
+            "InReceives InHdrErrors InAddrErrors ForwDatagrams InUnknownProtos InDiscards "
+            "InDelivers OutRequests OutDiscards OutNoRoutes ReasmTimeout ReasmReqds ReasmOKs "
+            "ReasmFails FragOKs FragFails FragCreates",
+        ),
+        ("noPorts", U32, ("snmp:Udp:NoPorts", "snmp6:Udp6NoPorts")),
+        ("inCksumErrs", U32, ("netstat:IpExt:InCsumErrors",)),
+        ("udpInCksumErrs", U32, ("snmp:Udp:InCsumErrors", "snmp6:Udp6InCsumErrors")),
+        ("udpInOverflows", U32, ("snmp:Udp:RcvbufErrors", "snmp6:Udp6RcvbufErrors")),
+    ],
+    ("ip", "icmp"): [
+        *_same(
+            "Icmp",
+            "InMsgs InErrors InDestUnreachs InTimeExcds InParmProbs InSrcQuenchs "
+            "InRedirects InEchos InEchoReps InTimestamps InTimestampReps InAddrMasks "
+            "InAddrMaskReps OutMsgs OutErrors OutDestUnreachs OutTimeExcds OutParmProbs "
+            "OutSrcQuenchs OutRedirects OutEchos OutEchoReps OutTimestamps OutTimestampReps "
+            "OutAddrMasks OutAddrMaskReps",
+        ),
+        ("inCksumErrs", U32, ("snmp:Icmp:InCsumErrors",)),
+    ],
+    ("tcp", "tcp"): [
+        *_same("Tcp", "RtoAlgorithm RtoMin RtoMax MaxConn", I32),
+        *_same("Tcp", "ActiveOpens PassiveOpens AttemptFails EstabResets CurrEstab"),
+        *_same("Tcp", "InSegs OutSegs", U64),
+        *_same("Tcp", "RetransSegs OutRsts"),
+        ("outAckDelayed", U32, ("netstat:TcpExt:DelayedACKs",)),
+        ("outFastRetrans", U32, ("netstat:TcpExt:TCPFastRetrans",)),
+        ("timRetrans", U32, ("netstat:TcpExt:TCPTimeouts",)),
+        ("listenDrop", U32, ("netstat:TcpExt:ListenOverflows",)),
+    ],
+    ("udp", "udp"): [
+        ("inDatagrams", U64, ("snmp:Udp:InDatagrams", "snmp6:Udp6InDatagrams")),
+        ("inErrors", U32, ("snmp:Udp:InErrors", "snmp6:Udp6InErrors")),
+        ("outDatagrams", U64, ("snmp:Udp:OutDatagrams", "snmp6:Udp6OutDatagrams")),
+        ("outErrors", U32, ("snmp:Udp:SndbufErrors", "snmp6:Udp6SndbufErrors")),
+    ],
+}
