@@ -232,6 +232,15 @@ def make_floor_disk(name: str) -> Callable[[], dict[str, int]]:
     return floor
 
 
+def make_floor_disk_err(name: str) -> Callable[[], dict[str, Any]]:
+    path = f"/sys/block/{name}/size"
+
+    def floor() -> dict[str, Any]:
+        return {"Device Name": name, "Size": int(rd(path)) * 512}
+
+    return floor
+
+
 def floor_sysinfo() -> dict[str, Any]:
     up = int(float(rd("/proc/uptime").split()[0]))
     st = rd("/proc/stat")
@@ -319,6 +328,9 @@ def kstat_cases(chain: Chain) -> list[tuple[str, Any, Callable[[], Any]]]:
         d = disks[0]
         name = d.ks_private.rel.split("/")[2]
         cases.append((f"{d.ks_module}:{d.ks_instance}:{d.ks_name} (IO, {name})", d, make_floor_disk(name)))
+        err = ks(d.ks_module + "err", d.ks_instance, d.ks_name + ",err")
+        if err is not None:
+            cases.append((f"{err.ks_module}:{err.ks_instance}:{err.ks_name}", err, make_floor_disk_err(name)))
     for module, name in (("ip", "ip"), ("ip", "icmp"), ("tcp", "tcp"), ("udp", "udp")):
         k = ks(module, 0, name)
         if k is not None:

@@ -104,13 +104,16 @@ class CpuInfoSource:
         self.state: str | None = None
         self.state_begin = 0
         self.topology: tuple[int, int, int] | None = None
+        self.online: tuple[bytes, frozenset[int]] = (b"", frozenset())
 
     def _state(self) -> str:
         try:
-            online = parse_cpu_list(self.root.read("sys/devices/system/cpu/online"))
+            text = self.root.read_bytes("sys/devices/system/cpu/online")
         except FileNotFoundError:
             return "on-line"
-        return "on-line" if self.cpu in online else "off-line"
+        if text != self.online[0]:  # parse only when the on-line set changed
+            self.online = (text, frozenset(parse_cpu_list(text.decode())))
+        return "on-line" if self.cpu in self.online[1] else "off-line"
 
     def _topology(self) -> tuple[int, int, int]:
         # (chip_id, core_id, pkg_core_id): kept once the kernel has reported all three.

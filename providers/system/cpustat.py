@@ -23,7 +23,8 @@ CPU time (``proc/stat``'s ``cpuN`` line, USER_HZ ticks), mapped as illumos accou
   columns, less 2 ticks of sampling slack, never decreasing. A CPU on-line at
   attach is taken as on-line since boot (as cpu_info's state_begin does); one
   added later counts from its first read. So idle + user + kernel ticks add up
-  to the time elapsed, as on illumos.
+  to the time elapsed, as on illumos. (``proc/uptime`` counts time suspended, so
+  a host that suspends gets that time as idle.)
 
 Other cpu:N:sys counters, per CPU (a record whose source this host lacks is left out):
     intr        the CPU's column of ``proc/interrupts``, summed over every line

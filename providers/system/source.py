@@ -354,6 +354,7 @@ def named_update(ksp: Kstat, rw: int) -> int:
         values = source.values()
     except OSError as exc:
         return os_errno(exc)
+    resized = False
     for knp, name, kind, mask in plan:
         value = values[name]
         if kind == _MASKED:
@@ -361,10 +362,12 @@ def named_update(ksp: Kstat, rw: int) -> int:
         elif kind == _PLAIN:
             knp.value = value
         elif kind == _STR:
-            kstat_named_setstr(knp, value)
+            if knp.value != value:  # only a changed string moves ks_data_size
+                kstat_named_setstr(knp, value)
+                resized = True
         else:
             knp.value = value.encode()[:16] if isinstance(value, str) else bytes(value)[:16]
-    return default_kstat_update(ksp, rw) if ksp.ks_flags & _RESIZES else 0
+    return default_kstat_update(ksp, rw) if resized and ksp.ks_flags & _RESIZES else 0
 
 
 _PLAIN, _MASKED, _STR, _CHR = 0, 1, 2, 3
