@@ -9,7 +9,7 @@ Contract
     ``dispatch(conn, cmd, arg)`` returns ``(errno, result_map)`` and never raises,
     except :class:`kstatpy.kmem.BadTrap` (a provider touched freed memory: a panic,
     the host decides what to do with it). ``arg`` has already passed the shape check
-    of PROTOCOL.md §3 (a map or None); its fields are checked here (EINVAL). A
+    of docs/PROTOCOL.md §3 (a map or None); its fields are checked here (EINVAL). A
     provider exception or any other unexpected failure is EIO for that request.
 
 Callers
@@ -120,7 +120,7 @@ def _int_arg(arg: dict[str, Any] | None, key: str) -> int:
 
 
 class IoctlHandler:
-    """Answers the ioctls of PROTOCOL.md §4 and §7 against one chain.
+    """Answers the ioctls of docs/PROTOCOL.md §4 and §7 against one chain.
 
     :param chain: the chain to serve.
     :param providers: offered the ioctls outside 0x4B00-0x4BFF (None: EINVAL for them).
@@ -274,7 +274,7 @@ class IoctlHandler:
             append([0, kstat])
         return {"kcid": self.chain.chain_id, "results": results}
 
-    # --- provider ioctls (PROTOCOL.md §7) ---------------------------------------
+    # --- provider ioctls (docs/PROTOCOL.md §7) ---------------------------------------
 
     def _provider_ioctl(self, conn: Conn, cmd: int, arg: Any) -> tuple[int, dict[str, Any]]:
         if self.providers is None:

@@ -1,4 +1,4 @@
-"""Every number pinned to illumos sys/kstat.h and io/kstat.c (ILLUMOS-SPEC.md §1, §3)."""
+"""Every number pinned to illumos sys/kstat.h and io/kstat.c (illumos `sys/kstat.h`, `io/kstat.c`)."""
 
 from __future__ import annotations
 

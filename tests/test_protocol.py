@@ -1,4 +1,4 @@
-"""kstatpy.protocol: framing, limits and request shapes of PROTOCOL.md §2-3, without sockets."""
+"""kstatpy.protocol: framing, limits and request shapes of docs/PROTOCOL.md §2-3, without sockets."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """kstat(8) command line: getopt(3C) options, operands, and every usage error.
 
-Contract (ILLUMOS-SPEC.md §5.1-5.3)
+Contract (illumos kstat(8): `cmd/stat/kstat/kstat.c` `main` and `usage`)
     :func:`parse_args` returns :class:`Options` or raises :class:`UsageError`, whose
     ``message`` is written to stderr verbatim (some illumos messages have no trailing
     newline), followed by the usage text when ``usage`` is set; the exit status is

@@ -237,7 +237,7 @@ def main(
     kmem_history: int | None,
     verbose: int,
 ) -> None:
-    """kstatd: serve the kstat chain over a Unix socket (PROTOCOL.md, version 1)."""
+    """kstatd: serve the kstat chain over a Unix socket (docs/PROTOCOL.md, version 1)."""
     logging.basicConfig(
         level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)], format="kstatd: %(message)s"
     )

@@ -1,4 +1,4 @@
-"""The vmm ioctls (VMM.md §5): numbers, argument checks and their handlers.
+"""The vmm ioctls (docs/VMM.md §5): numbers, argument checks and their handlers.
 
 Each handler takes the chain's ``DeviceDriver("vmm")``, the caller's connection
 and the request's ``arg``, and returns the result map or raises ``KstatError``;

@@ -1,7 +1,7 @@
 """The ``vmmctl`` command: create, destroy, list, hold and run VMs through kstatd.
 
 Talks to kstatd with :class:`kstatpy.client.SocketTransport` (raw ioctl round
-trips, VMM.md §5). Socket: ``--socket PATH``, else ``$KSTAT_SOCKET``, else the
+trips, docs/VMM.md §5). Socket: ``--socket PATH``, else ``$KSTAT_SOCKET``, else the
 per-user default. Exit status: 0 done, 1 the operation failed, 2 usage,
 3 no daemon answers. Errors are one line on stderr:
 ``vmmctl: create: VM 'x' exists (EEXIST)``.
