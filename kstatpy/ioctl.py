@@ -30,6 +30,7 @@ from threading import get_ident
 from typing import TYPE_CHECKING
 from typing import Any
 
+from kstatpy import __version__
 from kstatpy.constants import GLOBAL_ZONEID
 from kstatpy.constants import KSTATPY_PROTOCOL_VERSION
 from kstatpy.constants import KstatIoctl
@@ -57,7 +58,7 @@ MAX_READ_MANY = 65536
 DEFAULT_MAX_REPLY = 8 << 20
 #: What one READ_MANY entry is charged besides its ``data_size`` (its header on the wire).
 ENTRY_CHARGE = 256
-SERVER_NAME = "kstatd (kstatpy 0.1.0)"
+SERVER_NAME = f"kstatd (kstatpy {__version__})"
 
 _CHAIN_ID = int(KstatIoctl.CHAIN_ID)
 _READ = int(KstatIoctl.READ)

@@ -5,7 +5,7 @@ Where it reads from
     no socket was named (neither ``--socket`` nor ``$KSTAT_SOCKET``) and nothing
     answers at the default path, the providers are loaded in this process (the
     embedded default). A named socket that does not answer is fatal: exit 3 with
-    ``kstat_open: <strerror>``. The daemon path imports no provider, no pluggy and
+    ``kstat_open: PATH: <strerror>``. The daemon path imports no provider, no pluggy and
     no chain: those load lazily on the embedded path only.
 
 Reports (illumos kstat(8): `cmd/stat/kstat/kstat.c` main loop, "interval [count]")
@@ -60,6 +60,7 @@ kstatpy additions:
   --describe      the selected statistics' metadata (kind, type, unit,
                   description) instead of their values; -j for JSON
   --help          this text
+  --version       print kstatpy's version
 
 Differences from illumos: -j output is valid JSON (no \\? escape, UTF-8 as UTF-8,
 exact 64-bit integers, every interval report a complete [ ... ] array). RAW kstats
@@ -83,19 +84,21 @@ def open_source(opts: Options, environ: Any = None) -> tuple[Any, Any]:
     from kstatpy.client import kstat_open
     from kstatpy.errors import KstatError
     from kstatpy.errors import ServerUnavailableError
+    from kstatpy.protocol import default_socket_path
     from kstatpy.safepath import UnsafePathError
 
     environ = os.environ if environ is None else environ
     named = opts.socket or environ.get("KSTAT_SOCKET") or None
+    path = named or default_socket_path()
     try:
         return kstat_open(named), None
     except UnsafePathError as exc:  # a directory another user controls: never used, never skipped
         raise FatalError(f"kstat_open: {exc.message}") from exc
     except ServerUnavailableError as exc:
         if named is not None:
-            raise FatalError(f"kstat_open: {_strerror(exc.errno)}") from exc
+            raise FatalError(f"kstat_open: {path}: {_strerror(exc.errno)}") from exc
     except KstatError as exc:
-        raise FatalError(f"kstat_open: {_strerror(exc.errno)}") from exc
+        raise FatalError(f"kstat_open: {path}: {_strerror(exc.errno)}") from exc
     return open_embedded()
 
 
@@ -104,7 +107,9 @@ def open_embedded() -> tuple[Any, Any]:
     from kstatpy.chain import Chain
     from kstatpy.client import kstat_open_chain
     from kstatpy.plugins import load_providers
+    from kstatpy.plugins import trace_to_stderr
 
+    trace_to_stderr("kstat")
     providers = load_providers()
     chain = Chain()
     providers.attach(chain)
@@ -178,6 +183,12 @@ def run(argv: list[str], out: BinaryIO, err: BinaryIO, kc: Any = None, install_s
         return _usage_error(err, exc)
     if opts.help:
         out.write(HELP.encode())
+        out.flush()
+        return 0
+    if opts.version:
+        from kstatpy import __version__
+
+        out.write(f"kstat (kstatpy {__version__})\n".encode())
         out.flush()
         return 0
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from kstatpy import __version__
 from kstatpy.cli.guard import GuardedCommand
 from kstatpy.ioctl import DEFAULT_MAX_REPLY
 from kstatpy.protocol import DEFAULT_MAX_REQUEST
@@ -107,6 +108,7 @@ def _say(text: str) -> None:
 
 
 @click.command(cls=GuardedCommand, name="kstatd", context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="kstatd", message="%(prog)s (kstatpy %(version)s)")
 @click.option(
     "--socket", "socket_path", metavar="PATH", envvar="KSTAT_SOCKET", show_envvar=True,
     help="The global zone's socket [default: $XDG_RUNTIME_DIR/kstatpy/kstat.sock, else /tmp/kstatpy-UID/kstat.sock].",
@@ -263,6 +265,7 @@ def main(
 
     from kstatpy.chain import Chain
     from kstatpy.plugins import load_providers
+    from kstatpy.plugins import trace_to_stderr
     from kstatpy.server import DaemonError
     from kstatpy.server import Kstatd
     from kstatpy.server import ServerConfig
@@ -274,6 +277,7 @@ def main(
         max_per_uid=max_per_uid, max_per_zone=max_per_zone, reserved_connections=reserved_connections,
     )  # fmt: skip
     chain = Chain(config={"vmm_teardown": vmm_teardown, "zones": config.zone_ids()})
+    trace_to_stderr("kstatd")  # $KSTATPY_TRACE_PLUGINS: whatever -v says
     if kmem_history is not None:
         chain.kmem.history_bytes = kmem_history
     providers = load_providers(modules=plugins)
