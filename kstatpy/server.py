@@ -1,7 +1,10 @@
-"""kstatd: listening sockets, sessions, peer credentials, deadlines, panics and shutdown.
+"""kstatd: the daemon's sessions (a thread per connection), deadlines, panics and shutdown.
 
 Requests are answered by :meth:`kstatpy.ioctl.IoctlHandler.dispatch` (shared with the
-in-process client); framing and shapes are :mod:`kstatpy.protocol`'s.
+in-process client); framing and shapes are :mod:`kstatpy.protocol`'s; the listening
+sockets, their lock files and peer credentials are :mod:`kstatpy.listener`'s; the
+``kstatpy:0:*`` counters :mod:`kstatpy.daemon_stats`'; the report of a panic
+:mod:`kstatpy.panic`'s.
 
 Concurrency model: one thread per connection, blocking sockets
     Measured on the 2-vCPU build VM with a probe serving the same framing and a
@@ -28,6 +31,12 @@ Life cycle
     :meth:`Kstatd.serve_forever` returns the exit status after :meth:`stop` (graceful:
     stop accepting, finish in-flight requests, close connections, detach providers,
     remove the sockets: 0) or after a panic with ``on_panic="halt"`` (no teardown: 70).
+
+Size
+    Over 400 lines on purpose: the session loop, the watchdog's takeover and the
+    shutdown all follow one hand-over protocol (``Session.lock``, ``gen``, ``t0``, and
+    the server's ``_lock`` over the session table); split apart, no single module
+    would show who may send on a session when.
 """
 
 from __future__ import annotations
