@@ -1,4 +1,4 @@
-"""The house rules the layout promises (STYLE.md of the design notes, issue 14).
+"""The house rules the layout promises (the style guide of the design notes, issue 14).
 
 - Imports in ``kstatpy/`` flow one way (model -> chain -> driver/instance -> ioctl ->
   server/client -> CLI): no module imports, at module level, a module that imports
