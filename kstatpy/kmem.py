@@ -53,7 +53,11 @@ _T = TypeVar("_T", bound="KmemObject")
 _KMODULE = {
     "kstatpy.chain": "genunix",
     "kstatpy.kstat": "genunix",
+    "kstatpy.records": "genunix",
+    "kstatpy.headers": "genunix",
     "kstatpy.kmem": "genunix",
+    "kstatpy.handles": "genunix",
+    "kstatpy.idspace": "genunix",
     "kstatpy.server": "kstat",
     "kstatpy.ioctl": "kstat",
     "kstatpy.driver": "kstat",
