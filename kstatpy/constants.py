@@ -1,6 +1,7 @@
 """The numbers of illumos ``sys/kstat.h`` and ``io/kstat.c``, with their illumos spellings.
 
-Every value here is pinned by ``tests/test_constants.py`` against illumos `sys/kstat.h` and `io/kstat.c`.
+Every value here is pinned by ``tests/test_constants.py`` against illumos ``sys/kstat.h``
+and ``io/kstat.c``.
 The enums give readable reprs; the ``KSTAT_*`` aliases are what providers write.
 """
 

@@ -1,7 +1,7 @@
 """The ioctl layer: one request (cmd, arg) from one caller, answered as (errno, result).
 
 This is ``io/kstat.c``'s ``kstat_ioctl`` for kstatpy: the daemon (``kstatpy.server``)
-and the in-process transport of ``kstatpy.client`` both call
+and the in-process transport (``kstatpy.transport.ChainTransport``) both call
 :meth:`IoctlHandler.dispatch`, so the embedded ``kstat`` and ``kstatd`` share one code
 path. No sockets and no framing here (``kstatpy.protocol`` owns those).
 

@@ -1,7 +1,8 @@
 """The kstatd wire protocol (docs/PROTOCOL.md, version 1): framing, message shapes, limits, errnos.
 
 No sockets here: the server and the client own their sockets and call these helpers.
-Imports only msgpack and the standard library, so the ``kstat`` command stays light.
+Imports only msgpack, the standard library and :mod:`kstatpy.constants`, so the
+``kstat`` command stays light.
 
 Framing (docs/PROTOCOL.md §2)
     Every message is a big-endian uint32 length then one msgpack object of exactly

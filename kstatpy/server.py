@@ -30,7 +30,8 @@ Life cycle
     publishes ``kstatpy:0:*`` and starts the acceptor and the watchdog;
     :meth:`Kstatd.serve_forever` returns the exit status after :meth:`stop` (graceful:
     stop accepting, finish in-flight requests, close connections, detach providers,
-    remove the sockets: 0) or after a panic with ``on_panic="halt"`` (no teardown: 70).
+    remove the sockets: 0, or 75 when a provider did not detach within
+    ``detach_timeout``) or after a panic with ``on_panic="halt"`` (no teardown: 70).
 
 Size
     Over 400 lines on purpose: the session loop, the watchdog's takeover and the

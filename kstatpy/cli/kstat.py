@@ -8,7 +8,7 @@ Where it reads from
     ``kstat_open: PATH: <strerror>``. The daemon path imports no provider, no pluggy and
     no chain: those load lazily on the embedded path only.
 
-Reports (illumos kstat(8): `cmd/stat/kstat/kstat.c` main loop, "interval [count]")
+Reports (illumos kstat(8): ``cmd/stat/kstat/kstat.c`` main loop, "interval [count]")
     Each report: optional timestamp, then the formatted instances, then a flush.
     Between reports (never after the last): sleep to the next cadence point,
     ``chain_update``, print one newline. Exit 0 when some statistic matched in any

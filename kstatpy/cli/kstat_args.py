@@ -1,10 +1,11 @@
 """kstat(8) command line: getopt(3C) options, operands, and every usage error.
 
-Contract (illumos kstat(8): `cmd/stat/kstat/kstat.c` `main` and `usage`)
+Contract (illumos kstat(8): ``cmd/stat/kstat/kstat.c`` ``main`` and ``usage``)
     :func:`parse_args` returns :class:`Options` or raises :class:`UsageError`, whose
     ``message`` is written to stderr verbatim (some illumos messages have no trailing
     newline), followed by the usage text when ``usage`` is set; the exit status is
-    ``code`` (2, or 0 for ``-h``/``-?``/``--help``). Options are processed in order,
+    ``code`` (2, or 0 for ``-h``/``-?``/``--help``; ``--version`` is an option, not an
+error). Options are processed in order,
     the first error wins, as in the C command. Parsing stops at the first operand or
     ``--`` (POSIX getopt, no permutation).
 

@@ -1,6 +1,6 @@
 """kstat(8) selection: which kstats are read, their instance records, and their order.
 
-Contract (illumos kstat(8): `cmd/stat/kstat/kstat.c`, selection, order and values)
+Contract (illumos kstat(8): ``cmd/stat/kstat/kstat.c``, selection, order and values)
     :func:`read_instances` walks ``kc.kc_chain`` in KID order, drops ``kstat_*`` names
     and the RAW kstats kstat(8) has no decoder for (``kstat_raw``), keeps a kstat when some selector's
     module AND name patterns match, and reads only the kept ones (batched

@@ -2,7 +2,8 @@
 
 Exit status: 0 after SIGTERM/SIGINT (clean shutdown), 1 when it cannot start (the
 message names the socket), 2 on usage errors, 70 after a panic with
-``--on-panic=halt``.
+``--on-panic=halt``, 75 when a provider did not detach within ``--detach-timeout``.
+``KSTATPY_TRACE_PLUGINS`` traces go to stderr whatever ``-v`` says.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Each handler takes the chain's ``DeviceDriver("vmm")``, the caller's connection
 and the request's ``arg``, and returns the result map or raises ``KstatError``;
 :func:`vmm_ioctl` turns that into ``(errno, result)``. Handles (fds) belong to
 the connection: ``conn.state["vmm"]["handles"]`` is a
-:class:`kstatpy.instance.DeviceHandles`, closed by ``kstatpy_conn_close``.
+:class:`kstatpy.handles.DeviceHandles`, closed by ``kstatpy_conn_close``.
 """
 
 from __future__ import annotations
