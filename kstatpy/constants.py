@@ -208,4 +208,4 @@ class Errno(IntEnum):
     ENAMETOOLONG = _errno.ENAMETOOLONG
     EPROTO = _errno.EPROTO
     EOVERFLOW = _errno.EOVERFLOW
-    ETIMEDOUT = _errno.ETIMEDOUT  # PROTOCOL.md §9.4: idle or partial-frame timeout
+    ETIMEDOUT = _errno.ETIMEDOUT  # docs/PROTOCOL.md §9.4: idle or partial-frame timeout

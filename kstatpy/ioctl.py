@@ -54,7 +54,7 @@ _ratelog = RateLimitedLog(log)  # any caller may repeat a failing ioctl: bounded
 KSTAT_IOC_RANGE = range(0x4B00, 0x4C00)
 #: At most this many kids per KSTATPY_IOC_READ_MANY (E2BIG beyond).
 MAX_READ_MANY = 65536
-#: kstatd's default byte budget of one READ_MANY reply (``kstatd --max-reply``, PROTOCOL.md §9.4).
+#: kstatd's default byte budget of one READ_MANY reply (``kstatd --max-reply``, docs/PROTOCOL.md §9.4).
 DEFAULT_MAX_REPLY = 8 << 20
 #: What one READ_MANY entry is charged besides its ``data_size`` (its header on the wire).
 ENTRY_CHARGE = 256
@@ -152,7 +152,7 @@ class IoctlHandler:
         # own ``reading`` entry.
         self.stuck: dict[int, int] = {}
         self.reading: dict[int, int] | None = None
-        #: kstatd's limits, told in HELLO's "limits" (PROTOCOL.md §9.4); empty in-process.
+        #: kstatd's limits, told in HELLO's "limits" (docs/PROTOCOL.md §9.4); empty in-process.
         self.limits: dict[str, int] = {}
         #: Byte budget of one READ_MANY reply (None: unlimited, the in-process default).
         self.max_reply: int | None = None
@@ -246,7 +246,7 @@ class IoctlHandler:
         results: list[list[Any]] = []
         append = results.append
         read_one = self._read_one
-        # Bounded work (PROTOCOL.md §9.4): entries are charged their data_size; once the
+        # Bounded work (docs/PROTOCOL.md §9.4): entries are charged their data_size; once the
         # charge passes max_reply every later entry is [E2BIG, nil] (the first is always
         # read), and KID 0 is read once per batch however often it is asked for.
         budget = self.max_reply

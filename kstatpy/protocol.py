@@ -131,7 +131,7 @@ class _ContainerBudget:
 def unpack_body(body: bytes | bytearray | memoryview) -> Any:
     """Decode one request body; :class:`FrameError` if it is not exactly one object.
 
-    Decoding memory is bounded (PROTOCOL.md §9.4): an array holds at most
+    Decoding memory is bounded (docs/PROTOCOL.md §9.4): an array holds at most
     ``MAX_ARRAY_LEN`` items, a map ``MAX_MAP_LEN`` pairs, no ext types, and the whole
     body at most ``MAX_CONTAINERS`` arrays and maps (E2BIG beyond; EPROTO otherwise).
     """

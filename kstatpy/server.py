@@ -114,7 +114,7 @@ class ServerConfig:
     on_panic: str = "halt"  # or "continue"
     crash_dir: str | None = None
     detach_timeout: float = 10.0  # seconds providers get to detach at shutdown
-    # Fair sharing (PROTOCOL.md §9.4): no user or zone can hold every slot or a slot forever.
+    # Fair sharing (docs/PROTOCOL.md §9.4): no user or zone can hold every slot or a slot forever.
     idle_timeout: float = 300.0  # a connection with nothing in flight is closed after this
     frame_timeout: float = 10.0  # a request must arrive, and a reply be drained, within this
     max_per_uid: int = 64  # connections per peer uid (not root, not kstatd's own uid)

@@ -40,7 +40,7 @@ def test_errnos_are_the_protocol_numbers() -> None:
         "EPERM": 1, "ENOENT": 2, "EINTR": 4, "EIO": 5, "ENXIO": 6, "E2BIG": 7, "EBADF": 9, "EAGAIN": 11,
         "ENOMEM": 12, "EACCES": 13, "EFAULT": 14, "EBUSY": 16, "EEXIST": 17, "EINVAL": 22, "ENOTTY": 25,
         "ENAMETOOLONG": 36, "EPROTO": 71, "EOVERFLOW": 75,
-        "ETIMEDOUT": 110,  # PROTOCOL.md §9.4
+        "ETIMEDOUT": 110,  # docs/PROTOCOL.md §9.4
     }  # fmt: skip
     assert {e.name: e.value for e in c.Errno} == expected
 

@@ -283,7 +283,7 @@ def main(
         chain.kmem.history_bytes = kmem_history
     providers = load_providers(modules=plugins)
     daemon = Kstatd(chain, providers, config, report=_say)
-    # Fairness between connections (PROTOCOL.md §9.4): a thread serving a big request
+    # Fairness between connections (docs/PROTOCOL.md §9.4): a thread serving a big request
     # yields the GIL every 1 ms instead of 5, so a small READ waits at most about that.
     sys.setswitchinterval(SWITCH_INTERVAL)
     # Before anything can answer a client: a SIGTERM sent as soon as kstatd answers
