@@ -209,7 +209,13 @@ def hold(name: str, socket_path: str | None) -> None:
             readable, _, _ = select.select([sock], [], [], keepalive)
             if readable:  # the daemon never talks first: this is EOF, it went away
                 _fail("hold", "kstatd closed the connection", EXIT_NO_DAEMON)
-            vmm.call(int(KSTATPY_IOC_HELLO), {"protocol": 1})
+            # Signals wait for the reply: an interrupt between request and reply would
+            # pair VMM_CLOSE with the HELLO's reply.
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            try:
+                vmm.call(int(KSTATPY_IOC_HELLO), {"protocol": 1})
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     except _Interrupted:
         pass
     finally:
