@@ -250,7 +250,7 @@ def run(argv: list[str], out: BinaryIO, err: BinaryIO, kc: Any = None, install_s
             if not opts.ndjson:  # every NDJSON line is an object
                 _write(out, ["\n"])
     except FatalError as exc:
-        err.write(f"{exc}\n".encode())
+        err.write(f"{exc}\n".encode("utf-8", "surrogateescape"))  # a path's bytes as given
         err.flush()
         return 3
     except OSError as exc:
