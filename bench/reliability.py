@@ -6,7 +6,7 @@
     python bench/reliability.py sigterm [--clients 16]      # SIGTERM under load (some clients never read)
     python bench/reliability.py fuzz [--n 100000]           # random and mutated frames
     python bench/reliability.py vmcycles [--n 10000] [--tree DIR]  # kstatd RSS over VM create/destroy
-    python tests/soak/soak_vmm.py --cycles 10000 --readers 8  # the VMM.md §6 soak (separate script)
+    python tests/soak/soak_vmm.py --cycles 10000 --readers 8  # the docs/VMM.md §6 soak (separate script)
 
 Each prints one JSON line with what it pushed, what came back and how long it took,
 and exits 1 when kstatd died, answered wrongly or did not exit cleanly.

@@ -1,13 +1,16 @@
 """kstatpy: the illumos kstat framework in Python. This module only re-exports.
 
 Names load lazily (PEP 562), so ``import kstatpy.client`` for the ``kstat`` command
-pulls in neither the chain nor pluggy.
+pulls in neither the chain nor pluggy. ``__version__`` is the distribution's version
+(``pyproject.toml`` reads it from here).
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
+
+__version__ = "0.1.0"
 
 _CONSTANTS = (
     "ALL_ZONES GLOBAL_ZONEID KSTAT_DATA_CHAR KSTAT_DATA_DOUBLE KSTAT_DATA_FLOAT KSTAT_DATA_INT32 "

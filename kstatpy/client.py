@@ -299,7 +299,7 @@ class KstatCtl:
 
         Returns ``(errno, ksp)`` per kstat in the order given; ``ksp`` is filled when
         errno is 0. Entries kstatd left unread because the reply reached its byte
-        budget (E2BIG after at least one read entry, PROTOCOL.md §9.4) are asked for
+        budget (E2BIG after at least one read entry, docs/PROTOCOL.md §9.4) are asked for
         again in the next batch; every batch reads at least one, so this ends.
         Nothing else is retried (EAGAIN is reported as is).
         """

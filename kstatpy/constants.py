@@ -1,6 +1,7 @@
 """The numbers of illumos ``sys/kstat.h`` and ``io/kstat.c``, with their illumos spellings.
 
-Every value here is pinned by ``tests/test_constants.py`` against ILLUMOS-SPEC.md.
+Every value here is pinned by ``tests/test_constants.py`` against illumos ``sys/kstat.h``
+and ``io/kstat.c``.
 The enums give readable reprs; the ``KSTAT_*`` aliases are what providers write.
 """
 
@@ -167,7 +168,7 @@ RECORD_SIZE = {
 
 
 class KstatIoctl(IntEnum):
-    """The /dev/kstat ioctls (``('K' << 8) | n``) and the kstatpy additions (PROTOCOL.md §4)."""
+    """The /dev/kstat ioctls (``('K' << 8) | n``) and the kstatpy additions (docs/PROTOCOL.md §4)."""
 
     CHAIN_ID = 0x4B01
     READ = 0x4B02
@@ -187,7 +188,7 @@ KSTATPY_PROTOCOL_VERSION = 1
 
 
 class Errno(IntEnum):
-    """The errno numbers PROTOCOL.md §3 puts on the wire (Linux's; illumos agrees)."""
+    """The errno numbers docs/PROTOCOL.md §3 puts on the wire (Linux's; illumos agrees)."""
 
     EPERM = _errno.EPERM
     ENOENT = _errno.ENOENT
@@ -207,4 +208,4 @@ class Errno(IntEnum):
     ENAMETOOLONG = _errno.ENAMETOOLONG
     EPROTO = _errno.EPROTO
     EOVERFLOW = _errno.EOVERFLOW
-    ETIMEDOUT = _errno.ETIMEDOUT  # PROTOCOL.md §9.4: idle or partial-frame timeout
+    ETIMEDOUT = _errno.ETIMEDOUT  # docs/PROTOCOL.md §9.4: idle or partial-frame timeout

@@ -2,8 +2,9 @@
 
 ``kstatpy:0:connections`` current, total, refused (connection cap)
 ``kstatpy:0:requests``    one counter per command (chain_id, read, write, hello,
-                          read_many, provider, unknown) and ``bad_frames``
-``kstatpy:0:errors``      one counter per errno of PROTOCOL.md §3 (``EPERM`` ...)
+                          read_many, provider, unknown, describe) and ``bad_frames``
+``kstatpy:0:errors``      one counter per errno of docs/PROTOCOL.md §3 (``EPERM`` ...),
+                          and ``other`` for any errno outside that table
 ``kstatpy:0:daemon``      panics, stuck_readers (now past ``--read-timeout``),
                           stuck_readers_total, read_timeout_ms
 

@@ -11,7 +11,7 @@ Client side (:func:`kstat_describe`)
     ``kstat_describe(kc, kids)`` -> ``[(errno, DESC or None), ...]`` through any
     :class:`kstatpy.client.KstatCtl` (socket or in-process).
 
-DESC (PROTOCOL.md §9.3) is the HEADER's identity fields (kid, module, instance,
+DESC (docs/PROTOCOL.md §9.3) is the HEADER's identity fields (kid, module, instance,
 name, class, type, crtime) plus ``"stats"``: one STAT map per statistic in data
 order (NAMED: record order, skipping unnamed records; IO/INTR/TIMER: the fields),
 then the pseudo statistics ``crtime`` and ``snaptime``. A statistic nobody declared

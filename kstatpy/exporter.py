@@ -6,7 +6,7 @@ it reads through :class:`kstatpy.client.KstatCtl` over kstatd's own ioctl handle
 the socket: ``chain_update`` (providers refresh), READ_MANY (hold, ``ks_lock``,
 ``ks_update``, snapshot; kids stuck past ``--read-timeout`` answer EAGAIN at once)
 and DESCRIBE for metadata. It reads as an unprivileged global-zone caller: it sees
-what a global-zone reader sees (PROTOCOL.md §6) and can never write.
+what a global-zone reader sees (docs/PROTOCOL.md §6) and can never write.
 
 Exposition is prometheus-client's: :class:`KstatCollector` yields metric families,
 ``start_http_server`` serves them and picks the text format or OpenMetrics from the

@@ -72,7 +72,7 @@ def kstatpy_refresh(chain: Chain) -> None:
 
 @hookspec(firstresult=True)
 def kstatpy_ioctl(chain: Chain, conn: Any, cmd: int, arg: Any) -> Any:
-    """Answer an ioctl outside the kstat range 0x4B00-0x4BFF (PROTOCOL.md §7).
+    """Answer an ioctl outside the kstat range 0x4B00-0x4BFF (docs/PROTOCOL.md §7).
 
     Stops at first non-None result. Return ``(errno, result_map)`` to claim the
     command; return None to pass. An exception becomes EIO for that request.

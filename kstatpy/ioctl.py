@@ -1,7 +1,7 @@
 """The ioctl layer: one request (cmd, arg) from one caller, answered as (errno, result).
 
 This is ``io/kstat.c``'s ``kstat_ioctl`` for kstatpy: the daemon (``kstatpy.server``)
-and the in-process transport of ``kstatpy.client`` both call
+and the in-process transport (``kstatpy.transport.ChainTransport``) both call
 :meth:`IoctlHandler.dispatch`, so the embedded ``kstat`` and ``kstatd`` share one code
 path. No sockets and no framing here (``kstatpy.protocol`` owns those).
 
@@ -9,7 +9,7 @@ Contract
     ``dispatch(conn, cmd, arg)`` returns ``(errno, result_map)`` and never raises,
     except :class:`kstatpy.kmem.BadTrap` (a provider touched freed memory: a panic,
     the host decides what to do with it). ``arg`` has already passed the shape check
-    of PROTOCOL.md §3 (a map or None); its fields are checked here (EINVAL). A
+    of docs/PROTOCOL.md §3 (a map or None); its fields are checked here (EINVAL). A
     provider exception or any other unexpected failure is EIO for that request.
 
 Callers
@@ -30,6 +30,7 @@ from threading import get_ident
 from typing import TYPE_CHECKING
 from typing import Any
 
+from kstatpy import __version__
 from kstatpy.constants import GLOBAL_ZONEID
 from kstatpy.constants import KSTATPY_PROTOCOL_VERSION
 from kstatpy.constants import KstatIoctl
@@ -53,11 +54,11 @@ _ratelog = RateLimitedLog(log)  # any caller may repeat a failing ioctl: bounded
 KSTAT_IOC_RANGE = range(0x4B00, 0x4C00)
 #: At most this many kids per KSTATPY_IOC_READ_MANY (E2BIG beyond).
 MAX_READ_MANY = 65536
-#: kstatd's default byte budget of one READ_MANY reply (``kstatd --max-reply``, PROTOCOL.md §9.4).
+#: kstatd's default byte budget of one READ_MANY reply (``kstatd --max-reply``, docs/PROTOCOL.md §9.4).
 DEFAULT_MAX_REPLY = 8 << 20
 #: What one READ_MANY entry is charged besides its ``data_size`` (its header on the wire).
 ENTRY_CHARGE = 256
-SERVER_NAME = "kstatd (kstatpy 0.1.0)"
+SERVER_NAME = f"kstatd (kstatpy {__version__})"
 
 _CHAIN_ID = int(KstatIoctl.CHAIN_ID)
 _READ = int(KstatIoctl.READ)
@@ -120,7 +121,7 @@ def _int_arg(arg: dict[str, Any] | None, key: str) -> int:
 
 
 class IoctlHandler:
-    """Answers the ioctls of PROTOCOL.md §4 and §7 against one chain.
+    """Answers the ioctls of docs/PROTOCOL.md §4 and §7 against one chain.
 
     :param chain: the chain to serve.
     :param providers: offered the ioctls outside 0x4B00-0x4BFF (None: EINVAL for them).
@@ -151,7 +152,7 @@ class IoctlHandler:
         # own ``reading`` entry.
         self.stuck: dict[int, int] = {}
         self.reading: dict[int, int] | None = None
-        #: kstatd's limits, told in HELLO's "limits" (PROTOCOL.md §9.4); empty in-process.
+        #: kstatd's limits, told in HELLO's "limits" (docs/PROTOCOL.md §9.4); empty in-process.
         self.limits: dict[str, int] = {}
         #: Byte budget of one READ_MANY reply (None: unlimited, the in-process default).
         self.max_reply: int | None = None
@@ -245,7 +246,7 @@ class IoctlHandler:
         results: list[list[Any]] = []
         append = results.append
         read_one = self._read_one
-        # Bounded work (PROTOCOL.md §9.4): entries are charged their data_size; once the
+        # Bounded work (docs/PROTOCOL.md §9.4): entries are charged their data_size; once the
         # charge passes max_reply every later entry is [E2BIG, nil] (the first is always
         # read), and KID 0 is read once per batch however often it is asked for.
         budget = self.max_reply
@@ -274,7 +275,7 @@ class IoctlHandler:
             append([0, kstat])
         return {"kcid": self.chain.chain_id, "results": results}
 
-    # --- provider ioctls (PROTOCOL.md §7) ---------------------------------------
+    # --- provider ioctls (docs/PROTOCOL.md §7) ---------------------------------------
 
     def _provider_ioctl(self, conn: Conn, cmd: int, arg: Any) -> tuple[int, dict[str, Any]]:
         if self.providers is None:

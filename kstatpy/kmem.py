@@ -1,6 +1,6 @@
 """The debug heap: kernel-like allocations whose use after free traps at once.
 
-Contract (VMM.md §3):
+Contract (docs/KMEM.md §1-§3):
 
 * ``kmem.zalloc(cls, *args)`` builds a :class:`KmemObject` and gives it a stable
   fake kernel address, a size, its type name and the allocating stack.
@@ -53,7 +53,11 @@ _T = TypeVar("_T", bound="KmemObject")
 _KMODULE = {
     "kstatpy.chain": "genunix",
     "kstatpy.kstat": "genunix",
+    "kstatpy.records": "genunix",
+    "kstatpy.headers": "genunix",
     "kstatpy.kmem": "genunix",
+    "kstatpy.handles": "genunix",
+    "kstatpy.idspace": "genunix",
     "kstatpy.server": "kstat",
     "kstatpy.ioctl": "kstat",
     "kstatpy.driver": "kstat",

@@ -1,4 +1,4 @@
-"""kstatd's listening sockets and peer credentials (PROTOCOL.md §1 and §6).
+"""kstatd's listening sockets and peer credentials (docs/PROTOCOL.md §1 and §6).
 
 A :class:`Listener` is one zone's socket. ``bind`` creates the socket's directory
 (0755) when missing, refuses a directory that is a symbolic link, that another user
@@ -37,7 +37,7 @@ def peer_cred(sock: socket.socket) -> tuple[int, int, int]:
 
 
 def is_privileged(uid: int, gid: int, allow_uids: frozenset[int], allow_gids: frozenset[int]) -> bool:
-    """PROTOCOL.md §6 in the global zone: uid 0, the daemon's uid, or ``--allow-write``."""
+    """docs/PROTOCOL.md §6 in the global zone: uid 0, the daemon's uid, or ``--allow-write``."""
     if uid == 0 or uid == os.geteuid() or uid in allow_uids or gid in allow_gids:
         return True
     if allow_gids:  # supplementary groups: membership by user name

@@ -4,7 +4,7 @@ In the spirit of Solaris 11.4's kstat2 metadata (``kstat2_named_t`` carries a ty
 and a flag for rate-able counters); illumos kstat(8) has none. Part of the data
 model, next to the named record: a provider declares metadata when it creates a
 kstat, the chain stores it in ``ksp.ks_meta``, readers ask for it with
-``KSTATPY_IOC_DESCRIBE`` (PROTOCOL.md §9.3).
+``KSTATPY_IOC_DESCRIBE`` (docs/PROTOCOL.md §9.3).
 
 Kinds
     ``counter``     only grows while the kstat lives (until it wraps at its data
@@ -89,7 +89,7 @@ class StatMeta(NamedTuple):
     data_type: int | None = None
 
     def wire(self, name: str, data_type: int | None = None) -> dict[str, Any]:
-        """The STAT map of PROTOCOL.md §9.3."""
+        """The STAT map of docs/PROTOCOL.md §9.3."""
         dt = self.data_type if data_type is None else data_type
         return {
             "name": name,

@@ -1,7 +1,7 @@
 """The panic report: what illumos prints when a provider faults on freed memory.
 
 A :class:`~kstatpy.kmem.BadTrap` raised inside ``ks_update`` or ``ks_snapshot`` is a
-kernel panic (VMM.md §4). :func:`format_panic` renders it as illumos would show it
+kernel panic (docs/KMEM.md §4). :func:`format_panic` renders it as illumos would show it
 in the console and in mdb: the ``BAD TRAP`` line, the stack innermost first as
 ``module:function+offset`` lines, ``::print kstat_t`` of the kstat being read and
 ``::whatis`` of its ``ks_private``. The daemon decides what happens next
@@ -83,7 +83,7 @@ def _print_kstat(ksp: Any, addr: int) -> list[str]:
 
 
 def format_panic(trap: BadTrap, kmem: Kmem) -> str:
-    """The full panic report for ``trap`` (VMM.md §4), ending with a newline."""
+    """The full panic report for ``trap`` (docs/KMEM.md §4), ending with a newline."""
     pid = os.getpid()
     thread = threading.get_ident()
     stack = panic_stack(trap)

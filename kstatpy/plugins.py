@@ -9,10 +9,16 @@ named explicitly (``kstatd --plugin MODULE``). Environment:
 ``KSTATPY_DISABLED_PROVIDERS``
     comma-separated provider names never to load (``pm.set_blocked``).
 ``KSTATPY_TRACE_PLUGINS``
-    any non-empty value but ``0``: log every hook call and result (logger ``kstatpy.plugins``).
+    any non-empty value but ``0``: log every hook call and its result or exception,
+    one line each, naming the providers called (logger ``kstatpy.plugins.trace``, level
+    INFO). The commands send that logger to stderr (:func:`trace_to_stderr`), ``kstatd``
+    without ``-v`` and the embedded ``kstat`` alike.
 
 A provider that fails to import, to register or in ``kstatpy_attach`` is reported
-by name in :attr:`Providers.failures` and logged; the others still load.
+by name in :attr:`Providers.failures` and logged; the others still load. A module
+both named explicitly and found as an entry point is loaded once, under the
+entry point's (the provider's) name; the same module object offered twice under
+different names is registered once, under the first.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from typing import Any
@@ -30,12 +37,27 @@ from kstatpy import hookspecs
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+    from collections.abc import Mapping
+    from collections.abc import Sequence
+
+    from pluggy import HookImpl
 
     from kstatpy.chain import Chain
 
-__all__ = ["ENTRY_POINT_GROUP", "ProviderFailure", "Providers", "get_plugin_manager", "load_providers"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "TRACE_LOGGER",
+    "ProviderFailure",
+    "Providers",
+    "get_plugin_manager",
+    "load_providers",
+    "trace_enabled",
+    "trace_to_stderr",
+]
 
 log = logging.getLogger(__name__)
+TRACE_LOGGER = "kstatpy.plugins.trace"
+trace_log = logging.getLogger(TRACE_LOGGER)
 
 ENTRY_POINT_GROUP = "kstatpy.providers"
 
@@ -43,6 +65,56 @@ ENTRY_POINT_GROUP = "kstatpy.providers"
 def _env_true(name: str) -> bool:
     value = os.environ.get(name, "")
     return value not in ("", "0")
+
+
+def trace_enabled() -> bool:
+    """True when ``$KSTATPY_TRACE_PLUGINS`` asks for hook tracing."""
+    return _env_true("KSTATPY_TRACE_PLUGINS")
+
+
+def trace_to_stderr(prog: str) -> None:
+    """For a command: when tracing is on, write the trace lines to stderr as ``PROG: trace: ...``.
+
+    Idempotent; the lines bypass the root logger, so they appear whatever its level.
+    """
+    if not trace_enabled() or trace_log.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{prog}: trace: %(message)s"))
+    trace_log.addHandler(handler)
+    trace_log.setLevel(logging.INFO)
+    trace_log.propagate = False
+
+
+def _short(kwargs: Mapping[str, Any]) -> str:
+    # The hook's arguments worth a trace line: not the chain and connection objects.
+    parts = []
+    for key, value in kwargs.items():
+        if key in ("chain", "conn"):
+            continue
+        text = f"0x{value:x}" if key == "cmd" and isinstance(value, int) else repr(value)
+        parts.append(f"{key}={text[:80]}")
+    return ", ".join(parts)
+
+
+def _names(hook_impls: Sequence[HookImpl]) -> str:
+    return ", ".join(repr(impl.plugin_name) for impl in hook_impls)
+
+
+def _trace_before(hook_name: str, hook_impls: Sequence[HookImpl], kwargs: Mapping[str, Any]) -> None:
+    if hook_impls:  # a provider without this hook: nothing was called
+        trace_log.info("%s(%s) -> %s", hook_name, _short(kwargs), _names(hook_impls))
+
+
+def _trace_after(
+    outcome: pluggy.Result[Any], hook_name: str, hook_impls: Sequence[HookImpl], kwargs: Mapping[str, Any]
+) -> None:
+    if not hook_impls:
+        return
+    if outcome.exception is not None:
+        trace_log.info("%s <- %s raised %r", hook_name, _names(hook_impls), outcome.exception)
+    else:
+        trace_log.info("%s <- %s: %s", hook_name, _names(hook_impls), repr(outcome.get_result())[:200])
 
 
 @dataclass
@@ -67,9 +139,8 @@ def get_plugin_manager() -> pluggy.PluginManager:
     for name in os.environ.get("KSTATPY_DISABLED_PROVIDERS", "").split(","):
         if name.strip():
             pm.set_blocked(name.strip())
-    if _env_true("KSTATPY_TRACE_PLUGINS"):
-        pm.trace.root.setwriter(lambda msg: log.info("%s", msg.rstrip()))
-        pm.enable_tracing()
+    if trace_enabled():
+        pm.add_hookcall_monitoring(_trace_before, _trace_after)
     return pm
 
 
@@ -81,6 +152,9 @@ def _register(pm: pluggy.PluginManager, name: str, load: Any, failures: list[Pro
     except Exception as exc:
         failures.append(ProviderFailure(name, "load", exc))
         log.error("provider %r failed to load: %r", name, exc)
+        return
+    if pm.is_registered(plugin):  # the same module under another name: once is enough
+        log.debug("provider %r is %r, already registered", name, pm.get_name(plugin))
         return
     try:
         pm.register(plugin, name=name)
@@ -104,17 +178,21 @@ def load_providers(
     """
     pm = get_plugin_manager()
     failures: list[ProviderFailure] = []
-    for name, obj in plugins:
-        _register(pm, name, lambda obj=obj: obj, failures)
-    for modname in modules:
-        _register(pm, modname, lambda m=modname: importlib.import_module(m), failures)
     if autoload is None:
         autoload = not _env_true("KSTATPY_DISABLE_PLUGIN_AUTOLOAD")
+    eps: list[Any] = []
     if autoload:
         from importlib.metadata import entry_points
 
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            _register(pm, ep.name, ep.load, failures)
+        eps = list(entry_points(group=ENTRY_POINT_GROUP))
+    # A module named explicitly that an entry point also names takes the provider's name.
+    ep_name = {ep.value: ep.name for ep in eps}
+    for name, obj in plugins:
+        _register(pm, name, lambda obj=obj: obj, failures)
+    for modname in modules:
+        _register(pm, ep_name.get(modname, modname), lambda m=modname: importlib.import_module(m), failures)
+    for ep in eps:
+        _register(pm, ep.name, ep.load, failures)
     return Providers(pm, failures)
 
 

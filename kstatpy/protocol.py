@@ -1,14 +1,15 @@
-"""The kstatd wire protocol (PROTOCOL.md, version 1): framing, message shapes, limits, errnos.
+"""The kstatd wire protocol (docs/PROTOCOL.md, version 1): framing, message shapes, limits, errnos.
 
 No sockets here: the server and the client own their sockets and call these helpers.
-Imports only msgpack and the standard library, so the ``kstat`` command stays light.
+Imports only msgpack, the standard library and :mod:`kstatpy.constants`, so the
+``kstat`` command stays light.
 
-Framing (PROTOCOL.md §2)
+Framing (docs/PROTOCOL.md §2)
     Every message is a big-endian uint32 length then one msgpack object of exactly
     that many bytes (``use_bin_type=True``). Requests are 1 to ``max_request`` bytes
     (default 1 MiB); replies have no limit.
 
-Shapes (PROTOCOL.md §3)
+Shapes (docs/PROTOCOL.md §3)
     Request ``[cmd, seq, arg]``: cmd an unsigned int, seq in [0, 2**32), arg a map
     with string keys or nil. Reply ``[seq, errno, result]``, result a map; on error
     it holds ``"error"``.
@@ -55,13 +56,13 @@ LENGTH = struct.Struct(">I")
 #: Largest request body the daemon accepts by default (``kstatd --max-request``).
 DEFAULT_MAX_REQUEST = 1 << 20
 SEQ_LIMIT = 1 << 32
-#: Decoding limits of a request (PROTOCOL.md §9.4): items per array (above READ_MANY's
+#: Decoding limits of a request (docs/PROTOCOL.md §9.4): items per array (above READ_MANY's
 #: 65,536 kids, which the handler answers E2BIG with the seq), pairs per map, and
 #: arrays plus maps per body (what bounds a decode's memory: ~7 MB at most).
 MAX_ARRAY_LEN = 1 << 20
 MAX_MAP_LEN = 4096
 MAX_CONTAINERS = 2 * 65536 + 16
-#: errno number -> symbolic name, for every errno PROTOCOL.md §3 lists.
+#: errno number -> symbolic name, for every errno docs/PROTOCOL.md §3 lists.
 ERRNO_NAMES: dict[int, str] = {int(e): e.name for e in Errno}
 
 _pack_length = LENGTH.pack
@@ -130,7 +131,7 @@ class _ContainerBudget:
 def unpack_body(body: bytes | bytearray | memoryview) -> Any:
     """Decode one request body; :class:`FrameError` if it is not exactly one object.
 
-    Decoding memory is bounded (PROTOCOL.md §9.4): an array holds at most
+    Decoding memory is bounded (docs/PROTOCOL.md §9.4): an array holds at most
     ``MAX_ARRAY_LEN`` items, a map ``MAX_MAP_LEN`` pairs, no ext types, and the whole
     body at most ``MAX_CONTAINERS`` arrays and maps (E2BIG beyond; EPROTO otherwise).
     """
@@ -148,7 +149,7 @@ def unpack_body(body: bytes | bytearray | memoryview) -> Any:
 
 
 def check_request(obj: Any) -> tuple[int, int, dict[str, Any] | None]:
-    """Validate a decoded request against PROTOCOL.md §3: ``(cmd, seq, arg)``.
+    """Validate a decoded request against docs/PROTOCOL.md §3: ``(cmd, seq, arg)``.
 
     :raises FrameError: EPROTO, with the seq when it was valid.
     """

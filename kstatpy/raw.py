@@ -25,7 +25,7 @@ bytes: 59 uint_t); cpu_syswait_t cpu_syswait (offset 244, 12 bytes: 3 int);
 cpu_vminfo_t cpu_vminfo (offset 256, 124 bytes: 31 uint_t) }.
 
 kstat(8) looks a decoder up by "module:name" with every digit removed, matching
-by prefix (ILLUMOS-SPEC.md 5.8); :func:`layout_for` does the same.
+by prefix (illumos ``cmd/stat/kstat/kstat.c``); :func:`layout_for` does the same.
 """
 
 from __future__ import annotations

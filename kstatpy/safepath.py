@@ -1,4 +1,4 @@
-"""Socket paths no other local user can steer (PROTOCOL.md §9.4, "Safe paths").
+"""Socket paths no other local user can steer (docs/PROTOCOL.md §9.4, "Safe paths").
 
 Both ends check the socket's directory before they trust or create anything in it:
 

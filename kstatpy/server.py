@@ -1,7 +1,10 @@
-"""kstatd: listening sockets, sessions, peer credentials, deadlines, panics and shutdown.
+"""kstatd: the daemon's sessions (a thread per connection), deadlines, panics and shutdown.
 
 Requests are answered by :meth:`kstatpy.ioctl.IoctlHandler.dispatch` (shared with the
-in-process client); framing and shapes are :mod:`kstatpy.protocol`'s.
+in-process client); framing and shapes are :mod:`kstatpy.protocol`'s; the listening
+sockets, their lock files and peer credentials are :mod:`kstatpy.listener`'s; the
+``kstatpy:0:*`` counters :mod:`kstatpy.daemon_stats`'; the report of a panic
+:mod:`kstatpy.panic`'s.
 
 Concurrency model: one thread per connection, blocking sockets
     Measured on the 2-vCPU build VM with a probe serving the same framing and a
@@ -27,7 +30,14 @@ Life cycle
     publishes ``kstatpy:0:*`` and starts the acceptor and the watchdog;
     :meth:`Kstatd.serve_forever` returns the exit status after :meth:`stop` (graceful:
     stop accepting, finish in-flight requests, close connections, detach providers,
-    remove the sockets: 0) or after a panic with ``on_panic="halt"`` (no teardown: 70).
+    remove the sockets: 0, or 75 when a provider did not detach within
+    ``detach_timeout``) or after a panic with ``on_panic="halt"`` (no teardown: 70).
+
+Size
+    Over 400 lines on purpose: the session loop, the watchdog's takeover and the
+    shutdown all follow one hand-over protocol (``Session.lock``, ``gen``, ``t0``, and
+    the server's ``_lock`` over the session table); split apart, no single module
+    would show who may send on a session when.
 """
 
 from __future__ import annotations
@@ -104,7 +114,7 @@ class ServerConfig:
     on_panic: str = "halt"  # or "continue"
     crash_dir: str | None = None
     detach_timeout: float = 10.0  # seconds providers get to detach at shutdown
-    # Fair sharing (PROTOCOL.md §9.4): no user or zone can hold every slot or a slot forever.
+    # Fair sharing (docs/PROTOCOL.md §9.4): no user or zone can hold every slot or a slot forever.
     idle_timeout: float = 300.0  # a connection with nothing in flight is closed after this
     frame_timeout: float = 10.0  # a request must arrive, and a reply be drained, within this
     max_per_uid: int = 64  # connections per peer uid (not root, not kstatd's own uid)

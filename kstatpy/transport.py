@@ -90,7 +90,7 @@ class SocketTransport:
     def round_trip(self, cmd: int, arg: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
         """Send one request, return ``(errno, result)`` of its reply.
 
-        kstatd closes an idle connection with ``[0, ETIMEDOUT, ...]`` (PROTOCOL.md §9.4);
+        kstatd closes an idle connection with ``[0, ETIMEDOUT, ...]`` (docs/PROTOCOL.md §9.4);
         a kstat ioctl (0x4B00-0x4BFF, no per-connection state) then reconnects and is
         sent again, once. Any other refusal raises :class:`ServerUnavailableError`.
         """

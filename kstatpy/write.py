@@ -2,7 +2,7 @@
 
 ``write_kstat_data`` (io/kstat.c) refuses with EINVAL any record whose name or type
 differs from the current one, a STRING replaced by another type, and data that does
-not fit the kstat's size. Here the data arrives as the wire DATA of PROTOCOL.md §5,
+not fit the kstat's size. Here the data arrives as the wire DATA of docs/PROTOCOL.md §5,
 so the same checks also cover its shape and the range of every value.
 """
 

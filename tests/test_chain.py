@@ -1,4 +1,4 @@
-"""The chain's rules: ILLUMOS-SPEC.md §1-2 and §8 items 1-10."""
+"""The chain's rules: illumos `kstat_fr.c` and `sys/kstat.h`."""
 
 from __future__ import annotations
 

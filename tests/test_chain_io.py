@@ -1,4 +1,4 @@
-"""IO, INTR and TIMER kstats: queue accounting, snapshot closing, timers (ILLUMOS-SPEC.md §1.4)."""
+"""IO, INTR and TIMER kstats: queue accounting, snapshot closing, timers (illumos `sys/kstat.h`, `kstat_fr.c`)."""
 
 from __future__ import annotations
 

@@ -82,9 +82,9 @@ def test_kstat_socket_env_and_default_path(kd, tmp_path: Path) -> None:
 def test_named_socket_that_does_not_answer_is_fatal(tmp_path: Path) -> None:
     missing = str(tmp_path / "nothing.sock")
     got = kstat(kstat_env(tmp_path), "--socket", missing, "-p")
-    assert (got.returncode, got.stdout, got.stderr) == (3, b"", b"kstat_open: No such file or directory\n")
+    assert (got.returncode, got.stdout, got.stderr) == (3, b"", f"kstat_open: {missing}: No such file or directory\n".encode())
     got = kstat(kstat_env(tmp_path, KSTAT_SOCKET=missing), "-p")
-    assert (got.returncode, got.stderr) == (3, b"kstat_open: No such file or directory\n")
+    assert (got.returncode, got.stderr) == (3, f"kstat_open: {missing}: No such file or directory\n".encode())
     stale = tmp_path / "stale.sock"
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.bind(str(stale))  # bound, never listening: connect is refused
@@ -92,7 +92,7 @@ def test_named_socket_that_does_not_answer_is_fatal(tmp_path: Path) -> None:
         got = kstat(kstat_env(tmp_path), f"--socket={stale}")
     finally:
         s.close()
-    assert (got.returncode, got.stderr) == (3, b"kstat_open: Connection refused\n")
+    assert (got.returncode, got.stderr) == (3, f"kstat_open: {stale}: Connection refused\n".encode())
 
 
 def test_usage_errors_need_no_daemon(tmp_path: Path) -> None:

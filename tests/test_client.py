@@ -1,4 +1,4 @@
-"""kstatpy.client: the libkstat contract of ILLUMOS-SPEC.md §4 over both transports."""
+"""kstatpy.client: the libkstat contract (illumos `lib/libkstat`, kstat_read(3KSTAT)) over both transports."""
 
 from __future__ import annotations
 

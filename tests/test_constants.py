@@ -1,4 +1,4 @@
-"""Every number pinned to illumos sys/kstat.h and io/kstat.c (ILLUMOS-SPEC.md §1, §3)."""
+"""Every number pinned to illumos sys/kstat.h and io/kstat.c (illumos `sys/kstat.h`, `io/kstat.c`)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_errnos_are_the_protocol_numbers() -> None:
         "EPERM": 1, "ENOENT": 2, "EINTR": 4, "EIO": 5, "ENXIO": 6, "E2BIG": 7, "EBADF": 9, "EAGAIN": 11,
         "ENOMEM": 12, "EACCES": 13, "EFAULT": 14, "EBUSY": 16, "EEXIST": 17, "EINVAL": 22, "ENOTTY": 25,
         "ENAMETOOLONG": 36, "EPROTO": 71, "EOVERFLOW": 75,
-        "ETIMEDOUT": 110,  # PROTOCOL.md §9.4
+        "ETIMEDOUT": 110,  # docs/PROTOCOL.md §9.4
     }  # fmt: skip
     assert {e.name: e.value for e in c.Errno} == expected
 

@@ -1,4 +1,4 @@
-"""kstatpy.protocol: framing, limits and request shapes of PROTOCOL.md §2-3, without sockets."""
+"""kstatpy.protocol: framing, limits and request shapes of docs/PROTOCOL.md §2-3, without sockets."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_errno_table_is_protocol_md():
         "EPERM": 1, "ENOENT": 2, "EINTR": 4, "EIO": 5, "ENXIO": 6, "E2BIG": 7, "EBADF": 9,
         "EAGAIN": 11, "ENOMEM": 12, "EACCES": 13, "EFAULT": 14, "EBUSY": 16, "EEXIST": 17,
         "EINVAL": 22, "ENOTTY": 25, "ENAMETOOLONG": 36, "EPROTO": 71, "EOVERFLOW": 75,
-        "ETIMEDOUT": 110,  # PROTOCOL.md §9.4
+        "ETIMEDOUT": 110,  # docs/PROTOCOL.md §9.4
     }  # fmt: skip
     assert {name: int(Errno[name]) for name in expected} == expected
     assert {v: k for k, v in expected.items()} == ERRNO_NAMES

@@ -61,7 +61,7 @@ def test_layout_sizes_and_offsets_are_illumos_lp64() -> None:
     assert offsets["cpu_syswait.iowait"] == 244
     assert offsets["cpu_vminfo.pgrec"] == 256 and offsets["cpu_vminfo.fsfree"] == 376
     assert [f.offset for f in VMINFO.fields] == [0, 8, 16, 24, 32, 40]
-    # kstat(8)'s names, in struct order (ILLUMOS-SPEC.md 5.8)
+    # kstat(8)'s names, in struct order (illumos cmd/stat/kstat/kstat.c)
     assert CPU_STAT.names[:8] == ("idle", "user", "kernel", "wait", "wait_io", "wait_swap", "wait_pio", "bread")
     assert CPU_STAT.names[52:57] == ("bawrite", "iowait", "swap", "physio", "pgrec")
     assert CPU_STAT.names[-1] == "fsfree" and len(CPU_STAT.names) == 53 + 3 + 31

@@ -1,4 +1,4 @@
-"""kstatd against PROTOCOL.md §3-7: every ioctl and error code, on a real daemon subprocess."""
+"""kstatd against docs/PROTOCOL.md §3-7: every ioctl and error code, on a real daemon subprocess."""
 
 from __future__ import annotations
 
@@ -202,7 +202,7 @@ def test_write_missing_and_invalid(kd, kids):
 
 
 def test_write_from_a_zone_is_eperm_first(kd, kids):
-    # EPERM precedes everything, even a malformed argument (ILLUMOS-SPEC §3.4 step 1).
+    # EPERM precedes everything, even a malformed argument (illumos `io/kstat.c` write_kstat_data).
     assert err(kd.zone_socket, WRITE, {"kid": kids["test", "named"], "ndata": 3, "data": []})[0] == errno.EPERM
     assert err(kd.zone_socket, WRITE, None)[0] == errno.EPERM
 

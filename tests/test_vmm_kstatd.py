@@ -1,4 +1,4 @@
-"""The vmm provider through a real kstatd: ioctls, dropped connections, VMM.md §6, panics."""
+"""The vmm provider through a real kstatd: ioctls, dropped connections, docs/VMM.md §6, panics."""
 
 from __future__ import annotations
 

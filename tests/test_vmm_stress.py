@@ -1,4 +1,4 @@
-"""VMM.md §6 in process: readers by kid against VMs being created and destroyed.
+"""docs/VMM.md §6 in process: readers by kid against VMs being created and destroyed.
 
 The scenario (:func:`churn`) runs over any transport that answers ioctls as
 ``(errno, result)``: here kstatd's dispatch called in process; in
@@ -58,7 +58,7 @@ def churn(
     stop_on_panic: bool = False,
     seed: int = 14281,
 ) -> ChurnResult:
-    """Run VMM.md §6 until ``cycles`` mutator cycles or ``seconds`` passed (or a panic)."""
+    """Run docs/VMM.md §6 until ``cycles`` mutator cycles or ``seconds`` passed (or a panic)."""
     res = ChurnResult()
     lock = threading.Lock()  # guards res
     stop = threading.Event()

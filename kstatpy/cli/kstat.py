@@ -5,10 +5,10 @@ Where it reads from
     no socket was named (neither ``--socket`` nor ``$KSTAT_SOCKET``) and nothing
     answers at the default path, the providers are loaded in this process (the
     embedded default). A named socket that does not answer is fatal: exit 3 with
-    ``kstat_open: <strerror>``. The daemon path imports no provider, no pluggy and
+    ``kstat_open: PATH: <strerror>``. The daemon path imports no provider, no pluggy and
     no chain: those load lazily on the embedded path only.
 
-Reports (ILLUMOS-SPEC.md §5.9, "Interval/count")
+Reports (illumos kstat(8): ``cmd/stat/kstat/kstat.c`` main loop, "interval [count]")
     Each report: optional timestamp, then the formatted instances, then a flush.
     Between reports (never after the last): sleep to the next cadence point,
     ``chain_update``, print one newline. Exit 0 when some statistic matched in any
@@ -60,6 +60,7 @@ kstatpy additions:
   --describe      the selected statistics' metadata (kind, type, unit,
                   description) instead of their values; -j for JSON
   --help          this text
+  --version       print kstatpy's version
 
 Differences from illumos: -j output is valid JSON (no \\? escape, UTF-8 as UTF-8,
 exact 64-bit integers, every interval report a complete [ ... ] array). RAW kstats
@@ -83,19 +84,21 @@ def open_source(opts: Options, environ: Any = None) -> tuple[Any, Any]:
     from kstatpy.client import kstat_open
     from kstatpy.errors import KstatError
     from kstatpy.errors import ServerUnavailableError
+    from kstatpy.protocol import default_socket_path
     from kstatpy.safepath import UnsafePathError
 
     environ = os.environ if environ is None else environ
     named = opts.socket or environ.get("KSTAT_SOCKET") or None
+    path = named or default_socket_path()
     try:
         return kstat_open(named), None
     except UnsafePathError as exc:  # a directory another user controls: never used, never skipped
         raise FatalError(f"kstat_open: {exc.message}") from exc
     except ServerUnavailableError as exc:
         if named is not None:
-            raise FatalError(f"kstat_open: {_strerror(exc.errno)}") from exc
+            raise FatalError(f"kstat_open: {path}: {_strerror(exc.errno)}") from exc
     except KstatError as exc:
-        raise FatalError(f"kstat_open: {_strerror(exc.errno)}") from exc
+        raise FatalError(f"kstat_open: {path}: {_strerror(exc.errno)}") from exc
     return open_embedded()
 
 
@@ -104,7 +107,9 @@ def open_embedded() -> tuple[Any, Any]:
     from kstatpy.chain import Chain
     from kstatpy.client import kstat_open_chain
     from kstatpy.plugins import load_providers
+    from kstatpy.plugins import trace_to_stderr
 
+    trace_to_stderr("kstat")
     providers = load_providers()
     chain = Chain()
     providers.attach(chain)
@@ -180,6 +185,12 @@ def run(argv: list[str], out: BinaryIO, err: BinaryIO, kc: Any = None, install_s
         out.write(HELP.encode())
         out.flush()
         return 0
+    if opts.version:
+        from kstatpy import __version__
+
+        out.write(f"kstat (kstatpy {__version__})\n".encode())
+        out.flush()
+        return 0
 
     selectors = [SelectorPatterns(s) for s in opts.selectors]
     class_pat = Pattern(opts.ks_class)
@@ -239,7 +250,7 @@ def run(argv: list[str], out: BinaryIO, err: BinaryIO, kc: Any = None, install_s
             if not opts.ndjson:  # every NDJSON line is an object
                 _write(out, ["\n"])
     except FatalError as exc:
-        err.write(f"{exc}\n".encode())
+        err.write(f"{exc}\n".encode("utf-8", "surrogateescape"))  # a path's bytes as given
         err.flush()
         return 3
     except OSError as exc:

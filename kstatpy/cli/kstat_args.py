@@ -1,15 +1,16 @@
 """kstat(8) command line: getopt(3C) options, operands, and every usage error.
 
-Contract (ILLUMOS-SPEC.md §5.1-5.3)
+Contract (illumos kstat(8): ``cmd/stat/kstat/kstat.c`` ``main`` and ``usage``)
     :func:`parse_args` returns :class:`Options` or raises :class:`UsageError`, whose
     ``message`` is written to stderr verbatim (some illumos messages have no trailing
     newline), followed by the usage text when ``usage`` is set; the exit status is
-    ``code`` (2, or 0 for ``-h``/``-?``/``--help``). Options are processed in order,
+    ``code`` (2, or 0 for ``-h``/``-?``/``--help``; ``--version`` is an option, not an
+error). Options are processed in order,
     the first error wins, as in the C command. Parsing stops at the first operand or
     ``--`` (POSIX getopt, no permutation).
 
 Our additions never change an illumos option: ``--socket PATH`` (also
-``--socket=PATH``), ``--help``, ``--rate``, ``--ndjson`` and ``--describe``,
+``--socket=PATH``), ``--help``, ``--version``, ``--rate``, ``--ndjson`` and ``--describe``,
 recognised only among the options. ``--ndjson`` excludes -j -l -p -C -V -q -T;
 ``--describe`` excludes those but -j, and ``--rate``, ``--ndjson`` and an interval.
 An empty PATH, and ``--socket`` among the operands (after the first one, where
@@ -94,6 +95,7 @@ class Options:
         self.rate = False  # --rate: counters as per-second rates
         self.ndjson = False  # --ndjson: one JSON object per kstat per report
         self.describe = False  # --describe: statistic metadata instead of values
+        self.version = False
 
 
 def strtoul(text: str) -> tuple[int | None, bool]:
@@ -168,6 +170,9 @@ def _long_option(argv: list[str], i: int, opts: Options) -> int:
     if arg == "--help":
         opts.help = True
         return i + 1
+    if arg == "--version":
+        opts.version = True
+        return i + 1
     if arg in _LONG_FLAGS:
         setattr(opts, _LONG_FLAGS[arg], True)
         return i + 1
@@ -231,7 +236,7 @@ def parse_args(argv: list[str]) -> Options:
     opts = Options()
     named: dict[str, str] = {}
     optind = _getopt(argv, opts, named)
-    if opts.help:
+    if opts.help or opts.version:
         return opts
     if opts.q and (opts.j or opts.p):
         raise UsageError("-q and -lpj are mutually exclusive\n")

@@ -1,4 +1,4 @@
-"""``kstat --describe``: the statistic metadata of the selected kstats (PROTOCOL.md §9.3).
+"""``kstat --describe``: the statistic metadata of the selected kstats (docs/PROTOCOL.md §9.3).
 
 Selection is kstat(8)'s (the operands or -m -i -n -s, and -c): the same kstats
 and statistics a value report would print, ``kstat_*`` and RAW kstats left out,

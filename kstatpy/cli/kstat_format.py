@@ -1,6 +1,6 @@
 """kstat(8) output: the print passes and the default, -p, -C, -l, -p -V and -j formats.
 
-Contract (ILLUMOS-SPEC.md §5.5 "Printing", §5.9)
+Contract (illumos kstat(8): ``cmd/stat/kstat/kstat.c``, its print functions and output formats)
     :func:`format_report` walks the sorted instances once per selector, in
     command-line order. An instance is eligible when module, name, the decimal
     instance and the global class pattern match (evaluated in that order, so a

@@ -1,6 +1,6 @@
 """kstat(8) patterns: shell globs with gmatch(3GEN) semantics and ``/regex/`` (POSIX ERE).
 
-Contract (ILLUMOS-SPEC.md §5.4)
+Contract (illumos kstat(8): ``cmd/stat/kstat/kstat.c``, patterns)
     A pattern is a regex when it starts and ends with ``/`` and is at least two
     characters long; the text between the first and the last ``/`` is a POSIX
     extended regular expression searched **unanchored**. Anything else is a glob

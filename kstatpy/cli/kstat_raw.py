@@ -1,7 +1,7 @@
 """kstat(8)'s RAW decoders: the statistics of a RAW kstat whose struct kstat knows.
 
-illumos kstat(8) decodes a fixed table of RAW kstats (cmd/stat/kstat/kstat.c,
-ILLUMOS-SPEC.md 5.8) and skips every other RAW kstat. The layouts are
+illumos kstat(8) decodes a fixed table of RAW kstats (cmd/stat/kstat/kstat.c, its
+table of decoders; docs/PROTOCOL.md §9.5) and skips every other RAW kstat. The layouts are
 ``kstatpy.raw``'s (shared with the provider that packs them and the client);
 this module only turns one into kstat(8)'s statistics, in struct order, with the
 printed names (``cpu[CPU_IDLE]`` as ``idle``, ...). Values print as %u/%d/%llu:

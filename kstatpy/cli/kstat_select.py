@@ -1,6 +1,6 @@
 """kstat(8) selection: which kstats are read, their instance records, and their order.
 
-Contract (ILLUMOS-SPEC.md §5.5-5.8)
+Contract (illumos kstat(8): ``cmd/stat/kstat/kstat.c``, selection, order and values)
     :func:`read_instances` walks ``kc.kc_chain`` in KID order, drops ``kstat_*`` names
     and the RAW kstats kstat(8) has no decoder for (``kstat_raw``), keeps a kstat when some selector's
     module AND name patterns match, and reads only the kept ones (batched
@@ -181,7 +181,7 @@ def _prefilter(selectors: list[SelectorPatterns]) -> Any:
 
 
 def read_instances(kc: Any, selectors: list[SelectorPatterns], pflag: bool) -> list[Instance]:
-    """One report's instances, read and sorted (ILLUMOS-SPEC.md §5.5 steps 1-5).
+    """One report's instances, read and sorted (as kstat.c: match, read, sort).
 
     :raises RegexError: a module or name regex did not compile.
     :raises KstatError: the transport failed as a whole (not a single read).

@@ -2,7 +2,8 @@
 
 Exit status: 0 after SIGTERM/SIGINT (clean shutdown), 1 when it cannot start (the
 message names the socket), 2 on usage errors, 70 after a panic with
-``--on-panic=halt``.
+``--on-panic=halt``, 75 when a provider did not detach within ``--detach-timeout``.
+``KSTATPY_TRACE_PLUGINS`` traces go to stderr whatever ``-v`` says.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import click
 
+from kstatpy import __version__
 from kstatpy.cli.guard import GuardedCommand
 from kstatpy.ioctl import DEFAULT_MAX_REPLY
 from kstatpy.protocol import DEFAULT_MAX_REQUEST
@@ -107,6 +109,7 @@ def _say(text: str) -> None:
 
 
 @click.command(cls=GuardedCommand, name="kstatd", context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="kstatd", message="%(prog)s (kstatpy %(version)s)")
 @click.option(
     "--socket", "socket_path", metavar="PATH", envvar="KSTAT_SOCKET", show_envvar=True,
     help="The global zone's socket [default: $XDG_RUNTIME_DIR/kstatpy/kstat.sock, else /tmp/kstatpy-UID/kstat.sock].",
@@ -237,7 +240,7 @@ def main(
     kmem_history: int | None,
     verbose: int,
 ) -> None:
-    """kstatd: serve the kstat chain over a Unix socket (PROTOCOL.md, version 1)."""
+    """kstatd: serve the kstat chain over a Unix socket (docs/PROTOCOL.md, version 1)."""
     logging.basicConfig(
         level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)], format="kstatd: %(message)s"
     )
@@ -263,6 +266,7 @@ def main(
 
     from kstatpy.chain import Chain
     from kstatpy.plugins import load_providers
+    from kstatpy.plugins import trace_to_stderr
     from kstatpy.server import DaemonError
     from kstatpy.server import Kstatd
     from kstatpy.server import ServerConfig
@@ -274,11 +278,12 @@ def main(
         max_per_uid=max_per_uid, max_per_zone=max_per_zone, reserved_connections=reserved_connections,
     )  # fmt: skip
     chain = Chain(config={"vmm_teardown": vmm_teardown, "zones": config.zone_ids()})
+    trace_to_stderr("kstatd")  # $KSTATPY_TRACE_PLUGINS: whatever -v says
     if kmem_history is not None:
         chain.kmem.history_bytes = kmem_history
     providers = load_providers(modules=plugins)
     daemon = Kstatd(chain, providers, config, report=_say)
-    # Fairness between connections (PROTOCOL.md §9.4): a thread serving a big request
+    # Fairness between connections (docs/PROTOCOL.md §9.4): a thread serving a big request
     # yields the GIL every 1 ms instead of 5, so a small READ waits at most about that.
     sys.setswitchinterval(SWITCH_INTERVAL)
     # Before anything can answer a client: a SIGTERM sent as soon as kstatd answers

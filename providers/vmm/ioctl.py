@@ -1,10 +1,10 @@
-"""The vmm ioctls (VMM.md §5): numbers, argument checks and their handlers.
+"""The vmm ioctls (docs/VMM.md §5): argument checks and handlers (numbers: ``vmm_dev``).
 
 Each handler takes the chain's ``DeviceDriver("vmm")``, the caller's connection
 and the request's ``arg``, and returns the result map or raises ``KstatError``;
 :func:`vmm_ioctl` turns that into ``(errno, result)``. Handles (fds) belong to
 the connection: ``conn.state["vmm"]["handles"]`` is a
-:class:`kstatpy.instance.DeviceHandles`, closed by ``kstatpy_conn_close``.
+:class:`kstatpy.handles.DeviceHandles`, closed by ``kstatpy_conn_close``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,12 @@ from kstatpy_providers.vmm.state import VM_MAX_NAMELEN
 from kstatpy_providers.vmm.state import VM_MAXCPU
 from kstatpy_providers.vmm.state import VU_MAX
 from kstatpy_providers.vmm.state import vcpu_ustate_change
+from kstatpy_providers.vmm.vmm_dev import VMM_CLOSE
+from kstatpy_providers.vmm.vmm_dev import VMM_CREATE_VM
+from kstatpy_providers.vmm.vmm_dev import VMM_DESTROY_VM
+from kstatpy_providers.vmm.vmm_dev import VMM_LIST
+from kstatpy_providers.vmm.vmm_dev import VMM_OPEN
+from kstatpy_providers.vmm.vmm_dev import VMM_VCPU_USTATE
 
 from kstatpy.errors import KstatError
 from kstatpy.handles import DeviceHandles
@@ -38,12 +44,6 @@ __all__ = [
     "vmm_ioctl",
 ]
 
-VMM_CREATE_VM = 0x564D01
-VMM_DESTROY_VM = 0x564D02
-VMM_OPEN = 0x564DF0
-VMM_CLOSE = 0x564DF1
-VMM_VCPU_USTATE = 0x564DF2
-VMM_LIST = 0x564DF3
 
 
 def conn_handles(conn: Any, driver: DeviceDriver, create: bool = True) -> DeviceHandles | None:

@@ -1,7 +1,7 @@
 """The vmm kstats: ``vmm:<minor>:vm`` and ``vmm:<minor>:vcpu0`` .. ``vcpu31``.
 
 Paraphrases ``vmm_kstat_alloc`` / ``vmm_kstat_init`` / ``vmm_kstat_update_vcpu`` of
-illumos ``vmm_sol_dev.c`` (ILLUMOS-SPEC.md §6.1, §6.3).
+illumos ``uts/intel/io/vmm/vmm_sol_dev.c``.
 
 Ownership
     The kstats are created through the instance (``inst.kstat_create_zone``), so

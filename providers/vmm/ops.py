@@ -1,7 +1,7 @@
 """The vmm driver in one chain: its instance hooks and its soft-state lists.
 
 :class:`VmmOps` is the ``ops`` object of the chain's ``DeviceDriver("vmm")``: it
-implements the instance life-cycle hooks (VMM.md §2), and the framework
+implements the instance life-cycle hooks (docs/VMM.md §2), and the framework
 (``kstatpy.instance``) calls them in the guaranteed order, kstat fini before
 destroy, on every path. Per-chain state lives here and in the driver, never in a
 module global: ``kstatpy_attach`` builds one VmmOps and one driver per chain.

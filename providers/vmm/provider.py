@@ -58,7 +58,7 @@ def kstatpy_detach(chain: Chain) -> None:
 
 @hookimpl
 def kstatpy_ioctl(chain: Chain, conn: Any, cmd: int, arg: Any) -> tuple[int, dict[str, Any]] | None:
-    """The vmm ioctls of VMM.md §5; None for any other command."""
+    """The vmm ioctls of docs/VMM.md §5; None for any other command."""
     if cmd not in VMM_IOCTLS:
         return None
     driver = vmm_driver(chain)

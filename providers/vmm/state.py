@@ -1,7 +1,7 @@
 """The bhyve VM model: ``struct vm``, its vCPUs' micro-states, and ``vmm_softc_t``.
 
 Paraphrases illumos ``uts/intel/io/vmm/vmm.c`` (micro-state accounting) and
-``vmm_sol_dev.c`` (soft state); facts and constants only (ILLUMOS-SPEC.md §6).
+``vmm_sol_dev.c`` (soft state); facts and constants only.
 
 Memory
     A :class:`VM` and a :class:`VmmSoftc` live on the chain's debug heap

@@ -1,9 +1,11 @@
 """The ``vmmctl`` command: create, destroy, list, hold and run VMs through kstatd.
 
 Talks to kstatd with :class:`kstatpy.client.SocketTransport` (raw ioctl round
-trips, VMM.md §5). Socket: ``--socket PATH``, else ``$KSTAT_SOCKET``, else the
-per-user default. Exit status: 0 done, 1 the operation failed, 2 usage,
-3 no daemon answers. Errors are one line on stderr:
+trips, docs/VMM.md §5). Socket: ``--socket PATH`` (before or after the subcommand;
+after wins), else ``$KSTAT_SOCKET``, else the per-user default. Exit status: 0 done,
+1 the operation failed, 2 usage, 3 no daemon answers, 128 + the signal number when
+SIGINT or SIGTERM interrupts a command (``hold`` excepted: interrupting it is how it
+ends, with 0). Errors are one line on stderr:
 ``vmmctl: create: VM 'x' exists (EEXIST)``.
 """
 
@@ -18,12 +20,6 @@ from typing import Any
 from typing import NoReturn
 
 import click
-from kstatpy_providers.vmm.ioctl import VMM_CLOSE
-from kstatpy_providers.vmm.ioctl import VMM_CREATE_VM
-from kstatpy_providers.vmm.ioctl import VMM_DESTROY_VM
-from kstatpy_providers.vmm.ioctl import VMM_LIST
-from kstatpy_providers.vmm.ioctl import VMM_OPEN
-from kstatpy_providers.vmm.ioctl import VMM_VCPU_USTATE
 from kstatpy_providers.vmm.state import USTATE_NAMES
 from kstatpy_providers.vmm.state import VM_MAXCPU
 from kstatpy_providers.vmm.state import VU_EMU_KERN
@@ -31,7 +27,14 @@ from kstatpy_providers.vmm.state import VU_EMU_USER
 from kstatpy_providers.vmm.state import VU_IDLE
 from kstatpy_providers.vmm.state import VU_RUN
 from kstatpy_providers.vmm.state import VU_SCHED
+from kstatpy_providers.vmm.vmm_dev import VMM_CLOSE
+from kstatpy_providers.vmm.vmm_dev import VMM_CREATE_VM
+from kstatpy_providers.vmm.vmm_dev import VMM_DESTROY_VM
+from kstatpy_providers.vmm.vmm_dev import VMM_LIST
+from kstatpy_providers.vmm.vmm_dev import VMM_OPEN
+from kstatpy_providers.vmm.vmm_dev import VMM_VCPU_USTATE
 
+from kstatpy import __version__
 from kstatpy.cli.guard import GuardedGroup
 from kstatpy.constants import KSTATPY_IOC_HELLO
 from kstatpy.errors import KstatError
@@ -96,14 +99,36 @@ class _Vmm:
         self.transport.close()
 
 
-_socket_option = click.option(
-    "--socket", "socket_path", metavar="PATH", envvar="KSTAT_SOCKET", show_envvar=True,
-    help="kstatd's socket [default: $XDG_RUNTIME_DIR/kstatpy/kstat.sock, else /tmp/kstatpy-UID/kstat.sock].",
-)  # fmt: skip
+# No envvar= on the options: $KSTAT_SOCKET must not outrank "vmmctl --socket P list";
+# SocketTransport(None) falls back to it, then to the default path.
+_SOCKET_HELP = (
+    "kstatd's socket [default: $KSTAT_SOCKET, else $XDG_RUNTIME_DIR/kstatpy/kstat.sock, "
+    "else /tmp/kstatpy-UID/kstat.sock]."
+)
+_socket_option = click.option("--socket", "socket_path", metavar="PATH", help=_SOCKET_HELP)
 
 
-@click.group(cls=GuardedGroup, name="vmmctl", context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+def _socket(here: str | None) -> str | None:
+    # The subcommand's --socket, else the one given before the subcommand.
+    if here is not None:
+        return here
+    root = click.get_current_context().find_root()
+    return root.params.get("socket_path")
+
+
+class _Group(GuardedGroup):
+    def invoke(self, ctx: click.Context) -> Any:
+        # Ctrl-C outside a command's own handling: exit 130 quietly, not click's "Aborted!".
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            sys.exit(128 + signal.SIGINT)
+
+
+@click.group(cls=_Group, name="vmmctl", context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="vmmctl", message="%(prog)s (kstatpy %(version)s)")
+@_socket_option
+def main(socket_path: str | None) -> None:
     """vmmctl: drive the bhyve vmm model in kstatd (VM create, destroy, open, run)."""
 
 
@@ -113,7 +138,7 @@ def main() -> None:
 def create(name: str, socket_path: str | None) -> None:
     """Create VM NAME (VMM_CREATE_VM); prints its minor."""
     _check_name("create", name)
-    vmm = _Vmm("create", socket_path)
+    vmm = _Vmm("create", _socket(socket_path))
     result = vmm.call(VMM_CREATE_VM, {"name": name})
     click.echo(f"created VM '{name}' (minor {result['minor']})")
 
@@ -124,7 +149,7 @@ def create(name: str, socket_path: str | None) -> None:
 def destroy(name: str, socket_path: str | None) -> None:
     """Destroy VM NAME (VMM_DESTROY_VM); deferred to its last close while it is open."""
     _check_name("destroy", name)
-    vmm = _Vmm("destroy", socket_path)
+    vmm = _Vmm("destroy", _socket(socket_path))
     vmm.call(VMM_DESTROY_VM, {"name": name})
     for vm in vmm.call(VMM_LIST, None)["vms"]:
         if vm["name"] == name and vm["destroying"]:
@@ -137,7 +162,7 @@ def destroy(name: str, socket_path: str | None) -> None:
 @_socket_option
 def list_(socket_path: str | None) -> None:
     """List VMs, those destroyed but still open included."""
-    vms = _Vmm("list", socket_path).call(VMM_LIST, None)["vms"]
+    vms = _Vmm("list", _socket(socket_path)).call(VMM_LIST, None)["vms"]
     click.echo(f"{'MINOR':>5}  {'OPEN':>4}  {'STATE':<10}  NAME")
     for vm in sorted(vms, key=lambda v: v["minor"]):
         state = "destroying" if vm["destroying"] else "active"
@@ -148,13 +173,26 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
     raise _Interrupted(signum)
 
 
+class _Stop:
+    """A signal handler that asks to stop: the first signal is noted (requests in flight
+    finish, so replies stay paired with requests), the second raises _Interrupted."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self.signum:
+            raise _Interrupted(signum)
+        self.signum = signum
+
+
 @main.command()
 @click.argument("name")
 @_socket_option
 def hold(name: str, socket_path: str | None) -> None:
     """Open VM NAME and keep it open until SIGINT or SIGTERM (exit 0)."""
     _check_name("hold", name)
-    vmm = _Vmm("hold", socket_path)
+    vmm = _Vmm("hold", _socket(socket_path))
     fd = None
     old = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -171,7 +209,13 @@ def hold(name: str, socket_path: str | None) -> None:
             readable, _, _ = select.select([sock], [], [], keepalive)
             if readable:  # the daemon never talks first: this is EOF, it went away
                 _fail("hold", "kstatd closed the connection", EXIT_NO_DAEMON)
-            vmm.call(int(KSTATPY_IOC_HELLO), {"protocol": 1})
+            # Signals wait for the reply: an interrupt between request and reply would
+            # pair VMM_CLOSE with the HELLO's reply.
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            try:
+                vmm.call(int(KSTATPY_IOC_HELLO), {"protocol": 1})
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     except _Interrupted:
         pass
     finally:
@@ -191,30 +235,39 @@ def hold(name: str, socket_path: str | None) -> None:
 @_socket_option
 def run(name: str, seconds: float, vcpus: int, tick: float, socket_path: str | None) -> None:
     """Open VM NAME and drive its vCPUs' micro-states for a while (VMM_VCPU_USTATE)."""
+    """Open VM NAME and drive its vCPUs' micro-states for a while (VMM_VCPU_USTATE).
+
+    SIGINT or SIGTERM stops it early: the vCPUs leave the guest and the VM is closed
+    as at the end of a normal run, then vmmctl exits 128 + the signal, printing nothing.
+    A second signal exits at once (closing the connection closes the VM in kstatd).
+    """
     _check_name("run", name)
-    vmm = _Vmm("run", socket_path)
-    fd = vmm.call(VMM_OPEN, {"name": name})["fd"]
-    old = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop = _Stop()
+    old = {s: signal.signal(s, stop.handler) for s in (signal.SIGINT, signal.SIGTERM)}
     changes = 0
     step = 0
-    deadline = time.monotonic() + seconds
     try:
-        while time.monotonic() < deadline:
+        vmm = _Vmm("run", _socket(socket_path))
+        fd = vmm.call(VMM_OPEN, {"name": name})["fd"]
+        deadline = time.monotonic() + seconds
+        while not stop.signum and time.monotonic() < deadline:
             for vcpu in range(vcpus):
                 state = RUN_CYCLE[(step + vcpu) % len(RUN_CYCLE)]
                 vmm.call(VMM_VCPU_USTATE, {"fd": fd, "vcpu": vcpu, "state": state})
                 changes += 1
             step += 1
             time.sleep(max(0.0, min(tick, deadline - time.monotonic())))
+        for vcpu in range(vcpus):  # vm_run returns to userspace: the last interval completes
+            vmm.call(VMM_VCPU_USTATE, {"fd": fd, "vcpu": vcpu, "state": VU_EMU_USER})
+        vmm.call(VMM_CLOSE, {"fd": fd})
+        vmm.close()
     except _Interrupted:
-        pass
+        pass  # the second signal
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
-    for vcpu in range(vcpus):  # vm_run returns to userspace: the last interval completes
-        vmm.call(VMM_VCPU_USTATE, {"fd": fd, "vcpu": vcpu, "state": VU_EMU_USER})
-    vmm.call(VMM_CLOSE, {"fd": fd})
-    vmm.close()
+    if stop.signum:
+        sys.exit(128 + stop.signum)
     states = ", ".join(USTATE_NAMES[s] for s in sorted(set(RUN_CYCLE)))
     click.echo(f"ran VM '{name}': {vcpus} vCPUs, {step} steps, {changes + vcpus} state changes ({states})")
 

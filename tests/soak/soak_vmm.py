@@ -1,4 +1,4 @@
-"""The VMM.md §6 soak through a real kstatd, with the daemon's RSS (RELIABILITY.md).
+"""The docs/VMM.md §6 soak through a real kstatd, with the daemon's RSS (RELIABILITY.md).
 
     python tests/soak/soak_vmm.py [--cycles 10000] [--readers 8] [--seconds 3600] [-- kstatd options]
 
