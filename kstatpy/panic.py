@@ -4,7 +4,11 @@ A :class:`~kstatpy.kmem.BadTrap` raised inside ``ks_update`` or ``ks_snapshot`` 
 kernel panic (VMM.md §4). :func:`format_panic` renders it as illumos would show it
 in the console and in mdb: the ``BAD TRAP`` line, the stack innermost first as
 ``module:function+offset`` lines, ``::print kstat_t`` of the kstat being read and
-``::whatis`` of its ``ks_private``. The daemon decides what happens next
+``::whatis`` of its ``ks_private``. The reference audit's trap
+(:class:`~kstatpy.kmem.FreeWhileReferenced`, a free that live kstats still point
+into) has no kstat being read: its report gives the free's stack, the kstats that
+point into the buffer with the field and their creation stacks, ``::print kstat_t``
+of the first and ``::whatis`` of the buffer. The daemon decides what happens next
 (``--on-panic``); this module only formats and writes files.
 """
 
@@ -16,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kstatpy.kmem import BadTrap
+from kstatpy.kmem import FreeWhileReferenced
 from kstatpy.kmem import Kmem
 from kstatpy.kmem import frame_symbol
 
@@ -42,6 +47,8 @@ def panic_stack(trap: BaseException) -> list[str]:
         tb = tb.tb_next
     symbols = []
     for frame in reversed(frames):
+        if frame.f_globals.get("__name__", "").startswith("pluggy"):  # hook plumbing says nothing
+            continue
         if frame.f_code.co_name.startswith("_trap_"):
             symbols += [f"unix:trap+0x{frame.f_lasti:x}", "unix:_cmntrap+0x1cd"]
         else:
@@ -82,11 +89,33 @@ def _print_kstat(ksp: Any, addr: int) -> list[str]:
     ]
 
 
+def _audit_lines(trap: FreeWhileReferenced) -> list[str]:
+    # The kstats that still point into the buffer, then their creation stacks,
+    # grouped (a VM's 33 kstats share one).
+    lines = [
+        "kstats still pointing into the buffer:",
+        f"{'ADDR':>16} {'MODULE':<12} {'INST':>5} {'NAME':<30} FIELD",
+    ]
+    stacks: dict[tuple[str, ...], int] = {}
+    for ref in trap.refs:
+        ksp = ref.holder
+        buf = object.__getattribute__(ksp, "_kmem_buf")
+        lines.append(f"{buf.addr:16x} {ksp.ks_module:<12} {ksp.ks_instance:>5} {ksp.ks_name:<30} {ref.field}")
+        stacks[buf.alloc_stack] = stacks.get(buf.alloc_stack, 0) + 1
+    for stack, n in stacks.items():
+        lines.append(f"created (kstat_create) at, {n} kstat(s):")
+        lines += [f"                 {sym}" for sym in stack]
+    lines.append("")
+    return lines
+
+
 def format_panic(trap: BadTrap, kmem: Kmem) -> str:
     """The full panic report for ``trap`` (VMM.md §4), ending with a newline."""
     pid = os.getpid()
     thread = threading.get_ident()
     stack = panic_stack(trap)
+    if isinstance(trap, FreeWhileReferenced):
+        return _format_audit_panic(trap, kmem, pid, thread, stack)
     pc = 0xFFFFFFFFF7DC0000 + (hash(stack[0]) & 0xFFFF if stack else 0)
     rp = _STACK_TOP - 0x5F0
     lines = [
@@ -109,6 +138,31 @@ def format_panic(trap: BadTrap, kmem: Kmem) -> str:
         lines.append(kmem.whatis(private) if private else "ks_private is NULL")
     lines.append(f"> {trap.addr:x}::whatis")
     lines.append(kmem.whatis(trap.addr))
+    return "\n".join(lines) + "\n"
+
+
+def _format_audit_panic(trap: FreeWhileReferenced, kmem: Kmem, pid: int, thread: int, stack: list[str]) -> str:
+    buf = trap.buf
+    assert buf is not None
+    lines = [
+        f"panic[cpu0]/thread=0x{thread:x}: kernel memory allocator: buffer freed while referenced: "
+        f"kmem_free(0x{buf.addr:x}, {buf.size}) (kmem audit)",
+        "",
+        f"{trap.what}: {buf.type_name} at 0x{buf.addr:x} ({buf.cache})",
+        f"pid={pid}",
+        "",
+    ]
+    if not stack:  # not raised through a traceback yet: the stack the free recorded
+        stack = list(trap.free_stack)
+    for i, sym in enumerate(stack):
+        lines.append(f"{_STACK_TOP - 0x700 + i * 0x40:x} {sym} ()")
+    lines.append("")
+    lines += _audit_lines(trap)
+    first = trap.refs[0].holder
+    addr = _addr_of(first)
+    lines += _print_kstat(first, addr)
+    lines.append(f"> {buf.addr:x}::whatis")
+    lines.append(kmem.whatis(buf.addr))
     return "\n".join(lines) + "\n"
 
 

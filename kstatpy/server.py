@@ -557,7 +557,10 @@ class Kstatd:
         except OSError:
             pass
         if not (self._panicked and self.config.on_panic == "halt") and self.providers is not None:
-            self.providers.conn_close(self.chain, sess.conn)
+            try:
+                self.providers.conn_close(self.chain, sess.conn)
+            except BadTrap as trap:  # a last close that frees what a kstat points at
+                self._panic(trap)
         self.stats.conn_close(sess.counters)
         cred = sess.conn.cred
         with self._sessions_cv:
