@@ -64,6 +64,11 @@ _KMODULE = {
     "kstatpy.ioctl": "kstat",
     "kstatpy.driver": "kstat",
     "kstatpy.instance": "genunix",
+    "kstatpy.handles": "genunix",
+    "kstatpy.headers": "genunix",
+    "kstatpy.records": "genunix",
+    "kstatpy.kmem_audit": "genunix",
+    "kstatpy.plugins": "genunix",
 }
 
 

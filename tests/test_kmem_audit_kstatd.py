@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -35,11 +36,17 @@ def test_destroy_of_a_closed_vm_halts_kstatd_at_the_free(tmp_path: Path) -> None
     assert "kernel memory allocator: buffer freed while referenced" in kd.stderr
     assert "vmm:vm_destroy+0x" in kd.stderr and "vmm:_destroy+0x" in kd.stderr  # the free's stack
     assert "vmm:vmm_kstat_alloc+0x" in kd.stderr  # the kstats' creation stack
-    (crash,) = [p for p in tmp_path.glob("kstatd.crash.*") if p.suffix != ".json"]
+    (crash,) = tmp_path.glob("kstatd.crash.*")
     report = crash.read_text()
     for n in range(32):
         assert f" vcpu{n} " in report
     assert "created (kstat_create) at, 32 kstat(s):" in report
+    (vmcore,) = tmp_path.glob("kstatd.vmcore.*.json")
+    dump = json.loads(vmcore.read_text())
+    assert dump["panic"]["trap"]["kind"] == "kmem audit"
+    assert len(dump["audit"]["refs"]) == 33 and {r["field"] for r in dump["audit"]["refs"]} == {"ks_private"}
+    vm = next(b for b in dump["kmem"]["buffers"] if b["addr"] == dump["audit"]["buffer"])
+    assert (vm["type"], vm["state"]) == ("VM", "allocated")  # the refused free
 
 
 def test_last_close_of_a_destroyed_vm_panics_at_the_free(tmp_path: Path) -> None:
@@ -81,4 +88,4 @@ def test_vmm_stress_through_kstatd_with_the_audit_never_panics(tmp_path: Path) -
         assert headers(probe) == start
         probe.close()
         assert kd.stop() == 0, kd.stderr
-    assert not list(tmp_path.glob("kstatd.crash.*"))
+    assert not list(tmp_path.glob("kstatd.crash.*")) and not list(tmp_path.glob("kstatd.vmcore.*"))
