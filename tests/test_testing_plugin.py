@@ -6,11 +6,14 @@ enough); the fixtures start real kstatd processes and the real ``kstat`` command
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+from tests.examples_path import EXAMPLE_PATHS
 from tests.kstatd_fixture import REPO
 
 AUTHOR_TESTS = '''
@@ -83,3 +86,16 @@ def test_the_plugin_is_registered_through_pytest11() -> None:
     assert ep.value == "kstatpy.testing.plugin"
     res = subprocess.run([sys.executable, "-m", "pytest", "--help"], capture_output=True, text=True, timeout=120, cwd=str(REPO))
     assert "--kstatpy-seed" in res.stdout
+
+
+def test_the_guides_harness_example_runs(tmp_path: Path) -> None:
+    # docs/PROVIDERS.md §6's example, as written, against the template provider.
+    guide = (REPO / "docs" / "PROVIDERS.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", guide, re.S)
+    (tmp_path / "test_guide.py").write_text(block)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(EXAMPLE_PATHS))
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert res.returncode == 0 and "1 passed" in res.stdout, res.stdout + res.stderr
