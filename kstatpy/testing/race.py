@@ -124,7 +124,10 @@ class _Race:
             self.trap(trap, "connection close (the provider's last close)")
 
     def provider_kids(self) -> list[int]:
-        return [k.ks_kid for k in self.chain.kstats() if k.ks_kid not in self.baseline]
+        # A kstat in this snapshot may be deleted (and poisoned) by a worker at any
+        # moment: its kid is read past the trap; reading it then answers ENXIO.
+        kids = (object.__getattribute__(k, "ks_kid") for k in self.chain.kstats())
+        return [kid for kid in kids if kid not in self.baseline]
 
     def read_all(self, kids: list[int], reads: Counter[int]) -> None:
         for kid in kids:
@@ -219,12 +222,15 @@ def lifetime_race(
     def reader(i: int) -> None:
         rng = random.Random(f"{seed}/reader{i}")
         reads: Counter[int] = Counter()
-        while not race.stop.is_set() and not readers_done.is_set():
-            kids = race.provider_kids()
-            rng.shuffle(kids)
-            race.read_all(kids, reads)
-            if not kids:
-                readers_done.wait(0.001)  # nothing to read yet: yield to the workers
+        try:
+            while not race.stop.is_set() and not readers_done.is_set():
+                kids = race.provider_kids()
+                rng.shuffle(kids)
+                race.read_all(kids, reads)
+                if not kids:
+                    readers_done.wait(0.001)  # nothing to read yet: yield to the workers
+        except Exception:
+            race.fail(f"reader {i} raised:\n{traceback.format_exc()}")
         with race.lock:
             race.result.reads.update(reads)
 
