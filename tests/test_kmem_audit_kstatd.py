@@ -47,6 +47,12 @@ def test_destroy_of_a_closed_vm_halts_kstatd_at_the_free(tmp_path: Path) -> None
     assert len(dump["audit"]["refs"]) == 33 and {r["field"] for r in dump["audit"]["refs"]} == {"ks_private"}
     vm = next(b for b in dump["kmem"]["buffers"] if b["addr"] == dump["audit"]["buffer"])
     assert (vm["type"], vm["state"]) == ("VM", "allocated")  # the refused free
+    mdb = subprocess.run(
+        [sys.executable, "-m", "kstatpy.cli.mdb", str(vmcore), "-e", f"::status; {vm['addr']:x}::whatis"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "panic message: kernel memory allocator: buffer freed while referenced" in mdb.stdout, mdb.stderr
+    assert f"{vm['addr']:x} is {vm['addr']:x}+0, allocated from kmem_alloc_32768 (VM):" in mdb.stdout
 
 
 def test_last_close_of_a_destroyed_vm_panics_at_the_free(tmp_path: Path) -> None:
