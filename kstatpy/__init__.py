@@ -28,6 +28,9 @@ _WHERE: dict[str, str] = {name: "kstatpy.constants" for name in _CONSTANTS}
 _WHERE.update(
     {
         "Chain": "kstatpy.chain",
+        "Served": "kstatpy.embed",
+        "serve": "kstatpy.embed",
+        "serve_async": "kstatpy.embed",
         "BadTrap": "kstatpy.kmem",
         "Kmem": "kstatpy.kmem",
         "KmemObject": "kstatpy.kmem",

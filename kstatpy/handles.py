@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from kstatpy.constants import GLOBAL_ZONEID
 from kstatpy.errors import KstatError
+from kstatpy.kmem import BadTrap
 
 if TYPE_CHECKING:
     from kstatpy.instance import DeviceDriver
@@ -78,6 +79,8 @@ class DeviceHandles:
             for fd in fds:
                 try:
                     self.close(fd)
+                except BadTrap:  # a panic (e.g. the kmem audit), not a failed close
+                    raise
                 except Exception:
                     log.exception("%s: closing fd %d failed", self.driver.name, fd)
 

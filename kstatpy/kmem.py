@@ -11,6 +11,10 @@ Contract (docs/KMEM.md §1-§3):
   is plain Python.
 * ``kmem.whatis(addr)`` answers as mdb's ``::whatis``: which buffer holds the
   address, allocated or freed, and by whom.
+* ``Kmem(audit=True)`` adds the reference audit (``kstatpy.kmem_audit``): a
+  ``free`` of a buffer that a live kstat still points into (``ks_private``,
+  ``ks_lock``, ``ks_data``) raises :class:`FreeWhileReferenced` at the free itself,
+  and the buffer stays allocated.
 
 Addresses are never reused, so a stale pointer always names the buffer it came
 from. Locking: one internal lock guards the buffer table; ``zalloc``/``free`` are
@@ -31,10 +35,12 @@ from typing import TypeVar
 
 __all__ = [
     "BadTrap",
+    "FreeWhileReferenced",
     "Kmem",
     "KmemBuf",
     "KmemObject",
     "frame_symbol",
+    "whatis_text",
 ]
 
 #: Where the fake heap starts (the "0xfffffe..." kernel heap range of the seed bug).
@@ -62,6 +68,11 @@ _KMODULE = {
     "kstatpy.ioctl": "kstat",
     "kstatpy.driver": "kstat",
     "kstatpy.instance": "genunix",
+    "kstatpy.handles": "genunix",
+    "kstatpy.headers": "genunix",
+    "kstatpy.records": "genunix",
+    "kstatpy.kmem_audit": "genunix",
+    "kstatpy.plugins": "genunix",
 }
 
 
@@ -100,6 +111,7 @@ class KmemBuf:
     free_time: int = 0
     free_thread: int = 0
     cache: str = field(default="")
+    audit: Any = None  # the heap's kstatpy.kmem_audit.RefIndex, for a holder it audits
 
 
 class BadTrap(Exception):
@@ -117,6 +129,21 @@ class BadTrap(Exception):
         self.what = what
         self.ksp: Any = None
         super().__init__(f"BAD TRAP: {what} at addr=0x{addr:x}")
+
+
+class FreeWhileReferenced(BadTrap):
+    """The reference audit's trap: ``kmem_free`` of a buffer live kstats still point into.
+
+    ``refs`` lists each pointer (:class:`kstatpy.kmem_audit.AuditRef`: the kstat and
+    the field); ``free_stack`` is the stack of the refused free (innermost first);
+    each kstat's own buffer records its creation stack. The buffer was not freed.
+    """
+
+    def __init__(self, buf: KmemBuf, refs: list[Any], free_stack: tuple[str, ...]) -> None:
+        holders = {id(r.holder) for r in refs}
+        super().__init__(buf.addr, buf, f"kmem_free while {len(holders)} kstat(s) point into it")
+        self.refs = refs
+        self.free_stack = free_stack
 
 
 def _field_offset(obj: Any, name: str) -> int:
@@ -154,6 +181,12 @@ class KmemObject:
     __slots__ = ("__weakref__", "_kmem_buf")
     #: Size reported by ``::whatis``; subclasses set their C analogue's size.
     kmem_size = 64
+    #: Fields the reference audit checks at every free (a holder's pointers); none here.
+    kmem_audit_refs: tuple[str, ...] = ()
+    #: Extra fields embedded in the buffer, for the audit (containers and locks always are).
+    kmem_embedded: tuple[str, ...] = ()
+    #: When set, exactly the fields embedded in the buffer, for the audit (overrides the above).
+    kmem_extent: tuple[str, ...] | None = None
 
     @property
     def kmem_addr(self) -> int:
@@ -198,7 +231,7 @@ def _poisoned(cls: type) -> type:
 class Kmem:
     """A debug heap. One per chain (``chain.kmem``); never a module global."""
 
-    def __init__(self, base: int = HEAP_BASE, history_bytes: int = FREED_HISTORY_BYTES) -> None:
+    def __init__(self, base: int = HEAP_BASE, history_bytes: int = FREED_HISTORY_BYTES, audit: bool = False) -> None:
         self._lock = threading.Lock()  # guards _bufs, _freed, _freed_bytes, _base
         self._bufs: dict[int, KmemBuf] = {}
         self._freed: deque[tuple[int, int]] = deque()  # (page, bytes charged), oldest first
@@ -206,6 +239,13 @@ class Kmem:
         #: Bound of the freed-buffer history in bytes (set before use, or at any time).
         self.history_bytes = history_bytes
         self._base = base
+        #: The reference audit is on (``kstatd --kmem-audit``); fixed at construction.
+        self.audit = audit
+        self._refs: Any = None  # the audit's RefIndex (own lock): who points where
+        if audit:
+            from kstatpy.kmem_audit import RefIndex
+
+            self._refs = RefIndex()
 
     def zalloc(self, cls: type[_T], *args: Any, size: int | None = None, **kwargs: Any) -> _T:
         """kmem_zalloc(9F): build ``cls(*args, **kwargs)`` on the heap."""
@@ -226,16 +266,28 @@ class Kmem:
             )
             self._bufs[addr >> PAGESHIFT] = buf
         object.__setattr__(obj, "_kmem_buf", buf)
+        if self._refs is not None and cls.kmem_audit_refs:
+            buf.audit = self._refs
+            self._refs.track(obj, addr)
         return obj
 
     def free(self, obj: KmemObject) -> None:
-        """kmem_free(9F): poison ``obj``; a second free traps."""
+        """kmem_free(9F): poison ``obj``; a second free traps.
+
+        :raises BadTrap: double free.
+        :raises FreeWhileReferenced: (audit on) a live kstat still points into
+            ``obj``; nothing is freed.
+        """
         buf = _buf_of(obj)
         if buf is None:
             raise ValueError(f"kmem_free: {obj!r} was not allocated from this heap")
+        if self._refs is not None and not buf.freed:
+            self._audit_free(obj, buf)
         with self._lock:
             if buf.freed:
                 raise BadTrap(buf.addr, buf, "double free")
+            if buf.audit is not None:  # a holder leaves the index before it is poisoned
+                buf.audit.untrack(buf.addr)
             buf.freed = True
             buf.free_stack = _stack(2)
             buf.free_time = time.monotonic_ns()
@@ -248,6 +300,19 @@ class Kmem:
                 self._freed_bytes -= old
                 self._bufs.pop(page, None)
         obj.__class__ = _poisoned(type(obj))
+
+    def _audit_free(self, obj: KmemObject, buf: KmemBuf) -> None:
+        # The reference audit (kstatpy.kmem_audit); obj is still live here.
+        from kstatpy.kmem_audit import buffer_extent
+
+        refs = self._refs.find(buffer_extent(obj, lambda v: isinstance(v, KmemObject)), buf.addr)
+        if refs:
+            raise FreeWhileReferenced(buf, refs, _stack(3, depth=12))
+
+    def buffers(self) -> list[KmemBuf]:
+        """Every buffer the heap remembers (live, and the freed history), by address."""
+        with self._lock:
+            return sorted(self._bufs.values(), key=lambda b: b.addr)
 
     def is_freed(self, obj: KmemObject) -> bool:
         """True once ``obj`` was freed (does not trap)."""
@@ -268,23 +333,27 @@ class Kmem:
 
     def whatis(self, addr: int) -> str:
         """mdb ``::whatis``: where ``addr`` lies, allocated or freed, and by whom."""
-        buf = self.lookup(addr)
-        if buf is None:
-            return f"{addr:x} is not in the kmem heap"
-        state = "freed from" if buf.freed else "allocated from"
-        head = f"{addr:x} is {buf.addr:x}+{addr - buf.addr:x}, {state} {buf.cache} ({buf.type_name}):"
-        stack = buf.free_stack if buf.freed else buf.alloc_stack
-        thread = buf.free_thread if buf.freed else buf.thread
-        when = buf.free_time if buf.freed else buf.alloc_time
-        lines = [
-            head,
-            "            ADDR TYPE            START              END             SIZE",
-            "                                THREAD        TIMESTAMP",
-            f"{buf.addr:16x} {'FREE' if buf.freed else 'ALLC'} {buf.addr:16x} {buf.addr + buf.size:16x} {buf.size:16d}",
-            f"{'':16s} {thread:21x} {when:16x}",
-        ]
-        lines += [f"                 {sym}" for sym in stack]
-        return "\n".join(lines)
+        return whatis_text(addr, self.lookup(addr))
+
+
+def whatis_text(addr: int, buf: KmemBuf | None) -> str:
+    """The text of ``::whatis`` for ``addr`` lying in ``buf`` (None: not in the heap)."""
+    if buf is None:
+        return f"{addr:x} is not in the kmem heap"
+    state = "freed from" if buf.freed else "allocated from"
+    head = f"{addr:x} is {buf.addr:x}+{addr - buf.addr:x}, {state} {buf.cache} ({buf.type_name}):"
+    stack = buf.free_stack if buf.freed else buf.alloc_stack
+    thread = buf.free_thread if buf.freed else buf.thread
+    when = buf.free_time if buf.freed else buf.alloc_time
+    lines = [
+        head,
+        "            ADDR TYPE            START              END             SIZE",
+        "                                THREAD        TIMESTAMP",
+        f"{buf.addr:16x} {'FREE' if buf.freed else 'ALLC'} {buf.addr:16x} {buf.addr + buf.size:16x} {buf.size:16d}",
+        f"{'':16s} {thread:21x} {when:16x}",
+    ]
+    lines += [f"                 {sym}" for sym in stack]
+    return "\n".join(lines)
 
 
 def _record_bytes(buf: KmemBuf) -> int:

@@ -192,6 +192,8 @@ class Kstat(KmemObject):
         "ks_update",
     )  # fmt: skip
     kmem_size = 184  # sizeof (kstat_t) on LP64
+    kmem_audit_refs = ("ks_private", "ks_lock", "ks_data")  # Kmem(audit=True) checks these at every free
+    kmem_extent = ()  # nothing the audit counts as inside a kstat: ks_private, ks_lock are the provider's
 
     def __init__(self) -> None:
         self._kmem_buf = None

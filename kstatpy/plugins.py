@@ -34,6 +34,7 @@ from typing import Any
 import pluggy
 
 from kstatpy import hookspecs
+from kstatpy.kmem import BadTrap
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -261,9 +262,14 @@ class Providers:
         return self.pm.hook.kstatpy_ioctl(chain=chain, conn=conn, cmd=cmd, arg=arg)
 
     def conn_close(self, chain: Chain, conn: Any) -> None:
-        """kstatpy_conn_close to every provider; failures are logged."""
+        """kstatpy_conn_close to every provider; failures are logged.
+
+        :raises BadTrap: a provider's close touched or freed memory it must not (a panic).
+        """
         for name in self.names():
             try:
                 self._one("kstatpy_conn_close", name)(chain=chain, conn=conn)
+            except BadTrap:
+                raise
             except Exception as exc:
                 log.error("provider %r failed in conn_close: %r", name, exc)

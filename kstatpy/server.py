@@ -567,7 +567,10 @@ class Kstatd:
         except OSError:
             pass
         if not (self._panicked and self.config.on_panic == "halt") and self.providers is not None:
-            self.providers.conn_close(self.chain, sess.conn)
+            try:
+                self.providers.conn_close(self.chain, sess.conn)
+            except BadTrap as trap:  # a last close that frees what a kstat points at
+                self._panic(trap)
         self.stats.conn_close(sess.counters)
         cred = sess.conn.cred
         with self._sessions_cv:
@@ -638,6 +641,7 @@ class Kstatd:
 
     def _panic(self, trap: BadTrap) -> tuple[int, dict[str, Any]]:
         # (-1, {}) tells the caller not to reply (halt); else EFAULT for this reader.
+        from kstatpy.crashdump import dump_path_for
         from kstatpy.panic import format_panic
         from kstatpy.panic import write_crash_file
 
@@ -647,6 +651,8 @@ class Kstatd:
             where = str(write_crash_file(report, crash_dir))
         except OSError as exc:
             where = f"(no crash file: {exc})"
+        else:
+            report += _write_dump(trap, self.chain, report, dump_path_for(where))
         if self.report is not None:
             self.report(report + f"crash dump written to {where}\n")
         if self.config.on_panic == "halt":
@@ -656,3 +662,16 @@ class Kstatd:
             return -1, {}
         self.stats.panic()
         return errno.EFAULT, {"error": f"panic: {trap} (crash dump {where}); kstatd continues (--on-panic=continue)"}
+
+
+def _write_dump(trap: BadTrap, chain: Chain, report: str, path: str) -> str:
+    # The structured dump beside the report (kstatpy.crashdump); a line for the report.
+    from kstatpy.crashdump import build_dump
+    from kstatpy.crashdump import write_dump
+
+    try:
+        write_dump(build_dump(trap, chain, report), path)
+    except Exception as exc:  # the panic path must finish whatever the dump does
+        log.exception("crash dump %s", path)
+        return f"no structured crash dump: {exc!r}\n"
+    return f"structured crash dump written to {path} (kstatpy-mdb {path})\n"

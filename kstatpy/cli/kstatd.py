@@ -168,6 +168,11 @@ def _say(text: str) -> None:
     help="vmm provider teardown order.",
 )
 @click.option(
+    "--kmem-audit",
+    is_flag=True,
+    help="Reference audit on the debug heap: freeing memory a live kstat points at panics at the free.",
+)
+@click.option(
     "--detach-timeout",
     type=click.FloatRange(0),
     default=10.0,
@@ -229,6 +234,7 @@ def main(
     on_panic: str,
     crash_dir: str | None,
     vmm_teardown: str,
+    kmem_audit: bool,
     detach_timeout: float,
     metrics: str | None,
     metrics_select: tuple[str, ...],
@@ -265,6 +271,7 @@ def main(
         raise click.UsageError("every socket path must differ")
 
     from kstatpy.chain import Chain
+    from kstatpy.kmem import Kmem
     from kstatpy.plugins import load_providers
     from kstatpy.plugins import trace_to_stderr
     from kstatpy.server import DaemonError
@@ -277,7 +284,7 @@ def main(
         detach_timeout=detach_timeout, idle_timeout=idle_timeout, frame_timeout=frame_timeout,
         max_per_uid=max_per_uid, max_per_zone=max_per_zone, reserved_connections=reserved_connections,
     )  # fmt: skip
-    chain = Chain(config={"vmm_teardown": vmm_teardown, "zones": config.zone_ids()})
+    chain = Chain(kmem=Kmem(audit=kmem_audit), config={"vmm_teardown": vmm_teardown, "zones": config.zone_ids()})
     trace_to_stderr("kstatd")  # $KSTATPY_TRACE_PLUGINS: whatever -v says
     if kmem_history is not None:
         chain.kmem.history_bytes = kmem_history

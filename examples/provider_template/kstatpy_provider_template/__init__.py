@@ -1,0 +1,1 @@
+"""A template kstatpy provider (``template``): widgets with kstats. The plugin is ``.provider``."""
