@@ -45,7 +45,7 @@ PAGESHIFT = 12
 PAGEOFFSET = (1 << PAGESHIFT) - 1
 #: Bytes of bookkeeping kept for freed buffers (``::whatis`` history, ``kstatd
 #: --kmem-history``); the oldest age out past it (their objects still trap).
-FREED_HISTORY_BYTES = 4 << 20
+FREED_HISTORY_BYTES = 1 << 20
 
 _T = TypeVar("_T", bound="KmemObject")
 
