@@ -230,6 +230,7 @@ def fuzz(n: int, seed: int = 13) -> dict[str, Any]:
                  frame(0x4B01, 4), frame(0x4B03, 5, {"kid": kid, "ndata": 3, "data": []})]  # fmt: skip
         codes: Counter[int] = Counter()
         malformed = [0]
+        examples: list[dict[str, str]] = []
         lock = threading.Lock()
         frames = [_fuzz_frame(rng, valid) for _ in range(n)]
         t0 = time.monotonic()
@@ -254,9 +255,11 @@ def fuzz(n: int, seed: int = 13) -> dict[str, Any]:
                         assert type(seq) is int and type(code) is int and isinstance(result, dict)
                         with lock:
                             codes[code] += 1
-                    except Exception:
+                    except Exception as exc:
                         with lock:
                             malformed[0] += 1
+                            if len(examples) < 5:
+                                examples.append({"frame": f[:64].hex(), "reply": data[:80].hex(), "error": repr(exc)})
                     data = data[4 + length :]
 
         workers = [threading.Thread(target=worker, args=(frames[i::4],)) for i in range(4)]
@@ -268,7 +271,7 @@ def fuzz(n: int, seed: int = 13) -> dict[str, Any]:
         elapsed = time.monotonic() - t0
         status = kd.stop()
     return {"scenario": "fuzz", "frames": n, "connections": n, "replies_by_errno": dict(sorted(codes.items())),
-            "malformed_replies": malformed[0], "seconds": round(elapsed, 1), "kstatd_alive": alive, "kstatd_exit": status,
+            "malformed_replies": malformed[0], "malformed_examples": examples, "seconds": round(elapsed, 1), "kstatd_alive": alive, "kstatd_exit": status,
             "ok": alive and malformed[0] == 0 and status == 0}  # fmt: skip
 
 

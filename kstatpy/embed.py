@@ -53,7 +53,7 @@ __all__ = ["Served", "serve", "serve_async"]
 
 log = logging.getLogger(__name__)
 
-#: HELLO's ``server`` string for an embedded listener (PROTOCOL.md §9.6).
+#: HELLO's ``server`` string for an embedded listener (docs/PROTOCOL.md §9.6).
 SERVER_FORMAT = "kstatpy.serve (kstatpy {version}) in {program} pid {pid}"
 
 

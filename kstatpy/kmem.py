@@ -51,7 +51,7 @@ PAGESHIFT = 12
 PAGEOFFSET = (1 << PAGESHIFT) - 1
 #: Bytes of bookkeeping kept for freed buffers (``::whatis`` history, ``kstatd
 #: --kmem-history``); the oldest age out past it (their objects still trap).
-FREED_HISTORY_BYTES = 4 << 20
+FREED_HISTORY_BYTES = 1 << 20
 
 _T = TypeVar("_T", bound="KmemObject")
 
@@ -68,9 +68,6 @@ _KMODULE = {
     "kstatpy.ioctl": "kstat",
     "kstatpy.driver": "kstat",
     "kstatpy.instance": "genunix",
-    "kstatpy.handles": "genunix",
-    "kstatpy.headers": "genunix",
-    "kstatpy.records": "genunix",
     "kstatpy.kmem_audit": "genunix",
     "kstatpy.plugins": "genunix",
 }

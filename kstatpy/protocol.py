@@ -156,9 +156,10 @@ def check_request(obj: Any) -> tuple[int, int, dict[str, Any] | None]:
     if type(obj) is not list or len(obj) != 3:
         raise FrameError(errno.EPROTO, "a request is an array [cmd, seq, arg]")
     cmd, seq, arg = obj
-    good_seq = seq if type(seq) is int and 0 <= seq < SEQ_LIMIT else 0
-    if not good_seq and seq != 0:
+    # type() is int: a bool (False == 0) is not a seq; it would be echoed as a bool.
+    if type(seq) is not int or not 0 <= seq < SEQ_LIMIT:
         raise FrameError(errno.EPROTO, "seq must be an unsigned integer below 2**32")
+    good_seq = seq
     if type(cmd) is not int or cmd < 0:
         raise FrameError(errno.EPROTO, "cmd must be an unsigned integer", good_seq)
     if arg is not None:

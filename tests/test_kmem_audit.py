@@ -222,7 +222,7 @@ class _AuditedConn:
 
 
 def test_vmm_stress_with_the_audit_on_never_traps() -> None:
-    # VMM.md §6 in process, every free audited: the fixed order never frees what a kstat points at.
+    # docs/VMM.md §6 in process, every free audited: the fixed order never frees what a kstat points at.
     host = AuditedVmmHost("fixed")
     res = churn(lambda: _AuditedConn(host), cycles=1000)
     assert res.failures == [] and res.panics == [], (res.failures[:3], res.panics[:1])

@@ -185,3 +185,20 @@ def test_no_reply_carries_another_zones_kstat(steps):
                     assert (ecode, kstat) == (errno.ENXIO, None), (z, kid)
                 code, _res = handler.dispatch(conn, 0x4B02, {"kid": kid})
                 assert (code == 0) == (kid in want)
+
+
+@pytest.mark.parametrize("seq", [False, True, -1, 2**32, 1.0, "1", None])
+def test_a_seq_that_is_not_an_unsigned_int_is_eproto(seq):
+    # Found by the 10^5-frame fuzz run: [cmd, False, arg] was served and echoed False.
+    with pytest.raises(FrameError) as info:
+        check_request([0x4B10, seq, None])
+    assert info.value.errno == errno.EPROTO and info.value.seq == 0
+
+
+@given(st.binary(min_size=1, max_size=200))
+def test_a_decoded_request_has_an_int_seq(body):
+    try:
+        _cmd, seq, _arg = check_request(unpack_body(body))
+    except FrameError:
+        return
+    assert type(seq) is int

@@ -90,7 +90,7 @@ def test_the_plugin_is_registered_through_pytest11() -> None:
 
 def test_the_guides_harness_example_runs(tmp_path: Path) -> None:
     # docs/PROVIDERS.md §6's example, as written, against the template provider.
-    guide = (REPO / "docs" / "PROVIDERS.md").read_text()
+    guide = (REPO / "docs/PROVIDERS.md").read_text()
     (block,) = re.findall(r"```python\n(.*?)```", guide, re.S)
     (tmp_path / "test_guide.py").write_text(block)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(EXAMPLE_PATHS))

@@ -1,6 +1,6 @@
 """The vmm provider under the lifetime race harness (kstatpy.testing, through its pytest plugin).
 
-VMM.md §6's operations (create, open, drive a vCPU, destroy, close, drop the
+docs/VMM.md §6's operations (create, open, drive a vCPU, destroy, close, drop the
 connection) run in seeded random order on 3 connections while 4 readers and the
 workers' sweeps read every vmm kstat: the fixed order passes; pre-14281 fails, at
 the free with the audit on, and at a read of a lingering kstat with it off.
@@ -31,7 +31,7 @@ VM_NAMES = ("alpha", "beta")
 
 
 def vmm_operations() -> dict[str, Callable[[Any], Any]]:
-    """VMM.md §6's cycle as separate operations: create, open, ustate, destroy, close, drop."""
+    """docs/VMM.md §6's cycle as separate operations: create, open, ustate, destroy, close, drop."""
 
     def create(ctx: Any) -> None:
         ok(*ctx.ioctl(ioc.VMM_CREATE_VM, {"name": ctx.rng.choice(VM_NAMES)}))

@@ -219,7 +219,7 @@ def _say(text: str) -> None:
     "--kmem-history",
     metavar="BYTES",
     callback=_bytes,
-    help="Bookkeeping kept for freed buffers (::whatis history), e.g. 16M; 0 keeps none [default: 4M].",
+    help="Bookkeeping kept for freed buffers (::whatis history), e.g. 16M; 0 keeps none [default: 1M].",
 )
 @click.option("-v", "--verbose", count=True, help="Log more (-vv: debug).")
 def main(

@@ -51,8 +51,26 @@ def soak(cycles: int, readers: int = 8, seconds: float = 3600.0, args: list[str]
         t0 = time.monotonic()
         first = churn(lambda: SocketConn(kd.socket), readers=readers, cycles=WARMUP, seconds=seconds)
         rss_warm = rss_mb(kd.proc.pid)
-        rest = churn(lambda: SocketConn(kd.socket), readers=readers, cycles=max(cycles - WARMUP, 0),
-                     seconds=seconds, seed=4281)  # fmt: skip
+        trajectory = {WARMUP: round(rss_warm, 1)}
+        rest = None
+        done = WARMUP
+        while done < cycles:  # in chunks of 1,000 cycles, the RSS after each
+            n = min(1000, cycles - done)
+            part = churn(lambda: SocketConn(kd.socket), readers=readers, cycles=n, seconds=seconds, seed=done)
+            done += part.cycles
+            trajectory[done] = round(rss_mb(kd.proc.pid), 1)
+            if rest is None:
+                rest = part
+            else:
+                rest.cycles += part.cycles
+                rest.reads += part.reads
+                rest.vcpu_reads_ok += part.vcpu_reads_ok
+                rest.panics += part.panics
+                rest.failures += part.failures
+            if part.cycles == 0:
+                break
+        if rest is None:
+            rest = churn(lambda: SocketConn(kd.socket), readers=readers, cycles=0, seconds=seconds)
         deadline = time.monotonic() + 30
         while probe.ok(ioc.VMM_LIST)["vms"] and time.monotonic() < deadline:
             time.sleep(0.01)  # the last deferred destroys complete as connections close
@@ -73,6 +91,7 @@ def soak(cycles: int, readers: int = 8, seconds: float = 3600.0, args: list[str]
             "rss_after_100_mb": round(rss_warm, 1),
             "rss_end_mb": round(rss_end, 1),
             "rss_ratio": round(rss_end / rss_warm, 3),
+            "rss_mb_by_cycle": trajectory,
             "kstatd_exit": status,
         }
 
