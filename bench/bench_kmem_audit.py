@@ -2,7 +2,7 @@
 
 For each chain size N (live kstats already present, each pointing at a heap object
 through ``ks_private``, as the vmm kstats do) it measures the mean cost of
-``kstat_create`` + ``kstat_install``, of ``kstat_delete`` (whose kstat free is
+``kstat_create`` + ``kstat_install``, of a read (``read_kstat_data``), of ``kstat_delete`` (whose kstat free is
 audited) and of ``kmem.free`` of a VM-like object nothing points at, on a chain
 whose heap audits (``Kmem(audit=True)``) and on one that does not, alternating the
 two in blocks so that machine noise hits both alike. The ratio on/off is the cost
@@ -21,6 +21,7 @@ import time
 from kstatpy.chain import Chain
 from kstatpy.constants import KSTAT_DATA_UINT64
 from kstatpy.constants import KSTAT_TYPE_NAMED
+from kstatpy.driver import read_kstat_data
 from kstatpy.kmem import Kmem
 from kstatpy.kmem import KmemObject
 from kstatpy.kstat import kstat_named_init
@@ -65,14 +66,17 @@ def one_block(audit: bool, n: int, ops: int) -> dict[str, float]:
         made = [new_kstat(chain, "probe", i, privates[i]) for i in range(ops)]
         t1 = time.perf_counter_ns()
         for ksp in made:
-            chain.kstat_delete(ksp)
+            read_kstat_data(chain, ksp.ks_kid, 0, None)
         t2 = time.perf_counter_ns()
+        for ksp in made:
+            chain.kstat_delete(ksp)
+        t3 = time.perf_counter_ns()
         for obj in spare:
             chain.kmem.free(obj)
-        t3 = time.perf_counter_ns()
+        t4 = time.perf_counter_ns()
     finally:
         gc.enable()
-    return {"create": (t1 - t0) / ops, "delete": (t2 - t1) / ops, "free": (t3 - t2) / ops}
+    return {"create": (t1 - t0) / ops, "read": (t2 - t1) / ops, "delete": (t3 - t2) / ops, "free": (t4 - t3) / ops}
 
 
 def main() -> None:
@@ -89,7 +93,7 @@ def main() -> None:
             for audit in (False, True):
                 for op, ns in one_block(audit, n, args.ops).items():
                     samples.setdefault((audit, op), []).append(ns)
-        for op in ("create", "delete", "free"):
+        for op in ("create", "read", "delete", "free"):
             off = statistics.median(samples[(False, op)])
             on = statistics.median(samples[(True, op)])
             print(f"| {n:,} | {op} | {off:,.0f} | {on:,.0f} | {on / off:.2f} |")

@@ -31,8 +31,10 @@ What "points into the buffer" means (C's interior pointers, modelled)
 Cost
     The pointers are indexed as they are assigned (:class:`RefIndex`), so a free
     costs one lookup per object of its extent, whatever the size of the chain; an
-    audited field's assignment costs an index update. Measured in BENCHMARKS.md
-    ("The reference audit"). Without the audit nothing changes.
+    audited field's assignment costs an index update, and every other assignment
+    to an audited object a Python-level ``__setattr__`` call (reads of a kstat
+    stamp ``ks_snaptime``). Measured in BENCHMARKS.md ("The reference audit").
+    Without the audit nothing changes.
 """
 
 from __future__ import annotations
