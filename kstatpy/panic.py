@@ -226,10 +226,12 @@ def _format_audit_panic(trap: FreeWhileReferenced, kmem: Kmem, pid: int, thread:
     for i, sym in enumerate(stack):
         lines.append(f"{stack_frame_addr(i):x} {sym} ()")
     lines.append("")
-    lines += _audit_lines(trap)
-    first = trap.refs[0].holder
-    addr = _addr_of(first)
-    lines += _print_kstat(first, addr)
+    try:  # the kstats named may be deleted meanwhile by other threads: never trap here
+        lines += _audit_lines(trap)
+        first = trap.refs[0].holder
+        lines += _print_kstat(first, _addr_of(first))
+    except BadTrap as again:
+        lines.append(f"(a kstat named above was deleted while this report was written: {again})")
     lines.append(f"> {buf.addr:x}::whatis")
     lines.append(kmem.whatis(buf.addr))
     return "\n".join(lines) + "\n"
