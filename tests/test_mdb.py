@@ -193,6 +193,10 @@ def test_bad_files_exit_3_and_usage_2(tmp_path: Path) -> None:
     res = subprocess.run([*MDB, str(other)], capture_output=True, text=True, timeout=60)
     assert (res.returncode, res.stderr.count("\n")) == (3, 1) and "Traceback" not in res.stderr
     assert subprocess.run(MDB, capture_output=True, timeout=60).returncode == 2
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text('{"format": "kstatpy-crashdump", "version": 1, "kstats": [], "kmem": {"buffers": []}}')
+    res = subprocess.run([*MDB, str(damaged), "-e", "$C"], capture_output=True, text=True, timeout=60)
+    assert (res.returncode, res.stderr) == (3, f"kstatpy-mdb: {damaged}: damaged crash dump (KeyError: 'stack')\n")
 
 
 def test_the_console_script_is_installed(crash: Path) -> None:

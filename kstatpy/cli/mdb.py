@@ -26,6 +26,12 @@ def _err(message: str) -> None:
     click.echo(f"kstatpy-mdb: {message}", err=True)
 
 
+def _damaged(path: str, exc: BaseException) -> None:
+    # A dump that loaded but lacks what a dcmd reads: fatal, one line.
+    _err(f"{path}: damaged crash dump ({type(exc).__name__}: {exc})")
+    sys.exit(EXIT_FATAL)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("crashfile", metavar="CRASHFILE")
 @click.option("-e", "commands", metavar="COMMANDS", help="Run COMMANDS (';' or newline separated) and exit.")
@@ -50,6 +56,8 @@ def main(crashfile: str, commands: str | None) -> None:
         except MdbError as exc:
             _err(str(exc))
             sys.exit(EXIT_USAGE)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            _damaged(crashfile, exc)
         if text:
             click.echo(text)
         return
@@ -67,6 +75,8 @@ def main(crashfile: str, commands: str | None) -> None:
         except MdbError as exc:
             _err(str(exc))
             continue
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            _damaged(crashfile, exc)
         if text:
             click.echo(text)
 
