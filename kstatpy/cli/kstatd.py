@@ -27,9 +27,6 @@ from kstatpy.protocol import default_socket_path
 
 __all__ = ["main"]
 
-#: sys.setswitchinterval of the daemon (seconds).
-SWITCH_INTERVAL = 0.001
-
 
 def _id_of(spec: str, lookup: Callable[[str], int], what: str) -> int:
     # --allow-write takes a number or a name (pwd/grp database).
@@ -290,9 +287,6 @@ def main(
         chain.kmem.history_bytes = kmem_history
     providers = load_providers(modules=plugins)
     daemon = Kstatd(chain, providers, config, report=_say)
-    # Fairness between connections (docs/PROTOCOL.md §9.4): a thread serving a big request
-    # yields the GIL every 1 ms instead of 5, so a small READ waits at most about that.
-    sys.setswitchinterval(SWITCH_INTERVAL)
     # Before anything can answer a client: a SIGTERM sent as soon as kstatd answers
     # must find the handler (stop() only sets a flag; serve_forever acts on it).
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
