@@ -65,7 +65,7 @@ def test_sources_cite_only_documents_in_the_repository() -> None:
     # Docstrings and comments alike: the whole text of every Python file we ship or run.
     this = Path(__file__).resolve()
     bad = {}
-    for folder in ("kstatpy", "providers", "tests", "bench"):
+    for folder in ("kstatpy", "providers", "tests", "bench", "examples"):
         for path in sorted((REPO / folder).rglob("*.py")):
             if path.resolve() == this:
                 continue

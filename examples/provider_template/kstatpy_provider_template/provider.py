@@ -1,6 +1,6 @@
 """The template provider's hooks: attach, detach, its ioctls, connection close.
 
-Ioctls (PROTOCOL.md §7; numbers outside 0x4B00-0x4BFF, ours start with 'W' 'D')
+Ioctls (docs/PROTOCOL.md §7; numbers outside 0x4B00-0x4BFF, ours start with 'W' 'D')
     ``WIDGET_CREATE``  0x574401 ``{"name": str}`` -> ``{"minor": int}`` (EEXIST, EINVAL)
     ``WIDGET_DESTROY`` 0x574402 ``{"name": str}`` -> ``{}`` (ENOENT); deferred while open
     ``WIDGET_OPEN``    0x574403 ``{"name": str}`` -> ``{"fd": int}`` (ENOENT)
