@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-# A path segment run ending in .md, not preceded by another path character.
-CITATION = re.compile(r"(?<![\w./-])((?:[\w.-]+/)*[\w-]+\.md)\b")
+# A path segment run ending in .md, not preceded by another path character, and not a
+# whole string literal of code (REPO / "docs" / "X.md" joins a path; it cites nothing).
+CITATION = re.compile(r"(?<![\w./-])((?:[\w.-]+/)*[\w-]+\.md)\b(?![\"'])")
 LINK = re.compile(r"\[[^\]]*\]\(([^)#\s]+)(?:#[^)]*)?\)")
 COMMANDS = {
     "kstat": [["--help"]],
@@ -41,6 +42,7 @@ def test_the_scanner_finds_a_missing_document() -> None:
     text = "see PROTOCOL.md §3, [the vmm page](docs/NOPE.md), [README.md](README.md), docs/KMEM.md"
     assert missing(text, REPO) == ["PROTOCOL.md", "docs/NOPE.md"]
     assert citations("a [VMM.md](docs/VMM.md) link") == ["docs/VMM.md"]
+    assert citations('guide = (REPO / "docs" / "GUIDE.md").read_text()  # docs/GUIDE.md §6') == ["docs/GUIDE.md"]
 
 
 def test_the_contract_documents_ship() -> None:
@@ -65,7 +67,7 @@ def test_sources_cite_only_documents_in_the_repository() -> None:
     # Docstrings and comments alike: the whole text of every Python file we ship or run.
     this = Path(__file__).resolve()
     bad = {}
-    for folder in ("kstatpy", "providers", "tests", "bench"):
+    for folder in ("kstatpy", "providers", "tests", "bench", "examples"):
         for path in sorted((REPO / folder).rglob("*.py")):
             if path.resolve() == this:
                 continue
