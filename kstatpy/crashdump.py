@@ -57,6 +57,7 @@ from typing import Any
 from kstatpy.kmem import BadTrap
 from kstatpy.kmem import FreeWhileReferenced
 from kstatpy.kmem import KmemBuf
+from kstatpy.kmem import kmem_addr
 from kstatpy.panic import kstat_t
 from kstatpy.panic import panic_frames
 from kstatpy.panic import stack_frame_addr
@@ -86,17 +87,10 @@ class CrashDumpError(Exception):
     """A file that is not a readable kstatpy crash dump; the message is one line."""
 
 
-def _addr_of(obj: Any) -> int:
-    try:
-        buf = object.__getattribute__(obj, "_kmem_buf")
-    except (AttributeError, TypeError):
-        return 0
-    return buf.addr if buf is not None else 0
-
 
 def _arg(value: Any) -> str:
     # An argument as $C shows it.
-    addr = _addr_of(value)
+    addr = kmem_addr(value)
     if addr:
         return f"{addr:x}"
     if value is None or value is False:
@@ -120,7 +114,7 @@ def _frame_args(frame: Any) -> list[str]:
     names = code.co_varnames[: code.co_argcount]
     local = frame.f_locals
     # A method's self is left out (C has none), unless it is a heap object (the trap's).
-    return [_arg(local.get(n)) for n in names if n != "self" or _addr_of(local.get(n))]
+    return [_arg(local.get(n)) for n in names if n != "self" or kmem_addr(local.get(n))]
 
 
 def _trap_kind(trap: BadTrap) -> str:
@@ -166,7 +160,7 @@ def build_dump(trap: BadTrap, chain: Chain, report: str) -> dict[str, Any]:
     kstats = [_kstat_json(ksp) for ksp in chain.kstats()]
     audit = None
     if isinstance(trap, FreeWhileReferenced):
-        audit = {"buffer": trap.addr, "refs": [{"kstat": _addr_of(r.holder), "field": r.field} for r in trap.refs]}
+        audit = {"buffer": trap.addr, "refs": [{"kstat": kmem_addr(r.holder), "field": r.field} for r in trap.refs]}
     pointed = {trap.addr} | {k[f] for k in kstats for f in ("ks_private", "ks_lock", "ks_data") if k[f]}
     buffers = chain.kmem.buffers()  # by address
     starts = [b.addr for b in buffers]
@@ -190,7 +184,7 @@ def build_dump(trap: BadTrap, chain: Chain, report: str) -> dict[str, Any]:
             "software": f"kstatpy (Python {platform.python_version()}, {platform.system()} {platform.release()})",
         },
         "stack": stack,
-        "kstat": _addr_of(trap.ksp),
+        "kstat": kmem_addr(trap.ksp),
         "audit": audit,
         "kstats": kstats,
         "kmem": {"buffers": [_buf_json(b) for b in kept], "freed_omitted": len(buffers) - len(kept)},

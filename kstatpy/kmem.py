@@ -40,6 +40,7 @@ __all__ = [
     "KmemBuf",
     "KmemObject",
     "frame_symbol",
+    "kmem_addr",
     "whatis_text",
 ]
 
@@ -196,8 +197,14 @@ def _buf_of(obj: object) -> KmemBuf | None:
     # The object's buffer record, read without going through a poisoned class.
     try:
         return object.__getattribute__(obj, "_kmem_buf")
-    except AttributeError:
+    except (AttributeError, TypeError):
         return None
+
+
+def kmem_addr(obj: object) -> int:
+    """The fake kernel address of ``obj``, read without touching a poisoned class; 0 off the heap."""
+    buf = _buf_of(obj)
+    return buf.addr if buf is not None else 0
 
 
 _poisoned_classes: dict[type, type] = {}

@@ -23,6 +23,7 @@ from kstatpy.kmem import BadTrap
 from kstatpy.kmem import FreeWhileReferenced
 from kstatpy.kmem import Kmem
 from kstatpy.kmem import frame_symbol
+from kstatpy.kmem import kmem_addr
 
 __all__ = [
     "KSTAT_T_MEMBERS",
@@ -38,14 +39,6 @@ __all__ = [
 
 _STACK_TOP = 0xFFFFFE007AE3DF00  # fake kernel stack addresses, as in the seed report
 
-
-def _addr_of(obj: Any) -> int:
-    # The heap address of obj without touching it through a possibly poisoned class.
-    try:
-        buf = object.__getattribute__(obj, "_kmem_buf")
-    except (AttributeError, TypeError):
-        return 0
-    return buf.addr if buf is not None else 0
 
 
 def panic_frames(trap: BaseException) -> list[tuple[str, Any]]:
@@ -102,9 +95,9 @@ def kstat_t(ksp: Any) -> dict[str, Any]:
     ``ks_lock_type`` name what a non-NULL one is); ``ks_update``/``ks_snapshot`` are
     function names. The caller must know ``ksp`` is live (held, or in the chain).
     """
-    addr = _addr_of(ksp)
+    addr = kmem_addr(ksp)
     data = ksp.ks_data
-    data_addr = _addr_of(data) or (addr + 0x110 if data is not None else 0)  # data follows the header
+    data_addr = kmem_addr(data) or (addr + 0x110 if data is not None else 0)  # data follows the header
     return {
         "addr": addr,
         "ks_crtime": ksp.ks_crtime,
@@ -122,10 +115,10 @@ def kstat_t(ksp: Any) -> dict[str, Any]:
         "ks_data_size": ksp.ks_data_size,
         "ks_snaptime": ksp.ks_snaptime,
         "ks_update": _fn_name(ksp.ks_update),
-        "ks_private": _addr_of(ksp.ks_private),
+        "ks_private": kmem_addr(ksp.ks_private),
         "ks_private_type": None if ksp.ks_private is None else type(ksp.ks_private).__name__,
         "ks_snapshot": _fn_name(ksp.ks_snapshot),
-        "ks_lock": _addr_of(ksp.ks_lock),
+        "ks_lock": kmem_addr(ksp.ks_lock),
         "ks_lock_type": None if ksp.ks_lock is None else type(ksp.ks_lock).__name__,
     }
 
@@ -200,9 +193,9 @@ def format_panic(trap: BadTrap, kmem: Kmem) -> str:
     lines.append("")
     ksp = trap.ksp
     if ksp is not None:
-        addr = _addr_of(ksp)
+        addr = kmem_addr(ksp)
         lines += _print_kstat(ksp, addr)
-        private = _addr_of(ksp.ks_private)
+        private = kmem_addr(ksp.ks_private)
         lines.append(f"> {addr:x}::print kstat_t ks_private | ::whatis")
         lines.append(kmem.whatis(private) if private else "ks_private is NULL")
     lines.append(f"> {trap.addr:x}::whatis")
@@ -229,7 +222,7 @@ def _format_audit_panic(trap: FreeWhileReferenced, kmem: Kmem, pid: int, thread:
     try:  # the kstats named may be deleted meanwhile by other threads: never trap here
         lines += _audit_lines(trap)
         first = trap.refs[0].holder
-        lines += _print_kstat(first, _addr_of(first))
+        lines += _print_kstat(first, kmem_addr(first))
     except BadTrap as again:
         lines.append(f"(a kstat named above was deleted while this report was written: {again})")
     lines.append(f"> {buf.addr:x}::whatis")
