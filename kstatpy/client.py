@@ -323,6 +323,24 @@ class KstatCtl:
             pending = again + pending[len(batch) :]
         return list(zip(codes, ksps, strict=True))
 
+    def select(
+        self,
+        selectors: Iterable[Any],
+        ks_class: str = "*",
+        skip_name: str | None = None,
+        types: Iterable[int] | None = None,
+    ) -> list[tuple[int, KstatUser, int]]:
+        """KSTATPY_IOC_SELECT: read the kstats kstat(8) selectors match, in one round trip.
+
+        Returns ``(errno, ksp, prev_snaptime)`` in KID order; falls back to the whole
+        chain on a server without SELECT. See :mod:`kstatpy.client_select`.
+
+        :raises RegexError: a ``/regex/`` that had to be evaluated does not compile.
+        """
+        from kstatpy.client_select import select
+
+        return select(self, selectors, ks_class, skip_name, types)
+
     def write(self, ksp: KstatUser, timeout: float = DEFAULT_TIMEOUT) -> int:
         """kstat_write(3KSTAT): push ``ksp.ks_data`` to the kstat; returns the kcid.
 
@@ -342,15 +360,20 @@ class KstatCtl:
 # --- opening ---------------------------------------------------------------------
 
 
-def kstat_open(path: str | None = None, timeout: float | None = None) -> KstatCtl:
+def kstat_open(path: str | None = None, timeout: float | None = None, read_chain: bool = True) -> KstatCtl:
     """kstat_open(3KSTAT): connect to kstatd and read the chain.
 
     :param path: the socket; else ``$KSTAT_SOCKET``; else the per-user default.
+    :param read_chain: False: only ask the chain id (one small round trip), leaving
+        ``kc_chain`` empty until ``chain_update()``; for callers that use ``select``.
     :raises ServerUnavailableError: nothing answers on the socket.
     """
     kc = KstatCtl(SocketTransport(path, timeout))
     try:
-        kc.chain_update()
+        if read_chain:
+            kc.chain_update()
+        else:
+            kc.chain_id()
     except BaseException:
         kc.close()
         raise
@@ -358,7 +381,11 @@ def kstat_open(path: str | None = None, timeout: float | None = None) -> KstatCt
 
 
 def kstat_open_chain(
-    chain: Chain, zoneid: int = GLOBAL_ZONEID, refresh: Callable[[], Any] | None = None, providers: Any = None
+    chain: Chain,
+    zoneid: int = GLOBAL_ZONEID,
+    refresh: Callable[[], Any] | None = None,
+    providers: Any = None,
+    read_chain: bool = True,
 ) -> KstatCtl:
     """kstat_open(3KSTAT) on a chain in this process, through kstatd's dispatch code.
 
@@ -366,6 +393,7 @@ def kstat_open_chain(
     :param refresh: called before each chain-id query and KID 0 read (default:
         ``providers.refresh(chain)`` when ``providers`` is given, else nothing).
     :param providers: a :class:`kstatpy.plugins.Providers` to offer provider ioctls to.
+    :param read_chain: False leaves ``kc_chain`` empty (see :func:`kstat_open`).
     """
     from kstatpy.ioctl import Conn
     from kstatpy.ioctl import Cred
@@ -374,5 +402,6 @@ def kstat_open_chain(
     zone = "global" if zoneid == GLOBAL_ZONEID else f"zone{zoneid}"
     handler = IoctlHandler(chain, providers=providers, refresh=refresh)
     kc = KstatCtl(ChainTransport(handler, Conn(Cred.of_this_process(zone, zoneid))))
-    kc.chain_update()
+    if read_chain:
+        kc.chain_update()
     return kc

@@ -30,10 +30,11 @@ from kstatpy.cli.kstat_args import UsageError
 from kstatpy.cli.kstat_args import parse_args
 from kstatpy.cli.kstat_format import ReportStyle
 from kstatpy.cli.kstat_format import format_report
-from kstatpy.cli.kstat_pattern import Pattern
-from kstatpy.cli.kstat_pattern import RegexError
-from kstatpy.cli.kstat_select import SelectorPatterns
 from kstatpy.cli.kstat_select import read_instances
+from kstatpy.cli.kstat_select import select_instances
+from kstatpy.select import Pattern
+from kstatpy.select import RegexError
+from kstatpy.select import SelectorPatterns
 
 __all__ = ["HELP", "main", "run"]
 
@@ -91,7 +92,7 @@ def open_source(opts: Options, environ: Any = None) -> tuple[Any, Any]:
     named = opts.socket or environ.get("KSTAT_SOCKET") or None
     path = named or default_socket_path()
     try:
-        return kstat_open(named), None
+        return kstat_open(named, read_chain=False), None
     except UnsafePathError as exc:  # a directory another user controls: never used, never skipped
         raise FatalError(f"kstat_open: {exc.message}") from exc
     except ServerUnavailableError as exc:
@@ -113,7 +114,7 @@ def open_embedded() -> tuple[Any, Any]:
     providers = load_providers()
     chain = Chain()
     providers.attach(chain)
-    kc = kstat_open_chain(chain, refresh=lambda: providers.refresh(chain), providers=providers)
+    kc = kstat_open_chain(chain, refresh=lambda: providers.refresh(chain), providers=providers, read_chain=False)
 
     def cleanup() -> None:
         kc.close()
@@ -171,10 +172,14 @@ def _usage_error(err: BinaryIO, exc: UsageError) -> int:
     return exc.code
 
 
-def run(argv: list[str], out: BinaryIO, err: BinaryIO, kc: Any = None, install_signals: bool = False) -> int:
+def run(
+    argv: list[str], out: BinaryIO, err: BinaryIO, kc: Any = None, install_signals: bool = False, select: bool = True
+) -> int:
     """Run kstat with ``argv`` (no program name) on binary streams; returns the exit status.
 
     ``kc`` is an open handle to read from instead of opening one (it is not closed).
+    ``select=False`` reads the whole chain and selects here, as before KSTATPY_IOC_SELECT
+    (the reference the tests compare the selection with).
     """
     start_ns = time.monotonic_ns()
     try:
@@ -192,7 +197,7 @@ def run(argv: list[str], out: BinaryIO, err: BinaryIO, kc: Any = None, install_s
         out.flush()
         return 0
 
-    selectors = [SelectorPatterns(s) for s in opts.selectors]
+    selectors = [SelectorPatterns(*s.fields()) for s in opts.selectors]
     class_pat = Pattern(opts.ks_class)
     class_match = None if class_pat.matches_all else class_pat.match
     style = ReportStyle(opts)
@@ -216,6 +221,7 @@ def run(argv: list[str], out: BinaryIO, err: BinaryIO, kc: Any = None, install_s
         if kc is None:
             kc, cleanup = open_source(opts)
         if opts.describe:
+            kc.chain_update()  # --describe selects over the chain's headers
             return _describe(kc, selectors, class_match, opts.j, out, err)
         remaining = opts.count
         while True:
@@ -227,13 +233,26 @@ def run(argv: list[str], out: BinaryIO, err: BinaryIO, kc: Any = None, install_s
             # part of a cycle, so the cyclic collector only costs time (3x on 10^5).
             gc_was_enabled = gc.isenabled()
             gc.disable()
+            head = len(chunks)
             try:
-                instances = read_instances(kc, selectors, opts.p)
-                if rates is not None:
-                    notes = rates.apply(kc, instances)
-                    if notes and not (opts.j or opts.ndjson):
-                        _write(err, [f"kstat: reset: {n}\n" for n in notes])
-                matched |= format_report(instances, selectors, class_match, style, chunks)
+                selected = select and rates is None  # --rate maps instances through kc_chain
+                if selected:
+                    try:
+                        instances = select_instances(kc, selectors, opts.ks_class, opts.p)
+                        matched |= format_report(instances, selectors, class_match, style, chunks)
+                    except RegexError:
+                        # kstat(8) prints what came before the bad pattern: redo the report
+                        # the old way (the whole chain), which stops at the same place.
+                        del chunks[head:]
+                        selected = False
+                if not selected:
+                    kc.chain_update()
+                    instances = read_instances(kc, selectors, opts.p)
+                    if rates is not None:
+                        notes = rates.apply(kc, instances)
+                        if notes and not (opts.j or opts.ndjson):
+                            _write(err, [f"kstat: reset: {n}\n" for n in notes])
+                    matched |= format_report(instances, selectors, class_match, style, chunks)
             except RegexError as exc:
                 _write(out, chunks)
                 return _usage_error(err, UsageError(f"kstat: {exc}\n"))
@@ -246,7 +265,6 @@ def run(argv: list[str], out: BinaryIO, err: BinaryIO, kc: Any = None, install_s
                 if remaining == 0:
                     break
             cadence.sleep()
-            kc.chain_update()
             if not opts.ndjson:  # every NDJSON line is an object
                 _write(out, ["\n"])
     except FatalError as exc:
