@@ -28,22 +28,19 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from collections.abc import Callable
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
-from typing import Any
 
-from kstatpy.constants import GLOBAL_ZONEID
-from kstatpy.constants import KstatFlag
-from kstatpy.constants import KstatIoctl
-from kstatpy.constants import KstatType
 from kstatpy.errors import KstatError
 from kstatpy.errors import error_for_errno
 from kstatpy.transport import ChainTransport
 from kstatpy.transport import SocketTransport
 from kstatpy.transport import resolve_socket_path
 
+TYPE_CHECKING = False  # not typing's: the kstat command's kstatd path never imports typing
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from collections.abc import Iterable
+    from typing import Any
+
     from kstatpy.chain import Chain
 
 __all__ = [
@@ -65,15 +62,18 @@ RESIZE_RETRIES = 16
 #: KSTATPY_IOC_READ_MANY's limit per request (docs/PROTOCOL.md §4).
 READ_MANY_BATCH = 65536
 
-_CHAIN_ID = int(KstatIoctl.CHAIN_ID)
-_READ = int(KstatIoctl.READ)
-_WRITE = int(KstatIoctl.WRITE)
-_HELLO = int(KstatIoctl.HELLO)
-_READ_MANY = int(KstatIoctl.READ_MANY)
-_RAW = int(KstatType.RAW)
-_NAMED = int(KstatType.NAMED)
-_TIMER = int(KstatType.TIMER)
-_RESIZABLE = int(KstatFlag.VAR_SIZE | KstatFlag.LONGSTRINGS)
+# kstatpy.constants' values as plain ints: its enums stay off the command's start-up
+# (tests/test_constants.py checks they agree).
+_CHAIN_ID = 0x4B01  # KstatIoctl.CHAIN_ID
+_READ = 0x4B02  # KstatIoctl.READ
+_WRITE = 0x4B03  # KstatIoctl.WRITE
+_HELLO = 0x4B10  # KstatIoctl.HELLO
+_READ_MANY = 0x4B11  # KstatIoctl.READ_MANY
+_RAW = 0  # KstatType.RAW
+_NAMED = 1  # KstatType.NAMED
+_TIMER = 4  # KstatType.TIMER
+_RESIZABLE = 0x02 | 0x40  # KstatFlag.VAR_SIZE | KstatFlag.LONGSTRINGS
+_GLOBAL_ZONEID = 0  # GLOBAL_ZONEID
 
 
 # --- user copies ---------------------------------------------------------------
@@ -227,7 +227,7 @@ class KstatCtl:
         if kcid == self.kc_chain_id:
             return 0
         headers = KstatUser({"kid": 0, "module": "unix", "instance": 0, "name": "kstat_headers",
-                             "class": "kstat", "type": int(KstatType.RAW), "flags": 0, "ndata": 0,
+                             "class": "kstat", "type": _RAW, "flags": 0, "ndata": 0,
                              "data_size": 0, "crtime": 0, "snaptime": 0})  # fmt: skip
         kcid = self.read(headers, timeout=timeout)
         with self._lock:
@@ -382,7 +382,7 @@ def kstat_open(path: str | None = None, timeout: float | None = None, read_chain
 
 def kstat_open_chain(
     chain: Chain,
-    zoneid: int = GLOBAL_ZONEID,
+    zoneid: int = _GLOBAL_ZONEID,
     refresh: Callable[[], Any] | None = None,
     providers: Any = None,
     read_chain: bool = True,
@@ -399,7 +399,7 @@ def kstat_open_chain(
     from kstatpy.ioctl import Cred
     from kstatpy.ioctl import IoctlHandler
 
-    zone = "global" if zoneid == GLOBAL_ZONEID else f"zone{zoneid}"
+    zone = "global" if zoneid == _GLOBAL_ZONEID else f"zone{zoneid}"
     handler = IoctlHandler(chain, providers=providers, refresh=refresh)
     kc = KstatCtl(ChainTransport(handler, Conn(Cred.of_this_process(zone, zoneid))))
     if read_chain:

@@ -21,8 +21,6 @@ import gc
 import os
 import sys
 import time
-from typing import Any
-from typing import BinaryIO
 
 from kstatpy.cli.kstat_args import USAGE
 from kstatpy.cli.kstat_args import Options
@@ -35,6 +33,11 @@ from kstatpy.cli.kstat_select import select_instances
 from kstatpy.select import Pattern
 from kstatpy.select import RegexError
 from kstatpy.select import SelectorPatterns
+
+TYPE_CHECKING = False  # not typing's: the kstat command's kstatd path never imports typing
+if TYPE_CHECKING:
+    from typing import Any
+    from typing import BinaryIO
 
 __all__ = ["HELP", "main", "run"]
 
@@ -203,7 +206,7 @@ def run(
     style = ReportStyle(opts)
     cadence = _Cadence(opts.interval, start_ns)
     if install_signals and opts.count > 1:
-        import signal
+        import _signal as signal
 
         def on_cont(_sig: int, _frame: Any) -> None:
             cadence.caught_cont = True
@@ -304,7 +307,7 @@ def _fatal_message(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: ``kstat [options] [operands]``."""
-    import signal
+    import _signal as signal  # signal.py's C core: signal.py would import enum
 
     # As the C command: killed by SIGINT/SIGPIPE rather than a traceback.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
