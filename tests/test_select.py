@@ -87,7 +87,10 @@ _NAMES = ["unix", "strs", "Case", "case", "longnames", "neg", "m\u00f6d", "intr"
 _GLOBS = ["*", "?", "u*", "*a*", "[a-c]*", "[!u]*", "c?se", "[", "*s", "s*", "[Cc]ase", "1*", "\\*", "?isc"]
 _REGEXES = ["/^u/", "/a|b/", "/(/", "/a**/", "/[[:upper:]]/", "//", "/e$/", "/^[0-9]+$/", "/x{2,1}/", "/./"]
 _PATTERN = st.one_of(st.sampled_from(_NAMES), st.sampled_from(_GLOBS), st.sampled_from(_REGEXES), st.just(""))
-_OPERAND = st.lists(_PATTERN, min_size=1, max_size=4).map(":".join)
+# An operand that strtoul accepts is kstat's interval: keep digits-only ones out.
+_OPERAND = st.lists(_PATTERN, min_size=1, max_size=4).map(":".join).filter(
+    lambda t: ":" in t or not any(c.isdigit() for c in t)
+)
 _FLAGS = st.sampled_from([[], ["-p"], ["-j"], ["-l"], ["-C"], ["-q"], ["-p", "-V"], ["-j", "-p"]])
 _OPTION = st.tuples(st.sampled_from(["-c", "-m", "-i", "-n", "-s"]), _PATTERN).map(list)
 

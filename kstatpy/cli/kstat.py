@@ -33,6 +33,7 @@ from kstatpy.cli.kstat_select import select_instances
 from kstatpy.select import Pattern
 from kstatpy.select import RegexError
 from kstatpy.select import SelectorPatterns
+from kstatpy.select import is_regex
 
 TYPE_CHECKING = False  # not typing's: the kstat command's kstatd path never imports typing
 if TYPE_CHECKING:
@@ -83,6 +84,15 @@ def _strerror(code: int | None) -> str:
     return os.strerror(code) if code else "Unknown error"
 
 
+def _wants_module(opts: Options) -> Any:
+    # Which kstat modules the selectors can match, for skipping providers that declare
+    # theirs; a /regex/ is never evaluated here (its error belongs to the report).
+    pats = [Pattern(s.module) for s in opts.selectors]
+    if any(is_regex(p.text) or p.matches_all for p in pats):
+        return None
+    return lambda module: any(p.match(module) for p in pats)
+
+
 def open_source(opts: Options, environ: Any = None) -> tuple[Any, Any]:
     """``(kc, cleanup)``: a kstatd handle, or the embedded chain's (see the module docstring)."""
     from kstatpy.client import kstat_open
@@ -103,18 +113,21 @@ def open_source(opts: Options, environ: Any = None) -> tuple[Any, Any]:
             raise FatalError(f"kstat_open: {path}: {_strerror(exc.errno)}") from exc
     except KstatError as exc:
         raise FatalError(f"kstat_open: {path}: {_strerror(exc.errno)}") from exc
-    return open_embedded()
+    return open_embedded(_wants_module(opts))
 
 
-def open_embedded() -> tuple[Any, Any]:
-    """The embedded default: load the providers, attach them to a new chain, open it."""
+def open_embedded(wants_module: Any = None) -> tuple[Any, Any]:
+    """The embedded default: load the providers, attach them to a new chain, open it.
+
+    ``wants_module``: see :func:`kstatpy.plugins.load_providers`.
+    """
     from kstatpy.chain import Chain
     from kstatpy.client import kstat_open_chain
     from kstatpy.plugins import load_providers
     from kstatpy.plugins import trace_to_stderr
 
     trace_to_stderr("kstat")
-    providers = load_providers()
+    providers = load_providers(wants_module=wants_module)
     chain = Chain()
     providers.attach(chain)
     kc = kstat_open_chain(chain, refresh=lambda: providers.refresh(chain), providers=providers, read_chain=False)
