@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import sys
 import time
 from datetime import UTC
@@ -46,6 +47,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=None, help="runs per figure (default 3, quick 2)")
     ap.add_argument("--no-write", action="store_true", help="print the table; leave BENCHMARKS.md alone")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the daemons on the way out
     runs = args.runs or (2 if args.quick else 3)
     t0 = time.monotonic()
     load0 = os.getloadavg()
@@ -77,7 +79,7 @@ def main() -> None:
         + (" (other jobs were running: absolute figures are noisy, ratios are what count)." if max(load0[0], load1[0]) > 1 else "."),
         "Start-up figures: " + ("a wheel install with compiled bytecode in a fresh venv."
                                 if wheel else "this interpreter's (editable) install: they include the editable import hook."),
-        "The memory rows are fitted once per command run (three daemons), not per run.",
+        "The three memory rows are measured once per command run (four fresh daemons), not per run.",
     ]  # fmt: skip
     table = report.summarize(results, s.big_n)
     png = REPO / "bench" / "scaling.png"

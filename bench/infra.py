@@ -121,11 +121,17 @@ class Echo:
         ready = ctx.Event()
         self.proc = ctx.Process(target=_echo_main, args=(path, result, ready), daemon=True)
         self.proc.start()
-        ready.wait(30)
+        if not ready.wait(30):
+            self.stop()
+            raise RuntimeError(f"echo server did not start on {path}")
 
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.join()
+        try:
+            os.unlink(self.socket)
+        except OSError:
+            pass
 
 
 # --- clients and timing ---------------------------------------------------------------------
@@ -157,11 +163,11 @@ class RawClient:
         return msgpack.unpackb(out, raw=False)
 
 
-def rtt(paths: list[str], n: int, cmd: int, arg: dict, block: int = 250) -> list[float]:
+def rtt(paths: list[str], n: int, cmd: int, arg: dict, block: int = 250, warmup: int = 100) -> list[float]:
     """Median round trip (s) to each server; blocks of ``block`` alternate between them."""
     clients = [RawClient(p) for p in paths]
     for c in clients:
-        for _ in range(100):
+        for _ in range(warmup):
             c.call(cmd, arg)
     out: list[list[float]] = [[] for _ in paths]
     clock = time.perf_counter
@@ -207,7 +213,7 @@ def installed_python(tmp: str) -> tuple[str, bool]:
         wheel = next(Path(wheels).glob("kstatpy-*.whl"))
         subprocess.run([py, "-m", "pip", "install", "-q", str(wheel)], check=True, capture_output=True)
         site = subprocess.run([py, "-c", "import kstatpy, os; print(os.path.dirname(kstatpy.__file__))"],
-                              check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+                              check=True, capture_output=True, text=True, cwd=tmp).stdout.strip()  # fmt: skip
         if "site-packages" not in site or str(REPO) in site:
             raise RuntimeError(f"kstatpy resolves to {site}")
         subprocess.run([py, "-m", "compileall", "-q", os.path.dirname(site)], check=False, capture_output=True)

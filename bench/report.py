@@ -35,7 +35,7 @@ ROWS = {
     "mem_kstat": ("daemon RSS per kstat (fit)", "B", "illumos kstat_t, 184 B", "<= 1 KB", lambda v, r: v <= 1024),
     "mem_stat": ("daemon RSS per named statistic (fit)", "B", "illumos kstat_named_t, 48 B", "<= 100 B",
                  lambda v, r: v <= 100),
-    "rss_retained": ("RSS retained by kstatd (10^4 x 10) after full dumps", "MiB", "its RSS before, MiB",
+    "rss_retained": ("RSS a fresh kstatd (10^4 x 10) retains after one full `kstat -p`", "MiB", "its RSS before, MiB",
                      "ratio <= 0.10", lambda v, r: r <= 0.10),
 }  # fmt: skip
 
