@@ -325,7 +325,6 @@ def main(argv: list[str] | None = None) -> None:
     # As the C command: killed by SIGINT/SIGPIPE rather than a traceback.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    from kstatpy.cli.guard import write_failed
     from kstatpy.errors import KstatError
 
     try:
@@ -338,6 +337,8 @@ def main(argv: list[str] | None = None) -> None:
             pass
         code = 3
     except OSError as exc:  # our own output cannot be written (ENOSPC, EIO): fatal
+        from kstatpy.cli.guard import write_failed  # imports click: only on this path
+
         write_failed("kstat", exc, 3)
     sys.exit(code)
 

@@ -25,8 +25,6 @@ Values
 
 from __future__ import annotations
 
-from kstatpy.cli.kstat_raw import decodable
-from kstatpy.cli.kstat_raw import raw_stats
 from kstatpy.select import SelectorPatterns
 
 TYPE_CHECKING = False  # not typing's: kept off the command's start-up path
@@ -65,6 +63,14 @@ _TIMER_INTS = ("num_events", "elapsed_time", "min_time", "max_time", "start_time
 _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 
 Stat = tuple[str, str, bool]
+
+
+def _raw() -> Any:
+    # kstatpy.cli.kstat_raw, imported on the first RAW kstat: its layouts pull in typing
+    # and the constants' enums, which a request for named statistics does not need.
+    from kstatpy.cli import kstat_raw
+
+    return kstat_raw
 
 
 def ci_key(s: str) -> str:
@@ -146,7 +152,7 @@ class Instance:
         elif t == _INTR and data:
             stats.extend((f, str(data[f]), False) for f in _INTR_FIELDS)
         elif t == _RAW:
-            stats.extend(raw_stats(self.module, self.name, data))
+            stats.extend(_raw().raw_stats(self.module, self.name, data))
         elif t == _TIMER and data:
             first = data[0]  # illumos decodes only the first timer
             stats.append(("name", first["name"] or "", True))
@@ -193,7 +199,7 @@ def read_instances(kc: Any, selectors: list[SelectorPatterns], pflag: bool) -> l
     ksps: list[Any] = []
     for ksp in kc.kc_chain:
         name = ksp.ks_name
-        if name.startswith("kstat_") or (ksp.ks_type == _RAW and not decodable(ksp.ks_module, name)):
+        if name.startswith("kstat_") or (ksp.ks_type == _RAW and not _raw().decodable(ksp.ks_module, name)):
             continue
         if keep is not None and not keep(ksp.ks_module, name):
             continue
@@ -230,7 +236,7 @@ def select_instances(kc: Any, selectors: list[SelectorPatterns], class_text: str
 
     instances: list[Instance] = []
     for code, ksp, prev_snaptime in kc.select([s.fields() for s in selectors], class_text, SKIP_NAME):
-        if ksp.ks_type == _RAW and not decodable(ksp.ks_module, ksp.ks_name):
+        if ksp.ks_type == _RAW and not _raw().decodable(ksp.ks_module, ksp.ks_name):
             continue
         inst = Instance(ksp, pflag, prev_snaptime)
         instances.append(inst)
