@@ -13,7 +13,9 @@ Old servers
     A server without SELECT answers EINVAL (an unknown kstat ioctl) without a
     ``regerror`` field; then the same selection runs here, over ``kc.kc_chain``
     (``chain_update``, :class:`kstatpy.select.Selection`, ``read_many``), with the
-    same result shape. Entries are then the chain's own KstatUser objects.
+    same result shape. Entries are then the chain's own KstatUser objects. The same
+    happens for patterns that cannot be encoded for the wire (lone surrogates, from
+    arguments that are not UTF-8).
 
 Errors
     :raises RegexError: a pattern that had to be evaluated does not compile (from the
@@ -66,6 +68,10 @@ def select(
         arg["types"] = types
     try:
         result = kc.kc_kd.ioctl(_SELECT, arg)
+    except UnicodeEncodeError:
+        # A pattern from a non-UTF-8 argument (surrogate escapes) cannot go on the wire;
+        # it can only match names that cannot either: select here, as an old server.
+        return _select_locally(kc, sels, ks_class, skip_name, types)
     except KstatError as exc:
         if exc.errno != errno.EINVAL:
             raise

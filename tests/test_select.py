@@ -262,3 +262,19 @@ def test_kstat_through_kstatd_equals_whole_chain(kd, tmp_path, argv):
     with kstat_open(kd.socket) as kc:
         code, out, err = _run(kc, argv, select=False)
     assert (proc.returncode, untimed(proc.stdout), proc.stderr) == (code, untimed(out), err)
+
+
+def test_select_past_the_reply_budget_reads_the_rest(kc):
+    # PROTOCOL.md §9.4's budget: entries past it come back [E2BIG, HEADER]; the client
+    # reads those with READ_MANY, so the caller still gets every kstat's data.
+    handler: IoctlHandler = kc.kc_kd.handler
+    handler.max_reply = 1  # every entry after the first is over budget
+    raw = kc.kc_kd.ioctl(SELECT, {"selectors": [["case"]]})["results"]
+    assert [code for code, _ in raw] == [0, errno.E2BIG, errno.E2BIG, errno.E2BIG]
+    assert all(entry["module"] == "case" for _, entry in raw)  # headers on the E2BIG entries
+    out = kc.select([["case"]])
+    assert [(code, ksp.ks_instance, ksp.ks_data is not None) for code, ksp, _ in out] == [
+        (0, 1, True), (0, 0, True), (0, 10, True), (0, 2, True),
+    ]  # fmt: skip
+    code, text, _ = _run(kc, ["-p", "case:::b"])
+    assert (code, text) == (0, b"case:1:tie:b\t2\n")
