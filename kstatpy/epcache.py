@@ -12,12 +12,13 @@ File
     Written atomically (a temporary file, then ``os.replace``).
 
 Invalidation (:func:`fingerprint`)
-    The key is, for each ``sys.path`` entry: its mtime, and the name of each
-    ``*.dist-info`` / ``*.egg-info`` in it with the mtime of its ``entry_points.txt``.
-    pip's install, upgrade and uninstall add or remove a dist-info directory (which
-    changes the entry's mtime and the name list); an egg-info rewritten in place by
-    ``setup.py develop`` changes its entry_points.txt's mtime. The interpreter's version
-    is part of the key too.
+    The key is, for each ``sys.path`` entry, the name of each ``*.dist-info`` /
+    ``*.egg-info`` in it with the mtime of its ``entry_points.txt``. pip's install,
+    upgrade and uninstall add, rename or remove a dist-info directory, and a reinstall
+    or an egg-info rewritten by ``setup.py develop`` rewrites entry_points.txt. The
+    directories' own mtimes are left out on purpose: ``sys.path[0]`` is often the
+    current directory, which changes all the time. The interpreter's version is part
+    of the key too.
 
 Declared modules
     A provider module may set ``KSTATPY_MODULES``: the kstat module names it ever
@@ -57,15 +58,9 @@ def fingerprint(paths: list[str] | None = None) -> list[Any]:
     """The invalidation key of the module docstring, for ``paths`` (default ``sys.path``)."""
     out: list[Any] = [sys.version]
     for entry in sys.path if paths is None else paths:
-        where = entry or "."
-        try:
-            mtime = os.stat(where).st_mtime_ns
-        except OSError:
-            out.append([entry, None])
-            continue
         metas = []
         try:
-            with os.scandir(where) as it:
+            with os.scandir(entry or ".") as it:
                 for de in it:
                     name = de.name
                     if name.endswith((".dist-info", ".egg-info")):
@@ -74,10 +69,11 @@ def fingerprint(paths: list[str] | None = None) -> list[Any]:
                         except OSError:
                             ep_mtime = 0
                         metas.append([name, ep_mtime])
-        except OSError:  # a zip file, or unreadable
-            pass
+        except OSError:  # missing, a zip file, or unreadable
+            out.append([entry, None])
+            continue
         metas.sort()
-        out.append([entry, mtime, metas])
+        out.append([entry, metas])
     return out
 
 
