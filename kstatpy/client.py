@@ -324,16 +324,10 @@ class KstatCtl:
         return list(zip(codes, ksps, strict=True))
 
     def select(
-        self,
-        selectors: Iterable[Any],
-        ks_class: str = "*",
-        skip_name: str | None = None,
-        types: Iterable[int] | None = None,
+        self, selectors: Iterable[Any], ks_class: str = "*", skip_name: str | None = None, types: Any = None
     ) -> list[tuple[int, KstatUser, int]]:
-        """KSTATPY_IOC_SELECT: read the kstats kstat(8) selectors match, in one round trip.
-
-        Returns ``(errno, ksp, prev_snaptime)`` in KID order; falls back to the whole
-        chain on a server without SELECT. See :mod:`kstatpy.client_select`.
+        """KSTATPY_IOC_SELECT: ``[(errno, ksp, prev_snaptime)]`` of the kstats kstat(8)
+        selectors match, read in one round trip (:mod:`kstatpy.client_select`).
 
         :raises RegexError: a ``/regex/`` that had to be evaluated does not compile.
         """
@@ -364,8 +358,7 @@ def kstat_open(path: str | None = None, timeout: float | None = None, read_chain
     """kstat_open(3KSTAT): connect to kstatd and read the chain.
 
     :param path: the socket; else ``$KSTAT_SOCKET``; else the per-user default.
-    :param read_chain: False: only ask the chain id (one small round trip), leaving
-        ``kc_chain`` empty until ``chain_update()``; for callers that use ``select``.
+    :param read_chain: False: ask only the chain id, for callers of ``select``.
     :raises ServerUnavailableError: nothing answers on the socket.
     """
     kc = KstatCtl(SocketTransport(path, timeout))

@@ -1,4 +1,4 @@
-"""The client side of KSTATPY_IOC_SELECT (PROTOCOL.md §9.2): ``KstatCtl.select``.
+"""The client side of KSTATPY_IOC_SELECT (docs/PROTOCOL.md §9.2): ``KstatCtl.select``.
 
 Contract
     :func:`select` sends the selectors and returns ``(errno, ksp, prev_snaptime)``
@@ -6,7 +6,7 @@ Contract
     (filled when errno is 0, else its header only), ``prev_snaptime`` the kstat's
     ``ks_snaptime`` as KID 0 would have listed it just before this read. NAMED data
     holds only the records some kept selector's statistic pattern matches. Entries
-    kstatd left unread past its reply budget (E2BIG, PROTOCOL.md §9.4) are read with
+    kstatd left unread past its reply budget (E2BIG, docs/PROTOCOL.md §9.4) are read with
     ``kc.read_many`` (whole: their NAMED data is not filtered).
 
 Old servers

@@ -309,7 +309,7 @@ class IoctlHandler:
         return {"kcid": self.chain.chain_id, "results": results}
 
     def _select(self, conn: Conn, arg: Any) -> dict[str, Any]:
-        # PROTOCOL.md §9.2: match in KID order over KID 0's view, then read each kept
+        # docs/PROTOCOL.md §9.2: match in KID order over KID 0's view, then read each kept
         # kstat as READ does (one hold at a time); a failed read answers its header.
         from kstatpy.select import RegexError
         from kstatpy.select import filter_named
@@ -328,7 +328,7 @@ class IoctlHandler:
             results: list[list[Any]] = []
             append = results.append
             read_one = self._read_one
-            # The reply budget of READ_MANY (PROTOCOL.md §9.4): past it, [E2BIG, HEADER].
+            # The reply budget of READ_MANY (docs/PROTOCOL.md §9.4): past it, [E2BIG, HEADER].
             budget = self.max_reply
             spent = 0
             for header, stats in picked:

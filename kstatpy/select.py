@@ -1,8 +1,8 @@
 """kstat(8) selection: patterns, selectors, and which kstats a selection keeps.
 
 Shared by the ``kstat`` command and the ioctl layer (KSTATPY_IOC_SELECT,
-PROTOCOL.md §9.2), so both evaluate a selector the same way; this module imports
-nothing from kstatpy. Over the 400-line aim because the glob and ERE translators
+docs/PROTOCOL.md §9.2), so both evaluate a selector the same way; this module imports
+nothing from kstatpy. It is over 400 lines because the glob and ERE translators
 belong with the matching that uses them.
 
 Patterns (illumos kstat(8): ``cmd/stat/kstat/kstat.c``, patterns)

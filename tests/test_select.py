@@ -1,4 +1,4 @@
-"""KSTATPY_IOC_SELECT (PROTOCOL.md §9.2): the selection equals kstat(8)'s whole-chain path.
+"""KSTATPY_IOC_SELECT (docs/PROTOCOL.md §9.2): the selection equals kstat(8)'s whole-chain path.
 
 The reference is ``run(..., select=False)``: the chain read with KID 0 and selected in
 the command, as before SELECT. Compared over the golden cases, random selectors
@@ -265,7 +265,7 @@ def test_kstat_through_kstatd_equals_whole_chain(kd, tmp_path, argv):
 
 
 def test_select_past_the_reply_budget_reads_the_rest(kc):
-    # PROTOCOL.md §9.4's budget: entries past it come back [E2BIG, HEADER]; the client
+    # docs/PROTOCOL.md §9.4's budget: entries past it come back [E2BIG, HEADER]; the client
     # reads those with READ_MANY, so the caller still gets every kstat's data.
     handler: IoctlHandler = kc.kc_kd.handler
     handler.max_reply = 1  # every entry after the first is over budget
