@@ -7,8 +7,9 @@ pulls in neither the chain nor pluggy. ``__version__`` is the distribution's ver
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+TYPE_CHECKING = False  # not typing's: the kstat command's kstatd path never imports typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 
@@ -59,7 +60,10 @@ def __getattr__(name: str) -> Any:
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'kstatpy' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    __import__(module)
+    import sys
+
+    value = getattr(sys.modules[module], name)
     globals()[name] = value
     return value
 

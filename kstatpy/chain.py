@@ -44,6 +44,7 @@ import errno
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from kstatpy.constants import ALL_ZONES
@@ -461,6 +462,30 @@ class Chain:
             if _zone_find(ksp, zoneid):
                 return ksp
         return None
+
+    def select_headers(self, zoneid: int, keep: Any, keys: list[tuple[str, int, str]] | None = None) -> list[Any]:
+        """KSTATPY_IOC_SELECT's scan: ``(HEADER, keep(ksp))`` of KID 0's view where keep is not False.
+
+        KID 0's view: visible in ``zoneid``, not INVALID, KID order; with ``keys``
+        ((module, instance, name) as stored), only those kstats. ``keep`` and the header
+        copies run under the chain lock, as KID 0's snapshot does (a kstat may be freed
+        the moment the lock drops); ``keep`` must not block or take other locks.
+        """
+        with self._lock:
+            found: Iterable[Kstat]
+            if keys is None:
+                found = self._by_kid.values()
+            else:
+                by_kid = {k.ks_kid: k for key in keys for k in self._by_name.get(key, ())}
+                found = [by_kid[kid] for kid in sorted(by_kid)]
+            out = []
+            for k in found:
+                if k.ks_flags & FLAG.INVALID or not _zone_find(k, zoneid):
+                    continue
+                verdict = keep(k)
+                if verdict is not False:
+                    out.append((k.header(), verdict))
+            return out
 
     def kstats(self) -> list[Kstat]:
         """Every kstat in KID order (a copy), INVALID and DORMANT ones included."""

@@ -28,22 +28,19 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from collections.abc import Callable
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
-from typing import Any
 
-from kstatpy.constants import GLOBAL_ZONEID
-from kstatpy.constants import KstatFlag
-from kstatpy.constants import KstatIoctl
-from kstatpy.constants import KstatType
 from kstatpy.errors import KstatError
 from kstatpy.errors import error_for_errno
 from kstatpy.transport import ChainTransport
 from kstatpy.transport import SocketTransport
 from kstatpy.transport import resolve_socket_path
 
+TYPE_CHECKING = False  # not typing's: the kstat command's kstatd path never imports typing
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from collections.abc import Iterable
+    from typing import Any
+
     from kstatpy.chain import Chain
 
 __all__ = [
@@ -65,15 +62,18 @@ RESIZE_RETRIES = 16
 #: KSTATPY_IOC_READ_MANY's limit per request (docs/PROTOCOL.md §4).
 READ_MANY_BATCH = 65536
 
-_CHAIN_ID = int(KstatIoctl.CHAIN_ID)
-_READ = int(KstatIoctl.READ)
-_WRITE = int(KstatIoctl.WRITE)
-_HELLO = int(KstatIoctl.HELLO)
-_READ_MANY = int(KstatIoctl.READ_MANY)
-_RAW = int(KstatType.RAW)
-_NAMED = int(KstatType.NAMED)
-_TIMER = int(KstatType.TIMER)
-_RESIZABLE = int(KstatFlag.VAR_SIZE | KstatFlag.LONGSTRINGS)
+# kstatpy.constants' values as plain ints: its enums stay off the command's start-up
+# (tests/test_constants.py checks they agree).
+_CHAIN_ID = 0x4B01  # KstatIoctl.CHAIN_ID
+_READ = 0x4B02  # KstatIoctl.READ
+_WRITE = 0x4B03  # KstatIoctl.WRITE
+_HELLO = 0x4B10  # KstatIoctl.HELLO
+_READ_MANY = 0x4B11  # KstatIoctl.READ_MANY
+_RAW = 0  # KstatType.RAW
+_NAMED = 1  # KstatType.NAMED
+_TIMER = 4  # KstatType.TIMER
+_RESIZABLE = 0x02 | 0x40  # KstatFlag.VAR_SIZE | KstatFlag.LONGSTRINGS
+_GLOBAL_ZONEID = 0  # GLOBAL_ZONEID
 
 
 # --- user copies ---------------------------------------------------------------
@@ -227,7 +227,7 @@ class KstatCtl:
         if kcid == self.kc_chain_id:
             return 0
         headers = KstatUser({"kid": 0, "module": "unix", "instance": 0, "name": "kstat_headers",
-                             "class": "kstat", "type": int(KstatType.RAW), "flags": 0, "ndata": 0,
+                             "class": "kstat", "type": _RAW, "flags": 0, "ndata": 0,
                              "data_size": 0, "crtime": 0, "snaptime": 0})  # fmt: skip
         kcid = self.read(headers, timeout=timeout)
         with self._lock:
@@ -323,6 +323,18 @@ class KstatCtl:
             pending = again + pending[len(batch) :]
         return list(zip(codes, ksps, strict=True))
 
+    def select(
+        self, selectors: Iterable[Any], ks_class: str = "*", skip_name: str | None = None, types: Any = None
+    ) -> list[tuple[int, KstatUser, int]]:
+        """KSTATPY_IOC_SELECT: ``[(errno, ksp, prev_snaptime)]`` of the kstats kstat(8)
+        selectors match, read in one round trip (:mod:`kstatpy.client_select`).
+
+        :raises RegexError: a ``/regex/`` that had to be evaluated does not compile.
+        """
+        from kstatpy.client_select import select
+
+        return select(self, selectors, ks_class, skip_name, types)
+
     def write(self, ksp: KstatUser, timeout: float = DEFAULT_TIMEOUT) -> int:
         """kstat_write(3KSTAT): push ``ksp.ks_data`` to the kstat; returns the kcid.
 
@@ -342,15 +354,19 @@ class KstatCtl:
 # --- opening ---------------------------------------------------------------------
 
 
-def kstat_open(path: str | None = None, timeout: float | None = None) -> KstatCtl:
+def kstat_open(path: str | None = None, timeout: float | None = None, read_chain: bool = True) -> KstatCtl:
     """kstat_open(3KSTAT): connect to kstatd and read the chain.
 
     :param path: the socket; else ``$KSTAT_SOCKET``; else the per-user default.
+    :param read_chain: False: ask only the chain id, for callers of ``select``.
     :raises ServerUnavailableError: nothing answers on the socket.
     """
     kc = KstatCtl(SocketTransport(path, timeout))
     try:
-        kc.chain_update()
+        if read_chain:
+            kc.chain_update()
+        else:
+            kc.chain_id()
     except BaseException:
         kc.close()
         raise
@@ -358,7 +374,11 @@ def kstat_open(path: str | None = None, timeout: float | None = None) -> KstatCt
 
 
 def kstat_open_chain(
-    chain: Chain, zoneid: int = GLOBAL_ZONEID, refresh: Callable[[], Any] | None = None, providers: Any = None
+    chain: Chain,
+    zoneid: int = _GLOBAL_ZONEID,
+    refresh: Callable[[], Any] | None = None,
+    providers: Any = None,
+    read_chain: bool = True,
 ) -> KstatCtl:
     """kstat_open(3KSTAT) on a chain in this process, through kstatd's dispatch code.
 
@@ -366,13 +386,15 @@ def kstat_open_chain(
     :param refresh: called before each chain-id query and KID 0 read (default:
         ``providers.refresh(chain)`` when ``providers`` is given, else nothing).
     :param providers: a :class:`kstatpy.plugins.Providers` to offer provider ioctls to.
+    :param read_chain: False leaves ``kc_chain`` empty (see :func:`kstat_open`).
     """
     from kstatpy.ioctl import Conn
     from kstatpy.ioctl import Cred
     from kstatpy.ioctl import IoctlHandler
 
-    zone = "global" if zoneid == GLOBAL_ZONEID else f"zone{zoneid}"
+    zone = "global" if zoneid == _GLOBAL_ZONEID else f"zone{zoneid}"
     handler = IoctlHandler(chain, providers=providers, refresh=refresh)
     kc = KstatCtl(ChainTransport(handler, Conn(Cred.of_this_process(zone, zoneid))))
-    kc.chain_update()
+    if read_chain:
+        kc.chain_update()
     return kc

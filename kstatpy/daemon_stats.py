@@ -2,7 +2,7 @@
 
 ``kstatpy:0:connections`` current, total, refused (connection cap)
 ``kstatpy:0:requests``    one counter per command (chain_id, read, write, hello,
-                          read_many, provider, unknown, describe) and ``bad_frames``
+                          read_many, provider, unknown, describe, select) and ``bad_frames``
 ``kstatpy:0:errors``      one counter per errno of docs/PROTOCOL.md §3 (``EPERM`` ...),
                           and ``other`` for any errno outside that table
 ``kstatpy:0:daemon``      panics, stuck_readers (now past ``--read-timeout``),
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["CMD_SLOTS", "ERRNO_SLOTS", "Counters", "DaemonStats"]
 
 #: request counter index by cmd; any other cmd counts as "provider" or "unknown".
-CMD_NAMES = ("chain_id", "read", "write", "hello", "read_many", "provider", "unknown", "bad_frames", "describe")
+CMD_NAMES = ("chain_id", "read", "write", "hello", "read_many", "provider", "unknown", "bad_frames", "describe", "select")
 CMD_SLOTS = {
     int(KstatIoctl.CHAIN_ID): 0,
     int(KstatIoctl.READ): 1,
@@ -44,6 +44,7 @@ CMD_SLOTS = {
     int(KstatIoctl.HELLO): 3,
     int(KstatIoctl.READ_MANY): 4,
     int(KstatIoctl.DESCRIBE): 8,
+    int(KstatIoctl.SELECT): 9,
 }
 SLOT_PROVIDER = 5
 SLOT_UNKNOWN = 6

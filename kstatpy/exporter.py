@@ -59,9 +59,6 @@ from prometheus_client.core import Metric
 from prometheus_client.core import UnknownMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
-from kstatpy.cli.kstat_args import Selector
-from kstatpy.cli.kstat_pattern import RegexError
-from kstatpy.cli.kstat_select import SelectorPatterns
 from kstatpy.client import KstatCtl
 from kstatpy.constants import GLOBAL_ZONEID
 from kstatpy.describe import kstat_describe
@@ -74,6 +71,9 @@ from kstatpy.metadata import IDENTIFIER
 from kstatpy.metadata import TEXT
 from kstatpy.metadata import StatMeta
 from kstatpy.metadata import base_unit
+from kstatpy.select import RegexError
+from kstatpy.select import SelectorPatterns
+from kstatpy.select import operand_fields
 from kstatpy.transport import ChainTransport
 
 __all__ = ["Exporter", "KstatCollector", "metric_name", "parse_listen", "parse_select"]
@@ -94,11 +94,10 @@ def parse_select(text: str) -> SelectorPatterns:
 
     :raises ValueError: more than four fields, or a regex that does not compile.
     """
-    fields = text.split(":")
-    if len(fields) > 4:
+    fields = operand_fields(text)
+    if fields is None:
         raise ValueError(f"{text!r}: at most module:instance:name:statistic")
-    fields += [""] * (4 - len(fields))
-    sel = SelectorPatterns(Selector(*(f or "*" for f in fields)))
+    sel = SelectorPatterns(*fields)
     for pat in (sel.module, sel.instance, sel.name, sel.statistic):
         try:
             pat.match("")

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from kstatpy.chain import Chain
     from kstatpy.plugins import Providers
 
-__all__ = ["DEFAULT_MAX_REPLY", "KSTAT_IOC_RANGE", "MAX_READ_MANY", "Conn", "Cred", "IoctlHandler", "SERVER_NAME"]
+__all__ = ["DEFAULT_MAX_REPLY", "KSTAT_IOC_RANGE", "MAX_READ_MANY", "MAX_SELECTORS", "Conn", "Cred", "IoctlHandler", "SERVER_NAME"]
 
 log = logging.getLogger(__name__)
 _ratelog = RateLimitedLog(log)  # any caller may repeat a failing ioctl: bounded log lines
@@ -66,6 +66,10 @@ _WRITE = int(KstatIoctl.WRITE)
 _HELLO = int(KstatIoctl.HELLO)
 _READ_MANY = int(KstatIoctl.READ_MANY)
 _DESCRIBE = int(KstatIoctl.DESCRIBE)
+_SELECT = int(KstatIoctl.SELECT)
+_NAMED = 1
+#: At most this many selectors per KSTATPY_IOC_SELECT (E2BIG beyond).
+MAX_SELECTORS = 4096
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,34 @@ def _int_arg(arg: dict[str, Any] | None, key: str) -> int:
     return value
 
 
+def _selection_arg(arg: Any) -> Any:
+    # KSTATPY_IOC_SELECT's argument as a Selection; KstatError(EINVAL/E2BIG) when malformed.
+    from kstatpy.select import Selection
+    from kstatpy.select import SelectorPatterns
+
+    def strings(value: Any, what: str, most: int) -> list[str]:
+        if not isinstance(value, list) or len(value) > most or not all(type(v) is str for v in value):
+            raise KstatError(errno.EINVAL, f"argument {what} must be an array of at most {most} strings")
+        return value
+
+    sels = None if arg is None else arg.get("selectors")
+    if not isinstance(sels, list) or not sels:
+        raise KstatError(errno.EINVAL, "argument 'selectors' must be a non-empty array")
+    if len(sels) > MAX_SELECTORS:
+        raise KstatError(errno.E2BIG, f"{len(sels)} selectors in one SELECT; at most {MAX_SELECTORS}")
+    patterns = [SelectorPatterns(*strings(sel, "'selectors' entry", 4)) for sel in sels]
+    ks_class = arg.get("class", "*")
+    skip_name = arg.get("skip_name")
+    if type(ks_class) is not str or (skip_name is not None and type(skip_name) is not str):
+        raise KstatError(errno.EINVAL, "arguments 'class' and 'skip_name' must be strings")
+    types = arg.get("types")
+    if types is not None:
+        if not isinstance(types, list) or not all(type(t) is int for t in types):
+            raise KstatError(errno.EINVAL, "argument 'types' must be an array of integers")
+        types = frozenset(types)
+    return Selection(patterns, ks_class, skip_name, types)
+
+
 class IoctlHandler:
     """Answers the ioctls of docs/PROTOCOL.md §4 and §7 against one chain.
 
@@ -163,6 +195,7 @@ class IoctlHandler:
             _HELLO: self._hello,
             _READ_MANY: self._read_many,
             _DESCRIBE: lambda conn, arg: describe_many(self.chain, arg, conn.cred.zoneid, self.stuck),
+            _SELECT: self._select,
         }
 
     def dispatch(self, conn: Conn, cmd: int, arg: Any) -> tuple[int, dict[str, Any]]:
@@ -273,6 +306,47 @@ class IoctlHandler:
                 continue
             spent += kstat["data_size"] + ENTRY_CHARGE
             append([0, kstat])
+        return {"kcid": self.chain.chain_id, "results": results}
+
+    def _select(self, conn: Conn, arg: Any) -> dict[str, Any]:
+        # docs/PROTOCOL.md §9.2: match in KID order over KID 0's view, then read each kept
+        # kstat as READ does (one hold at a time); a failed read answers its header.
+        from kstatpy.select import RegexError
+        from kstatpy.select import filter_named
+
+        selection = _selection_arg(arg)
+        zoneid = conn.cred.zoneid
+        if self.refresh is not None:
+            self.refresh()
+        match = selection.match
+        try:
+            picked = self.chain.select_headers(
+                zoneid,
+                lambda k: match(k.ks_module, k.ks_instance, k.ks_name, k.ks_class, k.ks_type),
+                selection.exact_keys(),
+            )
+            results: list[list[Any]] = []
+            append = results.append
+            read_one = self._read_one
+            # The reply budget of READ_MANY (docs/PROTOCOL.md §9.4): past it, [E2BIG, HEADER].
+            budget = self.max_reply
+            spent = 0
+            for header, stats in picked:
+                if budget is not None and spent >= budget:
+                    append([errno.E2BIG, header])
+                    continue
+                try:
+                    kstat = read_one(header["kid"], zoneid)
+                except KstatError as exc:
+                    append([exc.errno, header])
+                    continue
+                if stats and kstat["type"] == _NAMED:
+                    kstat["data"] = filter_named(kstat["data"], stats)
+                kstat["prev_snaptime"] = header["snaptime"]
+                spent += kstat["data_size"] + ENTRY_CHARGE
+                append([0, kstat])
+        except RegexError as exc:
+            raise KstatError(errno.EINVAL, f"bad regular expression: {exc}", regerror=str(exc)) from exc
         return {"kcid": self.chain.chain_id, "results": results}
 
     # --- provider ioctls (docs/PROTOCOL.md §7) ---------------------------------------

@@ -37,6 +37,7 @@ from kstatpy import hookspecs
 from kstatpy.kmem import BadTrap
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from collections.abc import Iterable
     from collections.abc import Mapping
     from collections.abc import Sequence
@@ -169,31 +170,50 @@ def load_providers(
     autoload: bool | None = None,
     modules: Iterable[str] = (),
     plugins: Iterable[tuple[str, object]] = (),
+    wants_module: Callable[[str], bool] | None = None,
 ) -> Providers:
     """Build a plugin manager and load providers into it.
 
-    :param autoload: load the ``kstatpy.providers`` entry points; None means "unless
+    :param autoload: load the ``kstatpy.providers`` entry points (found through the
+        cache of :mod:`kstatpy.epcache`); None means "unless
         ``KSTATPY_DISABLE_PLUGIN_AUTOLOAD`` is set".
     :param modules: import names of extra provider modules (``kstatd --plugin``).
     :param plugins: ``(name, object)`` pairs registered as they are (tests).
+    :param wants_module: a test of kstat module names (the embedded ``kstat`` passes
+        its selectors'); an entry-point provider that declared ``KSTATPY_MODULES`` on
+        an earlier run and none of whose modules passes is not imported at all.
     """
     pm = get_plugin_manager()
     failures: list[ProviderFailure] = []
     if autoload is None:
         autoload = not _env_true("KSTATPY_DISABLE_PLUGIN_AUTOLOAD")
-    eps: list[Any] = []
+    eps: list[tuple[str, str]] = []
+    cache = None
     if autoload:
-        from importlib.metadata import entry_points
+        from kstatpy.epcache import EntryPointCache
+        from kstatpy.epcache import load_value
 
-        eps = list(entry_points(group=ENTRY_POINT_GROUP))
+        cache = EntryPointCache(ENTRY_POINT_GROUP)
+        eps = cache.entry_points
     # A module named explicitly that an entry point also names takes the provider's name.
-    ep_name = {ep.value: ep.name for ep in eps}
+    ep_name = {value: name for name, value in eps}
     for name, obj in plugins:
         _register(pm, name, lambda obj=obj: obj, failures)
     for modname in modules:
         _register(pm, ep_name.get(modname, modname), lambda m=modname: importlib.import_module(m), failures)
-    for ep in eps:
-        _register(pm, ep.name, ep.load, failures)
+    if cache is not None:
+        for name, value in eps:
+            declared = cache.declared_modules(name) if wants_module is not None else None
+            if declared is not None and wants_module is not None and not any(map(wants_module, declared)):
+                continue
+
+            def load(name: str = name, value: str = value) -> Any:
+                plugin = load_value(value)
+                cache.remember(name, plugin)
+                return plugin
+
+            _register(pm, name, load, failures)
+        cache.save()
     return Providers(pm, failures)
 
 

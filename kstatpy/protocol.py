@@ -25,13 +25,14 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from typing import Any
 
 import msgpack
 
-from kstatpy.constants import KSTATPY_PROTOCOL_VERSION
-from kstatpy.constants import Errno
 from kstatpy.safepath import default_socket_path
+
+TYPE_CHECKING = False  # not typing's: the kstat command's kstatd path never imports typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "DEFAULT_MAX_REQUEST",
@@ -50,7 +51,7 @@ __all__ = [
     "unpack_body",
 ]
 
-PROTOCOL_VERSION = KSTATPY_PROTOCOL_VERSION
+PROTOCOL_VERSION = 1  # constants.KSTATPY_PROTOCOL_VERSION (tests/test_constants.py), without enum
 #: The length prefix of every frame.
 LENGTH = struct.Struct(">I")
 #: Largest request body the daemon accepts by default (``kstatd --max-request``).
@@ -63,14 +64,17 @@ MAX_ARRAY_LEN = 1 << 20
 MAX_MAP_LEN = 4096
 MAX_CONTAINERS = 2 * 65536 + 16
 #: errno number -> symbolic name, for every errno docs/PROTOCOL.md §3 lists.
-ERRNO_NAMES: dict[int, str] = {int(e): e.name for e in Errno}
 
 _pack_length = LENGTH.pack
 
 
+ERRNO_NAMES: dict[int, str]  # errno -> name (EIO ...), made on first use by __getattr__
+
+
 def errno_name(code: int) -> str:
     """``EIO`` for 5; ``errno 123`` for numbers outside the table."""
-    return ERRNO_NAMES.get(code) or f"errno {code}"
+    names = globals().get("ERRNO_NAMES") or __getattr__("ERRNO_NAMES")
+    return names.get(code) or f"errno {code}"
 
 
 class FrameError(Exception):
@@ -227,3 +231,15 @@ class FrameDecoder:
 def error_result(code: int, message: str | None = None) -> dict[str, Any]:
     """The result map of an error reply."""
     return {"error": message if message is not None else os.strerror(code)}
+
+
+def __getattr__(name: str) -> Any:
+    # ERRNO_NAMES is built on first use: it needs constants.Errno, an enum, which
+    # the kstat command's start-up does not load (PEP 562).
+    if name == "ERRNO_NAMES":
+        from kstatpy.constants import Errno
+
+        names = {int(e): e.name for e in Errno}
+        globals()["ERRNO_NAMES"] = names
+        return names
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -95,7 +95,7 @@ RECV_SIZE = 65536
 SEND_GRACE = 0.5
 #: Seconds between two "out of file descriptors" log lines (with the count refused since).
 FD_LOG_INTERVAL = 10.0
-_TIMED = frozenset({int(KstatIoctl.READ), int(KstatIoctl.READ_MANY)})
+_TIMED = frozenset({int(KstatIoctl.READ), int(KstatIoctl.READ_MANY), int(KstatIoctl.SELECT)})
 _READ_MANY = int(KstatIoctl.READ_MANY)
 
 

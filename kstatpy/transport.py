@@ -7,16 +7,16 @@ on a chain in this process, the very function kstatd runs for a request. Both
 raise the typed :class:`KstatError` of a reply's errno; a socket that cannot be
 reached, or is lost, is :class:`ServerUnavailableError`.
 
-Imports: msgpack, socket and kstatpy's constants, errors and protocol only.
+Imports: msgpack, _socket (not socket.py: it would load enum and selectors) and
+kstatpy's errors and protocol only.
 """
 
 from __future__ import annotations
 
+import _socket  # socket.py's C core: socket.py would import enum and selectors for nothing here
 import errno
 import os
-import socket
 import threading
-from typing import Any
 
 import msgpack
 
@@ -28,6 +28,10 @@ from kstatpy.protocol import pack_request
 from kstatpy.safepath import check_socket_dir
 from kstatpy.safepath import resolve_socket_path as _resolve
 from kstatpy.safepath import trusted_owners
+
+TYPE_CHECKING = False  # not typing's: the kstat command's kstatd path never imports typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["ChainTransport", "SocketTransport", "raise_for_reply", "resolve_socket_path"]
 
@@ -58,13 +62,13 @@ class SocketTransport:
         check_socket_dir(self.path, None if path or os.environ.get("KSTAT_SOCKET") else trusted_owners())
         self._timeout = timeout
         sock = self._connect()
-        self._sock: socket.socket | None = sock
+        self._sock: _socket.socket | None = sock
         self._lock = threading.Lock()
         self._seq = 0
         self._lenbuf = bytearray(4)
 
-    def _connect(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def _connect(self) -> _socket.socket:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             sock.settimeout(self._timeout)
             sock.connect(self.path)
@@ -76,7 +80,7 @@ class SocketTransport:
             ) from exc
         return sock
 
-    def _recv_exact(self, sock: socket.socket, n: int, into: bytearray | None = None) -> bytearray:
+    def _recv_exact(self, sock: _socket.socket, n: int, into: bytearray | None = None) -> bytearray:
         buf = into if into is not None else bytearray(n)
         view = memoryview(buf)
         got = 0
@@ -113,7 +117,7 @@ class SocketTransport:
             try:
                 try:
                     # MSG_NOSIGNAL: a lost kstatd is an error to report, not a SIGPIPE death.
-                    sock.sendall(pack_request(cmd, seq, arg), socket.MSG_NOSIGNAL)
+                    sock.sendall(pack_request(cmd, seq, arg), _socket.MSG_NOSIGNAL)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # a refusal (connection cap) may be waiting to be read: read it below
                 (length,) = LENGTH.unpack(self._recv_exact(sock, 4, self._lenbuf))

@@ -12,10 +12,10 @@ from kstatpy.cli.kstat_args import USAGE
 from kstatpy.cli.kstat_args import UsageError
 from kstatpy.cli.kstat_args import parse_args
 from kstatpy.cli.kstat_args import strtoul
-from kstatpy.cli.kstat_pattern import Pattern
-from kstatpy.cli.kstat_pattern import RegexError
-from kstatpy.cli.kstat_pattern import is_exact
 from kstatpy.client import kstat_open_chain
+from kstatpy.select import Pattern
+from kstatpy.select import RegexError
+from kstatpy.select import is_exact
 
 U = USAGE.encode()
 

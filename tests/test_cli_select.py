@@ -145,10 +145,14 @@ def test_failed_read_keeps_instance_with_crtime_and_class(chain: Chain) -> None:
 
 
 def test_interval_reports_timestamps_and_chain_update(chain: Chain) -> None:
+    import io
+
+    from kstatpy.cli.kstat import run
+
     armed: list[bool] = []
 
     def refresh() -> None:
-        # Called before chain-id queries: the chain_update before the 2nd report sees a new kstat.
+        # Called before every selection: once the 1st report is out, a new kstat appears.
         if armed == [True]:
             armed.append(False)
             ksp = chain.kstat_create("unix", 0, "late", "misc", T.NAMED, 1)
@@ -156,10 +160,17 @@ def test_interval_reports_timestamps_and_chain_update(chain: Chain) -> None:
             ksp.ks_data[0].value = 8
             chain.kstat_install(ksp)
 
+    class ArmingOut(io.BytesIO):
+        def write(self, data) -> int:  # type: ignore[override]
+            if b"system_misc" in bytes(data) and not armed:
+                armed.append(True)  # the first report has been written
+            return super().write(data)
+
     kc = kstat_open_chain(chain, refresh=refresh)
-    armed.append(True)
     t0 = time.time()
-    code, out, err = run_kstat(kc, "-p", "-T", "u", "unix:::ncpus", "1", "2")
+    outs, errs = ArmingOut(), io.BytesIO()
+    code = run(["-p", "-T", "u", "unix:::ncpus", "1", "2"], outs, errs, kc=kc)
+    out, err = outs.getvalue(), errs.getvalue()
     elapsed = time.time() - t0
     assert (code, err) == (0, b"")
     text = out.decode()

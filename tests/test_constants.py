@@ -48,3 +48,23 @@ def test_errnos_are_the_protocol_numbers() -> None:
 def test_package_reexports_resolve() -> None:
     for name in kstatpy.__all__:
         assert getattr(kstatpy, name) is not None
+
+
+def test_start_up_copies_of_the_constants_agree():
+    # kstatpy.client, client_select and protocol copy a few values as plain ints so
+    # that the kstat command's start-up never imports enum; they must stay equal.
+    from kstatpy import client
+    from kstatpy import client_select
+    from kstatpy import protocol
+
+    assert (client._CHAIN_ID, client._READ, client._WRITE, client._HELLO, client._READ_MANY) == (
+        c.KstatIoctl.CHAIN_ID, c.KstatIoctl.READ, c.KstatIoctl.WRITE, c.KstatIoctl.HELLO, c.KstatIoctl.READ_MANY,
+    )  # fmt: skip
+    assert client_select._SELECT == c.KstatIoctl.SELECT
+    assert (client._RAW, client._NAMED, client._TIMER) == (c.KstatType.RAW, c.KstatType.NAMED, c.KstatType.TIMER)
+    assert client_select._NAMED == c.KstatType.NAMED
+    assert client._RESIZABLE == c.KstatFlag.VAR_SIZE | c.KstatFlag.LONGSTRINGS
+    assert client._GLOBAL_ZONEID == c.GLOBAL_ZONEID
+    assert protocol.PROTOCOL_VERSION == c.KSTATPY_PROTOCOL_VERSION
+    assert protocol.ERRNO_NAMES == {int(e): e.name for e in c.Errno}
+    assert protocol.errno_name(5) == "EIO"

@@ -21,8 +21,6 @@ import gc
 import os
 import sys
 import time
-from typing import Any
-from typing import BinaryIO
 
 from kstatpy.cli.kstat_args import USAGE
 from kstatpy.cli.kstat_args import Options
@@ -30,10 +28,17 @@ from kstatpy.cli.kstat_args import UsageError
 from kstatpy.cli.kstat_args import parse_args
 from kstatpy.cli.kstat_format import ReportStyle
 from kstatpy.cli.kstat_format import format_report
-from kstatpy.cli.kstat_pattern import Pattern
-from kstatpy.cli.kstat_pattern import RegexError
-from kstatpy.cli.kstat_select import SelectorPatterns
 from kstatpy.cli.kstat_select import read_instances
+from kstatpy.cli.kstat_select import select_instances
+from kstatpy.select import Pattern
+from kstatpy.select import RegexError
+from kstatpy.select import SelectorPatterns
+from kstatpy.select import is_regex
+
+TYPE_CHECKING = False  # not typing's: the kstat command's kstatd path never imports typing
+if TYPE_CHECKING:
+    from typing import Any
+    from typing import BinaryIO
 
 __all__ = ["HELP", "main", "run"]
 
@@ -79,6 +84,15 @@ def _strerror(code: int | None) -> str:
     return os.strerror(code) if code else "Unknown error"
 
 
+def _wants_module(opts: Options) -> Any:
+    # Which kstat modules the selectors can match, for skipping providers that declare
+    # theirs; a /regex/ is never evaluated here (its error belongs to the report).
+    pats = [Pattern(s.module) for s in opts.selectors]
+    if any(is_regex(p.text) or p.matches_all for p in pats):
+        return None
+    return lambda module: any(p.match(module) for p in pats)
+
+
 def open_source(opts: Options, environ: Any = None) -> tuple[Any, Any]:
     """``(kc, cleanup)``: a kstatd handle, or the embedded chain's (see the module docstring)."""
     from kstatpy.client import kstat_open
@@ -91,7 +105,7 @@ def open_source(opts: Options, environ: Any = None) -> tuple[Any, Any]:
     named = opts.socket or environ.get("KSTAT_SOCKET") or None
     path = named or default_socket_path()
     try:
-        return kstat_open(named), None
+        return kstat_open(named, read_chain=False), None
     except UnsafePathError as exc:  # a directory another user controls: never used, never skipped
         raise FatalError(f"kstat_open: {exc.message}") from exc
     except ServerUnavailableError as exc:
@@ -99,21 +113,24 @@ def open_source(opts: Options, environ: Any = None) -> tuple[Any, Any]:
             raise FatalError(f"kstat_open: {path}: {_strerror(exc.errno)}") from exc
     except KstatError as exc:
         raise FatalError(f"kstat_open: {path}: {_strerror(exc.errno)}") from exc
-    return open_embedded()
+    return open_embedded(_wants_module(opts))
 
 
-def open_embedded() -> tuple[Any, Any]:
-    """The embedded default: load the providers, attach them to a new chain, open it."""
+def open_embedded(wants_module: Any = None) -> tuple[Any, Any]:
+    """The embedded default: load the providers, attach them to a new chain, open it.
+
+    ``wants_module``: see :func:`kstatpy.plugins.load_providers`.
+    """
     from kstatpy.chain import Chain
     from kstatpy.client import kstat_open_chain
     from kstatpy.plugins import load_providers
     from kstatpy.plugins import trace_to_stderr
 
     trace_to_stderr("kstat")
-    providers = load_providers()
+    providers = load_providers(wants_module=wants_module)
     chain = Chain()
     providers.attach(chain)
-    kc = kstat_open_chain(chain, refresh=lambda: providers.refresh(chain), providers=providers)
+    kc = kstat_open_chain(chain, refresh=lambda: providers.refresh(chain), providers=providers, read_chain=False)
 
     def cleanup() -> None:
         kc.close()
@@ -171,10 +188,14 @@ def _usage_error(err: BinaryIO, exc: UsageError) -> int:
     return exc.code
 
 
-def run(argv: list[str], out: BinaryIO, err: BinaryIO, kc: Any = None, install_signals: bool = False) -> int:
+def run(
+    argv: list[str], out: BinaryIO, err: BinaryIO, kc: Any = None, install_signals: bool = False, select: bool = True
+) -> int:
     """Run kstat with ``argv`` (no program name) on binary streams; returns the exit status.
 
     ``kc`` is an open handle to read from instead of opening one (it is not closed).
+    ``select=False`` reads the whole chain and selects here, as before KSTATPY_IOC_SELECT
+    (the reference the tests compare the selection with).
     """
     start_ns = time.monotonic_ns()
     try:
@@ -192,13 +213,13 @@ def run(argv: list[str], out: BinaryIO, err: BinaryIO, kc: Any = None, install_s
         out.flush()
         return 0
 
-    selectors = [SelectorPatterns(s) for s in opts.selectors]
+    selectors = [SelectorPatterns(*s.fields()) for s in opts.selectors]
     class_pat = Pattern(opts.ks_class)
     class_match = None if class_pat.matches_all else class_pat.match
     style = ReportStyle(opts)
     cadence = _Cadence(opts.interval, start_ns)
     if install_signals and opts.count > 1:
-        import signal
+        import _signal as signal
 
         def on_cont(_sig: int, _frame: Any) -> None:
             cadence.caught_cont = True
@@ -216,6 +237,7 @@ def run(argv: list[str], out: BinaryIO, err: BinaryIO, kc: Any = None, install_s
         if kc is None:
             kc, cleanup = open_source(opts)
         if opts.describe:
+            kc.chain_update()  # --describe selects over the chain's headers
             return _describe(kc, selectors, class_match, opts.j, out, err)
         remaining = opts.count
         while True:
@@ -227,13 +249,26 @@ def run(argv: list[str], out: BinaryIO, err: BinaryIO, kc: Any = None, install_s
             # part of a cycle, so the cyclic collector only costs time (3x on 10^5).
             gc_was_enabled = gc.isenabled()
             gc.disable()
+            head = len(chunks)
             try:
-                instances = read_instances(kc, selectors, opts.p)
-                if rates is not None:
-                    notes = rates.apply(kc, instances)
-                    if notes and not (opts.j or opts.ndjson):
-                        _write(err, [f"kstat: reset: {n}\n" for n in notes])
-                matched |= format_report(instances, selectors, class_match, style, chunks)
+                selected = select and rates is None  # --rate maps instances through kc_chain
+                if selected:
+                    try:
+                        instances = select_instances(kc, selectors, opts.ks_class, opts.p)
+                        matched |= format_report(instances, selectors, class_match, style, chunks)
+                    except RegexError:
+                        # kstat(8) prints what came before the bad pattern: redo the report
+                        # the old way (the whole chain), which stops at the same place.
+                        del chunks[head:]
+                        selected = False
+                if not selected:
+                    kc.chain_update()
+                    instances = read_instances(kc, selectors, opts.p)
+                    if rates is not None:
+                        notes = rates.apply(kc, instances)
+                        if notes and not (opts.j or opts.ndjson):
+                            _write(err, [f"kstat: reset: {n}\n" for n in notes])
+                    matched |= format_report(instances, selectors, class_match, style, chunks)
             except RegexError as exc:
                 _write(out, chunks)
                 return _usage_error(err, UsageError(f"kstat: {exc}\n"))
@@ -246,7 +281,6 @@ def run(argv: list[str], out: BinaryIO, err: BinaryIO, kc: Any = None, install_s
                 if remaining == 0:
                     break
             cadence.sleep()
-            kc.chain_update()
             if not opts.ndjson:  # every NDJSON line is an object
                 _write(out, ["\n"])
     except FatalError as exc:
@@ -286,12 +320,11 @@ def _fatal_message(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: ``kstat [options] [operands]``."""
-    import signal
+    import _signal as signal  # signal.py's C core: signal.py would import enum
 
     # As the C command: killed by SIGINT/SIGPIPE rather than a traceback.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    from kstatpy.cli.guard import write_failed
     from kstatpy.errors import KstatError
 
     try:
@@ -304,6 +337,8 @@ def main(argv: list[str] | None = None) -> None:
             pass
         code = 3
     except OSError as exc:  # our own output cannot be written (ENOSPC, EIO): fatal
+        from kstatpy.cli.guard import write_failed  # imports click: only on this path
+
         write_failed("kstat", exc, 3)
     sys.exit(code)
 

@@ -19,7 +19,8 @@ getopt has stopped), are usage errors rather than a silent fall back to another 
 
 from __future__ import annotations
 
-from kstatpy.cli.kstat_pattern import is_exact
+from kstatpy.select import is_exact
+from kstatpy.select import operand_fields
 
 __all__ = ["USAGE", "Options", "Selector", "UsageError", "parse_args", "strtoul"]
 
@@ -224,11 +225,10 @@ def _option_with_arg(c: str, optarg: str, opts: Options, named: dict[str, str]) 
 
 
 def _selector_operand(text: str) -> Selector:
-    fields = text.split(":")
-    if len(fields) > 4:
+    fields = operand_fields(text)
+    if fields is None:
         raise UsageError("")
-    fields += [""] * (4 - len(fields))
-    return Selector(*(f or "*" for f in fields))
+    return Selector(*fields)
 
 
 def parse_args(argv: list[str]) -> Options:

@@ -23,12 +23,14 @@ JSON (-j) keeps the illumos layout but is valid JSON: strings are escaped for JS
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from kstatpy.cli.kstat_select import Instance
 from kstatpy.cli.kstat_select import SelectorPatterns
 from kstatpy.cli.kstat_select import hrtime_text
+
+TYPE_CHECKING = False  # not typing's: the kstat command's kstatd path never imports typing
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 __all__ = ["ReportStyle", "format_report", "json_string"]
 

@@ -25,16 +25,25 @@ Values
 
 from __future__ import annotations
 
-import errno
-from typing import Any
+from kstatpy.select import SelectorPatterns
 
-from kstatpy.cli.kstat_args import Selector
-from kstatpy.cli.kstat_pattern import Pattern
-from kstatpy.cli.kstat_raw import decodable
-from kstatpy.cli.kstat_raw import raw_stats
-from kstatpy.errors import KstatError
+TYPE_CHECKING = False  # not typing's: kept off the command's start-up path
+if TYPE_CHECKING:
+    from typing import Any
 
-__all__ = ["Instance", "SelectorPatterns", "ci_key", "hrtime_text", "read_instances", "sort_instances"]
+__all__ = [
+    "Instance",
+    "SelectorPatterns",
+    "ci_key",
+    "hrtime_text",
+    "read_instances",
+    "select_instances",
+    "sort_instances",
+]
+_EAGAIN = 11
+#: kstat(8) never shows names starting ``kstat_`` (RAW kstats only with a decoder:
+#: kstat_raw.decodable, checked here, after the selection).
+SKIP_NAME = "kstat_*"
 
 _RAW, _NAMED, _INTR, _IO, _TIMER = 0, 1, 2, 3, 4
 _CHAR, _STRING = 0, 9
@@ -54,6 +63,14 @@ _TIMER_INTS = ("num_events", "elapsed_time", "min_time", "max_time", "start_time
 _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 
 Stat = tuple[str, str, bool]
+
+
+def _raw() -> Any:
+    # kstatpy.cli.kstat_raw, imported on the first RAW kstat: its layouts pull in typing
+    # and the constants' enums, which a request for named statistics does not need.
+    from kstatpy.cli import kstat_raw
+
+    return kstat_raw
 
 
 def ci_key(s: str) -> str:
@@ -89,30 +106,19 @@ def _char_text(value: Any) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
-class SelectorPatterns:
-    """A selector's four patterns, compiled (regexes lazily)."""
-
-    __slots__ = ("instance", "module", "name", "statistic")
-
-    def __init__(self, sel: Selector) -> None:
-        self.module = Pattern(sel.module)
-        self.instance = Pattern(sel.instance)
-        self.name = Pattern(sel.name)
-        self.statistic = Pattern(sel.statistic)
-
-
 class Instance:
     """ks_instance_t: one selected kstat of one report, with its statistics sorted."""
 
     __slots__ = ("instance", "ks_class", "ks_type", "module", "name", "reset", "snaptime", "stats")
 
-    def __init__(self, ksp: Any, pflag: bool) -> None:
+    def __init__(self, ksp: Any, pflag: bool, snaptime: int | None = None) -> None:
         self.module: str = ksp.ks_module
         self.instance: int = ksp.ks_instance
         self.name: str = ksp.ks_name
         self.ks_class: str = ksp.ks_class
         self.ks_type: int = ksp.ks_type
-        self.snaptime: int = ksp.ks_snaptime  # the chain header's, before this read
+        # The chain header's, before this read (SELECT answers it as prev_snaptime).
+        self.snaptime: int = ksp.ks_snaptime if snaptime is None else snaptime
         self.reset: bool | None = None  # --rate: re-created or a counter went back (kstat_rate)
         self.stats: list[Stat] = [("crtime", hrtime_text(ksp.ks_crtime), False)]
         if pflag:
@@ -146,7 +152,7 @@ class Instance:
         elif t == _INTR and data:
             stats.extend((f, str(data[f]), False) for f in _INTR_FIELDS)
         elif t == _RAW:
-            stats.extend(raw_stats(self.module, self.name, data))
+            stats.extend(_raw().raw_stats(self.module, self.name, data))
         elif t == _TIMER and data:
             first = data[0]  # illumos decodes only the first timer
             stats.append(("name", first["name"] or "", True))
@@ -186,12 +192,14 @@ def read_instances(kc: Any, selectors: list[SelectorPatterns], pflag: bool) -> l
     :raises RegexError: a module or name regex did not compile.
     :raises KstatError: the transport failed as a whole (not a single read).
     """
+    from kstatpy.errors import KstatError
+
     keep = _prefilter(selectors)
     instances: list[Instance] = []
     ksps: list[Any] = []
     for ksp in kc.kc_chain:
         name = ksp.ks_name
-        if name.startswith("kstat_") or (ksp.ks_type == _RAW and not decodable(ksp.ks_module, name)):
+        if name.startswith("kstat_") or (ksp.ks_type == _RAW and not _raw().decodable(ksp.ks_module, name)):
             continue
         if keep is not None and not keep(ksp.ks_module, name):
             continue
@@ -200,7 +208,7 @@ def read_instances(kc: Any, selectors: list[SelectorPatterns], pflag: bool) -> l
     if ksps:
         results = kc.read_many(ksps)
         for inst, (code, ksp) in zip(instances, results, strict=True):
-            if code == errno.EAGAIN:
+            if code == _EAGAIN:
                 try:
                     kc.read(ksp)
                 except KstatError:
@@ -208,6 +216,38 @@ def read_instances(kc: Any, selectors: list[SelectorPatterns], pflag: bool) -> l
             elif code:
                 continue
             inst.add_data(ksp)
+    for inst in instances:
+        inst.sort()
+    return sort_instances(instances)
+
+
+def select_instances(kc: Any, selectors: list[SelectorPatterns], class_text: str, pflag: bool) -> list[Instance]:
+    """What :func:`read_instances` answers, through one KSTATPY_IOC_SELECT (``kc.select``).
+
+    The server keeps only kstats some selector fully matches (module, name, instance,
+    class) and only matching NAMED records; :func:`format_report` drops exactly those
+    itself, so the report is the same. EAGAIN is retried with ``kc.read`` as there.
+
+    :raises RegexError: a pattern the selection evaluated did not compile; the caller
+        reruns the report through :func:`read_instances` for kstat(8)'s exact output.
+    :raises KstatError: the transport failed as a whole.
+    """
+    from kstatpy.errors import KstatError
+
+    instances: list[Instance] = []
+    for code, ksp, prev_snaptime in kc.select([s.fields() for s in selectors], class_text, SKIP_NAME):
+        if ksp.ks_type == _RAW and not _raw().decodable(ksp.ks_module, ksp.ks_name):
+            continue
+        inst = Instance(ksp, pflag, prev_snaptime)
+        instances.append(inst)
+        if code == _EAGAIN:
+            try:
+                kc.read(ksp)
+            except KstatError:
+                continue
+        elif code:
+            continue
+        inst.add_data(ksp)
     for inst in instances:
         inst.sort()
     return sort_instances(instances)

@@ -30,7 +30,11 @@ from kstatpy.instance import unregister_driver
 if TYPE_CHECKING:
     from kstatpy.chain import Chain
 
-__all__ = ["kstatpy_attach", "kstatpy_conn_close", "kstatpy_detach", "kstatpy_ioctl", "vmm_driver"]
+#: The kstat modules this provider creates kstats under (kstatpy.epcache: an embedded
+#: ``kstat`` whose selectors match none of them does not import this provider).
+KSTATPY_MODULES = (VMM_MODULE_NAME,)
+
+__all__ = ["KSTATPY_MODULES", "kstatpy_attach", "kstatpy_conn_close", "kstatpy_detach", "kstatpy_ioctl", "vmm_driver"]
 
 
 def vmm_driver(chain: Chain) -> DeviceDriver | None:

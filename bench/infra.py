@@ -1,0 +1,228 @@
+"""Shared pieces of ``python -m bench``: daemons, the echo server, clients, timing, installs.
+
+Every figure is a ratio to a baseline measured in the same run, interleaved with it
+so that a busy neighbour slows both alike.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import msgpack
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+READ, READ_MANY = 0x4B02, 0x4B11
+
+
+# --- daemons -------------------------------------------------------------------------
+
+
+class Daemon:
+    """A kstatd subprocess serving ``kstats`` synthetic NAMED kstats of ``stats`` statistics."""
+
+    def __init__(self, tmp: str, kstats: int, stats: int, python: str = sys.executable, system: bool = False) -> None:
+        self.socket = os.path.join(tmp, f"kd-{kstats}-{stats}-{int(system)}.sock")
+        env = dict(os.environ)
+        env.update(
+            KSTATPY_DISABLE_PLUGIN_AUTOLOAD="1",
+            PYTHONPATH=os.pathsep.join([str(REPO), str(BENCH)]),
+            BENCH_CLI_KSTATS=str(kstats),
+            BENCH_CLI_STATS=str(stats),
+        )
+        plugins = ["--plugin", "bench_cli"] + (["--plugin", "kstatpy_providers.system"] if system else [])
+        self.proc = subprocess.Popen(
+            [python, "-m", "kstatpy.cli.kstatd", "--socket", self.socket, *plugins],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                RawClient(self.socket).call(0x4B10, None)
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("kstatd did not start") from None
+                time.sleep(0.05)
+
+    def rss(self) -> int:
+        """Resident set size in bytes (VmRSS)."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def kid_of(self, module: str, instance: int, name: str) -> int:
+        _, _, res = RawClient(self.socket).call(READ, {"kid": 0})
+        for h in res["kstat"]["data"]:
+            if (h["module"], h["instance"], h["name"]) == (module, instance, name):
+                return h["kid"]
+        raise LookupError(f"{module}:{instance}:{name}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# --- the echo server: the same reply bytes, in its own process --------------------------------
+
+
+def _echo_conn(sock: socket.socket, result: dict) -> None:
+    buf = bytearray()
+    pack = msgpack.Packer(use_bin_type=True).pack
+    with sock:
+        while True:
+            while len(buf) >= 4:
+                (n,) = struct.unpack_from(">I", buf)
+                if len(buf) < 4 + n:
+                    break
+                _cmd, seq, _arg = msgpack.unpackb(bytes(buf[4 : 4 + n]), raw=False)
+                del buf[: 4 + n]
+                body = pack([seq, 0, result])
+                sock.sendall(struct.pack(">I", len(body)) + body)
+            data = sock.recv(65536)
+            if not data:
+                return
+            buf += data
+
+
+def _echo_main(path: str, result: dict, ready) -> None:
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(128)
+    ready.set()
+    while True:
+        conn, _ = srv.accept()
+        threading.Thread(target=_echo_conn, args=(conn, result), daemon=True).start()
+
+
+class Echo:
+    """A thread-per-connection msgpack server answering every request with ``result``."""
+
+    def __init__(self, path: str, result: dict) -> None:
+        self.socket = path
+        ctx = mp.get_context("fork")
+        ready = ctx.Event()
+        self.proc = ctx.Process(target=_echo_main, args=(path, result, ready), daemon=True)
+        self.proc.start()
+        if not ready.wait(30):
+            self.stop()
+            raise RuntimeError(f"echo server did not start on {path}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.join()
+        try:
+            os.unlink(self.socket)
+        except OSError:
+            pass
+
+
+# --- clients and timing ---------------------------------------------------------------------
+
+
+class RawClient:
+    """One connection, one request at a time, no kstatpy code (the transport's floor)."""
+
+    def __init__(self, path: str) -> None:
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.connect(path)
+        self.seq = 0
+        self.hdr = bytearray(4)
+
+    def call(self, cmd: int, arg: dict | None) -> list:
+        self.seq += 1
+        body = msgpack.packb([cmd, self.seq, arg], use_bin_type=True)
+        self.s.sendall(struct.pack(">I", len(body)) + body)
+        view = memoryview(self.hdr)
+        got = 0
+        while got < 4:
+            got += self.s.recv_into(view[got:])
+        (n,) = struct.unpack(">I", self.hdr)
+        out = bytearray(n)
+        view = memoryview(out)
+        got = 0
+        while got < n:
+            got += self.s.recv_into(view[got:])
+        return msgpack.unpackb(out, raw=False)
+
+
+def rtt(paths: list[str], n: int, cmd: int, arg: dict, block: int = 250, warmup: int = 100) -> list[float]:
+    """Median round trip (s) to each server; blocks of ``block`` alternate between them."""
+    clients = [RawClient(p) for p in paths]
+    for c in clients:
+        for _ in range(warmup):
+            c.call(cmd, arg)
+    out: list[list[float]] = [[] for _ in paths]
+    clock = time.perf_counter
+    while len(out[0]) < n:
+        for c, xs in zip(clients, out, strict=True):
+            call = c.call
+            for _ in range(block):
+                t0 = clock()
+                call(cmd, arg)
+                xs.append(clock() - t0)
+    return [statistics.median(xs) for xs in out]
+
+
+def proc_times(cmds: list[tuple[list[str], dict[str, str] | None]], repeat: int) -> list[float]:
+    """Median wall time (s) of each command, interleaved, after one warm-up run each."""
+    times: list[list[float]] = [[] for _ in cmds]
+    for cmd, env in cmds:
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=False)
+    for _ in range(repeat):
+        for i, (cmd, env) in enumerate(cmds):
+            t = time.perf_counter()
+            subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=False)
+            times[i].append(time.perf_counter() - t)
+    return [statistics.median(t) for t in times]
+
+
+# --- an install as users get it ------------------------------------------------------------
+
+
+def installed_python(tmp: str) -> tuple[str, bool]:
+    """A Python with kstatpy installed from a wheel (not editable) and its bytecode compiled.
+
+    Returns ``(python, True)``; ``(sys.executable, False)`` when the build fails (offline
+    without the build backend): the caller says the figure is from the editable install.
+    """
+    venv = os.path.join(tmp, "venv")
+    wheels = os.path.join(tmp, "wheels")
+    try:
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        py = os.path.join(venv, "bin", "python")
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", wheels, str(REPO)],
+                       check=True, capture_output=True)  # fmt: skip
+        wheel = next(Path(wheels).glob("kstatpy-*.whl"))
+        subprocess.run([py, "-m", "pip", "install", "-q", str(wheel)], check=True, capture_output=True)
+        site = subprocess.run([py, "-c", "import kstatpy, os; print(os.path.dirname(kstatpy.__file__))"],
+                              check=True, capture_output=True, text=True, cwd=tmp).stdout.strip()  # fmt: skip
+        if "site-packages" not in site or str(REPO) in site:
+            raise RuntimeError(f"kstatpy resolves to {site}")
+        subprocess.run([py, "-m", "compileall", "-q", os.path.dirname(site)], check=False, capture_output=True)
+        return py, True
+    except (subprocess.CalledProcessError, StopIteration, RuntimeError, OSError) as exc:
+        print(f"bench: no wheel install ({exc}); start-up figures use this interpreter", file=sys.stderr)
+        return sys.executable, False
+
+
+def scratch() -> tempfile.TemporaryDirectory:
+    """A short temporary directory (Unix socket paths are limited to 107 bytes)."""
+    return tempfile.TemporaryDirectory(prefix="kb", dir="/tmp")

@@ -1,0 +1,247 @@
+"""The figures of issue 10's table, each with its baseline from the same run.
+
+Each ``measure_*`` function takes the run's :class:`Setup` and returns rows
+``{"key": ..., "value": float, "baseline": float}`` (one run); ``python -m bench``
+repeats them and reports medians and spreads (bench/report.py).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from dataclasses import field
+
+from infra import READ
+from infra import READ_MANY
+from infra import Daemon
+from infra import Echo
+from infra import RawClient
+from infra import proc_times
+from infra import rtt
+
+FLOOR = """
+import socket, struct, sys
+import msgpack
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+body = msgpack.packb([0x4B02, 1, {"kid": int(sys.argv[2])}], use_bin_type=True)
+s.sendall(struct.pack(">I", len(body)) + body)
+buf = b""
+while len(buf) < 4:
+    buf += s.recv(4 - len(buf))
+(n,) = struct.unpack(">I", buf)
+buf = b""
+while len(buf) < n:
+    buf += s.recv(n - len(buf))
+_, _, res = msgpack.unpackb(buf, raw=False)
+rec = next(r for r in res["kstat"]["data"] if r[0] == "ncpus")
+print(f"unix:0:system_misc:ncpus\\t{rec[2]}")
+"""
+
+
+@dataclass
+class Setup:
+    """What one ``python -m bench`` run shares between figures."""
+
+    tmp: str
+    quick: bool
+    python: str  # the interpreter with kstatpy installed as users get it
+    wheel: bool  # True: ``python`` is a wheel install with compiled bytecode
+    small: Daemon | None = None  # 10^3 kstats x 10 statistics
+    mid: Daemon | None = None  # 10^4 kstats x 10
+    big: Daemon | None = None  # 10^5 kstats x 2
+    system: Daemon | None = None  # the system provider, served by ``python``
+    curves: dict[str, list] = field(default_factory=dict)
+
+    @property
+    def big_n(self) -> int:
+        return 20_000 if self.quick else 100_000
+
+    def start(self) -> None:
+        self.small = Daemon(self.tmp, 1000, 10)
+        self.mid = Daemon(self.tmp, 10_000, 10)
+        self.big = Daemon(self.tmp, self.big_n, 2)
+        self.system = Daemon(self.tmp, 0, 0, python=self.python, system=True)
+
+    def stop(self) -> None:
+        for d in (self.small, self.mid, self.big, self.system):
+            if d is not None:
+                d.stop()
+
+
+def _kstat(python: str) -> list[str]:
+    script = os.path.join(os.path.dirname(python), "kstat")
+    return [python, script] if os.path.exists(script) else [python, "-m", "kstatpy.cli.kstat"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("KSTAT_SOCKET", "PYTHONPATH")}
+    env.update(extra)
+    return env
+
+
+def measure_read(s: Setup) -> list[dict]:
+    """KSTAT_IOC_READ of unix:0:kstat_types (kid 1) against an echo of the same reply."""
+    assert s.small is not None
+    _, _, result = RawClient(s.small.socket).call(READ, {"kid": 1})
+    echo = Echo(os.path.join(s.tmp, "echo-read.sock"), result)
+    try:
+        n = 1000 if s.quick else 3000
+        kd, base = rtt([s.small.socket, echo.socket], n, READ, {"kid": 1})
+    finally:
+        echo.stop()
+    return [{"key": "read", "value": kd * 1e6, "baseline": base * 1e6}]
+
+
+def measure_one_stat(s: Setup) -> list[dict]:
+    """``kstat -p M:I:N:S`` of one statistic through kstatd: big chain against 10^3."""
+    assert s.small is not None and s.big is not None
+    cmd = [*_kstat(sys.executable), "-p", "bench:5:kstat5:stat_001"]
+    small, big = proc_times(
+        [(cmd, _env(KSTAT_SOCKET=s.small.socket)), (cmd, _env(KSTAT_SOCKET=s.big.socket))], 3 if s.quick else 5
+    )
+    s.curves.setdefault("one_stat", []).append({1000: small, s.big_n: big})
+    return [{"key": "one_stat", "value": big * 1e3, "baseline": small * 1e3}]
+
+
+def measure_startup(s: Setup) -> list[dict]:
+    """kstat through kstatd against the floor program; embedded against kstatd; ``-c pass``."""
+    assert s.system is not None
+    kid = s.system.kid_of("unix", 0, "system_misc")
+    kstat = [*_kstat(s.python), "-p", "unix:0:system_misc:ncpus"]
+    via_kd = (kstat, _env(KSTAT_SOCKET=s.system.socket))
+    embedded = (kstat, _env(XDG_RUNTIME_DIR=os.path.join(s.tmp, "nodaemon"), KSTATPY_CACHE_DIR=os.path.join(s.tmp, "cache")))
+    floor = ([s.python, "-c", FLOOR, s.system.socket, str(kid)], _env())
+    bare = ([s.python, "-c", "pass"], _env())
+    t_kd, t_emb, t_floor, t_pass = proc_times([via_kd, embedded, floor, bare], 5 if s.quick else 15)
+    return [
+        {"key": "startup_kstatd", "value": t_kd * 1e3, "baseline": t_floor * 1e3},
+        {"key": "startup_embedded", "value": t_emb * 1e3, "baseline": t_kd * 1e3},
+        {"key": "startup_pass", "value": t_pass * 1e3, "baseline": t_pass * 1e3},
+    ]
+
+
+def _many_load(path: str, kids: list[int], seconds: float, barrier, results) -> None:
+    from kstatpy.client import KstatCtl
+    from kstatpy.client import KstatUser
+    from kstatpy.transport import SocketTransport
+
+    kc = KstatCtl(SocketTransport(path))  # the same client against kstatd and the echo
+    ksps = [KstatUser({"kid": k, "module": "bench", "instance": 0, "name": "k", "class": "misc", "type": 1,
+                       "flags": 0, "ndata": 10, "data_size": 480, "crtime": 0, "snaptime": 0}) for k in kids]  # fmt: skip
+    barrier.wait()
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        kc.read_many(ksps)
+        n += len(ksps) * 10
+    results.put(n)
+    kc.close()
+
+
+def _values_per_s(path: str, kids: list[int], nproc: int, seconds: float) -> float:
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(nproc)
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_many_load, args=(path, kids, seconds, barrier, results)) for _ in range(nproc)]
+    for p in procs:
+        p.start()
+    total = sum(results.get(timeout=seconds + 120) for _ in procs)
+    for p in procs:
+        p.join()
+    return total / seconds
+
+
+def measure_read_many(s: Setup) -> list[dict]:
+    """READ_MANY of 100 kstats x 10 named values, 1/4/16 client processes, against an echo."""
+    assert s.small is not None
+    kids = [s.small.kid_of("bench", i, f"kstat{i}") for i in range(100)]
+    _, _, result = RawClient(s.small.socket).call(READ_MANY, {"kids": kids})
+    echo = Echo(os.path.join(s.tmp, "echo-many.sock"), result)
+    rows = []
+    seconds = 0.5 if s.quick else 1.0
+    curve = {}
+    try:
+        for nproc in (1, 4, 16):
+            kd = _values_per_s(s.small.socket, kids, nproc, seconds)
+            base = _values_per_s(echo.socket, kids, nproc, seconds)
+            rows.append({"key": f"read_many_{nproc}", "value": kd, "baseline": base})
+            curve[nproc] = (kd, base)
+    finally:
+        echo.stop()
+    s.curves.setdefault("read_many", []).append(curve)
+    return rows
+
+
+def measure_dump(s: Setup) -> list[dict]:
+    """Full ``kstat -p`` of 10^4 x 10 through kstatd per value, against a raw READ_MANY of it."""
+    assert s.mid is not None
+    values = 10_000 * 10
+    raw = (
+        [sys.executable, "-c",
+         "import sys; from kstatpy.client import kstat_open; kc = kstat_open(sys.argv[1]); "
+         "kc.read_many([k for k in kc.kc_chain if k.ks_kid > 1])", s.mid.socket],
+        _env(),
+    )  # fmt: skip
+    dump = ([*_kstat(sys.executable), "-p"], _env(KSTAT_SOCKET=s.mid.socket))
+    t_dump, t_raw = proc_times([dump, raw], 2 if s.quick else 3)
+    return [{"key": "dump_per_value", "value": t_dump / values * 1e6, "baseline": t_raw / values * 1e6}]
+
+
+def measure_pcp(s: Setup) -> list[dict]:
+    """``pminfo -f`` per value against kstat per value (only where PCP's pmcd runs)."""
+    if shutil.which("pminfo") is None:
+        return []
+    got = subprocess.run(["pminfo", "-f"], capture_output=True, text=True, timeout=300)
+    if got.returncode:
+        return []
+    values = sum(1 for line in got.stdout.splitlines() if line.strip().startswith(("value", "inst [")))
+    (t_pcp,) = proc_times([(["pminfo", "-f"], None)], 3)
+    assert s.mid is not None
+    (t_dump,) = proc_times([([*_kstat(sys.executable), "-p"], _env(KSTAT_SOCKET=s.mid.socket))], 2)
+    return [{"key": "pcp", "value": t_dump / 100_000 * 1e6, "baseline": t_pcp / max(values, 1) * 1e6}]
+
+
+def measure_kid0(s: Setup) -> list[dict]:
+    """KID 0 (every header) per header: the big chain against 10^3 kstats."""
+    assert s.small is not None and s.big is not None
+    rows = []
+    n_small, n_big = 1000 + 30, s.big_n + 30  # plus unix:0:* and kstatpy:0:*
+    small, big = rtt([s.small.socket, s.big.socket], 3 if s.quick else 5, READ, {"kid": 0}, block=1, warmup=1)
+    rows.append({"key": "kid0", "value": big / n_big * 1e6, "baseline": small / n_small * 1e6})
+    s.curves.setdefault("kid0", []).append({1000: small / n_small * 1e6, s.big_n: big / n_big * 1e6})
+    return rows
+
+
+def measure_memory(s: Setup, tmp: str) -> list[dict]:
+    """Daemon RSS per kstat and per named statistic, fitted from three daemons; RSS a
+    fresh daemon (10^4 x 10) retains after its first full dump."""
+    n = 5000 if s.quick else 10_000
+    sizes = [(n, 1), (2 * n, 1), (n, 10)]
+    rss = []
+    for kstats, stats in sizes:
+        d = Daemon(tmp, kstats, stats)
+        try:
+            rss.append(d.rss())
+        finally:
+            d.stop()
+    d = Daemon(tmp, 10_000, 10)
+    try:
+        rss0 = d.rss()
+        subprocess.run([*_kstat(sys.executable), "-p"], env=_env(KSTAT_SOCKET=d.socket), stdout=subprocess.DEVNULL,
+                       check=True)  # fmt: skip
+        rss1 = d.rss()
+    finally:
+        d.stop()
+    per_stat = (rss[2] - rss[0]) / (n * 9)
+    per_kstat = (rss[1] - rss[0]) / n - per_stat
+    return [
+        {"key": "mem_kstat", "value": per_kstat, "baseline": 184.0},
+        {"key": "mem_stat", "value": per_stat, "baseline": 48.0},
+        {"key": "rss_retained", "value": (rss1 - rss0) / 2**20, "baseline": rss0 / 2**20},
+    ]

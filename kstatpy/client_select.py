@@ -1,0 +1,121 @@
+"""The client side of KSTATPY_IOC_SELECT (docs/PROTOCOL.md §9.2): ``KstatCtl.select``.
+
+Contract
+    :func:`select` sends the selectors and returns ``(errno, ksp, prev_snaptime)``
+    per kept kstat, in KID order: ``ksp`` is a new :class:`~kstatpy.client.KstatUser`
+    (filled when errno is 0, else its header only), ``prev_snaptime`` the kstat's
+    ``ks_snaptime`` as KID 0 would have listed it just before this read. NAMED data
+    holds only the records some kept selector's statistic pattern matches. Entries
+    kstatd left unread past its reply budget (E2BIG, docs/PROTOCOL.md §9.4) are read with
+    ``kc.read_many`` (whole: their NAMED data is not filtered).
+
+Old servers
+    A server without SELECT answers EINVAL (an unknown kstat ioctl) without a
+    ``regerror`` field; then the same selection runs here, over ``kc.kc_chain``
+    (``chain_update``, :class:`kstatpy.select.Selection`, ``read_many``), with the
+    same result shape. Entries are then the chain's own KstatUser objects. The same
+    happens for patterns that cannot be encoded for the wire (lone surrogates, from
+    arguments that are not UTF-8).
+
+Errors
+    :raises RegexError: a pattern that had to be evaluated does not compile (from the
+        server's ``regerror``, or raised here on the fallback path).
+    :raises KstatError: the transport failed as a whole.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from kstatpy.select import RegexError
+from kstatpy.select import Selection
+from kstatpy.select import SelectorPatterns
+
+TYPE_CHECKING = False  # not typing's: kept off the kstat command's start-up path
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from collections.abc import Sequence
+    from typing import Any
+
+    from kstatpy.client import KstatCtl
+    from kstatpy.client import KstatUser
+
+__all__ = ["select"]
+
+_SELECT = 0x4B12  # KstatIoctl.SELECT, without importing the enum
+_NAMED = 1
+
+
+def select(
+    kc: KstatCtl,
+    selectors: Iterable[Sequence[str]],
+    ks_class: str = "*",
+    skip_name: str | None = None,
+    types: Iterable[int] | None = None,
+) -> list[tuple[int, KstatUser, int]]:
+    """See the module docstring; ``selectors`` are 1 to 4 pattern strings each (missing: ``*``)."""
+    from kstatpy.client import KstatUser
+    from kstatpy.errors import KstatError
+
+    sels = [list(s) for s in selectors]
+    arg: dict[str, Any] = {"selectors": sels}
+    if ks_class != "*":
+        arg["class"] = ks_class
+    if skip_name is not None:
+        arg["skip_name"] = skip_name
+    if types is not None:
+        types = sorted(types)
+        arg["types"] = types
+    try:
+        result = kc.kc_kd.ioctl(_SELECT, arg)
+    except UnicodeEncodeError:
+        # A pattern from a non-UTF-8 argument (surrogate escapes) cannot go on the wire;
+        # it can only match names that cannot either: select here, as an old server.
+        return _select_locally(kc, sels, ks_class, skip_name, types)
+    except KstatError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        if "regerror" in exc.extra:
+            raise RegexError(exc.extra["regerror"]) from None
+        return _select_locally(kc, sels, ks_class, skip_name, types)
+    out: list[tuple[int, KstatUser, int]] = []
+    append = out.append
+    unread: list[int] = []  # entries past kstatd's reply budget (E2BIG): read with READ_MANY
+    for code, kstat in result["results"]:
+        ksp = KstatUser(kstat)
+        if code:
+            if code == errno.E2BIG and out:
+                unread.append(len(out))
+            append((code, ksp, kstat["snaptime"]))
+        else:
+            ksp._fill(kstat)
+            append((0, ksp, kstat["prev_snaptime"]))
+    if unread:
+        again = kc.read_many([out[i][1] for i in unread])
+        for i, (code, ksp) in zip(unread, again, strict=True):
+            out[i] = (code, ksp, out[i][2])
+    return out
+
+
+def _select_locally(
+    kc: KstatCtl, sels: list[list[str]], ks_class: str, skip_name: str | None, types: Any
+) -> list[tuple[int, KstatUser, int]]:
+    # An old server: the same Selection over the whole chain, then READ_MANY.
+    selection = Selection(
+        [SelectorPatterns(*s) for s in sels], ks_class, skip_name, None if types is None else frozenset(types)
+    )
+    kc.chain_update()
+    picked = []
+    for ksp in kc.kc_chain:
+        stats = selection.match(ksp.ks_module, ksp.ks_instance, ksp.ks_name, ksp.ks_class, ksp.ks_type)
+        if stats is not False:
+            picked.append((ksp, stats, ksp.ks_snaptime))
+    out: list[tuple[int, KstatUser, int]] = []
+    if not picked:
+        return out
+    results = kc.read_many([p[0] for p in picked])
+    for (ksp, stats, prev_snaptime), (code, _) in zip(picked, results, strict=True):
+        if not code and stats and ksp.ks_type == _NAMED:
+            ksp.ks_data = [rec for rec in ksp.ks_data if any(m(rec.name) for m in stats)]
+        out.append((code, ksp, prev_snaptime))
+    return out

@@ -1,0 +1,180 @@
+"""A cache of the ``kstatpy.providers`` entry-point scan, for the embedded ``kstat``.
+
+``importlib.metadata.entry_points()`` imports a dozen modules and reads the metadata
+of every installed distribution, on every run: most of what loading providers costs a
+short-lived ``kstat``. The cache keeps its answer in a file until the installed
+distributions change.
+
+File
+    ``$KSTATPY_CACHE_DIR/entry-points.json``, else ``$XDG_CACHE_HOME/kstatpy/...``,
+    else ``~/.cache/kstatpy/...``. ``KSTATPY_CACHE_DIR=off`` disables the cache. A
+    cache that cannot be read or written is ignored (the scan is then made every time).
+    Written atomically (a temporary file, then ``os.replace``).
+
+Invalidation (:func:`fingerprint`)
+    The key is, for each ``sys.path`` entry, the name of each ``*.dist-info`` /
+    ``*.egg-info`` in it with the mtime of its ``entry_points.txt``. pip's install,
+    upgrade and uninstall add, rename or remove a dist-info directory, and a reinstall
+    or an egg-info rewritten by ``setup.py develop`` rewrites entry_points.txt. The
+    directories' own mtimes are left out on purpose: ``sys.path[0]`` is often the
+    current directory, which changes all the time. The interpreter's version is part
+    of the key too.
+
+Declared modules
+    A provider module may set ``KSTATPY_MODULES``: the kstat module names it ever
+    creates kstats under (exact names). The cache remembers the declaration, keyed by
+    the provider file's mtime, so that the next run can skip importing a provider
+    whose modules no selector can match (:func:`kstatpy.plugins.load_providers`'s
+    ``wants_module``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["EntryPointCache", "cache_path", "fingerprint"]
+
+_VERSION = 1
+
+
+def cache_path() -> str | None:
+    """The cache file's path, or None when the cache is off."""
+    base = os.environ.get("KSTATPY_CACHE_DIR")
+    if base == "off":
+        return None
+    if not base:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        base = os.path.join(xdg, "kstatpy")
+    return os.path.join(base, "entry-points.json")
+
+
+def fingerprint(paths: list[str] | None = None) -> list[Any]:
+    """The invalidation key of the module docstring, for ``paths`` (default ``sys.path``)."""
+    out: list[Any] = [sys.version]
+    for entry in sys.path if paths is None else paths:
+        metas = []
+        try:
+            with os.scandir(entry or ".") as it:
+                for de in it:
+                    name = de.name
+                    if name.endswith((".dist-info", ".egg-info")):
+                        try:
+                            ep_mtime = os.stat(os.path.join(de.path, "entry_points.txt")).st_mtime_ns
+                        except OSError:
+                            ep_mtime = 0
+                        metas.append([name, ep_mtime])
+        except OSError:  # missing, a zip file, or unreadable
+            out.append([entry, None])
+            continue
+        metas.sort()
+        out.append([entry, metas])
+    return out
+
+
+def _file_mtime(path: str | None) -> int | None:
+    if not path:
+        return None
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+class EntryPointCache:
+    """One group's cached scan: ``entry_points`` and the providers' declared modules."""
+
+    def __init__(self, group: str, path: str | None = None) -> None:
+        self.group = group
+        self.path = cache_path() if path is None else path
+        self.hit = False
+        self.dirty = False
+        self.entry_points: list[tuple[str, str]] = []
+        self._declared: dict[str, Any] = {}
+        key = fingerprint()
+        data = self._read()
+        if data is not None and data.get("key") == key and data.get("group") == group:
+            self.hit = True
+            self.entry_points = [(n, v) for n, v in data["entry_points"]]
+            self._declared = data.get("declared", {})
+        else:
+            self.entry_points = self._scan()
+            self.dirty = True
+        self._key = key
+
+    def _read(self) -> dict[str, Any] | None:
+        if self.path is None:
+            return None
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and data.get("version") == _VERSION else None
+
+    def _scan(self) -> list[tuple[str, str]]:
+        from importlib.metadata import entry_points
+
+        seen = set()
+        out = []
+        for ep in entry_points(group=self.group):
+            if ep.name not in seen:  # the first distribution on sys.path wins, as importlib's
+                seen.add(ep.name)
+                out.append((ep.name, ep.value))
+        return out
+
+    def declared_modules(self, name: str) -> list[str] | None:
+        """The modules provider ``name`` declared when last loaded (None: unknown or stale)."""
+        entry = self._declared.get(name)
+        if not entry or entry.get("mtime") is None or _file_mtime(entry.get("file")) != entry["mtime"]:
+            return None
+        modules = entry.get("modules")
+        return list(modules) if isinstance(modules, list) else None
+
+    def remember(self, name: str, plugin: Any) -> None:
+        """Record ``plugin.KSTATPY_MODULES`` (or its absence) for provider ``name``."""
+        file = getattr(plugin, "__file__", None)
+        modules = getattr(plugin, "KSTATPY_MODULES", None)
+        entry = {
+            "file": file,
+            "mtime": _file_mtime(file),
+            "modules": [m for m in modules if isinstance(m, str)] if isinstance(modules, (list, tuple)) else None,
+        }
+        if self._declared.get(name) != entry:
+            self._declared[name] = entry
+            self.dirty = True
+
+    def save(self) -> None:
+        """Write the cache if anything changed; failures are ignored (see the module docstring)."""
+        if not self.dirty or self.path is None:
+            return
+        data = {"version": _VERSION, "group": self.group, "key": self._key,
+                "entry_points": self.entry_points, "declared": self._declared}  # fmt: skip
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(data, f)
+            os.replace(tmp, self.path)
+            self.dirty = False
+        except OSError:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def load_value(value: str) -> Any:
+    """An entry point's object: ``module`` or ``module:attr.attr`` (as ``EntryPoint.load``)."""
+    import importlib
+
+    module, _, attrs = value.partition(":")
+    obj = importlib.import_module(module.strip())
+    for attr in filter(None, attrs.strip().split(".")):
+        obj = getattr(obj, attr)
+    return obj

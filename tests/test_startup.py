@@ -1,0 +1,72 @@
+"""The kstat command's start-up: what it imports on the kstatd path (issue 10).
+
+The real console script runs under ``python -S`` with only the repository and
+msgpack's directory on PYTHONPATH, so nothing the site machinery loads (an editable
+install's finder imports ``re``, ``enum`` and ``pathlib``) hides what kstat imports.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+
+import msgpack
+import pytest
+from kstatd_fixture import REPO
+from kstatd_fixture import running_kstatd
+
+KSTAT = shutil.which("kstat")
+#: What a request through kstatd must not import (the first three: issue 10's list).
+NEVER = ("re", "typing", "enum", "kstatpy.constants", "importlib.metadata", "pluggy", "kstatpy.chain",
+         "kstatpy.plugins", "socket", "signal", "selectors", "click", "kstatpy.raw")  # fmt: skip
+
+_PROBE = """
+import atexit, sys
+before = set(sys.modules)
+atexit.register(lambda: print(repr(sorted(set(sys.modules) - before)), file=sys.stderr))
+script = sys.argv[1]
+sys.argv = sys.argv[1:]
+exec(compile(open(script).read(), script, "exec"), {"__name__": "__main__"})
+"""
+
+
+@pytest.fixture(scope="module")
+def kd(tmp_path_factory):
+    with running_kstatd(tmp_path_factory.mktemp("kstatd"), plugins=["tests.providers_fixture.basic"]) as kd:
+        yield kd
+
+
+def imported(kd, *argv: str) -> tuple[bytes, list[str]]:
+    """Run the console script with ``argv`` against ``kd``: (stdout, modules it imported)."""
+    assert KSTAT, "the kstat console script is not on PATH (pip install -e .)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), os.path.dirname(os.path.dirname(msgpack.__file__))])
+    env["KSTAT_SOCKET"] = kd.socket
+    got = subprocess.run([sys.executable, "-S", "-c", _PROBE, KSTAT, *argv], env=env, capture_output=True, timeout=60)
+    assert got.returncode == 0, got.stderr
+    modules = ast.literal_eval(got.stderr.decode().strip())
+    return got.stdout, modules
+
+
+def test_kstatd_path_imports_no_re_typing_or_enum(kd):
+    out, modules = imported(kd, "-p", "test:0:named:u64")
+    assert out.startswith(b"test:0:named:u64\t")
+    assert "kstatpy.cli.kstat" in modules and "msgpack" in modules  # the probe sees the imports
+    assert sorted(set(NEVER) & set(modules)) == []
+
+
+def test_a_regex_selector_imports_re_and_only_then(kd):
+    out, modules = imported(kd, "-p", "test:0:/^nam/:u64")
+    assert out.startswith(b"test:0:named:u64\t")
+    assert "re" in modules
+    assert sorted((set(NEVER) - {"re", "enum"}) & set(modules)) == []  # re itself imports enum
+
+
+def test_the_console_script_does_not_import_re():
+    # pip's generated wrapper: older pips wrote "import re" into it; ours must not.
+    assert KSTAT
+    text = open(KSTAT).read()
+    assert "import re\n" not in text and "from kstatpy.cli.kstat import main" in text
