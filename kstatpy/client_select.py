@@ -15,7 +15,8 @@ Old servers
     (``chain_update``, :class:`kstatpy.select.Selection`, ``read_many``), with the
     same result shape. Entries are then the chain's own KstatUser objects. The same
     happens for patterns that cannot be encoded for the wire (lone surrogates, from
-    arguments that are not UTF-8).
+    arguments that are not UTF-8), and for every selection with a ``/regex/``: kstatd
+    matches globs only, so a hostile regular expression costs its sender, not kstatd.
 
 Errors
     :raises RegexError: a pattern that had to be evaluated does not compile (from the
@@ -30,6 +31,7 @@ import errno
 from kstatpy.select import RegexError
 from kstatpy.select import Selection
 from kstatpy.select import SelectorPatterns
+from kstatpy.select import is_regex
 
 TYPE_CHECKING = False  # not typing's: kept off the kstat command's start-up path
 if TYPE_CHECKING:
@@ -58,6 +60,9 @@ def select(
     from kstatpy.errors import KstatError
 
     sels = [list(s) for s in selectors]
+    if any(is_regex(t) for t in [*(t for sel in sels for t in sel), ks_class, skip_name or ""]):
+        # kstatd matches globs only (a hostile regex would stall it): a /regex/ is ours.
+        return _select_locally(kc, sels, ks_class, skip_name, None if types is None else sorted(types))
     arg: dict[str, Any] = {"selectors": sels}
     if ks_class != "*":
         arg["class"] = ks_class

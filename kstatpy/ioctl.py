@@ -128,6 +128,7 @@ def _selection_arg(arg: Any) -> Any:
     # KSTATPY_IOC_SELECT's argument as a Selection; KstatError(EINVAL/E2BIG) when malformed.
     from kstatpy.select import Selection
     from kstatpy.select import SelectorPatterns
+    from kstatpy.select import is_regex
 
     def strings(value: Any, what: str, most: int) -> list[str]:
         if not isinstance(value, list) or len(value) > most or not all(type(v) is str for v in value):
@@ -149,6 +150,12 @@ def _selection_arg(arg: Any) -> Any:
         if not isinstance(types, list) or not all(type(t) is int for t in types):
             raise KstatError(errno.EINVAL, "argument 'types' must be an array of integers")
         types = frozenset(types)
+    # A client's regular expression could backtrack for minutes with the GIL held,
+    # stalling every reader: kstatd matches globs only (linear, select.py) and a
+    # client matches its own /regex/ (docs/PROTOCOL.md §9.2).
+    texts = [t for sel in sels for t in sel] + [ks_class] + ([skip_name] if skip_name is not None else [])
+    if any(is_regex(t) for t in texts):
+        raise KstatError(errno.EINVAL, "KSTATPY_IOC_SELECT takes globs only: a client matches its own /regex/")
     return Selection(patterns, ks_class, skip_name, types)
 
 

@@ -146,7 +146,24 @@ def gmatch_to_python(pattern: str) -> str | None:
                 out.append("[" + ("^" if negate else "") + "".join(items) + "]")
         else:
             out.append("\\" + c if not c.isalnum() and c != "_" else c)
-    return "".join(out)
+    # Every token but ".*" matches exactly one character, so the segments between
+    # stars have fixed lengths and the leftmost match of each middle segment is as
+    # good as any: commit to it (an atomic group). Matching is then O(len(s) x
+    # len(pattern)), not exponential in the number of stars (kstatd matches globs a
+    # client sends; see test_select_globs).
+    segments: list[str] = []
+    current: list[str] = []
+    for token in out:
+        if token == ".*":
+            segments.append("".join(current))
+            current = []
+        else:
+            current.append(token)
+    segments.append("".join(current))
+    if len(segments) == 1:
+        return segments[0]
+    middle = "".join(f"(?>.*?{seg})" for seg in segments[1:-1] if seg)
+    return f"{segments[0]}{middle}.*{segments[-1]}"
 
 
 def _bracket(regex: str, i: int) -> tuple[str, int]:
