@@ -86,6 +86,20 @@ def test_spl_kstats_keep_openzfs_module_name_type_and_data_types(fake: Path) -> 
     assert "ratio" not in named(objset)  # a FLOAT record: left out
 
 
+def test_every_spl_named_statistic_declares_metadata(fake: Path) -> None:
+    # The SPL text gives a data type, never a kind or unit: text for CHAR/STRING,
+    # a gauge otherwise (no rate from a field that may not be a counter).
+    chain, _ = attach(fake)
+    spl = [k for k in chain.kstats() if k.ks_module.startswith("zfs") and k.ks_type == KstatType.NAMED]
+    assert {(k.ks_module, k.ks_name) for k in spl} >= {("zfs", "arcstats"), ("zfs/tank", "objset-0x36")}
+    for ksp in spl:
+        meta = ksp.ks_meta or {}
+        for knp in ksp.ks_data:
+            kind = "text" if knp.data_type in (KstatDataType.CHAR, KstatDataType.STRING) else "gauge"
+            assert knp.name in meta and meta[knp.name].kind == kind, (ksp, knp.name)
+            assert meta[knp.name].description
+
+
 def test_spl_reads_follow_the_file_and_pools_come_and_go(fake: Path) -> None:
     chain, providers = attach(fake)
     build_spl(fake, scale=2)

@@ -23,6 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable
+from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from typing import Any
@@ -36,6 +37,8 @@ from kstatpy.constants import KSTAT_WRITE
 from kstatpy.constants import KstatDataType
 from kstatpy.constants import KstatFlag
 from kstatpy.kstat import default_kstat_update
+from kstatpy.metadata import StatMeta
+from kstatpy.metadata import kstat_set_meta
 from kstatpy.records import kstat_named_init
 from kstatpy.records import kstat_named_setstr
 
@@ -257,15 +260,20 @@ def create_named(
     fields: Sequence[tuple[str, int]],
     source: NamedSource,
     crtime: int | None = None,
+    meta: Mapping[str, StatMeta] | None = None,
 ) -> Kstat:
     """Create and install a read-only NAMED kstat fed by ``source.values()`` at each read.
 
     ``crtime``: when the kstat's counters started (ns, monotonic); None for now.
+    ``meta``: metadata for statistics that ``meta.py``'s table does not declare.
     """
     ksp = chain.kstat_create(module, instance, name, ks_class, KSTAT_TYPE_NAMED, len(fields), 0)
     for knp, (field, data_type) in zip(ksp.ks_data, fields, strict=True):
         kstat_named_init(knp, field, data_type)
     date_kstat(ksp, crtime)
+    if meta:
+        declared = ksp.ks_meta or {}
+        kstat_set_meta(ksp, {stat: m for stat, m in meta.items() if stat not in declared})
     ksp.ks_private = (source, _plan(ksp))  # named_update's source and per-record plan
     ksp.ks_update = named_update
     return install_or_delete(chain, ksp)

@@ -47,6 +47,8 @@ from kstatpy.constants import KSTAT_TYPE_NAMED
 from kstatpy.constants import KSTAT_TYPE_RAW
 from kstatpy.constants import KSTAT_WRITE
 from kstatpy.kstat import KMutex
+from kstatpy.metadata import gauge
+from kstatpy.metadata import text
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain
@@ -57,6 +59,7 @@ __all__ = ["SPL_ROOT", "SplHeader", "create_spl", "parse_header", "parse_named",
 SPL_ROOT = "proc/spl/kstat"
 _CHAR, _STRING = 0, 9
 _NAMED_TYPES = frozenset((0, 1, 2, 3, 4, 5, 6, 9))
+_TEXT_TYPES = frozenset((0, 9))  # KSTAT_DATA_CHAR, KSTAT_DATA_STRING
 _IO_NAMES = {"wupdate": "wlastupdate", "rupdate": "rlastupdate"}
 _IO_FIELDS = ("nread", "nwritten", "reads", "writes", "wtime", "wlentime", "wlastupdate",
               "rtime", "rlentime", "rlastupdate", "wcnt", "rcnt")  # fmt: skip
@@ -182,8 +185,16 @@ def create_spl(chain: Chain, root: SysRoot, module: str, name: str) -> list[Ksta
     if header.type == KSTAT_TYPE_NAMED:
         records = [r for r in parse_named(body) if r[1] in _NAMED_TYPES]  # FLOAT/DOUBLE: left out
         fields = [(n, t) for n, t, _ in records]
+        # The SPL text names a field and its data type, never its kind or unit: text
+        # for CHAR/STRING, else a gauge (no rate is computed from a field that may
+        # not be a counter).
+        meta = {
+            n: text(f"OpenZFS {module}:{name} text field") if t in _TEXT_TYPES
+            else gauge("", f"OpenZFS {module}:{name} field (OpenZFS gives no unit or kind)")
+            for n, t in fields
+        }  # fmt: skip
         ksp = create_named(chain, module, 0, name, "misc", fields, SplNamedSource(root, rel, records),
-                           crtime=header.crtime)  # fmt: skip
+                           crtime=header.crtime, meta=meta)  # fmt: skip
         return [ksp]
     if header.type == KSTAT_TYPE_RAW:
         # The text's length changes from read to read: a variable-size virtual kstat.
