@@ -77,16 +77,27 @@ def test_default_path_without_xdg_is_per_uid():
     assert default_socket_path({"XDG_RUNTIME_DIR": ""}) == f"/tmp/kstatpy-{os.getuid()}/kstat.sock"
 
 
-@pytest.mark.parametrize("client", ["kstat", "vmmctl"])
-def test_root_clients_refuse_a_default_socket_nobody_controls(nobody_kstatd, client):
+def test_root_vmmctl_refuses_a_default_socket_nobody_controls(nobody_kstatd):
     xdg, sock = nobody_kstatd
-    argv = [*KSTAT, "-p"] if client == "kstat" else [*VMMCTL, "list"]
-    r = run(argv, env_with(XDG_RUNTIME_DIR=xdg))
+    r = run([*VMMCTL, "list"], env_with(XDG_RUNTIME_DIR=xdg))
     err = r.stderr.decode()
     assert r.returncode == 3, err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert os.path.dirname(sock) in err and f"owned by uid {NOBODY_UID}" in err
-    assert r.stdout == b""  # not one spoofed statistic
+    assert r.stdout == b""  # nothing from nobody's daemon
+
+
+def test_root_kstat_reads_in_process_when_nobody_squats_the_default(nobody_kstatd):
+    # Neither spoofed (nobody's daemon is never asked) nor silenced (the squat does
+    # not stop root's kstat): one line on stderr, then the host read in-process.
+    xdg, sock = nobody_kstatd
+    r = run([*KSTAT, "-p", "unix:0:system_misc:ncpus", "kstatpy:::"], env_with(XDG_RUNTIME_DIR=xdg, KSTATPY_DISABLE_PLUGIN_AUTOLOAD=None))
+    err = r.stderr.decode()
+    assert r.returncode == 0, err
+    assert err.count("\n") == 1 and "Traceback" not in err and "reading in-process" in err
+    assert os.path.dirname(sock) in err and f"owned by uid {NOBODY_UID}" in err
+    assert r.stdout.startswith(b"unix:0:system_misc:ncpus\t")
+    assert b"kstatpy:0:" not in r.stdout  # nobody's daemon kstats never reached us
 
 
 def test_kstat_open_refuses_a_default_socket_nobody_controls(nobody_kstatd, monkeypatch):

@@ -5,7 +5,9 @@ Where it reads from
     no socket was named (neither ``--socket`` nor ``$KSTAT_SOCKET``) and nothing
     answers at the default path, the providers are loaded in this process (the
     embedded default). A named socket that does not answer is fatal: exit 3 with
-    ``kstat_open: PATH: <strerror>``. The daemon path imports no provider, no pluggy and
+    ``kstat_open: PATH: <strerror>``. A default path whose directory another user
+    controls (kstatpy.safepath) is never used: one line on stderr, then the embedded
+    default; a named one is fatal. The daemon path imports no provider, no pluggy and
     no chain: those load lazily on the embedded path only.
 
 Reports (illumos kstat(8): ``cmd/stat/kstat/kstat.c`` main loop, "interval [count]")
@@ -106,8 +108,12 @@ def open_source(opts: Options, environ: Any = None) -> tuple[Any, Any]:
     path = named or default_socket_path()
     try:
         return kstat_open(named, read_chain=False), None
-    except UnsafePathError as exc:  # a directory another user controls: never used, never skipped
-        raise FatalError(f"kstat_open: {exc.message}") from exc
+    except UnsafePathError as exc:  # a directory another user controls: never used
+        if named is not None:
+            raise FatalError(f"kstat_open: {exc.message}") from exc
+        # The default path, squatted by another user: read the host in-process (nothing
+        # of theirs is read) and say so, so a squatter can neither spoof nor silence kstat.
+        sys.stderr.write(f"kstat: {exc.message}; reading in-process\n")
     except ServerUnavailableError as exc:
         if named is not None:
             raise FatalError(f"kstat_open: {path}: {_strerror(exc.errno)}") from exc
