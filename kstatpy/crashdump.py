@@ -260,7 +260,19 @@ def load_dump(path: str | os.PathLike[str]) -> CrashDump:
     """
     p = Path(path)
     if not p.name.startswith("kstatd.vmcore.") and Path(dump_path_for(p)).exists():
-        p = Path(dump_path_for(p))
+        dump = Path(dump_path_for(p))
+        # Only the dump its report's writer left: in a shared crash directory another
+        # user could have planted one (kstatd's own write then fails, O_EXCL).
+        try:
+            report_uid, dump_uid = p.stat().st_uid, dump.stat().st_uid
+        except OSError as exc:
+            raise CrashDumpError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        if report_uid != dump_uid:
+            raise CrashDumpError(
+                f"{dump}: owned by uid {dump_uid}, not by the report's uid {report_uid}; "
+                "name the dump itself if you trust it"
+            )
+        p = dump
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:

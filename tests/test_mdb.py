@@ -8,6 +8,7 @@ panics kstatd. The dump it writes is read back with the seed's three commands.
 from __future__ import annotations
 
 import json
+import os
 import re
 import select
 import shutil
@@ -162,6 +163,22 @@ def test_interactive_prompt_and_errors_that_do_not_end_the_session(crash: Path) 
 def test_the_report_path_finds_its_dump(crash: Path) -> None:
     report = crash.with_name(crash.name.replace("vmcore", "crash").removesuffix(".json"))
     assert report.exists() and "panic message:" in mdb(report, "::status").stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the dump another owner")
+def test_a_dump_another_user_left_beside_the_report_is_not_read(crash: Path, tmp_path: Path) -> None:
+    # A shared crash directory: someone else's kstatd.vmcore.P.N.json beside the report
+    # is not this panic's dump (kstatd's own write of it failed).
+    report = crash.with_name(crash.name.replace("vmcore", "crash").removesuffix(".json"))
+    planted_report = tmp_path / report.name
+    planted_dump = tmp_path / crash.name
+    shutil.copy(report, planted_report)
+    shutil.copy(crash, planted_dump)
+    os.chown(planted_dump, 65534, -1)
+    r = mdb(planted_report, "::status")
+    assert r.returncode == 3 and r.stdout == "", r
+    assert r.stderr.count("\n") == 1 and "owned by uid 65534" in r.stderr, r.stderr
+    assert mdb(planted_dump, "::status").returncode == 0  # named itself, it is the user's choice
 
 
 @pytest.mark.parametrize(
