@@ -39,6 +39,7 @@ from kstatpy.driver import read_kstat_data
 from kstatpy.driver import write_kstat_data
 from kstatpy.errors import KstatError
 from kstatpy.kmem import BadTrap
+from kstatpy.packed import PackedResults
 from kstatpy.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
@@ -100,6 +101,9 @@ class Conn:
     cred: Cred
     state: defaultdict[str, dict[str, Any]] = field(default_factory=lambda: defaultdict(dict))
     id: int = 0
+    #: kstatd's socket sessions: READ_MANY and SELECT answer :class:`kstatpy.packed.PackedResults`
+    #: (the server splices them into the frame); in-process callers get plain lists.
+    packed: bool = False
 
 
 def _err(code: int, message: str, **extra: Any) -> tuple[int, dict[str, Any]]:
@@ -283,7 +287,7 @@ class IoctlHandler:
         zoneid = conn.cred.zoneid
         if self.refresh is not None and 0 in kids:
             self.refresh()
-        results: list[list[Any]] = []
+        results: list[list[Any]] | PackedResults = PackedResults() if conn.packed else []
         append = results.append
         read_one = self._read_one
         # Bounded work (docs/PROTOCOL.md §9.4): entries are charged their data_size; once the
@@ -332,7 +336,7 @@ class IoctlHandler:
                 lambda k: match(k.ks_module, k.ks_instance, k.ks_name, k.ks_class, k.ks_type),
                 selection.exact_keys(),
             )
-            results: list[list[Any]] = []
+            results: list[list[Any]] | PackedResults = PackedResults() if conn.packed else []
             append = results.append
             read_one = self._read_one
             # The reply budget of READ_MANY (docs/PROTOCOL.md §9.4): past it, [E2BIG, HEADER].

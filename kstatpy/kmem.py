@@ -17,7 +17,8 @@ Contract (docs/KMEM.md §1-§3):
   and the buffer stays allocated.
 
 Addresses are never reused, so a stale pointer always names the buffer it came
-from. Locking: one internal lock guards the buffer table; ``zalloc``/``free`` are
+from. Over 400 lines on purpose: the heap, its compact buffer record and the
+poisoning are one concept and share private helpers. Locking: one internal lock guards the buffer table; ``zalloc``/``free`` are
 safe from any thread.
 """
 
@@ -28,8 +29,6 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
-from dataclasses import field
 from typing import Any
 from typing import TypeVar
 
@@ -41,6 +40,7 @@ __all__ = [
     "KmemObject",
     "frame_symbol",
     "kmem_addr",
+    "kmem_alloc_time",
     "whatis_text",
 ]
 
@@ -84,6 +84,15 @@ def frame_symbol(frame: Any) -> str:
     return f"{kmod}:{frame.f_code.co_name}+0x{frame.f_lasti:x}"
 
 
+# Every distinct stack once: buffers allocated from the same call site share one
+# tuple (and its strings), so a kstat's record costs a pointer, not ~400 bytes of
+# symbols. Grows with the number of distinct call paths only; dict.setdefault is
+# atomic under the GIL, so no lock.
+_stacks: dict[tuple[str, ...], tuple[str, ...]] = {}
+# Likewise thread idents (one int object per thread, not per buffer).
+_threads: dict[int, int] = {}
+
+
 def _stack(skip: int, depth: int = 8) -> tuple[str, ...]:
     frame: Any = sys._getframe(skip)
     out: list[str] = []
@@ -91,25 +100,81 @@ def _stack(skip: int, depth: int = 8) -> tuple[str, ...]:
         if not frame.f_globals.get("__name__", "").startswith("pluggy"):  # hook plumbing says nothing
             out.append(frame_symbol(frame))
         frame = frame.f_back
-    return tuple(out)
+    stack = tuple(out)
+    return _stacks.setdefault(stack, stack)
 
 
-@dataclass(eq=False)
+def _thread() -> int:
+    ident = threading.get_ident()
+    return _threads.setdefault(ident, ident)
+
+
+_NO_FREE = ((), 0, 0)
+
+
 class KmemBuf:
-    """One allocation: the bookkeeping ``::whatis`` and the panic report print."""
+    """One allocation: the bookkeeping ``::whatis`` and the panic report print.
 
-    addr: int
-    size: int
-    type_name: str
-    alloc_stack: tuple[str, ...]
-    alloc_time: int
-    thread: int
-    freed: bool = False
-    free_stack: tuple[str, ...] = ()
-    free_time: int = 0
-    free_thread: int = 0
-    cache: str = field(default="")
-    audit: Any = None  # the heap's kstatpy.kmem_audit.RefIndex, for a holder it audits
+    Compact (one per kstat and per heap object): slots only; the stacks are shared
+    tuples (``_stack``); the cache name is derived from the size; the free record
+    (``free_stack``, ``free_time``, ``free_thread``) is one tuple, set at the free.
+    """
+
+    __slots__ = ("_free", "addr", "alloc_stack", "alloc_time", "audit", "size", "thread", "type_name")
+
+    def __init__(
+        self,
+        addr: int,
+        size: int,
+        type_name: str,
+        alloc_stack: tuple[str, ...],
+        alloc_time: int,
+        thread: int,
+        freed: bool = False,
+        free_stack: tuple[str, ...] = (),
+        free_time: int = 0,
+        free_thread: int = 0,
+        cache: str = "",
+        audit: Any = None,
+    ) -> None:
+        del cache  # a crash dump's record names it; it is always derived from size
+        self.addr = addr
+        self.size = size
+        self.type_name = sys.intern(type_name)
+        self.alloc_stack = alloc_stack
+        self.alloc_time = alloc_time
+        self.thread = thread
+        self.audit = audit  # the heap's kstatpy.kmem_audit.RefIndex, for a holder it audits
+        self._free: tuple[tuple[str, ...], int, int] | None = (free_stack, free_time, free_thread) if freed else None
+
+    def __repr__(self) -> str:
+        state = "freed" if self.freed else "allocated"
+        return f"<KmemBuf 0x{self.addr:x} {self.type_name} size={self.size} {state}>"
+
+    @property
+    def cache(self) -> str:
+        """The kmem cache: ``kmem_alloc_<size rounded up to a power of two>``."""
+        return _cache_name(self.size)
+
+    @property
+    def freed(self) -> bool:
+        return self._free is not None
+
+    @property
+    def free_stack(self) -> tuple[str, ...]:
+        return (self._free or _NO_FREE)[0]
+
+    @property
+    def free_time(self) -> int:
+        return (self._free or _NO_FREE)[1]
+
+    @property
+    def free_thread(self) -> int:
+        return (self._free or _NO_FREE)[2]
+
+    def mark_freed(self, stack: tuple[str, ...], when: int, thread: int) -> None:
+        """Record the free (the heap's lock held)."""
+        self._free = (stack, when, thread)
 
 
 class BadTrap(Exception):
@@ -201,6 +266,12 @@ def _buf_of(obj: object) -> KmemBuf | None:
         return None
 
 
+def kmem_alloc_time(obj: object) -> int:
+    """When ``obj`` was allocated (ns, ``time.monotonic_ns``); 0 off the heap."""
+    buf = _buf_of(obj)
+    return buf.alloc_time if buf is not None else 0
+
+
 def kmem_addr(obj: object) -> int:
     """The fake kernel address of ``obj``, read without touching a poisoned class; 0 off the heap."""
     buf = _buf_of(obj)
@@ -265,8 +336,7 @@ class Kmem:
                 type_name=cls.__name__,
                 alloc_stack=_stack(2),
                 alloc_time=time.monotonic_ns(),
-                thread=threading.get_ident(),
-                cache=f"kmem_alloc_{_cache_size(nbytes)}",
+                thread=_thread(),
             )
             self._bufs[addr >> PAGESHIFT] = buf
         object.__setattr__(obj, "_kmem_buf", buf)
@@ -292,10 +362,7 @@ class Kmem:
                 raise BadTrap(buf.addr, buf, "double free")
             if buf.audit is not None:  # a holder leaves the index before it is poisoned
                 buf.audit.untrack(buf.addr)
-            buf.freed = True
-            buf.free_stack = _stack(2)
-            buf.free_time = time.monotonic_ns()
-            buf.free_thread = threading.get_ident()
+            buf.mark_freed(_stack(2), time.monotonic_ns(), _thread())
             cost = _record_bytes(buf)
             self._freed.append((buf.addr >> PAGESHIFT, cost))
             self._freed_bytes += cost
@@ -361,11 +428,17 @@ def whatis_text(addr: int, buf: KmemBuf | None) -> str:
 
 
 def _record_bytes(buf: KmemBuf) -> int:
-    # What remembering a freed buffer costs: its record and its two stacks.
-    size = sys.getsizeof(buf) + sys.getsizeof(buf.__dict__)
+    # What remembering a freed buffer costs: its record and its two stacks (counted as
+    # if owned, though shared stacks are not: the bound stays conservative).
+    size = sys.getsizeof(buf) + sys.getsizeof(buf._free)
     for stack in (buf.alloc_stack, buf.free_stack):
         size += sys.getsizeof(stack) + sum(map(sys.getsizeof, stack))
     return size
+
+
+def _cache_name(nbytes: int) -> str:
+    # "kmem_alloc_<power of two>", one string object per cache.
+    return sys.intern(f"kmem_alloc_{_cache_size(nbytes)}")
 
 
 def _cache_size(nbytes: int) -> int:

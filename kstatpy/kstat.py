@@ -260,13 +260,13 @@ def _named_copy(records: list[KstatNamed], ndata: int) -> list[list[Any]]:
     out: list[list[Any]] = []
     append = out.append
     for knp in records if len(records) == ndata else records[:ndata]:
-        t = knp.data_type
+        name, t = knp.nt
         if t in _PLAIN_TYPES:
-            append([knp.name, t, knp.value])
+            append([name, t, knp.value])
         elif t == _CHAR:
-            append([knp.name, t, bytes(knp.value or b"")[:CHAR_VALUE_SIZE]])
+            append([name, t, bytes(knp.value or b"")[:CHAR_VALUE_SIZE]])
         else:
-            append([knp.name, int(READER_TYPE.get(t, t)), knp.value])
+            append([name, int(READER_TYPE.get(t, t)), knp.value])
     return out
 
 

@@ -71,6 +71,7 @@ from kstatpy.listener import DaemonError
 from kstatpy.listener import Listener
 from kstatpy.listener import is_privileged
 from kstatpy.listener import peer_cred
+from kstatpy.packed import PackedResults
 from kstatpy.protocol import DEFAULT_MAX_REQUEST
 from kstatpy.protocol import LENGTH
 from kstatpy.protocol import FrameDecoder
@@ -130,6 +131,21 @@ class ServerConfig:
 
 
 _READING, _DISPATCHING, _SENDING = 0, 1, 2  # _Session.phase (shutdown waits for _DISPATCHING)
+
+
+def _pack_packed(seq: int, result: dict[str, Any], packer: msgpack.Packer) -> bytes:
+    # A READ_MANY or SELECT reply whose results the handler packed as it read them.
+    pack = packer.pack
+    parts = [packer.pack_array_header(3), pack(seq), pack(0), packer.pack_map_header(len(result))]
+    for key, value in result.items():
+        parts.append(pack(key))
+        if isinstance(value, PackedResults):
+            parts.append(packer.pack_array_header(value.n))
+            parts.append(value.buf)
+        else:
+            parts.append(pack(value))
+    body = b"".join(parts)
+    return LENGTH.pack(len(body)) + body
 
 
 def _pack_read_many(seq: int, result: dict[str, Any], packer: msgpack.Packer) -> bytes:
@@ -419,7 +435,7 @@ class Kstatd:
             why = self._over_quota(uid, lst, trusted)
             if why is None:
                 self._next_id += 1
-                conn = Conn(Cred(uid, gid, pid, lst.zone, lst.zoneid, priv), id=self._next_id)
+                conn = Conn(Cred(uid, gid, pid, lst.zone, lst.zoneid, priv), id=self._next_id, packed=True)
                 sess = _Session(sock, conn, self.stats.conn_open(), cfg.max_request)
                 self._sessions.add(sess)
                 self._per_uid[uid] = self._per_uid.get(uid, 0) + 1
@@ -540,12 +556,16 @@ class Kstatd:
                 if code:
                     count_error(code)
                 elif cmd == _READ_MANY:  # each entry is a read: its errno counts too
-                    for entry in result["results"]:
-                        if entry[0]:
-                            count_error(entry[0])
+                    entries = result["results"]
+                    for err in entries.errnos if isinstance(entries, PackedResults) else (e[0] for e in entries):
+                        if err:
+                            count_error(err)
                 sess.phase = _SENDING
                 try:
-                    if cmd == _READ_MANY and not code:
+                    if not code and isinstance(result.get("results"), PackedResults):
+                        reply = _pack_packed(seq, result, packer)
+                        result.clear()  # the packed entries go now, before the send
+                    elif cmd == _READ_MANY and not code:
                         reply = _pack_read_many(seq, result, packer)
                     else:
                         reply = pack_frame([seq, code, result], packer)

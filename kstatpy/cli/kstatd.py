@@ -115,6 +115,20 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+    _fix_mmap_threshold()
+
+
+def _fix_mmap_threshold() -> None:
+    # glibc raises its mmap threshold to the size of each freed mmapped block (up to
+    # 32 MiB); after one full dump, later multi-megabyte reply buffers come from the
+    # heap and stay resident. A fixed threshold (mallopt(3) M_MMAP_THRESHOLD, the
+    # default 128 KiB) keeps them mmapped, returned at free. Not glibc: nothing to do.
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 @click.command(cls=GuardedCommand, name="kstatd", context_settings={"help_option_names": ["-h", "--help"]})

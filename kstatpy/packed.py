@@ -1,0 +1,56 @@
+"""``PackedResults``: the entries of a READ_MANY or SELECT reply, packed as they are read.
+
+kstatd's handler, for a socket session (``Conn.packed``), appends each ``[errno, KSTAT]``
+entry here right after its read; the server splices the bytes into the reply frame
+(docs/PROTOCOL.md §4, §9.2: the wire is unchanged). Why: a full dump built 10^5
+record lists before packing, and the kstats' new ``ks_snaptime`` ints, allocated
+among them, kept most of the reply's allocator arenas resident after it was freed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+__all__ = ["PackedResults"]
+
+
+class PackedResults:
+    """The ``results`` of a READ_MANY or SELECT reply, packed entry by entry as read.
+
+    kstatd (a socket session's ``Conn.packed``) packs each ``[errno, KSTAT]`` entry into
+    ``buf`` (msgpack, docs/PROTOCOL.md §4) right after its read, so a full dump never
+    holds 10^5 record objects at once: those, freed around the kstats' new
+    ``ks_snaptime`` ints, kept the reply's allocator arenas resident after it.
+    ``n`` counts the entries, ``errnos`` holds each failed entry's errno. The
+    server splices ``buf`` into the frame; in-process callers never see this type.
+    """
+
+    __slots__ = ("_pack", "_packed", "buf", "errnos", "n")
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.n = 0
+        self.errnos: list[int] = []
+        self._pack = msgpack.Packer(use_bin_type=True).pack
+        self._packed: dict[int, tuple[Any, bytes]] = {}  # id -> (KID 0's map, bytes): packed once a batch
+
+    def append(self, entry: list[Any]) -> None:
+        code, kstat = entry
+        self.n += 1
+        if code:
+            self.errnos.append(code)
+        hit = self._packed.get(id(kstat)) if kstat is not None else None
+        if hit is not None and hit[0] is kstat:
+            body = hit[1]
+        else:
+            body = self._pack(kstat)
+            if kstat is not None and kstat.get("kid") == 0:  # held: its id is not reused
+                self._packed[id(kstat)] = (kstat, body)
+        self.buf += _ENTRY_HEAD
+        self.buf += self._pack(code)
+        self.buf += body
+
+
+_ENTRY_HEAD = b"\x92"  # msgpack fixarray of 2
