@@ -101,10 +101,21 @@ def read_kstat_data(chain: Chain, kid: int, zoneid: int, data_size: int | None) 
             rc = _provider_call(ksp, "ks_snapshot", ksp.ks_snapshot, buf, KSTAT_READ)
             if rc:
                 raise error_for_errno(rc, f"ks_snapshot of kid {kid} failed")
-            result = ksp.header()
-            result["data_size"] = needed
-            result["data"] = buf.data
-            return result
+            # The HEADER of Kstat.header() plus the data, built as one dict (the hot path).
+            return {
+                "kid": ksp.ks_kid,
+                "module": ksp.ks_module,
+                "instance": ksp.ks_instance,
+                "name": ksp.ks_name,
+                "class": ksp.ks_class,
+                "type": int(ksp.ks_type),
+                "flags": int(ksp.ks_flags),
+                "ndata": ksp.ks_ndata,
+                "data_size": needed,
+                "crtime": ksp.ks_crtime,
+                "snaptime": ksp.ks_snaptime,
+                "data": buf.data,
+            }
         finally:
             if kid == 0:
                 chain.caller.zoneid = GLOBAL_ZONEID

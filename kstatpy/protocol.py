@@ -139,9 +139,16 @@ def unpack_body(body: bytes | bytearray | memoryview) -> Any:
     ``MAX_ARRAY_LEN`` items, a map ``MAX_MAP_LEN`` pairs, no ext types, and the whole
     body at most ``MAX_CONTAINERS`` arrays and maps (E2BIG beyond; EPROTO otherwise).
     """
-    budget = _ContainerBudget(MAX_CONTAINERS)
     try:
         # Non-string map keys decode, so check_request can name the seq in its EPROTO.
+        if len(body) <= MAX_CONTAINERS:
+            # Every array or map takes at least one byte: this body cannot pass the
+            # container budget, so skip its per-container Python calls (the hot path).
+            return msgpack.unpackb(
+                body, raw=False, strict_map_key=False, max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN,
+                max_ext_len=0,
+            )  # fmt: skip
+        budget = _ContainerBudget(MAX_CONTAINERS)
         return msgpack.unpackb(
             body, raw=False, strict_map_key=False, max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN,
             max_ext_len=0, list_hook=budget.array, object_hook=budget.map,
