@@ -46,11 +46,13 @@ if TYPE_CHECKING:
 __all__ = [
     "ChainTransport",
     "KstatCtl",
+    "KstatNamedData",
     "KstatNamedRecord",
     "KstatUser",
     "SocketTransport",
     "kstat_open",
     "kstat_open_chain",
+    "named_triples",
     "resolve_socket_path",
 ]
 
@@ -100,6 +102,79 @@ class KstatNamedRecord:
     __hash__ = None  # type: ignore[assignment]
 
 
+class KstatNamedData:
+    """``ks_data`` of a NAMED kstat after a read: a sequence of :class:`KstatNamedRecord`.
+
+    Records are built on first access, one index at a time, from the wire's
+    ``[name, data_type, value]`` triples (docs/PROTOCOL.md §5), so a batch read whose
+    values are not all looked at does not pay an object per value. A record once
+    built is the one kept: setting its ``value`` changes what ``kstat_write`` sends.
+    Supports ``len``, indexing (ints and slices), iteration and ``==`` with a list.
+    """
+
+    __slots__ = ("_recs", "_wire")
+
+    def __init__(self, wire: list[Any]) -> None:
+        self._wire = wire
+        self._recs: list[KstatNamedRecord | None] = [None] * len(wire)
+
+    def _at(self, i: int) -> KstatNamedRecord:
+        rec = self._recs[i]
+        if rec is None:
+            n, t, v = self._wire[i]
+            rec = self._recs[i] = KstatNamedRecord(n, t, v)
+        return rec
+
+    def __len__(self) -> int:
+        return len(self._wire)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._at(j) for j in range(*i.indices(len(self._wire)))]
+        if i < 0:
+            i += len(self._wire)
+            if i < 0:
+                raise IndexError("record index out of range")
+        return self._at(i)
+
+    def __iter__(self) -> Any:
+        at = self._at
+        return (at(i) for i in range(len(self._wire)))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, tuple, KstatNamedData)):
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+    def triples(self) -> list[tuple[str, int, Any]]:
+        """``(name, data_type, value)`` of every record, without building records."""
+        recs = self._recs
+        return [(r.name, r.data_type, r.value) if (r := recs[i]) is not None else (w[0], w[1], w[2])
+                for i, w in enumerate(self._wire)]  # fmt: skip
+
+    def find(self, name: str) -> KstatNamedRecord | None:
+        """The first record called ``name`` (built only that one), or None."""
+        recs = self._recs
+        for i, w in enumerate(self._wire):
+            r = recs[i]
+            if (r.name if r is not None else w[0]) == name:
+                return self._at(i)
+        return None
+
+
+def named_triples(data: Any) -> list[tuple[str, int, Any]]:
+    """``(name, data_type, value)`` of a NAMED ``ks_data`` (a :class:`KstatNamedData`
+    or a list of records), for readers that only print values."""
+    if isinstance(data, KstatNamedData):
+        return data.triples()
+    return [(r.name, r.data_type, r.value) for r in data or ()]
+
+
 class KstatUser:
     """A user copy of a kstat header (``kstat_t`` in libkstat's chain) and its data."""
 
@@ -143,14 +218,14 @@ class KstatUser:
         self.ks_snaptime = kstat["snaptime"]
         data = kstat["data"]
         if self.ks_type == _NAMED and self.ks_kid != 0:
-            data = [KstatNamedRecord(n, t, v) for n, t, v in data]
+            data = KstatNamedData(data)
         self.ks_data = data
 
     def wire_data(self) -> Any:
         """``ks_data`` in the DATA shape of docs/PROTOCOL.md §5 (what a WRITE sends)."""
         data = self.ks_data
         if self.ks_type == _NAMED and data is not None:
-            return [[r.name, r.data_type, r.value] for r in data]
+            return [[n, t, v] for n, t, v in named_triples(data)]
         return data
 
     def raw_fields(self) -> dict[str, int] | None:
@@ -170,9 +245,15 @@ class KstatUser:
             no record has that name or the kstat was never read.
         """
         if self.ks_type == _NAMED:
-            for rec in self.ks_data or ():
-                if rec.name == name:
-                    return rec
+            data = self.ks_data
+            if isinstance(data, KstatNamedData):
+                found = data.find(name)
+                if found is not None:
+                    return found
+            else:
+                for rec in data or ():
+                    if rec.name == name:
+                        return rec
         elif self.ks_type == _TIMER:
             for rec in self.ks_data or ():
                 if rec["name"] == name:

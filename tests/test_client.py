@@ -10,9 +10,11 @@ import threading
 import pytest
 
 from kstatpy.chain import Chain
+from kstatpy.client import KstatNamedRecord
 from kstatpy.client import KstatUser
 from kstatpy.client import kstat_open
 from kstatpy.client import kstat_open_chain
+from kstatpy.client import named_triples
 from kstatpy.constants import KSTAT_DATA_UINT64
 from kstatpy.constants import KSTAT_TYPE_NAMED
 from kstatpy.errors import KstatError
@@ -177,6 +179,28 @@ def test_read_data_size_and_the_enomem_dance(kc):
         kc.read(named, data_size=10)  # not VAR_SIZE: ENOMEM is the answer
     assert ei.value.errno == errno.ENOMEM and ei.value.extra["data_size"] == 144
     assert named.ks_data_size == 144
+
+
+def test_named_records_are_built_on_access_and_kept(kc):
+    # KstatNamedData: the record objects a caller touches are built once and kept,
+    # so an edit through ks_data[i], an iteration or data_lookup is what write sends.
+    ksp = kc.lookup("test", 0, "named")
+    kc.read(ksp)
+    data = ksp.ks_data
+    wire = [[r.name, r.data_type, r.value] for r in data]
+    assert len(data) == ksp.ks_ndata == len(wire) and data == [KstatNamedRecord(*w) for w in wire]
+    assert [tuple(w) for w in wire] == data.triples() == named_triples(data)
+    i = [w[0] for w in wire].index("u64")
+    assert data[i] is ksp.data_lookup("u64") is data[i - len(data)] is list(data)[i] is data[:][i]
+    with pytest.raises(IndexError):
+        data[len(data)]
+    data[i].value = 11
+    assert data.triples()[i] == ("u64", wire[i][1], 11) and ksp.wire_data()[i] == ["u64", wire[i][1], 11]
+    assert kc.write(ksp) == kc.kc_chain_id
+    kc.read(ksp)
+    assert ksp.data_lookup("u64").value == 11 and ksp.ks_data is not data
+    ksp.data_lookup("u64").value = wire[i][2]  # leave the module's kstatd as found
+    kc.write(ksp)
 
 
 def test_write(kc):

@@ -132,20 +132,21 @@ class Instance:
         data = ksp.ks_data
         if t == _NAMED:
             ranges = _INT_RANGE
-            for rec in data or ():
-                name = rec.name
+            # KstatNamedData.triples(): the values without building a record object each.
+            if hasattr(data, "triples"):
+                triples = data.triples()
+            else:
+                triples = [(r.name, r.data_type, r.value) for r in data or ()]
+            for name, dt, v in triples:
                 if not name:
                     continue  # an uninitialised record (illumos skips it)
-                dt = rec.data_type
                 if dt in ranges:
-                    v = rec.value
                     lo, hi, _ = ranges[dt]
                     stats.append((name, str(v) if type(v) is int and lo <= v <= hi else _wrap(dt, v), False))
                 elif dt == _STRING:
-                    v = rec.value
                     stats.append((name, "" if v is None else v, True))
                 elif dt == _CHAR:
-                    stats.append((name, _char_text(rec.value), True))
+                    stats.append((name, _char_text(v), True))
                 # FLOAT/DOUBLE: illumos asserts; kstatpy leaves them out.
         elif t == _IO and data:
             stats.extend((f, str(data[f]), False) for f in _IO_FIELDS)
