@@ -256,17 +256,16 @@ _CHAR = int(KstatDataType.CHAR)
 
 
 def _named_copy(records: list[KstatNamed], ndata: int) -> list[list[Any]]:
-    # The hot path of every read: data types are plain ints (kstat_named_init).
-    out: list[list[Any]] = []
-    append = out.append
-    for knp in records if len(records) == ndata else records[:ndata]:
-        name, t = knp.nt
-        if t in _PLAIN_TYPES:
-            append([name, t, knp.value])
-        elif t == _CHAR:
-            append([name, t, bytes(knp.value or b"")[:CHAR_VALUE_SIZE]])
-        else:
-            append([name, int(READER_TYPE.get(t, t)), knp.value])
+    # The hot path of every read: one comprehension, then a fix-up pass for the rare
+    # CHAR (truncated bytes) and LONG/ULONG (reader's type) records.
+    out = [[*k.nt, k.value] for k in (records if len(records) == ndata else records[:ndata])]
+    for row in out:
+        t = row[1]
+        if t not in _PLAIN_TYPES:
+            if t == _CHAR:
+                row[2] = bytes(row[2] or b"")[:CHAR_VALUE_SIZE]
+            else:
+                row[1] = int(READER_TYPE.get(t, t))
     return out
 
 
