@@ -22,6 +22,7 @@ from kstatd_fixture import running_kstatd
 
 from kstatpy.client import kstat_open
 from kstatpy.protocol import MAX_CONTAINERS
+from kstatpy.protocol import MAX_MAP_LEN
 from kstatpy.protocol import FrameError
 from kstatpy.protocol import unpack_body
 
@@ -96,6 +97,22 @@ def test_decoding_is_bounded_by_containers():
     with pytest.raises(FrameError) as info:
         unpack_body(b"\x93\x01\x02\xc7\x01\x05a")  # an ext type: none is allowed
     assert info.value.errno == errno.EPROTO
+
+
+def test_small_bodies_keep_every_decode_limit():
+    # A body no longer than MAX_CONTAINERS bytes is decoded without the container hooks
+    # (it cannot hold more containers than bytes): the other limits still hold there.
+    body = msgpack.packb([1, 2, {i: 0 for i in range(MAX_MAP_LEN + 1)}])
+    assert len(body) <= MAX_CONTAINERS
+    with pytest.raises(FrameError) as info:
+        unpack_body(body)
+    assert info.value.errno == errno.EPROTO
+    # Both sides of the boundary decode the same: MAX_CONTAINERS bytes (no hooks) and
+    # more bytes holding exactly MAX_CONTAINERS containers (hooks, at the limit).
+    at_limit = msgpack.packb([1, 2, [[]] * (MAX_CONTAINERS - 8)])
+    assert len(at_limit) == MAX_CONTAINERS and unpack_body(at_limit)[2] == [[]] * (MAX_CONTAINERS - 8)
+    over = msgpack.packb([1, 2, [[]] * (MAX_CONTAINERS - 2)])
+    assert len(over) > MAX_CONTAINERS and unpack_body(over)[2] == [[]] * (MAX_CONTAINERS - 2)
 
 
 def test_32_concurrent_frames_of_a_million_empty_maps(tmp_path):
