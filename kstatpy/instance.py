@@ -35,7 +35,10 @@ Life cycle (the guarantee)
         is reusable at once). Without open handles it is torn down now; otherwise
         it is marked destroying, kept on the destroy list, and torn down by the
         last close (``DeviceHandles.close`` / ``close_all`` on connection close,
-        which call :meth:`DeviceDriver.close`).
+        which call :meth:`DeviceDriver.close`). A destroyed instance stays listed
+        by :meth:`DeviceDriver.instances` (``destroying``, state ``teardown``) until
+        its teardown has finished: nobody sees it gone while its kstats remain
+        (illumos holds ``vmm_mtx`` across the whole teardown).
 
 Legacy order (``teardown="pre-14281"``, off by default)
     Reproduces the bug the fix removed, so tests can prove the debug heap catches
@@ -203,7 +206,8 @@ class DeviceDriver:
         self.minors = IdSpace(*minors)  # under _lock
         self._live: dict[str, DeviceInstance] = {}  # by name, in creation order; under _lock
         self._creating: set[str] = set()  # names reserved by a create in progress; under _lock
-        self._destroy_list: list[DeviceInstance] = []  # destroyed while open; under _lock
+        # Destroyed, not yet gone: open (state LIVE) or in teardown; under _lock.
+        self._destroy_list: list[DeviceInstance] = []
 
     @property
     def chain(self) -> Chain:
@@ -220,7 +224,7 @@ class DeviceDriver:
     # --- lookups ----------------------------------------------------------------
 
     def instances(self) -> list[DeviceInstance]:
-        """Live instances (creation order), then those destroyed but still open."""
+        """Live instances (creation order), then destroyed ones still open or in teardown."""
         with self._lock:
             return list(self._live.values()) + list(self._destroy_list)
 
@@ -279,8 +283,7 @@ class DeviceDriver:
             inst.open_count -= 1
             if inst.open_count or not inst.destroying or inst.state != LIVE:
                 return
-            self._destroy_list.remove(inst)
-            inst.state = TEARDOWN
+            inst.state = TEARDOWN  # stays on the destroy list until GONE
         self._teardown(inst, self.teardown_order, last_close=True)
 
     def destroy(self, name: str, zoneid: int = GLOBAL_ZONEID) -> bool:
@@ -298,9 +301,9 @@ class DeviceDriver:
             if not _zone_sees(zoneid, inst):
                 raise KstatError(errno.EPERM, f"{self.name}: instance {name!r} belongs to another zone")
             del self._live[name]
+            inst.destroying = True
+            self._destroy_list.append(inst)
             if inst.open_count:
-                inst.destroying = True
-                self._destroy_list.append(inst)
                 return False
             inst.state = TEARDOWN
         self._teardown(inst, self.teardown_order)
@@ -309,10 +312,13 @@ class DeviceDriver:
     def detach(self) -> None:
         """Tear down every instance, open or not (the host is going away), in the safe order."""
         with self._lock:
-            doomed = [*self._live.values(), *self._destroy_list]
+            # Instances another thread is tearing down are that thread's.
+            doomed = [*self._live.values(), *(i for i in self._destroy_list if i.state == LIVE)]
             self._live.clear()
-            self._destroy_list.clear()
             for inst in doomed:
+                if not inst.destroying:
+                    inst.destroying = True
+                    self._destroy_list.append(inst)
                 inst.state = TEARDOWN
         for inst in doomed:
             self._teardown(inst, TEARDOWN_FIXED)
@@ -337,6 +343,8 @@ class DeviceDriver:
         finally:
             with self._lock:
                 inst.state = GONE
+                if inst.destroying:
+                    self._destroy_list.remove(inst)
                 self.minors.free(inst.minor)
 
     def _kstat_fini(self, inst: DeviceInstance) -> None:

@@ -212,6 +212,31 @@ def test_destroy_while_open_waits_for_the_last_close(host: Host, how: str) -> No
     assert host.ok(admin, ioc.VMM_LIST) == {"vms": []}
 
 
+@pytest.mark.parametrize("how", ["destroy", "close", "drop"])
+def test_a_vm_is_listed_until_its_teardown_is_done(host: Host, how: str) -> None:
+    # Nobody sees a VM gone while its kstats remain (illumos holds vmm_mtx across the
+    # teardown): at kstat fini its kstats are deleted, and VMM_LIST still reports it.
+    admin, guest = host.conn(), host.conn()
+    seen: list[Any] = []
+
+    class Witness:
+        @hookimpl
+        def kstatpy_instance_kstat_fini(self, chain: Chain, inst: Any) -> None:
+            seen.append((host.kids() == host.start_kids, host.ok(admin, ioc.VMM_LIST)["vms"]))
+
+    host.driver.add_listener(Witness(), "witness")
+    minor = host.ok(admin, ioc.VMM_CREATE_VM, {"name": "a"})["minor"]
+    fd = host.ok(guest, ioc.VMM_OPEN, {"name": "a"})["fd"] if how != "destroy" else None
+    host.ok(admin, ioc.VMM_DESTROY_VM, {"name": "a"})
+    if how == "close":
+        host.ok(guest, ioc.VMM_CLOSE, {"fd": fd})
+    elif how == "drop":
+        host.drop(guest)
+    assert seen == [(True, [{"name": "a", "minor": minor, "open": 0, "destroying": True}])]
+    assert host.ok(admin, ioc.VMM_LIST) == {"vms": []}
+    assert host.kids() == host.start_kids
+
+
 def test_name_reuse_while_the_old_vm_lingers(host: Host) -> None:
     admin, guest = host.conn(), host.conn()
     old = host.ok(admin, ioc.VMM_CREATE_VM, {"name": "db"})["minor"]

@@ -107,3 +107,27 @@ def test_hold_keeps_the_vm_open_until_interrupted(tmp_path: Path, sig: int) -> N
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+def test_hold_interrupted_as_soon_as_it_reports_closes_cleanly(tmp_path: Path) -> None:
+    # The first line promises that an interrupt now closes the VM: no request may be in
+    # flight then (a signal between request and reply once paired VMM_CLOSE with a reply
+    # to the keepalive set-up HELLO, and hold exited 1).
+    with running_kstatd(tmp_path, plugins=VMM) as kd:
+        assert vmmctl(kd.socket, "create", "held")[0] == 0
+        env = kstatd_env({"KSTAT_SOCKET": kd.socket})
+        conn = SocketConn(kd.socket)
+        for _ in range(5):
+            cmd = [sys.executable, "-m", "kstatpy_providers.vmm.vmmctl", "hold", "held"]
+            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE)
+            try:
+                assert _stderr_line(proc).startswith("holding VM 'held' open")
+                proc.send_signal(signal.SIGTERM)
+                _, err = proc.communicate(timeout=30)
+                assert (proc.returncode, err) == (0, b"closed VM 'held'\n")
+            finally:
+                if proc.poll() is None:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            assert conn.ok(0x564DF3)["vms"] == [{"name": "held", "minor": 1, "open": 0, "destroying": False}]
+        conn.close()

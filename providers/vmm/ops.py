@@ -26,6 +26,7 @@ from kstatpy_providers.vmm.state import vm_create
 from kstatpy_providers.vmm.state import vm_destroy
 
 from kstatpy.hookspecs import hookimpl
+from kstatpy.instance import LIVE
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain
@@ -53,7 +54,7 @@ class VmmOps:
         """Soft states of VMs destroyed while open, waiting for their last close."""
         if self.driver is None:
             return []
-        return [inst.private for inst in self.driver.instances() if inst.destroying]
+        return [inst.private for inst in self.driver.instances() if inst.destroying and inst.state == LIVE]
 
     @hookimpl
     def kstatpy_instance_create(self, chain: Chain, inst: DeviceInstance, arg: Any) -> None:

@@ -196,21 +196,26 @@ def hold(name: str, socket_path: str | None) -> None:
     fd = None
     old = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        fd = vmm.call(VMM_OPEN, {"name": name})["fd"]
-        click.echo(f"holding VM '{name}' open (fd {fd}); interrupt to close", err=True)
-        sock = vmm.transport._sock
-        assert sock is not None  # open succeeded on it
-        # kstatd closes connections idle past --idle-timeout (HELLO tells it): keep this
-        # one, and so the handle, alive with a HELLO three times per period.
-        limits = vmm.call(int(KSTATPY_IOC_HELLO), {"protocol": 1}).get("limits") or {}
-        idle_ms = limits.get("idle_timeout_ms")
-        keepalive = idle_ms / 3000 if isinstance(idle_ms, int) and idle_ms > 0 else None
+        # Signals wait for every reply (an interrupt between request and reply would pair
+        # VMM_CLOSE with that reply); one arriving here is taken once fd is known.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            fd = vmm.call(VMM_OPEN, {"name": name})["fd"]
+            sock = vmm.transport._sock
+            assert sock is not None  # open succeeded on it
+            # kstatd closes connections idle past --idle-timeout (HELLO tells it): keep this
+            # one, and so the handle, alive with a HELLO three times per period.
+            limits = vmm.call(int(KSTATPY_IOC_HELLO), {"protocol": 1}).get("limits") or {}
+            idle_ms = limits.get("idle_timeout_ms")
+            keepalive = idle_ms / 3000 if isinstance(idle_ms, int) and idle_ms > 0 else None
+            # Printed once no request is in flight: from here on, a signal closes cleanly.
+            click.echo(f"holding VM '{name}' open (fd {fd}); interrupt to close", err=True)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         while True:
             readable, _, _ = select.select([sock], [], [], keepalive)
             if readable:  # the daemon never talks first: this is EOF, it went away
                 _fail("hold", "kstatd closed the connection", EXIT_NO_DAEMON)
-            # Signals wait for the reply: an interrupt between request and reply would
-            # pair VMM_CLOSE with the HELLO's reply.
             blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             try:
                 vmm.call(int(KSTATPY_IOC_HELLO), {"protocol": 1})
