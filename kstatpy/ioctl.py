@@ -159,9 +159,7 @@ def _selection_arg(arg: Any) -> Any:
         types = frozenset(types)
     size = sum(len(t.encode("utf-8", "surrogatepass")) for sel in sels for t in sel)
     if size > MAX_SELECT_PATTERN_BYTES:
-        raise KstatError(
-            errno.E2BIG, f"{size} bytes of patterns in one SELECT; at most {MAX_SELECT_PATTERN_BYTES}"
-        )
+        raise KstatError(errno.E2BIG, f"{size} bytes of patterns in one SELECT; at most {MAX_SELECT_PATTERN_BYTES}")
     # A client's regular expression could backtrack for minutes with the GIL held,
     # stalling every reader: kstatd matches globs only (linear, select.py) and a
     # client matches its own /regex/ (docs/PROTOCOL.md §9.2).
@@ -205,7 +203,7 @@ class IoctlHandler:
         self.reading: dict[int, int] | None = None
         #: kstatd's limits, told in HELLO's "limits" (docs/PROTOCOL.md §9.4); empty in-process.
         self.limits: dict[str, int] = {}
-        #: Byte budget of one READ_MANY reply (None: unlimited, the in-process default).
+        #: Byte budget of one READ_MANY, SELECT or DESCRIBE reply (None: unlimited, in-process).
         self.max_reply: int | None = None
         self._table: dict[int, Callable[[Conn, Any], dict[str, Any]]] = {
             _CHAIN_ID: self._chain_id,
@@ -213,7 +211,9 @@ class IoctlHandler:
             _WRITE: self._write,
             _HELLO: self._hello,
             _READ_MANY: self._read_many,
-            _DESCRIBE: lambda conn, arg: describe_many(self.chain, arg, conn.cred.zoneid, self.stuck),
+            _DESCRIBE: lambda conn, arg: describe_many(
+                self.chain, arg, conn.cred.zoneid, self.stuck, self.max_reply
+            ),
             _SELECT: self._select,
         }
 
