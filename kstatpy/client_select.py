@@ -15,13 +15,16 @@ Old servers
     (``chain_update``, :class:`kstatpy.select.Selection`, ``read_many``), with the
     same result shape. Entries are then the chain's own KstatUser objects. The same
     happens for patterns that cannot be encoded for the wire (lone surrogates, from
-    arguments that are not UTF-8), and for every selection with a ``/regex/``: kstatd
-    matches globs only, so a hostile regular expression costs its sender, not kstatd.
+    arguments that are not UTF-8), for every selection with a ``/regex/`` (kstatd
+    matches globs only, so a hostile regular expression costs its sender, not kstatd),
+    and when kstatd answers the request as a whole E2BIG (more selectors or pattern
+    bytes than it matches for one request).
 
 Errors
     :raises RegexError: a pattern that had to be evaluated does not compile (from the
         server's ``regerror``, or raised here on the fallback path).
-    :raises KstatError: the transport failed as a whole.
+    :raises KstatError: the transport failed as a whole; EINVAL for a selector that is
+        not 1 to 4 strings (checked before anything is sent).
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ def select(
     from kstatpy.errors import KstatError
 
     sels = [list(s) for s in selectors]
+    if any(not 0 < len(sel) <= 4 for sel in sels):
+        raise KstatError(errno.EINVAL, "a selector is 1 to 4 pattern strings (module, instance, name, statistic)")
     if any(is_regex(t) for t in [*(t for sel in sels for t in sel), ks_class, skip_name or ""]):
         # kstatd matches globs only (a hostile regex would stall it): a /regex/ is ours.
         return _select_locally(kc, sels, ks_class, skip_name, None if types is None else sorted(types))
@@ -78,6 +83,10 @@ def select(
         # it can only match names that cannot either: select here, as an old server.
         return _select_locally(kc, sels, ks_class, skip_name, types)
     except KstatError as exc:
+        if exc.errno == errno.E2BIG:
+            # More selectors or pattern bytes than kstatd matches for one request
+            # (docs/PROTOCOL.md §9.2): the work is ours, as with an old server.
+            return _select_locally(kc, sels, ks_class, skip_name, types)
         if exc.errno != errno.EINVAL:
             raise
         if "regerror" in exc.extra:

@@ -1,6 +1,6 @@
 """kstatd's own statistics, published as kstats ``kstatpy:0:*`` on the chain it serves.
 
-``kstatpy:0:connections`` current, total, refused (connection cap)
+``kstatpy:0:connections`` current, total, refused (every EBUSY refusal: quotas, no fds)
 ``kstatpy:0:requests``    one counter per command (chain_id, read, write, hello,
                           read_many, provider, unknown, describe, select) and ``bad_frames``
 ``kstatpy:0:errors``      one counter per errno of docs/PROTOCOL.md §3 (``EPERM`` ...),
@@ -57,7 +57,9 @@ SLOT_OTHER_ERRNO = len(ERRNO_NAMES) - 1
 _META = {
     ("connections", "current"): gauge("count", "connections open now"),
     ("connections", "total"): counter("count", "connections accepted"),
-    ("connections", "refused"): counter("count", "connections refused (kstatd --max-connections)"),
+    ("connections", "refused"): counter(
+        "count", "connections refused EBUSY (connection, per-uid, per-zone or reserved quota; no fds)"
+    ),
     ("requests", "bad_frames"): counter("count", "malformed frames (answered, then the connection closed)"),
     ("daemon", "panics"): counter("count", "BAD TRAPs survived with --on-panic=continue"),
     ("daemon", "stuck_readers"): gauge("count", "readers now past --read-timeout in a ks_update"),
@@ -135,9 +137,13 @@ class DaemonStats:
                     self._closed.errors[i] += n
 
     def refused(self) -> None:
-        """A connection was refused (``--max-connections``)."""
+        """A connection was refused with EBUSY (any quota of docs/PROTOCOL.md §9.4, or no fds).
+
+        Counted in ``connections:refused`` and, as the EBUSY reply it got, in ``errors:EBUSY``.
+        """
         with self._lock:
             self.connections_refused += 1
+            self._closed.count_error(Errno.EBUSY)
 
     def panic(self) -> None:
         """A reader hit a BadTrap and the daemon went on (``--on-panic=continue``)."""

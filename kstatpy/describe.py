@@ -46,6 +46,10 @@ __all__ = ["MAX_DESCRIBE", "describe_kstat", "describe_many", "kstat_describe"]
 
 #: At most this many kids per request (E2BIG beyond), as READ_MANY.
 MAX_DESCRIBE = 65536
+#: A DESC is charged ENTRY_CHARGE plus, per STAT, STAT_CHARGE and the length of its
+#: strings (about its msgpack size) against kstatd's ``--max-reply`` (docs/PROTOCOL.md §9.3).
+ENTRY_CHARGE = 256
+STAT_CHARGE = 64
 _DESCRIBE = int(KstatIoctl.DESCRIBE)
 _FIELDS = {int(KstatType.IO): IO_FIELDS, int(KstatType.INTR): INTR_FIELDS, int(KstatType.TIMER): TIMER_FIELDS}
 
@@ -104,11 +108,23 @@ def describe_kstat(chain: Chain, kid: int, zoneid: int) -> dict[str, Any]:
         chain.kstat_rele(ksp)
 
 
-def describe_many(chain: Chain, arg: Any, zoneid: int, stuck: Container[int] = ()) -> dict[str, Any]:
+def _charge(desc: dict[str, Any]) -> int:
+    return ENTRY_CHARGE + sum(
+        STAT_CHARGE + len(st["name"]) + len(st["unit"] or "") + len(st["description"] or "") for st in desc["stats"]
+    )
+
+
+def describe_many(
+    chain: Chain, arg: Any, zoneid: int, stuck: Container[int] = (), budget: int | None = None
+) -> dict[str, Any]:
     """The KSTATPY_IOC_DESCRIBE handler: ``{"kcid", "results": [[errno, DESC or nil], ...]}``.
 
     A kid in ``stuck`` (its reader is stuck in ``ks_update``, kstatd's deadline) is
-    EAGAIN at once: its hold would not come.
+    EAGAIN at once: its hold would not come. Bounded work (kstatd's ``--max-reply``,
+    ``budget`` bytes; None: unlimited): each DESC is charged about its encoded size
+    (:func:`_charge`); once the charge reaches ``budget`` every later entry is
+    ``[E2BIG, nil]`` (the first is always answered). A kid asked for again in one
+    request is described once (the same DESC, charged again).
 
     :raises KstatError: EINVAL (``kids`` is not an array), E2BIG (too many kids).
     """
@@ -118,29 +134,54 @@ def describe_many(chain: Chain, arg: Any, zoneid: int, stuck: Container[int] = (
     if len(kids) > MAX_DESCRIBE:
         raise KstatError(errno.E2BIG, f"{len(kids)} kids in one DESCRIBE; at most {MAX_DESCRIBE}")
     results: list[list[Any]] = []
+    seen: dict[int, tuple[dict[str, Any], int]] = {}  # kid -> (DESC, charge) of this request
+    spent = 0
     for kid in kids:
+        if budget is not None and spent >= budget:
+            results.append([errno.E2BIG, None])
+            continue
         if type(kid) is not int:
             results.append([errno.EINVAL, None])
             continue
         if kid in stuck:
             results.append([errno.EAGAIN, None])
             continue
-        try:
-            results.append([0, describe_kstat(chain, kid, zoneid)])
-        except KstatError as exc:
-            results.append([exc.errno, None])
+        done = seen.get(kid)
+        if done is None:
+            try:
+                desc = describe_kstat(chain, kid, zoneid)
+            except KstatError as exc:
+                results.append([exc.errno, None])
+                continue
+            done = seen[kid] = (desc, _charge(desc))
+        spent += done[1]
+        results.append([0, done[0]])
     return {"kcid": chain.chain_id, "results": results}
 
 
 def kstat_describe(kc: Any, kids: Iterable[int]) -> list[tuple[int, dict[str, Any] | None]]:
     """KSTATPY_IOC_DESCRIBE through ``kc`` (a KstatCtl): ``(errno, DESC or None)`` per kid.
 
+    Kids kstatd left undescribed past its reply budget (E2BIG after at least one
+    answered entry, docs/PROTOCOL.md §9.3) are asked for again in the next batch;
+    every batch answers at least one, so this ends.
+
     :raises KstatError: the request as a whole failed (EINVAL from a kstatd that
         predates the ioctl, or a transport error).
     """
     kids = list(kids)
-    out: list[tuple[int, dict[str, Any] | None]] = []
-    for start in range(0, len(kids), MAX_DESCRIBE):
-        result = kc.ioctl(_DESCRIBE, {"kids": kids[start : start + MAX_DESCRIBE]})
-        out.extend((code, desc) for code, desc in result["results"])
+    out: list[tuple[int, dict[str, Any] | None]] = [(0, None)] * len(kids)
+    pending = list(range(len(kids)))
+    while pending:
+        batch = pending[:MAX_DESCRIBE]
+        result = kc.ioctl(_DESCRIBE, {"kids": [kids[i] for i in batch]})
+        again: list[int] = []
+        progress = False
+        for i, (code, desc) in zip(batch, result["results"], strict=True):
+            if code == errno.E2BIG and progress:
+                again.append(i)
+                continue
+            progress = True
+            out[i] = (code, desc)
+        pending = again + pending[len(batch) :]
     return out

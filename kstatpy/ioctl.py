@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from kstatpy.chain import Chain
     from kstatpy.plugins import Providers
 
-__all__ = ["DEFAULT_MAX_REPLY", "KSTAT_IOC_RANGE", "MAX_READ_MANY", "MAX_SELECTORS", "Conn", "Cred", "IoctlHandler", "SERVER_NAME"]
+__all__ = ["DEFAULT_MAX_REPLY", "KSTAT_IOC_RANGE", "MAX_READ_MANY", "MAX_SELECTORS", "MAX_SELECT_PATTERN_BYTES", "Conn", "Cred", "IoctlHandler", "SERVER_NAME"]
 
 log = logging.getLogger(__name__)
 _ratelog = RateLimitedLog(log)  # any caller may repeat a failing ioctl: bounded log lines
@@ -69,8 +69,11 @@ _READ_MANY = int(KstatIoctl.READ_MANY)
 _DESCRIBE = int(KstatIoctl.DESCRIBE)
 _SELECT = int(KstatIoctl.SELECT)
 _NAMED = 1
-#: At most this many selectors per KSTATPY_IOC_SELECT (E2BIG beyond).
-MAX_SELECTORS = 4096
+#: At most this many selectors per KSTATPY_IOC_SELECT (E2BIG beyond; kstat(8) sends a handful).
+MAX_SELECTORS = 256
+#: At most this many UTF-8 bytes in all the patterns of one SELECT (E2BIG beyond): matching
+#: costs up to patterns x names, so this bounds the CPU one request can take.
+MAX_SELECT_PATTERN_BYTES = 16 << 10
 
 
 @dataclass(frozen=True)
@@ -135,8 +138,8 @@ def _selection_arg(arg: Any) -> Any:
     from kstatpy.select import is_regex
 
     def strings(value: Any, what: str, most: int) -> list[str]:
-        if not isinstance(value, list) or len(value) > most or not all(type(v) is str for v in value):
-            raise KstatError(errno.EINVAL, f"argument {what} must be an array of at most {most} strings")
+        if not isinstance(value, list) or not 0 < len(value) <= most or not all(type(v) is str for v in value):
+            raise KstatError(errno.EINVAL, f"argument {what} must be an array of 1 to {most} strings")
         return value
 
     sels = None if arg is None else arg.get("selectors")
@@ -154,6 +157,9 @@ def _selection_arg(arg: Any) -> Any:
         if not isinstance(types, list) or not all(type(t) is int for t in types):
             raise KstatError(errno.EINVAL, "argument 'types' must be an array of integers")
         types = frozenset(types)
+    size = sum(len(t.encode("utf-8", "surrogatepass")) for sel in sels for t in sel)
+    if size > MAX_SELECT_PATTERN_BYTES:
+        raise KstatError(errno.E2BIG, f"{size} bytes of patterns in one SELECT; at most {MAX_SELECT_PATTERN_BYTES}")
     # A client's regular expression could backtrack for minutes with the GIL held,
     # stalling every reader: kstatd matches globs only (linear, select.py) and a
     # client matches its own /regex/ (docs/PROTOCOL.md §9.2).
@@ -197,7 +203,7 @@ class IoctlHandler:
         self.reading: dict[int, int] | None = None
         #: kstatd's limits, told in HELLO's "limits" (docs/PROTOCOL.md §9.4); empty in-process.
         self.limits: dict[str, int] = {}
-        #: Byte budget of one READ_MANY reply (None: unlimited, the in-process default).
+        #: Byte budget of one READ_MANY, SELECT or DESCRIBE reply (None: unlimited, in-process).
         self.max_reply: int | None = None
         self._table: dict[int, Callable[[Conn, Any], dict[str, Any]]] = {
             _CHAIN_ID: self._chain_id,
@@ -205,7 +211,9 @@ class IoctlHandler:
             _WRITE: self._write,
             _HELLO: self._hello,
             _READ_MANY: self._read_many,
-            _DESCRIBE: lambda conn, arg: describe_many(self.chain, arg, conn.cred.zoneid, self.stuck),
+            _DESCRIBE: lambda conn, arg: describe_many(
+                self.chain, arg, conn.cred.zoneid, self.stuck, self.max_reply
+            ),
             _SELECT: self._select,
         }
 

@@ -1,7 +1,7 @@
 """Issue 13, faults 2 and 9e: the work and memory one request may cost are bounded.
 
-READ_MANY replies have a byte budget (``kstatd --max-reply``; later entries E2BIG, the
-client asks again), KID 0 is read once per batch, request decoding has container
+READ_MANY and DESCRIBE replies have a byte budget (``kstatd --max-reply``; later entries
+E2BIG, the client asks again), KID 0 is read once per batch, request decoding has container
 limits (E2BIG), and errnos inside READ_MANY count in ``kstatpy:0:errors``.
 """
 
@@ -21,12 +21,13 @@ from kstatd_fixture import rpc
 from kstatd_fixture import running_kstatd
 
 from kstatpy.client import kstat_open
+from kstatpy.describe import kstat_describe
 from kstatpy.protocol import MAX_CONTAINERS
 from kstatpy.protocol import MAX_MAP_LEN
 from kstatpy.protocol import FrameError
 from kstatpy.protocol import unpack_body
 
-READ, READ_MANY, CREATE = 0x4B02, 0x4B11, 0x564D01
+READ, READ_MANY, DESCRIBE, CREATE = 0x4B02, 0x4B11, 0x4B13, 0x564D01
 BASIC = ("tests.providers_fixture.basic",)
 VMM = ("kstatpy_providers.vmm.provider",)
 
@@ -87,6 +88,40 @@ def test_the_client_asks_again_for_what_the_budget_left(tmp_path):
     strip = lambda out: [ln for ln in out.splitlines() if b"time" not in ln and b":conns:" not in ln]  # noqa: E731
     assert small.returncode == big.returncode == 0
     assert strip(small.stdout) == strip(big.stdout)
+
+
+def test_describe_of_one_kid_65536_times_stays_within_the_budget(tmp_path):
+    # The review's reproducer: [0x4B13, 1, {"kids": [9] * 65536}] made a 231 MB reply.
+    budget = 1 << 20
+    with running_kstatd(tmp_path, plugins=BASIC, args=["--max-reply", str(budget)]) as kd:
+        _seq, _code, res = rpc(kd.socket, READ, {"kid": 0})
+        kid = next(h["kid"] for h in res["kstat"]["data"] if (h["module"], h["name"]) == ("kstatpy", "errors"))
+        one, (_seq, code, single) = raw_reply(kd.socket, DESCRIBE, {"kids": [kid]})
+        assert code == 0 and single["results"][0][0] == 0 and len(single["results"][0][1]["stats"]) > 20
+        hwm = vm_hwm_kb(kd.proc.pid)
+        n, (_seq, code, result) = raw_reply(kd.socket, DESCRIBE, {"kids": [kid] * 65536})
+        assert code == 0
+        entries = result["results"]
+        done = [d for c, d in entries if c == 0]
+        assert 1 <= len(done) < 65536 and {c for c, _ in entries[len(done) :]} == {errno.E2BIG}
+        assert all(d == single["results"][0][1] for d in done)  # a normal DESC, unchanged
+        assert n <= budget + one + 65536 * 4  # the budget, one entry past it, and [E2BIG, nil]s
+        assert n >= budget // 4  # the charge is about the encoded size, not far above it
+        assert vm_hwm_kb(kd.proc.pid) - hwm < 100 * 1024  # not the review's 1.2 GB
+
+
+def test_describe_client_asks_again_for_what_the_budget_left(tmp_path):
+    with running_kstatd(tmp_path, plugins=BASIC, args=["--max-reply", "1"]) as kd:
+        kc = kstat_open(kd.socket)
+        try:
+            kids = [k.ks_kid for k in kc.kc_chain]
+            _seq, _code, raw = rpc(kd.socket, DESCRIBE, {"kids": kids})
+            assert [c for c, _ in raw["results"]] == [0] + [errno.E2BIG] * (len(kids) - 1)
+            got = kstat_describe(kc, [*kids, 999999])
+            assert [c for c, _ in got] == [0] * len(kids) + [errno.ENXIO]
+            assert [d["kid"] for _, d in got[:-1]] == kids
+        finally:
+            kc.close()
 
 
 def test_decoding_is_bounded_by_containers():

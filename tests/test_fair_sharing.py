@@ -260,6 +260,25 @@ def test_root_keeps_its_reserve_when_other_users_fill_the_rest():
                 h.close()
 
 
+def test_every_refusal_counts_in_errors_ebusy_and_connections_refused():
+    # A per-uid refusal is an EBUSY reply like a --max-connections one: both counters see it.
+    def counts(path: str) -> dict[str, int]:
+        r = subprocess.run([sys.executable, "-m", "kstatpy.cli.kstat", "--socket", path, "-p",
+                            "kstatpy:0:errors:EBUSY", "kstatpy:0:connections:refused"],
+                           capture_output=True, timeout=60, check=True)  # fmt: skip
+        return {line.split()[0].rsplit(":", 1)[1]: int(line.split()[1]) for line in r.stdout.decode().splitlines()}
+
+    with shared_dir() as d, running_kstatd(d, args=["--max-per-uid", "2"]) as kd:
+        assert counts(kd.socket) == {"EBUSY": 0, "refused": 0}
+        h = Holder(kd.socket, 5)
+        try:
+            assert h.codes() == [0, 0] + [errno.EBUSY] * 3
+            assert "--max-per-uid 2" in h.results[-1][1]
+            assert counts(kd.socket) == {"EBUSY": 3, "refused": 3}
+        finally:
+            h.close()
+
+
 # --- the file-descriptor limit ----------------------------------------------------------
 
 

@@ -204,12 +204,56 @@ def test_globs_agree_with_fnmatch_on_stars_and_question_marks(pattern, s):
         ({"selectors": [["*"]], "skip_name": []}, errno.EINVAL),
         ({"selectors": [["*"]], "types": [1, "x"]}, errno.EINVAL),
         ({"selectors": [["*"]] * 4097}, errno.E2BIG),
+        ({"selectors": [[]]}, errno.EINVAL),  # §9.2: 1 to 4 strings (empty would match all)
+        ({"selectors": [["*"], []]}, errno.EINVAL),
+        ({"selectors": [["*"]] * 257}, errno.E2BIG),  # MAX_SELECTORS
+        ({"selectors": [["a" * 8192, "*", "b" * 8193]]}, errno.E2BIG),  # 16 KiB of patterns
+        ({"selectors": [["*" * 100, "*", "*" * 100, "*" * 100]] * 55}, errno.E2BIG),
     ],
 )
 def test_select_malformed_arguments(kc, arg, code):
     with pytest.raises(KstatError) as info:
         kc.kc_kd.ioctl(SELECT, arg)
     assert info.value.errno == code
+
+
+def test_select_limits_are_inclusive(kc):
+    # Exactly MAX_SELECTORS selectors and exactly 16 KiB of patterns are served.
+    assert kc.kc_kd.ioctl(SELECT, {"selectors": [["nosuch"]] * 256})["results"] == []
+    assert kc.kc_kd.ioctl(SELECT, {"selectors": [["a" * 8192, "*", "b" * 8191]]})["results"] == []
+    assert kc.kc_kd.ioctl(SELECT, {"selectors": [["\u00e4" * 4096, "*", "*" * 8191]]})["results"] == []
+    with pytest.raises(KstatError) as info:  # bytes, not characters: 8,192 bytes of ä
+        kc.kc_kd.ioctl(SELECT, {"selectors": [["\u00e4" * 4096, "*", "*" * 8192]]})
+    assert info.value.errno == errno.E2BIG
+
+
+def test_client_refuses_an_empty_selector(kc):
+    for sels in ([[]], [["unix"], []], [["a", "b", "c", "d", "e"]]):
+        with pytest.raises(KstatError, match="1 to 4 pattern strings") as info:
+            kc.select(sels)
+        assert info.value.errno == errno.EINVAL
+    assert not kc.kc_chain  # refused before anything was read
+
+
+def test_select_too_big_for_kstatd_is_selected_by_the_client(kc):
+    # kstatd answers E2BIG for the request as a whole (too many selectors, too many pattern
+    # bytes): KstatCtl.select selects itself, as with an old server, with the same result.
+    def seen(out):
+        return [(c, k.ks_module, k.ks_instance, k.ks_name, [getattr(r, "name", r) for r in k.ks_data or ()])
+                for c, k, _ in out]  # fmt: skip
+
+    sels = [["unix", "0", "system_misc"], ["case"]]
+    want = seen(kc.select(sels))
+    assert len(want) == 5
+    many = sels + [[f"nosuch{i}"] for i in range(400)]
+    with pytest.raises(KstatError) as info:
+        kc.kc_kd.ioctl(SELECT, {"selectors": many})
+    assert info.value.errno == errno.E2BIG
+    long = [*sels, ["x" * 20000]]
+    for sels in (many, long):
+        kc2 = kstat_open_chain(kc.kc_kd.handler.chain, read_chain=False)
+        assert seen(kc2.select(sels)) == want
+        assert kc2.kc_chain  # selected here: it read the chain
 
 
 def test_select_on_an_old_server_falls_back_to_the_chain(kc):
@@ -291,6 +335,19 @@ def test_kstat_through_kstatd_equals_whole_chain(kd, tmp_path, argv):
     with kstat_open(kd.socket) as kc:
         code, out, err = _run(kc, argv, select=False)
     assert (proc.returncode, untimed(proc.stdout), proc.stderr) == (code, untimed(out), err)
+
+
+def test_kstat_with_more_operands_than_kstatd_selects_for(kd, tmp_path):
+    # 300 operands (> MAX_SELECTORS): kstatd answers SELECT E2BIG, the command selects
+    # itself and prints what the whole-chain path prints.
+    argv = ["-p", "unix:0:system_misc:ncpus", *[f"nosuch{i}" for i in range(299)]]
+    before = _requests(kd.socket)["select"]
+    proc = kstat(kstat_env(tmp_path, KSTAT_SOCKET=kd.socket), *argv)
+    assert _requests(kd.socket)["select"] == before + 1  # sent, refused E2BIG
+    with kstat_open(kd.socket) as kc:
+        code, out, err = _run(kc, argv, select=False)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (code, out, err)
+    assert proc.returncode == 0 and proc.stdout.startswith(b"unix:0:system_misc:ncpus\t")
 
 
 def test_select_past_the_reply_budget_reads_the_rest(kc):

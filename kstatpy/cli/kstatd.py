@@ -160,7 +160,7 @@ def _fix_mmap_threshold() -> None:
     type=click.IntRange(1),
     default=DEFAULT_MAX_REPLY,
     show_default=True,
-    help="Byte budget of one READ_MANY reply; later entries are answered E2BIG (ask again).",
+    help="Byte budget of one READ_MANY, SELECT or DESCRIBE reply; later entries are answered E2BIG.",
 )
 @click.option(
     "--max-connections", type=click.IntRange(1), default=256, show_default=True, help="Connections served at once."
