@@ -33,13 +33,23 @@ TYPE_CHECKING = False  # not typing's: the kstat command's kstatd path never imp
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["ChainTransport", "SocketTransport", "raise_for_reply", "resolve_socket_path"]
+__all__ = ["MAX_REPLY", "ChainTransport", "SocketTransport", "raise_for_reply", "resolve_socket_path"]
+
+#: The largest reply body (bytes) this client accepts: 1 GiB. A whole chain's headers
+#: are megabytes and kstatd bounds a READ_MANY reply by ``--max-reply`` (8 MiB by
+#: default), so this leaves ample room while a hostile or broken server's length
+#: prefix (up to 4 GiB) can no longer make the client allocate it. Beyond: EPROTO,
+#: connection closed (docs/PROTOCOL.md §2).
+MAX_REPLY = 1 << 30
+#: Large bodies are read this much at a time, so memory follows what actually arrives.
+_CHUNK = 1 << 20
 
 
 def raise_for_reply(code: int, result: dict[str, Any]) -> None:
     """Raise the typed KstatError of a reply's errno, with the result's extra fields."""
-    extra = {k: v for k, v in result.items() if k != "error"}
-    raise error_for_errno(code, result.get("error"), **extra)
+    extra = {k: v for k, v in result.items() if k != "error" and type(k) is str}
+    message = result.get("error")
+    raise error_for_errno(code, message if isinstance(message, str) else None, **extra)
 
 
 def resolve_socket_path(path: str | None = None) -> str:
@@ -91,6 +101,15 @@ class SocketTransport:
             got += k
         return buf
 
+    def _recv_body(self, sock: _socket.socket, n: int) -> bytearray:
+        # Up to _CHUNK preallocated; beyond, grown as bytes arrive (never n up front).
+        if n <= _CHUNK:
+            return self._recv_exact(sock, n)
+        buf = bytearray()
+        while len(buf) < n:
+            buf += self._recv_exact(sock, min(_CHUNK, n - len(buf)))
+        return buf
+
     def round_trip(self, cmd: int, arg: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
         """Send one request, return ``(errno, result)`` of its reply.
 
@@ -121,7 +140,12 @@ class SocketTransport:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # a refusal (connection cap) may be waiting to be read: read it below
                 (length,) = LENGTH.unpack(self._recv_exact(sock, 4, self._lenbuf))
-                body = self._recv_exact(sock, length)
+                if length > MAX_REPLY:
+                    self._close_locked()
+                    raise error_for_errno(
+                        errno.EPROTO, f"reply of {length} bytes from kstatd exceeds the client's limit of {MAX_REPLY}"
+                    )
+                body = self._recv_body(sock, length)
             except OSError as exc:
                 self._close_locked()
                 raise ServerUnavailableError(
@@ -131,6 +155,9 @@ class SocketTransport:
             rseq, code, result = msgpack.unpackb(body, raw=False)
         except Exception as exc:
             raise error_for_errno(errno.EPROTO, f"malformed reply from kstatd: {exc}") from exc
+        if type(rseq) is not int or type(code) is not int or not isinstance(result, dict):
+            # docs/PROTOCOL.md §3: [seq: uint, errno: int, result: map].
+            raise error_for_errno(errno.EPROTO, "malformed reply from kstatd: not [seq, errno, map]")
         if rseq != seq:
             # kstatd answers a refused connection (connection cap) or a timed-out one
             # with seq 0 and closes.

@@ -342,6 +342,13 @@ def main(argv: list[str] | None = None) -> None:
         except OSError:
             pass
         code = 3
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        # A reply framed right but not of docs/PROTOCOL.md's shapes (a broken or hostile server).
+        try:
+            sys.stderr.write(f"kstat: malformed reply from kstatd: {type(exc).__name__}: {exc}\n")
+        except OSError:
+            pass
+        code = 3
     except OSError as exc:  # our own output cannot be written (ENOSPC, EIO): fatal
         from kstatpy.cli.guard import write_failed  # imports click: only on this path
 

@@ -123,6 +123,9 @@ class _Group(GuardedGroup):
             return super().invoke(ctx)
         except KeyboardInterrupt:
             sys.exit(128 + signal.SIGINT)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            # A reply framed right but not of the shapes vmmctl expects (broken or hostile server).
+            _fail(ctx.invoked_subcommand or "vmmctl", f"malformed reply from kstatd: {type(exc).__name__}: {exc}")
 
 
 @click.group(cls=_Group, name="vmmctl", context_settings={"help_option_names": ["-h", "--help"]})
