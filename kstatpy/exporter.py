@@ -301,6 +301,58 @@ def _om_unit(name: str, unit: str) -> str:
     return unit if unit and name.endswith("_" + unit) else ""
 
 
+#: Seconds a metrics connection may stay silent (each socket read or write); then it is closed.
+METRICS_CONN_TIMEOUT = 10.0
+#: Connections served at once; one more is closed at accept, unanswered.
+METRICS_MAX_CONNECTIONS = 16
+
+
+def _start_server(host: str, port: int, registry: CollectorRegistry, timeout: float,
+                  max_connections: int) -> tuple[Any, threading.Thread]:  # fmt: skip
+    # prometheus-client's start_http_server, bounded: a per-connection socket timeout
+    # (StreamRequestHandler.timeout) and a semaphore taken at accept, released when
+    # the connection's thread ends. prometheus-client still does the exposition.
+    from wsgiref.simple_server import make_server
+
+    from prometheus_client.exposition import ThreadingWSGIServer
+    from prometheus_client.exposition import _get_best_family
+    from prometheus_client.exposition import _SilentHandler
+    from prometheus_client.exposition import make_wsgi_app
+
+    slots = threading.BoundedSemaphore(max_connections)
+
+    class Handler(_SilentHandler):
+        pass
+
+    Handler.timeout = timeout
+
+    class Server(ThreadingWSGIServer):
+        def process_request(self, request: Any, client_address: Any) -> None:
+            if not slots.acquire(blocking=False):
+                self.shutdown_request(request)  # over the cap: refused
+                return
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                slots.release()
+                raise
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                slots.release()
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            log.debug("metrics connection from %s dropped", client_address, exc_info=True)
+
+    Server.address_family, addr = _get_best_family(host, port)
+    httpd = make_server(addr, port, make_wsgi_app(registry), Server, handler_class=Handler)
+    thread = threading.Thread(target=httpd.serve_forever, name="kstatd-metrics", daemon=True)
+    thread.start()
+    return httpd, thread
+
+
 class Exporter:
     """The HTTP endpoint: :meth:`start` binds and serves in a thread, :meth:`stop` ends it.
 
@@ -317,6 +369,8 @@ class Exporter:
         port: int,
         selectors: list[SelectorPatterns] | None = None,
         on_panic: Callable[[BadTrap], None] | None = None,
+        conn_timeout: float = METRICS_CONN_TIMEOUT,
+        max_connections: int = METRICS_MAX_CONNECTIONS,
     ) -> None:
         cred = Cred(os.getuid(), os.getgid(), os.getpid(), "global", GLOBAL_ZONEID, privileged=False)
         self.kc = KstatCtl(ChainTransport(handler, Conn(cred, id=-1)))
@@ -324,14 +378,15 @@ class Exporter:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)  # type: ignore[arg-type]
         self.host, self.port = host, port
+        self.conn_timeout, self.max_connections = conn_timeout, max_connections
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> tuple[str, int]:
         """Serve ``/metrics``; returns the bound (host, port) (port 0 picks a free one)."""
-        from prometheus_client import start_http_server
-
-        self._server, self._thread = start_http_server(self.port, addr=self.host, registry=self.registry)
+        self._server, self._thread = _start_server(
+            self.host, self.port, self.registry, self.conn_timeout, self.max_connections
+        )
         bound = self._server.server_address
         return bound[0], bound[1]
 

@@ -256,3 +256,27 @@ def test_scrapes_while_vms_come_and_go() -> None:
     for text in scrapes:
         list(text_string_to_metric_families(text))  # each one parses
     assert host.driver.instances() == []
+
+
+def test_a_slowloris_metrics_connection_is_closed_and_scrapes_go_on() -> None:
+    # An unfinished request is closed after the per-connection timeout; past the cap a
+    # connection is refused at once; a normal scrape is still served meanwhile.
+    chain = Chain()
+    ex = Exporter(IoctlHandler(chain, None), "127.0.0.1", 0, [], conn_timeout=0.5, max_connections=2)
+    host, port = ex.start()
+    try:
+        slow = socket.create_connection((host, port), timeout=30)
+        slow.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never finished
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=30) as resp:
+            assert resp.status == 200
+        held = socket.create_connection((host, port), timeout=30)  # the second slot
+        refused = socket.create_connection((host, port), timeout=30)
+        assert refused.recv(1) == b""  # over the cap: closed unanswered, before any timeout
+        assert slow.recv(4096) == b""  # closed by the server after conn_timeout, not held
+        assert held.recv(4096) == b""
+        for s in (slow, held, refused):
+            s.close()
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=30) as resp:
+            assert resp.status == 200  # the slots came back
+    finally:
+        ex.stop()
