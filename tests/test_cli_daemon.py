@@ -15,6 +15,7 @@ import pytest
 from cli_chain import build_chain
 from cli_chain import run_kstat
 from kstatd_fixture import REPO
+from kstatd_fixture import kstatd_env
 from kstatd_fixture import running_kstatd
 
 from kstatpy.chain import Chain
@@ -128,3 +129,14 @@ def test_daemon_path_imports_no_provider_machinery(kd) -> None:
     )
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60, cwd=str(REPO))
     assert got.stdout == b"0 []\n", got.stderr
+
+
+@pytest.mark.parametrize("option", ["--read-timeout", "--idle-timeout", "--frame-timeout", "--detach-timeout"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400", "1e30"])
+def test_kstatd_timeouts_must_be_finite(tmp_path, option: str, value: str) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "kstatpy.cli.kstatd", "--socket", str(tmp_path / "s"), f"{option}={value}"],
+        env=kstatd_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and option in r.stderr

@@ -28,6 +28,25 @@ from kstatpy.protocol import default_socket_path
 __all__ = ["main"]
 
 
+#: The longest timeout option accepted (seconds): a year, within threading.TIMEOUT_MAX.
+MAX_TIMEOUT = 365 * 86400.0
+
+
+class Seconds(click.FloatRange):
+    """A finite number of seconds in ``[min, MAX_TIMEOUT]``: nan and inf are usage errors (exit 2)."""
+
+    name = "seconds"
+
+    def __init__(self, min: float) -> None:
+        super().__init__(min, MAX_TIMEOUT)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if rv != rv or rv in (float("inf"), float("-inf")):  # nan compares unequal to itself
+            self.fail(f"{value!r} is not a finite number of seconds.", param, ctx)
+        return rv
+
+
 def _id_of(spec: str, lookup: Callable[[str], int], what: str) -> int:
     # --allow-write takes a number or a name (pwd/grp database).
     if spec.isdigit():
@@ -167,7 +186,7 @@ def _fix_mmap_threshold() -> None:
 )
 @click.option(
     "--read-timeout",
-    type=click.FloatRange(0.01),
+    type=Seconds(0.01),
     default=5.0,
     show_default=True,
     help="Seconds before a stuck read is answered EAGAIN.",
@@ -197,7 +216,7 @@ def _fix_mmap_threshold() -> None:
 )
 @click.option(
     "--detach-timeout",
-    type=click.FloatRange(0),
+    type=Seconds(0),
     default=10.0,
     show_default=True,
     help="Seconds providers get to detach at shutdown; past that kstatd exits 75 without them.",
@@ -211,14 +230,14 @@ def _fix_mmap_threshold() -> None:
 )  # fmt: skip
 @click.option(
     "--idle-timeout",
-    type=click.FloatRange(0.01),
+    type=Seconds(0.01),
     default=300.0,
     show_default=True,
     help="Seconds a connection may sit with nothing in flight before kstatd closes it (ETIMEDOUT).",
 )
 @click.option(
     "--frame-timeout",
-    type=click.FloatRange(0.01),
+    type=Seconds(0.01),
     default=10.0,
     show_default=True,
     help="Seconds a request may take to arrive, and a reply to be read, before the connection is closed.",
