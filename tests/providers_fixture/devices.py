@@ -87,8 +87,10 @@ class DevProvider:
             kstat_named_init(ksp.ks_data[1], "opens", KSTAT_DATA_UINT64)
             ksp.ks_private = sc
             ksp.ks_update = dev_kstat_update
+            # Installed before it is published: once in ``live`` another thread's
+            # destroy may delete (and free) it, so nothing here touches it after.
+            chain.kstat_install(ksp)
             self.live[name] = (sc, ksp)
-        chain.kstat_install(ksp)
 
     def open(self, name: str) -> DevSoftc:
         with self.lock:
