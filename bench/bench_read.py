@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 
 import msgpack
+from infra import RawClient
+from infra import wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 NKSTATS = 1000
@@ -89,30 +91,6 @@ def echo_server(path: str, reply_result: dict, ready: mp.Event) -> None:
 
 
 # --- clients --------------------------------------------------------------------------------
-
-
-class RawClient:
-    def __init__(self, path: str) -> None:
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.connect(path)
-        self.seq = 0
-        self.hdr = bytearray(4)
-
-    def call(self, cmd: int, arg: dict | None) -> list:
-        self.seq += 1
-        body = msgpack.packb([cmd, self.seq, arg], use_bin_type=True)
-        self.s.sendall(struct.pack(">I", len(body)) + body)
-        view = memoryview(self.hdr)
-        got = 0
-        while got < 4:
-            got += self.s.recv_into(view[got:])
-        (n,) = struct.unpack(">I", self.hdr)
-        body = bytearray(n)
-        view = memoryview(body)
-        got = 0
-        while got < n:
-            got += self.s.recv_into(view[got:])
-        return msgpack.unpackb(body, raw=False)
 
 
 def rtt_interleaved(paths: list[str], n: int, kid: int, block: int = 250) -> list[list[float]]:
@@ -193,15 +171,7 @@ def main() -> None:
         [sys.executable, "-m", "kstatpy.cli.kstatd", "--socket", kpath, "--plugin", "bench_read"], env=env, cwd=REPO
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                RawClient(kpath).call(HELLO, None)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_ready(kpath)
         headers = RawClient(kpath).call(READ, {"kid": 0})[2]["kstat"]["data"]
         kids = [h["kid"] for h in headers if h["module"] == "bench"]
         kid = kids[0]

@@ -36,11 +36,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_read import HELLO  # noqa: E402
 from bench_read import READ  # noqa: E402
 from bench_read import RawClient  # noqa: E402
 from bench_read import echo_server  # noqa: E402
 from bench_read import rtt_interleaved  # noqa: E402
+from infra import wait_ready  # noqa: E402
 
 from kstatpy.chain import Chain  # noqa: E402
 from kstatpy.constants import KSTAT_READ  # noqa: E402
@@ -392,15 +392,7 @@ def main() -> None:
     )  # fmt: skip
     echo = None
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                RawClient(kpath).call(HELLO, None)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_ready(kpath)
         headers = RawClient(kpath).call(READ, {"kid": 0})[2]["kstat"]["data"]
         kid = next(h["kid"] for h in headers if h["module"] == "unix" and h["name"] == "system_misc")
         sample = RawClient(kpath).call(READ, {"kid": kid})[2]

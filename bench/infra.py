@@ -163,6 +163,19 @@ class RawClient:
         return msgpack.unpackb(out, raw=False)
 
 
+def wait_ready(path: str, timeout: float = 30.0) -> None:
+    """Poll kstatd at ``path`` with HELLO until it answers; OSError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            RawClient(path).call(0x4B10, None)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def rtt(paths: list[str], n: int, cmd: int, arg: dict, block: int = 250, warmup: int = 100) -> list[float]:
     """Median round trip (s) to each server; blocks of ``block`` alternate between them."""
     clients = [RawClient(p) for p in paths]

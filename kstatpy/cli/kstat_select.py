@@ -193,7 +193,6 @@ def read_instances(kc: Any, selectors: list[SelectorPatterns], pflag: bool) -> l
     :raises RegexError: a module or name regex did not compile.
     :raises KstatError: the transport failed as a whole (not a single read).
     """
-    from kstatpy.errors import KstatError
 
     keep = _prefilter(selectors)
     instances: list[Instance] = []
@@ -207,19 +206,26 @@ def read_instances(kc: Any, selectors: list[SelectorPatterns], pflag: bool) -> l
         instances.append(Instance(ksp, pflag))
         ksps.append(ksp)
     if ksps:
-        results = kc.read_many(ksps)
-        for inst, (code, ksp) in zip(instances, results, strict=True):
-            if code == _EAGAIN:
-                try:
-                    kc.read(ksp)
-                except KstatError:
-                    continue
-            elif code:
-                continue
-            inst.add_data(ksp)
+        for inst, (code, ksp) in zip(instances, kc.read_many(ksps), strict=True):
+            _add_read(kc, inst, code, ksp)
     for inst in instances:
         inst.sort()
     return sort_instances(instances)
+
+
+def _add_read(kc: Any, inst: Instance, code: int, ksp: Any) -> None:
+    # One kstat's read into its instance: EAGAIN is retried with kc.read (libkstat's
+    # retry), any other errno leaves the instance without data.
+    from kstatpy.errors import KstatError
+
+    if code == _EAGAIN:
+        try:
+            kc.read(ksp)
+        except KstatError:
+            return
+    elif code:
+        return
+    inst.add_data(ksp)
 
 
 def select_instances(kc: Any, selectors: list[SelectorPatterns], class_text: str, pflag: bool) -> list[Instance]:
@@ -233,7 +239,6 @@ def select_instances(kc: Any, selectors: list[SelectorPatterns], class_text: str
         reruns the report through :func:`read_instances` for kstat(8)'s exact output.
     :raises KstatError: the transport failed as a whole.
     """
-    from kstatpy.errors import KstatError
 
     instances: list[Instance] = []
     for code, ksp, prev_snaptime in kc.select([s.fields() for s in selectors], class_text, SKIP_NAME):
@@ -241,14 +246,7 @@ def select_instances(kc: Any, selectors: list[SelectorPatterns], class_text: str
             continue
         inst = Instance(ksp, pflag, prev_snaptime)
         instances.append(inst)
-        if code == _EAGAIN:
-            try:
-                kc.read(ksp)
-            except KstatError:
-                continue
-        elif code:
-            continue
-        inst.add_data(ksp)
+        _add_read(kc, inst, code, ksp)
     for inst in instances:
         inst.sort()
     return sort_instances(instances)
