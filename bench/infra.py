@@ -134,6 +134,72 @@ class Echo:
             pass
 
 
+def _dispatch_conn(sock: socket.socket, handler, conn, pack_packed) -> None:
+    buf = bytearray()
+    packer = msgpack.Packer(use_bin_type=True)
+    with sock:
+        while True:
+            while len(buf) >= 4:
+                (n,) = struct.unpack_from(">I", buf)
+                if len(buf) < 4 + n:
+                    break
+                cmd, seq, arg = msgpack.unpackb(bytes(buf[4 : 4 + n]), raw=False)
+                del buf[: 4 + n]
+                code, result = handler.dispatch(conn, cmd, arg)
+                if not code and cmd == READ_MANY:
+                    sock.sendall(pack_packed(seq, result, packer))
+                    continue
+                body = packer.pack([seq, code, result])
+                sock.sendall(struct.pack(">I", len(body)) + body)
+            data = sock.recv(65536)
+            if not data:
+                return
+            buf += data
+
+
+def _dispatch_main(path: str, kstats: int, stats: int, ready) -> None:
+    os.environ.update(BENCH_CLI_KSTATS=str(kstats), BENCH_CLI_STATS=str(stats), KSTATPY_DISABLE_PLUGIN_AUTOLOAD="1")
+    import bench_cli
+
+    from kstatpy.cli.kstatd import _tune_gc
+    from kstatpy.embed import serve
+    from kstatpy.ioctl import Conn
+    from kstatpy.ioctl import Cred
+    from kstatpy.session import pack_packed_reply as _pack_packed
+
+    served = serve(path + ".kstatd", plugins=[("bench_cli", bench_cli)])
+    handler = served.daemon.handler
+    _tune_gc()  # kstatd's own collector settings
+    conn = Conn(Cred(os.getuid(), os.getgid(), os.getpid(), "global", 0, True), id=1, packed=True)
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(128)
+    ready.set()
+    while True:
+        sock, _ = srv.accept()
+        threading.Thread(target=_dispatch_conn, args=(sock, handler, conn, _pack_packed), daemon=True).start()
+
+
+class EchoDispatch(Echo):
+    """The echo's loop around kstatd's own request handler, chain and provider, in its own process.
+
+    What a request costs with the data model's work (hold, ``ks_update``, snapshot,
+    header, pack) and none of kstatd's session machinery (deadlines, quotas, counters,
+    the watchdog hand-over): kstatd against it is that machinery's cost; it against the
+    echo is the data model's. The chain is ``bench_cli``'s, as :class:`Daemon`'s.
+    """
+
+    def __init__(self, path: str, kstats: int, stats: int) -> None:
+        self.socket = path
+        ctx = mp.get_context("fork")
+        ready = ctx.Event()
+        self.proc = ctx.Process(target=_dispatch_main, args=(path, kstats, stats, ready), daemon=True)
+        self.proc.start()
+        if not ready.wait(120):
+            self.stop()
+            raise RuntimeError(f"echo+dispatch server did not start on {path}")
+
+
 # --- clients and timing ---------------------------------------------------------------------
 
 

@@ -20,6 +20,7 @@ from infra import READ
 from infra import READ_MANY
 from infra import Daemon
 from infra import Echo
+from infra import EchoDispatch
 from infra import RawClient
 from infra import proc_times
 from infra import rtt
@@ -86,16 +87,27 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def measure_read(s: Setup) -> list[dict]:
-    """KSTAT_IOC_READ of unix:0:kstat_types (kid 1) against an echo of the same reply."""
+    """KSTAT_IOC_READ of unix:0:kstat_types (kid 1) against an echo of the same reply.
+
+    A second baseline, interleaved in the same blocks, is the echo's loop around kstatd's
+    own request handler and chain (:class:`infra.EchoDispatch`): kstatd against it is
+    the session machinery's share, it against the echo the data model's.
+    """
     assert s.small is not None
     _, _, result = RawClient(s.small.socket).call(READ, {"kid": 1})
     echo = Echo(os.path.join(s.tmp, "echo-read.sock"), result)
+    handler = EchoDispatch(os.path.join(s.tmp, "echo-handler.sock"), 1000, 10)
     try:
         n = 1000 if s.quick else 3000
-        kd, base = rtt([s.small.socket, echo.socket], n, READ, {"kid": 1})
+        kd, hd, base = rtt([s.small.socket, handler.socket, echo.socket], n, READ, {"kid": 1})
     finally:
         echo.stop()
-    return [{"key": "read", "value": kd * 1e6, "baseline": base * 1e6}]
+        handler.stop()
+    return [
+        {"key": "read", "value": kd * 1e6, "baseline": base * 1e6},
+        {"key": "read_handler", "value": kd * 1e6, "baseline": hd * 1e6},
+        {"key": "read_model", "value": hd * 1e6, "baseline": base * 1e6},
+    ]
 
 
 def measure_one_stat(s: Setup) -> list[dict]:
@@ -115,7 +127,10 @@ def measure_startup(s: Setup) -> list[dict]:
     kid = s.system.kid_of("unix", 0, "system_misc")
     kstat = [*_kstat(s.python), "-p", "unix:0:system_misc:ncpus"]
     via_kd = (kstat, _env(KSTAT_SOCKET=s.system.socket))
-    embedded = (kstat, _env(XDG_RUNTIME_DIR=os.path.join(s.tmp, "nodaemon"), KSTATPY_CACHE_DIR=os.path.join(s.tmp, "cache")))
+    embedded = (
+        kstat,
+        _env(XDG_RUNTIME_DIR=os.path.join(s.tmp, "nodaemon"), KSTATPY_CACHE_DIR=os.path.join(s.tmp, "cache")),
+    )
     floor = ([s.python, "-c", FLOOR, s.system.socket, str(kid)], _env())
     bare = ([s.python, "-c", "pass"], _env())
     t_kd, t_emb, t_floor, t_pass = proc_times([via_kd, embedded, floor, bare], 5 if s.quick else 15)
@@ -158,11 +173,21 @@ def _values_per_s(path: str, kids: list[int], nproc: int, seconds: float) -> flo
 
 
 def measure_read_many(s: Setup) -> list[dict]:
-    """READ_MANY of 100 kstats x 10 named values, 1/4/16 client processes, against an echo."""
+    """READ_MANY of 100 kstats x 10 named values, 1/4/16 client processes, against an echo.
+
+    With 1 and 4 clients, also kstatd's own request handler in the echo's loop
+    (:class:`infra.EchoDispatch`), as for the READ row.
+    """
     assert s.small is not None
     kids = [s.small.kid_of("bench", i, f"kstat{i}") for i in range(100)]
     _, _, result = RawClient(s.small.socket).call(READ_MANY, {"kids": kids})
     echo = Echo(os.path.join(s.tmp, "echo-many.sock"), result)
+    handler = EchoDispatch(os.path.join(s.tmp, "echo-many-handler.sock"), 1000, 10)
+    _, _, hres = RawClient(handler.socket).call(READ_MANY, {"kids": kids})
+    if [(e[1]["module"], e[1]["name"]) for e in hres["results"]] != [
+        (e[1]["module"], e[1]["name"]) for e in result["results"]
+    ]:
+        raise RuntimeError("the echo+handler server's kids name other kstats than kstatd's")
     rows = []
     seconds = 0.5 if s.quick else 1.0
     curve = {}
@@ -172,8 +197,13 @@ def measure_read_many(s: Setup) -> list[dict]:
             base = _values_per_s(echo.socket, kids, nproc, seconds)
             rows.append({"key": f"read_many_{nproc}", "value": kd, "baseline": base})
             curve[nproc] = (kd, base)
+            if nproc < 16:
+                hd = _values_per_s(handler.socket, kids, nproc, seconds)
+                rows.append({"key": f"read_many_handler_{nproc}", "value": kd, "baseline": hd})
+                rows.append({"key": f"read_many_model_{nproc}", "value": hd, "baseline": base})
     finally:
         echo.stop()
+        handler.stop()
     s.curves.setdefault("read_many", []).append(curve)
     return rows
 

@@ -33,32 +33,41 @@ if TYPE_CHECKING:
 __all__ = ["read_kstat_data", "write_kstat_data"]
 
 log = logging.getLogger(__name__)
+_INVALID = int(FLAG.INVALID)
 _ratelog = RateLimitedLog(log)  # a reader repeating a failing read must not flood the log
 
 
+def _callback_errno(ksp: Kstat, what: str, exc: Exception) -> int:
+    # What a provider callback's exception means for this reader: a KstatError is its
+    # errno; a BadTrap is a panic and carries the kstat being read; anything else is EIO
+    # (logged at most once a while). Called from the handler around the callback.
+    if isinstance(exc, BadTrap):
+        exc.ksp = ksp
+        raise exc
+    if isinstance(exc, KstatError):
+        return exc.errno
+    _ratelog((what, ksp.ks_module, ksp.ks_name), logging.WARNING, "%s of %s raised %r", what, ksp, exc)
+    raise KstatUpdateError(
+        errno.EIO, f"{what} of {ksp.ks_module}:{ksp.ks_instance}:{ksp.ks_name} failed: {exc!r}"
+    ) from exc
+
+
 def _provider_call(ksp: Kstat, what: str, fn: Any, *args: Any) -> int:
-    # Run a provider callback: an exception is EIO for this reader; a BadTrap is a
-    # panic and carries the kstat being read.
+    # A provider callback off the hot path: its return code, or its exception's errno.
     try:
         rc = fn(ksp, *args)
-    except BadTrap as trap:
-        trap.ksp = ksp
-        raise
-    except KstatError as exc:
-        return exc.errno
     except Exception as exc:
-        _ratelog((what, ksp.ks_module, ksp.ks_name), logging.WARNING, "%s of %s raised %r", what, ksp, exc)
-        raise KstatUpdateError(errno.EIO, f"{what} of {ksp.ks_module}:{ksp.ks_instance}:{ksp.ks_name} failed: {exc!r}") from exc
+        return _callback_errno(ksp, what, exc)
     return int(rc or 0)
 
 
 def _hold_installed(chain: Chain, kid: int, zoneid: int) -> Kstat:
-    # The common first steps of read and write: hold by kid in the caller's zone
-    # (ENXIO), refuse an INVALID kstat (EAGAIN). The caller releases the hold.
+    # The first steps of write: hold by kid in the caller's zone (ENXIO), refuse an
+    # INVALID kstat (EAGAIN). The caller releases the hold.
     ksp = chain.kstat_hold_bykid(kid, zoneid)
     if ksp is None:
         raise error_for_errno(errno.ENXIO, f"kid {kid}: no such kstat")
-    if ksp.ks_flags & FLAG.INVALID:
+    if ksp.ks_flags & _INVALID:
         chain.kstat_rele(ksp)
         raise error_for_errno(errno.EAGAIN, f"kid {kid}: kstat not yet installed")
     return ksp
@@ -76,17 +85,26 @@ def read_kstat_data(chain: Chain, kid: int, zoneid: int, data_size: int | None) 
     :raises KstatError: with the errno of the first failure.
     :raises BadTrap: a provider touched freed memory (a panic); ``.ksp`` is set.
     """
-    ksp = _hold_installed(chain, kid, zoneid)
+    # The hot path of every read: the provider callbacks are called from this frame, as
+    # illumos' read_kstat_data calls them (panic stacks show it).
+    ksp = chain.kstat_hold_bykid(kid, zoneid)
+    if ksp is None:
+        raise error_for_errno(errno.ENXIO, f"kid {kid}: no such kstat")
     try:
+        if ksp.ks_flags & _INVALID:
+            raise error_for_errno(errno.EAGAIN, f"kid {kid}: kstat not yet installed")
         lock = ksp.ks_lock
         if lock is not None:
             lock.acquire()
         if kid == 0:
             chain.caller.zoneid = zoneid  # KID 0's callbacks filter by the caller's zone
         try:
-            rc = _provider_call(ksp, "ks_update", ksp.ks_update, KSTAT_READ)
+            try:
+                rc = ksp.ks_update(ksp, KSTAT_READ)
+            except Exception as exc:
+                rc = _callback_errno(ksp, "ks_update", exc)
             if rc:
-                raise error_for_errno(rc, f"ks_update of kid {kid} failed")
+                raise error_for_errno(int(rc), f"ks_update of kid {kid} failed")
             needed = ksp.ks_data_size
             if data_size is not None and data_size < needed:
                 raise error_for_errno(
@@ -98,10 +116,13 @@ def read_kstat_data(chain: Chain, kid: int, zoneid: int, data_size: int | None) 
                     snaptime=ksp.ks_snaptime,
                 )
             buf = KstatBuffer()
-            rc = _provider_call(ksp, "ks_snapshot", ksp.ks_snapshot, buf, KSTAT_READ)
+            try:
+                rc = ksp.ks_snapshot(ksp, buf, KSTAT_READ)
+            except Exception as exc:
+                rc = _callback_errno(ksp, "ks_snapshot", exc)
             if rc:
-                raise error_for_errno(rc, f"ks_snapshot of kid {kid} failed")
-            # The HEADER of Kstat.header() plus the data, built as one dict (the hot path).
+                raise error_for_errno(int(rc), f"ks_snapshot of kid {kid} failed")
+            # The HEADER of Kstat.header() plus the data, built as one dict.
             return {
                 "kid": ksp.ks_kid,
                 "module": ksp.ks_module,

@@ -245,10 +245,13 @@ class IoctlHandler:
         return {"kcid": self.chain.chain_id}
 
     def _read(self, conn: Conn, arg: Any) -> dict[str, Any]:
-        kid = _int_arg(arg, "kid")
-        data_size = _opt_int_arg(arg, "data_size")
-        if data_size is not None and data_size < 0:
-            raise KstatError(errno.EINVAL, "argument 'data_size' must not be negative")
+        kid = arg.get("kid") if type(arg) is dict else None
+        data_size = arg.get("data_size") if type(arg) is dict else None
+        if type(kid) is not int or (data_size is not None and (type(data_size) is not int or data_size < 0)):
+            kid = _int_arg(arg, "kid")  # raises the argument's EINVAL
+            data_size = _opt_int_arg(arg, "data_size")
+            if data_size is not None and data_size < 0:
+                raise KstatError(errno.EINVAL, "argument 'data_size' must not be negative")
         if kid == 0 and self.refresh is not None:
             self.refresh()
         kstat = self._read_one(kid, conn.cred.zoneid, data_size)

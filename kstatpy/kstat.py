@@ -97,7 +97,6 @@ __all__ = [
 ]
 
 
-
 class KMutex:
     """kmutex_t: a non-recursive lock that knows its owner (``MUTEX_HELD``).
 
@@ -239,20 +238,18 @@ class Kstat(KmemObject):
         }
 
 
-def default_kstat_update(ksp: Kstat, rw: int) -> int:
-    """The default ``ks_update``: keeps ``ks_data_size`` right for NAMED strings."""
-    if (
-        ksp.ks_data is not None
-        and ksp.ks_type == KstatType.NAMED
-        and ksp.ks_flags & (FLAG.VAR_SIZE | FLAG.LONGSTRINGS)
-    ):
-        ksp.ks_data_size = named_data_size(ksp.ks_data, ksp.ks_ndata)
-    return 0
-
-
 _PLAIN_TYPES = frozenset(map(int, (KstatDataType.INT32, KstatDataType.UINT32, KstatDataType.INT64,
                                    KstatDataType.UINT64, KstatDataType.STRING)))  # fmt: skip
 _CHAR = int(KstatDataType.CHAR)
+_SIZED_BY_DATA = int(FLAG.VAR_SIZE | FLAG.LONGSTRINGS)
+_NAMED = int(KstatType.NAMED)
+
+
+def default_kstat_update(ksp: Kstat, rw: int) -> int:
+    """The default ``ks_update``: keeps ``ks_data_size`` right for NAMED strings."""
+    if ksp.ks_flags & _SIZED_BY_DATA and ksp.ks_data is not None and ksp.ks_type == _NAMED:
+        ksp.ks_data_size = named_data_size(ksp.ks_data, ksp.ks_ndata)
+    return 0
 
 
 def _named_copy(records: list[KstatNamed], ndata: int) -> list[list[Any]]:
@@ -328,7 +325,10 @@ def default_kstat_snapshot(ksp: Kstat, buf: KstatBuffer, rw: int) -> int:
     now = time.monotonic_ns()
     ksp.ks_snaptime = now
     if rw == KSTAT_READ:
-        buf.data = snapshot_data(ksp, now)
+        if ksp.ks_type == _NAMED:  # the common case, without snapshot_data's dispatch
+            buf.data = _named_copy(ksp.ks_data or [], ksp.ks_ndata)
+        else:
+            buf.data = snapshot_data(ksp, now)
         return 0
     if not ksp.ks_flags & FLAG.WRITABLE:
         return errno.EACCES

@@ -37,7 +37,8 @@ Size
     Over 400 lines on purpose: the session loop, the watchdog's takeover and the
     shutdown all follow one hand-over protocol (``Session.lock``, ``gen``, ``t0``, and
     the server's ``_lock`` over the session table); split apart, no single module
-    would show who may send on a session when.
+    would show who may send on a session when. What a session is, its socket calls
+    and its replies' encoding are :mod:`kstatpy.session`'s.
 """
 
 from __future__ import annotations
@@ -73,12 +74,18 @@ from kstatpy.listener import is_privileged
 from kstatpy.listener import peer_cred
 from kstatpy.packed import PackedResults
 from kstatpy.protocol import DEFAULT_MAX_REQUEST
-from kstatpy.protocol import LENGTH
-from kstatpy.protocol import FrameDecoder
 from kstatpy.protocol import FrameError
 from kstatpy.protocol import check_request
 from kstatpy.protocol import pack_frame
 from kstatpy.protocol import unpack_body
+from kstatpy.session import DISPATCHING
+from kstatpy.session import READING
+from kstatpy.session import SENDING
+from kstatpy.session import Session
+from kstatpy.session import pack_packed_reply
+from kstatpy.session import pack_read_many_reply
+from kstatpy.session import send_reply
+from kstatpy.session import set_recv_timeout
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain
@@ -130,69 +137,6 @@ class ServerConfig:
         return ids
 
 
-_READING, _DISPATCHING, _SENDING = 0, 1, 2  # _Session.phase (shutdown waits for _DISPATCHING)
-
-
-def _pack_packed(seq: int, result: dict[str, Any], packer: msgpack.Packer) -> bytes:
-    # A READ_MANY or SELECT reply whose results the handler packed as it read them.
-    pack = packer.pack
-    parts = [packer.pack_array_header(3), pack(seq), pack(0), packer.pack_map_header(len(result))]
-    for key, value in result.items():
-        parts.append(pack(key))
-        if isinstance(value, PackedResults):
-            parts.append(packer.pack_array_header(value.n))
-            parts.append(value.buf)
-        else:
-            parts.append(pack(value))
-    body = b"".join(parts)
-    return LENGTH.pack(len(body)) + body
-
-
-def _pack_read_many(seq: int, result: dict[str, Any], packer: msgpack.Packer) -> bytes:
-    # The READ_MANY reply frame, packed entry by entry: no single C call holds the GIL
-    # for a whole multi-megabyte reply (other connections' small reads go on between),
-    # and an entry object repeated in one batch (KID 0) is packed once.
-    pack = packer.pack
-    parts = [packer.pack_array_header(3), pack(seq), pack(0), packer.pack_map_header(len(result))]
-    packed: dict[int, bytes] = {}
-    for key, value in result.items():
-        parts.append(pack(key))
-        if key != "results":
-            parts.append(pack(value))
-            continue
-        parts.append(packer.pack_array_header(len(value)))
-        entry_head = packer.pack_array_header(2)
-        for code, kstat in value:
-            parts.append(entry_head)
-            parts.append(pack(code))
-            if kstat is None:
-                parts.append(pack(None))
-                continue
-            body = packed.get(id(kstat))
-            if body is None:
-                body = packed[id(kstat)] = pack(kstat)
-            parts.append(body)
-    body = b"".join(parts)
-    return LENGTH.pack(len(body)) + body
-
-
-class _Session:
-    __slots__ = ("conn", "counters", "decoder", "gen", "lock", "phase", "seq", "sock", "stuck_kid", "t0", "tid")
-
-    def __init__(self, sock: socket.socket, conn: Conn, counters: Any, max_request: int) -> None:
-        self.sock = sock
-        self.conn = conn
-        self.counters = counters
-        self.decoder = FrameDecoder(max_request)
-        self.lock = threading.Lock()  # guards gen, t0 (watchdog vs serving thread)
-        self.gen = 0  # bumped when the watchdog takes the session from a stuck thread
-        self.t0: float | None = None  # start of the timed request in flight
-        self.seq = 0
-        self.tid = 0
-        self.stuck_kid: int | None = None
-        self.phase = _READING  # written by the serving thread; read by shutdown
-
-
 class Kstatd:
     """The daemon over one chain and its providers.
 
@@ -232,7 +176,7 @@ class Kstatd:
         self._fd_log_at = 0.0  # rate limit of the "out of file descriptors" log line
         self._fd_refused = 0
         self._sessions_cv = threading.Condition(self._lock)
-        self._sessions: set[_Session] = set()
+        self._sessions: set[Session] = set()
         self._next_id = 0
         self._stop = threading.Event()  # set by a halting panic (any thread)
         self._stop_requested = False  # set by stop() (signal handlers)
@@ -313,10 +257,10 @@ class Kstatd:
             # Wait for requests being dispatched (up to grace), then give replies being
             # sent a short moment: a client that does not read must not delay the exit.
             # (A periodic check during shutdown only: phases change without the lock.)
-            while any(s.phase == _DISPATCHING for s in self._sessions) and time.monotonic() < deadline:
+            while any(s.phase == DISPATCHING for s in self._sessions) and time.monotonic() < deadline:
                 self._sessions_cv.wait(0.02)
             send_deadline = min(deadline, time.monotonic() + SEND_GRACE)
-            while any(s.phase != _READING for s in self._sessions) and time.monotonic() < send_deadline:
+            while any(s.phase != READING for s in self._sessions) and time.monotonic() < send_deadline:
                 self._sessions_cv.wait(0.02)
             for sess in self._sessions:  # idle, or sending to a client that does not read
                 try:
@@ -436,7 +380,7 @@ class Kstatd:
             if why is None:
                 self._next_id += 1
                 conn = Conn(Cred(uid, gid, pid, lst.zone, lst.zoneid, priv), id=self._next_id, packed=True)
-                sess = _Session(sock, conn, self.stats.conn_open(), cfg.max_request)
+                sess = Session(sock, conn, self.stats.conn_open(), cfg.max_request)
                 self._sessions.add(sess)
                 self._per_uid[uid] = self._per_uid.get(uid, 0) + 1
                 self._per_zone[lst.zoneid] = self._per_zone.get(lst.zoneid, 0) + 1
@@ -462,7 +406,7 @@ class Kstatd:
             return f"too many connections from uid {uid} (kstatd --max-per-uid {cfg.max_per_uid})"
         return None
 
-    def _spawn(self, sess: _Session, gen: int, first: bytes | None) -> None:
+    def _spawn(self, sess: Session, gen: int, first: bytes | None) -> None:
         t = threading.Thread(
             target=self._serve, args=(sess, gen, first), name=f"kstatd-conn-{sess.conn.id}", daemon=True
         )
@@ -474,7 +418,7 @@ class Kstatd:
 
     # --- one connection ---------------------------------------------------------
 
-    def _serve(self, sess: _Session, gen: int, first: bytes | None) -> None:
+    def _serve(self, sess: Session, gen: int, first: bytes | None) -> None:
         sock = sess.sock
         decoder = sess.decoder
         conn = sess.conn
@@ -488,16 +432,17 @@ class Kstatd:
         # One socket timeout for the connection's life: recv wakes at least this often to
         # check the deadlines, and sendall must finish within it (a reply to a client that
         # does not read costs at most frame_timeout).
-        sock.settimeout(min(idle_timeout, frame_timeout))
+        wake = min(idle_timeout, frame_timeout)
+        set_recv_timeout(sock, wake)
         sess.tid = threading.get_ident()
         owner = True
         last = monotonic()  # end of the last reply (or connect): the idle clock
         frame_t0 = 0.0  # when the buffered partial request began
         try:
             if first is not None:
-                sess.phase = _SENDING
-                sock.sendall(first)
-                sess.phase = _READING
+                sess.phase = SENDING
+                send_reply(sock, first, frame_timeout)
+                sess.phase = READING
             while True:
                 try:
                     body = decoder.next_body()
@@ -506,7 +451,7 @@ class Kstatd:
                             break
                         try:
                             data = sock.recv(RECV_SIZE)
-                        except TimeoutError:
+                        except BlockingIOError:  # SO_RCVTIMEO expired
                             data = None
                         now = monotonic()
                         if data is not None:
@@ -523,14 +468,14 @@ class Kstatd:
                             why = f"idle for {idle_timeout:g} s (kstatd --idle-timeout)"
                         if why is not None:
                             count_error(errno.ETIMEDOUT)
-                            sock.sendall(pack_frame([0, errno.ETIMEDOUT, {"error": why}], packer))
+                            send_reply(sock, pack_frame([0, errno.ETIMEDOUT, {"error": why}], packer), frame_timeout)
                             break
                         continue
                     cmd, seq, arg = check_request(unpack_body(body))
                 except FrameError as exc:
                     requests[SLOT_BAD_FRAME] += 1
                     count_error(exc.errno)
-                    sock.sendall(pack_frame([exc.seq, exc.errno, {"error": exc.message}], packer))
+                    send_reply(sock, pack_frame([exc.seq, exc.errno, {"error": exc.message}], packer), frame_timeout)
                     break
                 if self._stopping or (self._panicked and cfg.on_panic == "halt"):
                     break  # requests not yet begun are not served during shutdown
@@ -538,7 +483,7 @@ class Kstatd:
                     frame_t0 = monotonic()  # the rest of the buffer starts the next request
                 requests[cmd_slot(cmd)] += 1
                 sess.seq = seq
-                sess.phase = _DISPATCHING
+                sess.phase = DISPATCHING
                 if cmd in _TIMED:
                     sess.t0 = monotonic()
                 try:
@@ -560,20 +505,20 @@ class Kstatd:
                     for err in entries.errnos if isinstance(entries, PackedResults) else (e[0] for e in entries):
                         if err:
                             count_error(err)
-                sess.phase = _SENDING
+                sess.phase = SENDING
                 try:
                     if not code and isinstance(result.get("results"), PackedResults):
-                        reply = _pack_packed(seq, result, packer)
+                        reply = pack_packed_reply(seq, result, packer)
                         result.clear()  # the packed entries go now, before the send
                     elif cmd == _READ_MANY and not code:
-                        reply = _pack_read_many(seq, result, packer)
+                        reply = pack_read_many_reply(seq, result, packer)
                     else:
                         reply = pack_frame([seq, code, result], packer)
                 except (ValueError, TypeError, OverflowError) as exc:  # e.g. a provider's lone surrogate
                     count_error(errno.EIO)
                     reply = pack_frame([seq, errno.EIO, {"error": f"reply cannot be encoded: {exc}"}], packer)
-                sock.sendall(reply)
-                sess.phase = _READING
+                send_reply(sock, reply, frame_timeout)
+                sess.phase = READING
                 last = monotonic()
         except OSError:
             pass
@@ -581,7 +526,7 @@ class Kstatd:
             if owner:
                 self._close_session(sess)
 
-    def _close_session(self, sess: _Session) -> None:
+    def _close_session(self, sess: Session) -> None:
         try:
             sess.sock.close()
         except OSError:
@@ -619,7 +564,7 @@ class Kstatd:
                 if t0 is not None and now - t0 >= timeout:
                     self._take_over(sess, now - t0)
 
-    def _take_over(self, sess: _Session, waited: float) -> None:
+    def _take_over(self, sess: Session, waited: float) -> None:
         if not sess.lock.acquire(blocking=False):
             return  # its thread is finishing the request right now
         try:
@@ -641,7 +586,7 @@ class Kstatd:
         msg = f"{what}: ks_update has not returned after {waited:.1f} s (kstatd --read-timeout)"
         self._spawn(sess, gen, pack_frame([sess.seq, errno.EAGAIN, {"error": msg}]))
 
-    def _unstick(self, sess: _Session) -> None:
+    def _unstick(self, sess: Session) -> None:
         # The abandoned thread's request finally returned.
         self.stats.stuck(-1)
         with self._lock:

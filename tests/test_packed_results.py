@@ -18,7 +18,7 @@ from kstatpy.ioctl import Cred
 from kstatpy.ioctl import IoctlHandler
 from kstatpy.packed import PackedResults
 from kstatpy.protocol import pack_frame
-from kstatpy.server import _pack_packed
+from kstatpy.session import pack_packed_reply as _pack_packed
 
 READ_MANY, SELECT = 0x4B11, 0x4B12
 

@@ -1,0 +1,131 @@
+"""One kstatd connection's state, its socket's send and receive, and its replies' encoding.
+
+:class:`Session` is what :mod:`kstatpy.server`'s connection thread, watchdog and shutdown
+share about a connection (the hand-over protocol is described there). The socket is
+blocking with SO_RCVTIMEO (:func:`set_recv_timeout`), and replies go by
+:func:`send_reply`; READ_MANY and SELECT replies are framed entry by entry
+(:func:`pack_packed_reply`, :func:`pack_read_many_reply`; docs/PROTOCOL.md §9.4).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from typing import Any
+
+import msgpack
+
+from kstatpy.ioctl import Conn
+from kstatpy.packed import PackedResults
+from kstatpy.protocol import LENGTH
+from kstatpy.protocol import FrameDecoder
+
+__all__ = [
+    "DISPATCHING",
+    "READING",
+    "SENDING",
+    "Session",
+    "pack_packed_reply",
+    "pack_read_many_reply",
+    "send_reply",
+    "set_recv_timeout",
+]
+
+#: Session.phase values (shutdown waits for DISPATCHING requests).
+READING, DISPATCHING, SENDING = 0, 1, 2
+
+
+def pack_packed_reply(seq: int, result: dict[str, Any], packer: msgpack.Packer) -> bytes:
+    """The frame of a READ_MANY or SELECT reply whose results the handler packed as it read them."""
+    pack = packer.pack
+    parts = [packer.pack_array_header(3), pack(seq), pack(0), packer.pack_map_header(len(result))]
+    for key, value in result.items():
+        parts.append(pack(key))
+        if isinstance(value, PackedResults):
+            parts.append(packer.pack_array_header(value.n))
+            parts.append(value.buf)
+        else:
+            parts.append(pack(value))
+    body = b"".join(parts)
+    return LENGTH.pack(len(body)) + body
+
+
+def pack_read_many_reply(seq: int, result: dict[str, Any], packer: msgpack.Packer) -> bytes:
+    """The frame of a READ_MANY reply of plain results, packed entry by entry.
+
+    No single C call holds the GIL for a whole multi-megabyte reply (other connections'
+    small reads go on between), and an entry object repeated in one batch (KID 0) is
+    packed once.
+    """
+    pack = packer.pack
+    parts = [packer.pack_array_header(3), pack(seq), pack(0), packer.pack_map_header(len(result))]
+    packed: dict[int, bytes] = {}
+    for key, value in result.items():
+        parts.append(pack(key))
+        if key != "results":
+            parts.append(pack(value))
+            continue
+        parts.append(packer.pack_array_header(len(value)))
+        entry_head = packer.pack_array_header(2)
+        for code, kstat in value:
+            parts.append(entry_head)
+            parts.append(pack(code))
+            if kstat is None:
+                parts.append(pack(None))
+                continue
+            body = packed.get(id(kstat))
+            if body is None:
+                body = packed[id(kstat)] = pack(kstat)
+            parts.append(body)
+    body = b"".join(parts)
+    return LENGTH.pack(len(body)) + body
+
+
+def set_recv_timeout(sock: socket.socket, seconds: float) -> None:
+    """Make ``sock`` blocking, its recv() failing with BlockingIOError after ``seconds``.
+
+    SO_RCVTIMEO (socket(7)) in place of Python's socket timeout, which polls before
+    every recv and send: one system call a request saved on each side.
+    """
+    sock.settimeout(None)
+    sec = int(seconds)
+    usec = max(int((seconds - sec) * 1e6), 0 if sec else 1)  # a zero timeval would mean "never"
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", sec, usec))
+
+
+def send_reply(sock: socket.socket, data: bytes, timeout: float) -> None:
+    """Send all of ``data`` within ``timeout`` s (TimeoutError otherwise) on a blocking ``sock``.
+
+    One non-blocking send() first: a reply that fits the socket buffer (nearly all) costs
+    one system call; the rest, if any, goes by a timed sendall.
+    """
+    try:
+        n = sock.send(data, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        n = 0
+    if n < len(data):
+        sock.settimeout(timeout)
+        try:
+            sock.sendall(memoryview(data)[n:])
+        finally:
+            sock.settimeout(None)
+
+
+class Session:
+    """One connection: its socket, credentials, counters, frame decoder and hand-over state."""
+
+    __slots__ = ("conn", "counters", "decoder", "gen", "lock", "phase", "seq", "sock", "stuck_kid", "t0", "tid")
+
+    def __init__(self, sock: socket.socket, conn: Conn, counters: Any, max_request: int) -> None:
+        self.sock = sock
+        self.conn = conn
+        self.counters = counters
+        self.decoder = FrameDecoder(max_request)
+        self.lock = threading.Lock()  # guards gen, t0 (watchdog vs serving thread)
+        self.gen = 0  # bumped when the watchdog takes the session from a stuck thread
+        self.t0: float | None = None  # start of the timed request in flight
+        self.seq = 0
+        self.tid = 0
+        self.stuck_kid: int | None = None
+        self.phase = READING  # written by the serving thread; read by shutdown
