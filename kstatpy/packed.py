@@ -39,18 +39,21 @@ class PackedResults:
     def append(self, entry: list[Any]) -> None:
         code, kstat = entry
         self.n += 1
+        buf = self.buf
         if code:
             self.errnos.append(code)
-        hit = self._packed.get(id(kstat)) if kstat is not None else None
-        if hit is not None and hit[0] is kstat:
-            body = hit[1]
+            buf += _ENTRY_HEAD
+            buf += self._pack(code)
         else:
-            body = self._pack(kstat)
-            if kstat is not None and kstat.get("kid") == 0:  # held: its id is not reused
-                self._packed[id(kstat)] = (kstat, body)
-        self.buf += _ENTRY_HEAD
-        self.buf += self._pack(code)
-        self.buf += body
+            buf += _OK_HEAD
+        if kstat is not None and kstat.get("kid") == 0:  # held: its id is not reused
+            hit = self._packed.get(id(kstat))
+            if hit is None or hit[0] is not kstat:
+                hit = self._packed[id(kstat)] = (kstat, self._pack(kstat))
+            buf += hit[1]
+        else:
+            buf += self._pack(kstat)
 
 
 _ENTRY_HEAD = b"\x92"  # msgpack fixarray of 2
+_OK_HEAD = b"\x92\x00"  # ... and errno 0
