@@ -243,6 +243,11 @@ def measure_pcp(s: Setup) -> list[dict]:
     v0, _ = pcp_values()
     dump = ([*_kstat(s.python), "-p"], _env(KSTAT_SOCKET=s.mid.socket))
     t_dump, t_pcp = proc_times([dump, (["pminfo", "-f"], None)], 2 if s.quick else 3)
+    why = pcp_status()  # a pmcd that stopped answering would make pminfo's times those of a failure
+    if why:
+        s.notes.append(f"PCP row: one run dropped: {why} after its timed runs.")
+        print(f"bench: {s.notes[-1]}", file=sys.stderr)
+        return []
     v1, _ = pcp_values()
     values = (v0 + v1) / 2
     note = f"PCP row: `pminfo -f` of every metric of this machine's pmcd, about {values:,.0f} values (pmprobe)."
