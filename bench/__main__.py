@@ -80,6 +80,7 @@ def main() -> None:
         "Start-up figures: " + ("a wheel install with compiled bytecode in a fresh venv."
                                 if wheel else "this interpreter's (editable) install: they include the editable import hook."),
         "The three memory rows are measured once per command run (four fresh daemons), not per run.",
+        *s.notes,
     ]  # fmt: skip
     table = report.summarize(results, s.big_n)
     png = REPO / "bench" / "scaling.png"

@@ -2,23 +2,32 @@
 
 ``ip:0:ip``, ``ip:0:icmp``, ``tcp:0:tcp`` and ``udp:0:udp`` under illumos' statistic
 names (RFC 1213 object names without the ``ip``/``icmp``/``tcp``/``udp`` prefix, first
-letter lower-case). Each statistic is the sum of its Linux counters, named below as
-``FILE:Group:Key`` (snmp: ``/proc/net/snmp``, netstat: ``/proc/net/netstat``, snmp6:
-``/proc/net/snmp6``); illumos counts IPv4 and IPv6 UDP together, so udp adds snmp6's
-Udp6 counters. Types as illumos: tcp inSegs/outSegs and udp in/outDatagrams UINT64
-(the HC counters), forwarding, defaultTTL, rtoAlgorithm, rtoMin, rtoMax and maxConn
-INT32 (maxConn -1: no limit), the rest UINT32 (wrapping). A statistic none of whose
-counters this host's files have is left out (decided at attach). Counters count from
-boot (the network namespace's creation): crtime is the boot.
+letter lower-case; illumos' ``ip.c``, ``tcp_stats.c``, ``udp_stats.c``). Each statistic
+is the sum of its Linux counters, named in ``mib2_table`` as ``FILE:Group:Key`` (snmp:
+``/proc/net/snmp``, netstat: ``/proc/net/netstat``, snmp6: ``/proc/net/snmp6``).
 
-Left out (no Linux counter): ip addrEntrySize, routeEntrySize, netToMediaEntrySize,
-routingDiscards, reasmDuplicates, reasmPartDups, forwProhibits, rawipInOverflows,
-ipsec*, memberEntrySize, inIPv6, outIPv6, outSwitchIPv6; icmp inUnknowns,
-inFragNeeded, outFragNeeded, outDrops, inOverFlows, inBadRedirects; tcp
-connTableSize, connTableSize6, outDataSegs, outDataBytes, retransBytes, outAck, outUrg,
-outWinUpdate, outWinProbe, outControl, inAck*, inData*, inWin*, inClosed, rtt*,
-timKeepalive*, listenDropQ0, halfOpenDrop, outSackRetransSegs; udp entrySize,
-entry6Size.
+Address families as illumos counts them: ``ip:0:ip`` and ``ip:0:icmp`` IPv4 only
+(``ip_kstat_update`` walks the IPv4 interfaces), ``tcp:0:tcp`` and ``udp:0:udp`` IPv4 and
+IPv6 (one MIB per stack); Linux splits only UDP, so udp adds snmp6's Udp6 counters.
+illumos has no kstat of the IPv6 or ICMPv6 MIB (they go out through the MIB-II STREAMS
+interface only) and its ``ip:0:ip6stat`` counts input-path steps Linux does not count:
+the rest of snmp6 is left out, under no invented name.
+
+Types as illumos declares them: ip inReceives, forwDatagrams, inDelivers, outRequests,
+tcp inSegs/outSegs and udp in/outDatagrams UINT64 (the HC counters); rtoAlgorithm,
+rtoMin, rtoMax and maxConn INT32 (maxConn -1: no limit); the rest UINT32 (wrapping). A
+statistic none of whose counters this host's files have is left out (decided at
+attach). Counters count from boot (the network namespace's creation): crtime is the boot.
+
+Left out (no honest Linux counter): ip reasmTimeout (illumos: the timeout in seconds;
+Linux: a count of timeouts), inErrs (illumos: IPv4 TCP; Linux: both families),
+addrEntrySize, routeEntrySize, netToMediaEntrySize, routingDiscards, reasmDuplicates,
+reasmPartDups, forwProhibits, rawipInOverflows, ipsec*, memberEntrySize, inIPv6,
+outIPv6, outSwitchIPv6; icmp inUnknowns, inFragNeeded, outFragNeeded, outDrops,
+inOverFlows, inBadRedirects; tcp connTableSize, connTableSize6, outDataSegs,
+outDataBytes, retransBytes, outAck, outUrg, outWinUpdate, outWinProbe, outControl,
+inAck*, inData*, inWin*, inClosed, rtt*, timKeepalive*, listenDropQ0, halfOpenDrop,
+outSackRetransSegs; udp entrySize, entry6Size.
 """
 
 from __future__ import annotations

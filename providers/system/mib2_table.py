@@ -21,19 +21,20 @@ def _same(group: str, keys: str, dtype: int = U32) -> list[tuple[str, int, tuple
 
 #: (module, name) -> [(statistic, KSTAT_DATA_*, (source, ...))], statistics in illumos order.
 MIB2: dict[tuple[str, str], list[tuple[str, int, tuple[str, ...]]]] = {
+    # IPv4 only: illumos' ip_kstat_update sums the IPv4 interfaces' MIBs (ILL_START_WALK_V4).
     ("ip", "ip"): [
-        ("forwarding", I32, ("snmp:Ip:Forwarding",)),
-        ("defaultTTL", I32, ("snmp:Ip:DefaultTTL",)),
-        *_same(
-            "Ip",
-            "InReceives InHdrErrors InAddrErrors ForwDatagrams InUnknownProtos InDiscards "
-            "InDelivers OutRequests OutDiscards OutNoRoutes ReasmTimeout ReasmReqds ReasmOKs "
-            "ReasmFails FragOKs FragFails FragCreates",
-        ),
-        ("noPorts", U32, ("snmp:Udp:NoPorts", "snmp6:Udp6NoPorts")),
+        *_same("Ip", "Forwarding DefaultTTL"),
+        *_same("Ip", "InReceives", U64),
+        *_same("Ip", "InHdrErrors InAddrErrors"),
+        *_same("Ip", "ForwDatagrams", U64),
+        *_same("Ip", "InUnknownProtos InDiscards"),
+        *_same("Ip", "InDelivers OutRequests", U64),
+        # reasmTimeout left out: illumos' is the reassembly timeout (s), Linux's counts timeouts.
+        *_same("Ip", "OutDiscards OutNoRoutes ReasmReqds ReasmOKs ReasmFails FragOKs FragFails FragCreates"),
+        ("noPorts", U32, ("snmp:Udp:NoPorts",)),
         ("inCksumErrs", U32, ("netstat:IpExt:InCsumErrors",)),
-        ("udpInCksumErrs", U32, ("snmp:Udp:InCsumErrors", "snmp6:Udp6InCsumErrors")),
-        ("udpInOverflows", U32, ("snmp:Udp:RcvbufErrors", "snmp6:Udp6RcvbufErrors")),
+        ("udpInCksumErrs", U32, ("snmp:Udp:InCsumErrors",)),
+        ("udpInOverflows", U32, ("snmp:Udp:RcvbufErrors",)),
     ],
     ("ip", "icmp"): [
         *_same(
@@ -44,7 +45,7 @@ MIB2: dict[tuple[str, str], list[tuple[str, int, tuple[str, ...]]]] = {
             "OutSrcQuenchs OutRedirects OutEchos OutEchoReps OutTimestamps OutTimestampReps "
             "OutAddrMasks OutAddrMaskReps",
         ),
-        ("inCksumErrs", U32, ("snmp:Icmp:InCsumErrors",)),
+        ("inChksumErrs", U32, ("snmp:Icmp:InCsumErrors",)),
     ],
     ("tcp", "tcp"): [
         *_same("Tcp", "RtoAlgorithm RtoMin RtoMax MaxConn", I32),
@@ -56,6 +57,7 @@ MIB2: dict[tuple[str, str], list[tuple[str, int, tuple[str, ...]]]] = {
         ("timRetrans", U32, ("netstat:TcpExt:TCPTimeouts",)),
         ("listenDrop", U32, ("netstat:TcpExt:ListenOverflows",)),
     ],
+    # IPv4 and IPv6: illumos keeps one UDP MIB per stack for both (udp_stats.c), Linux two.
     ("udp", "udp"): [
         ("inDatagrams", U64, ("snmp:Udp:InDatagrams", "snmp6:Udp6InDatagrams")),
         ("inErrors", U32, ("snmp:Udp:InErrors", "snmp6:Udp6InErrors")),
