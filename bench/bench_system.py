@@ -1,7 +1,7 @@
 """The system provider's read cost: each kstat's ks_update against its floor, and
 KSTAT_IOC_READ of unix:0:system_misc through kstatd against a bare msgpack echo.
 
-    python bench/bench_system.py [--rounds 15] [--block 100] [--rtt 5000]
+    python bench/bench_system.py [--rounds 15] [--block 100] [--rtt 5000] [--rtt-only]
 
 Floor: the least Python that produces the same values from the same files: the
 files opened once and re-read with ``os.pread`` at offset 0, parsed with direct
@@ -40,6 +40,7 @@ from bench_read import READ  # noqa: E402
 from bench_read import RawClient  # noqa: E402
 from bench_read import echo_server  # noqa: E402
 from bench_read import rtt_interleaved  # noqa: E402
+from infra import EchoDispatch  # noqa: E402
 from infra import wait_ready  # noqa: E402
 
 from kstatpy.chain import Chain  # noqa: E402
@@ -244,7 +245,11 @@ def make_floor_disk_err(name: str) -> Callable[[], dict[str, Any]]:
 def floor_sysinfo() -> dict[str, Any]:
     up = int(float(rd("/proc/uptime").split()[0]))
     st = rd("/proc/stat")
-    return {"data": struct.pack("<6I", up, after(st, b"\nprocs_running ") * up, up, 0, 0, after(st, b"\nprocs_blocked ") * up)}
+    return {
+        "data": struct.pack(
+            "<6I", up, after(st, b"\nprocs_running ") * up, up, 0, 0, after(st, b"\nprocs_blocked ") * up
+        )
+    }
 
 
 def floor_vminfo() -> dict[str, Any]:
@@ -357,7 +362,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--block", type=int, default=100)
     ap.add_argument("--rtt", type=int, default=5000)
+    ap.add_argument("--rtt-only", action="store_true", help="only the system_misc round trips")
     opts = ap.parse_args()
+    if not opts.rtt_only:
+        _floors(opts)
+    _round_trips(opts)
+
+
+def _floors(opts: argparse.Namespace) -> None:
 
     chain = Chain()
     providers = load_providers(autoload=False, modules=["kstatpy_providers.system"])
@@ -383,6 +395,8 @@ def main() -> None:
     for note in notes:
         print(f"\n{note}")
 
+
+def _round_trips(opts: argparse.Namespace) -> None:
     tmp = tempfile.mkdtemp(prefix="bench-system-")
     kpath = os.path.join(tmp, "kstat.sock")
     env = dict(os.environ, KSTATPY_DISABLE_PLUGIN_AUTOLOAD="1", PYTHONPATH=str(REPO))
@@ -390,7 +404,7 @@ def main() -> None:
         [sys.executable, "-m", "kstatpy.cli.kstatd", "--socket", kpath, "--plugin", "kstatpy_providers.system"],
         env=env, cwd=REPO,
     )  # fmt: skip
-    echo = None
+    echo = handler = None
     try:
         wait_ready(kpath)
         headers = RawClient(kpath).call(READ, {"kid": 0})[2]["kstat"]["data"]
@@ -402,19 +416,29 @@ def main() -> None:
         echo = ctx.Process(target=echo_server, args=(epath, sample, ready), daemon=True)
         echo.start()
         ready.wait(10)
-        k, e = rtt_interleaved([kpath, epath], opts.rtt, kid)
-        km, em = statistics.median(k) * 1e6, statistics.median(e) * 1e6
+        handler = EchoDispatch(os.path.join(tmp, "handler.sock"), 0, 0, system=True)
+        hheaders = RawClient(handler.socket).call(READ, {"kid": 0})[2]["kstat"]["data"]
+        if next(h["kid"] for h in hheaders if h["module"] == "unix" and h["name"] == "system_misc") != kid:
+            raise RuntimeError("the echo+handler server's system_misc has another kid than kstatd's")
+        k, h, e = rtt_interleaved([kpath, handler.socket, epath], opts.rtt, kid)
+        km, hm, em = (statistics.median(x) * 1e6 for x in (k, h, e))
         print(f"\n## KSTAT_IOC_READ of unix:0:system_misc ({opts.rtt} round trips each, interleaved)\n")
         print("| server | median µs |")
         print("|---|---:|")
         print(f"| kstatd (system provider on /) | {km:.1f} |")
+        print(f"| kstatd's request handler and the system provider in the echo's loop | {hm:.1f} |")
         print(f"| msgpack echo of the same reply | {em:.1f} |")
-        print(f"\nratio kstatd / echo: **{km / em:.2f}x**")
+        print(
+            f"\nratio kstatd / echo: **{km / em:.2f}x**; kstatd / handler in the echo's loop {km / hm:.2f}x"
+            f" (kstatd's session share); handler / echo {hm / em:.2f}x (the provider's and data model's share)"
+        )
     finally:
         kstatd.terminate()
         kstatd.wait(10)
         if echo is not None:
             echo.terminate()
+        if handler is not None:
+            handler.stop()
 
 
 if __name__ == "__main__":

@@ -157,7 +157,7 @@ def _dispatch_conn(sock: socket.socket, handler, conn, pack_packed) -> None:
             buf += data
 
 
-def _dispatch_main(path: str, kstats: int, stats: int, ready) -> None:
+def _dispatch_main(path: str, kstats: int, stats: int, system: bool, ready) -> None:
     os.environ.update(BENCH_CLI_KSTATS=str(kstats), BENCH_CLI_STATS=str(stats), KSTATPY_DISABLE_PLUGIN_AUTOLOAD="1")
     import bench_cli
 
@@ -167,7 +167,7 @@ def _dispatch_main(path: str, kstats: int, stats: int, ready) -> None:
     from kstatpy.ioctl import Cred
     from kstatpy.session import pack_packed_reply as _pack_packed
 
-    served = serve(path + ".kstatd", plugins=[("bench_cli", bench_cli)])
+    served = serve(path + ".kstatd", plugins=[("bench_cli", bench_cli)], providers=["system"] if system else ())
     handler = served.daemon.handler
     _tune_gc()  # kstatd's own collector settings
     conn = Conn(Cred(os.getuid(), os.getgid(), os.getpid(), "global", 0, True), id=1, packed=True)
@@ -186,14 +186,15 @@ class EchoDispatch(Echo):
     What a request costs with the data model's work (hold, ``ks_update``, snapshot,
     header, pack) and none of kstatd's session machinery (deadlines, quotas, counters,
     the watchdog hand-over): kstatd against it is that machinery's cost; it against the
-    echo is the data model's. The chain is ``bench_cli``'s, as :class:`Daemon`'s.
+    echo is the data model's (and the providers'). The chain is ``bench_cli``'s, plus the
+    ``system`` provider's when ``system``, as :class:`Daemon`'s.
     """
 
-    def __init__(self, path: str, kstats: int, stats: int) -> None:
+    def __init__(self, path: str, kstats: int, stats: int, system: bool = False) -> None:
         self.socket = path
         ctx = mp.get_context("fork")
         ready = ctx.Event()
-        self.proc = ctx.Process(target=_dispatch_main, args=(path, kstats, stats, ready), daemon=True)
+        self.proc = ctx.Process(target=_dispatch_main, args=(path, kstats, stats, system, ready), daemon=True)
         self.proc.start()
         if not ready.wait(120):
             self.stop()
