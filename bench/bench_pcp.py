@@ -137,7 +137,11 @@ def profile_dump(d: Daemon, python: str, values: int, runs: int = 5) -> list[str
         prof.runctx(code, {"SOCK": d.socket}, {})
         buf = io.StringIO()
         pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(8)
-        body = [ln.replace(f"{Path(__file__).resolve().parent.parent}/", "") for ln in buf.getvalue().splitlines() if ln.strip()]
+        body = [
+            ln.replace(f"{Path(__file__).resolve().parent.parent}/", "")
+            for ln in buf.getvalue().splitlines()
+            if ln.strip()
+        ]
         start = next((i for i, ln in enumerate(body) if ln.lstrip().startswith("ncalls")), 0)
         lines += ["", "The client's own time under cProfile (in process, output to a buffer), top 8 by tottime:", "",
                   "```", *body[start : start + 9], "```"]  # fmt: skip

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import resource
 import socket
 import statistics
 import struct
@@ -243,35 +244,93 @@ def wait_ready(path: str, timeout: float = 30.0) -> None:
             time.sleep(0.05)
 
 
-def rtt(paths: list[str], n: int, cmd: int, arg: dict, block: int = 250, warmup: int = 100) -> list[float]:
-    """Median round trip (s) to each server; blocks of ``block`` alternate between them."""
+def cpu_ns(pid: int) -> int:
+    """CPU time (ns) the live threads of ``pid`` have used so far (``/proc/PID/task/*/schedstat``).
+
+    Nanosecond resolution, but a thread that has ended no longer counts: use it over spans
+    in which the threads that work stay alive (a connection's thread while it is open).
+    """
+    total = 0
+    base = f"/proc/{pid}/task"
+    for tid in os.listdir(base):
+        try:
+            with open(f"{base}/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that ended meanwhile
+    return total
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU time (s) of the process ``pid`` so far, its ended threads included (``/proc/PID/stat``,
+    clock ticks: use it over spans of many ticks)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rtt(
+    paths: list[str], n: int, cmd: int, arg: dict, block: int = 250, warmup: int = 100, pids: list[int] | None = None
+) -> list[float]:
+    """Median round trip (s) to each server; blocks of ``block`` alternate between them.
+
+    With ``pids`` (each server's process), the result has a second half: each server's
+    CPU time (s) per request over its blocks (the server's side of the round trip).
+    """
     clients = [RawClient(p) for p in paths]
     for c in clients:
         for _ in range(warmup):
             c.call(cmd, arg)
     out: list[list[float]] = [[] for _ in paths]
+    cpu = [0] * len(paths)
     clock = time.perf_counter
     while len(out[0]) < n:
-        for c, xs in zip(clients, out, strict=True):
+        for i, (c, xs) in enumerate(zip(clients, out, strict=True)):
             call = c.call
+            c0 = cpu_ns(pids[i]) if pids else 0
             for _ in range(block):
                 t0 = clock()
                 call(cmd, arg)
                 xs.append(clock() - t0)
-    return [statistics.median(xs) for xs in out]
+            if pids:
+                cpu[i] += cpu_ns(pids[i]) - c0
+    medians = [statistics.median(xs) for xs in out]
+    if pids:
+        medians += [c / 1e9 / len(xs) for c, xs in zip(cpu, out, strict=True)]
+    return medians
 
 
-def proc_times(cmds: list[tuple[list[str], dict[str, str] | None]], repeat: int) -> list[float]:
-    """Median wall time (s) of each command, interleaved, after one warm-up run each."""
+def proc_times(
+    cmds: list[tuple[list[str], dict[str, str] | None]], repeat: int, cpu_of: list[int | None] | None = None
+) -> list[float]:
+    """Median wall time (s) of each command, interleaved, after one warm-up run each.
+
+    With ``cpu_of`` (a server pid or None per command), the result has a second half per
+    command: the median CPU time (s) of the command's process, then of that server
+    while the command ran (0 where None; its connection thread ends with the command, so
+    this is the process-wide, tick-resolution count).
+    """
     times: list[list[float]] = [[] for _ in cmds]
+    own: list[list[float]] = [[] for _ in cmds]
+    served: list[list[float]] = [[] for _ in cmds]
     for cmd, env in cmds:
         subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=False)
     for _ in range(repeat):
         for i, (cmd, env) in enumerate(cmds):
+            pid = cpu_of[i] if cpu_of else None
+            c0 = process_cpu_s(pid) if pid else 0.0
+            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t = time.perf_counter()
             subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=False)
             times[i].append(time.perf_counter() - t)
-    return [statistics.median(t) for t in times]
+            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            own[i].append(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
+            served[i].append(process_cpu_s(pid) - c0 if pid else 0.0)
+    out = [statistics.median(t) for t in times]
+    if cpu_of:
+        for i in range(len(cmds)):
+            out += [statistics.median(own[i]), statistics.median(served[i])]
+    return out
 
 
 # --- an install as users get it ------------------------------------------------------------

@@ -101,7 +101,10 @@ def measure_read(s: Setup) -> list[dict]:
     handler = EchoDispatch(os.path.join(s.tmp, "echo-handler.sock"), 1000, 10)
     try:
         n = 1000 if s.quick else 3000
-        kd, hd, base = rtt([s.small.socket, handler.socket, echo.socket], n, READ, {"kid": 1})
+        pids = [s.small.proc.pid, handler.proc.pid, echo.proc.pid]
+        kd, hd, base, kd_cpu, hd_cpu, base_cpu = rtt(
+            [s.small.socket, handler.socket, echo.socket], n, READ, {"kid": 1}, pids=pids
+        )
     finally:
         echo.stop()
         handler.stop()
@@ -109,6 +112,8 @@ def measure_read(s: Setup) -> list[dict]:
         {"key": "read", "value": kd * 1e6, "baseline": base * 1e6},
         {"key": "read_handler", "value": kd * 1e6, "baseline": hd * 1e6},
         {"key": "read_model", "value": hd * 1e6, "baseline": base * 1e6},
+        {"key": "read_cpu", "value": kd_cpu * 1e6, "baseline": base_cpu * 1e6},
+        {"key": "read_cpu_handler", "value": hd_cpu * 1e6, "baseline": base_cpu * 1e6},
     ]
 
 
@@ -221,8 +226,14 @@ def measure_dump(s: Setup) -> list[dict]:
         _env(),
     )  # fmt: skip
     dump = ([*_kstat(sys.executable), "-p"], _env(KSTAT_SOCKET=s.mid.socket))
-    t_dump, t_raw = proc_times([dump, raw], 2 if s.quick else 3)
-    return [{"key": "dump_per_value", "value": t_dump / values * 1e6, "baseline": t_raw / values * 1e6}]
+    pid = s.mid.proc.pid
+    t_dump, t_raw, c_dump, c_kstatd, _, _ = proc_times([dump, raw], 2 if s.quick else 3, cpu_of=[pid, pid])
+    per = 1e6 / values
+    return [
+        {"key": "dump_per_value", "value": t_dump * per, "baseline": t_raw * per},
+        {"key": "dump_cpu", "value": c_dump * per, "baseline": t_dump * per},
+        {"key": "dump_cpu_kstatd", "value": c_kstatd * per, "baseline": t_dump * per},
+    ]
 
 
 def measure_pcp(s: Setup) -> list[dict]:
