@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_REQUEST",
+    "BodyDecoder",
     "ERRNO_NAMES",
     "LENGTH",
     "PROTOCOL_VERSION",
@@ -159,6 +160,46 @@ def unpack_body(body: bytes | bytearray | memoryview) -> Any:
         raise FrameError(errno.EPROTO, f"body is not one msgpack object: {exc}") from None
 
 
+class BodyDecoder:
+    """:func:`unpack_body` for one connection, its limits bound once.
+
+    ``msgpack.unpackb``'s keyword arguments cost more than decoding a small request
+    does, so a connection keeps one configured ``msgpack.Unpacker`` and feeds it each
+    body. Same results and errors as :func:`unpack_body` (bodies too long to skip the
+    container budget go to it); after any error the unpacker is replaced, so no byte of
+    a bad body reaches the next. Not thread-safe: one per connection.
+    """
+
+    __slots__ = ("_fed", "_unpacker")
+
+    def __init__(self) -> None:
+        self._unpacker, self._fed = self._new(), 0
+
+    @staticmethod
+    def _new() -> msgpack.Unpacker:
+        return msgpack.Unpacker(
+            raw=False, strict_map_key=False, max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN, max_ext_len=0
+        )
+
+    def decode(self, body: bytes | bytearray | memoryview) -> Any:
+        """One request body's object; :class:`FrameError` as :func:`unpack_body`."""
+        n = len(body)
+        if n > MAX_CONTAINERS:
+            return unpack_body(body)
+        unpacker = self._unpacker
+        try:
+            unpacker.feed(body)
+            obj = unpacker.unpack()
+        except Exception as exc:  # OutOfData (truncated), FormatError, StackError, ValueError, ...
+            self._unpacker, self._fed = self._new(), 0
+            raise FrameError(errno.EPROTO, f"body is not one msgpack object: {exc}") from None
+        self._fed += n
+        if unpacker.tell() != self._fed:
+            self._unpacker, self._fed = self._new(), 0
+            raise FrameError(errno.EPROTO, "body is not one msgpack object: extra data after the object")
+        return obj
+
+
 def check_request(obj: Any) -> tuple[int, int, dict[str, Any] | None]:
     """Validate a decoded request against docs/PROTOCOL.md §3: ``(cmd, seq, arg)``.
 
@@ -213,7 +254,7 @@ class FrameDecoder:
         """Bytes buffered but not yet returned as a body."""
         return len(self._buf)
 
-    def next_body(self) -> bytes | None:
+    def next_body(self) -> bytearray | None:
         """The next complete body, or None when more bytes are needed.
 
         :raises FrameError: a zero length (EPROTO) or one above ``max_body`` (E2BIG);
@@ -228,10 +269,14 @@ class FrameDecoder:
         if self.max_body is not None and length > self.max_body:
             raise FrameError(errno.E2BIG, f"request of {length} bytes; the limit is {self.max_body}")
         end = 4 + length
-        if len(buf) < end:
+        n = len(buf)
+        if n < end:
             return None
-        body = bytes(buf[4:end])
-        del buf[:end]
+        body = buf[4:end]  # a copy: the buffer moves on
+        if n == end:
+            buf.clear()  # the common case: the buffer held exactly this request
+        else:
+            del buf[:end]
         return body
 
 

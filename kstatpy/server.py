@@ -77,7 +77,6 @@ from kstatpy.protocol import DEFAULT_MAX_REQUEST
 from kstatpy.protocol import FrameError
 from kstatpy.protocol import check_request
 from kstatpy.protocol import pack_frame
-from kstatpy.protocol import unpack_body
 from kstatpy.session import DISPATCHING
 from kstatpy.session import READING
 from kstatpy.session import SENDING
@@ -421,6 +420,7 @@ class Kstatd:
     def _serve(self, sess: Session, gen: int, first: bytes | None) -> None:
         sock = sess.sock
         decoder = sess.decoder
+        decode = sess.body_decoder.decode
         conn = sess.conn
         requests = sess.counters.requests
         count_error = sess.counters.count_error
@@ -471,7 +471,7 @@ class Kstatd:
                             send_reply(sock, pack_frame([0, errno.ETIMEDOUT, {"error": why}], packer), frame_timeout)
                             break
                         continue
-                    cmd, seq, arg = check_request(unpack_body(body))
+                    cmd, seq, arg = check_request(decode(body))
                 except FrameError as exc:
                     requests[SLOT_BAD_FRAME] += 1
                     count_error(exc.errno)

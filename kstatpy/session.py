@@ -19,6 +19,7 @@ import msgpack
 from kstatpy.ioctl import Conn
 from kstatpy.packed import PackedResults
 from kstatpy.protocol import LENGTH
+from kstatpy.protocol import BodyDecoder
 from kstatpy.protocol import FrameDecoder
 
 __all__ = [
@@ -115,13 +116,16 @@ def send_reply(sock: socket.socket, data: bytes, timeout: float) -> None:
 class Session:
     """One connection: its socket, credentials, counters, frame decoder and hand-over state."""
 
-    __slots__ = ("conn", "counters", "decoder", "gen", "lock", "phase", "seq", "sock", "stuck_kid", "t0", "tid")
+    __slots__ = (
+        "body_decoder", "conn", "counters", "decoder", "gen", "lock", "phase", "seq", "sock", "stuck_kid", "t0", "tid",
+    )  # fmt: skip
 
     def __init__(self, sock: socket.socket, conn: Conn, counters: Any, max_request: int) -> None:
         self.sock = sock
         self.conn = conn
         self.counters = counters
         self.decoder = FrameDecoder(max_request)
+        self.body_decoder = BodyDecoder()
         self.lock = threading.Lock()  # guards gen, t0 (watchdog vs serving thread)
         self.gen = 0  # bumped when the watchdog takes the session from a stuck thread
         self.t0: float | None = None  # start of the timed request in flight

@@ -29,6 +29,7 @@ from kstatpy.ioctl import Conn
 from kstatpy.ioctl import Cred
 from kstatpy.ioctl import IoctlHandler
 from kstatpy.protocol import DEFAULT_MAX_REQUEST
+from kstatpy.protocol import BodyDecoder
 from kstatpy.protocol import FrameDecoder
 from kstatpy.protocol import FrameError
 from kstatpy.protocol import check_request
@@ -65,6 +66,32 @@ def test_requests_survive_framing_split_anywhere(reqs, cuts):
     data = b"".join(pack_request(cmd, seq, arg) for cmd, seq, arg in reqs)
     cuts = [c % (len(data) + 1) for c in cuts]
     assert decode_all(data, cuts) == [tuple(r) for r in reqs]
+
+
+def _outcome(decode, body):
+    try:
+        return ("ok", decode(body))
+    except FrameError as exc:
+        return ("error", exc.errno)
+
+
+body_or_garbage = st.one_of(
+    st.binary(max_size=60),
+    values.map(lambda v: msgpack.packb(v, use_bin_type=True)),
+    st.tuples(values, st.binary(min_size=1, max_size=4)).map(lambda t: msgpack.packb(t[0]) + t[1]),  # extra data
+    values.map(lambda v: msgpack.packb(v, use_bin_type=True)[:-1]),  # truncated
+)
+
+
+@given(st.lists(body_or_garbage, min_size=1, max_size=8))
+def test_a_connections_body_decoder_answers_as_unpack_body(bodies):
+    # kstatd decodes with one BodyDecoder per connection: every body, good or bad, in
+    # any sequence, must decode (or fail) exactly as the stateless unpack_body does.
+    dec = BodyDecoder()
+    for body in bodies:
+        if not body:
+            continue  # a zero length is refused by the framing before decoding
+        assert _outcome(dec.decode, body) == _outcome(unpack_body, body)
 
 
 @given(st.binary(max_size=300))
