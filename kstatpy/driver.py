@@ -39,11 +39,9 @@ _ratelog = RateLimitedLog(log)  # a reader repeating a failing read must not flo
 
 def _callback_errno(ksp: Kstat, what: str, exc: Exception) -> int:
     # What a provider callback's exception means for this reader: a KstatError is its
-    # errno; a BadTrap is a panic and carries the kstat being read; anything else is EIO
-    # (logged at most once a while). Called from the handler around the callback.
-    if isinstance(exc, BadTrap):
-        exc.ksp = ksp
-        raise exc
+    # errno; anything else is EIO (logged at most once a while). Called from the handler
+    # around the callback; a BadTrap never comes here: the caller's own handler marks it
+    # with the kstat and re-raises it bare, so the panic stack gains no frame.
     if isinstance(exc, KstatError):
         return exc.errno
     _ratelog((what, ksp.ks_module, ksp.ks_name), logging.WARNING, "%s of %s raised %r", what, ksp, exc)
@@ -56,6 +54,9 @@ def _provider_call(ksp: Kstat, what: str, fn: Any, *args: Any) -> int:
     # A provider callback off the hot path: its return code, or its exception's errno.
     try:
         rc = fn(ksp, *args)
+    except BadTrap as trap:
+        trap.ksp = ksp
+        raise
     except Exception as exc:
         return _callback_errno(ksp, what, exc)
     return int(rc or 0)
@@ -101,6 +102,9 @@ def read_kstat_data(chain: Chain, kid: int, zoneid: int, data_size: int | None) 
         try:
             try:
                 rc = ksp.ks_update(ksp, KSTAT_READ)
+            except BadTrap as trap:
+                trap.ksp = ksp
+                raise
             except Exception as exc:
                 rc = _callback_errno(ksp, "ks_update", exc)
             if rc:
@@ -118,6 +122,9 @@ def read_kstat_data(chain: Chain, kid: int, zoneid: int, data_size: int | None) 
             buf = KstatBuffer()
             try:
                 rc = ksp.ks_snapshot(ksp, buf, KSTAT_READ)
+            except BadTrap as trap:
+                trap.ksp = ksp
+                raise
             except Exception as exc:
                 rc = _callback_errno(ksp, "ks_snapshot", exc)
             if rc:

@@ -15,8 +15,10 @@ from kstatpy.errors import KstatError
 from kstatpy.kmem import BadTrap
 from kstatpy.kmem import KmemObject
 from kstatpy.panic import format_panic
+from kstatpy.panic import panic_stack
 from kstatpy.records import kstat_named_init
 from tests.chain_io import chain_read
+from tests.chain_io import chain_write
 
 
 def wait_until(pred, timeout: float = 10.0) -> None:
@@ -289,3 +291,33 @@ def test_right_order_never_panics(chain: Chain) -> None:
     for t in threads:
         t.join(10)
     assert traps == []
+
+
+def _touch_private(ksp, *args):
+    ksp.ks_data[0].value = ksp.ks_private.value
+    return 0
+
+
+@pytest.mark.parametrize(("callback", "driver"), [("ks_update", "read_kstat_data"), ("ks_snapshot", "read_kstat_data"), ("ks_update", "write_kstat_data")])
+def test_panic_stack_shows_the_driver_once_above_the_faulting_callback(chain: Chain, callback: str, driver: str) -> None:
+    # As illumos' panic stack: the provider's callback, then the driver function that
+    # called it, once. The handler mapping a callback's exception to an errno is no frame.
+    st = chain.kmem.zalloc(ProviderState)
+    ksp = chain.kstat_create("m", 0, "vcpu0", "misc", c.KSTAT_TYPE_NAMED, 1, c.KSTAT_FLAG_WRITABLE)
+    kstat_named_init(ksp.ks_data[0], "v", c.KSTAT_DATA_UINT64)
+    ksp.ks_private = st
+    setattr(ksp, callback, _touch_private)
+    chain.kstat_install(ksp)
+    chain.kmem.free(st)
+    with pytest.raises(BadTrap) as info:
+        if driver == "read_kstat_data":
+            chain_read(chain, ksp.ks_kid)
+        else:
+            chain_write(chain, ksp.ks_kid, 1, [["v", c.KSTAT_DATA_UINT64, 1]])
+    assert info.value.ksp is ksp
+    names = [sym.split(":", 1)[1].split("+", 1)[0] for sym in panic_stack(info.value)]
+    at = names.index("_touch_private")
+    assert driver in names[at + 1 : at + 3], names
+    assert names.count(driver) == 1, names
+    assert "_callback_errno" not in names, names
+    chain.kstat_delete(ksp)
