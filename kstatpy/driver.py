@@ -107,8 +107,8 @@ def read_kstat_data(chain: Chain, kid: int, zoneid: int, data_size: int | None) 
                 raise
             except Exception as exc:
                 rc = _callback_errno(ksp, "ks_update", exc)
-            if rc:
-                raise error_for_errno(int(rc), f"ks_update of kid {kid} failed")
+            if rc and (rc := int(rc)):  # as int(rc or 0): 0.5 is success, not errno 0
+                raise error_for_errno(rc, f"ks_update of kid {kid} failed")
             needed = ksp.ks_data_size
             if data_size is not None and data_size < needed:
                 raise error_for_errno(
@@ -127,8 +127,8 @@ def read_kstat_data(chain: Chain, kid: int, zoneid: int, data_size: int | None) 
                 raise
             except Exception as exc:
                 rc = _callback_errno(ksp, "ks_snapshot", exc)
-            if rc:
-                raise error_for_errno(int(rc), f"ks_snapshot of kid {kid} failed")
+            if rc and (rc := int(rc)):  # as int(rc or 0): 0.5 is success, not errno 0
+                raise error_for_errno(rc, f"ks_snapshot of kid {kid} failed")
             # The HEADER of Kstat.header() plus the data, built as one dict.
             return {
                 "kid": ksp.ks_kid,

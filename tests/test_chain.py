@@ -255,6 +255,17 @@ def test_update_error_wins_over_enomem(chain: Chain) -> None:
     assert errno_of(partial(chain_read, chain), ksp.ks_kid, data_size=0) == errno.EIO
 
 
+@pytest.mark.parametrize("callback", ["ks_update", "ks_snapshot"])
+@pytest.mark.parametrize("rc", [0.5, -0.5])
+def test_callback_return_that_is_zero_as_an_int_is_success(chain: Chain, callback: str, rc: float) -> None:
+    # A callback's return is taken as int(rc or 0): a truthy value that is 0 as an int is
+    # success, never an "error" with errno 0 (a reply with errno 0 and no KSTAT).
+    ksp = named(chain)
+    inner = getattr(ksp, callback)
+    setattr(ksp, callback, lambda *args: inner(*args) or rc)
+    assert chain_read(chain, ksp.ks_kid)["data"] == [["a", 4, 0]]
+
+
 def test_enomem_reports_previous_snaptime_and_takes_no_snapshot(chain: Chain) -> None:
     ksp = named(chain)
     with pytest.raises(KstatError) as info:
