@@ -22,6 +22,7 @@ import msgpack
 from kstatd_fixture import REPO
 from kstatd_fixture import hello
 from kstatd_fixture import read_reply
+from kstatd_fixture import recv_exact
 from kstatd_fixture import rpc
 from kstatd_fixture import running_kstatd
 from nobody import popen_as_nobody
@@ -121,6 +122,48 @@ def poll(pred, what: str, timeout: float = 15.0) -> None:
     while not pred():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)  # polling with a deadline
+
+
+READ_MANY = 0x4B11
+
+
+def _current_connections(path: str, kid: int) -> int:
+    return next(v for n, _t, v in rpc(path, READ, {"kid": kid})[2]["kstat"]["data"] if n == "current")
+
+
+def test_a_client_that_reads_a_byte_at_a_time_loses_its_slot_at_the_frame_timeout(tmp_path):
+    # The rest of a reply that did not fit the socket buffer goes by one sendall bounded
+    # by --frame-timeout in all (kstatpy.session.send_reply), not per byte read.
+    with running_kstatd(tmp_path, plugins=BASIC, args=["--frame-timeout", "1"]) as kd:
+        conns = kid_of(kd.socket, "connections")
+        s = connect(kd.socket)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(frame(READ_MANY, 1, {"kids": [0] * 2000}))
+        (length,) = struct.unpack(">I", recv_exact(s, 4))
+        got, t0 = 0, time.monotonic()
+        while _current_connections(kd.socket, conns) != 1:  # only the one asking
+            assert time.monotonic() - t0 < 15, "kstatd kept a trickling reader past --frame-timeout"
+            got += len(s.recv(1))
+            select.select([], [], [], 0.05)  # the slow reader's pace
+        while chunk := s.recv(1 << 20):
+            got += len(chunk)
+        assert got < length, "the reply was not cut off"
+        assert hello(kd.socket)["protocol"] == 1
+
+
+def test_after_a_reply_that_did_not_fit_the_idle_timeout_still_applies(tmp_path):
+    # send_reply's timed fallback hands the socket back blocking, with SO_RCVTIMEO: the
+    # connection is then told ETIMEDOUT at the idle timeout (a socket left with a Python
+    # timeout would close without the frame; one left without SO_RCVTIMEO never would).
+    with running_kstatd(tmp_path, plugins=BASIC, args=["--idle-timeout", "1", "--frame-timeout", "30"]) as kd:
+        s = connect(kd.socket)
+        s.sendall(frame(READ_MANY, 1, {"kids": [0] * 2000}))
+        (length,) = struct.unpack(">I", recv_exact(s, 4))
+        assert length > 1 << 20  # far more than a socket buffer: the timed sendall sends the rest
+        assert msgpack.unpackb(recv_exact(s, length))[:2] == [1, 0]
+        seq, code, result = read_reply(s)
+        assert (seq, code) == (0, errno.ETIMEDOUT) and "--idle-timeout" in result["error"]
+        assert s.recv(1) == b""
 
 
 def test_the_client_reconnects_after_an_idle_close(tmp_path):
