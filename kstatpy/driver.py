@@ -59,7 +59,16 @@ def _provider_call(ksp: Kstat, what: str, fn: Any, *args: Any) -> int:
         raise
     except Exception as exc:
         return _callback_errno(ksp, what, exc)
-    return int(rc or 0)
+    return _errno_of(ksp, what, rc) if rc else 0
+
+
+def _errno_of(ksp: Kstat, what: str, rc: Any) -> int:
+    # A callback's non-zero return as an errno (int(rc)); one that is no number is the
+    # provider's bug: EIO for this reader, as an exception from the callback would be.
+    try:
+        return int(rc)
+    except Exception as exc:
+        return _callback_errno(ksp, what, exc)
 
 
 def _hold_installed(chain: Chain, kid: int, zoneid: int) -> Kstat:
@@ -107,7 +116,7 @@ def read_kstat_data(chain: Chain, kid: int, zoneid: int, data_size: int | None) 
                 raise
             except Exception as exc:
                 rc = _callback_errno(ksp, "ks_update", exc)
-            if rc and (rc := int(rc)):  # as int(rc or 0): 0.5 is success, not errno 0
+            if rc and (rc := _errno_of(ksp, "ks_update", rc)):  # as int(rc or 0): 0.5 is success
                 raise error_for_errno(rc, f"ks_update of kid {kid} failed")
             needed = ksp.ks_data_size
             if data_size is not None and data_size < needed:
@@ -127,7 +136,7 @@ def read_kstat_data(chain: Chain, kid: int, zoneid: int, data_size: int | None) 
                 raise
             except Exception as exc:
                 rc = _callback_errno(ksp, "ks_snapshot", exc)
-            if rc and (rc := int(rc)):  # as int(rc or 0): 0.5 is success, not errno 0
+            if rc and (rc := _errno_of(ksp, "ks_snapshot", rc)):  # as int(rc or 0): 0.5 is success
                 raise error_for_errno(rc, f"ks_snapshot of kid {kid} failed")
             # The HEADER of Kstat.header() plus the data, built as one dict.
             return {

@@ -429,16 +429,15 @@ class Kstatd:
         monotonic = time.monotonic
         cfg = self.config
         idle_timeout, frame_timeout = cfg.idle_timeout, cfg.frame_timeout
-        # One socket timeout for the connection's life: recv wakes at least this often to
-        # check the deadlines, and sendall must finish within it (a reply to a client that
-        # does not read costs at most frame_timeout).
-        wake = min(idle_timeout, frame_timeout)
-        set_recv_timeout(sock, wake)
         sess.tid = threading.get_ident()
         owner = True
         last = monotonic()  # end of the last reply (or connect): the idle clock
         frame_t0 = 0.0  # when the buffered partial request began
         try:
+            # recv wakes at least this often to check the deadlines; a reply that does not
+            # fit the socket buffer must go within frame_timeout (send_reply), so a client
+            # that does not read costs at most that. OSError here closes the session.
+            set_recv_timeout(sock, min(idle_timeout, frame_timeout))
             if first is not None:
                 sess.phase = SENDING
                 send_reply(sock, first, frame_timeout)

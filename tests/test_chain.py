@@ -12,6 +12,9 @@ from kstatpy.chain import Chain
 from kstatpy.errors import KstatCreateError
 from kstatpy.errors import KstatError
 from kstatpy.errors import KstatFatalError
+from kstatpy.ioctl import Conn
+from kstatpy.ioctl import Cred
+from kstatpy.ioctl import IoctlHandler
 from kstatpy.kstat import KMutex
 from kstatpy.records import kstat_named_init
 from kstatpy.records import kstat_named_setstr
@@ -264,6 +267,24 @@ def test_callback_return_that_is_zero_as_an_int_is_success(chain: Chain, callbac
     inner = getattr(ksp, callback)
     setattr(ksp, callback, lambda *args: inner(*args) or rc)
     assert chain_read(chain, ksp.ks_kid)["data"] == [["a", 4, 0]]
+
+
+@pytest.mark.parametrize("callback", ["ks_update", "ks_snapshot"])
+@pytest.mark.parametrize("rc", ["x", [1], object()])
+def test_callback_return_that_is_no_number_is_eio_for_that_read_only(chain: Chain, callback: str, rc: object) -> None:
+    # A provider's bug in one kstat costs its own reader EIO, like an exception would;
+    # the other kstats of a READ_MANY batch are read as usual.
+    bad, good = named(chain), named(chain, name="good")
+    inner = getattr(bad, callback)
+    setattr(bad, callback, lambda *args: inner(*args) or rc)
+    assert errno_of(partial(chain_read, chain), bad.ks_kid) == errno.EIO
+    handler = IoctlHandler(chain)
+    code, result = handler.dispatch(Conn(Cred(0, 0, 1, "global", 0, True)), c.KSTATPY_IOC_READ_MANY,
+                                    {"kids": [bad.ks_kid, good.ks_kid]})  # fmt: skip
+    assert code == 0
+    (bad_code, bad_data), (good_code, good_data) = result["results"]
+    assert (bad_code, bad_data) == (errno.EIO, None)
+    assert good_code == 0 and good_data["name"] == "good"
 
 
 def test_enomem_reports_previous_snaptime_and_takes_no_snapshot(chain: Chain) -> None:
