@@ -140,6 +140,10 @@ def test_fake_sysinfo_vminfo_var(fake: Path) -> None:
     assert (vi2["freemem"] - vi["freemem"]) / (vi2["updates"] - vi["updates"]) == 4096 // kpp
     var = VAR.decode(read(chain, "unix", 0, "var")["data"])
     assert (var["v_proc"], var["v_maxupttl"], var["v_autoup"], var["v_buf"]) == (63000, 63000, 30, 0)
+    assert VAR.decode(read(chain, "unix", 0, "var")["data"]) == var  # unchanged tunables: the same struct
+    (fake / "proc/sys/kernel/threads-max").write_text("64000\n")  # a tunable set between two reads
+    var2 = VAR.decode(read(chain, "unix", 0, "var")["data"])
+    assert (var2["v_proc"], var2["v_maxupttl"], var2["v_autoup"]) == (64000, 64000, 30)
     assert read(chain, "unix", 0, "vminfo")["class"] == "vm"
 
 

@@ -248,6 +248,9 @@ def parse_cpu_list(text: str) -> list[int]:
 
 
 class NamedSource(Protocol):
+    """A kstat's source: ``values()`` reads it now, as a new dict (never one it keeps and
+    changes: raw_update compares it with the last one it packed)."""
+
     def values(self) -> dict[str, Any]: ...
 
 
@@ -305,20 +308,27 @@ def create_raw(
     """Create and install a read-only RAW kstat: ``layout`` packed from ``source.values()``."""
     ksp = chain.kstat_create(module, instance, name, ks_class, KSTAT_TYPE_RAW, layout.size, 0)
     date_kstat(ksp, crtime)
-    ksp.ks_private = (layout, source)
+    ksp.ks_private = (layout, source, [None])  # [the values ks_data was last packed from]
     ksp.ks_update = raw_update
     return install_or_delete(chain, ksp)
 
 
 def raw_update(ksp: Kstat, rw: int) -> int:
-    """ks_update of every RAW system kstat: pack the source's values into ``ks_data``."""
+    """ks_update of every RAW system kstat: pack the source's values into ``ks_data``.
+
+    Values equal to the last ones packed leave ``ks_data`` as it is (packing is a pure
+    function of them, and only this function writes a read-only RAW kstat's data).
+    """
     if rw == KSTAT_WRITE:
         return errno.EACCES
-    layout, source = ksp.ks_private
+    layout, source, last = ksp.ks_private
     try:
-        ksp.ks_data[:] = layout.pack(source.values())
+        values = source.values()
     except OSError as exc:
         return os_errno(exc)
+    if values != last[0]:
+        ksp.ks_data[:] = layout.pack(values)
+        last[0] = values
     return 0
 
 
