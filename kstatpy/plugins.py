@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENTRY_POINT_GROUP",
     "TRACE_LOGGER",
+    "WANTS_MODULE",
     "ProviderFailure",
     "Providers",
     "get_plugin_manager",
@@ -62,6 +63,12 @@ TRACE_LOGGER = "kstatpy.plugins.trace"
 trace_log = logging.getLogger(TRACE_LOGGER)
 
 ENTRY_POINT_GROUP = "kstatpy.providers"
+
+#: ``chain.config`` key of a host that reads only some kstat modules (the embedded
+#: ``kstat``): a predicate ``(module: str) -> bool`` passing every module it may read.
+#: A provider may skip creating the kstats of modules it fails (README "Provider
+#: hooks"); kstatd never sets it.
+WANTS_MODULE = "wants_module"
 
 
 def _env_true(name: str) -> bool:

@@ -87,8 +87,10 @@ def _strerror(code: int | None) -> str:
 
 
 def _wants_module(opts: Options) -> Any:
-    # Which kstat modules the selectors can match, for skipping providers that declare
-    # theirs; a /regex/ is never evaluated here (its error belongs to the report).
+    # Which kstat modules the selectors can match (None: any), for skipping providers
+    # that declare theirs and kstats a provider need not create; exact: a module is
+    # passed when some selector's module pattern matches it, and a kstat is selected
+    # only then. A /regex/ is never evaluated here (its error belongs to the report).
     pats = [Pattern(s.module) for s in opts.selectors]
     if any(is_regex(p.text) or p.matches_all for p in pats):
         return None
@@ -125,16 +127,21 @@ def open_source(opts: Options, environ: Any = None) -> tuple[Any, Any]:
 def open_embedded(wants_module: Any = None) -> tuple[Any, Any]:
     """The embedded default: load the providers, attach them to a new chain, open it.
 
-    ``wants_module``: see :func:`kstatpy.plugins.load_providers`.
+    ``wants_module``: a predicate over kstat module names that passes every module the
+    selectors can match (None: all). Providers that declared their modules and match
+    none are not loaded (:func:`kstatpy.plugins.load_providers`), and the chain's
+    ``config["wants_module"]`` (:data:`kstatpy.plugins.WANTS_MODULE`) lets a provider
+    create only those modules' kstats (the system provider does).
     """
     from kstatpy.chain import Chain
     from kstatpy.client import kstat_open_chain
+    from kstatpy.plugins import WANTS_MODULE
     from kstatpy.plugins import load_providers
     from kstatpy.plugins import trace_to_stderr
 
     trace_to_stderr("kstat")
     providers = load_providers(wants_module=wants_module)
-    chain = Chain()
+    chain = Chain(config=None if wants_module is None else {WANTS_MODULE: wants_module})
     providers.attach(chain)
     kc = kstat_open_chain(chain, refresh=lambda: providers.refresh(chain), providers=providers, read_chain=False)
 

@@ -197,19 +197,26 @@ def _create_err(chain: Chain, root: SysRoot, name: str, module: str, instance: i
     return create_named(chain, f"{module}err", instance, ename, "device_error", fields, source, crtime=origin)
 
 
-def create_disk(chain: Chain, root: SysRoot, name: str, origin: int | None, namer: DiskNamer) -> list[Kstat]:
-    """The IO kstat of block device ``name`` and its error kstat.
+def create_disk(
+    chain: Chain, root: SysRoot, name: str, origin: int | None, namer: DiskNamer, io: bool = True, err: bool = True
+) -> list[Kstat]:
+    """The IO kstat of block device ``name`` and its error kstat (``io``/``err``: which of the two).
 
     ``origin``: crtime for a disk present at attach (its counters count from boot).
     """
     module, instance = namer.instance(name)
-    ksp = chain.kstat_create(module, instance, f"{module}{instance}", "disk", KSTAT_TYPE_IO, 1, 0)
-    date_kstat(ksp, origin)
-    ksp.ks_private = DiskSource(root, name)
-    ksp.ks_update = disk_update
-    install_or_delete(chain, ksp)
+    made: list[Kstat] = []
+    if io:
+        ksp = chain.kstat_create(module, instance, f"{module}{instance}", "disk", KSTAT_TYPE_IO, 1, 0)
+        date_kstat(ksp, origin)
+        ksp.ks_private = DiskSource(root, name)
+        ksp.ks_update = disk_update
+        made.append(install_or_delete(chain, ksp))
     try:
-        return [ksp, _create_err(chain, root, name, module, instance, origin)]
+        if err:
+            made.append(_create_err(chain, root, name, module, instance, origin))
     except BaseException:
-        chain.kstat_delete(ksp)
+        for ksp in made:
+            chain.kstat_delete(ksp)
         raise
+    return made

@@ -41,6 +41,8 @@ from kstatpy_providers.system.source import create_named
 from kstatpy_providers.system.source import find_ints
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kstatpy.chain import Chain
     from kstatpy.kstat import Kstat
 
@@ -148,14 +150,20 @@ class Mib2Source:
         return out
 
 
-def create_mib2(chain: Chain, root: SysRoot, origin: int) -> list[Kstat]:
-    """Every MIB-II kstat with at least one statistic this host has a counter for."""
+def create_mib2(chain: Chain, root: SysRoot, origin: int, want: Callable[[str], bool] | None = None) -> list[Kstat]:
+    """Every MIB-II kstat with at least one statistic this host has a counter for.
+
+    ``want``: a predicate over module names; the kstats of modules it fails are not made.
+    """
+    wanted = {key: specs for key, specs in MIB2.items() if want is None or want(key[0])}
+    if not wanted:
+        return []
     have: dict[str, dict[str, int]] = {}
     for which, rel in _FILES.items():
         if root.exists(rel):
             have[which] = _read(root, which)
     made: list[Kstat] = []
-    for (module, name), specs in MIB2.items():
+    for (module, name), specs in wanted.items():
         fields: list[tuple[str, int]] = []
         stats: list[tuple[str, tuple[tuple[str, str], ...]]] = []
         for stat, dtype, sources in specs:

@@ -22,43 +22,24 @@ Refresh
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import threading
-from collections.abc import Callable
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
-from typing import Any
 
-from kstatpy_providers.system.cpu import create_cpu_info
-from kstatpy_providers.system.cpu import parse_cpuinfo
-from kstatpy_providers.system.cpustat import CpuClock
-from kstatpy_providers.system.cpustat import create_cpu_stat
-from kstatpy_providers.system.cpustat import create_cpu_sys
-from kstatpy_providers.system.cpustat import create_cpu_vm
-from kstatpy_providers.system.disk import DiskNamer
-from kstatpy_providers.system.disk import create_disk
-from kstatpy_providers.system.disk import disk_names
-from kstatpy_providers.system.link import create_link
-from kstatpy_providers.system.link import link_names
-from kstatpy_providers.system.mib2 import create_mib2
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import boot_origin
 from kstatpy_providers.system.source import root_for
 from kstatpy_providers.system.spl import SPL_ROOT
-from kstatpy_providers.system.spl import create_spl
-from kstatpy_providers.system.spl import spl_kstats
-from kstatpy_providers.system.unix import create_system_misc
-from kstatpy_providers.system.unix import create_system_pages
 from kstatpy_providers.system.unix import present_cpus
-from kstatpy_providers.system.unixraw import create_sysinfo
-from kstatpy_providers.system.unixraw import create_var
-from kstatpy_providers.system.unixraw import create_vminfo
 
 from kstatpy.errors import KstatError
 from kstatpy.hookspecs import hookimpl
 
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from collections.abc import Iterable
+    from typing import Any
+
     from kstatpy.chain import Chain
     from kstatpy.kstat import Kstat
 
@@ -71,9 +52,21 @@ __all__ = [
     "provider_for",
 ]
 
-log = logging.getLogger(__name__)
-
 PROVIDER_NAME = "system"
+
+#: ``chain.config`` key a host may set to a predicate over kstat module names
+#: (``kstatpy.plugins.WANTS_MODULE``, README "Provider hooks"): only the kstats of
+#: modules it passes are created. Absent (kstatd): every kstat.
+WANTS_MODULE = "wants_module"
+
+#: The kstat modules of each source; spl's are the directories of ``proc/spl/kstat``.
+UNIX_MODULES = ("unix",)
+MIB2_MODULES = ("ip", "tcp", "udp")
+CPU_MODULES = ("cpu_info", "cpu", "cpu_stat")
+LINK_MODULES = ("link",)
+#: disks' IO modules (``disk.disk_module_instance``) and their error kstats' (MODULEerr)
+DISK_MODULES = ("sd", "cmdk", "xdf", "lofi", "blkdev")
+DISK_MODULES_ALL = (*DISK_MODULES, *(m + "err" for m in DISK_MODULES))
 
 
 class SystemRootError(OSError):
@@ -97,24 +90,35 @@ class SystemProvider:
 
     ``origin`` is the boot on the monotonic clock: the crtime of every kstat whose
     counters count from boot, and of every device kstat present at attach.
+    ``wants``: the host's predicate over module names (:data:`WANTS_MODULE`); None
+    creates every kstat. A source none of whose modules it passes is not read, and
+    its module is not imported.
     """
 
-    def __init__(self, root: SysRoot) -> None:
+    def __init__(self, root: SysRoot, wants: Callable[[str], bool] | None = None) -> None:
         self.root = root
+        self.wants = wants
         self.lock = threading.Lock()
         self.unix: list[Kstat] = []
         self.cpus: dict[int, list[Kstat]] = {}
         self.links: dict[str, list[Kstat]] = {}
         self.disks: dict[str, list[Kstat]] = {}
-        self.namer = DiskNamer()
+        self.namer: Any = None  # disk.DiskNamer, made on the first disk scan
         self.spl: dict[tuple[str, str], list[Kstat]] = {}
         self.has_spl = False  # proc/spl/kstat existed at attach (OpenZFS loaded)
         self.origin = 0
         self.vm_cpu = -1  # the CPU charged with the machine-wide VM counters
         self.detached = False
 
+    def want(self, module: str) -> bool:
+        """Whether kstats of ``module`` are to be created."""
+        return self.wants is None or bool(self.wants(module))
+
+    def want_any(self, modules: Iterable[str]) -> bool:
+        return self.wants is None or any(map(self.wants, modules))
+
     def attach(self, chain: Chain) -> None:
-        """Create every kstat (caller holds ``lock``); on failure delete what was made.
+        """Create every wanted kstat (caller holds ``lock``); on failure delete what was made.
 
         :raises SystemRootError: the root is no host tree.
         """
@@ -122,16 +126,26 @@ class SystemProvider:
         check_root(root)
         self.origin = origin = boot_origin(root)
         try:
-            self.unix.append(create_system_misc(chain, root, origin))
-            for made in (
-                create_system_pages(chain, root),
-                create_sysinfo(chain, root, origin),
-                create_vminfo(chain, root, origin),
-                create_var(chain, root),
-            ):
-                if made is not None:
-                    self.unix.append(made)
-            self.unix.extend(create_mib2(chain, root, origin))
+            if self.want_any(UNIX_MODULES):
+                from kstatpy_providers.system.unix import create_system_misc
+                from kstatpy_providers.system.unix import create_system_pages
+                from kstatpy_providers.system.unixraw import create_sysinfo
+                from kstatpy_providers.system.unixraw import create_var
+                from kstatpy_providers.system.unixraw import create_vminfo
+
+                self.unix.append(create_system_misc(chain, root, origin))
+                for made in (
+                    create_system_pages(chain, root),
+                    create_sysinfo(chain, root, origin),
+                    create_vminfo(chain, root, origin),
+                    create_var(chain, root),
+                ):
+                    if made is not None:
+                        self.unix.append(made)
+            if self.want_any(MIB2_MODULES):
+                from kstatpy_providers.system.mib2 import create_mib2
+
+                self.unix.extend(create_mib2(chain, root, origin, self.want))
             self.has_spl = root.exists(SPL_ROOT)
             cpus = present_cpus(root)
             self.vm_cpu = min(cpus) if cpus else -1
@@ -145,14 +159,27 @@ class SystemProvider:
         origin = self.origin if attaching else None
         made: list[Kstat] = []
         try:
-            made.append(create_cpu_info(chain, root, cpu, info, since_boot=attaching, origin=origin))
+            if self.want("cpu_info"):
+                from kstatpy_providers.system.cpu import create_cpu_info
+
+                made.append(create_cpu_info(chain, root, cpu, info, since_boot=attaching, origin=origin))
+            if not self.want_any(("cpu", "cpu_stat")):
+                return made
+            from kstatpy_providers.system.cpustat import CpuClock
+            from kstatpy_providers.system.cpustat import create_cpu_stat
+            from kstatpy_providers.system.cpustat import create_cpu_sys
+            from kstatpy_providers.system.cpustat import create_cpu_vm
+
             # Counters count from boot even for a CPU hot-added later (proc/stat keeps them).
+            # One clock for cpu:N:sys and cpu_stat, so the two agree; only they read it.
             clock = CpuClock(root, since_boot=attaching)
-            made.append(create_cpu_sys(chain, root, cpu, self.origin, clock))
-            vm = create_cpu_vm(chain, root, cpu, self.origin, charge=cpu == self.vm_cpu)
-            if vm is not None:
-                made.append(vm)
-            made.append(create_cpu_stat(chain, root, cpu, self.origin, charge=cpu == self.vm_cpu, clock=clock))
+            if self.want("cpu"):
+                made.append(create_cpu_sys(chain, root, cpu, self.origin, clock))
+                vm = create_cpu_vm(chain, root, cpu, self.origin, charge=cpu == self.vm_cpu)
+                if vm is not None:
+                    made.append(vm)
+            if self.want("cpu_stat"):
+                made.append(create_cpu_stat(chain, root, cpu, self.origin, charge=cpu == self.vm_cpu, clock=clock))
         except BaseException:
             for ksp in made:
                 chain.kstat_delete(ksp)
@@ -160,31 +187,63 @@ class SystemProvider:
         return made
 
     def reconcile(self, chain: Chain, attaching: bool = False) -> None:
-        """Create and delete kstats so they match the host (caller holds ``lock``)."""
+        """Create and delete wanted kstats so they match the host (caller holds ``lock``)."""
         root = self.root
-        cpus = present_cpus(root)
-        if set(cpus) != self.cpus.keys():
-            try:
-                info = parse_cpuinfo(root.read("proc/cpuinfo"))
-            except FileNotFoundError:
-                info = {}
-            self._sync(chain, "cpu", self.cpus, cpus, lambda c: self._create_cpu(chain, c, info.get(c, {}), attaching))
+        if self.want_any(CPU_MODULES):
+            cpus = present_cpus(root)
+            if set(cpus) != self.cpus.keys():
+                from kstatpy_providers.system.cpu import parse_cpuinfo
+
+                try:
+                    info = parse_cpuinfo(root.read("proc/cpuinfo")) if self.want("cpu_info") else {}
+                except FileNotFoundError:
+                    info = {}
+                self._sync(
+                    chain, "cpu", self.cpus, cpus, lambda c: self._create_cpu(chain, c, info.get(c, {}), attaching)
+                )  # fmt: skip
         origin = self.origin if attaching else None
-        self._sync(
-            chain, "link", self.links, link_names(root), lambda n: [create_link(chain, root, n, origin)],
-            lambda n: f"sys/class/net/{n}/",
-        )  # fmt: skip
-        if self.has_spl:
+        if self.want_any(LINK_MODULES):
+            from kstatpy_providers.system.link import create_link
+            from kstatpy_providers.system.link import link_names
+
             self._sync(
-                chain, "spl", self.spl, spl_kstats(root), lambda k: create_spl(chain, root, *k),
-                lambda k: f"{SPL_ROOT}/{k[0]}/{k[1]}",
+                chain, "link", self.links, link_names(root), lambda n: [create_link(chain, root, n, origin)],
+                lambda n: f"sys/class/net/{n}/",
             )  # fmt: skip
-        disks = disk_names(root)
-        self.namer.name_all([n for n in disks if n not in self.disks])
-        self._sync(
-            chain, "disk", self.disks, disks, lambda n: create_disk(chain, root, n, origin, self.namer),
-            lambda n: f"sys/block/{n}/",
-        )  # fmt: skip
+        if self.has_spl:
+            from kstatpy_providers.system.spl import create_spl
+            from kstatpy_providers.system.spl import spl_kstats
+
+            self._sync(
+                chain, "spl", self.spl, [k for k in spl_kstats(root) if self.want(k[0])],
+                lambda k: create_spl(chain, root, *k), lambda k: f"{SPL_ROOT}/{k[0]}/{k[1]}",
+            )  # fmt: skip
+        if self.want_any(DISK_MODULES_ALL):
+            self._sync_disks(chain, origin)
+
+    def _sync_disks(self, chain: Chain, origin: int | None) -> None:
+        # Every disk is named (the instance numbering depends on all of them); only
+        # the disks whose IO module or error module (MODULEerr) is wanted get kstats.
+        from kstatpy_providers.system.disk import DiskNamer
+        from kstatpy_providers.system.disk import create_disk
+        from kstatpy_providers.system.disk import disk_names
+
+        if self.namer is None:
+            self.namer = DiskNamer()
+        namer = self.namer
+        disks = disk_names(self.root)
+        namer.name_all([n for n in disks if n not in self.disks])
+        if self.wants is not None:
+            disks = [n for n in disks if self._want_disk(namer.instance(n)[0])]
+
+        def create(name: str) -> list[Kstat]:
+            module = namer.instance(name)[0]
+            return create_disk(chain, self.root, name, origin, namer, io=self.want(module), err=self.want(module + "err"))
+
+        self._sync(chain, "disk", self.disks, disks, create, lambda n: f"sys/block/{n}/")
+
+    def _want_disk(self, module: str) -> bool:
+        return self.want(module) or self.want(module + "err")
 
     def _sync(
         self,
@@ -208,7 +267,9 @@ class SystemProvider:
                 have[key] = create(key)
             except (KstatError, OSError, ValueError) as exc:
                 # One device that vanished mid-probe or collides costs only its kstats.
-                log.warning("system: no kstat for %s %s: %r", what, key, exc)
+                import logging
+
+                logging.getLogger(__name__).warning("system: no kstat for %s %s: %r", what, key, exc)
 
     def delete_all(self, chain: Chain) -> None:
         """Delete every kstat, ``unix:0:system_misc`` (the first made) last (caller holds ``lock``)."""
@@ -229,8 +290,11 @@ def provider_for(chain: Chain) -> SystemProvider | None:
 
 @hookimpl
 def kstatpy_attach(chain: Chain) -> None:
-    """Create the system kstats under the root ``chain.config['system_root']`` names."""
-    provider = SystemProvider(SysRoot(root_for(chain)))
+    """Create the system kstats under the root ``chain.config['system_root']`` names.
+
+    Only those of the modules ``chain.config['wants_module']`` passes, when the host set it.
+    """
+    provider = SystemProvider(SysRoot(root_for(chain)), chain.config.get(WANTS_MODULE))
     with provider.lock:
         provider.attach(chain)
         chain.provider_data[PROVIDER_NAME] = provider
