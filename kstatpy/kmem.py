@@ -29,8 +29,13 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any
-from typing import TypeVar
+
+TYPE_CHECKING = False  # not typing's: the embedded kstat's start-up never imports typing
+if TYPE_CHECKING:
+    from typing import Any
+    from typing import TypeVar
+
+    _T = TypeVar("_T", bound="KmemObject")
 
 __all__ = [
     "BadTrap",
@@ -53,8 +58,6 @@ PAGEOFFSET = (1 << PAGESHIFT) - 1
 #: Bytes of bookkeeping kept for freed buffers (``::whatis`` history, ``kstatd
 #: --kmem-history``); the oldest age out past it (their objects still trap).
 FREED_HISTORY_BYTES = 1 << 20
-
-_T = TypeVar("_T", bound="KmemObject")
 
 # Python module prefixes and the illumos module each stands for in a stack trace.
 _KMODULE = {

@@ -33,8 +33,6 @@ from __future__ import annotations
 import errno
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
 
 from kstatpy.constants import FLAG
 from kstatpy.constants import KSTAT_READ
@@ -65,6 +63,11 @@ from kstatpy.records import kstat_waitq_exit
 from kstatpy.records import kstat_waitq_to_runq
 from kstatpy.records import named_data_size
 from kstatpy.records import truncate_name
+
+TYPE_CHECKING = False  # not typing's: the embedded kstat's start-up never imports typing
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 __all__ = [
     "IO_FIELDS",
@@ -154,8 +157,9 @@ class KstatBuffer:
         self.data = data
 
 
-UpdateFn = Callable[["Kstat", int], "int | None"]
-SnapshotFn = Callable[["Kstat", KstatBuffer, int], "int | None"]
+if TYPE_CHECKING:
+    UpdateFn = Callable[["Kstat", int], "int | None"]
+    SnapshotFn = Callable[["Kstat", KstatBuffer, int], "int | None"]
 
 
 class Kstat(KmemObject):

@@ -27,20 +27,19 @@ import importlib
 import logging
 import os
 import sys
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-from typing import Any
 
 import pluggy
 
 from kstatpy import hookspecs
 from kstatpy.kmem import BadTrap
 
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
 if TYPE_CHECKING:
     from collections.abc import Callable
     from collections.abc import Iterable
     from collections.abc import Mapping
     from collections.abc import Sequence
+    from typing import Any
 
     from pluggy import HookImpl
 
@@ -126,13 +125,29 @@ def _trace_after(
         trace_log.info("%s <- %s: %s", hook_name, _names(hook_impls), repr(outcome.get_result())[:200])
 
 
-@dataclass
 class ProviderFailure:
-    """A provider that could not be loaded or attached, and why."""
+    """A provider that could not be loaded or attached, and why.
 
-    name: str
-    stage: str  # "load", "register" or "attach"
-    error: BaseException
+    :attr name: the provider's name. :attr stage: ``"load"``, ``"register"`` or
+    ``"attach"``. :attr error: the exception.
+    """
+
+    __slots__ = ("error", "name", "stage")
+
+    def __init__(self, name: str, stage: str, error: BaseException) -> None:
+        self.name = name
+        self.stage = stage
+        self.error = error
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ProviderFailure):
+            return NotImplemented
+        return (self.name, self.stage, self.error) == (other.name, other.stage, other.error)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value (as the dataclass was)
+
+    def __repr__(self) -> str:
+        return f"ProviderFailure(name={self.name!r}, stage={self.stage!r}, error={self.error!r})"
 
     def __str__(self) -> str:
         return f"provider {self.name!r} failed to {self.stage}: {self.error!r}"

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
 
 from kstatpy.constants import KSTAT_STRLEN
 from kstatpy.constants import NAMED_RECORD_SIZE
 from kstatpy.constants import KstatDataType
 from kstatpy.errors import KstatFatalError
+
+TYPE_CHECKING = False  # not typing's: the embedded kstat's start-up never imports typing
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "CHAR_VALUE_SIZE",
