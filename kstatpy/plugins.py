@@ -19,19 +19,23 @@ by name in :attr:`Providers.failures` and logged; the others still load. A modul
 both named explicitly and found as an entry point is loaded once, under the
 entry point's (the provider's) name; the same module object offered twice under
 different names is registered once, under the first.
+
+Plain providers (:mod:`kstatpy.plain_providers`): a provider module may name its
+hook functions in ``KSTATPY_HOOKS`` instead of marking them ``@hookimpl``; pluggy
+registers them as if marked. ``load_providers(plain=True)`` (the embedded ``kstat``)
+calls such providers without pluggy when every provider loaded is plain and tracing
+is off. This module imports pluggy and logging only when it needs them.
 """
 
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
+from types import FunctionType
 
-import pluggy
-
-from kstatpy import hookspecs
 from kstatpy.kmem import BadTrap
+from kstatpy.lazylog import get_logger
 
 TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
 if TYPE_CHECKING:
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
+    import pluggy
     from pluggy import HookImpl
 
     from kstatpy.chain import Chain
@@ -57,9 +62,9 @@ __all__ = [
     "trace_to_stderr",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 TRACE_LOGGER = "kstatpy.plugins.trace"
-trace_log = logging.getLogger(TRACE_LOGGER)
+trace_log = get_logger(TRACE_LOGGER)
 
 ENTRY_POINT_GROUP = "kstatpy.providers"
 
@@ -87,6 +92,8 @@ def trace_to_stderr(prog: str) -> None:
     """
     if not trace_enabled() or trace_log.handlers:
         return
+    import logging
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"{prog}: trace: %(message)s"))
     trace_log.addHandler(handler)
@@ -158,7 +165,22 @@ def get_plugin_manager() -> pluggy.PluginManager:
 
     Nothing is loaded; see :func:`load_providers`.
     """
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    import pluggy
+
+    from kstatpy import hookspecs
+
+    class PluginManager(pluggy.PluginManager):
+        # Plain providers' functions named in KSTATPY_HOOKS are implementations, as if
+        # marked @hookimpl (kstatpy.plain_providers); pluggy documents this override.
+        def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
+            declared = getattr(plugin, "KSTATPY_HOOKS", None)
+            if isinstance(declared, (tuple, list)) and name in declared:
+                fn = getattr(plugin, name, None)
+                if isinstance(fn, FunctionType) and not hasattr(fn, hookspecs.PROJECT + "_impl"):
+                    hookspecs.hookimpl(fn)
+            return super().parse_hookimpl_opts(plugin, name)
+
+    pm = PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     for name in os.environ.get("KSTATPY_DISABLED_PROVIDERS", "").split(","):
         if name.strip():
@@ -193,6 +215,7 @@ def load_providers(
     modules: Iterable[str] = (),
     plugins: Iterable[tuple[str, object]] = (),
     wants_module: Callable[[str], bool] | None = None,
+    plain: bool = False,
 ) -> Providers:
     """Build a plugin manager and load providers into it.
 
@@ -204,8 +227,11 @@ def load_providers(
     :param wants_module: a test of kstat module names (the embedded ``kstat`` passes
         its selectors'); an entry-point provider that declared ``KSTATPY_MODULES`` on
         an earlier run and none of whose modules passes is not imported at all.
+    :param plain: when every provider loaded is plain (:mod:`kstatpy.plain_providers`)
+        and tracing is off, answer a :class:`~kstatpy.plain_providers.PlainProviders`
+        and never import pluggy; otherwise (and by default) pluggy's façade. The
+        providers loaded, their order, failures and log lines are the same either way.
     """
-    pm = get_plugin_manager()
     failures: list[ProviderFailure] = []
     if autoload is None:
         autoload = not _env_true("KSTATPY_DISABLE_PLUGIN_AUTOLOAD")
@@ -217,6 +243,25 @@ def load_providers(
 
         cache = EntryPointCache(ENTRY_POINT_GROUP)
         eps = cache.entry_points
+    if plain and not trace_enabled():
+        from kstatpy.plain_providers import PlainProviders
+        from kstatpy.plain_providers import is_plain
+        from kstatpy.plain_providers import load_entry_points
+
+        loaded = None if modules or plugins else load_entry_points(eps, cache, wants_module)
+        if loaded is not None and all(not isinstance(got, BaseException) for _, got in loaded):
+            if all(is_plain(got) for _, got in loaded):
+                once: list[tuple[str, object]] = []
+                for name, got in loaded:
+                    if not any(got is p for _, p in once):  # as pluggy: the same module once
+                        once.append((name, got))
+                return PlainProviders(once, failures)
+        if loaded is not None:  # not all plain: the same outcomes through pluggy, in order
+            pm = get_plugin_manager()
+            for name, got in loaded:
+                _register(pm, name, lambda got=got: _replay(got), failures)
+            return Providers(pm, failures)
+    pm = get_plugin_manager()
     # A module named explicitly that an entry point also names takes the provider's name.
     ep_name = {value: name for name, value in eps}
     for name, obj in plugins:
@@ -239,14 +284,21 @@ def load_providers(
     return Providers(pm, failures)
 
 
+def _replay(got: object) -> object:
+    if isinstance(got, BaseException):
+        raise got
+    return got
+
+
 class Providers:
     """The host's view of its providers: one method per hook.
 
     :attr failures: every provider that failed to load, register or attach.
     """
 
-    def __init__(self, pm: pluggy.PluginManager, failures: list[ProviderFailure] | None = None) -> None:
-        self.pm = pm
+    def __init__(self, pm: pluggy.PluginManager | None, failures: list[ProviderFailure] | None = None) -> None:
+        # None only in PlainProviders, which overrides every method that uses it.
+        self.pm: pluggy.PluginManager = pm  # type: ignore[assignment]
         self.failures = failures if failures is not None else []
         self.attached: list[str] = []
         self.detaching: str | None = None  # the provider detach is running now (for reports)

@@ -70,3 +70,49 @@ def test_the_console_script_does_not_import_re():
     assert KSTAT
     text = open(KSTAT).read()
     assert "import re\n" not in text and "from kstatpy.cli.kstat import main" in text
+
+
+# --- the embedded default (no kstatd): the system provider without pluggy -------------
+
+#: What the embedded kstat must not import for a selection only the system provider's
+#: unix module can match (its cache warm): pluggy (the provider's hooks are plain,
+#: kstatpy.plain_providers), the entry-point scan, and the system provider's other sources.
+EMBEDDED_NEVER = ("pluggy", "kstatpy.hookspecs", "importlib.metadata", "kstatpy_providers.system.cpu",
+                  "kstatpy_providers.system.cpustat", "kstatpy_providers.system.disk",
+                  "kstatpy_providers.system.link", "kstatpy_providers.system.mib2")  # fmt: skip
+
+
+def embedded(tmp_path, disabled: str, *argv: str) -> tuple[bytes, list[str]]:
+    """The console script with no kstatd (twice: the second run hits the entry-point cache)."""
+    assert KSTAT, "the kstat console script is not on PATH (pip install -e .)"
+    env = {k: v for k, v in os.environ.items() if k not in ("KSTAT_SOCKET", "KSTATPY_DISABLE_PLUGIN_AUTOLOAD")}
+    env.update(XDG_RUNTIME_DIR=str(tmp_path), KSTATPY_CACHE_DIR=str(tmp_path / "cache"),
+               KSTATPY_DISABLED_PROVIDERS=disabled)  # fmt: skip
+    for _ in range(2):
+        got = subprocess.run([sys.executable, "-c", _PROBE, KSTAT, *argv], env=env, capture_output=True, timeout=120)
+    assert got.returncode in (0, 1), got.stderr
+    return got.stdout, ast.literal_eval(got.stderr.decode().strip().splitlines()[-1])
+
+
+def _others() -> str:
+    from importlib.metadata import entry_points
+
+    return ",".join(sorted({ep.name for ep in entry_points(group="kstatpy.providers")} - {"system", "vmm"}))
+
+
+def test_embedded_unix_selection_imports_no_pluggy_and_no_other_source(tmp_path):
+    out, modules = embedded(tmp_path, _others(), "-p", "unix:0:system_misc:ncpus")
+    assert out == f"unix:0:system_misc:ncpus\t{_present()}\n".encode()
+    assert "kstatpy.chain" in modules and "kstatpy_providers.system.unix" in modules
+    assert sorted(set(EMBEDDED_NEVER) & set(modules)) == []
+
+
+def test_embedded_selection_a_marked_provider_can_match_uses_pluggy(tmp_path):
+    # vmm marks its hooks @hookimpl: when a selector can match its module, pluggy calls.
+    _, modules = embedded(tmp_path, _others(), "-p", "vmm:::")
+    assert "pluggy" in modules and "kstatpy_providers.vmm.provider" in modules
+
+
+def _present() -> int:
+    text = open("/sys/devices/system/cpu/present").read().strip()
+    return sum(int(b) - int(a) + 1 if "-" in p else 1 for p in text.split(",") for a, _, b in [p.partition("-")])

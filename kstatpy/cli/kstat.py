@@ -140,7 +140,7 @@ def open_embedded(wants_module: Any = None) -> tuple[Any, Any]:
     from kstatpy.plugins import trace_to_stderr
 
     trace_to_stderr("kstat")
-    providers = load_providers(wants_module=wants_module)
+    providers = load_providers(wants_module=wants_module, plain=True)
     chain = Chain(config=None if wants_module is None else {WANTS_MODULE: wants_module})
     providers.attach(chain)
     kc = kstat_open_chain(chain, refresh=lambda: providers.refresh(chain), providers=providers, read_chain=False)

@@ -7,13 +7,15 @@
 as IO kstats with an error kstat (``disk``), the MIB-II kstats (``mib2``) and
 OpenZFS's SPL kstats (``spl``). Values are read in ``ks_update``, so a read costs
 only its own kstat's files. The tree read is ``chain.config["system_root"]``, else
-``$KSTATPY_SYSTEM_ROOT``, else ``/``. This module only re-exports the hooks.
+``$KSTATPY_SYSTEM_ROOT``, else ``/``. This module only re-exports the hooks (declared in ``KSTATPY_HOOKS``: plain
+implementations, see kstatpy.plain_providers).
 """
 
 from __future__ import annotations
 
+from kstatpy_providers.system.provider import KSTATPY_HOOKS
 from kstatpy_providers.system.provider import kstatpy_attach
 from kstatpy_providers.system.provider import kstatpy_detach
 from kstatpy_providers.system.provider import kstatpy_refresh
 
-__all__ = ["kstatpy_attach", "kstatpy_detach", "kstatpy_refresh"]
+__all__ = ["KSTATPY_HOOKS", "kstatpy_attach", "kstatpy_detach", "kstatpy_refresh"]

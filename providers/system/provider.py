@@ -32,7 +32,6 @@ from kstatpy_providers.system.spl import SPL_ROOT
 from kstatpy_providers.system.unix import present_cpus
 
 from kstatpy.errors import KstatError
-from kstatpy.hookspecs import hookimpl
 
 TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
 if TYPE_CHECKING:
@@ -44,6 +43,7 @@ if TYPE_CHECKING:
     from kstatpy.kstat import Kstat
 
 __all__ = [
+    "KSTATPY_HOOKS",
     "SystemProvider",
     "SystemRootError",
     "kstatpy_attach",
@@ -53,6 +53,10 @@ __all__ = [
 ]
 
 PROVIDER_NAME = "system"
+
+#: The hooks below, declared by name rather than marked ``@hookimpl``: the embedded
+#: kstat then calls them without importing pluggy (kstatpy.plain_providers).
+KSTATPY_HOOKS = ("kstatpy_attach", "kstatpy_detach", "kstatpy_refresh")
 
 #: ``chain.config`` key a host may set to a predicate over kstat module names
 #: (``kstatpy.plugins.WANTS_MODULE``, README "Provider hooks"): only the kstats of
@@ -288,7 +292,6 @@ def provider_for(chain: Chain) -> SystemProvider | None:
     return chain.provider_data.get(PROVIDER_NAME)
 
 
-@hookimpl
 def kstatpy_attach(chain: Chain) -> None:
     """Create the system kstats under the root ``chain.config['system_root']`` names.
 
@@ -300,7 +303,6 @@ def kstatpy_attach(chain: Chain) -> None:
         chain.provider_data[PROVIDER_NAME] = provider
 
 
-@hookimpl
 def kstatpy_refresh(chain: Chain) -> None:
     """Create and delete CPU, link and disk kstats that came or went."""
     provider = provider_for(chain)
@@ -311,7 +313,6 @@ def kstatpy_refresh(chain: Chain) -> None:
             provider.reconcile(chain)
 
 
-@hookimpl
 def kstatpy_detach(chain: Chain) -> None:
     """Delete every kstat the provider created on ``chain``."""
     provider = chain.provider_data.pop(PROVIDER_NAME, None)

@@ -1,0 +1,133 @@
+"""Plain providers (hooks declared in KSTATPY_HOOKS): called without pluggy, as pluggy would."""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+import kstatpy_providers.system as system_provider
+import pytest
+
+from kstatpy import hookimpl
+from kstatpy.chain import Chain
+from kstatpy.plain_providers import HOOK_ARGS
+from kstatpy.plain_providers import PlainProviders
+from kstatpy.plain_providers import is_plain
+from kstatpy.plugins import Providers
+from kstatpy.plugins import get_plugin_manager
+from kstatpy.plugins import load_providers
+
+
+def test_hook_args_are_the_hookspecs() -> None:
+    pm = get_plugin_manager()
+    specs = {name: getattr(pm.hook, name).spec.argnames for name in dir(pm.hook) if name.startswith("kstatpy_")}
+    assert specs == HOOK_ARGS
+
+
+def test_system_provider_is_plain_and_pluggy_registers_its_declared_hooks() -> None:
+    assert is_plain(system_provider)
+    pm = get_plugin_manager()
+    pm.register(system_provider, name="system")
+    for hook in system_provider.KSTATPY_HOOKS:
+        impls = getattr(pm.hook, hook).get_hookimpls()
+        assert [i.function for i in impls] == [getattr(system_provider, hook)]
+
+
+def recording(name: str, log: list[Any], fail_attach: bool = False, answer: Any = None) -> Any:
+    """A plain provider module whose every hook records (name, hook, args)."""
+
+    def kstatpy_attach(chain: Chain) -> None:
+        log.append((name, "attach"))
+        if fail_attach:
+            raise RuntimeError(f"{name} refuses")
+
+    def kstatpy_detach(chain: Chain) -> None:
+        log.append((name, "detach"))
+
+    def kstatpy_refresh(chain: Chain) -> None:
+        log.append((name, "refresh"))
+
+    def kstatpy_ioctl(cmd: int, arg: Any) -> Any:  # a subset of the spec's arguments
+        log.append((name, "ioctl", cmd, arg))
+        return None if answer is None else (0, {"from": name})
+
+    def kstatpy_conn_close(conn: Any) -> None:
+        log.append((name, "close", conn))
+
+    fns = {f.__name__: f for f in (kstatpy_attach, kstatpy_detach, kstatpy_refresh, kstatpy_ioctl, kstatpy_conn_close)}
+    mod = types.ModuleType(name)
+    mod.KSTATPY_HOOKS = tuple(fns)  # type: ignore[attr-defined]
+    for key, fn in fns.items():
+        setattr(mod, key, fn)
+    return mod
+
+
+def drive(providers: Providers, log: list[Any]) -> list[Any]:
+    chain = Chain()
+    failures = providers.attach(chain)
+    attached = providers.attached[:]
+    providers.refresh(chain)
+    first = providers.ioctl(chain, "conn", 0x7001, {"x": 1})
+    providers.conn_close(chain, "conn")
+    providers.detach(chain)
+    return [log[:], [(f.name, f.stage, repr(f.error)) for f in failures], attached, first, providers.names()]
+
+
+@pytest.mark.parametrize("answers", [(None, None, None), (1, None, 1), (None, 1, None)])
+def test_plain_providers_call_hooks_exactly_as_pluggy(answers: tuple[Any, ...]) -> None:
+    outcomes = []
+    for plain in (True, False):
+        log: list[Any] = []
+        mods = [
+            ("one", recording("one", log, answer=answers[0])),
+            ("two", recording("two", log, fail_attach=True, answer=answers[1])),
+            ("three", recording("three", log, answer=answers[2])),
+        ]
+        if plain:
+            providers: Providers = PlainProviders(mods)
+        else:
+            providers = load_providers(autoload=False, plugins=mods)
+            assert type(providers) is Providers
+        outcomes.append(drive(providers, log))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][2] == ["one", "three"]  # "two" failed to attach, the others did
+
+
+def _plain_with(**attrs: Any) -> Any:
+    mod = types.ModuleType("p")
+    for key, value in attrs.items():
+        setattr(mod, key, value)
+    return mod
+
+
+def test_what_is_not_plain() -> None:
+    def attach(chain: Chain) -> None: ...
+
+    def attach_extra(chain: Chain, other: int) -> None: ...
+
+    def attach_kwonly(chain: Chain, *, other: int) -> None: ...
+
+    def attach_default(chain: Chain, other: int = 1) -> None: ...
+
+    @hookimpl
+    def kstatpy_refresh(chain: Chain) -> None: ...
+
+    assert is_plain(_plain_with(KSTATPY_HOOKS=("kstatpy_attach",), kstatpy_attach=attach))
+    assert is_plain(_plain_with(KSTATPY_HOOKS=("kstatpy_attach",), kstatpy_attach=attach_default))
+    assert not is_plain(_plain_with(kstatpy_attach=attach))  # nothing declared
+    assert not is_plain(_plain_with(KSTATPY_HOOKS=("kstatpy_attach",)))  # declared, missing
+    assert not is_plain(_plain_with(KSTATPY_HOOKS=("kstatpy_nosuch",), kstatpy_nosuch=attach))
+    assert not is_plain(_plain_with(KSTATPY_HOOKS=("kstatpy_attach",), kstatpy_attach=attach_extra))
+    assert not is_plain(_plain_with(KSTATPY_HOOKS=("kstatpy_attach",), kstatpy_attach=attach_kwonly))
+    assert not is_plain(_plain_with(KSTATPY_HOOKS="kstatpy_attach", kstatpy_attach=attach))
+    # A marked implementation next to declared ones: pluggy's options apply, so pluggy calls.
+    assert not is_plain(_plain_with(KSTATPY_HOOKS=("kstatpy_attach",), kstatpy_attach=attach,
+                                    kstatpy_refresh=kstatpy_refresh))  # fmt: skip
+
+
+def test_a_declared_parameter_outside_the_spec_fails_registration_with_pluggy() -> None:
+    def kstatpy_attach(chain: Chain, other: int) -> None: ...
+
+    mod = _plain_with(KSTATPY_HOOKS=("kstatpy_attach",), kstatpy_attach=kstatpy_attach)
+    providers = load_providers(autoload=False, plugins=[("bad", mod)])
+    assert [(f.name, f.stage) for f in providers.failures] == [("bad", "register")]
