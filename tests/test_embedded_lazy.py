@@ -254,3 +254,17 @@ def test_disk_module_list_covers_every_disk_module() -> None:
     seen = {disk_module_instance(n)[0] for n in ("sda", "hdb", "xvdc", "loop0", "nvme0n1", "vda", "dm-0", "md1")}
     assert seen == set(DISK_MODULES)
     assert set(DISK_MODULES_ALL) == seen | {m + "err" for m in seen}
+
+
+def test_meta_name_patterns_match_as_fnmatch() -> None:
+    # meta.py matches its table's name patterns without importing fnmatch (and re).
+    import itertools
+    from fnmatch import fnmatchcase
+
+    from kstatpy_providers.system.meta import META
+    from kstatpy_providers.system.meta import _name_matches
+
+    patterns = {p for _, p, _, _ in META} | {"*,err", "a*c", "?b", "[ab]*", "", "x*y*z"}
+    names = ["cpu_info0", "cpu_info", "cpu_inf", "sd0,err", ",err", "vm", "vmx", "", "x*y", "abc", "sd0,er", "eth0"]
+    for name, pattern in itertools.product(names, sorted(patterns)):
+        assert _name_matches(name, pattern) == fnmatchcase(name, pattern), (name, pattern)

@@ -77,19 +77,36 @@ def test_the_console_script_does_not_import_re():
 #: What the embedded kstat must not import for a selection only the system provider's
 #: unix module can match (its cache warm): pluggy (the provider's hooks are plain,
 #: kstatpy.plain_providers), the entry-point scan, and the system provider's other sources.
-EMBEDDED_NEVER = ("pluggy", "kstatpy.hookspecs", "importlib.metadata", "kstatpy_providers.system.cpu",
+EMBEDDED_NEVER = ("pluggy", "kstatpy.hookspecs", "importlib.metadata", "fnmatch", "kstatpy_providers.system.cpu",
                   "kstatpy_providers.system.cpustat", "kstatpy_providers.system.disk",
                   "kstatpy_providers.system.link", "kstatpy_providers.system.mib2")  # fmt: skip
 
 
 def embedded(tmp_path, disabled: str, *argv: str) -> tuple[bytes, list[str]]:
-    """The console script with no kstatd (twice: the second run hits the entry-point cache)."""
+    """The console script with no kstatd, under ``python -S`` as :func:`imported` runs it.
+
+    PYTHONPATH: the repository, ``kstatpy_providers`` (a link to ``providers/``: the
+    editable install's finder is not loaded under -S), a dist-info naming the
+    built-in providers' entry points, and the directory of msgpack and pluggy. Run
+    twice: the second run hits the entry-point cache.
+    """
+    import pluggy
+
     assert KSTAT, "the kstat console script is not on PATH (pip install -e .)"
-    env = {k: v for k, v in os.environ.items() if k not in ("KSTAT_SOCKET", "KSTATPY_DISABLE_PLUGIN_AUTOLOAD")}
-    env.update(XDG_RUNTIME_DIR=str(tmp_path), KSTATPY_CACHE_DIR=str(tmp_path / "cache"),
-               KSTATPY_DISABLED_PROVIDERS=disabled)  # fmt: skip
+    links = tmp_path / "links"
+    (links / "kstatpy_builtin-0.dist-info").mkdir(parents=True)
+    (links / "kstatpy_providers").symlink_to(REPO / "providers")
+    (links / "kstatpy_builtin-0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: kstatpy-builtin\n")
+    (links / "kstatpy_builtin-0.dist-info" / "entry_points.txt").write_text(
+        "[kstatpy.providers]\nsystem = kstatpy_providers.system\nvmm = kstatpy_providers.vmm.provider\n"
+    )
+    site = {os.path.dirname(os.path.dirname(m.__file__)) for m in (msgpack, pluggy)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "KSTAT"))}
+    env.update(PYTHONPATH=os.pathsep.join([str(REPO), str(links), *sorted(site)]), XDG_RUNTIME_DIR=str(tmp_path),
+               KSTATPY_CACHE_DIR=str(tmp_path / "cache"), KSTATPY_DISABLED_PROVIDERS=disabled)  # fmt: skip
     for _ in range(2):
-        got = subprocess.run([sys.executable, "-c", _PROBE, KSTAT, *argv], env=env, capture_output=True, timeout=120)
+        got = subprocess.run([sys.executable, "-S", "-c", _PROBE, KSTAT, *argv], env=env, capture_output=True,
+                             timeout=120)  # fmt: skip
     assert got.returncode in (0, 1), got.stderr
     return got.stdout, ast.literal_eval(got.stderr.decode().strip().splitlines()[-1])
 

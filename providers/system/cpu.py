@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
-from typing import Any
 
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_named
@@ -41,7 +39,10 @@ from kstatpy.constants import KSTAT_DATA_LONG
 from kstatpy.constants import KSTAT_DATA_STRING
 from kstatpy.constants import KSTAT_DATA_UINT64
 
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
 if TYPE_CHECKING:
+    from typing import Any
+
     from kstatpy.chain import Chain
     from kstatpy.kstat import Kstat
 

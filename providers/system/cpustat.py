@@ -59,8 +59,6 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING
-from typing import Any
 
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_named
@@ -70,7 +68,10 @@ from kstatpy_providers.system.source import find_ints
 from kstatpy.constants import KSTAT_DATA_UINT64
 from kstatpy.raw import CPU_STAT
 
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
 if TYPE_CHECKING:
+    from typing import Any
+
     from kstatpy.chain import Chain
     from kstatpy.kstat import Kstat
 

@@ -37,8 +37,6 @@ from __future__ import annotations
 import errno
 import re
 import time
-from typing import TYPE_CHECKING
-from typing import Any
 
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_named
@@ -53,7 +51,10 @@ from kstatpy.constants import KSTAT_DATA_UINT64
 from kstatpy.constants import KSTAT_TYPE_IO
 from kstatpy.constants import KSTAT_WRITE
 
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
 if TYPE_CHECKING:
+    from typing import Any
+
     from kstatpy.chain import Chain
     from kstatpy.kstat import Kstat
     from kstatpy.records import KstatIO

@@ -31,9 +31,6 @@ counter whose file this interface lacks (decided when the kstat is created).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-from typing import Any
-
 from kstatpy_providers.system.source import SysFile
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_named
@@ -41,7 +38,10 @@ from kstatpy_providers.system.source import create_named
 from kstatpy.constants import KSTAT_DATA_UINT32
 from kstatpy.constants import KSTAT_DATA_UINT64
 
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
 if TYPE_CHECKING:
+    from typing import Any
+
     from kstatpy.chain import Chain
     from kstatpy.kstat import Kstat
 

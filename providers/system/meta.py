@@ -19,8 +19,6 @@ pages are ``SC_PAGE_SIZE`` bytes.
 from __future__ import annotations
 
 import os
-from fnmatch import fnmatchcase
-from typing import Any
 
 from kstatpy_providers.system.mib2_table import MIB2
 
@@ -31,6 +29,10 @@ from kstatpy.metadata import counter
 from kstatpy.metadata import gauge
 from kstatpy.metadata import identifier
 from kstatpy.metadata import text
+
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["BOOT_CRTIME", "META", "PAGE_SIZE", "SECONDS_PER_TICK", "system_kstat_init", "system_meta"]
 
@@ -177,7 +179,21 @@ META: tuple[tuple[str, str, str, StatMeta], ...] = (
 
 def system_meta(module: str, name: str) -> dict[str, StatMeta]:
     """The rows of :data:`META` for kstat ``module:*:name``, as {statistic: StatMeta}."""
-    return {stat: meta for mod, pattern, stat, meta in META if mod == module and fnmatchcase(name, pattern)}
+    return {stat: meta for mod, pattern, stat, meta in META if mod == module and _name_matches(name, pattern)}
+
+
+def _name_matches(name: str, pattern: str) -> bool:
+    # fnmatchcase, without importing fnmatch (and re) for the table's shapes: "*",
+    # "prefix*", "*suffix" and exact names.
+    star = pattern.find("*")
+    if star < 0 and "?" not in pattern and "[" not in pattern:
+        return name == pattern
+    rest = pattern[star + 1 :]
+    if "*" not in rest and "?" not in pattern and "[" not in pattern:
+        return name.startswith(pattern[:star]) and name.endswith(rest) and len(name) >= len(pattern) - 1
+    from fnmatch import fnmatchcase
+
+    return fnmatchcase(name, pattern)
 
 
 def system_kstat_init(ksp: Any) -> None:

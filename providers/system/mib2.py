@@ -32,16 +32,15 @@ outSackRetransSegs; udp entrySize, entry6Size.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-from typing import Any
-
 from kstatpy_providers.system.mib2_table import MIB2
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_named
 from kstatpy_providers.system.source import find_ints
 
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
     from kstatpy.chain import Chain
     from kstatpy.kstat import Kstat

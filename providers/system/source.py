@@ -25,9 +25,6 @@ import time
 from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-from typing import Any
-from typing import Protocol
 
 from kstatpy_providers.system.meta import system_kstat_init
 
@@ -42,7 +39,11 @@ from kstatpy.metadata import kstat_set_meta
 from kstatpy.records import kstat_named_init
 from kstatpy.records import kstat_named_setstr
 
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
 if TYPE_CHECKING:
+    from typing import Any
+    from typing import Protocol
+
     from kstatpy.chain import Chain
     from kstatpy.kstat import Kstat
     from kstatpy.raw import Layout
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
 __all__ = [
     "ROOT_CONFIG_KEY",
     "ROOT_ENV",
-    "NamedSource",
     "SysFile",
     "SysRoot",
     "boot_origin",
@@ -247,11 +247,13 @@ def parse_cpu_list(text: str) -> list[int]:
     return sorted(cpus)
 
 
-class NamedSource(Protocol):
-    """A kstat's source: ``values()`` reads it now, as a new dict (never one it keeps and
-    changes: raw_update compares it with the last one it packed)."""
+if TYPE_CHECKING:
 
-    def values(self) -> dict[str, Any]: ...
+    class NamedSource(Protocol):
+        """A kstat's source: ``values()`` reads it now, as a new dict (never one it keeps and
+        changes: raw_update compares it with the last one it packed)."""
+
+        def values(self) -> dict[str, Any]: ...
 
 
 def create_named(

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import TYPE_CHECKING
-from typing import Any
 
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_named
@@ -50,7 +48,10 @@ from kstatpy.kstat import KMutex
 from kstatpy.metadata import gauge
 from kstatpy.metadata import text
 
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
 if TYPE_CHECKING:
+    from typing import Any
+
     from kstatpy.chain import Chain
     from kstatpy.kstat import Kstat
 

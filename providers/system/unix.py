@@ -37,8 +37,6 @@ system_pages (class pages, every record ULONG, in pages of ``SC_PAGE_SIZE``)
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
-from typing import Any
 
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_named
@@ -48,7 +46,10 @@ from kstatpy_providers.system.source import parse_cpu_list
 from kstatpy.constants import KSTAT_DATA_UINT32
 from kstatpy.constants import KSTAT_DATA_ULONG
 
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
 if TYPE_CHECKING:
+    from typing import Any
+
     from kstatpy.chain import Chain
     from kstatpy.kstat import Kstat
 

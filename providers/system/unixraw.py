@@ -39,8 +39,6 @@ crtime of sysinfo and vminfo is the boot; var's is its creation.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
-from typing import Any
 
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_raw
@@ -50,7 +48,10 @@ from kstatpy.raw import SYSINFO
 from kstatpy.raw import VAR
 from kstatpy.raw import VMINFO
 
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
 if TYPE_CHECKING:
+    from typing import Any
+
     from kstatpy.chain import Chain
     from kstatpy.kstat import Kstat
 
