@@ -6,10 +6,16 @@ short-lived ``kstat``. The cache keeps its answer in a file until the installed
 distributions change.
 
 File
-    ``$KSTATPY_CACHE_DIR/entry-points.json``, else ``$XDG_CACHE_HOME/kstatpy/...``,
+    ``$KSTATPY_CACHE_DIR/entry-points.cache``, else ``$XDG_CACHE_HOME/kstatpy/...``,
     else ``~/.cache/kstatpy/...``. ``KSTATPY_CACHE_DIR=off`` disables the cache. A
     cache that cannot be read or written is ignored (the scan is then made every time).
-    Written atomically (a temporary file, then ``os.replace``).
+    Written atomically (a temporary file, then ``os.replace``). UTF-8 text, one record
+    a line, fields separated by tabs (a backslash, tab or newline in a field is
+    written ``\\``, ``\t``, ``\n``): ``kstatpy-epcache 2``; ``group G``; ``key K``
+    (the ``repr`` of :func:`fingerprint`'s list); ``ep NAME VALUE`` per entry point, in
+    scan order; ``decl NAME FILE MTIME HAS MODULE...`` per remembered declaration
+    (FILE and MTIME empty for None; HAS ``0``: no ``KSTATPY_MODULES``). Not JSON:
+    ``json`` imports ``re``, which the embedded ``kstat`` otherwise never needs.
 
 Invalidation (:func:`fingerprint`)
     The key is, for each ``sys.path`` entry, the name of each ``*.dist-info`` /
@@ -30,7 +36,6 @@ Declared modules
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -38,9 +43,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["EntryPointCache", "cache_path", "fingerprint"]
+__all__ = ["EntryPointCache", "cache_path", "dumps", "fingerprint", "loads"]
 
-_VERSION = 1
+_MAGIC = "kstatpy-epcache 2"
 
 
 def cache_path() -> str | None:
@@ -51,7 +56,7 @@ def cache_path() -> str | None:
     if not base:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         base = os.path.join(xdg, "kstatpy")
-    return os.path.join(base, "entry-points.json")
+    return os.path.join(base, "entry-points.cache")
 
 
 def fingerprint(paths: list[str] | None = None) -> list[Any]:
@@ -98,7 +103,7 @@ class EntryPointCache:
         self._declared: dict[str, Any] = {}
         key = fingerprint()
         data = self._read()
-        if data is not None and data.get("key") == key and data.get("group") == group:
+        if data is not None and data.get("key") == repr(key) and data.get("group") == group:
             self.hit = True
             self.entry_points = [(n, v) for n, v in data["entry_points"]]
             self._declared = data.get("declared", {})
@@ -111,11 +116,10 @@ class EntryPointCache:
         if self.path is None:
             return None
         try:
-            with open(self.path, encoding="utf-8") as f:
-                data = json.load(f)
+            with open(self.path, encoding="utf-8", errors="surrogateescape") as f:
+                return loads(f.read())
         except (OSError, ValueError):
             return None
-        return data if isinstance(data, dict) and data.get("version") == _VERSION else None
 
     def _scan(self) -> list[tuple[str, str]]:
         from importlib.metadata import entry_points
@@ -153,13 +157,13 @@ class EntryPointCache:
         """Write the cache if anything changed; failures are ignored (see the module docstring)."""
         if not self.dirty or self.path is None:
             return
-        data = {"version": _VERSION, "group": self.group, "key": self._key,
-                "entry_points": self.entry_points, "declared": self._declared}  # fmt: skip
+        data = {"group": self.group, "key": repr(self._key), "entry_points": self.entry_points,
+                "declared": self._declared}  # fmt: skip
         tmp = f"{self.path}.{os.getpid()}.tmp"
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(data, f)
+            with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
+                f.write(dumps(data))
             os.replace(tmp, self.path)
             self.dirty = False
         except OSError:
@@ -167,6 +171,59 @@ class EntryPointCache:
                 os.unlink(tmp)
             except OSError:
                 pass
+
+
+_ESC = {"\\": "\\\\", "\t": "\\t", "\n": "\\n"}
+_UNESC = {"\\": "\\", "t": "\t", "n": "\n"}
+
+
+def _esc(field: str) -> str:
+    return "".join(_ESC.get(ch, ch) for ch in field) if "\\" in field or "\t" in field or "\n" in field else field
+
+
+def _unesc(field: str) -> str:
+    if "\\" not in field:
+        return field
+    out, it = [], iter(field)
+    for ch in it:
+        out.append(_UNESC[next(it)] if ch == "\\" else ch)  # KeyError/StopIteration: malformed
+    return "".join(out)
+
+
+def dumps(data: dict[str, Any]) -> str:
+    """The cache file's text for ``data`` (``group``, ``key``, ``entry_points``, ``declared``)."""
+    lines = [_MAGIC, "group\t" + _esc(data["group"]), "key\t" + _esc(data["key"])]
+    lines += ["ep\t" + _esc(name) + "\t" + _esc(value) for name, value in data["entry_points"]]
+    for name, d in data["declared"].items():
+        modules = d.get("modules")
+        fields = [name, d.get("file") or "", "" if d.get("mtime") is None else str(d["mtime"]),
+                  "0" if modules is None else "1", *(modules or ())]  # fmt: skip
+        lines.append("decl\t" + "\t".join(map(_esc, fields)))
+    return "\n".join(lines) + "\n"
+
+
+def loads(text: str) -> dict[str, Any] | None:
+    """:func:`dumps`'s data back, or None for a file of another version or malformed."""
+    lines = text.split("\n")
+    if lines[0] != _MAGIC or lines[-1] != "":
+        return None
+    data: dict[str, Any] = {"entry_points": [], "declared": {}}
+    try:
+        for line in lines[1:-1]:
+            kind, *fields = [_unesc(f) for f in line.split("\t")]
+            if kind in ("group", "key") and len(fields) == 1:
+                data[kind] = fields[0]
+            elif kind == "ep" and len(fields) == 2:
+                data["entry_points"].append((fields[0], fields[1]))
+            elif kind == "decl" and len(fields) >= 4 and fields[3] in ("0", "1"):
+                name, file, mtime, has, *modules = fields
+                data["declared"][name] = {"file": file or None, "mtime": int(mtime) if mtime else None,
+                                          "modules": modules if has == "1" else None}  # fmt: skip
+            else:
+                return None
+    except (KeyError, StopIteration, ValueError):
+        return None
+    return data if "group" in data and "key" in data else None
 
 
 def load_value(value: str) -> Any:

@@ -29,7 +29,6 @@ is off. This module imports pluggy and logging only when it needs them.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from types import FunctionType
@@ -209,6 +208,12 @@ def _register(pm: pluggy.PluginManager, name: str, load: Any, failures: list[Pro
         log.error("provider %r failed to register: %r", name, exc)
 
 
+def _import(module: str) -> object:
+    import importlib  # importlib/__init__ imports warnings: only for explicit modules
+
+    return importlib.import_module(module)
+
+
 def load_providers(
     *,
     autoload: bool | None = None,
@@ -267,7 +272,7 @@ def load_providers(
     for name, obj in plugins:
         _register(pm, name, lambda obj=obj: obj, failures)
     for modname in modules:
-        _register(pm, ep_name.get(modname, modname), lambda m=modname: importlib.import_module(m), failures)
+        _register(pm, ep_name.get(modname, modname), lambda m=modname: _import(m), failures)
     if cache is not None:
         for name, value in eps:
             declared = cache.declared_modules(name) if wants_module is not None else None

@@ -7,7 +7,6 @@ disappear on an upgrade that drops its entry point, and disappear when removed.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -17,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from kstatpy.epcache import EntryPointCache
+from kstatpy.epcache import dumps
 from kstatpy.epcache import fingerprint
+from kstatpy.epcache import loads
 
 KSTAT = shutil.which("kstat")
 PROVIDER = '''
@@ -89,7 +90,8 @@ def probe(env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
 
 
 def cached_names(env: dict[str, str]) -> list[str]:
-    data = json.loads((Path(env["KSTATPY_CACHE_DIR"]) / "entry-points.json").read_text())
+    data = loads((Path(env["KSTATPY_CACHE_DIR"]) / "entry-points.cache").read_text())
+    assert data is not None
     return [name for name, _ in data["entry_points"]]
 
 
@@ -156,3 +158,27 @@ def test_cache_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cache.path is None and not cache.hit
     assert any(name == "vmm" for name, _ in cache.entry_points)
     cache.save()  # nothing to write to; no error
+
+
+def test_cache_file_round_trip_and_malformed_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = {
+        "group": "kstatpy.providers",
+        "key": repr(fingerprint()),
+        "entry_points": [("system", "kstatpy_providers.system"), ("odd\tname\\", "pkg.mod:obj.attr")],
+        "declared": {
+            "vmm": {"file": "/p/vmm.py", "mtime": 17, "modules": ["vmm", "with\nnewline"]},
+            "system": {"file": None, "mtime": None, "modules": None},
+        },
+    }
+    text = dumps(data)
+    assert loads(text) == data
+    for bad in ("", text[:-1], text.replace("kstatpy-epcache 2", "kstatpy-epcache 1"), text + "what\tis\tthis\n",
+                text.replace("decl\tvmm\t", "decl\tvmm\\\t"), text.replace("\t17\t", "\tx\t")):  # fmt: skip
+        assert loads(bad) is None, bad
+    # A malformed file on disk is a miss (the scan is made), then rewritten whole.
+    monkeypatch.setenv("KSTATPY_CACHE_DIR", str(tmp_path))
+    (tmp_path / "entry-points.cache").write_text("kstatpy-epcache 2\ngarbage\n")
+    cache = EntryPointCache("kstatpy.providers")
+    assert not cache.hit and any(name == "vmm" for name, _ in cache.entry_points)
+    cache.save()
+    assert EntryPointCache("kstatpy.providers").hit
