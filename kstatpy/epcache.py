@@ -228,10 +228,12 @@ def loads(text: str) -> dict[str, Any] | None:
 
 def load_value(value: str) -> Any:
     """An entry point's object: ``module`` or ``module:attr.attr`` (as ``EntryPoint.load``)."""
-    import importlib
-
     module, _, attrs = value.partition(":")
-    obj = importlib.import_module(module.strip())
+    module = module.strip()
+    # __import__ then sys.modules is importlib.import_module for an absolute name,
+    # without importing the importlib package (which imports warnings).
+    __import__(module)
+    obj = sys.modules[module]
     for attr in filter(None, attrs.strip().split(".")):
         obj = getattr(obj, attr)
     return obj
