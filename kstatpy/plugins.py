@@ -93,11 +93,12 @@ def trace_to_stderr(prog: str) -> None:
         return
     import logging
 
+    logger = logging.getLogger(TRACE_LOGGER)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(f"{prog}: trace: %(message)s"))
-    trace_log.addHandler(handler)
-    trace_log.setLevel(logging.INFO)
-    trace_log.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def _short(kwargs: Mapping[str, Any]) -> str:
@@ -168,16 +169,23 @@ def get_plugin_manager() -> pluggy.PluginManager:
 
     from kstatpy import hookspecs
 
+    def unmarked() -> None: ...
+
+    # The options a bare @hookimpl gives, as this pluggy version spells them (the
+    # provider's own functions are never marked: PlainProviders must still see them plain).
+    plain_opts = dict(getattr(hookspecs.hookimpl(unmarked), hookspecs.PROJECT + "_impl"))
+
     class PluginManager(pluggy.PluginManager):
         # Plain providers' functions named in KSTATPY_HOOKS are implementations, as if
         # marked @hookimpl (kstatpy.plain_providers); pluggy documents this override.
         def parse_hookimpl_opts(self, plugin: object, name: str) -> Any:
-            declared = getattr(plugin, "KSTATPY_HOOKS", None)
-            if isinstance(declared, (tuple, list)) and name in declared:
-                fn = getattr(plugin, name, None)
-                if isinstance(fn, FunctionType) and not hasattr(fn, hookspecs.PROJECT + "_impl"):
-                    hookspecs.hookimpl(fn)
-            return super().parse_hookimpl_opts(plugin, name)
+            opts = super().parse_hookimpl_opts(plugin, name)
+            if opts is None:
+                declared = getattr(plugin, "KSTATPY_HOOKS", None)
+                if isinstance(declared, (tuple, list)) and name in declared:
+                    if isinstance(getattr(plugin, name, None), FunctionType):
+                        return dict(plain_opts)
+            return opts
 
     pm = PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)

@@ -131,3 +131,11 @@ def test_a_declared_parameter_outside_the_spec_fails_registration_with_pluggy() 
     mod = _plain_with(KSTATPY_HOOKS=("kstatpy_attach",), kstatpy_attach=kstatpy_attach)
     providers = load_providers(autoload=False, plugins=[("bad", mod)])
     assert [(f.name, f.stage) for f in providers.failures] == [("bad", "register")]
+
+
+def test_registering_with_pluggy_leaves_the_provider_plain() -> None:
+    # kstatd-style registration must not mark the functions (a later plain load in the
+    # same process would then take pluggy's path).
+    get_plugin_manager().register(system_provider, name="system")
+    assert is_plain(system_provider)
+    assert not hasattr(system_provider.kstatpy_attach, "kstatpy_impl")
