@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from pathlib import Path
 from typing import Any
 
 import kstatpy_providers.system as system_provider
@@ -139,3 +140,72 @@ def test_registering_with_pluggy_leaves_the_provider_plain() -> None:
     get_plugin_manager().register(system_provider, name="system")
     assert is_plain(system_provider)
     assert not hasattr(system_provider.kstatpy_attach, "kstatpy_impl")
+
+
+PLAIN_SRC = '''
+KSTATPY_HOOKS = ("kstatpy_attach",)
+def kstatpy_attach(chain):
+    pass
+'''
+MARKED_SRC = '''
+from kstatpy import hookimpl
+@hookimpl
+def kstatpy_attach(chain):
+    pass
+'''
+
+
+def _entry_points(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, eps: dict[str, str]) -> None:
+    """Install ``eps`` (name -> module source or a module name) as entry points on sys.path."""
+    dist = tmp_path / "kstatpy_plaintest-0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: kstatpy-plaintest\nVersion: 0\n")
+    lines = ["[kstatpy.providers]"]
+    for name, src in eps.items():
+        if "\n" in src:
+            (tmp_path / f"plaintest_{name}.py").write_text(src)
+            lines.append(f"{name} = plaintest_{name}")
+        else:
+            lines.append(f"{name} = {src}")
+    (dist / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("KSTATPY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("KSTATPY_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    monkeypatch.delenv("KSTATPY_TRACE_PLUGINS", raising=False)
+    from importlib.metadata import entry_points
+
+    others = {ep.name for ep in entry_points(group="kstatpy.providers")} - set(eps)
+    monkeypatch.setenv("KSTATPY_DISABLED_PROVIDERS", ",".join(sorted(others)))
+
+
+def _summary(providers: Providers) -> tuple[Any, ...]:
+    return (providers.names(), [(f.name, f.stage, repr(f.error)) for f in providers.failures])
+
+
+def test_plain_load_of_plain_entry_points_skips_pluggy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _entry_points(tmp_path, monkeypatch, {"one": PLAIN_SRC, "two": PLAIN_SRC})
+    plain = load_providers(plain=True)
+    assert type(plain) is PlainProviders
+    assert _summary(plain) == _summary(load_providers()) == (["one", "two"], [])
+
+
+@pytest.mark.parametrize(
+    "eps",
+    [
+        {"one": PLAIN_SRC, "marked": MARKED_SRC, "two": PLAIN_SRC},  # one marked provider
+        {"one": PLAIN_SRC, "broken": "kstatpy_plaintest_no_such_module", "two": PLAIN_SRC},  # a load failure
+        {"marked": MARKED_SRC, "broken": "kstatpy_plaintest_no_such_module"},
+    ],
+)
+def test_plain_load_falls_back_to_pluggy_with_the_same_outcome(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, eps: dict[str, str]
+) -> None:
+    _entry_points(tmp_path, monkeypatch, eps)
+    caplog.set_level("DEBUG", logger="kstatpy.plugins")
+    plain = load_providers(plain=True)
+    plain_log = [r.getMessage() for r in caplog.records]
+    caplog.clear()
+    full = load_providers()
+    assert type(plain) is Providers
+    assert _summary(plain) == _summary(full)
+    assert plain_log == [r.getMessage() for r in caplog.records]
