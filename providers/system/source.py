@@ -22,11 +22,12 @@ import errno
 import os
 import threading
 import time
-from collections.abc import Iterable
 from collections.abc import Mapping
 from collections.abc import Sequence
 
 from kstatpy_providers.system.meta import system_kstat_init
+from kstatpy_providers.system.parse import find_ints
+from kstatpy_providers.system.parse import parse_cpu_list
 
 from kstatpy.constants import KSTAT_TYPE_NAMED
 from kstatpy.constants import KSTAT_TYPE_RAW
@@ -214,37 +215,6 @@ class SysRoot:
 
     def exists(self, rel: str) -> bool:
         return os.path.exists(self.join(rel))
-
-
-def find_ints(data: bytes, keys: Iterable[bytes]) -> dict[bytes, int]:
-    """The first integer after each of ``keys`` where one starts a line of ``data``.
-
-    For "key value" files (``/proc/meminfo`` with keys like ``b"MemTotal:"``,
-    ``/proc/vmstat`` and ``/proc/net/snmp6`` with ``b"pgpgin "``): a search per
-    key instead of a parse of every line. A key the file lacks is left out.
-    """
-    data = b"\n" + data
-    out = {}
-    for key in keys:
-        at = data.find(b"\n" + key)
-        if at < 0:
-            continue
-        at += len(key) + 1
-        end = data.find(b"\n", at)
-        out[key] = int(data[at : end if end >= 0 else None].split(None, 1)[0])
-    return out
-
-
-def parse_cpu_list(text: str) -> list[int]:
-    """The kernel's cpulist format (``0-3,8,10-11``) as a sorted list."""
-    cpus: set[int] = set()
-    for part in text.strip().split(","):
-        part = part.strip()
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        cpus.update(range(int(lo), int(hi or lo) + 1))
-    return sorted(cpus)
 
 
 if TYPE_CHECKING:

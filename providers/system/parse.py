@@ -1,0 +1,44 @@
+"""Parsers of the kernel's text formats shared by the system provider's sources.
+
+Pure functions of the bytes or text read (:mod:`kstatpy_providers.system.source` reads
+the files and re-exports these).
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = ["find_ints", "parse_cpu_list"]
+
+
+def find_ints(data: bytes, keys: Iterable[bytes]) -> dict[bytes, int]:
+    """The first integer after each of ``keys`` where one starts a line of ``data``.
+
+    For "key value" files (``/proc/meminfo`` with keys like ``b"MemTotal:"``,
+    ``/proc/vmstat`` and ``/proc/net/snmp6`` with ``b"pgpgin "``): a search per
+    key instead of a parse of every line. A key the file lacks is left out.
+    """
+    data = b"\n" + data
+    out = {}
+    for key in keys:
+        at = data.find(b"\n" + key)
+        if at < 0:
+            continue
+        at += len(key) + 1
+        end = data.find(b"\n", at)
+        out[key] = int(data[at : end if end >= 0 else None].split(None, 1)[0])
+    return out
+
+
+def parse_cpu_list(text: str) -> list[int]:
+    """The kernel's cpulist format (``0-3,8,10-11``) as a sorted list."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return sorted(cpus)
