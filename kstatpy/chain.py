@@ -41,10 +41,8 @@ Size
 from __future__ import annotations
 
 import errno
-import logging
 import threading
 from collections.abc import Iterable
-from typing import Any
 
 from kstatpy.constants import ALL_ZONES
 from kstatpy.constants import FLAG
@@ -63,15 +61,20 @@ from kstatpy.kmem import kmem_alloc_time
 from kstatpy.kstat import Kstat
 from kstatpy.kstat import default_kstat_snapshot
 from kstatpy.kstat import lock_held_by_caller
+from kstatpy.lazylog import get_logger
 from kstatpy.records import KstatIntr
 from kstatpy.records import KstatIO
 from kstatpy.records import KstatNamed
 from kstatpy.records import KstatTimer
 from kstatpy.records import truncate_name
 
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
+if TYPE_CHECKING:
+    from typing import Any
+
 __all__ = ["Chain"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)  # logging is imported on first use
 
 INT_MAX = 2**31 - 1
 

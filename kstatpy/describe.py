@@ -23,8 +23,6 @@ from __future__ import annotations
 import errno
 from collections.abc import Container
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
-from typing import Any
 
 from kstatpy.constants import FLAG
 from kstatpy.constants import KstatIoctl
@@ -38,7 +36,10 @@ from kstatpy.records import IO_FIELDS
 from kstatpy.records import READER_TYPE
 from kstatpy.records import TIMER_FIELDS
 
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
 if TYPE_CHECKING:
+    from typing import Any
+
     from kstatpy.chain import Chain
     from kstatpy.kstat import Kstat
 

@@ -9,9 +9,6 @@ lock held. Error precedence is that of illumos' read_kstat_data and write_kstat_
 from __future__ import annotations
 
 import errno
-import logging
-from typing import TYPE_CHECKING
-from typing import Any
 
 from kstatpy.constants import FLAG
 from kstatpy.constants import GLOBAL_ZONEID
@@ -24,15 +21,20 @@ from kstatpy.errors import error_for_errno
 from kstatpy.kmem import BadTrap
 from kstatpy.kstat import Kstat
 from kstatpy.kstat import KstatBuffer
+from kstatpy.lazylog import get_logger
+from kstatpy.ratelog import WARNING
 from kstatpy.ratelog import RateLimitedLog
 from kstatpy.write import check_write_data
 
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
 if TYPE_CHECKING:
+    from typing import Any
+
     from kstatpy.chain import Chain
 
 __all__ = ["read_kstat_data", "write_kstat_data"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)  # logging is imported on first use
 _INVALID = int(FLAG.INVALID)
 _ratelog = RateLimitedLog(log)  # a reader repeating a failing read must not flood the log
 
@@ -44,7 +46,7 @@ def _callback_errno(ksp: Kstat, what: str, exc: Exception) -> int:
     # with the kstat and re-raises it bare, so the panic stack gains no frame.
     if isinstance(exc, KstatError):
         return exc.errno
-    _ratelog((what, ksp.ks_module, ksp.ks_name), logging.WARNING, "%s of %s raised %r", what, ksp, exc)
+    _ratelog((what, ksp.ks_module, ksp.ks_name), WARNING, "%s of %s raised %r", what, ksp, exc)
     raise KstatUpdateError(
         errno.EIO, f"{what} of {ksp.ks_module}:{ksp.ks_instance}:{ksp.ks_name} failed: {exc!r}"
     ) from exc

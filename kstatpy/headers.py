@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 import time
-from typing import TYPE_CHECKING
 
 from kstatpy.constants import FLAG
 from kstatpy.constants import KSTAT_WRITE
@@ -24,6 +23,7 @@ from kstatpy.kstat import Kstat
 from kstatpy.kstat import KstatBuffer
 from kstatpy.records import kstat_named_init
 
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
 if TYPE_CHECKING:
     from kstatpy.chain import Chain
 

@@ -20,15 +20,10 @@ Callers
 from __future__ import annotations
 
 import errno
-import logging
 import os
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
-from dataclasses import field
 from threading import get_ident
-from typing import TYPE_CHECKING
-from typing import Any
 
 from kstatpy import __version__
 from kstatpy.constants import GLOBAL_ZONEID
@@ -39,16 +34,21 @@ from kstatpy.driver import read_kstat_data
 from kstatpy.driver import write_kstat_data
 from kstatpy.errors import KstatError
 from kstatpy.kmem import BadTrap
+from kstatpy.lazylog import get_logger
 from kstatpy.packed import PackedResults
+from kstatpy.ratelog import ERROR
 from kstatpy.ratelog import RateLimitedLog
 
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
 if TYPE_CHECKING:
+    from typing import Any
+
     from kstatpy.chain import Chain
     from kstatpy.plugins import Providers
 
 __all__ = ["DEFAULT_MAX_REPLY", "KSTAT_IOC_RANGE", "MAX_READ_MANY", "MAX_SELECTORS", "MAX_SELECT_PATTERN_BYTES", "Conn", "Cred", "IoctlHandler", "SERVER_NAME"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)  # logging is imported on first use
 _ratelog = RateLimitedLog(log)  # any caller may repeat a failing ioctl: bounded log lines
 
 #: ioctl numbers kstatpy owns ('K' << 8); anything else goes to the providers.
@@ -76,16 +76,45 @@ MAX_SELECTORS = 256
 MAX_SELECT_PATTERN_BYTES = 16 << 10
 
 
-@dataclass(frozen=True)
 class Cred:
-    """The caller's credentials (illumos ``cred_t`` plus its zone), fixed at connect."""
+    """The caller's credentials (illumos ``cred_t`` plus its zone), fixed at connect.
 
-    uid: int = 0
-    gid: int = 0
-    pid: int = 0
-    zone: str = "global"
-    zoneid: int = GLOBAL_ZONEID
-    privileged: bool = True
+    Immutable, compared and hashed by value. (Written out rather than a frozen
+    dataclass: ``dataclasses`` imports ``inspect``, a tenth of the embedded kstat's
+    start-up.)
+    """
+
+    __slots__ = ("gid", "pid", "privileged", "uid", "zone", "zoneid")
+    _FIELDS = ("uid", "gid", "pid", "zone", "zoneid", "privileged")
+    uid: int
+    gid: int
+    pid: int
+    zone: str
+    zoneid: int
+    privileged: bool
+
+    def __init__(self, uid: int = 0, gid: int = 0, pid: int = 0, zone: str = "global",
+                 zoneid: int = GLOBAL_ZONEID, privileged: bool = True) -> None:  # fmt: skip
+        for name, value in zip(self._FIELDS, (uid, gid, pid, zone, zoneid, privileged), strict=True):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: Cred is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: Cred is immutable")
+
+    def _key(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self._FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        return self._key() == other._key() if type(other) is Cred else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return "Cred(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS) + ")"
 
     @classmethod
     def of_this_process(cls, zone: str = "global", zoneid: int = GLOBAL_ZONEID) -> Cred:
@@ -93,20 +122,26 @@ class Cred:
         return cls(os.getuid(), os.getgid(), os.getpid(), zone, zoneid, zoneid == GLOBAL_ZONEID)
 
 
-@dataclass(eq=False)
 class Conn:
     """An open "file" on the kstat device: what providers see as ``conn``.
 
     ``state`` maps a provider name to that provider's per-connection dict
-    (``conn.state["vmm"]`` exists on first use).
+    (``conn.state["vmm"]`` exists on first use). Compared by identity.
+    ``packed``: kstatd's socket sessions: READ_MANY and SELECT answer
+    :class:`kstatpy.packed.PackedResults` (the server splices them into the frame);
+    in-process callers get plain lists.
     """
 
-    cred: Cred
-    state: defaultdict[str, dict[str, Any]] = field(default_factory=lambda: defaultdict(dict))
-    id: int = 0
-    #: kstatd's socket sessions: READ_MANY and SELECT answer :class:`kstatpy.packed.PackedResults`
-    #: (the server splices them into the frame); in-process callers get plain lists.
-    packed: bool = False
+    def __init__(
+        self, cred: Cred, state: defaultdict[str, dict[str, Any]] | None = None, id: int = 0, packed: bool = False
+    ) -> None:
+        self.cred = cred
+        self.state: defaultdict[str, dict[str, Any]] = defaultdict(dict) if state is None else state
+        self.id = id
+        self.packed = packed
+
+    def __repr__(self) -> str:
+        return f"Conn(cred={self.cred!r}, state={self.state!r}, id={self.id!r}, packed={self.packed!r})"
 
 
 def _err(code: int, message: str, **extra: Any) -> tuple[int, dict[str, Any]]:
@@ -234,7 +269,7 @@ class IoctlHandler:
         except KstatError as exc:
             return _err(exc.errno, exc.message, **exc.extra)
         except Exception as exc:
-            _ratelog(cmd, logging.ERROR, "ioctl 0x%x failed", cmd, exc_info=True)
+            _ratelog(cmd, ERROR, "ioctl 0x%x failed", cmd, exc_info=True)
             return _err(errno.EIO, f"ioctl 0x{cmd:x} failed: {exc!r}")
 
     # --- the kstat ioctls -----------------------------------------------------

@@ -9,9 +9,11 @@ among them, kept most of the reply's allocator arenas resident after it was free
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgpack
+
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["PackedResults"]
 

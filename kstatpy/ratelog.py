@@ -8,13 +8,19 @@ quiet spell says how many were suppressed. Thread-safe (one lock per limiter).
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Hashable
-from typing import Any
 
-__all__ = ["RateLimitedLog"]
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
+if TYPE_CHECKING:
+    import logging
+    from typing import Any
+
+__all__ = ["ERROR", "WARNING", "RateLimitedLog"]
+
+#: ``logging.WARNING`` and ``logging.ERROR``, for callers that import logging only to log.
+WARNING, ERROR = 30, 40
 
 
 class RateLimitedLog:

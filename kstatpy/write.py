@@ -9,7 +9,6 @@ so the same checks also cover its shape and the range of every value.
 from __future__ import annotations
 
 import errno
-from typing import Any
 
 from kstatpy.constants import NAMED_RECORD_SIZE
 from kstatpy.constants import KstatDataType
@@ -22,6 +21,10 @@ from kstatpy.records import INT_RANGES
 from kstatpy.records import INTR_FIELDS
 from kstatpy.records import IO_FIELDS
 from kstatpy.records import TIMER_FIELDS
+
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["check_write_data"]
 
