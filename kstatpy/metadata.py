@@ -38,12 +38,15 @@ Declaring (provider side)
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Mapping
-from typing import Any
-from typing import NamedTuple
 
 from kstatpy.constants import KstatDataType
 from kstatpy.constants import KstatType
+
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "COUNTER",
@@ -74,7 +77,8 @@ IDENTIFIER = "identifier"
 KINDS = (COUNTER, GAUGE, TEXT, IDENTIFIER)
 
 
-class StatMeta(NamedTuple):
+# collections.namedtuple, not typing.NamedTuple: the same class without importing typing.
+class StatMeta(namedtuple("StatMeta", ("kind", "unit", "description", "scale", "data_type"), defaults=(None, None))):
     """One statistic's metadata: ``kind``, ``unit``, ``description``, ``scale``.
 
     ``data_type`` is set by the framework for its own fields (INTR, IO, TIMER:
@@ -82,11 +86,12 @@ class StatMeta(NamedTuple):
     (their record carries it).
     """
 
+    __slots__ = ()
     kind: str
     unit: str
     description: str
-    scale: float | None = None
-    data_type: int | None = None
+    scale: float | None
+    data_type: int | None
 
     def wire(self, name: str, data_type: int | None = None) -> dict[str, Any]:
         """The STAT map of docs/PROTOCOL.md §9.3."""

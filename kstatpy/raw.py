@@ -31,9 +31,9 @@ by prefix (illumos ``cmd/stat/kstat/kstat.c``); :func:`layout_for` does the same
 from __future__ import annotations
 
 import struct
+from collections import namedtuple
 from collections.abc import Mapping
 from collections.abc import Sequence
-from typing import NamedTuple
 
 from kstatpy.constants import KSTAT_DATA_INT32
 from kstatpy.constants import KSTAT_DATA_UINT32
@@ -60,9 +60,11 @@ C_TYPES: dict[str, tuple[int, str, int]] = {
 }
 
 
-class Field(NamedTuple):
+# collections.namedtuple, not typing.NamedTuple: the same class without importing typing.
+class Field(namedtuple("Field", ("name", "member", "ctype", "offset"))):
     """One struct member: printed ``name`` (None: kstat(8) does not print it)."""
 
+    __slots__ = ()
     name: str | None
     member: str
     ctype: str
