@@ -77,7 +77,8 @@ def test_the_console_script_does_not_import_re():
 #: What the embedded kstat must not import for a selection only the system provider's
 #: unix module can match (its cache warm): pluggy (the provider's hooks are plain,
 #: kstatpy.plain_providers), the entry-point scan, and the system provider's other sources.
-EMBEDDED_NEVER = ("pluggy", "kstatpy.hookspecs", "importlib.metadata", "fnmatch", "json", "kstatpy_providers.system.cpu",
+EMBEDDED_NEVER = ("pluggy", "kstatpy.hookspecs", "importlib.metadata", "fnmatch", "json", "re", "typing",
+                  "logging", "inspect", "dataclasses", "warnings", "kstatpy_providers.system.cpu",
                   "kstatpy_providers.system.cpustat", "kstatpy_providers.system.disk",
                   "kstatpy_providers.system.link", "kstatpy_providers.system.mib2")  # fmt: skip
 
