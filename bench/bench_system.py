@@ -77,18 +77,23 @@ def after(data: bytes, key: bytes) -> int:
 # --- floors ---------------------------------------------------------------------------------
 
 
+BTIME = after(rd("/proc/stat"), b"\nbtime ")  # read once, as the kstat does at creation
+_NPROC_KEY: list[tuple[bytes, bytes] | None] = [None]
+
+
 def floor_misc() -> dict[str, int]:
     up = rd("/proc/uptime")
     la = rd("/proc/loadavg").split()
-    st = rd("/proc/stat")
     pr = rd("/sys/devices/system/cpu/present").strip()
     lbolt = int(float(up.split()[0]) * HZ)
     ncpus = sum(int(p.partition(b"-")[2] or p) - int(p.partition(b"-")[0]) + 1 for p in pr.split(b","))
-    after(st, b"\nprocesses ")  # the nproc change check (no listing while nothing changed)
+    key = (la[3].partition(b"/")[2], la[4])  # the nproc change check (no listing while nothing changed)
+    if key != _NPROC_KEY[0]:
+        _NPROC_KEY[0] = key
     return {
         "ncpus": ncpus, "lbolt": lbolt, "clk_intr": lbolt, "nproc": 0, "avenrun_1min": round(float(la[0]) * 256),
         "avenrun_5min": round(float(la[1]) * 256), "avenrun_15min": round(float(la[2]) * 256),
-        "boot_time": after(st, b"\nbtime "), "nsec_per_tick": 10**9 // HZ,
+        "boot_time": BTIME, "nsec_per_tick": 10**9 // HZ,
     }  # fmt: skip
 
 

@@ -472,7 +472,7 @@ def test_read_reads_only_its_own_source(fake: Path, open_log: OpenLog) -> None:
 
     misc = chain.kstat_lookup_name("unix", 0, "system_misc").ks_kid
     open_log.record(lambda: chain_read(chain, misc))
-    assert rels(open_log.reads) == ["proc/loadavg", "proc/stat", "proc/uptime", "sys/devices/system/cpu/present"]
+    assert rels(open_log.reads) == ["proc/loadavg", "proc/uptime", "sys/devices/system/cpu/present"]
     assert rels(open_log.listed) == ["proc"]  # the first read counts the processes
     # Again, nothing created or gone: no listing, and no open (the files stay open).
     assert open_log.record(lambda: chain_read(chain, misc)) == [] and open_log.listed == []
@@ -481,6 +481,16 @@ def test_read_reads_only_its_own_source(fake: Path, open_log: OpenLog) -> None:
     open_log.record(lambda: chain_read(chain, misc))
     assert rels(open_log.listed) == ["proc"]
     assert named(chain_read(chain, misc))["nproc"] == 4
+    write(fake, "proc/loadavg", "0.75 1.25 2.00 3/88 7317\n")  # only the load and the running count moved
+    open_log.record(lambda: chain_read(chain, misc))
+    assert open_log.listed == []
+    write(fake, "proc/loadavg", "0.75 1.25 2.00 3/88 7400\n")  # one task went, another came: same total
+    (fake / "proc" / "4343").rmdir()
+    (fake / "proc" / "7400").mkdir()
+    (fake / "proc" / "7401").mkdir()  # (and its fork, in the same instant)
+    open_log.record(lambda: chain_read(chain, misc))
+    assert rels(open_log.listed) == ["proc"]
+    assert named(chain_read(chain, misc))["nproc"] == 5
 
 
 def test_live_reads_open_nothing_after_the_first(open_log: OpenLog) -> None:

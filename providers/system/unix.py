@@ -7,12 +7,15 @@ system_misc (class misc, every record UINT32, values wrap at 2**32 as in illumos
     clk_intr     clock interrupts since boot: the same tick count (Linux keeps no
                  separate counter of the tick interrupt)
     nproc        processes: numeric entries of ``proc/``. The listing is taken again
-                 only when ``proc/stat``'s ``processes`` (tasks created) or
-                 ``proc/loadavg``'s task count moved since the last one: a process
-                 cannot come without the first nor go without the second, so an
-                 unchanged pair means an unchanged count.
+                 only when ``proc/loadavg``'s last PID (every task created takes a
+                 new one, in the reader's PID namespace, which is /proc's) or its task
+                 count moved since the last one: a process cannot come without the
+                 first nor go without the second, so an unchanged pair means an
+                 unchanged count.
     avenrun_*    ``proc/loadavg`` x 256 (illumos fixed point, FSHIFT 8)
-    boot_time    ``btime`` of ``proc/stat`` (epoch seconds)
+    boot_time    ``btime`` of ``proc/stat`` (epoch seconds), read when the kstat is
+                 created: the boot does not move (Linux recomputes ``btime`` from
+                 the wall clock, so it may step by a second when the clock is set)
     nsec_per_tick  10**9 / USER_HZ, the unit of every /proc tick counter
     deficit and vac have no Linux meaning and are left out.
     crtime is the boot (lbolt and clk_intr count from there).
@@ -114,12 +117,13 @@ def _field_after(data: bytes, key: bytes) -> int:
 
 
 class MiscSource:
-    """system_misc's source: four small files a read, ``proc/`` listed only on a change."""
+    """system_misc's source: three small files a read, ``proc/`` listed only on a change."""
 
     def __init__(self, root: SysRoot) -> None:
         self.root = root
         self.ticks_per_sec = hz()
-        self.nproc_key: tuple[int, bytes] | None = None
+        self.boot_time = _field_after(root.read_bytes("proc/stat"), b"\nbtime ")
+        self.nproc_key: tuple[bytes, bytes] | None = None
         self.nproc = 0
         self.listings = 0  # how many reads listed proc/ (benchmarks report it)
         self.present: tuple[bytes, int] = (b"", 0)  # the last ``present`` text and its count
@@ -134,8 +138,7 @@ class MiscSource:
         ticks_per_sec = self.ticks_per_sec
         uptime = float(root.read_bytes("proc/uptime").split(None, 1)[0])
         loads = root.read_bytes("proc/loadavg").split()
-        stat = root.read_bytes("proc/stat")
-        key = (_field_after(stat, b"\nprocesses "), loads[3].partition(b"/")[2])
+        key = (loads[3].partition(b"/")[2], loads[4])  # total tasks, the last PID allocated
         if key != self.nproc_key:
             self.nproc = sum(1 for n in root.listdir("proc") if n.isdigit())
             self.listings += 1
@@ -149,7 +152,7 @@ class MiscSource:
             "avenrun_1min": round(float(loads[0]) * FSCALE),
             "avenrun_5min": round(float(loads[1]) * FSCALE),
             "avenrun_15min": round(float(loads[2]) * FSCALE),
-            "boot_time": _field_after(stat, b"\nbtime "),
+            "boot_time": self.boot_time,
             "nsec_per_tick": 1_000_000_000 // ticks_per_sec,
         }
 
