@@ -26,8 +26,8 @@ Imports: kstatpy's constants, errors and transports; ``kstatpy.ioctl`` only insi
 from __future__ import annotations
 
 import errno
-import threading
 import time
+from _thread import allocate_lock
 
 from kstatpy.errors import KstatError
 from kstatpy.errors import error_for_errno
@@ -182,7 +182,7 @@ class KstatCtl:
         self.kc_kd = transport
         self.kc_chain_id = 0
         self.kc_chain: list[KstatUser] = []
-        self._lock = threading.Lock()  # guards kc_chain and kc_chain_id
+        self._lock = allocate_lock()  # guards kc_chain and kc_chain_id
 
     def __enter__(self) -> KstatCtl:
         return self

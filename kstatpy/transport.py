@@ -16,7 +16,7 @@ from __future__ import annotations
 import _socket  # socket.py's C core: socket.py would import enum and selectors for nothing here
 import errno
 import os
-import threading
+from _thread import allocate_lock
 
 import msgpack
 
@@ -73,7 +73,7 @@ class SocketTransport:
         self._timeout = timeout
         sock = self._connect()
         self._sock: _socket.socket | None = sock
-        self._lock = threading.Lock()
+        self._lock = allocate_lock()
         self._seq = 0
         self._lenbuf = bytearray(4)
 

@@ -21,7 +21,7 @@ from kstatd_fixture import running_kstatd
 KSTAT = shutil.which("kstat")
 #: What a request through kstatd must not import (the first three: issue 10's list).
 NEVER = ("re", "typing", "enum", "kstatpy.constants", "importlib.metadata", "pluggy", "kstatpy.chain",
-         "kstatpy.plugins", "socket", "signal", "selectors", "click", "kstatpy.raw")  # fmt: skip
+         "kstatpy.plugins", "socket", "signal", "selectors", "click", "kstatpy.raw", "threading")  # fmt: skip
 
 _PROBE = """
 import atexit, sys
