@@ -66,30 +66,49 @@ class IoLoad:
 # --- the live host: invariants ------------------------------------------------------
 
 
-def test_cpu_time_adds_up_to_elapsed_time(tmp_path: Path) -> None:
-    """Per CPU, the deltas of idle+user+kernel (ticks and ns) equal the snaptime delta, within 1%."""
-    chain, _ = attach()
-    ids = cpus(chain)
-    kids = [chain.kstat_lookup_name("cpu", c, "sys").ks_kid for c in ids]
-    raw_kids = [chain.kstat_lookup_name("cpu_stat", c, f"cpu_stat{c}").ks_kid for c in ids]
-    with IoLoad(tmp_path / "load"):
+def _cpu_time_misfits(chain: Chain, kids: list[int], raw_kids: list[int], ids: list[int], load: Path) -> list:
+    # One 3 s measurement under I/O load: every (what, cpu, sum, elapsed) off by more than 1%.
+    with IoLoad(load):
         first = [chain_read(chain, k) for k in kids]
         raw_first = [chain_read(chain, k) for k in raw_kids]
         time.sleep(3.0)  # the measured interval, not a synchronisation
         second = [chain_read(chain, k) for k in kids]
         raw_second = [chain_read(chain, k) for k in raw_kids]
+    misfits = []
     for cpu, a, b in zip(ids, first, second, strict=True):
         elapsed = b["snaptime"] - a["snaptime"]
         va, vb = named(a), named(b)
         ticks = sum(vb[f] - va[f] for f in TIME_TICKS) * NSPT
         nsec = sum(vb[f] - va[f] for f in TIME_NSEC)
-        assert ticks == pytest.approx(elapsed, rel=0.01), (cpu, ticks, elapsed)
-        assert nsec == pytest.approx(elapsed, rel=0.01), (cpu, nsec, elapsed)
+        misfits += [(what, cpu, got, elapsed) for what, got in (("ticks", ticks), ("nsec", nsec))
+                    if got != pytest.approx(elapsed, rel=0.01)]  # fmt: skip
         assert vb["cpu_ticks_wait"] == vb["wait_ticks_io"] == 0  # I/O wait is idle, as on illumos
-    for a, b in zip(raw_first, raw_second, strict=True):
+    for cpu, a, b in zip(ids, raw_first, raw_second, strict=True):
         da, db = CPU_STAT.decode(a["data"]), CPU_STAT.decode(b["data"])
         ticks = sum((db[f] - da[f]) % 2**32 for f in ("idle", "user", "kernel", "wait")) * NSPT
-        assert ticks == pytest.approx(b["snaptime"] - a["snaptime"], rel=0.01)
+        elapsed = b["snaptime"] - a["snaptime"]
+        if ticks != pytest.approx(elapsed, rel=0.01):
+            misfits.append(("cpu_stat ticks", cpu, ticks, elapsed))
+    return misfits
+
+
+def test_cpu_time_adds_up_to_elapsed_time(tmp_path: Path) -> None:
+    """Per CPU, the deltas of idle+user+kernel (ticks and ns) equal the snaptime delta, within 1%.
+
+    On a virtual machine the kernel's own accounting can overshoot the wall clock now and
+    then (steal time charged in a burst; here once, +40 ms over 3 s, with both vCPUs
+    busy), so a measurement that misses is taken again, up to three in all; a mapping
+    that drops or double-counts a category misses every time.
+    """
+    chain, _ = attach()
+    ids = cpus(chain)
+    kids = [chain.kstat_lookup_name("cpu", c, "sys").ks_kid for c in ids]
+    raw_kids = [chain.kstat_lookup_name("cpu_stat", c, f"cpu_stat{c}").ks_kid for c in ids]
+    for _attempt in range(3):
+        misfits = _cpu_time_misfits(chain, kids, raw_kids, ids, tmp_path / "load")
+        if not misfits:
+            break
+    assert misfits == []
 
 
 def test_counter_kstats_start_at_boot_and_average_rates_are_right() -> None:
