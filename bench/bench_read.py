@@ -17,18 +17,16 @@ import argparse
 import multiprocessing as mp
 import os
 import signal
-import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import msgpack
 from infra import RawClient
+from infra import echo_server
 from infra import wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,36 +56,6 @@ except ImportError:  # pragma: no cover
 
 
 # --- the echo server ----------------------------------------------------------------------
-
-
-def _echo_conn(sock: socket.socket, reply_result: dict) -> None:
-    buf = bytearray()
-    pack = msgpack.Packer(use_bin_type=True).pack
-    with sock:
-        while True:
-            while len(buf) >= 4:
-                (n,) = struct.unpack_from(">I", buf)
-                if len(buf) < 4 + n:
-                    break
-                _cmd, seq, _arg = msgpack.unpackb(bytes(buf[4 : 4 + n]), raw=False)
-                del buf[: 4 + n]
-                body = pack([seq, 0, reply_result])
-                sock.sendall(struct.pack(">I", len(body)) + body)
-            data = sock.recv(65536)
-            if not data:
-                return
-            buf += data
-
-
-def echo_server(path: str, reply_result: dict, ready: mp.Event) -> None:
-    """A thread-per-connection msgpack echo (the transport's floor)."""
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(path)
-    srv.listen(128)
-    ready.set()
-    while True:
-        conn, _ = srv.accept()
-        threading.Thread(target=_echo_conn, args=(conn, reply_result), daemon=True).start()
 
 
 # --- clients --------------------------------------------------------------------------------

@@ -38,9 +38,9 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_read import READ  # noqa: E402
 from bench_read import RawClient  # noqa: E402
-from bench_read import echo_server  # noqa: E402
 from bench_read import rtt_interleaved  # noqa: E402
 from infra import EchoDispatch  # noqa: E402
+from infra import echo_server  # noqa: E402
 from infra import wait_ready  # noqa: E402
 
 from kstatpy.chain import Chain  # noqa: E402

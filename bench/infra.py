@@ -84,58 +84,9 @@ class Daemon:
 # --- the echo server: the same reply bytes, in its own process --------------------------------
 
 
-def _echo_conn(sock: socket.socket, result: dict) -> None:
-    buf = bytearray()
-    pack = msgpack.Packer(use_bin_type=True).pack
-    with sock:
-        while True:
-            while len(buf) >= 4:
-                (n,) = struct.unpack_from(">I", buf)
-                if len(buf) < 4 + n:
-                    break
-                _cmd, seq, _arg = msgpack.unpackb(bytes(buf[4 : 4 + n]), raw=False)
-                del buf[: 4 + n]
-                body = pack([seq, 0, result])
-                sock.sendall(struct.pack(">I", len(body)) + body)
-            data = sock.recv(65536)
-            if not data:
-                return
-            buf += data
-
-
-def _echo_main(path: str, result: dict, ready) -> None:
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(path)
-    srv.listen(128)
-    ready.set()
-    while True:
-        conn, _ = srv.accept()
-        threading.Thread(target=_echo_conn, args=(conn, result), daemon=True).start()
-
-
-class Echo:
-    """A thread-per-connection msgpack server answering every request with ``result``."""
-
-    def __init__(self, path: str, result: dict) -> None:
-        self.socket = path
-        ctx = mp.get_context("fork")
-        ready = ctx.Event()
-        self.proc = ctx.Process(target=_echo_main, args=(path, result, ready), daemon=True)
-        self.proc.start()
-        if not ready.wait(30):
-            self.stop()
-            raise RuntimeError(f"echo server did not start on {path}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.join()
-        try:
-            os.unlink(self.socket)
-        except OSError:
-            pass
-
-
-def _dispatch_conn(sock: socket.socket, handler, conn, pack_packed) -> None:
+def _serve_conn(sock: socket.socket, answer) -> None:
+    # The minimal server loop (framing, one msgpack decode, one send a request) around
+    # answer(cmd, seq, arg, packer) -> the reply frame.
     buf = bytearray()
     packer = msgpack.Packer(use_bin_type=True)
     with sock:
@@ -146,16 +97,56 @@ def _dispatch_conn(sock: socket.socket, handler, conn, pack_packed) -> None:
                     break
                 cmd, seq, arg = msgpack.unpackb(bytes(buf[4 : 4 + n]), raw=False)
                 del buf[: 4 + n]
-                code, result = handler.dispatch(conn, cmd, arg)
-                if not code and cmd == READ_MANY:
-                    sock.sendall(pack_packed(seq, result, packer))
-                    continue
-                body = packer.pack([seq, code, result])
-                sock.sendall(struct.pack(">I", len(body)) + body)
+                sock.sendall(answer(cmd, seq, arg, packer))
             data = sock.recv(65536)
             if not data:
                 return
             buf += data
+
+
+def _listen(path: str, answer, ready) -> None:
+    # Bind ``path``, say ready, and serve each connection with _serve_conn in a thread.
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(128)
+    ready.set()
+    while True:
+        conn, _ = srv.accept()
+        threading.Thread(target=_serve_conn, args=(conn, answer), daemon=True).start()
+
+
+def _frame(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+def echo_server(path: str, result: dict, ready) -> None:
+    """A thread-per-connection msgpack echo answering every request with ``result`` (the floor)."""
+    _listen(path, lambda cmd, seq, arg, packer: _frame(packer.pack([seq, 0, result])), ready)
+
+
+class Echo:
+    """:func:`echo_server` in its own process."""
+
+    target = staticmethod(echo_server)
+    start_timeout = 30
+
+    def __init__(self, path: str, *args: object) -> None:
+        self.socket = path
+        ctx = mp.get_context("fork")
+        ready = ctx.Event()
+        self.proc = ctx.Process(target=self.target, args=(path, *args, ready), daemon=True)
+        self.proc.start()
+        if not ready.wait(self.start_timeout):
+            self.stop()
+            raise RuntimeError(f"{type(self).__name__} server did not start on {path}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.join()
+        try:
+            os.unlink(self.socket)
+        except OSError:
+            pass
 
 
 def _dispatch_main(path: str, kstats: int, stats: int, system: bool, ready) -> None:
@@ -166,19 +157,20 @@ def _dispatch_main(path: str, kstats: int, stats: int, system: bool, ready) -> N
     from kstatpy.embed import serve
     from kstatpy.ioctl import Conn
     from kstatpy.ioctl import Cred
-    from kstatpy.session import pack_packed_reply as _pack_packed
+    from kstatpy.session import pack_packed_reply
 
     served = serve(path + ".kstatd", plugins=[("bench_cli", bench_cli)], providers=["system"] if system else ())
     handler = served.daemon.handler
     _tune_gc()  # kstatd's own collector settings
     conn = Conn(Cred(os.getuid(), os.getgid(), os.getpid(), "global", 0, True), id=1, packed=True)
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(path)
-    srv.listen(128)
-    ready.set()
-    while True:
-        sock, _ = srv.accept()
-        threading.Thread(target=_dispatch_conn, args=(sock, handler, conn, _pack_packed), daemon=True).start()
+
+    def answer(cmd: int, seq: int, arg, packer) -> bytes:
+        code, result = handler.dispatch(conn, cmd, arg)
+        if not code and cmd == READ_MANY:
+            return pack_packed_reply(seq, result, packer)
+        return _frame(packer.pack([seq, code, result]))
+
+    _listen(path, answer, ready)
 
 
 class EchoDispatch(Echo):
@@ -191,15 +183,11 @@ class EchoDispatch(Echo):
     ``system`` provider's when ``system``, as :class:`Daemon`'s.
     """
 
+    target = staticmethod(_dispatch_main)
+    start_timeout = 120
+
     def __init__(self, path: str, kstats: int, stats: int, system: bool = False) -> None:
-        self.socket = path
-        ctx = mp.get_context("fork")
-        ready = ctx.Event()
-        self.proc = ctx.Process(target=_dispatch_main, args=(path, kstats, stats, system, ready), daemon=True)
-        self.proc.start()
-        if not ready.wait(120):
-            self.stop()
-            raise RuntimeError(f"echo+dispatch server did not start on {path}")
+        super().__init__(path, kstats, stats, system)
 
 
 # --- clients and timing ---------------------------------------------------------------------
