@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+from tests.console_scripts import console_script
+from tests.console_scripts import missing_script
 from tests.kstatd_fixture import running_kstatd
 
-KSTAT = shutil.which("kstat")
+KSTAT = console_script("kstat")
 PLUGINS = ("tests.providers_fixture.basic", "tests.providers_fixture.ratetest")
 KEYS = ["timestamp", "module", "instance", "name", "class", "type", "snaptime", "data"]
 
@@ -35,7 +36,7 @@ def strict(line: str) -> dict[str, Any]:
 
 
 def test_ndjson_interval_mode_line_by_line(tmp_path: Path) -> None:
-    assert KSTAT, "the kstat console script is not on PATH (pip install -e .)"
+    assert KSTAT, missing_script("kstat")
     env = {k: v for k, v in os.environ.items() if k != "KSTAT_SOCKET"}
     with running_kstatd(tmp_path, plugins=PLUGINS) as kd:
         t0 = time.time()

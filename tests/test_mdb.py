@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.console_scripts import require_script
 from tests.kstatd_fixture import REPO
 from tests.kstatd_fixture import kstatd_env
 from tests.kstatd_fixture import running_kstatd
@@ -217,7 +218,6 @@ def test_bad_files_exit_3_and_usage_2(tmp_path: Path) -> None:
 
 
 def test_the_console_script_is_installed(crash: Path) -> None:
-    exe = shutil.which("kstatpy-mdb")
-    assert exe is not None, "pip install -e . installs kstatpy-mdb"
+    exe = require_script("kstatpy-mdb")
     res = subprocess.run([exe, str(crash), "-e", "::status"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "panic message:" in res.stdout

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 from kstatpy_providers.vmm.vmmctl import main
 
+from tests.console_scripts import require_script
 from tests.kstatd_fixture import REPO
 from tests.kstatd_fixture import kstatd_env
 from tests.kstatd_fixture import running_kstatd
@@ -85,8 +85,7 @@ def _stderr_line(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> str:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_hold_keeps_the_vm_open_until_interrupted(tmp_path: Path, sig: int) -> None:
-    exe = shutil.which("vmmctl")
-    assert exe is not None, "the vmmctl console script is not installed (pip install -e .)"
+    exe = require_script("vmmctl")
     with running_kstatd(tmp_path, plugins=VMM) as kd:
         assert vmmctl(kd.socket, "create", "held")[0] == 0
         env = kstatd_env({"KSTAT_SOCKET": kd.socket})
