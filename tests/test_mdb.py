@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.bounded import reap
 from tests.console_scripts import require_script
 from tests.kstatd_fixture import REPO
 from tests.kstatd_fixture import kstatd_env
@@ -41,7 +42,7 @@ def _line(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> str:
     assert proc.stderr is not None
     ready, _, _ = select.select([proc.stderr], [], [], timeout)
     assert ready, "vmmctl hold printed nothing"
-    return proc.stderr.readline().decode()
+    return proc.stderr.readline().decode()  # bounded: select above
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +64,7 @@ def crash(tmp_path_factory: pytest.TempPathFactory) -> Path:
             assert hold.wait(timeout=15) == 0
         finally:
             if hold.poll() is None:
-                hold.kill()
-                hold.wait()
+                reap(hold)
         assert "vm_name\tweb0" in run([sys.executable, "-m", "kstatpy.cli.kstat", "-p", "vmm:1:vm"], kd.socket).stdout
         read = run([sys.executable, "-m", "kstatpy.cli.kstat", "-p", "vmm:1:vcpu0"], kd.socket)
         assert read.returncode == 3 and "lost kstatd" in read.stderr, read

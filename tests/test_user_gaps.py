@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import kstatpy
+from tests.bounded import reap
 from tests.console_scripts import require_script
 from tests.kstatd_fixture import REPO
 from tests.kstatd_fixture import running_kstatd
@@ -121,8 +122,7 @@ def test_interrupting_vmmctl_run_exits_quietly(tmp_path: Path, sig: int) -> None
             out, err = proc.communicate(timeout=30)
         finally:
             if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+                reap(proc)
         assert (proc.returncode, out, err) == (128 + sig, b"", b"")
         # It closed the VM (or its connection did): nothing holds it open.
         wait_until(lambda: conn.ok(VMM_LIST)["vms"][0]["open"] == 0)
