@@ -1,8 +1,9 @@
 """The vmm provider's soft-state lists and kstat fini (providers/vmm/ops.py), for mutants that survived.
 
 cosmic-ray (python tests/mutate.py vmm, docs/TESTING.md): with one VM at a time the
-destroy list's filter could read "destroying OR live", and the kstat fini hook could
-be dropped (its pointers then outlive the kstats until the free) without a test noticing.
+destroy list's filter could read "destroying OR live" (or take a VM in teardown), the
+kstat fini hook could be dropped (its pointers then outlive the kstats until the free),
+and a connection's close could make the vmm file table it never had, unnoticed.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def test_kstat_fini_forgets_the_kstats_before_the_soft_state_is_freed(
     def recording_free(obj: Any) -> None:
         if isinstance(obj, VmmSoftc):
             seen.append((obj.vmm_kstat_vm, list(obj.vmm_kstat_vcpu)))
+            # In teardown: neither live nor waiting for a last close.
+            assert host.driver.ops.vmm_list == [] and host.driver.ops.vmm_destroy_list == []
         free(obj)
 
     monkeypatch.setattr(host.chain.kmem, "free", recording_free)
@@ -58,3 +61,12 @@ def test_kstat_fini_forgets_the_kstats_before_the_soft_state_is_freed(
     host.ok(admin, ioc.VMM_DESTROY_VM, {"name": "a"})
     host.drop(guest)
     assert seen == [(None, [None] * nvcpu)]
+
+
+def test_closing_a_connection_that_never_opened_a_vm_leaves_no_vmm_state(host: Host) -> None:
+    admin, idle = host.conn(), host.conn()
+    host.ok(admin, ioc.VMM_CREATE_VM, {"name": "a"})  # create and destroy need no handle
+    host.ok(admin, ioc.VMM_DESTROY_VM, {"name": "a"})
+    host.drop(admin)
+    host.drop(idle)
+    assert "vmm" not in admin.state and "vmm" not in idle.state
