@@ -45,7 +45,8 @@ TARGETS: dict[str, tuple[str | list[str], list[str]]] = {
     "select": ("kstatpy/select.py", ["tests/test_select.py", "tests/test_cli_select.py", "tests/test_mutants_select.py"]),
     "vmm": (["providers/vmm/ops.py", "providers/vmm/provider.py"],  # teardown order and privileges
             ["tests/test_vmm_privilege.py", "tests/test_vmm_lifecycle.py", "tests/test_mutants_vmm.py"]),
-    "vmm_state": ("providers/vmm/state.py", ["tests/test_vmm_lifecycle.py", "tests/test_vmm_privilege.py"]),
+    "vmm_state": ("providers/vmm/state.py",
+                  ["tests/test_vmm_lifecycle.py", "tests/test_vmm_privilege.py", "tests/test_mutants_vmm_state.py"]),
 }
 
 
