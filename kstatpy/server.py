@@ -650,7 +650,8 @@ def _write_dump(trap: BadTrap, chain: Chain, report: str, path: str) -> str:
 
     try:
         write_dump(build_dump(trap, chain, report), path)
-    except Exception as exc:  # the panic path must finish whatever the dump does
-        log.exception("crash dump %s", path)
-        return f"no structured crash dump: {exc!r}\n"
+    except Exception as exc:  # the panic path must finish whatever the dump does: one line
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+        log.error("crash dump %s not written: %s", path, why)
+        return f"no structured crash dump ({path}: {why})\n"
     return f"structured crash dump written to {path} (kstatpy-mdb {path})\n"

@@ -69,6 +69,11 @@ ROOT_CONFIG_KEY = "system_root"
 #: Environment variable naming the tree to read when the config does not.
 ROOT_ENV = "KSTATPY_SYSTEM_ROOT"
 
+#: The longest source file read (bytes): /proc/interrupts of a few thousand CPUs is a few
+#: MiB. A longer one (``/dev/zero`` named as a source) is EFBIG for the reader, never a
+#: read buffer that grows until memory runs out (issue 21).
+MAX_SOURCE_BYTES = 16 << 20
+
 _MASK = {
     KstatDataType.UINT32: 2**32 - 1,
     KstatDataType.UINT64: 2**64 - 1,
@@ -121,6 +126,8 @@ class SysFile:
             size = self.size
             data = os.pread(fd, size, 0)
             while len(data) >= size:  # maybe cut short: grow and read it again whole
+                if size > MAX_SOURCE_BYTES:
+                    raise OSError(errno.EFBIG, f"{self.path}: longer than {MAX_SOURCE_BYTES >> 20} MiB; not read")
                 size = self.size = size * 4
                 data = os.pread(fd, size, 0)
             return data

@@ -38,6 +38,7 @@ crtime of sysinfo and vminfo is the boot; var's is its creation.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from kstatpy_providers.system.source import SysRoot
@@ -95,8 +96,11 @@ class _Accumulator:
 class SysinfoSource(_Accumulator):
     def sample(self) -> dict[str, int]:
         got = find_ints(self.root.read_bytes("proc/stat"), _PROCS_KEYS)
-        running = got.get(b"procs_running ", 0)
-        return {"runque": running, "runocc": int(running > 0), "waiting": got.get(b"procs_blocked ", 0)}
+        if len(got) != len(_PROCS_KEYS):  # a malformed file is the reader's error, never zeros
+            missing = " and ".join(k.decode().strip() for k in _PROCS_KEYS if k not in got)
+            raise OSError(errno.EIO, f"proc/stat has no {missing} line (malformed)")
+        running = got[b"procs_running "]
+        return {"runque": running, "runocc": int(running > 0), "waiting": got[b"procs_blocked "]}
 
 
 class VminfoSource(_Accumulator):
