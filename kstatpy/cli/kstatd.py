@@ -335,6 +335,9 @@ def main(
         chain.kmem.history_bytes = kmem_history
     providers = load_providers(modules=plugins)
     daemon = Kstatd(chain, providers, config, report=_say)
+    # A thread waiting for the GIL gets it within 0.5 ms, not 5: a small request (root's)
+    # queued behind another user's expensive one waits less (issue 21, RELIABILITY.md).
+    sys.setswitchinterval(0.0005)
     # Before anything can answer a client: a SIGTERM sent as soon as kstatd answers
     # must find the handler (stop() only sets a flag; serve_forever acts on it).
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
