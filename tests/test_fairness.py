@@ -207,3 +207,59 @@ def test_memory_errors_cost_one_connection_never_the_listener(daemon, monkeypatc
     assert outcomes[:5] == ["dropped"] * 5 and outcomes[5:] == [0, 0, 0], outcomes
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2 and all("MemoryError" in ln for ln in lines), lines  # one per kind, rate-limited
+
+
+# --- the metrics server during a slowloris -------------------------------------------------------
+
+
+def test_a_scrape_is_answered_during_a_slowloris_that_fills_every_slot():
+    import urllib.request
+
+    from kstatpy.exporter import Exporter
+    from kstatpy.ioctl import IoctlHandler
+
+    ex = Exporter(IoctlHandler(Chain(), None), "127.0.0.1", 0, [], conn_timeout=2.0, max_connections=4)
+    host, port = ex.start()
+    stop = threading.Event()
+    closed_after: list[float] = []
+
+    def slowloris() -> None:  # one byte every 0.3 s: no single read ever times out
+        while not stop.is_set():
+            t0 = time.monotonic()
+            try:
+                with socket.create_connection((host, port), timeout=30) as s:
+                    for b in b"GET /metrics HTTP/1.1\r\nHost: x\r\n" * 100:
+                        if stop.is_set():
+                            return
+                        s.sendall(bytes([b]))
+                        time.sleep(0.3)
+            except OSError:
+                closed_after.append(time.monotonic() - t0)
+
+    attackers = [threading.Thread(target=slowloris, daemon=True) for _ in range(8)]
+    try:
+        for t in attackers:
+            t.start()
+        time.sleep(1.0)  # every slot held
+        for _ in range(3):
+            with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as resp:
+                assert resp.status == 200
+            time.sleep(0.5)
+        time.sleep(2.5)
+        # The whole-request deadline: none lived past conn_timeout (2 s) plus scheduling.
+        assert closed_after and max(closed_after) < 6, closed_after
+    finally:
+        stop.set()
+        ex.stop()
+
+
+# --- churn on the public socket: root's privileged socket answers ----------------------------------
+
+
+def test_root_is_answered_on_its_privileged_socket_under_connection_churn():
+    # Functional, not timed (the figures are bench/attacks.py churn's): before, root's
+    # library clients with a timeout failed (EAGAIN at connect) while the backlog was full.
+    nobody_skip()
+    report = attacks.churn(str(REPO), seconds=4.0, samples=100)
+    assert report["root_socket"] == ["priv", "kstat.sock"]
+    assert report["under_churn"]["p99_ms"] < 60_000, report  # 60 s is bench's mark of a failed round trip

@@ -31,6 +31,10 @@ __all__ = ["main"]
 
 #: The longest timeout option accepted (seconds): a year, within threading.TIMEOUT_MAX.
 MAX_TIMEOUT = 365 * 86400.0
+#: The largest --max-request/--max-reply (bytes): 1 GiB, what a client accepts (transport.MAX_REPLY).
+MAX_BYTES = 1 << 30
+#: The most connections any connection option may allow (each costs a thread and a descriptor).
+MAX_CONNECTIONS = 65536
 
 
 class Seconds(click.FloatRange):
@@ -172,20 +176,20 @@ def _fix_mmap_threshold() -> None:
 )
 @click.option(
     "--max-request",
-    type=click.IntRange(1),
+    type=click.IntRange(16, MAX_BYTES),
     default=DEFAULT_MAX_REQUEST,
     show_default=True,
     help="Largest request body in bytes.",
 )
 @click.option(
     "--max-reply",
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_BYTES),
     default=DEFAULT_MAX_REPLY,
     show_default=True,
     help="Byte budget of one READ_MANY, SELECT or DESCRIBE reply; later entries are answered E2BIG.",
 )
 @click.option(
-    "--max-connections", type=click.IntRange(1), default=256, show_default=True, help="Connections served at once."
+    "--max-connections", type=click.IntRange(1, MAX_CONNECTIONS), default=256, show_default=True, help="Connections served at once."
 )
 @click.option(
     "--read-timeout",
@@ -247,17 +251,17 @@ def _fix_mmap_threshold() -> None:
 )
 @click.option(
     "--max-per-uid",
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_CONNECTIONS),
     help="Connections one peer uid may hold (root and kstatd's own uid excepted) [default: a quarter of --max-connections].",
 )
 @click.option(
     "--max-per-zone",
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_CONNECTIONS),
     help="Connections one non-global zone socket may hold [default: a quarter of --max-connections].",
 )
 @click.option(
     "--reserved-connections",
-    type=click.IntRange(0),
+    type=click.IntRange(0, MAX_CONNECTIONS),
     help="Of --max-connections, slots only root and kstatd's own uid may take [default: an eighth, at most 16].",
 )
 @click.option(
