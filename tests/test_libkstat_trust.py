@@ -1,5 +1,5 @@
 """libkstat finds and trusts kstatd as the client contract says (docs/PROTOCOL.md,
-"Finding and trusting the server"; CLIENT-CONTRACT.md): the server's peer credentials,
+"Finding and trusting the server"): the server's peer credentials,
 KSTAT_TRUST_UID for a named socket, the default path walked by descriptor, and
 KSTAT_TIMEOUT's values. The second and third users come from setpriv (tests/nobody.py)."""
 
