@@ -83,7 +83,7 @@ def install(prefix: str | os.PathLike[str]) -> list[Path]:
         inc = stage / "include"
         for rel in HEADERS:
             (inc / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(HERE / "include" / rel, inc / rel)
+            shutil.copyfile(HERE / "c-headers" / rel, inc / rel)
         for rel, text in generated_headers().items():
             (inc / rel).write_text(text)
         lib = stage / "lib"
