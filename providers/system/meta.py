@@ -81,12 +81,16 @@ META: tuple[tuple[str, str, str, StatMeta], ...] = (
     ("unix", "system_pages", "pagestotal", _pages("memory the kernel manages")),
     ("unix", "system_pages", "freemem", _pages("free memory")),
     ("unix", "system_pages", "pagesfree", _pages("free memory")),
-    ("unix", "system_pages", "pageslocked", _pages("locked memory (mlock)")),
+    ("unix", "system_pages", "pageslocked", _pages("resident memory taken by the kernel and locked pages "
+                                                   "(availrmem_initial - availrmem = pp_kernel + Mlocked)")),
     ("unix", "system_pages", "minfree", _pages("free memory the kernel keeps in reserve")),
-    ("unix", "system_pages", "availrmem", _pages("memory that could still be locked (physmem - pp_kernel - locked)")),
+    ("unix", "system_pages", "availrmem", _pages("memory that could still be locked (physmem - pageslocked)")),
     ("unix", "system_pages", "lotsfree", _pages("free level reclaim works up to (zones' high watermarks)")),
     ("unix", "system_pages", "desfree", _pages("free level below which reclaim starts (zones' low watermarks)")),
-    ("unix", "system_pages", "pp_kernel", _pages("memory the kernel holds (slab, stacks, page tables, per-CPU)")),
+    ("unix", "system_pages", "pp_kernel", _pages("memory the kernel holds (slab, stacks, page tables, per-CPU, "
+                                                 "ZFS ARC)")),
+    ("unix", "system_misc", "deficit", gauge("pages", "memory deficit (illumos scheduler; no Linux source)")),
+    ("unix", "system_misc", "vac", gauge("", "virtual address cache present (no Linux source)")),
     # cpu_info:N:cpu_infoN
     ("cpu_info", "cpu_info*", "state", text("on-line or off-line")),
     ("cpu_info", "cpu_info*", "state_begin", gauge("seconds", "when the state began (seconds since the epoch)")),
@@ -115,8 +119,11 @@ META: tuple[tuple[str, str, str, StatMeta], ...] = (
     ("cpu", "sys", "intr", counter("count", "interrupts taken by this CPU")),
     ("cpu", "sys", "xcalls", counter("count", "cross-calls: function-call and TLB-shootdown interrupts")),
     ("cpu", "sys", "intrthread", counter("count", "deferred interrupt work run (softirqs)")),
-    ("cpu", "sys", "pswitch", counter("count", "context switches (schedstat timeslices + switches to idle)")),
+    ("cpu", "sys", "pswitch", counter("count", "context switches (schedstat timeslices + switches to idle; "
+                                      "without schedstat proc/stat ctxt, machine-wide, on the lowest CPU)")),
     ("cpu", "sys", "idlethread", counter("count", "switches to the idle thread (schedstat)")),
+    ("cpu", "sys", "sysfork", counter("count", "forks and clones, threads included (proc/stat processes; "
+                                      "machine-wide, on the lowest CPU)")),
     # cpu:N:vm (machine-wide /proc/vmstat counts, on the lowest CPU)
     ("cpu", "vm", "pgpgin", counter("pages", "pages paged in (pgpgin)")),
     ("cpu", "vm", "pgpgout", counter("pages", "pages paged out (pgpgout)")),
@@ -162,10 +169,18 @@ META: tuple[tuple[str, str, str, StatMeta], ...] = (
             (module, "*,err", "Device Name", text("the Linux block device (sys/block/NAME)")),
             (module, "*,err", "Vendor", text("vendor (device/vendor)")),
             (module, "*,err", "Product", text("model (device/model)")),
-            (module, "*,err", "Revision", text("firmware revision (device/rev)")),
+            (module, "*,err", "Revision", text("firmware revision (device/rev or device/firmware_rev)")),
             (module, "*,err", "Serial No", text("serial number (device/serial)")),
             (module, "*,err", "Size", gauge("bytes", "capacity")),
+            (module, "*,err", "Soft Errors", counter("count", "recovered errors")),
             (module, "*,err", "Hard Errors", counter("count", "commands completed with an error (ioerr_cnt)")),
+            (module, "*,err", "Transport Errors", counter("count", "transport (bus) errors")),
+            (module, "*,err", "Media Error", counter("count", "medium errors")),
+            (module, "*,err", "Device Not Ready", counter("count", "device not ready")),
+            (module, "*,err", "No Device", counter("count", "device gone")),
+            (module, "*,err", "Recoverable", counter("count", "recoverable errors")),
+            (module, "*,err", "Illegal Request", counter("count", "illegal requests")),
+            (module, "*,err", "Predictive Failure Analysis", counter("count", "predicted failures")),
         )
     ),
     # MIB-II (mib2.MIB2: the Linux counters each statistic sums)

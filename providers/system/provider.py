@@ -178,10 +178,8 @@ class SystemProvider:
             # One clock for cpu:N:sys and cpu_stat, so the two agree; only they read it.
             clock = CpuClock(root, since_boot=attaching)
             if self.want("cpu"):
-                made.append(create_cpu_sys(chain, root, cpu, self.origin, clock))
-                vm = create_cpu_vm(chain, root, cpu, self.origin, charge=cpu == self.vm_cpu)
-                if vm is not None:
-                    made.append(vm)
+                made.append(create_cpu_sys(chain, root, cpu, self.origin, clock, charge=cpu == self.vm_cpu))
+                made.append(create_cpu_vm(chain, root, cpu, self.origin, charge=cpu == self.vm_cpu))
             if self.want("cpu_stat"):
                 made.append(create_cpu_stat(chain, root, cpu, self.origin, charge=cpu == self.vm_cpu, clock=clock))
         except BaseException:

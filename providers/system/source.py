@@ -22,6 +22,7 @@ import errno
 import os
 import threading
 import time
+from collections.abc import Collection
 from collections.abc import Mapping
 from collections.abc import Sequence
 
@@ -37,6 +38,7 @@ from kstatpy.constants import KstatFlag
 from kstatpy.kstat import default_kstat_update
 from kstatpy.metadata import StatMeta
 from kstatpy.metadata import kstat_set_meta
+from kstatpy.metadata import no_source
 from kstatpy.records import kstat_named_init
 from kstatpy.records import kstat_named_setstr
 
@@ -59,6 +61,7 @@ __all__ = [
     "create_raw",
     "date_kstat",
     "find_ints",
+    "mark_absent",
     "named_update",
     "parse_cpu_list",
     "root_for",
@@ -236,11 +239,14 @@ def create_named(
     source: NamedSource,
     crtime: int | None = None,
     meta: Mapping[str, StatMeta] | None = None,
+    absent: Collection[str] = (),
 ) -> Kstat:
     """Create and install a read-only NAMED kstat fed by ``source.values()`` at each read.
 
     ``crtime``: when the kstat's counters started (ns, monotonic); None for now.
     ``meta``: metadata for statistics that ``meta.py``'s table does not declare.
+    ``absent``: statistics of ``fields`` with no source here: they stay 0, ``values()``
+    need not name them, their metadata is marked (:func:`mark_absent`).
     """
     ksp = chain.kstat_create(module, instance, name, ks_class, KSTAT_TYPE_NAMED, len(fields), 0)
     for knp, (field, data_type) in zip(ksp.ks_data, fields, strict=True):
@@ -249,9 +255,18 @@ def create_named(
     if meta:
         declared = ksp.ks_meta or {}
         kstat_set_meta(ksp, {stat: m for stat, m in meta.items() if stat not in declared})
-    ksp.ks_private = (source, _plan(ksp))  # named_update's source and per-record plan
+    if absent:
+        mark_absent(ksp, absent)
+    ksp.ks_private = (source, _plan(ksp, absent))  # named_update's source and per-record plan
     ksp.ks_update = named_update
     return install_or_delete(chain, ksp)
+
+
+def mark_absent(ksp: Kstat, absent: Collection[str]) -> None:
+    """Mark ``absent`` statistics of ``ksp`` no source (kstatpy.metadata.no_source; undeclared
+    ones become counts). Call before kstat_install."""
+    declared, what = ksp.ks_meta or {}, f"illumos {ksp.ks_module}:{ksp.ks_name}"
+    kstat_set_meta(ksp, {s: no_source(declared.get(s), f"{what} {s}: no Linux source") for s in absent})
 
 
 def date_kstat(ksp: Kstat, crtime: int | None) -> None:
@@ -364,10 +379,13 @@ _PLAIN, _MASKED, _STR, _CHR = 0, 1, 2, 3
 _RESIZES = KstatFlag.VAR_SIZE | KstatFlag.LONGSTRINGS
 
 
-def _plan(ksp: Kstat) -> list[tuple[Any, str, int, int]]:
-    # (record, name, how to store, mask) for each record: the types never change.
+def _plan(ksp: Kstat, absent: Collection[str] = ()) -> list[tuple[Any, str, int, int]]:
+    # (record, name, how to store, mask) for each record with a source: the types never
+    # change; records without one keep the 0 kstat_named_init gave them.
     plan = []
     for knp in ksp.ks_data:
+        if knp.name in absent:
+            continue
         t = knp.data_type
         if t == KstatDataType.STRING:
             plan.append((knp, knp.name, _STR, 0))
