@@ -60,6 +60,8 @@ _MIB2_GAUGES = {"forwarding": "1 forwarding, 2 not", "defaultTTL": "default time
 def _mib2_meta(module: str, name: str, stat: str, sources: tuple[str, ...]) -> StatMeta:
     linux = " + ".join(src.replace(":", " ", 2) for src in sources)
     mib = name + stat[0].upper() + stat[1:]
+    if not sources:
+        return counter("count", f"{mib}: Linux has no such counter")
     if stat in _MIB2_GAUGES:
         return gauge("ms" if stat in ("rtoMin", "rtoMax") else "", f"{mib}: {_MIB2_GAUGES[stat]} ({linux})")
     return counter("count", f"{mib} (Linux {linux})")
@@ -91,6 +93,17 @@ META: tuple[tuple[str, str, str, StatMeta], ...] = (
                                                  "ZFS ARC)")),
     ("unix", "system_misc", "deficit", gauge("pages", "memory deficit (illumos scheduler; no Linux source)")),
     ("unix", "system_misc", "vac", gauge("", "virtual address cache present (no Linux source)")),
+    # zones:0:global (hostwide.py)
+    ("zones", "global", "zonename", text("zone name")),
+    ("zones", "global", "pgpgin", counter("pages", "pages paged in (proc/vmstat pgpgin)", PAGE_SIZE)),
+    ("zones", "global", "anonpgin", counter("pages", "anonymous pages swapped in (pswpin)", PAGE_SIZE)),
+    ("zones", "global", "nsec_user", counter("ns", "time in user mode, every CPU (user + nice)")),
+    ("zones", "global", "nsec_sys", counter("ns", "time in the kernel, every CPU (system + irq + softirq + steal)")),
+    ("zones", "global", "avenrun_1min", gauge("1/256", "1-minute load average (fixed point)")),
+    ("zones", "global", "avenrun_5min", gauge("1/256", "5-minute load average (fixed point)")),
+    ("zones", "global", "avenrun_15min", gauge("1/256", "15-minute load average (fixed point)")),
+    ("zones", "global", "init_pid", identifier("the zone's init")),
+    ("zones", "global", "boot_time", gauge("seconds", "boot time (seconds since the epoch)")),
     # cpu_info:N:cpu_infoN
     ("cpu_info", "cpu_info*", "state", text("on-line or off-line")),
     ("cpu_info", "cpu_info*", "state_begin", gauge("seconds", "when the state began (seconds since the epoch)")),
@@ -137,6 +150,7 @@ META: tuple[tuple[str, str, str, StatMeta], ...] = (
     # link:0:IFNAME
     ("link", "*", "ifspeed", gauge("bits/s", "link speed")),
     ("link", "*", "link_state", gauge("", "1 up, 0 down, 4294967295 unknown")),
+    ("link", "*", "link_duplex", gauge("", "2 full, 1 half, 0 unknown (sysfs duplex)")),
     ("link", "*", "multircv", counter("count", "multicast packets received")),
     ("link", "*", "norcvbuf", counter("count", "received packets dropped")),
     ("link", "*", "ierrors", counter("count", "receive errors")),

@@ -65,6 +65,7 @@ WANTS_MODULE = "wants_module"
 
 #: The kstat modules of each source; spl's are the directories of ``proc/spl/kstat``.
 UNIX_MODULES = ("unix",)
+HOSTWIDE_MODULES = ("unix", "vmem", "zones")
 MIB2_MODULES = ("ip", "tcp", "udp")
 CPU_MODULES = ("cpu_info", "cpu", "cpu_stat")
 LINK_MODULES = ("link",)
@@ -146,6 +147,12 @@ class SystemProvider:
                 ):
                     if made is not None:
                         self.unix.append(made)
+            if self.want_any(HOSTWIDE_MODULES):
+                from kstatpy_providers.system.hostwide import create_hostwide
+                from kstatpy_providers.system.unix import boot_time
+
+                taken = {k.ks_name for k in self.unix}
+                self.unix.extend(create_hostwide(chain, root, origin, boot_time(root), taken, self.want))
             if self.want_any(MIB2_MODULES):
                 from kstatpy_providers.system.mib2 import create_mib2
 

@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from kstatpy_providers.system.meta import system_kstat_init
 from kstatpy_providers.system.parse import find_ints
 from kstatpy_providers.system.parse import parse_cpu_list
+from kstatpy_providers.system.sysfile import CHUNKED
+from kstatpy_providers.system.sysfile import SysFile
 
 from kstatpy.constants import KSTAT_TYPE_NAMED
 from kstatpy.constants import KSTAT_TYPE_RAW
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
     from kstatpy.raw import Layout
 
 __all__ = [
+    "CHUNKED",
     "ROOT_CONFIG_KEY",
     "ROOT_ENV",
     "SysFile",
@@ -83,56 +86,6 @@ def root_for(chain: Chain) -> str:
     """The root the provider reads for ``chain``: config, then $KSTATPY_SYSTEM_ROOT, then ``/``."""
     root = chain.config.get(ROOT_CONFIG_KEY) or os.environ.get(ROOT_ENV) or "/"
     return os.fspath(root)
-
-
-class SysFile:
-    """One source file kept open and re-read with ``os.pread`` at offset 0.
-
-    procfs and sysfs build a file's content when it is read at offset 0, so each
-    read sees one fresh, consistent generation. ``lock`` serialises the open,
-    re-open and close. On the host's own root an open fd is read without the lock:
-    it is closed only by :meth:`close`, which the provider calls when no reader can
-    be reading it (after the kstats that read it were deleted: kstat_delete waits
-    for every hold). On another tree (``check_replaced``) a file that was replaced
-    or removed (link count 0) is opened again by name, as a reader of the real
-    sysfs would get ENODEV and a fresh open; those reads take the lock.
-    """
-
-    __slots__ = ("check_replaced", "fd", "lock", "path", "size")
-
-    def __init__(self, path: str, check_replaced: bool) -> None:
-        self.path = path
-        self.check_replaced = check_replaced
-        self.fd = -1
-        self.size = 4096
-        self.lock = threading.Lock()
-
-    def read(self) -> bytes:
-        """The whole file; raises OSError when it cannot be opened or read."""
-        fd = self.fd
-        if fd >= 0 and not self.check_replaced:
-            data = os.pread(fd, self.size, 0)
-            if len(data) < self.size:
-                return data
-        with self.lock:
-            fd = self.fd
-            if fd >= 0 and self.check_replaced and os.fstat(fd).st_nlink == 0:
-                os.close(fd)
-                fd = self.fd = -1
-            if fd < 0:
-                fd = self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            size = self.size
-            data = os.pread(fd, size, 0)
-            while len(data) >= size:  # maybe cut short: grow and read it again whole
-                size = self.size = size * 4
-                data = os.pread(fd, size, 0)
-            return data
-
-    def close(self) -> None:
-        with self.lock:
-            if self.fd >= 0:
-                os.close(self.fd)
-                self.fd = -1
 
 
 class SysRoot:
