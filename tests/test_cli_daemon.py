@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -14,6 +13,8 @@ from pathlib import Path
 import pytest
 from cli_chain import build_chain
 from cli_chain import run_kstat
+from console_scripts import console_script
+from console_scripts import missing_script
 from kstatd_fixture import REPO
 from kstatd_fixture import kstatd_env
 from kstatd_fixture import running_kstatd
@@ -22,7 +23,7 @@ from kstatpy.chain import Chain
 from kstatpy.client import kstat_open_chain
 
 TESTS = Path(__file__).resolve().parent
-KSTAT = shutil.which("kstat")
+KSTAT = console_script("kstat")
 PROVIDER_ENV = {"PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS)])}
 
 
@@ -35,7 +36,7 @@ def kstat_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def kstat(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[bytes]:
-    assert KSTAT, "the kstat console script is not on PATH (pip install -e .)"
+    assert KSTAT, missing_script("kstat")
     return subprocess.run([KSTAT, *argv], env=env, capture_output=True, timeout=60)
 
 

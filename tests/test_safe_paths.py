@@ -64,7 +64,7 @@ def nobody_kstatd():
                     hello(sock)
                     break
                 except (OSError, EOFError):
-                    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""  # bounded: it exited
                     assert time.monotonic() < deadline, "nobody's kstatd did not start"
                     time.sleep(0.02)  # polling for readiness with a deadline
             assert os.stat(os.path.dirname(sock)).st_uid == NOBODY_UID
