@@ -4,6 +4,8 @@
     python bench/attacks.py churn [--seconds 8] [--samples 300] [--tree DIR]
     python bench/attacks.py expensive [--kind select|read_many|describe] [--conns 64] [--tree DIR]
 
+Root's samples alternate in blocks of 25 with the attackers stopped (SIGSTOP: "idle")
+and running, so both meet the same background load of a shared machine.
 ``describe-flood``: nobody keeps 64 connections, each with a DESCRIBE of every kid sent
 and never read (reconnecting when kstatd closes one); kstatd's RSS is sampled (VmRSS,
 every 0.1 s) and its peak reported. ``churn``: nobody connects and closes as fast as 4
@@ -69,7 +71,10 @@ class Kstatd:
         self.dir = tempfile.mkdtemp(prefix="kstatpy-attack-")
         os.chmod(self.dir, 0o755)
         self.public = os.path.join(self.dir, "kstat.sock")
-        env = dict(os.environ, PYTHONPATH=tree, KSTATPY_DISABLE_PLUGIN_AUTOLOAD="1")
+        # The tree's own providers, whatever checkout is installed: kstatpy_providers -> TREE/providers.
+        self.shim = tempfile.mkdtemp(prefix="kstatpy-attack-shim-")
+        os.symlink(os.path.join(tree, "providers"), os.path.join(self.shim, "kstatpy_providers"))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, self.shim]), KSTATPY_DISABLE_PLUGIN_AUTOLOAD="1")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kstatpy.cli.kstatd", "--socket", self.public, "--plugin", "kstatpy_providers.system"],
             cwd=tree, env=env, stderr=subprocess.PIPE,
@@ -102,6 +107,7 @@ class Kstatd:
             self.proc.kill()
             _, err = self.proc.communicate()
         shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.shim, ignore_errors=True)
         return err.decode(errors="replace")[-2000:]
 
 
@@ -211,6 +217,24 @@ def sample_root(path: str, kid: int, n: int, spacing: float = 0.01) -> list[floa
     return out
 
 
+def interleaved(path: str, kid: int, attackers: list[subprocess.Popen[bytes]], n: int) -> tuple[list[float], list[float]]:
+    """Root's round trips in alternating blocks, the attackers stopped (SIGSTOP) then running:
+    both sets meet the same background load of a shared machine. (idle, loaded)."""
+    idle: list[float] = []
+    loaded: list[float] = []
+    block = 25
+    while len(loaded) < n:
+        for a in attackers:
+            os.kill(a.pid, signal.SIGSTOP)
+        time.sleep(0.3)  # what kstatd was already doing for them settles
+        idle += sample_root(path, kid, block)
+        for a in attackers:
+            os.kill(a.pid, signal.SIGCONT)
+        time.sleep(0.3)
+        loaded += sample_root(path, kid, block)
+    return idle, loaded
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
@@ -249,11 +273,11 @@ def churn(tree: str, seconds: float, samples: int, rate: float = 3000.0) -> dict
     kd = Kstatd(tree)
     try:
         kid = misc_kid(kd.root_socket)
-        idle = sample_root(kd.root_socket, kid, samples)
         attackers = [nobody(CHURN, kd.public, str(seconds), str(rate / 2)) for _ in range(2)]
         time.sleep(0.5)
-        loaded = sample_root(kd.root_socket, kid, samples)
+        idle, loaded = interleaved(kd.root_socket, kid, attackers, samples)
         for a in attackers:
+            a.kill()
             a.wait(60)
     finally:
         kd.stop()
@@ -268,10 +292,9 @@ def expensive(tree: str, kind: str, conns: int, seconds: float, samples: int) ->
     try:
         kid = misc_kid(kd.root_socket)
         all_kids = kids(kd.public)
-        idle = sample_root(kd.root_socket, kid, samples)
         attacker = nobody(EXPENSIVE, kd.public, str(conns), str(seconds), kind, msgpack.packb(all_kids).hex())
         time.sleep(1.0)
-        loaded = sample_root(kd.root_socket, kid, samples)
+        idle, loaded = interleaved(kd.root_socket, kid, [attacker], samples)
         attacker.kill()
         attacker.wait(30)
     finally:
@@ -289,12 +312,12 @@ def main() -> None:
     p.add_argument("--conns", type=int, default=64)
     p.add_argument("--seconds", type=float, default=10.0)
     p = sub.add_parser("churn")
-    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--seconds", type=float, default=600.0)
     p.add_argument("--samples", type=int, default=300)
     p = sub.add_parser("expensive")
     p.add_argument("--kind", choices=["select", "read_many", "describe"], default="select")
     p.add_argument("--conns", type=int, default=64)
-    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--seconds", type=float, default=600.0)
     p.add_argument("--samples", type=int, default=300)
     for p in sub.choices.values():
         p.add_argument("--tree", default=str(REPO), help="the checkout whose kstatd runs (before/after)")

@@ -225,7 +225,18 @@ class Kstatd:
             return
         try:
             for lst in self._listeners:
-                lst.bind()
+                if not lst.priv:
+                    lst.bind()
+            for lst in list(self._priv):
+                try:
+                    lst.bind()
+                except DaemonError as exc:
+                    # A privileged socket is an addition: where another user could block
+                    # its directory (a --socket in /tmp), kstatd serves without it, and says so.
+                    log.warning("privileged socket not served: %s", exc)
+                    lst.close()
+                    self._priv.remove(lst)
+                    self._listeners.remove(lst)
         except BaseException:
             self._close_listeners()
             raise
