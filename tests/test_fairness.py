@@ -263,3 +263,15 @@ def test_root_is_answered_on_its_privileged_socket_under_connection_churn():
     report = attacks.churn(str(REPO), seconds=4.0, samples=100)
     assert report["root_socket"] == ["priv", "kstat.sock"]
     assert report["under_churn"]["p99_ms"] < 60_000, report  # 60 s is bench's mark of a failed round trip
+
+
+def test_the_glob_cache_is_bounded_and_reused():
+    from kstatpy import select
+
+    select._GLOB_CACHE.clear()
+    for i in range(5000):
+        assert select.Pattern(f"*x{i}?[ab]").match(f"yyx{i}za")
+    assert len(select._GLOB_CACHE) <= select._GLOB_CACHE_MAX
+    before = len(select._GLOB_CACHE)
+    select.Pattern("*x4999?[ab]")  # the newest is still there: no compile
+    assert len(select._GLOB_CACHE) == before
