@@ -87,7 +87,7 @@ def test_stopped_kstatd_times_out(tmp_path: Path) -> None:
             # kstatd is back: the next request connects again
             assert d.one("read 0").startswith("kcid ")
             code, err = d.close()
-        line = f"{kd.socket}: no reply from kstatd within 0.5 s (KSTAT_TIMEOUT)"
+        line = f"{kd.socket}: no reply from kstatd within 0.5 s (KSTAT_TIMEOUT)"  # kstatpy.transport's words
         assert code == 0 and err.splitlines() == [line, line], err
 
 

@@ -1,7 +1,8 @@
-"""libkstat finds and trusts kstatd as the client contract says (docs/PROTOCOL.md,
-"Finding and trusting the server"): the server's peer credentials,
-KSTAT_TRUST_UID for a named socket, the default path walked by descriptor, and
-KSTAT_TIMEOUT's values. The second and third users come from setpriv (tests/nobody.py)."""
+"""libkstat finds and trusts kstatd as the client contract says (docs/PROTOCOL.md §9.7):
+the server's peer credentials, KSTAT_TRUST_UID for a named socket, the default path
+walked by descriptor, KSTAT_TIMEOUT's values. Each refusal is compared with what the
+Python client (kstatpy.transport) says in the same situation: the two implement one
+contract. The second and third users come from setpriv (tests/nobody.py)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,21 @@ def nobody_dir() -> Iterator[str]:
         yield d
 
 
+def python_says(env: dict[str, str], as_nobody: bool = False) -> tuple[int, str]:
+    """(errno, message) of the Python client's kstat_open() in ``env``."""
+    code = (
+        "from kstatpy.client import kstat_open\n"
+        "from kstatpy.errors import KstatError\n"
+        "try:\n    kstat_open().close(); print(0); print('')\n"
+        "except KstatError as e:\n    print(e.errno); print(e.message)\n"
+    )
+    prefix = list(AS_NOBODY) if as_nobody else []
+    out = subprocess.run([*prefix, sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    errno_, message = out.stdout.split("\n", 1)
+    return int(errno_), message.rstrip("\n")
+
+
 def answer(env: dict[str, str], line: str, as_nobody: bool = False) -> tuple[str, str]:
     """One command in a fresh lkt: (its answer, lkt's stderr)."""
     with Driver(env, argv_prefix=tuple(AS_NOBODY) if as_nobody else ()) as d:
@@ -81,11 +97,14 @@ def test_a_server_of_another_uid_is_refused_unless_trusted(nobody_dir: str) -> N
             f"{sock}: the server runs as uid {NOBODY_UID}, not root or uid 0; "
             f"refusing it (KSTAT_TRUST_UID={NOBODY_UID} to trust it)\n"
         )
+        assert python_says(run_env(sock)) == (13, err.rstrip("\n"))
         assert answer(run_env(sock, KSTAT_TRUST_UID=str(NOBODY_UID)), "open 0")[0].startswith("ok kcid ")
         assert answer(run_env(sock, KSTAT_TRUST_UID=f"7,{NOBODY_UID}"), "open 0")[0].startswith("ok kcid ")
         assert answer(run_env(sock, KSTAT_TRUST_UID="7"), "open 0")[0] == "err EACCES"
         got, err = answer(run_env(sock, KSTAT_TRUST_UID="nobody"), "open 0")
-        assert (got, err) == ("err EINVAL", "KSTAT_TRUST_UID=nobody: not a list of uids (N[,N...], at most 16)\n")
+        assert (got, err) == ("err EINVAL", "KSTAT_TRUST_UID: 'nobody' is not a uid\n")
+        assert python_says(run_env(sock, KSTAT_TRUST_UID="nobody"))[0] == 22
+        assert answer(run_env(sock, KSTAT_TRUST_UID=f" ,{NOBODY_UID}, "), "open 0")[0].startswith("ok kcid ")
         # the caller's own server is trusted without asking
         assert answer(run_env(sock), "open 0", as_nobody=True)[0].startswith("ok kcid ")
 
@@ -107,36 +126,49 @@ def test_default_path_is_walked_and_checked(nobody_dir: str) -> None:
         got, err = answer(env, "open 0", as_nobody=True)
         assert got == "err EACCES"
         assert err == (
-            f"{runtime}/kstatpy: the socket's directory is owned by uid {OTHER_UID}, "
+            f"{runtime}/kstatpy: a directory on the socket's path is owned by uid {OTHER_UID}, "
             f"not uid 0 or uid {NOBODY_UID}; refusing to use it\n"
         )
+        assert python_says(env, as_nobody=True) == (13, err.rstrip("\n"))
         os.chown(f"{runtime}/kstatpy", NOBODY_UID, NOBODY_UID)
         # writable by the group: someone else could replace the socket
         os.chmod(f"{runtime}/kstatpy", 0o775)
         got, err = answer(env, "open 0", as_nobody=True)
         assert got == "err EACCES" and "writable by others (mode 0775)" in err, err
+        assert python_says(env, as_nobody=True) == (13, err.rstrip("\n"))
         os.chmod(f"{runtime}/kstatpy", 0o755)
         # a symbolic link anywhere on the way
         os.symlink(runtime, f"{nobody_dir}/link")
-        got, err = answer(dict(env, XDG_RUNTIME_DIR=f"{nobody_dir}/link"), "open 0", as_nobody=True)
+        linked = dict(env, XDG_RUNTIME_DIR=f"{nobody_dir}/link")
+        got, err = answer(linked, "open 0", as_nobody=True)
         assert (got, err) == (
             "err EACCES",
-            f"{nobody_dir}/link: a symbolic link on the way to the socket; refusing to use it\n",
+            f"{nobody_dir}/link: a directory on the socket's path is a symbolic link; refusing to use it\n",
         )
+        assert python_says(linked, as_nobody=True) == (13, err.rstrip("\n"))
         # KSTAT_TRUST_UID does not apply to the default path (nothing to trust here but the walk)
         assert answer(dict(env, KSTAT_TRUST_UID="1"), "open 0", as_nobody=True)[0].startswith("ok kcid ")
     # nothing listening at the default path: ECONNREFUSED (a stale socket file) or ENOENT
     assert answer(env, "open 0", as_nobody=True)[0] in ("err ECONNREFUSED", "err ENOENT")
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "86401", "abc", "1s"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "86401", "abc", "1s", "0x10"])
 def test_bad_kstat_timeout_is_einval(tmp_path, value: str) -> None:
-    got, err = answer(run_env(str(tmp_path / "kstat.sock"), KSTAT_TIMEOUT=value), "open 0")
-    assert (got, err) == ("err EINVAL", f"KSTAT_TIMEOUT={value}: not a number of seconds > 0 and <= 86400\n")
+    env = run_env(str(tmp_path / "kstat.sock"), KSTAT_TIMEOUT=value)
+    got, err = answer(env, "open 0")
+    assert (got, err) == ("err EINVAL", f"KSTAT_TIMEOUT: '{value}' is not a number of seconds > 0 and <= 86400\n")
+    assert python_says(env) == (22, err.rstrip("\n"))
+
+
+def test_a_named_path_that_is_not_a_socket(tmp_path) -> None:
+    (tmp_path / "file").write_text("")
+    env = run_env(str(tmp_path / "file"))
+    assert answer(env, "open 0") == ("err ENOTSOCK", "")
+    assert python_says(env)[0] == 88  # ENOTSOCK
 
 
 def test_default_timeout_agrees_with_the_python_client() -> None:
-    # The contract's 10 s, in C (impl.h) and, once it has one, in kstatpy.transport.
+    # The contract's 10 s, in C (impl.h) and in kstatpy.transport.
     from tests.libkstat_helpers import installed
 
     installed()
@@ -145,4 +177,4 @@ def test_default_timeout_agrees_with_the_python_client() -> None:
         c_default = next(float(line.split()[2]) for line in f if line.startswith("#define LK_DEFAULT_TIMEOUT"))
     import kstatpy.transport as transport
 
-    assert c_default == getattr(transport, "DEFAULT_TIMEOUT", 10.0) == 10.0
+    assert c_default == transport.DEFAULT_REQUEST_TIMEOUT == 10.0
