@@ -40,13 +40,15 @@ def _scratch(prefix: str) -> Path:
 
 
 @functools.cache
-def installed(asan: bool = False) -> Path:
-    """The prefix libkstat was installed into by ``kstatpy-libkstat install``."""
-    prefix = _scratch("libkstat-asan-" if asan else "libkstat-")
+def installed(asan: bool = False, sanitize: str | None = None) -> Path:
+    """The prefix libkstat was installed into by ``kstatpy-libkstat install``; with
+    ``asan`` (or ``sanitize="thread"``) a copy built with that sanitizer."""
+    sanitize = "address" if asan else sanitize
+    prefix = _scratch(f"libkstat-{sanitize or 'plain'}-")
     env = dict(os.environ)
-    if asan:
-        env["CFLAGS"] = "-fsanitize=address -fno-omit-frame-pointer"
-        env["LDFLAGS"] = "-fsanitize=address"
+    if sanitize:
+        env["CFLAGS"] = f"-fsanitize={sanitize} -fno-omit-frame-pointer"
+        env["LDFLAGS"] = f"-fsanitize={sanitize}"
     done = subprocess.run([str(SCRIPT), "install", "--prefix", str(prefix)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return prefix

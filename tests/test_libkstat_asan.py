@@ -63,3 +63,19 @@ def test_open_update_read_close_loop_is_clean(tmp_path: Path) -> None:
             assert d.one("close 1") == "ok 0"
             code, err = d.close()
         assert (code, err) == (0, ""), err
+
+
+def test_separate_handles_in_threads_share_nothing(tmp_path: Path) -> None:
+    # Not thread-safe per handle, as illumos; but a kstat_ctl_t per thread must work,
+    # with no race ThreadSanitizer can see (library and program both instrumented).
+    from tests.libkstat_helpers import SRC
+    from tests.libkstat_helpers import compile_c
+    from tests.libkstat_helpers import installed
+
+    prefix = installed(sanitize="thread")
+    exe = compile_c([SRC / "lkthreads.c"], tmp_path / "lkthreads", prefix, ("-fsanitize=thread", "-g", "-pthread"))
+    with running_kstatd(tmp_path, plugins=PLUGINS) as kd:
+        env = run_env(kd.socket, prefix, TSAN_OPTIONS="exitcode=23 halt_on_error=1")
+        done = subprocess.run([str(exe), "4", "5"], env=env, capture_output=True, text=True, timeout=600)
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr[-3000:]
+    assert done.stdout.startswith("ok ") and int(done.stdout.split()[1]) > 4 * 5 * 40
