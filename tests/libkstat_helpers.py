@@ -24,6 +24,7 @@ from kstatpy.raw import LAYOUTS
 from kstatpy.raw import SYSINFO
 from kstatpy.raw import VAR
 from kstatpy.raw import VMINFO
+from tests.bounded import within
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE / "libkstat"
@@ -49,7 +50,9 @@ def installed(asan: bool = False, sanitize: str | None = None) -> Path:
     if sanitize:
         env["CFLAGS"] = f"-fsanitize={sanitize} -fno-omit-frame-pointer"
         env["LDFLAGS"] = f"-fsanitize={sanitize}"
-    done = subprocess.run([str(SCRIPT), "install", "--prefix", str(prefix)], env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [str(SCRIPT), "install", "--prefix", str(prefix)], env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     return prefix
 
@@ -65,10 +68,15 @@ def compile_c(sources: list[Path], out: Path, prefix: Path | None = None, extra:
     prefix = prefix or installed()
     env = pkg_env(prefix)
     flags = subprocess.run(
-        ["pkg-config", "--cflags", "--libs", "libkstat"], env=env, capture_output=True, text=True, check=True
+        ["pkg-config", "--cflags", "--libs", "libkstat"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout.split()
     cmd = ["cc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", *extra, *map(str, sources), "-o", str(out), *flags]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{' '.join(cmd)}\n{done.stderr}"
     return out
 
@@ -130,15 +138,16 @@ class Driver:
             text=True,
         )
 
-    def cmd(self, line: str) -> list[str]:
+    def cmd(self, line: str, timeout: float = 120) -> list[str]:
         assert self.proc.stdin and self.proc.stdout
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
         out = []
         while True:
-            got = self.proc.stdout.readline()
+            got = within(timeout, f"lkt's answer to {line!r}", self.proc.stdout.readline)
             if not got:
-                raise EOFError(f"lkt exited ({self.proc.wait()}) during {line!r}: {self.proc.stderr.read()}")  # type: ignore[union-attr]
+                _, err = self.proc.communicate(timeout=60)
+                raise EOFError(f"lkt exited ({self.proc.returncode}) during {line!r}: {err}")
             got = got.rstrip("\n")
             if got == ".":
                 return out
@@ -151,15 +160,8 @@ class Driver:
 
     def close(self) -> tuple[int, str]:
         """Quit; (exit status, stderr)."""
-        assert self.proc.stdin
-        try:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        self.proc.stdout.read()  # type: ignore[union-attr]
-        err = self.proc.stderr.read()  # type: ignore[union-attr]
-        return self.proc.wait(timeout=120), err
+        _, err = self.proc.communicate("quit\n", timeout=120)
+        return self.proc.returncode, err
 
     def __enter__(self) -> Driver:
         return self
@@ -167,4 +169,4 @@ class Driver:
     def __exit__(self, *exc: object) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.communicate()
+            self.proc.communicate(timeout=60)

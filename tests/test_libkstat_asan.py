@@ -19,7 +19,12 @@ from tests.kstatd_fixture import running_kstatd
 from tests.libkstat_helpers import Driver
 from tests.libkstat_helpers import run_env
 
-PLUGINS = ("tests.providers_fixture.basic", "kstatpy_providers.system", "kstatpy_providers.vmm.provider")
+PLUGINS = (
+    "tests.providers_fixture.basic",
+    "tests.providers_fixture.varsize",
+    "kstatpy_providers.system",
+    "kstatpy_providers.vmm.provider",
+)
 ASAN = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:exitcode=23", "LSAN_OPTIONS": "exitcode=23"}
 
 
@@ -27,8 +32,8 @@ def test_leak_sanitizer_reports_a_leak_here(tmp_path: Path) -> None:
     src = tmp_path / "leak.c"
     src.write_text("#include <stdlib.h>\nvoid *keep;\nint main(void) { keep = malloc(99); keep = 0; return 0; }\n")
     exe = tmp_path / "leak"
-    subprocess.run(["cc", "-fsanitize=address", "-g", str(src), "-o", str(exe)], check=True)
-    done = subprocess.run([str(exe)], env=run_env(None, **ASAN), capture_output=True, text=True)
+    subprocess.run(["cc", "-fsanitize=address", "-g", str(src), "-o", str(exe)], check=True, timeout=120)
+    done = subprocess.run([str(exe)], env=run_env(None, **ASAN), capture_output=True, text=True, timeout=120)
     assert done.returncode == 23 and "LeakSanitizer" in done.stderr, done.stderr
 
 
@@ -53,6 +58,10 @@ def test_open_update_read_close_loop_is_clean(tmp_path: Path) -> None:
                 assert result.exit_code == 0, result.output
                 assert d.one("read 0") == "err ENXIO"
                 assert d.one("update 0").startswith("kcid ")  # frees the VM's kstats and data
+            for name in ("grow", "text"):  # ks_data grown, shrunk and grown again
+                assert d.one(f"lookup 1 test 0 {name}").startswith("found ")
+                assert d.one("readloop 1 40") == "ok 40"
+            assert d.one("copy 1") == "strings 1 inside 1"
             assert d.one("lookup 1 test 0 strings").startswith("found ")
             assert d.one("copy 1") == "strings 1 inside 1"
             assert d.one("lookup 1 test 0 named").startswith("found ")

@@ -64,6 +64,7 @@ def run_c(tmp_path: Path, body: str) -> list[str]:
         env=dict(os.environ, LD_LIBRARY_PATH=str(installed() / "lib")),
         capture_output=True,
         text=True,
+        timeout=60,
         check=True,
     )
     return out.stdout.splitlines()
@@ -116,10 +117,13 @@ def test_installed_files_soname_and_symbols() -> None:
         "lib/pkgconfig/libkstat.pc",
     ]
     assert os.readlink(prefix / "lib" / "libkstat.so") == "libkstat.so.1"
-    dyn = subprocess.run(["readelf", "-d", str(prefix / "lib/libkstat.so.1")], capture_output=True, text=True).stdout
+    dyn = subprocess.run(
+        ["readelf", "-d", str(prefix / "lib/libkstat.so.1")], capture_output=True, text=True, timeout=60
+    )
+    dyn = dyn.stdout
     assert "Library soname: [libkstat.so.1]" in dyn
     nm = subprocess.run(
-        ["nm", "-D", "--defined-only", str(prefix / "lib/libkstat.so.1")], capture_output=True, text=True
+        ["nm", "-D", "--defined-only", str(prefix / "lib/libkstat.so.1")], capture_output=True, text=True, timeout=60
     )
     symbols = sorted(line.split()[-1].split("@")[0] for line in nm.stdout.splitlines() if " T " in line)
     assert symbols == API
@@ -157,7 +161,7 @@ def test_cli_missing_tools_are_one_line_naming_the_package(tmp_path: Path) -> No
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "cc").symlink_to(
-        subprocess.run(["sh", "-c", "command -v cc"], capture_output=True, text=True).stdout.strip()
+        subprocess.run(["sh", "-c", "command -v cc"], capture_output=True, text=True, timeout=60).stdout.strip()
     )
     out = script("install", "--prefix", str(tmp_path / "c"), env=dict(base, PATH=str(bindir)))
     assert (out.returncode, out.stderr) == (3, "kstatpy-libkstat: pkg-config not found: apt-get install pkg-config\n")
