@@ -103,3 +103,18 @@ def test_no_kstatd(tmp_path: Path) -> None:
     with Driver(run_env(stale)) as d:
         assert d.one("open 0") == "err ECONNREFUSED"
         assert d.close() == (0, "")
+
+
+def test_idle_connection_closed_by_kstatd_is_reopened(tmp_path: Path) -> None:
+    # kstatd says goodbye ([0, ETIMEDOUT, ...]) to an idle connection (docs/PROTOCOL.md
+    # §9.4); a kstat ioctl is then sent again on a new connection, as kstatpy's
+    # transport does: an illumos tool sampling every few minutes keeps working.
+    with running_kstatd(tmp_path, plugins=VMM, args=("--idle-timeout", "1")) as kd, Driver(run_env(kd.socket)) as d:
+        assert d.one("open 0").startswith("ok kcid ")
+        assert d.one("lookup 0 test 0 named").startswith("found ")
+        for _ in range(2):
+            time.sleep(2.5)  # longer than the idle timeout: kstatd has closed the connection
+            assert d.one("read 0").startswith("kcid ")
+        time.sleep(2.5)
+        assert d.one("update 0") == "kcid 0"
+        assert d.close() == (0, "")
