@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.bounded import within
 from tests.kstatd_fixture import hello
 from tests.libkstat_helpers import Driver
 from tests.libkstat_helpers import run_env
@@ -146,8 +147,6 @@ def test_default_path_is_walked_and_checked(nobody_dir: str) -> None:
             f"{nobody_dir}/link: a directory on the socket's path is a symbolic link; refusing to use it\n",
         )
         assert python_says(linked, as_nobody=True) == (13, err.rstrip("\n"))
-        # KSTAT_TRUST_UID does not apply to the default path (nothing to trust here but the walk)
-        assert answer(dict(env, KSTAT_TRUST_UID="1"), "open 0", as_nobody=True)[0].startswith("ok kcid ")
     # nothing listening at the default path: ECONNREFUSED (a stale socket file) or ENOENT
     assert answer(env, "open 0", as_nobody=True)[0] in ("err ECONNREFUSED", "err ENOENT")
 
@@ -178,3 +177,48 @@ def test_default_timeout_agrees_with_the_python_client() -> None:
     import kstatpy.transport as transport
 
     assert c_default == transport.DEFAULT_REQUEST_TIMEOUT == 10.0
+
+
+def test_kstat_trust_uid_is_ignored_for_the_default_path(nobody_dir: str, tmp_path) -> None:
+    # A server run by a third user whose socket sits in nobody's own default directory
+    # (bound elsewhere, then moved there and handed to nobody by root): the walk passes,
+    # SO_PEERCRED shows uid 12345, and KSTAT_TRUST_UID=12345 does not help, because the
+    # user did not name this socket (docs/PROTOCOL.md §9.7 step 3).
+    runtime = f"{nobody_dir}/run"
+    os.makedirs(f"{runtime}/kstatpy", 0o755)
+    for d in (runtime, f"{runtime}/kstatpy"):
+        os.chown(d, NOBODY_UID, NOBODY_UID)
+    other = f"{nobody_dir}/other"
+    os.mkdir(other, 0o755)
+    os.chown(other, OTHER_UID, OTHER_UID)
+    server = (
+        "import socket, sys, time\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        f"s.bind({other + '/kstat.sock'!r}); s.listen(8); print('ready', flush=True)\n"
+        "while True:\n    c, _ = s.accept(); time.sleep(30)\n"
+    )
+    as_other = ["setpriv", "--reuid", str(OTHER_UID), "--regid", str(OTHER_UID), "--clear-groups"]
+    proc = subprocess.Popen([*as_other, sys.executable, "-c", server], stdout=subprocess.PIPE, text=True)
+    try:
+        assert within(60, "the third user's server", proc.stdout.readline).strip() == "ready"  # type: ignore[union-attr]
+        sock = f"{runtime}/kstatpy/kstat.sock"
+        os.rename(f"{other}/kstat.sock", sock)
+        os.chown(sock, NOBODY_UID, NOBODY_UID, follow_symlinks=False)
+        env = run_env(None, XDG_RUNTIME_DIR=runtime, KSTAT_TRUST_UID=str(OTHER_UID))
+        env.pop("KSTAT_SOCKET", None)
+        got, err = answer(env, "open 0", as_nobody=True)
+        assert got == "err EACCES"
+        assert err == (
+            f"{sock}: the server runs as uid {OTHER_UID}, not root or uid {NOBODY_UID}; "
+            f"refusing it (KSTAT_TRUST_UID={OTHER_UID} to trust it)\n"
+        )
+        assert python_says(env, as_nobody=True) == (13, err.rstrip("\n"))
+        # the same socket named: the opt-in applies, and the silent server times out
+        named = dict(env, KSTAT_SOCKET=sock, KSTAT_TIMEOUT="0.5")
+        assert answer(named, "open 0", as_nobody=True) == (
+            "err ETIMEDOUT",
+            f"{sock}: no reply from kstatd within 0.5 s (KSTAT_TIMEOUT)\n",
+        )
+    finally:
+        proc.kill()
+        proc.wait(30)
