@@ -222,3 +222,30 @@ def test_kstat_trust_uid_is_ignored_for_the_default_path(nobody_dir: str, tmp_pa
     finally:
         proc.kill()
         proc.wait(30)
+
+
+def test_a_sticky_shared_last_directory_checks_the_socket(nobody_dir: str) -> None:
+    # The last directory writable by others but sticky (as /tmp): only the socket's
+    # owner may replace it, so the socket itself must be root's or the caller's.
+    runtime = f"{nobody_dir}/run"
+    os.makedirs(f"{runtime}/kstatpy")
+    os.chown(runtime, NOBODY_UID, NOBODY_UID)
+    os.chown(f"{runtime}/kstatpy", NOBODY_UID, NOBODY_UID)
+    os.chmod(f"{runtime}/kstatpy", 0o1777)
+    sock = f"{runtime}/kstatpy/kstat.sock"
+    env = run_env(None, XDG_RUNTIME_DIR=runtime)
+    env.pop("KSTAT_SOCKET", None)
+    with kstatd_as_nobody(sock):
+        assert answer(env, "open 0", as_nobody=True)[0].startswith("ok kcid ")
+        os.chown(sock, OTHER_UID, OTHER_UID, follow_symlinks=False)
+        got, err = answer(env, "open 0", as_nobody=True)
+        assert (got, err) == (
+            "err EACCES",
+            f"{sock}: the socket is owned by uid {OTHER_UID}, not uid 0 or uid {NOBODY_UID}; refusing to use it\n",
+        )
+        assert python_says(env, as_nobody=True) == (13, err.rstrip("\n"))
+        os.rename(sock, f"{sock}.real")
+        os.symlink(f"{sock}.real", sock)
+        got, err = answer(env, "open 0", as_nobody=True)
+        assert (got, err) == ("err EACCES", f"{sock}: not a socket in a shared directory; refusing to use it\n")
+        assert python_says(env, as_nobody=True) == (13, err.rstrip("\n"))
