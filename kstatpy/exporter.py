@@ -24,7 +24,7 @@ Mapping (one series per statistic of each selected kstat)
     value    converted to the base unit where the metadata says so: ns/us/ms and
              ticks -> seconds, pages -> bytes, MHz -> hertz, 1/256 -> a number
 RAW kstats and ``kstat_*`` names are left out, as kstat(8) does; so are the pseudo
-statistics ``crtime`` and ``snaptime`` and those with ``no_source`` (PROTOCOL.md §9.3).
+statistics ``crtime`` and ``snaptime`` and those marked ``no_source`` (docs/PROTOCOL.md).
 
 The exporter's own series: ``kstat_exporter_scrape_duration_seconds`` (this scrape,
 so far), ``kstat_exporter_scrape_errors_total`` (reads that failed, samples dropped

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kstatpy_providers.system.mib2_table import MIB2
 from test_provider_system import PAGESIZE
 from test_provider_system import add_link
 from test_provider_system import attach
@@ -239,3 +240,42 @@ def test_every_slab_cache_of_this_host_is_a_kmem_cache_kstat() -> None:
     assert caches == names - {k.ks_name for k in chain.kstats() if k.ks_class != "kmem_cache"}
     last = lines[-1].split()
     assert named(read(chain, "unix", 0, last[0]))["buf_size"] == int(last[3])
+
+
+def _row_for(ksp: Any) -> str:
+    if ksp.ks_class == "kmem_cache":
+        return "`unix:0:file_cache`" if ksp.ks_name == "file_cache" else "`unix:0:CACHE` (kmem_cache)"
+    if ksp.ks_class == "disk":
+        return "IO kstats (class `disk`)"
+    if ksp.ks_class == "device_error":
+        return "`MODULEerr:N:MODULEN,err`"
+    if ksp.ks_module == "cpu":
+        return f"`cpu:N:{ksp.ks_name}`"
+    return f"`{ksp.ks_module}:{ksp.ks_instance}:{ksp.ks_name}`"
+
+
+def test_the_docs_list_every_statistic_with_no_source(tmp_path: Path) -> None:
+    """docs/SYSTEM-PROVIDER.md's "Statistics with no source" names each marked statistic in its kstat's row."""
+    text = (Path(__file__).resolve().parent.parent / "docs/SYSTEM-PROVIDER.md").read_text()
+    section = text[text.index("### Statistics with no source") :]
+    section = section[: section.index("\n### ", 10)]
+    rows = {ln.split(" | ")[0].strip("| "): ln for ln in section.splitlines() if ln.startswith("| `") or
+            ln.startswith("| IO")}  # fmt: skip
+    chain, _ = attach(_full_fake(tmp_path / "root"))
+    unlisted = []
+    for ksp in chain.kstats():
+        marked = [s for s, m in (ksp.ks_meta or {}).items() if m.no_source]
+        if not marked:
+            continue
+        row = rows.get(_row_for(ksp), "")
+        if ksp.ks_class == "mib2":  # a counter this host's files lack: the MIB-II row says so
+            never = {st for st, _, srcs in MIB2[(ksp.ks_module, ksp.ks_name)] if not srcs}
+            marked = [st for st in marked if st in never]
+        if not marked:
+            continue
+        assert row, f"no row for {_row_for(ksp)}"
+        if row.split(" | ")[1].startswith("all"):
+            continue
+        unlisted += [f"{ksp.ks_module}:{ksp.ks_name}:{s}" for s in marked
+                     if f" {s}," not in row and f" {s};" not in row and f" {s} " not in row]  # fmt: skip
+    assert unlisted == []
