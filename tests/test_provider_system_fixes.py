@@ -78,7 +78,8 @@ def _one_second_sample(chain) -> tuple[int, int, int] | None:  # type: ignore[no
 
 
 def test_live_runque_is_procs_running_less_the_reader_and_the_cpus() -> None:
-    """On this host: each second adds procs_running - 1 (this reader) - on-line CPUs, never < 0.
+    """On this host: each second adds procs_running - 1 (this reader) - on-line CPUs, never < 0
+    (within 1: the host is shared; the old mapping, procs_running, would be 1 + CPUs off).
 
     The machine is shared, so procs_running is read around the kstat's read and a
     second in which it moved is taken again. The old mapping added procs_running.
@@ -91,12 +92,14 @@ def test_live_runque_is_procs_running_less_the_reader_and_the_cpus() -> None:
         if got is None:
             continue
         added, running, occ = got
-        assert added == max(0, running - 1 - m), (added, running, m)
+        # procs_running may move and come back between our reads and the provider's: 1 of
+        # slack (the old mapping, procs_running itself, is 1 + m off)
+        assert abs(added - max(0, running - 1 - m)) <= 1, (added, running, m)
         assert occ == int(added > 0)
         checked += 1
-        if checked == 2:
+        if checked == 3:
             break
-    assert checked == 2, "procs_running never held still for a read"
+    assert checked == 3, "procs_running never held still for a read"
 
 
 def test_live_runque_with_busy_threads() -> None:

@@ -73,14 +73,15 @@ KMEM_FIELDS = (
     "depot_free", "depot_contention", "slab_alloc", "slab_free", "buf_constructed", "buf_avail",
     "buf_inuse", "buf_total", "buf_max", "slab_create", "slab_destroy",
 )  # fmt: skip
-#: metadata of a kmem cache's statistics with a source (create_named's ``meta``)
+#: metadata of a kmem cache's statistics with a source (create_named's ``meta``); the unit
+#: "objects" also keeps the exporter's name of the gauge buf_total off the counters' "_total"
 KMEM_META = {
     "buf_size": gauge("bytes", "object size (slabinfo objsize)"),
     "chunk_size": gauge("bytes", "slab size / objects per slab"),
     "slab_size": gauge("bytes", "slab size (pagesperslab x page size)"),
-    "buf_avail": gauge("count", "objects free (num_objs - active_objs; file-nr: unused)"),
-    "buf_inuse": gauge("count", "objects in use (active_objs; file-nr: allocated - unused)"),
-    "buf_total": gauge("count", "objects allocated (num_objs; file-nr: allocated)"),
+    "buf_avail": gauge("objects", "objects free (num_objs - active_objs; file-nr: unused)"),
+    "buf_inuse": gauge("objects", "objects in use (active_objs; file-nr: allocated - unused)"),
+    "buf_total": gauge("objects", "objects allocated (num_objs; file-nr: allocated)"),
     "slab_create": gauge("count", "slabs now (num_slabs: Linux counts slabs, not their creations)"),
 }
 _SLAB_SOURCED = ("buf_size", "chunk_size", "slab_size", "buf_avail", "buf_inuse", "buf_total", "slab_create")
