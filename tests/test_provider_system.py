@@ -580,10 +580,10 @@ def test_concurrent_refreshes_and_reads_agree(fake: Path) -> None:
     chain, providers = attach(fake)
     errors: list[BaseException] = []
     stop = threading.Event()
-    start = threading.Barrier(5)
+    start = threading.Barrier(5, timeout=60)
 
     def refresher() -> None:
-        start.wait()
+        start.wait()  # bounded: Barrier(timeout=60)
         while not stop.is_set():
             try:
                 providers.refresh(chain)
@@ -591,7 +591,7 @@ def test_concurrent_refreshes_and_reads_agree(fake: Path) -> None:
                 errors.append(exc)
 
     def reader() -> None:
-        start.wait()
+        start.wait()  # bounded: Barrier(timeout=60)
         while not stop.is_set():
             for header in chain_read(chain, 0)["data"]:  # KID 0, as a reader does: no stale Kstat touched
                 try:

@@ -23,6 +23,7 @@ from test_provider_system import write
 from kstatpy.chain import Chain
 from kstatpy.raw import CPU_STAT
 from kstatpy.raw import SYSINFO
+from tests.bounded import join
 from tests.chain_io import chain_read
 
 NSPT = 1_000_000_000 // HZ
@@ -62,7 +63,7 @@ class IoLoad:
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
-        self.thread.join()
+        join(self.thread, 30, "the I/O load thread's stop")
 
 
 # --- the live host: invariants ------------------------------------------------------
