@@ -217,7 +217,7 @@ def test_link_rates_against_sar_n_dev_under_loopback_traffic() -> None:
 
 
 def _vmstat_s() -> dict[str, int]:
-    out = subprocess.run(["vmstat", "-s", "-S", "K"], capture_output=True, text=True, env=ENV, check=True).stdout
+    out = subprocess.run(["vmstat", "-s", "-S", "K"], capture_output=True, text=True, env=ENV, check=True, timeout=60).stdout
     return {" ".join(ln.split()[2:]): int(ln.split()[0]) for ln in out.splitlines() if ln.split()}
 
 

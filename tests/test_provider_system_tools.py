@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from kstatpy_providers.system.mib2_table import MIB2
 from test_provider_system import PAGESIZE
+from test_provider_system import add_disk
 from test_provider_system import add_link
 from test_provider_system import attach
 from test_provider_system import build_fake_tree
@@ -295,3 +296,34 @@ def test_an_embedded_kstat_naming_modules_skips_the_slab_caches(tmp_path: Path) 
     assert chain.kstat_lookup_name("zones", 0, "global") is None  # a module it does not want
     full, _ = attach(root)
     assert {k.ks_name for k in full.kstats() if k.ks_class == "kmem_cache"} == {"file_cache", "kmalloc-64", "dentry"}
+
+
+#: (module, name ("*": any), class) as illumos creates each (uts/common/os/kstat_fr.c, clock.c,
+#: cpu.c, kmem.c, vmem.c, zone.c, dnlc.c; io/sd, blkdev, lofi; inet/ip, tcp, udp; mac/dls)
+CLASSES = (
+    ("unix", "system_misc", "misc"), ("unix", "system_pages", "pages"), ("unix", "sysinfo", "misc"),
+    ("unix", "vminfo", "vm"), ("unix", "var", "misc"), ("unix", "dnlcstats", "misc"),
+    ("unix", "file_cache", "kmem_cache"), ("unix", "kmalloc-64", "kmem_cache"), ("unix", "dentry", "kmem_cache"),
+    ("vmem", "kmem_oversize", "vmem"), ("zones", "global", "zone_misc"), ("cpu_info", "*", "misc"),
+    ("cpu", "sys", "misc"), ("cpu", "vm", "misc"), ("cpu_stat", "*", "misc"), ("link", "*", "net"),
+    ("sd", "*", "disk"), ("blkdev", "*", "disk"), ("lofi", "*", "disk"), ("sderr", "*", "device_error"),
+    ("blkdeverr", "*", "device_error"), ("lofierr", "*", "device_error"), ("ip", "ip", "mib2"), ("ip", "icmp", "mib2"), ("tcp", "tcp", "mib2"),
+    ("udp", "udp", "mib2"),
+)  # fmt: skip
+
+
+def test_every_kstat_has_illumos_module_name_and_class(tmp_path: Path) -> None:
+    root = _full_fake(tmp_path / "root")
+    write(root, "proc/net/netstat", "IpExt: InCsumErrors\nIpExt: 0\n")
+    write(root, "proc/net/snmp", SNMP + "Icmp: InMsgs OutMsgs\nIcmp: 1 2\n")
+    add_disk(root, "loop0")
+    chain, _ = attach(root)
+    seen = set()
+    for ksp in chain.kstats():
+        if ksp.ks_name.startswith("kstat_"):
+            continue
+        want = [c for m, n, c in CLASSES if m == ksp.ks_module and n in ("*", ksp.ks_name)]
+        assert want, f"{ksp.ks_module}:{ksp.ks_instance}:{ksp.ks_name} is in no table row"
+        assert ksp.ks_class == want[0], (ksp.ks_module, ksp.ks_name, ksp.ks_class, want[0])
+        seen.add((ksp.ks_module, ksp.ks_name if any(n == ksp.ks_name for m, n, _ in CLASSES) else "*"))
+    assert {(m, n) for m, n, _ in CLASSES} - seen == set()  # the fake host has one of each
