@@ -154,11 +154,11 @@ def _column(data: bytes, cpu: int) -> tuple[int, int]:
     total = xc = 0
     for line in lines[1:]:
         parts = line.split()
-        if len(parts) > len(head):
+        if len(parts) > len(head) and parts[0] != b"TLB:":
             v = int(parts[col])
             total += v
-            if parts[0] in (b"CAL:", b"TLB:"):
-                xc += v
+            if parts[0] == b"CAL:":
+                xc = v
     return total, xc
 
 

@@ -153,3 +153,19 @@ def test_lofi_only_for_configured_loop_devices(tmp_path: Path) -> None:
     write(fake, "sys/block/loop0/size", "0\n")  # losetup -d
     providers.refresh(chain)
     assert chain.kstat_lookup_name("lofi", 0, "lofi0") is None
+
+
+def test_tlb_shootdowns_are_not_counted_twice(tmp_path: Path) -> None:
+    """TLB flushes arrive as function-call interrupts: intr and xcalls count CAL, never TLB on top."""
+    fake = build_fake_tree(tmp_path / "root")
+    write(fake, "proc/interrupts", (
+        "           CPU0       CPU1\n"
+        "  1:         10         20   IO-APIC  1-edge  i8042\n"
+        "LOC:        100        200   Local timer interrupts\n"
+        "CAL:         30         40   Function call interrupts\n"
+        "TLB:          7          8   TLB shootdowns\n"
+        "ERR:          5\n"
+    ))  # fmt: skip
+    chain, _ = attach(fake)
+    sys1 = {n: v for n, _, v in read(chain, "cpu", 1, "sys")["data"]}
+    assert (sys1["intr"], sys1["xcalls"]) == (20 + 200 + 40, 40)
