@@ -169,3 +169,18 @@ def test_tlb_shootdowns_are_not_counted_twice(tmp_path: Path) -> None:
     chain, _ = attach(fake)
     sys1 = {n: v for n, _, v in read(chain, "cpu", 1, "sys")["data"]}
     assert (sys1["intr"], sys1["xcalls"]) == (20 + 200 + 40, 40)
+
+
+def test_pswitch_from_ctxt_without_schedstat(tmp_path: Path) -> None:
+    """No proc/schedstat: proc/stat's machine-wide ctxt, charged whole to the lowest CPU."""
+    fake = build_fake_tree(tmp_path / "root")
+    (fake / "proc/schedstat").unlink()
+    chain, _ = attach(fake)
+    sys0 = {n: v for n, _, v in read(chain, "cpu", 0, "sys")["data"]}
+    sys1 = {n: v for n, _, v in read(chain, "cpu", 1, "sys")["data"]}
+    assert (sys0["pswitch"], sys1["pswitch"]) == (4567, 0)  # ctxt 4567
+    assert (sys0["sysfork"], sys1["sysfork"]) == (100, 0)  # processes 100
+    meta = chain.kstat_lookup_name("cpu", 1, "sys").ks_meta
+    assert not meta["pswitch"].no_source and meta["idlethread"].no_source  # idlethread needs schedstat
+    write(fake, "proc/stat", (fake / "proc/stat").read_text().replace("ctxt 4567", "ctxt 5000"))
+    assert {n: v for n, _, v in read(chain, "cpu", 0, "sys")["data"]}["pswitch"] == 5000
