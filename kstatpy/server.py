@@ -127,6 +127,7 @@ class ServerConfig:
     max_per_uid: int = 64  # connections per peer uid (not root, not kstatd's own uid)
     max_per_zone: int = 64  # connections per non-global zone socket
     reserved_connections: int = 16  # of max_connections, kept for root and kstatd's uid
+    deadman_seconds: float = 10.0  # a hold waited for this long is reported (kstatpy.deadman); 0: off
 
     def zone_ids(self) -> dict[str, int]:
         """Zone name -> zoneid: global 0, then 1, 2, ... in the order given."""
@@ -209,6 +210,16 @@ class Kstatd:
             t = threading.Thread(target=target, name=f"kstatd-{target.__name__.strip('_')}", daemon=True)
             t.start()
             self._threads.append(t)
+        if self.config.deadman_seconds > 0:  # not joined: it only reads, and ends with the daemon
+            from kstatpy.deadman import Deadman
+
+            deadman = Deadman(self.chain, self.config.deadman_seconds, self._deadman_report, self.handler.reading)
+            threading.Thread(target=deadman.run, args=(lambda: self._drained,), name="kstatd-deadman", daemon=True).start()
+
+    def _deadman_report(self, text: str) -> None:
+        log.error("%s", text.split("\n", 1)[0])
+        if self.report is not None:
+            self.report("kstatd: " + text)
 
     def _close_listeners(self) -> None:
         for lst in self._listeners:
