@@ -52,7 +52,7 @@ def stuck_waits(chain: Any, threshold: float, now: float | None = None) -> dict[
 
 def thread_stack(frame: Any, depth: int = STACK_DEPTH) -> list[str]:
     """A thread's current stack, innermost first, as ``module:function+0xOFF``."""
-    out = []
+    out: list[str] = []
     while frame is not None and len(out) < depth:
         out.append(frame_symbol(frame))
         frame = frame.f_back

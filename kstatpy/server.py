@@ -217,9 +217,10 @@ class Kstatd:
             threading.Thread(target=deadman.run, args=(lambda: self._drained,), name="kstatd-deadman", daemon=True).start()
 
     def _deadman_report(self, text: str) -> None:
-        log.error("%s", text.split("\n", 1)[0])
         if self.report is not None:
             self.report("kstatd: " + text)
+        else:
+            log.error("%s", text.rstrip("\n"))
 
     def _close_listeners(self) -> None:
         for lst in self._listeners:

@@ -6,7 +6,7 @@ Both kstats of a link share one ``ks_lock`` (``dls_stats_lock``). Created and
 deleted by ioctls (``LINK_CREATE``, ``LINK_DELETE`` with ``{"name": ...}``) or by
 :func:`create` / :func:`delete` in-process.
 
-``chain.config["dls_order"]``
+``chain.config["dls_order"]`` (in kstatd: ``$DLS_ORDER``)
     ``"8149"``: delete calls ``kstat_delete(link)`` holding ``dls_lock``, while a
     reader of the link holds it and waits in ``ks_update`` for ``dls_lock``
     (``dladm delete-etherstub``'s deadlock).
@@ -25,6 +25,7 @@ real race happen in kstatd without sleeping).
 from __future__ import annotations
 
 import errno
+import os
 import threading
 from typing import Any
 
@@ -57,7 +58,7 @@ class Dls:
 
     def __init__(self, chain: Any) -> None:
         self.chain = chain
-        self.order = chain.config.get("dls_order", "fixed")
+        self.order = chain.config.get("dls_order", os.environ.get("DLS_ORDER", "fixed"))
         self.lock = KMutex("dls_lock")
         self.stats_lock = KMutex("dls_stats_lock")  # ks_lock of every dls kstat
         self.links: dict[str, DlsLink] = {}
