@@ -176,7 +176,8 @@ class Chain:
         # Take the exclusive hold of what find() returns; after a wait, find again
         # from scratch: the kstat may have been deleted meanwhile. The checker sees
         # the order before the thread waits; a controlled thread waits through its
-        # scheduler, with the chain lock dropped. A waiter is in self.waits.
+        # scheduler, with the chain lock dropped. A waiter is in self.waits. kstat_install's
+        # hold orders nothing: an INVALID kstat has no reader in ks_update to wait for.
         me = threading.get_ident()
         w = self.witness
         st = getattr(curthread, "st", None) if self.lockhooks else None
@@ -189,7 +190,7 @@ class Chain:
                 ksp = find()
                 if ksp is None:
                     return None
-                if w is not None and ksp is not checked:
+                if w is not None and ksp is not checked and why != "kstat_install":
                     w.check(w.hold_class(ksp), None if why == "kstat_hold" else f"{why}({kstat_label(ksp)})", ksp, ksp)
                     checked = ksp
                 if ksp.e_owner is None:
@@ -341,22 +342,28 @@ class Chain:
         ksp.ks_data = None if flags & FLAG.VIRTUAL else _alloc_data(ks_type, ks_ndata)
         ksp.e_zones = zones
         with self._lock:
-            if self._collides(key, zones):
-                self.kmem.free(ksp)
-                raise KstatCreateError(errno.EEXIST, f"{who}: namespace collision")
-            same = self._by_name.get(key)
-            if same is None:
-                self._by_name[key] = [ksp]  # exact size: most names have one kstat
-            else:
-                same.append(ksp)
+            collides = self._collides(key, zones) is not None
+            if not collides:
+                self._insert(ksp, key)
+        if collides:  # freed outside the chain lock: kmem_free is a synchronisation point
+            self.kmem.free(ksp)
+            raise KstatCreateError(errno.EEXIST, f"{who}: namespace collision")
+        return ksp
+
+    def _insert(self, ksp: Kstat, key: tuple[str, int, str]) -> None:
+        # kstat_create's last step: a KID and both indexes. Chain lock held.
+        same = self._by_name.get(key)
+        if same is None:
+            self._by_name[key] = [ksp]  # exact size: most names have one kstat
+        else:
+            same.append(ksp)
+        kid = self._chain_id
+        self._chain_id += 1
+        while kid in self._by_kid:
             kid = self._chain_id
             self._chain_id += 1
-            while kid in self._by_kid:
-                kid = self._chain_id
-                self._chain_id += 1
-            ksp.ks_kid = kid
-            self._by_kid[kid] = ksp
-        return ksp
+        ksp.ks_kid = kid
+        self._by_kid[kid] = ksp
 
     def _collides(self, key: tuple[str, int, str], zones: list[int]) -> Kstat | None:
         for other in self._by_name.get(key, ()):
@@ -492,7 +499,7 @@ class Chain:
                 ksp.e_cv.notify_all()  # waiters re-find and see it gone: ENXIO
                 while ksp.e_waiters:  # free only once no waiter will touch it again
                     if sched is not None:
-                        sched.released("kstat_delete: removed")
+                        sched.progress()  # the waiters may run: they find it gone
                         self._sched_wait(sched, "kstat_delete: waiters leaving", None)
                     else:
                         ksp.e_cv.wait()

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from kstatpy.kmem import BadTrap
 from kstatpy.kmem import frame_symbol
 from kstatpy.lockorder import kstat_label
 
@@ -40,14 +41,17 @@ _OURS = ("kstatpy.", "threading", "pluggy", "selectors", "socketserver")
 
 
 def stuck_waits(chain: Any, threshold: float, now: float | None = None) -> dict[int, list[tuple[int, str, float]]]:
-    """Kstats whose hold someone waited for at least ``threshold`` s: kid -> [(thread, why, waited s)]."""
+    """Kstats whose hold someone waited for at least ``threshold`` s: kid -> [(thread, why, waited s)].
+
+    Kstats a ``kstat_delete`` waits for come first.
+    """
     now = time.monotonic() if now is None else now
     out: dict[int, list[tuple[int, str, float]]] = {}
     with chain.lock:
         for tid, (ksp, why, since) in chain.waits.items():
             if now - since >= threshold:
                 out.setdefault(ksp.ks_kid, []).append((tid, why, now - since))
-    return out
+    return dict(sorted(out.items(), key=lambda kv: all(w[1] != "kstat_delete" for w in kv[1])))
 
 
 def thread_stack(frame: Any, depth: int = STACK_DEPTH) -> list[str]:
@@ -57,6 +61,21 @@ def thread_stack(frame: Any, depth: int = STACK_DEPTH) -> list[str]:
         out.append(frame_symbol(frame))
         frame = frame.f_back
     return out
+
+
+def _label(ksp: Any) -> str:
+    # A kstat named in a report may be deleted meanwhile (its memory traps): never trap here.
+    try:
+        return kstat_label(ksp)
+    except BadTrap:
+        return "a kstat deleted meanwhile"
+
+
+def _owner(ksp: Any) -> int | None:
+    try:
+        return ksp.e_owner  # type: ignore[no-any-return]
+    except BadTrap:
+        return None
 
 
 def _names() -> dict[int, str]:
@@ -93,10 +112,14 @@ def wait_report(chain: Any, kid: int, waiters: list[tuple[int, str, float]], thr
     names = _names()
     with chain.lock:
         ksp = chain.kstat_lookup_kid(kid)
-        label = kstat_label(ksp) if ksp is not None else f"kid {kid}"
+        label = _label(ksp) if ksp is not None else f"kid {kid}"
         owner = ksp.e_owner if ksp is not None else None
         waits = dict(chain.waits)
-    first = max(waiters, key=lambda w: w[2])
+        now = time.monotonic()
+        known = {w[0] for w in waiters}
+        waiters = waiters + [(t, why, now - since) for t, (k, why, since) in waits.items() if k is ksp and t not in known]
+    waiters = sorted(waiters, key=lambda w: (w[1] != "kstat_delete", -w[2]))  # a kstat_delete first
+    first = waiters[0]
     lines = [
         f"deadman: {first[1]} has waited {first[2]:.1f} s for the hold of {label} (kid {kid}; "
         f"threshold {threshold:g} s, kstatd --deadman-seconds)"

@@ -141,3 +141,19 @@ def _ops() -> dict[str, Any]:
 def _cleanup(ctx: Any) -> None:
     for name in ("e0", "e1"):
         ctx.ioctl(datalink.LINK_DELETE, {"name": name})
+
+
+def test_without_the_checker_the_stress_run_reports_the_deadlock_by_the_deadman() -> None:
+    def create(ctx: Any) -> None:
+        ctx.ioctl(datalink.LINK_CREATE, {"name": "e0"})
+
+    def delete(ctx: Any) -> None:  # holds dls_lock until a reader is in the link's ks_update
+        ctx.ioctl(datalink.LINK_DELETE, {"name": "e0", "wait_reader": 30})
+
+    ops = {"create": create, "delete": delete}
+    with pytest.raises(LifetimeRaceError) as info:
+        lifetime_race(datalink, ops, name="dls", steps=60, audit=False, deadman=1.0, config={"dls_order": "8149"})
+    text = str(info.value)
+    assert "deadlock: deadman: kstat_delete has waited" in text and "did not finish" not in text
+    assert "blocked at datalink:link_update+0x" in text and "in mutex_enter(dls_lock), held by thread" in text
+    assert "race-worker" in text and "race-reader" in text  # both threads, by name

@@ -18,7 +18,11 @@ close), ``cleanup`` runs, the readers stop, and the provider is detached. It fai
 seed) when any read or operation touches freed memory or frees memory a live kstat
 points into (the audit), when an operation raises anything but a ``KstatError``, and
 when kstats are left over: after the operations and ``cleanup``, any kstat that was
-not there right after attach (leaked instances), and after detach, any at all. The interleaving of threads is the OS's,
+not there right after attach (leaked instances), and after detach, any at all. A
+deadlock fails as one: with the lock-order checker (on with the audit) as the cycle,
+the moment its second order is made; without it, as the deadman's report
+(:mod:`kstatpy.deadman`) once a hold or ``kstat_delete`` has waited ``deadman``
+seconds, naming both threads. The interleaving of threads is the OS's,
 so a given seed replays the same operations but not the same race; the audit and the
 sweeps make the 14281 class fail on every run regardless.
 
@@ -33,6 +37,7 @@ from __future__ import annotations
 import errno
 import random
 import threading
+import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
@@ -166,6 +171,8 @@ def lifetime_race(
     audit: bool = True,
     config: dict[str, Any] | None = None,
     timeout: float = 120.0,
+    deadman: float = 5.0,
+    lockorder: bool | None = None,
 ) -> RaceResult:
     """Race ``operations`` of ``provider`` against readers of its kstats (see the module docstring).
 
@@ -177,12 +184,16 @@ def lifetime_race(
     :param audit: the heap's reference audit (on by default; off shows what the
         readers and sweeps alone catch).
     :param config: ``chain.config`` (e.g. ``{"vmm_teardown": "pre-14281"}``).
+    :param deadman: a hold or ``kstat_delete`` waiting this long (s) is a deadlock:
+        the failure is the deadman's report (:mod:`kstatpy.deadman`), both threads named.
+    :param lockorder: the lock-order checker (default: on with ``audit``); its cycle
+        is the failure's report when a wrong order is made.
     :returns: a :class:`RaceResult` when nothing was found.
     :raises LifetimeRaceError: with the panic report (or the leaked kstats) and the seed.
     """
     if not operations:
         raise ValueError("lifetime_race: no operations")
-    chain = Chain(kmem=Kmem(audit=audit), config=config)
+    chain = Chain(kmem=Kmem(audit=audit, lockorder=lockorder), config=config)
     providers = load_providers(autoload=False, plugins=[(name, provider)])
     race = _Race(chain, providers, seed)
     race.baseline = {k.ks_kid for k in chain.kstats()}
@@ -238,10 +249,8 @@ def lifetime_race(
     wthreads = [threading.Thread(target=worker, args=(c,), name=f"race-worker{c.worker}", daemon=True) for c in contexts]
     for t in rthreads + wthreads:
         t.start()
-    for t in wthreads:
-        t.join(timeout)
-        if t.is_alive():
-            race.fail(f"{t.name} did not finish within {timeout} s (a deadlock?)")
+    if _join_or_deadman(race, wthreads, timeout, deadman):
+        raise LifetimeRaceError(_message(name, seed, race.failures[0]))  # wedged threads are left behind
     if not race.stop.is_set():
         for ctx in contexts:  # last closes, with the readers still reading
             race.close_conn(ctx.conn)
@@ -260,8 +269,8 @@ def lifetime_race(
     if race.failures:
         raise LifetimeRaceError(_message(name, seed, race.failures[0]))
     mine = [k for k in chain.kstats() if k.ks_kid not in race.baseline]
-    dangling = [k for k in mine if _points_into_freed(chain, k)]
-    left = [k for k in mine if _name_of(k) not in attached]  # the attach-time set is the provider's own
+    dangling = [_describe(k) for k in mine if _points_into_freed(chain, k)]
+    left = [_describe(k) for k in mine if _name_of(k) not in attached]  # the attach-time set is the provider's own
     try:
         providers.detach(chain)
     except BadTrap as trap:
@@ -271,16 +280,37 @@ def lifetime_race(
     problems = []
     if dangling:
         problems.append("kstats whose ks_private points into freed memory (::kstat -d):")
-        problems += [f"  {_describe(k)}" for k in dangling]
+        problems += [f"  {k}" for k in dangling]
     if left:
         problems.append(f"{len(left)} kstat(s) leaked: still in the chain after the operations, their connections and cleanup:")
-        problems += [f"  {_describe(k)}" for k in left[:20]]
+        problems += [f"  {k}" for k in left[:20]]  # described before detach freed them
     if after_detach:
         problems.append(f"{len(after_detach)} kstat(s) still in the chain after kstatpy_detach:")
         problems += [f"  {_describe(k)}" for k in after_detach[:20]]
     if problems:
         raise LifetimeRaceError(_message(name, seed, "\n".join(problems)))
     return race.result
+
+
+def _join_or_deadman(race: _Race, threads: list[threading.Thread], timeout: float, deadman: float) -> bool:
+    # Join the workers; True when they are wedged: a wait past the deadman (its report is
+    # the failure) or past the timeout. A periodic check, not synchronisation.
+    from kstatpy.deadman import stuck_waits
+    from kstatpy.deadman import wait_report
+
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        while t.is_alive():
+            t.join(min(0.1, deadman / 4))
+            stuck = stuck_waits(race.chain, deadman)
+            if stuck:
+                kid, waiters = next(iter(stuck.items()))
+                race.fail("deadlock: " + wait_report(race.chain, kid, waiters, deadman))
+                return True
+            if time.monotonic() > deadline:
+                race.fail(f"{t.name} did not finish within {timeout} s, and no hold was waited for (a livelock?)")
+                return True
+    return False
 
 
 def _name_of(ksp: Any) -> tuple[str, int, str]:

@@ -18,8 +18,9 @@ deleted by ioctls (``LINK_CREATE``, ``LINK_DELETE`` with ``{"name": ...}``) or b
     deleted after it is dropped.
 
 ``{"name": ..., "wait_reader": SECONDS}`` makes LINK_DELETE, holding ``dls_lock``,
-wait until a reader has entered the link's ``ks_update`` (so a test can make the
-real race happen in kstatd without sleeping).
+wait until a reader has entered that link's ``ks_update`` (so a test can make the
+real race happen without sleeping; not for controlled schedules, whose threads
+must block only at the framework's synchronisation points).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ KEY = "dls"
 
 
 class DlsLink(KmemObject):
-    __slots__ = ("linkid", "name", "reads", "stats")
+    __slots__ = ("entered", "linkid", "name", "reads", "stats")
     kmem_size = 256
 
     def __init__(self, name: str, linkid: int) -> None:
@@ -51,6 +52,7 @@ class DlsLink(KmemObject):
         self.linkid = linkid
         self.reads = 0
         self.stats: list[Any] = []  # [link kstat, summary kstat]
+        self.entered = threading.Event()  # a reader entered this link's ks_update
 
 
 class Dls:
@@ -62,12 +64,12 @@ class Dls:
         self.lock = KMutex("dls_lock")
         self.stats_lock = KMutex("dls_stats_lock")  # ks_lock of every dls kstat
         self.links: dict[str, DlsLink] = {}
+        self.creating: set[str] = set()  # names whose kstats are being made
         self.next_id = 1
-        self.in_update = threading.Event()  # a reader entered a link's ks_update
 
     def link_update(self, ksp: Any, rw: int) -> int:
         link = ksp.ks_private
-        self.in_update.set()
+        link.entered.set()
         with self.lock:  # 8149: the update takes the datalink's lock
             link.reads += 1
             ksp.ks_data[0].value = link.reads
@@ -75,12 +77,13 @@ class Dls:
 
     def create(self, name: str) -> None:
         chain = self.chain
-        with self.lock:
-            if name in self.links:
+        with self.lock:  # the name is reserved; the link is published once its kstats are installed
+            if name in self.links or name in self.creating:
                 raise KstatError(errno.EEXIST, f"link {name!r} exists")
-            link = chain.kmem.zalloc(DlsLink, name, self.next_id)
+            self.creating.add(name)
+            linkid = self.next_id
             self.next_id += 1
-            self.links[name] = link
+        link = chain.kmem.zalloc(DlsLink, name, linkid)
         for kname, update in (("link", self.link_update), ("summary", None)):
             ksp = chain.kstat_create("dls", link.linkid, kname, "net", KSTAT_TYPE_NAMED, 1)
             kstat_named_init(ksp.ks_data[0], "reads", KSTAT_DATA_UINT64)
@@ -90,6 +93,9 @@ class Dls:
                 ksp.ks_update = update
             chain.kstat_install(ksp)
             link.stats.append(ksp)
+        with self.lock:
+            self.creating.discard(name)
+            self.links[name] = link
 
     def delete(self, name: str, wait_reader: float = 0.0) -> None:
         chain = self.chain
@@ -97,8 +103,9 @@ class Dls:
             link = self.links.pop(name, None)
             if link is None:
                 raise KstatError(errno.ENOENT, f"no link {name!r}")
-            if wait_reader:
-                self.in_update.wait(wait_reader)
+            if wait_reader:  # a reader that enters ks_update from now on finds dls_lock held
+                link.entered.clear()
+                link.entered.wait(wait_reader)
             rest = list(link.stats)
             if self.order == "8149":
                 chain.kstat_delete(rest.pop(0))  # the bug: kstat_delete(link) under dls_lock
