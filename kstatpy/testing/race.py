@@ -76,6 +76,8 @@ class RaceResult:
     op_errors: Counter[tuple[str, int]] = field(default_factory=Counter)
     reads: Counter[int] = field(default_factory=Counter)  # errno -> count (0: success)
     kstats_seen: set[str] = field(default_factory=set)
+    #: The lock order the checker saw (``"A -> B"`` by lock class), first seen first.
+    lock_edges: list[str] = field(default_factory=list)
 
 
 class RaceContext:
@@ -277,6 +279,8 @@ def lifetime_race(
         race.trap(trap, "detach")
         raise LifetimeRaceError(_message(name, seed, race.failures[0])) from None
     after_detach = [k for k in chain.kstats() if k.ks_kid not in race.baseline]
+    if chain.witness is not None:
+        race.result.lock_edges = [f"{e.a.name} -> {e.b.name}" for e in chain.witness.edges()]
     problems = []
     if dangling:
         problems.append("kstats whose ks_private points into freed memory (::kstat -d):")
