@@ -58,7 +58,7 @@ from kstatpy.kmem import Kmem
 from kstatpy.panic import format_panic
 from kstatpy.plugins import load_providers
 
-__all__ = ["LifetimeRaceError", "RaceContext", "RaceResult", "lifetime_race"]
+__all__ = ["LifetimeRaceError", "RaceContext", "RaceResult", "lifetime_race", "run_operation", "run_race"]
 
 Operation = Callable[["RaceContext"], Any]
 
@@ -76,6 +76,8 @@ class RaceResult:
     op_errors: Counter[tuple[str, int]] = field(default_factory=Counter)
     reads: Counter[int] = field(default_factory=Counter)  # errno -> count (0: success)
     kstats_seen: set[str] = field(default_factory=set)
+    #: The controlled schedule's scheduler (kstatpy.testing.schedule), else None.
+    schedule: Any = None
     #: The lock order the checker saw (``"A -> B"`` by lock class), first seen first.
     lock_edges: list[str] = field(default_factory=list)
 
@@ -193,6 +195,87 @@ def lifetime_race(
     :returns: a :class:`RaceResult` when nothing was found.
     :raises LifetimeRaceError: with the panic report (or the leaked kstats) and the seed.
     """
+
+    def run(race: _Race, contexts: list[RaceContext], names: list[str]) -> Callable[[], None]:
+        def worker(ctx: RaceContext) -> None:
+            reads: Counter[int] = Counter()
+            for _ in range(steps):
+                if race.stop.is_set() or not run_operation(race, ctx, operations, ctx.rng.choice(names)):
+                    break
+                if sweep:
+                    race.read_all(race.provider_kids(), reads)
+            with race.lock:
+                race.result.reads.update(reads)
+
+        readers_done = threading.Event()
+
+        def reader(i: int) -> None:
+            rng = random.Random(f"{seed}/reader{i}")
+            reads: Counter[int] = Counter()
+            try:
+                while not race.stop.is_set() and not readers_done.is_set():
+                    kids = race.provider_kids()
+                    rng.shuffle(kids)
+                    race.read_all(kids, reads)
+                    if not kids:
+                        readers_done.wait(0.001)  # nothing to read yet: yield to the workers
+            except Exception:
+                race.fail(f"reader {i} raised:\n{traceback.format_exc()}")
+            with race.lock:
+                race.result.reads.update(reads)
+
+        rthreads = [threading.Thread(target=reader, args=(i,), name=f"race-reader{i}", daemon=True) for i in range(readers)]
+        wthreads = [threading.Thread(target=worker, args=(c,), name=f"race-worker{c.worker}", daemon=True) for c in contexts]
+        for t in rthreads + wthreads:
+            t.start()
+        if _join_or_deadman(race, wthreads, timeout, deadman):
+            raise LifetimeRaceError(_message(name, seed, race.failures[0]))  # wedged threads are left behind
+
+        def finish() -> None:  # after the last closes and cleanup, which the readers race too
+            readers_done.set()
+            for t in rthreads:
+                t.join(timeout)
+
+        return finish
+
+    return run_race(provider, operations, run, name=name, seed=seed, workers=workers, cleanup=cleanup,
+                    audit=audit, lockorder=lockorder, config=config)  # fmt: skip
+
+
+def run_operation(race: _Race, ctx: RaceContext, operations: Mapping[str, Operation], op: str) -> bool:
+    """Run one operation and count it; False when the run must stop (a failure was recorded)."""
+    try:
+        operations[op](ctx)
+    except BadTrap as trap:
+        race.trap(trap, f"operation {op!r} (worker {ctx.worker})")
+        return False
+    except KstatError as exc:
+        with race.lock:
+            race.result.op_errors[(op, exc.errno)] += 1
+    except Exception:
+        race.fail(f"operation {op!r} (worker {ctx.worker}) raised:\n{traceback.format_exc()}")
+        return False
+    with race.lock:
+        race.result.ops[op] += 1
+    return True
+
+
+def run_race(
+    provider: object,
+    operations: Mapping[str, Operation],
+    run_threads: Callable[[_Race, list[RaceContext], list[str]], Callable[[], None] | None],
+    *,
+    name: str,
+    seed: int,
+    workers: int,
+    cleanup: Operation | None,
+    audit: bool,
+    lockorder: bool | None,
+    config: dict[str, Any] | None,
+) -> RaceResult:
+    """The harness around its threads: attach, ``run_threads`` (returns a finisher, called after
+    cleanup), last closes, ``cleanup``, the checks, detach. Used by :func:`lifetime_race` and by
+    :func:`kstatpy.testing.schedule.controlled_race`."""
     if not operations:
         raise ValueError("lifetime_race: no operations")
     chain = Chain(kmem=Kmem(audit=audit, lockorder=lockorder), config=config)
@@ -205,54 +288,7 @@ def lifetime_race(
     attached = {_name_of(k) for k in chain.kstats() if k.ks_kid not in race.baseline}
     names = sorted(operations)
     contexts = [RaceContext(race, i, random.Random(f"{seed}/{i}")) for i in range(workers)]
-
-    def worker(ctx: RaceContext) -> None:
-        reads: Counter[int] = Counter()
-        for _ in range(steps):
-            if race.stop.is_set():
-                break
-            op = ctx.rng.choice(names)
-            try:
-                operations[op](ctx)
-            except BadTrap as trap:
-                race.trap(trap, f"operation {op!r} (worker {ctx.worker})")
-                break
-            except KstatError as exc:
-                with race.lock:
-                    race.result.op_errors[(op, exc.errno)] += 1
-            except Exception:
-                race.fail(f"operation {op!r} (worker {ctx.worker}) raised:\n{traceback.format_exc()}")
-                break
-            with race.lock:
-                race.result.ops[op] += 1
-            if sweep:
-                race.read_all(race.provider_kids(), reads)
-        with race.lock:
-            race.result.reads.update(reads)
-
-    readers_done = threading.Event()
-
-    def reader(i: int) -> None:
-        rng = random.Random(f"{seed}/reader{i}")
-        reads: Counter[int] = Counter()
-        try:
-            while not race.stop.is_set() and not readers_done.is_set():
-                kids = race.provider_kids()
-                rng.shuffle(kids)
-                race.read_all(kids, reads)
-                if not kids:
-                    readers_done.wait(0.001)  # nothing to read yet: yield to the workers
-        except Exception:
-            race.fail(f"reader {i} raised:\n{traceback.format_exc()}")
-        with race.lock:
-            race.result.reads.update(reads)
-
-    rthreads = [threading.Thread(target=reader, args=(i,), name=f"race-reader{i}", daemon=True) for i in range(readers)]
-    wthreads = [threading.Thread(target=worker, args=(c,), name=f"race-worker{c.worker}", daemon=True) for c in contexts]
-    for t in rthreads + wthreads:
-        t.start()
-    if _join_or_deadman(race, wthreads, timeout, deadman):
-        raise LifetimeRaceError(_message(name, seed, race.failures[0]))  # wedged threads are left behind
+    finish = run_threads(race, contexts, names)
     if not race.stop.is_set():
         for ctx in contexts:  # last closes, with the readers still reading
             race.close_conn(ctx.conn)
@@ -265,9 +301,8 @@ def lifetime_race(
         except Exception:
             race.fail(f"cleanup raised:\n{traceback.format_exc()}")
         race.close_conn(ctx.conn)
-    readers_done.set()
-    for t in rthreads:
-        t.join(timeout)
+    if finish is not None:
+        finish()
     if race.failures:
         raise LifetimeRaceError(_message(name, seed, race.failures[0]))
     mine = [k for k in chain.kstats() if k.ks_kid not in race.baseline]
