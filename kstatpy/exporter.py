@@ -24,7 +24,7 @@ Mapping (one series per statistic of each selected kstat)
     value    converted to the base unit where the metadata says so: ns/us/ms and
              ticks -> seconds, pages -> bytes, MHz -> hertz, 1/256 -> a number
 RAW kstats and ``kstat_*`` names are left out, as kstat(8) does; so are the pseudo
-statistics ``crtime`` and ``snaptime``.
+statistics ``crtime`` and ``snaptime`` and those with ``no_source`` (PROTOCOL.md §9.3).
 
 The exporter's own series: ``kstat_exporter_scrape_duration_seconds`` (this scrape,
 so far), ``kstat_exporter_scrape_errors_total`` (reads that failed, samples dropped
@@ -224,7 +224,7 @@ class KstatCollector:
                     for s in desc["stats"]:
                         kind = s["kind"]
                         meta[s["name"]] = None if kind is None else StatMeta(
-                            kind, s["unit"] or "", s["description"] or "", s["scale"], s["data_type"]
+                            kind, s["unit"] or "", s["description"] or "", s["scale"], s["data_type"], s.get("no_source")
                         )  # fmt: skip
                 self._meta[(ksp.ks_kid, ksp.ks_crtime)] = meta
         live = {(k.ks_kid, k.ks_crtime) for k in ksps}
@@ -247,7 +247,8 @@ class KstatCollector:
             for stat, value in _values(ksp).items():
                 if stat in _PSEUDO or not (every or any(p.match(stat) for p in pats)):
                     continue
-                self._sample(families, seen, ksp.ks_module, stat, meta.get(stat), value, labels)
+                if (m := meta.get(stat)) is None or not m.no_source:  # never graph an invented zero
+                    self._sample(families, seen, ksp.ks_module, stat, m, value, labels)
         out.extend(families.values())
         return len(read)
 

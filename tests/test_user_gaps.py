@@ -2,7 +2,7 @@
 
 ``--version`` everywhere, ``python3 -m kstatpy``, ``vmmctl --socket P list`` and
 Ctrl-C during ``vmmctl run``, plugin tracing, a module both autoloaded and named,
-the README's ``kstatpy:0:requests`` sample, ``kstat`` errors naming the socket, and
+docs/KSTATD.md's ``kstatpy:0:requests`` sample, ``kstat`` errors naming the socket, and
 kstat's exit 2 for usage errors (a documented difference from illumos).
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from pathlib import Path
 import pytest
 
 import kstatpy
+from tests.bounded import reap
+from tests.console_scripts import require_script
 from tests.kstatd_fixture import REPO
 from tests.kstatd_fixture import running_kstatd
 from tests.test_provider_system import build_fake_tree
@@ -32,9 +33,7 @@ TIMES = re.compile(r"\t\d+\.\d{9}$", re.M)
 
 
 def exe(name: str) -> str:
-    path = shutil.which(name)
-    assert path is not None, f"the {name} console script is not installed (pip install -e .)"
-    return path
+    return require_script(name)
 
 
 def user_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -123,8 +122,7 @@ def test_interrupting_vmmctl_run_exits_quietly(tmp_path: Path, sig: int) -> None
             out, err = proc.communicate(timeout=30)
         finally:
             if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+                reap(proc)
         assert (proc.returncode, out, err) == (128 + sig, b"", b"")
         # It closed the VM (or its connection did): nothing holds it open.
         wait_until(lambda: conn.ok(VMM_LIST)["vms"][0]["open"] == 0)
@@ -193,11 +191,11 @@ def test_plugin_named_and_autoloaded_is_loaded_once(tmp_path: Path) -> None:
     assert names.count("system") == 1 and "kstatpy_providers.system" not in names, names
 
 
-# --- the README's kstatpy:0:requests sample ---------------------------------------
+# --- docs/KSTATD.md's kstatpy:0:requests sample ---------------------------------------
 
 
 def readme_sample(command: str) -> str:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+    text = (REPO / "docs" / "KSTATD.md").read_text(encoding="utf-8")
     start = text.index(f"$ {command}\n") + len(command) + 3
     return text[start : text.index("```", start)]
 
@@ -249,6 +247,6 @@ def test_usage_errors_exit_2_and_the_readme_says_illumos_exits_0(tmp_path: Path)
         assert (got.returncode, got.stderr.splitlines()[:2]) == (2, [first, "Usage:"])
     for argv in (["-h"], ["-?"]):
         assert run([exe("kstat"), *argv], env).returncode == 0
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    differences = text[text.index("### Differences from illumos kstat(8)") : text.index("## kstatd: the kstat daemon")]
+    text = (REPO / "docs" / "READING.md").read_text(encoding="utf-8")
+    differences = text[text.index("### Differences from illumos kstat(8)") : text.index("## Statistic metadata")]
     assert "exits 2" in differences and "`usage(); exit(0)`" in differences

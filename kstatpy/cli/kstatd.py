@@ -24,6 +24,7 @@ from kstatpy.cli.guard import GuardedCommand
 from kstatpy.ioctl import DEFAULT_MAX_REPLY
 from kstatpy.protocol import DEFAULT_MAX_REQUEST
 from kstatpy.protocol import default_socket_path
+from kstatpy.safepath import PUBLIC_SOCKET
 
 __all__ = ["main"]
 
@@ -154,7 +155,9 @@ def _fix_mmap_threshold() -> None:
 @click.version_option(__version__, "--version", prog_name="kstatd", message="%(prog)s (kstatpy %(version)s)")
 @click.option(
     "--socket", "socket_path", metavar="PATH", envvar="KSTAT_SOCKET", show_envvar=True,
-    help="The global zone's socket [default: $XDG_RUNTIME_DIR/kstatpy/kstat.sock, else /tmp/kstatpy-UID/kstat.sock].",
+    help="The global zone's socket [default: /run/kstatpy/kstat.sock as root (with root's privileged "
+    "/run/kstatpy/priv/kstat.sock), else $XDG_RUNTIME_DIR/kstatpy/kstat.sock, else /tmp/kstatpy-UID/kstat.sock]. "
+    "Run as root, kstatd also listens at DIR/priv/NAME (directory 0700) beside every socket.",
 )  # fmt: skip
 @click.option("--zone", "zones", metavar="NAME=PATH", multiple=True, help="Add a socket for zone NAME (repeatable).")
 @click.option(
@@ -305,7 +308,7 @@ def main(
     gids = frozenset(_gid(a[1:]) for a in allow if a.startswith("@"))
     if socket_path == "":
         raise click.BadParameter("the socket path must not be empty", param_hint="--socket")
-    path = socket_path or default_socket_path()
+    path = socket_path or (PUBLIC_SOCKET if os.geteuid() == 0 else default_socket_path())
     listen, selectors = _metrics_options(metrics, metrics_select)
     quarter = max(1, max_connections // 4)
     max_per_uid = quarter if max_per_uid is None else max_per_uid
