@@ -180,7 +180,7 @@ class Chain:
         # hold orders nothing: an INVALID kstat has no reader in ks_update to wait for.
         me = threading.get_ident()
         w = self.witness
-        st = getattr(curthread, "st", None) if self.lockhooks else None
+        st = curthread.st if self.lockhooks else None
         sched = st.sched if st is not None else None
         if sched is not None:
             sched.point(why)
@@ -270,7 +270,7 @@ class Chain:
         # A hold ends: the checker forgets it; a controlled scheduler may switch.
         if self.witness is not None:
             self.witness.pop(ksp)
-        st = getattr(curthread, "st", None)
+        st = curthread.st
         if st is not None and st.sched is not None:
             st.sched.released(what)
 
@@ -492,7 +492,7 @@ class Chain:
             if self.lockhooks:
                 if self.witness is not None:
                     self.witness.pop(ksp)
-                st = getattr(curthread, "st", None)
+                st = curthread.st
                 sched = st.sched if st is not None else None
             if ksp.e_waiters:
                 assert ksp.e_cv is not None  # made by the first waiter

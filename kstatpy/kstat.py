@@ -124,7 +124,7 @@ class KMutex:
         self._site = (f.f_globals.get("__name__", "?"), f.f_code.co_qualname, f.f_lineno)
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        if self._witness is not None or getattr(curthread, "st", None) is not None:
+        if self._witness is not None or curthread.st is not None:
             return mutex_enter(self, blocking, timeout)
         got = self._lock.acquire(blocking, timeout)
         if got:
@@ -132,7 +132,7 @@ class KMutex:
         return got
 
     def release(self) -> None:
-        if self._witness is not None or getattr(curthread, "st", None) is not None:
+        if self._witness is not None or curthread.st is not None:
             mutex_exit(self)
             return
         self._owner = None

@@ -69,7 +69,11 @@ __all__ = [
 
 #: curthread's lock state (illumos keeps it in kthread_t): ``.st`` is the thread's
 #: :class:`ThreadState`, absent for a thread no checker or scheduler has touched.
-curthread = threading.local()
+class _CurThread(threading.local):
+    st: ThreadState | None = None  # a class default: reading it never raises (a getattr default would, slowly)
+
+
+curthread = _CurThread()
 
 #: Frames kept of the stack where an edge was first seen.
 EDGE_STACK_DEPTH = 12
@@ -88,7 +92,7 @@ class ThreadState:
 
 def thread_state(create: bool = False) -> ThreadState | None:
     """The calling thread's :class:`ThreadState` (made when ``create``)."""
-    st = getattr(curthread, "st", None)
+    st = curthread.st
     if st is None and create:
         st = curthread.st = ThreadState()
     return st
@@ -216,7 +220,7 @@ class Witness:
         ``what`` names the call for a report (None: made from ``ksp``'s label, lazily).
         :raises LockOrderViolation: a new edge closes a cycle.
         """
-        st = getattr(curthread, "st", None)
+        st = curthread.st
         if st is None:
             return
         edges = self._edges
@@ -272,7 +276,7 @@ class Witness:
 
     def pop(self, obj: Any) -> None:
         """``obj`` is released by the calling thread (unknown: ignored)."""
-        st = getattr(curthread, "st", None)
+        st = curthread.st
         if st is None:
             return
         held = st.held
@@ -299,7 +303,7 @@ def _mutex_label(m: Any, w: Witness | None) -> str:
 
 def mutex_enter(m: Any, blocking: bool, timeout: float) -> bool:
     """KMutex.acquire when a checker or a scheduler watches (the slow path)."""
-    st = getattr(curthread, "st", None)
+    st = curthread.st
     w = m._witness
     if w is None and st is not None and st.witness is not None:
         w = m._witness = st.witness
@@ -331,7 +335,7 @@ def mutex_exit(m: Any) -> None:
         w.pop(m)
     m._owner = None
     m._lock.release()
-    st = getattr(curthread, "st", None)
+    st = curthread.st
     if st is not None and st.sched is not None:
         st.sched.released(f"mutex_exit {_mutex_label(m, w)}")
 
@@ -346,7 +350,7 @@ def lock_enter(chain: Any, lock: Any, ksp: Any) -> None:
     if w is not None:
         cls = w.lock_class(lock, ksp, chain.lock)
         w.check(cls, f"ks_lock of {kstat_label(ksp)}", ksp, lock)
-    st = getattr(curthread, "st", None)
+    st = curthread.st
     sched = st.sched if st is not None else None
     if sched is not None:
         sched.point(f"ks_lock of {kstat_label(ksp)}")
@@ -367,7 +371,7 @@ def lock_exit(chain: Any, lock: Any) -> None:
     if w is not None:
         w.pop(lock)
     lock.release()
-    st = getattr(curthread, "st", None)
+    st = curthread.st
     if st is not None and st.sched is not None:
         st.sched.released("ks_lock release")
 
@@ -378,7 +382,7 @@ def sync_point(what: str, witness: Witness | None = None) -> None:
     Binds the thread to ``witness`` (so KMutexes it takes are checked) and lets a
     controlled scheduler switch threads here.
     """
-    st = getattr(curthread, "st", None)
+    st = curthread.st
     if witness is not None:
         if st is None:
             st = thread_state(create=True)
