@@ -3,9 +3,9 @@
 For each bug, ``--bases`` independent explorations (seed bases 0, 100000, 200000, ...)
 each run schedules from their base until the first failure (at most ``--budget``):
 the 8149 shape (``tests/providers_fixture/datalink.py``) with the lock-order checker
-off (a deadlock: every thread blocked), and the vmm provider with the pre-14281
-teardown and the audit off (a BAD TRAP in a reader, or a lingering kstat); and the
-fixed orders for the same budget (nothing may be found). Prints the distribution of
+off (a deadlock: every thread blocked), its cycle through a ``ks_lock`` two kstats
+share (two readers and depth 3: three threads make that cycle), and the vmm provider with the pre-14281
+teardown and the audit off (a BAD TRAP in a reader, or a lingering kstat). Prints the distribution of
 schedules-to-find and the time a schedule takes.
 
     python bench/bench_schedule.py [--bases 50] [--budget 2000] [--depth 2]
@@ -47,6 +47,9 @@ def dls_cleanup(ctx: Any) -> None:
 CASES = {
     "8149, checker off": lambda d: (datalink, dls_ops(), {"name": "dls", "cleanup": dls_cleanup, "steps": 4, "depth": d,
                                                          "config": {"dls_order": "8149"}}),
+    "cycle through a shared ks_lock (3 threads, depth 3), checker off": lambda d: (
+        datalink, dls_ops(), {"name": "dls", "cleanup": dls_cleanup, "steps": 4, "depth": 3, "readers": 2,
+                              "config": {"dls_order": "kslock"}}),
     "pre-14281, audit off": lambda d: (vmm, vmm_operations(), {"name": "vmm", "cleanup": vmm_cleanup, "steps": 6,
                                                               "depth": d, "config": {"vmm_teardown": "pre-14281"}}),
 }  # fmt: skip

@@ -189,14 +189,17 @@ class Chain:
             while True:
                 ksp = find()
                 if ksp is None:
+                    if sched is not None and checked is not None:
+                        sched.progress()  # a waiter leaves a deleted kstat: its kstat_delete may go on
                     return None
-                if w is not None and ksp is not checked and why != "kstat_install":
-                    w.check(w.hold_class(ksp), None if why == "kstat_hold" else f"{why}({kstat_label(ksp)})", ksp, ksp)
+                if ksp is not checked:
+                    if w is not None and why != "kstat_install":
+                        w.check(w.hold_class(ksp), why, ksp, ksp)
                     checked = ksp
                 if ksp.e_owner is None:
                     ksp.e_owner = me
                     if w is not None:
-                        w.push(w.hold_class(ksp), ksp, f"hold of {kstat_label(ksp)} ({why})")
+                        w.push(w.hold_class(ksp), ksp, why)
                     return ksp
                 if ksp.e_owner == me:
                     raise KstatFatalError(f"kstat_hold: recursive hold of {ksp!r}")
@@ -215,6 +218,7 @@ class Chain:
                     ksp.e_waiters -= 1
                     if not ksp.e_waiters:
                         cv.notify_all()  # a kstat_delete may wait for us to let go
+
 
     def _sched_wait(self, sched: Any, what: str, owner: int | None) -> None:
         # A controlled thread's wait (chain lock held on entry and on return).
@@ -323,7 +327,7 @@ class Chain:
         zones = [ks_zoneid]
 
         if self.witness is not None:  # the chain lock is taken below: any lock held orders before it
-            self.witness.check(self.witness.chain_class, f"kstat_create('{module}', {ks_instance}, '{name}')")
+            self.witness.check(self.witness.chain_class, f"kstat_create('{module}', {ks_instance}, '{name}')")  # not hot
         dormant = self._find_dormant(key, zones, who, ks_class, ks_type, ks_ndata, flags)
         if dormant is not None:
             return dormant

@@ -113,13 +113,14 @@ class KMutex:
     its lock class in reports; without one, the class is the site that built it.
     """
 
-    __slots__ = ("_lock", "_owner", "_site", "_witness", "name")
+    __slots__ = ("_lclass", "_lock", "_owner", "_site", "_witness", "name")
 
     def __init__(self, name: str | None = None) -> None:
         self._lock = threading.Lock()
         self._owner: int | None = None
         self.name = name
         self._witness: Any = None  # the checker that knows this mutex (kstatpy.lockorder)
+        self._lclass: Any = None  # (checker, its lock class of this mutex), cached
         f = sys._getframe(1)  # the lock class, as lockdep keys a lock by its init site
         self._site = (f.f_globals.get("__name__", "?"), f.f_code.co_qualname, f.f_lineno)
 

@@ -67,6 +67,7 @@ __all__ = [
     "thread_state",
 ]
 
+
 #: curthread's lock state (illumos keeps it in kthread_t): ``.st`` is the thread's
 #: :class:`ThreadState`, absent for a thread no checker or scheduler has touched.
 class _CurThread(threading.local):
@@ -85,7 +86,7 @@ class ThreadState:
     __slots__ = ("held", "sched", "witness")
 
     def __init__(self) -> None:
-        self.held: list[list[Any]] = []  # [witness, LockClass, lock object, label], oldest first
+        self.held: list[list[Any]] = []  # [witness, LockClass, lock object, why], oldest first
         self.sched: Any = None  # kstatpy.testing.schedule's scheduler of this thread
         self.witness: Witness | None = None  # the checker of the chain this thread used
 
@@ -214,29 +215,29 @@ class Witness:
 
     # --- acquisitions ----------------------------------------------------------
 
-    def check(self, cls: LockClass, what: str | None, ksp: Any = None, obj: Any = None) -> None:
+    def check(self, cls: LockClass, why: str, ksp: Any = None, obj: Any = None) -> None:
         """About to take a lock of ``cls`` (``obj``): record edges from every lock held.
 
-        ``what`` names the call for a report (None: made from ``ksp``'s label, lazily).
+        ``why`` names the call (``read``, ``kstat_delete``, ``mutex_enter``, ``ks_lock``,
+        or a full call text); the report's text is made only for a new edge.
         :raises LockOrderViolation: a new edge closes a cycle.
         """
         st = curthread.st
-        if st is None:
+        if st is None or not st.held:
             return
         edges = self._edges
         for entry in st.held:
             a = entry[1]
             if entry[0] is self and a is not cls and entry[2] is not obj and (a.id, cls.id) not in edges:
-                self._new_edge(entry, cls, what, ksp)
+                self._new_edge(entry, cls, why, ksp)
 
-    def _new_edge(self, entry: list[Any], b: LockClass, what: str | None, ksp: Any) -> None:
+    def _new_edge(self, entry: list[Any], b: LockClass, why: str, ksp: Any) -> None:
         a = entry[1]
-        if what is None:
-            what = f"{b.kind} of {kstat_label(ksp)}" if ksp is not None else b.name
+        what = _call_text(b, why, ksp)
         with self._lock:
             if (a.id, b.id) in self._edges:
                 return
-            edge = Edge(a, b, entry[3], what, _stack(4, EDGE_STACK_DEPTH), kmem_addr(ksp))
+            edge = Edge(a, b, _held_text(entry), what, _stack(4, EDGE_STACK_DEPTH), kmem_addr(ksp))
             path = self._path(b, a)
             if path is None:
                 self._edges[(a.id, b.id)] = edge
@@ -267,12 +268,13 @@ class Witness:
             frontier = nxt
         return None
 
-    def push(self, cls: LockClass, obj: Any, label: str) -> None:
-        """``obj`` (of ``cls``) is now held by the calling thread."""
-        st = thread_state(create=True)
-        assert st is not None
+    def push(self, cls: LockClass, obj: Any, why: Any) -> None:
+        """``obj`` (of ``cls``) is now held by the calling thread (``why``: as :meth:`check`, or the kstat of a ks_lock)."""
+        st = curthread.st
+        if st is None:
+            st = curthread.st = ThreadState()
         st.witness = self  # the chain this thread works for now
-        st.held.append([self, cls, obj, label])
+        st.held.append([self, cls, obj, why])
 
     def pop(self, obj: Any) -> None:
         """``obj`` is released by the calling thread (unknown: ignored)."""
@@ -297,6 +299,27 @@ class Witness:
             return list(self._edges.values())
 
 
+def _call_text(b: LockClass, why: str, ksp: Any) -> str:
+    # The call that takes a lock of class b, for a report (made only for a new edge).
+    if b.kind == "hold":
+        return f"hold of {kstat_label(ksp)}" if why == "kstat_hold" else f"{why}({kstat_label(ksp)})"
+    if b.kind == "mutex":
+        return f"mutex_enter({b.name[6:]})"
+    if why == "ks_lock" and ksp is not None:
+        return f"ks_lock of {kstat_label(ksp)}"
+    return why
+
+
+def _held_text(entry: list[Any]) -> str:
+    # What a held-lock entry is, for a report.
+    cls, obj, why = entry[1], entry[2], entry[3]
+    if cls.kind == "hold":
+        return f"hold of {kstat_label(obj)} ({why})"
+    if cls.kind == "ks_lock" and why is not None:
+        return f"ks_lock of {kstat_label(why)}"
+    return cls.name
+
+
 def _mutex_label(m: Any, w: Witness | None) -> str:
     return w.mutex_class(m).name if w is not None else f"mutex {m.name or m._site}"
 
@@ -309,9 +332,12 @@ def mutex_enter(m: Any, blocking: bool, timeout: float) -> bool:
         w = m._witness = st.witness
     cls = None
     if w is not None:
-        cls = w.mutex_class(m)
+        cls = m._lclass
+        if cls is None or cls[0] is not w:
+            cls = m._lclass = (w, w.mutex_class(m))
+        cls = cls[1]
         if blocking:
-            w.check(cls, f"mutex_enter({cls.name[6:]})", None, m)
+            w.check(cls, "mutex_enter", None, m)
     sched = st.sched if st is not None else None
     if sched is not None:
         sched.point(f"mutex_enter {_mutex_label(m, w)}")
@@ -324,7 +350,7 @@ def mutex_enter(m: Any, blocking: bool, timeout: float) -> bool:
     if got:
         m._owner = threading.get_ident()
         if cls is not None and w is not None:
-            w.push(cls, m, cls.name)
+            w.push(cls, m, None)
     return got
 
 
@@ -349,7 +375,7 @@ def lock_enter(chain: Any, lock: Any, ksp: Any) -> None:
     cls = None
     if w is not None:
         cls = w.lock_class(lock, ksp, chain.lock)
-        w.check(cls, f"ks_lock of {kstat_label(ksp)}", ksp, lock)
+        w.check(cls, "ks_lock", ksp, lock)
     st = curthread.st
     sched = st.sched if st is not None else None
     if sched is not None:
@@ -359,7 +385,7 @@ def lock_enter(chain: Any, lock: Any, ksp: Any) -> None:
     else:
         lock.acquire()
     if cls is not None and w is not None:
-        w.push(cls, lock, f"ks_lock of {kstat_label(ksp)}")
+        w.push(cls, lock, ksp)
 
 
 def lock_exit(chain: Any, lock: Any) -> None:

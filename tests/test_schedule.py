@@ -63,6 +63,14 @@ def test_8149_without_the_checker_is_found_as_a_deadlock_and_replays() -> None:
     assert str(again.value) == report
 
 
+def test_the_cycle_through_a_shared_ks_lock_is_found_as_a_three_thread_deadlock() -> None:
+    found = explore(datalink, _dls_ops(), budget=400, seed=0, **_dls("kslock", readers=2, depth=3))
+    assert found.failed_seed is not None, "the ks_lock cycle was not found in 400 schedules"
+    report = found.report
+    assert "deadlock at step" in report and "kstat_delete: hold of dls:" in report
+    assert "mutex_enter mutex dls_stats_lock, held by" in report and "mutex_enter mutex dls_lock, held by" in report
+
+
 def test_8149_with_the_checker_is_the_cycle_under_a_controlled_schedule() -> None:
     found = explore(datalink, _dls_ops(), budget=400, seed=0, **_dls("8149", audit=True))
     assert found.failed_seed is not None and "(lock order checker)" in found.report, found.report
