@@ -15,6 +15,7 @@ import pytest
 from kstatpy.testing import LifetimeRaceError
 from kstatpy.testing.schedule import controlled_race
 from kstatpy.testing.schedule import explore
+from tests.examples_path import use_examples
 from tests.providers_fixture import datalink
 from tests.test_vmm_race import vmm_cleanup
 from tests.test_vmm_race import vmm_operations
@@ -91,3 +92,24 @@ def test_the_fixed_orders_pass_the_controlled_schedules(audit: bool) -> None:
     assert dls.schedules == 200 and min(dls.steps) > 20
     fixed = explore(vmm, vmm_operations(), budget=40, seed=0, name="vmm", cleanup=vmm_cleanup, steps=6, audit=audit)
     assert fixed.failed_seed is None, fixed.report
+
+
+def test_the_template_provider_passes_the_controlled_schedules() -> None:
+    use_examples()
+    import kstatpy_provider_template.provider as template
+
+    names = ("w1", "w2")
+
+    def create(ctx: Any) -> None:
+        ctx.ioctl(template.WIDGET_CREATE, {"name": ctx.rng.choice(names)})
+
+    def destroy(ctx: Any) -> None:
+        ctx.ioctl(template.WIDGET_DESTROY, {"name": ctx.rng.choice(names)})
+
+    def cleanup(ctx: Any) -> None:
+        for name in names:
+            ctx.ioctl(template.WIDGET_DESTROY, {"name": name})
+
+    ops = {"create": create, "destroy": destroy, "drop": lambda ctx: ctx.reconnect()}
+    found = explore(template, ops, budget=50, name="template", cleanup=cleanup, audit=True)
+    assert found.failed_seed is None and found.schedules == 50, found.report
