@@ -97,7 +97,7 @@ class Dls:
             self.creating.discard(name)
             self.links[name] = link
 
-    def delete(self, name: str, wait_reader: float = 0.0) -> None:
+    def delete(self, name: str, wait_reader: float = 0.0, then: Any = None) -> None:
         chain = self.chain
         with self.lock:
             link = self.links.pop(name, None)
@@ -106,6 +106,8 @@ class Dls:
             if wait_reader:  # a reader that enters ks_update from now on finds dls_lock held
                 link.entered.clear()
                 link.entered.wait(wait_reader)
+            if then is not None:  # in-process tests: one more thing to wait for, dls_lock held
+                then()
             rest = list(link.stats)
             if self.order == "8149":
                 chain.kstat_delete(rest.pop(0))  # the bug: kstat_delete(link) under dls_lock
