@@ -13,7 +13,10 @@ Locking
     (``e_owner``). It is also ``ks_lock`` of KID 0, so a header list is consistent.
     A hold is exclusive per kstat, readers included. Lock order: hold (chain lock
     briefly), then ``ks_lock``. Nobody calls a provider with the chain lock held,
-    except KID 0's own update and snapshot.
+    except KID 0's own update and snapshot. The chain lock also guards ``waits``
+    (who waits for which hold, since when: kstatd's deadman reads it). With the
+    lock-order checker on (``kmem.witness``, :mod:`kstatpy.lockorder`), every hold is
+    checked before the thread takes or waits for it, and forgotten at its release.
 
 Lifecycle
     ``kstat_create`` returns an INVALID kstat already in both indexes: readers get
@@ -219,7 +222,6 @@ class Chain:
                     if not ksp.e_waiters:
                         cv.notify_all()  # a kstat_delete may wait for us to let go
 
-
     def _sched_wait(self, sched: Any, what: str, owner: int | None) -> None:
         # A controlled thread's wait (chain lock held on entry and on return).
         self._lock.release()
@@ -327,7 +329,7 @@ class Chain:
         zones = [ks_zoneid]
 
         if self.witness is not None:  # the chain lock is taken below: any lock held orders before it
-            self.witness.check(self.witness.chain_class, f"kstat_create('{module}', {ks_instance}, '{name}')")  # not hot
+            self.witness.check(self.witness.chain_class, f"kstat_create('{module}', {ks_instance}, '{name}')")
         dormant = self._find_dormant(key, zones, who, ks_class, ks_type, ks_ndata, flags)
         if dormant is not None:
             return dormant
