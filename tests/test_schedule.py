@@ -17,6 +17,7 @@ from kstatpy.testing.schedule import controlled_race
 from kstatpy.testing.schedule import explore
 from tests.examples_path import use_examples
 from tests.providers_fixture import datalink
+from tests.providers_fixture import devices
 from tests.test_vmm_race import vmm_cleanup
 from tests.test_vmm_race import vmm_operations
 
@@ -113,3 +114,13 @@ def test_the_template_provider_passes_the_controlled_schedules() -> None:
     ops = {"create": create, "destroy": destroy, "drop": lambda ctx: ctx.reconnect()}
     found = explore(template, ops, budget=50, name="template", cleanup=cleanup, audit=True)
     assert found.failed_seed is None and found.schedules == 50, found.report
+
+
+def test_a_provider_blocking_outside_the_synchronisation_points_stalls_with_a_report() -> None:
+    # DevProvider holds a plain threading.Lock across kstat_install (a synchronisation point):
+    # another controlled thread then blocks on that lock where the scheduler cannot see it.
+    prov = devices.DevProvider()
+    found = explore(prov, devices.operations(prov), budget=200, seed=0, name="dev", cleanup=devices.cleanup(prov), stall=5.0)
+    text = found.report
+    assert "schedule stalled at step" in text and "has reached no synchronisation point for 5 s" in text
+    assert "devices:" in text  # where the stalled thread is blocked, in the provider

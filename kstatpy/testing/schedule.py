@@ -112,9 +112,10 @@ class Scheduler:
             self._by_ident[me.ident] = me
             if all(t.ident is not None for t in self._threads):
                 self._begin()
-            self._wait_turn(me)
-        st.sched = self
         try:
+            with self._cv:
+                self._wait_turn(me)
+            st.sched = self
             body()
         except ScheduleAborted:
             pass
@@ -191,8 +192,8 @@ class Scheduler:
         self._cv.notify_all()
 
     def _wait_turn(self, me: _Thread) -> None:
-        step = self.step
         while self._running is not me and self.failure is None:
+            step = self.step  # no step for a whole stall period: the running thread is stuck
             if not self._cv.wait(self.stall) and self.step == step and self._running is not me:
                 self._fail(self._stall_report())
         if self.failure is not None:
@@ -276,6 +277,7 @@ def controlled_race(
     audit: bool = False,
     lockorder: bool | None = None,
     config: dict[str, Any] | None = None,
+    stall: float = 20.0,
 ) -> Any:
     """One controlled schedule of ``seed`` (see the module docstring); the harness's checks otherwise.
 
@@ -283,13 +285,15 @@ def controlled_race(
     as the free-running harness) with a sweep after each; readers read every provider
     kstat ``reader_rounds`` times. Then, uncontrolled: last closes, ``cleanup``, detach.
 
+    :param stall: seconds the running thread may go without a synchronisation point
+        before the schedule fails as stalled (it blocks outside them).
     :returns: the :class:`~kstatpy.testing.race.RaceResult`, with ``schedule`` (the
-        scheduler) and ``steps`` set.
+        scheduler) set.
     :raises LifetimeRaceError: with the report, the seed and the schedule.
     """
     from kstatpy.testing import race as rmod
 
-    sched = Scheduler(seed, depth=depth, steps_hint=steps_hint)
+    sched = Scheduler(seed, depth=depth, steps_hint=steps_hint, stall=stall)
 
     def run(race: Any, contexts: list[Any], names: list[str]) -> None:
         # The threads, controlled; nothing to finish after cleanup (the readers are done).
