@@ -1,12 +1,11 @@
 """The Prometheus / OpenMetrics exporter behind ``kstatd --metrics HOST:PORT``.
 
-A consumer of the chain like the ``kstat`` command, one layer up from the server:
-it reads through :class:`kstatpy.client.KstatCtl` over kstatd's own ioctl handler
-(the in-process transport), so every scrape takes the same path as a client on
-the socket: ``chain_update`` (providers refresh), READ_MANY (hold, ``ks_lock``,
-``ks_update``, snapshot; kids stuck past ``--read-timeout`` answer EAGAIN at once)
-and DESCRIBE for metadata. It reads as an unprivileged global-zone caller: it sees
-what a global-zone reader sees (docs/PROTOCOL.md §6) and can never write.
+A consumer of the chain like the ``kstat`` command, one layer up from the server: it
+reads through :class:`kstatpy.client.KstatCtl` over kstatd's own ioctl handler (the
+in-process transport), so every scrape takes the same path as a client on the socket:
+``chain_update`` (providers refresh), READ_MANY (hold, ``ks_lock``, ``ks_update``,
+snapshot; kids stuck past ``--read-timeout`` answer EAGAIN at once) and DESCRIBE for
+metadata. It reads as an unprivileged global-zone caller (docs/PROTOCOL.md §6).
 
 Exposition is prometheus-client's: :class:`KstatCollector` yields metric families,
 ``start_http_server`` serves them and picks the text format or OpenMetrics from the
@@ -15,9 +14,8 @@ scrape's ``Accept`` header. No exposition code of our own.
 Mapping (one series per statistic of each selected kstat)
     family   ``kstat_<module>_<statistic>``, lower case, other characters ``_``;
              then the base unit (``_seconds``, ``_bytes``, ``_hertz``, ...) unless
-             the name already ends with it; counters get ``_total`` (and only
-             they end in it: a gauge's ``buf_total`` is ``buf_total_value``), text
-             and identifiers ``_info``
+             the name already ends with it; counters get ``_total`` (only they end
+             in it: a gauge's is ``_total_value``), text and identifiers ``_info``
     labels   ``module``, ``kstat_instance`` (``instance`` is Prometheus' own),
              ``name``, ``class``; ``_info`` series add ``value``
     type     from the metadata: counter, gauge, info (text, identifier);
@@ -33,18 +31,16 @@ as duplicates or type conflicts, scrapes refused while another was stuck, since
 start), ``kstat_exporter_series`` (series in this scrape, these three excluded) and
 ``kstat_exporter_kstats`` (kstats read in this scrape).
 
-Panics: a read that touches freed memory (BadTrap) is handed to ``on_panic``
-(kstatd's own panic path: crash dump, then halt or EFAULT-and-continue per
-``--on-panic``), never swallowed.
+Panics: a read that touches freed memory (BadTrap) is handed to ``on_panic`` (kstatd's
+own panic path: crash dump, then halt or EFAULT-and-continue per ``--on-panic``).
 
-Concurrency: scrapes are serialised by ``_lock`` (one KstatCtl); a scrape that
-cannot get it within ``lock_timeout`` seconds (another is stuck in a provider)
-exports only the exporter's own series, with the error counted.
+Concurrency: scrapes are serialised by ``_lock`` (one KstatCtl); a scrape that cannot get
+it within ``lock_timeout`` seconds (another is stuck in a provider) exports only the
+exporter's own series, with the error counted.
 
-Size: over 400 lines for now, with the HTTP server's bounds (a whole-connection
-deadline, the slot a slowloris gives up to a new connection) beside the collector;
-``_start_server`` is the part to move to a module of its own once the landing page
-work on it has landed (issue 21, issue 22).
+Size: the HTTP server's bounds (a whole-connection deadline, the slot a slowloris gives
+up to a new connection) sit beside the collector; past 400 lines, ``_start_server`` is
+the part to move to a module of its own (issue 21, issue 22's landing page).
 """
 
 from __future__ import annotations
@@ -126,9 +122,8 @@ def metric_name(module: str, stat: str, unit: str, typ: str = "counter") -> str:
 
     Abbreviated units in the statistic's name go (``read_timeout_ms`` in seconds is
     ``read_timeout_seconds``, ``clock_MHz`` in hertz ``clock_hertz``), as Prometheus'
-    naming lint (``promtool check metrics``) asks. ``_total`` is the counters' suffix
-    alone: any other ``typ`` whose name would end in it (kmem_cache's ``buf_total``, a
-    gauge) ends in ``_total_value`` instead.
+    naming lint (``promtool check metrics``) asks. Only a counter ends in ``_total``: any
+    other ``typ`` would end in ``_total_value``.
     """
     drop = _ABBREVIATIONS | (_HERTZ if unit == "hertz" else frozenset())
     tokens = [t for t in _BAD.sub("_", stat.lower()).split("_") if t not in drop]
@@ -173,7 +168,7 @@ class KstatCollector:
         self.lock_timeout = lock_timeout
         self._lock = threading.Lock()  # one scrape at a time: guards kc, _meta, errors
         self._meta: dict[tuple[int, int], dict[str, StatMeta | None]] = {}
-        self._names: dict[tuple[str, str, str], str] = {}  # (module, statistic, unit) -> family name
+        self._names: dict[tuple[str, str, str, str], str] = {}  # (module, statistic, unit, type) -> family
         self.errors = 0
 
     def describe(self) -> list[Metric]:
@@ -301,10 +296,7 @@ class KstatCollector:
             self.errors += 1  # two kstats with the same labels (zones): keep the first
             return
         seen.add(series)
-        if typ == "info":
-            fam.add_metric(labels, {"value": _text(value)})  # type: ignore[attr-defined]
-        else:
-            fam.add_metric(labels, float(value))  # type: ignore[attr-defined]
+        fam.add_metric(labels, {"value": _text(value)} if typ == "info" else float(value))  # type: ignore[attr-defined]
 
 
 def _om_unit(name: str, unit: str) -> str:

@@ -24,7 +24,7 @@ from kstatpy.cli.guard import GuardedCommand
 from kstatpy.ioctl import DEFAULT_MAX_REPLY
 from kstatpy.protocol import DEFAULT_MAX_REQUEST
 from kstatpy.protocol import default_socket_path
-from kstatpy.safepath import PUBLIC_SOCKET
+from kstatpy.safepath import root_run_dir
 
 __all__ = ["main"]
 
@@ -270,6 +270,13 @@ def _fix_mmap_threshold() -> None:
     callback=_bytes,
     help="Bookkeeping kept for freed buffers (::whatis history), e.g. 16M; 0 keeps none [default: 1M].",
 )
+@click.option(
+    "--deadman-seconds",
+    type=Seconds(0),
+    default=10.0,
+    show_default=True,
+    help="Report a kstat_delete or hold that has waited this long, with both threads' stacks (0: off).",
+)
 @click.option("-v", "--verbose", count=True, help="Log more (-vv: debug).")
 def main(
     socket_path: str | None,
@@ -293,6 +300,7 @@ def main(
     max_per_zone: int | None,
     reserved_connections: int | None,
     kmem_history: int | None,
+    deadman_seconds: float,
     verbose: int,
 ) -> None:
     """kstatd: serve the kstat chain over a Unix socket (docs/PROTOCOL.md, version 1)."""
@@ -304,7 +312,7 @@ def main(
     gids = frozenset(_gid(a[1:]) for a in allow if a.startswith("@"))
     if socket_path == "":
         raise click.BadParameter("the socket path must not be empty", param_hint="--socket")
-    path = socket_path or (PUBLIC_SOCKET if os.geteuid() == 0 else default_socket_path())
+    path = socket_path or (os.path.join(root_run_dir(), "kstat.sock") if os.geteuid() == 0 else default_socket_path())
     listen, selectors = _metrics_options(metrics, metrics_select)
     quarter = max(1, max_connections // 4)
     max_per_uid = quarter if max_per_uid is None else max_per_uid
@@ -332,6 +340,7 @@ def main(
         read_timeout=read_timeout, allow_uids=uids, allow_gids=gids, on_panic=on_panic, crash_dir=crash_dir,
         detach_timeout=detach_timeout, idle_timeout=idle_timeout, frame_timeout=frame_timeout,
         max_per_uid=max_per_uid, max_per_zone=max_per_zone, reserved_connections=reserved_connections,
+        deadman_seconds=deadman_seconds,
     )  # fmt: skip
     chain = Chain(kmem=Kmem(audit=kmem_audit), config={"vmm_teardown": vmm_teardown, "zones": config.zone_ids()})
     trace_to_stderr("kstatd")  # $KSTATPY_TRACE_PLUGINS: whatever -v says
