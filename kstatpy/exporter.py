@@ -300,17 +300,22 @@ def _om_unit(name: str, unit: str) -> str:
     return unit if unit and name.endswith("_" + unit) else ""
 
 
-#: Seconds a metrics connection may stay silent (each socket read or write); then it is closed.
+#: Seconds a metrics connection may take in all, its request read and its answer written
+#: (issue 21: a per-read timeout let one byte every 8 s hold a connection forever).
 METRICS_CONN_TIMEOUT = 10.0
-#: Connections served at once; one more is closed at accept, unanswered.
+#: Connections served at once. At the cap, a new connection takes the place of the oldest
+#: one still sending its request (a slowloris), so a scrape is served during one.
 METRICS_MAX_CONNECTIONS = 16
 
 
 def _start_server(host: str, port: int, registry: CollectorRegistry, timeout: float,
                   max_connections: int) -> tuple[Any, threading.Thread]:  # fmt: skip
-    # prometheus-client's start_http_server, bounded: a per-connection socket timeout
-    # (StreamRequestHandler.timeout) and a semaphore taken at accept, released when
-    # the connection's thread ends. prometheus-client still does the exposition.
+    # prometheus-client's start_http_server, bounded: a whole-connection deadline (a
+    # timer shuts the socket down), a per-read socket timeout, and a semaphore taken at
+    # accept, released when the connection's thread ends. prometheus-client still does
+    # the exposition. ``reading``: connections whose request is not parsed yet, by the
+    # time they were accepted (guarded by ``lock``).
+    import socket as socket_mod
     from wsgiref.simple_server import make_server
 
     from prometheus_client.exposition import ThreadingWSGIServer
@@ -319,27 +324,55 @@ def _start_server(host: str, port: int, registry: CollectorRegistry, timeout: fl
     from prometheus_client.exposition import make_wsgi_app
 
     slots = threading.BoundedSemaphore(max_connections)
+    lock = threading.Lock()
+    reading: dict[Any, float] = {}
+
+    def cut(request: Any) -> None:
+        try:
+            request.shutdown(socket_mod.SHUT_RDWR)
+        except OSError:
+            pass
 
     class Handler(_SilentHandler):
-        pass
+        def parse_request(self) -> bool:
+            with lock:  # the request is in: from here on this connection is not a slowloris
+                reading.pop(self.connection, None)
+            return bool(super().parse_request())
 
     Handler.timeout = timeout
 
     class Server(ThreadingWSGIServer):
         def process_request(self, request: Any, client_address: Any) -> None:
             if not slots.acquire(blocking=False):
-                self.shutdown_request(request)  # over the cap: refused
-                return
+                with lock:
+                    victim = min(reading, key=reading.__getitem__) if reading else None
+                    if victim is not None:
+                        reading.pop(victim)
+                if victim is not None:
+                    cut(victim)  # its thread ends and frees a slot
+                if victim is None or not slots.acquire(timeout=1.0):
+                    self.shutdown_request(request)  # over the cap: refused
+                    return
+            with lock:
+                reading[request] = time.monotonic()
             try:
                 super().process_request(request, client_address)
             except BaseException:
+                with lock:
+                    reading.pop(request, None)
                 slots.release()
                 raise
 
         def process_request_thread(self, request: Any, client_address: Any) -> None:
+            deadline = threading.Timer(timeout, cut, args=(request,))
+            deadline.daemon = True
+            deadline.start()
             try:
                 super().process_request_thread(request, client_address)
             finally:
+                deadline.cancel()
+                with lock:
+                    reading.pop(request, None)
                 slots.release()
 
         def handle_error(self, request: Any, client_address: Any) -> None:

@@ -69,6 +69,7 @@ values as cpu:N:sys and cpu:N:vm wrapped to 32 bits; members with no source are 
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 
@@ -151,7 +152,11 @@ _HZ = hz()
 
 
 def stat_cpu_line(data: bytes, cpu: int) -> list[int] | None:
-    """The ``cpuN`` line of ``/proc/stat`` as ints (10 columns, missing ones 0), or None."""
+    """The ``cpuN`` line of ``/proc/stat`` as ints (10 columns, missing ones 0), or None
+    (CPU ``cpu`` off-line). A file without the aggregate ``cpu`` line first is malformed:
+    OSError (EIO), the reader's error rather than zeros."""
+    if not data.startswith(b"cpu "):
+        raise OSError(errno.EIO, "proc/stat does not begin with the cpu line (malformed)")
     key = b"\ncpu%d " % cpu
     at = data.find(key)
     if at < 0:

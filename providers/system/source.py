@@ -75,6 +75,7 @@ ROOT_CONFIG_KEY = "system_root"
 #: Environment variable naming the tree to read when the config does not.
 ROOT_ENV = "KSTATPY_SYSTEM_ROOT"
 
+
 _MASK = {
     KstatDataType.UINT32: 2**32 - 1,
     KstatDataType.UINT64: 2**64 - 1,
