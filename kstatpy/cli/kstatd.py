@@ -31,6 +31,10 @@ __all__ = ["main"]
 
 #: The longest timeout option accepted (seconds): a year, within threading.TIMEOUT_MAX.
 MAX_TIMEOUT = 365 * 86400.0
+#: The largest --max-request/--max-reply (bytes): 1 GiB, what a client accepts (transport.MAX_REPLY).
+MAX_BYTES = 1 << 30
+#: The most connections any connection option may allow (each costs a thread and a descriptor).
+MAX_CONNECTIONS = 65536
 
 
 class Seconds(click.FloatRange):
@@ -172,20 +176,20 @@ def _fix_mmap_threshold() -> None:
 )
 @click.option(
     "--max-request",
-    type=click.IntRange(1),
+    type=click.IntRange(16, MAX_BYTES),
     default=DEFAULT_MAX_REQUEST,
     show_default=True,
     help="Largest request body in bytes.",
 )
 @click.option(
     "--max-reply",
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_BYTES),
     default=DEFAULT_MAX_REPLY,
     show_default=True,
     help="Byte budget of one READ_MANY, SELECT or DESCRIBE reply; later entries are answered E2BIG.",
 )
 @click.option(
-    "--max-connections", type=click.IntRange(1), default=256, show_default=True, help="Connections served at once."
+    "--max-connections", type=click.IntRange(1, MAX_CONNECTIONS), default=256, show_default=True, help="Connections served at once."
 )
 @click.option(
     "--read-timeout",
@@ -247,17 +251,17 @@ def _fix_mmap_threshold() -> None:
 )
 @click.option(
     "--max-per-uid",
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_CONNECTIONS),
     help="Connections one peer uid may hold (root and kstatd's own uid excepted) [default: a quarter of --max-connections].",
 )
 @click.option(
     "--max-per-zone",
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_CONNECTIONS),
     help="Connections one non-global zone socket may hold [default: a quarter of --max-connections].",
 )
 @click.option(
     "--reserved-connections",
-    type=click.IntRange(0),
+    type=click.IntRange(0, MAX_CONNECTIONS),
     help="Of --max-connections, slots only root and kstatd's own uid may take [default: an eighth, at most 16].",
 )
 @click.option(
@@ -265,6 +269,13 @@ def _fix_mmap_threshold() -> None:
     metavar="BYTES",
     callback=_bytes,
     help="Bookkeeping kept for freed buffers (::whatis history), e.g. 16M; 0 keeps none [default: 1M].",
+)
+@click.option(
+    "--deadman-seconds",
+    type=Seconds(0),
+    default=10.0,
+    show_default=True,
+    help="Report a kstat_delete or hold that has waited this long, with both threads' stacks (0: off).",
 )
 @click.option("-v", "--verbose", count=True, help="Log more (-vv: debug).")
 def main(
@@ -289,6 +300,7 @@ def main(
     max_per_zone: int | None,
     reserved_connections: int | None,
     kmem_history: int | None,
+    deadman_seconds: float,
     verbose: int,
 ) -> None:
     """kstatd: serve the kstat chain over a Unix socket (docs/PROTOCOL.md, version 1)."""
@@ -328,6 +340,7 @@ def main(
         read_timeout=read_timeout, allow_uids=uids, allow_gids=gids, on_panic=on_panic, crash_dir=crash_dir,
         detach_timeout=detach_timeout, idle_timeout=idle_timeout, frame_timeout=frame_timeout,
         max_per_uid=max_per_uid, max_per_zone=max_per_zone, reserved_connections=reserved_connections,
+        deadman_seconds=deadman_seconds,
     )  # fmt: skip
     chain = Chain(kmem=Kmem(audit=kmem_audit), config={"vmm_teardown": vmm_teardown, "zones": config.zone_ids()})
     trace_to_stderr("kstatd")  # $KSTATPY_TRACE_PLUGINS: whatever -v says
@@ -335,6 +348,9 @@ def main(
         chain.kmem.history_bytes = kmem_history
     providers = load_providers(modules=plugins)
     daemon = Kstatd(chain, providers, config, report=_say)
+    # A thread waiting for the GIL gets it within 0.5 ms, not 5: a small request (root's)
+    # queued behind another user's expensive one waits less (issue 21, RELIABILITY.md).
+    sys.setswitchinterval(0.0005)
     # Before anything can answer a client: a SIGTERM sent as soon as kstatd answers
     # must find the handler (stop() only sets a flag; serve_forever acts on it).
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
