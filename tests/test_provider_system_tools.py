@@ -252,6 +252,8 @@ def _row_for(ksp: Any) -> str:
         return "`MODULEerr:N:MODULEN,err`"
     if ksp.ks_module == "cpu":
         return f"`cpu:N:{ksp.ks_name}`"
+    if ksp.ks_module == "cpu_info":
+        return "`cpu_info:N:cpu_infoN`"
     return f"`{ksp.ks_module}:{ksp.ks_instance}:{ksp.ks_name}`"
 
 
