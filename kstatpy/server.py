@@ -127,6 +127,7 @@ class ServerConfig:
     max_per_uid: int = 64  # connections per peer uid (not root, not kstatd's own uid)
     max_per_zone: int = 64  # connections per non-global zone socket
     reserved_connections: int = 16  # of max_connections, kept for root and kstatd's uid
+    inherited: dict[str, Any] = field(default_factory=dict)  # path -> socket.socket systemd passed (kstatpy.systemd)
 
     def zone_ids(self) -> dict[str, int]:
         """Zone name -> zoneid: global 0, then 1, 2, ... in the order given."""
@@ -168,6 +169,8 @@ class Kstatd:
         self._listeners = [Listener(config.socket, "global", GLOBAL_ZONEID)] + [
             Listener(path, name, zone_ids[name]) for name, path in config.zones
         ]
+        for lst in self._listeners:
+            lst.adopted = config.inherited.get(lst.path)
         self._lock = threading.Lock()  # guards _sessions, _per_uid, _per_zone, _next_id, handler.stuck, _panicked
         self._per_uid: dict[int, int] = {}  # open connections by peer uid
         self._per_zone: dict[int, int] = {}  # open connections by zoneid

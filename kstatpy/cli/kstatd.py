@@ -21,6 +21,7 @@ import click
 
 from kstatpy import __version__
 from kstatpy.cli.guard import GuardedCommand
+from kstatpy.config import config_option
 from kstatpy.ioctl import DEFAULT_MAX_REPLY
 from kstatpy.protocol import DEFAULT_MAX_REQUEST
 from kstatpy.protocol import default_socket_path
@@ -74,6 +75,42 @@ def _zone(spec: str) -> tuple[str, str]:
     except UnicodeEncodeError:
         raise click.BadParameter(f"{spec!r}: the zone NAME is not valid UTF-8", param_hint="--zone") from None
     return name, path
+
+
+def _each(check: Callable[[str], object]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    # A callback checking every value at parse time, so that a bad value from the
+    # config file is reported with its line (kstatpy.config); main() converts again.
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        for v in value if isinstance(value, tuple) else () if value is None else (value,):
+            check(v)
+        return value
+
+    return callback
+
+
+def _check_allow(spec: str) -> None:
+    if spec.startswith("@"):
+        _gid(spec[1:])
+    else:
+        _uid(spec)
+
+
+def _check_socket(path: str) -> None:
+    if path == "":
+        raise click.BadParameter("the socket path must not be empty", param_hint="--socket")
+
+
+def _check_metrics(text: str) -> None:
+    _metrics_options(text, ())
+
+
+def _check_select(text: str) -> None:
+    from kstatpy.exporter import parse_select
+
+    try:
+        parse_select(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--metrics-select") from None
 
 
 def _crash_dir(ctx: click.Context, param: click.Parameter, path: str | None) -> str | None:
@@ -152,11 +189,12 @@ def _fix_mmap_threshold() -> None:
 
 @click.command(cls=GuardedCommand, name="kstatd", context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="kstatd", message="%(prog)s (kstatpy %(version)s)")
+@config_option()
 @click.option(
-    "--socket", "socket_path", metavar="PATH", envvar="KSTAT_SOCKET", show_envvar=True,
+    "--socket", "socket_path", metavar="PATH", envvar="KSTAT_SOCKET", show_envvar=True, callback=_each(_check_socket),
     help="The global zone's socket [default: $XDG_RUNTIME_DIR/kstatpy/kstat.sock, else /tmp/kstatpy-UID/kstat.sock].",
 )  # fmt: skip
-@click.option("--zone", "zones", metavar="NAME=PATH", multiple=True, help="Add a socket for zone NAME (repeatable).")
+@click.option("--zone", "zones", metavar="NAME=PATH", multiple=True, callback=_each(_zone), help="Add a socket for zone NAME (repeatable).")
 @click.option(
     "--plugin", "plugins", metavar="MODULE", multiple=True, help="Load a provider module by import name (repeatable)."
 )
@@ -165,6 +203,7 @@ def _fix_mmap_threshold() -> None:
     "allow",
     metavar="UID|@GROUP",
     multiple=True,
+    callback=_each(_check_allow),
     help="Also privilege this user or group (repeatable).",
 )
 @click.option(
@@ -222,10 +261,10 @@ def _fix_mmap_threshold() -> None:
     help="Seconds providers get to detach at shutdown; past that kstatd exits 75 without them.",
 )
 @click.option(
-    "--metrics", "metrics", metavar="HOST:PORT", help="Serve Prometheus/OpenMetrics /metrics on HOST:PORT (HTTP)."
+    "--metrics", "metrics", metavar="HOST:PORT", callback=_each(_check_metrics), help="Serve Prometheus/OpenMetrics /metrics on HOST:PORT (HTTP)."
 )
 @click.option(
-    "--metrics-select", "metrics_select", metavar="SELECTOR", multiple=True,
+    "--metrics-select", "metrics_select", metavar="SELECTOR", multiple=True, callback=_each(_check_select),
     help="Export only kstats matching module:instance:name:statistic (kstat operand syntax; repeatable).",
 )  # fmt: skip
 @click.option(
@@ -311,6 +350,15 @@ def main(
         )
     if len({path, *(p for _, p in zone_list)}) != 1 + len(zone_list):
         raise click.UsageError("every socket path must differ")
+    from kstatpy.systemd import ActivationError
+    from kstatpy.systemd import assign
+    from kstatpy.systemd import listen_fds
+
+    try:  # socket activation: sockets systemd bound for us (kstatd.socket)
+        inherited = assign(listen_fds(), {"global": path, **dict(zone_list)})
+    except ActivationError as exc:
+        _say(f"kstatd: {exc}\n")
+        sys.exit(1)
 
     from kstatpy.chain import Chain
     from kstatpy.kmem import Kmem
@@ -325,6 +373,7 @@ def main(
         read_timeout=read_timeout, allow_uids=uids, allow_gids=gids, on_panic=on_panic, crash_dir=crash_dir,
         detach_timeout=detach_timeout, idle_timeout=idle_timeout, frame_timeout=frame_timeout,
         max_per_uid=max_per_uid, max_per_zone=max_per_zone, reserved_connections=reserved_connections,
+        inherited=inherited,
     )  # fmt: skip
     chain = Chain(kmem=Kmem(audit=kmem_audit), config={"vmm_teardown": vmm_teardown, "zones": config.zone_ids()})
     trace_to_stderr("kstatd")  # $KSTATPY_TRACE_PLUGINS: whatever -v says
@@ -337,6 +386,7 @@ def main(
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())
     exporter = None
+    metrics_url = "off"
     if listen is not None:  # bound first: a busy port costs nothing else
         from kstatpy.exporter import Exporter
 
@@ -346,7 +396,7 @@ def main(
         except OSError as exc:
             _say(f"kstatd: --metrics {metrics}: cannot listen: {exc.strerror or exc}\n")
             sys.exit(1)
-        logging.getLogger("kstatpy.exporter").info("metrics on http://%s:%d/metrics", host, port)
+        metrics_url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
     try:
         daemon.bind()  # before attach: a second kstatd fails here, having touched nothing
     except DaemonError as exc:
@@ -358,9 +408,16 @@ def main(
     providers.attach(chain)
     _tune_gc()
     daemon.start()
-    logging.getLogger("kstatpy.server").info(
-        "listening on %s (providers: %s)", path, ", ".join(providers.names()) or "none"
-    )
+    from kstatpy.systemd import notify
+
+    # The one line that says kstatd is ready (and where), also systemd's STATUS=.
+    ready = "ready: listening on {}{}, zones {}, metrics {} (providers: {})".format(
+        path, " (passed by systemd)" if path in inherited else "",
+        ", ".join(f"{name}={zpath}" for name, zpath in zone_list) or "none",
+        metrics_url, ", ".join(providers.names()) or "none",
+    )  # fmt: skip
+    _say(f"kstatd: {ready}\n")
+    notify(f"READY=1\nSTATUS={ready}\nMAINPID={os.getpid()}")
     status = daemon.serve_forever()
     if exporter is not None and not status:
         exporter.stop()
