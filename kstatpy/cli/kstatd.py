@@ -194,7 +194,14 @@ def _fix_mmap_threshold() -> None:
     "--socket", "socket_path", metavar="PATH", envvar="KSTAT_SOCKET", show_envvar=True, callback=_each(_check_socket),
     help="The global zone's socket [default: $XDG_RUNTIME_DIR/kstatpy/kstat.sock, else /tmp/kstatpy-UID/kstat.sock].",
 )  # fmt: skip
-@click.option("--zone", "zones", metavar="NAME=PATH", multiple=True, callback=_each(_zone), help="Add a socket for zone NAME (repeatable).")
+@click.option(
+    "--zone",
+    "zones",
+    metavar="NAME=PATH",
+    multiple=True,
+    callback=_each(_zone),
+    help="Add a socket for zone NAME (repeatable).",
+)
 @click.option(
     "--plugin", "plugins", metavar="MODULE", multiple=True, help="Load a provider module by import name (repeatable)."
 )
@@ -261,7 +268,11 @@ def _fix_mmap_threshold() -> None:
     help="Seconds providers get to detach at shutdown; past that kstatd exits 75 without them.",
 )
 @click.option(
-    "--metrics", "metrics", metavar="HOST:PORT", callback=_each(_check_metrics), help="Serve Prometheus/OpenMetrics /metrics on HOST:PORT (HTTP)."
+    "--metrics",
+    "metrics",
+    metavar="HOST:PORT",
+    callback=_each(_check_metrics),
+    help="Serve Prometheus/OpenMetrics /metrics on HOST:PORT (HTTP).",
 )
 @click.option(
     "--metrics-select", "metrics_select", metavar="SELECTOR", multiple=True, callback=_each(_check_select),
