@@ -62,6 +62,7 @@ from prometheus_client.registry import CollectorRegistry
 from kstatpy.client import KstatCtl
 from kstatpy.constants import GLOBAL_ZONEID
 from kstatpy.describe import kstat_describe
+from kstatpy.exporter_http import routes
 from kstatpy.ioctl import Conn
 from kstatpy.ioctl import Cred
 from kstatpy.kmem import BadTrap
@@ -347,7 +348,7 @@ def _start_server(host: str, port: int, registry: CollectorRegistry, timeout: fl
             log.debug("metrics connection from %s dropped", client_address, exc_info=True)
 
     Server.address_family, addr = _get_best_family(host, port)
-    httpd = make_server(addr, port, make_wsgi_app(registry), Server, handler_class=Handler)
+    httpd = make_server(addr, port, routes(make_wsgi_app(registry)), Server, handler_class=Handler)
     thread = threading.Thread(target=httpd.serve_forever, name="kstatd-metrics", daemon=True)
     thread.start()
     return httpd, thread
