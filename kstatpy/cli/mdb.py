@@ -16,6 +16,8 @@ import sys
 
 import click
 
+from kstatpy import __version__
+
 __all__ = ["main"]
 
 EXIT_USAGE = 2
@@ -32,7 +34,8 @@ def _damaged(path: str, exc: BaseException) -> None:
     sys.exit(EXIT_FATAL)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(name="kstatpy-mdb", context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="kstatpy-mdb", message="%(prog)s (kstatpy %(version)s)")
 @click.argument("crashfile", metavar="CRASHFILE")
 @click.option("-e", "commands", metavar="COMMANDS", help="Run COMMANDS (';' or newline separated) and exit.")
 def main(crashfile: str, commands: str | None) -> None:
