@@ -1,4 +1,4 @@
-"""kstatd's configuration file: TOML, one key per command-line option (docs/KSTATD.md).
+"""kstatd's configuration file: TOML, one key per command-line option (kstatd(8)).
 
 Contract
     The file is one TOML table. Its keys are kstatd's long option names without the
