@@ -2,7 +2,7 @@
 
 A provider is a module or object with ``@hookimpl`` functions, found through the
 entry-point group ``kstatpy.providers``. Every hook is called with keyword
-arguments; an implementation may take a subset of them. The README's "Provider
+arguments; an implementation may take a subset of them. docs/WRITING-PROVIDERS.md's "Provider
 hooks" section documents each one (``tests/test_docs.py`` keeps the two in step).
 """
 

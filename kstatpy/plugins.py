@@ -69,7 +69,7 @@ ENTRY_POINT_GROUP = "kstatpy.providers"
 
 #: ``chain.config`` key of a host that reads only some kstat modules (the embedded
 #: ``kstat``): a predicate ``(module: str) -> bool`` passing every module it may read.
-#: A provider may skip creating the kstats of modules it fails (README "Provider
+#: A provider may skip creating the kstats of modules it fails (docs/WRITING-PROVIDERS.md, "Provider
 #: hooks"); kstatd never sets it.
 WANTS_MODULE = "wants_module"
 

@@ -85,3 +85,57 @@ def test_help_cites_only_documents_in_the_repository(command: str) -> None:
         proc = subprocess.run([exe, *argv], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         assert missing(proc.stdout, REPO) == [], (argv, proc.stdout)
+
+
+# --- anchors: a link to a section names a heading that exists ------------------------
+
+ANCHORED = re.compile(r"\[[^\]]*\]\(([^)\s#]*)#([^)\s]+)\)")
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a markdown heading: lower case, punctuation but - and _ dropped."""
+    text = heading.lstrip("#").strip().lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    """The anchors of ``path``'s headings (fenced code is not a heading)."""
+    found: set[str] = set()
+    fenced = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"#{1,6} ", line):
+            base = slug(line)
+            n = 0
+            while (name := base if n == 0 else f"{base}-{n}") in found:
+                n += 1
+            found.add(name)
+    return found
+
+
+def dead_anchors(path: Path) -> list[str]:
+    """The ``FILE#anchor`` links of ``path`` whose heading does not exist."""
+    dead = []
+    for target, anchor in ANCHORED.findall(path.read_text(encoding="utf-8")):
+        if target.startswith(("http://", "https://")):
+            continue
+        page = (path.parent / target) if target else path
+        if not page.is_file() or anchor not in anchors(page):
+            dead.append(f"{target}#{anchor}")
+    return dead
+
+
+def test_the_anchor_checker_finds_a_dead_section_link(tmp_path: Path) -> None:
+    (tmp_path / "A.md").write_text(
+        "# Top\n\n## Rates: kstat --rate\n\n[ok](#rates-kstat---rate) [gone](#nope)\n"
+        "```\n# not a heading\n```\n[code](#not-a-heading) [b](B.md#top)\n"
+    )
+    (tmp_path / "B.md").write_text("# Top\n")
+    assert dead_anchors(tmp_path / "A.md") == ["#nope", "#not-a-heading"]
+
+
+def test_every_section_link_is_alive() -> None:
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), REPO / "BENCHMARKS.md", REPO / "RELIABILITY.md"]
+    bad = {p.name: dead_anchors(p) for p in pages if p.is_file()}
+    assert {k: v for k, v in bad.items() if v} == {}

@@ -1,4 +1,4 @@
-"""The README documents every provider hook under a heading titled by its signature."""
+"""docs/WRITING-PROVIDERS.md documents every provider hook under a heading titled by its signature."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kstatpy import hookspecs
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parent.parent / "docs" / "WRITING-PROVIDERS.md"
 
 
 def hook_headings() -> list[str]:

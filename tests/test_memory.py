@@ -51,7 +51,7 @@ def test_zero_history_keeps_no_freed_buffer():
 
 
 def test_default_history_is_documented():
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "KSTATD.md").read_text()
     assert FREED_HISTORY_BYTES == 1 << 20 and "--kmem-history" in readme
 
 

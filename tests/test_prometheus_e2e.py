@@ -2,7 +2,7 @@
 
 Needs Debian's ``prometheus`` package (``.ci/run`` installs it); skipped, saying so,
 only when the binary is not there. Prometheus runs on loopback with a random port,
-a temporary storage directory and the README's ``prometheus.yml`` and
+a temporary storage directory and docs/EXPORT.md's ``prometheus.yml`` and
 ``kstat-rules.yml`` (scrape and evaluation intervals cut to 1 s, the target pointed at
 the test's kstatd). The assertions go through Prometheus' HTTP API.
 """
@@ -39,9 +39,9 @@ README_PORT = "localhost:9471"
 
 def readme_file(name: str) -> str:
     """The fenced block that follows ``<!-- file: NAME -->`` in the README."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+    text = (REPO / "docs" / "EXPORT.md").read_text(encoding="utf-8")
     m = re.search(rf"<!-- file: {re.escape(name)} -->\n```[a-z]*\n(.*?)```", text, re.S)
-    assert m, f"README has no block for {name}"
+    assert m, f"docs/EXPORT.md has no block for {name}"
     return m.group(1)
 
 
@@ -153,7 +153,7 @@ def test_prometheus_scrapes_kstatd(tmp_path: Path) -> None:
                 " + rate(kstat_cpu_cpu_nsec_kernel_seconds_total[5s]) + rate(kstat_cpu_wait_ticks_io_seconds_total[5s])"
             )
             assert total and all(0.5 < float(r["value"][1]) < 1.3 for r in total), total
-            # The README's recording rules evaluate.
+            # docs/EXPORT.md's recording rules evaluate.
             busy = wait_for("the recording rule", lambda: instant("cpu:kstat_cpu_busy:ratio_rate1m"), proc)
             assert len(busy) == len(total) and all(0 <= float(r["value"][1]) <= 1.05 for r in busy), busy
             host = wait_for("the average", lambda: instant("instance:kstat_cpu_busy:avg_ratio_rate1m"), proc)

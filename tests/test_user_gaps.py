@@ -2,7 +2,7 @@
 
 ``--version`` everywhere, ``python3 -m kstatpy``, ``vmmctl --socket P list`` and
 Ctrl-C during ``vmmctl run``, plugin tracing, a module both autoloaded and named,
-the README's ``kstatpy:0:requests`` sample, ``kstat`` errors naming the socket, and
+docs/KSTATD.md's ``kstatpy:0:requests`` sample, ``kstat`` errors naming the socket, and
 kstat's exit 2 for usage errors (a documented difference from illumos).
 """
 
@@ -193,11 +193,11 @@ def test_plugin_named_and_autoloaded_is_loaded_once(tmp_path: Path) -> None:
     assert names.count("system") == 1 and "kstatpy_providers.system" not in names, names
 
 
-# --- the README's kstatpy:0:requests sample ---------------------------------------
+# --- docs/KSTATD.md's kstatpy:0:requests sample ---------------------------------------
 
 
 def readme_sample(command: str) -> str:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+    text = (REPO / "docs" / "KSTATD.md").read_text(encoding="utf-8")
     start = text.index(f"$ {command}\n") + len(command) + 3
     return text[start : text.index("```", start)]
 
@@ -249,6 +249,6 @@ def test_usage_errors_exit_2_and_the_readme_says_illumos_exits_0(tmp_path: Path)
         assert (got.returncode, got.stderr.splitlines()[:2]) == (2, [first, "Usage:"])
     for argv in (["-h"], ["-?"]):
         assert run([exe("kstat"), *argv], env).returncode == 0
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    differences = text[text.index("### Differences from illumos kstat(8)") : text.index("## kstatd: the kstat daemon")]
+    text = (REPO / "docs" / "READING.md").read_text(encoding="utf-8")
+    differences = text[text.index("### Differences from illumos kstat(8)") : text.index("## Statistic metadata")]
     assert "exits 2" in differences and "`usage(); exit(0)`" in differences

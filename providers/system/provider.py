@@ -59,7 +59,7 @@ PROVIDER_NAME = "system"
 KSTATPY_HOOKS = ("kstatpy_attach", "kstatpy_detach", "kstatpy_refresh")
 
 #: ``chain.config`` key a host may set to a predicate over kstat module names
-#: (``kstatpy.plugins.WANTS_MODULE``, README "Provider hooks"): only the kstats of
+#: (``kstatpy.plugins.WANTS_MODULE``, docs/WRITING-PROVIDERS.md, "Provider hooks"): only the kstats of
 #: modules it passes are created. Absent (kstatd): every kstat.
 WANTS_MODULE = "wants_module"
 
