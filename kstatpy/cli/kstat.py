@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["HELP", "main", "run"]
 
 
-
 class FatalError(Exception):
     """Exit 3 with ``str()`` as the message line."""
 
