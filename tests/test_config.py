@@ -3,6 +3,7 @@ full file, a command-line override, and every kind of bad file refused in one li
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -23,10 +24,22 @@ KSTAT = str(Path(sys.executable).parent / "kstat")
 TESTS = Path(__file__).resolve().parent
 
 
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    assert isinstance(value, (list, tuple)), value
+    return "[" + ", ".join(toml_value(v) for v in value) + "]"
+
+
 def full_file(tmp: Path) -> dict[str, str]:
-    """A value for every key: TOML text by key (the test below checks it covers them all)."""
+    """A value for every key: TOML text by key. Options without a value here (added since)
+    get their default, so the file still holds every key; one without a default fails."""
     (tmp / "crash").mkdir()
-    return {
+    chosen = {
         "socket": f'"{tmp}/kstat.sock"',
         "zone": f'["web={tmp}/web.sock", "db={tmp}/db.sock"]',
         "plugin": '["tests.providers_fixture.basic"]',
@@ -50,6 +63,11 @@ def full_file(tmp: Path) -> dict[str, str]:
         "kmem-history": '"2M"',
         "verbose": "0",
     }
+    for key, param in option_keys(kstatd_main).items():
+        if key not in chosen:
+            assert param.default is not None, f"give full_file() a value for the new option {key!r}"
+            chosen[key] = toml_value(param.default)
+    return chosen
 
 
 def write(path: Path, text: str, mode: int = 0o644) -> Path:
@@ -94,6 +112,7 @@ def test_every_option_has_a_key_and_the_full_file_has_them_all(tmp_path: Path) -
     longs = {o[2:] for p in kstatd_main.params for o in p.opts if o.startswith("--")}
     assert keys == longs - {"help", "version", "config"}
     assert set(full_file(tmp_path)) == keys
+    assert "config" not in keys and "max-connections" in keys and "verbose" in keys
 
 
 def test_a_full_file_configures_kstatd(tmp_path: Path) -> None:
