@@ -24,7 +24,7 @@ Mapping (one series per statistic of each selected kstat)
     value    converted to the base unit where the metadata says so: ns/us/ms and
              ticks -> seconds, pages -> bytes, MHz -> hertz, 1/256 -> a number
 RAW kstats and ``kstat_*`` names are left out, as kstat(8) does; so are the pseudo
-statistics ``crtime`` and ``snaptime``.
+statistics ``crtime`` and ``snaptime`` and those with ``no_source`` (docs/PROTOCOL.md §9.3).
 
 The exporter's own series: ``kstat_exporter_scrape_duration_seconds`` (this scrape,
 so far), ``kstat_exporter_scrape_errors_total`` (reads that failed, samples dropped
@@ -62,7 +62,7 @@ from prometheus_client.registry import CollectorRegistry
 from kstatpy.client import KstatCtl
 from kstatpy.constants import GLOBAL_ZONEID
 from kstatpy.describe import kstat_describe
-from kstatpy.exporter_http import routes
+from kstatpy.exporter_http import metrics_app
 from kstatpy.ioctl import Conn
 from kstatpy.ioctl import Cred
 from kstatpy.kmem import BadTrap
@@ -225,7 +225,7 @@ class KstatCollector:
                     for s in desc["stats"]:
                         kind = s["kind"]
                         meta[s["name"]] = None if kind is None else StatMeta(
-                            kind, s["unit"] or "", s["description"] or "", s["scale"], s["data_type"]
+                            kind, s["unit"] or "", s["description"] or "", s["scale"], s["data_type"], s.get("no_source")
                         )  # fmt: skip
                 self._meta[(ksp.ks_kid, ksp.ks_crtime)] = meta
         live = {(k.ks_kid, k.ks_crtime) for k in ksps}
@@ -248,7 +248,8 @@ class KstatCollector:
             for stat, value in _values(ksp).items():
                 if stat in _PSEUDO or not (every or any(p.match(stat) for p in pats)):
                     continue
-                self._sample(families, seen, ksp.ks_module, stat, meta.get(stat), value, labels)
+                if (m := meta.get(stat)) is None or not m.no_source:  # never graph an invented zero
+                    self._sample(families, seen, ksp.ks_module, stat, m, value, labels)
         out.extend(families.values())
         return len(read)
 
@@ -318,7 +319,6 @@ def _start_server(host: str, port: int, registry: CollectorRegistry, timeout: fl
     from prometheus_client.exposition import ThreadingWSGIServer
     from prometheus_client.exposition import _get_best_family
     from prometheus_client.exposition import _SilentHandler
-    from prometheus_client.exposition import make_wsgi_app
 
     slots = threading.BoundedSemaphore(max_connections)
 
@@ -348,7 +348,7 @@ def _start_server(host: str, port: int, registry: CollectorRegistry, timeout: fl
             log.debug("metrics connection from %s dropped", client_address, exc_info=True)
 
     Server.address_family, addr = _get_best_family(host, port)
-    httpd = make_server(addr, port, routes(make_wsgi_app(registry)), Server, handler_class=Handler)
+    httpd = make_server(addr, port, metrics_app(registry), Server, handler_class=Handler)
     thread = threading.Thread(target=httpd.serve_forever, name="kstatd-metrics", daemon=True)
     thread.start()
     return httpd, thread

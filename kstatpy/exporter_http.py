@@ -17,7 +17,7 @@ from typing import Any
 
 from kstatpy import __version__
 
-__all__ = ["LANDING_PAGE", "routes"]
+__all__ = ["LANDING_PAGE", "metrics_app", "routes"]
 
 LANDING_PAGE = f"""<!DOCTYPE html>
 <html lang="en">
@@ -50,3 +50,10 @@ def routes(metrics_app: WSGIApp) -> WSGIApp:
         return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
     return app
+
+
+def metrics_app(registry: Any) -> WSGIApp:
+    """prometheus-client's WSGI app over ``registry`` at ``/metrics``, behind :func:`routes`."""
+    from prometheus_client.exposition import make_wsgi_app
+
+    return routes(make_wsgi_app(registry))

@@ -77,6 +77,7 @@ from kstatpy.protocol import DEFAULT_MAX_REQUEST
 from kstatpy.protocol import FrameError
 from kstatpy.protocol import check_request
 from kstatpy.protocol import pack_frame
+from kstatpy.safepath import priv_socket_path
 from kstatpy.session import DISPATCHING
 from kstatpy.session import READING
 from kstatpy.session import SENDING
@@ -128,6 +129,7 @@ class ServerConfig:
     max_per_zone: int = 64  # connections per non-global zone socket
     reserved_connections: int = 16  # of max_connections, kept for root and kstatd's uid
     inherited: dict[str, Any] = field(default_factory=dict)  # path -> socket.socket systemd passed (kstatpy.systemd)
+    priv_sockets: bool | None = None  # DIR/priv/NAME beside each socket; None: when run as root
 
     def zone_ids(self) -> dict[str, int]:
         """Zone name -> zoneid: global 0, then 1, 2, ... in the order given."""
@@ -166,10 +168,17 @@ class Kstatd:
         self.handler.max_reply = config.max_reply
         self.stats = DaemonStats(config.read_timeout)
         zone_ids = config.zone_ids()
-        self._listeners = [Listener(config.socket, "global", GLOBAL_ZONEID)] + [
+        public = [Listener(config.socket, "global", GLOBAL_ZONEID)] + [
             Listener(path, name, zone_ids[name]) for name, path in config.zones
         ]
-        for lst in self._listeners:
+        privileged = os.geteuid() == 0 if config.priv_sockets is None else config.priv_sockets
+        # Root's (and each zone admin's) own socket in DIR/priv/ (0700), accepted by a
+        # thread of its own: churn on a public backlog cannot delay it (§9.7).
+        self._priv = (
+            [Listener(priv_socket_path(lst.path), lst.zone, lst.zoneid, lst) for lst in public] if privileged else []
+        )
+        self._listeners = public + self._priv
+        for lst in public:  # socket activation: sockets systemd bound (kstatpy.systemd)
             lst.adopted = config.inherited.get(lst.path)
         self._lock = threading.Lock()  # guards _sessions, _per_uid, _per_zone, _next_id, handler.stuck, _panicked
         self._per_uid: dict[int, int] = {}  # open connections by peer uid
@@ -208,13 +217,18 @@ class Kstatd:
         self.bind()
         self._reopen_spare()
         self.stats.install(self.chain)
-        for target in (self._accept_loop, self._watchdog):
-            t = threading.Thread(target=target, name=f"kstatd-{target.__name__.strip('_')}", daemon=True)
+        public = [lst for lst in self._listeners if not lst.priv]
+        loops: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = [("accept", self._accept_loop, (public,))]
+        if self._priv:
+            loops.append(("accept-priv", self._accept_loop, (self._priv,)))
+        loops.append(("watchdog", self._watchdog, ()))
+        for name, target, args in loops:
+            t = threading.Thread(target=target, args=args, name=f"kstatd-{name}", daemon=True)
             t.start()
             self._threads.append(t)
 
     def _close_listeners(self) -> None:
-        for lst in self._listeners:
+        for lst in reversed(self._listeners):  # privileged ones first: they rmdir through their parent's fd
             lst.close()
 
     def stop(self) -> None:
@@ -243,8 +257,9 @@ class Kstatd:
         """
         self._stopping = True
         os.write(self._wake_w, b"x")
-        acceptor, watchdog = self._threads
-        acceptor.join()
+        *acceptors, watchdog = self._threads
+        for acceptor in acceptors:
+            acceptor.join()
         self._close_listeners()
         grace = self.config.read_timeout + 1.0 if grace is None else grace
         with self._lock:
@@ -302,10 +317,10 @@ class Kstatd:
 
     # --- accepting --------------------------------------------------------------
 
-    def _accept_loop(self) -> None:
+    def _accept_loop(self, listeners: list[Listener]) -> None:
         sel = selectors.DefaultSelector()
         sel.register(self._wake_r, selectors.EVENT_READ, None)
-        for lst in self._listeners:
+        for lst in listeners:
             sel.register(lst.sock, selectors.EVENT_READ, lst)  # type: ignore[arg-type]
         try:
             while not self._stopping:

@@ -94,7 +94,10 @@ class KstatdProcess:
                 out, err = self.proc.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                out, err = self.proc.communicate()
+                try:
+                    out, err = self.proc.communicate(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    raise AssertionError(f"kstatd (pid {self.proc.pid}) did not exit within {timeout} s of SIGKILL") from None
             self.stdout = out.decode(errors="replace")
             self.stderr = err.decode(errors="replace")
             self.returncode = self.proc.returncode

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
 
+from tests.console_scripts import console_script
+from tests.console_scripts import missing_script
 from tests.kstatd_fixture import running_kstatd
 
-KSTAT = shutil.which("kstat")
+KSTAT = console_script("kstat")
 PLUGINS = ("tests.providers_fixture.ratetest", "kstatpy_providers.system")
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
-    assert KSTAT, "the kstat console script is not on PATH (pip install -e .)"
+    assert KSTAT, missing_script("kstat")
     env = {k: v for k, v in os.environ.items() if k != "KSTAT_SOCKET"}
     return subprocess.run([KSTAT, *argv], env=env, capture_output=True, text=True, timeout=60)
 

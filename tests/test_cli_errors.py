@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from bounded import within
 from kstatd_fixture import REPO
 from kstatd_fixture import kstatd_env
 from kstatd_fixture import rpc
@@ -137,7 +138,7 @@ def test_kstatd_lost_during_interval_mode_is_one_line_and_exit_3(tmp_path):
     with running_kstatd(tmp_path, plugins=("tests.providers_fixture.basic",)) as kd:
         proc = subprocess.Popen([*KSTAT, "--socket", kd.socket, "-p", "test:0:named:u64", "1", "5"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(tmp_path))  # fmt: skip
-        assert proc.stdout.readline().startswith(b"test:0:named:u64")  # connected, one report done
+        assert within(30, "kstat's first report", proc.stdout.readline).startswith(b"test:0:named:u64")  # connected
         kd.proc.kill()
         kd.proc.wait(10)
         _out, err = proc.communicate(timeout=30)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+from tests.bounded import reap
+from tests.bounded import within
+from tests.console_scripts import console_script
+from tests.console_scripts import missing_script
 from tests.kstatd_fixture import running_kstatd
 
-KSTAT = shutil.which("kstat")
+KSTAT = console_script("kstat")
 PLUGINS = ("tests.providers_fixture.basic", "tests.providers_fixture.ratetest")
 KEYS = ["timestamp", "module", "instance", "name", "class", "type", "snaptime", "data"]
 
@@ -35,7 +38,7 @@ def strict(line: str) -> dict[str, Any]:
 
 
 def test_ndjson_interval_mode_line_by_line(tmp_path: Path) -> None:
-    assert KSTAT, "the kstat console script is not on PATH (pip install -e .)"
+    assert KSTAT, missing_script("kstat")
     env = {k: v for k, v in os.environ.items() if k != "KSTAT_SOCKET"}
     with running_kstatd(tmp_path, plugins=PLUGINS) as kd:
         t0 = time.time()
@@ -45,15 +48,14 @@ def test_ndjson_interval_mode_line_by_line(tmp_path: Path) -> None:
         )  # fmt: skip
         try:
             assert proc.stdout is not None
-            first = proc.stdout.readline()
+            first = within(60, "kstat's first report", proc.stdout.readline)
             # The first report reached us while kstat still waits for its next one: flushed.
             assert proc.poll() is None, "kstat ended before its first report was readable"
-            rest = proc.stdout.read()  # through the same buffer readline used
+            rest = within(60, "kstat's last two reports and exit", proc.stdout.read)  # the buffer readline used
             _, err = proc.communicate(timeout=60)
         finally:
             if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+                reap(proc)
     t1 = time.time()
     assert proc.returncode == 0, err
     lines = [first, *rest.splitlines(keepends=True)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,14 +12,16 @@ from typing import Any
 import pytest
 
 from kstatpy.cli.kstat_rate import rate_of
+from tests.console_scripts import console_script
+from tests.console_scripts import missing_script
 from tests.kstatd_fixture import running_kstatd
 
-KSTAT = shutil.which("kstat")
+KSTAT = console_script("kstat")
 RATETEST = ("tests.providers_fixture.ratetest",)
 
 
 def kstat(socket: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    assert KSTAT, "the kstat console script is not on PATH (pip install -e .)"
+    assert KSTAT, missing_script("kstat")
     env = {k: v for k, v in os.environ.items() if k != "KSTAT_SOCKET"}
     return subprocess.run([KSTAT, "--socket", socket, *argv], env=env, capture_output=True, text=True, timeout=60)
 

@@ -51,7 +51,7 @@ def test_import_is_light():
     code = (
         "import sys, kstatpy.client; print(sorted(m for m in sys.modules if m.split('.')[0] in ('pluggy', 'kstatpy')))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
     assert "pluggy" not in out and "kstatpy.chain" not in out and "kstatpy.kmem" not in out, out
 
 
@@ -245,12 +245,12 @@ def test_threads_share_one_handle(kc):
     for n, ksp in ksps.items():
         kc.read(ksp)
         expected[n] = _plain(ksp.ks_data)
-    barrier = threading.Barrier(16)
+    barrier = threading.Barrier(16, timeout=60)
     errors = []
 
     def worker(i):
         try:
-            barrier.wait()
+            barrier.wait()  # bounded: Barrier(timeout=60)
             for j in range(60):
                 n = names[(i + j) % len(names)]
                 mine = KstatUser(_hdr(ksps[n]))

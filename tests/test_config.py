@@ -133,8 +133,9 @@ def test_a_full_file_configures_kstatd(tmp_path: Path) -> None:
         err = stop(proc)
     lines = err.splitlines()
     assert len(lines) == 1, err  # the ready line, and nothing else at verbosity 0
+    priv = f"{tmp_path}/priv/kstat.sock" if os.geteuid() == 0 else "none"  # root's own socket (§9.7)
     assert lines[0].startswith(f"kstatd: ready: listening on {sock}, zones web={tmp_path}/web.sock, "
-                               f"db={tmp_path}/db.sock, metrics http://127.0.0.1:"), err  # fmt: skip
+                               f"db={tmp_path}/db.sock, privileged {priv}, metrics http://127.0.0.1:"), err  # fmt: skip
     assert lines[0].endswith("/metrics (providers: tests.providers_fixture.basic)"), err
 
 

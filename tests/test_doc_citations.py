@@ -9,11 +9,12 @@ not citations, their targets are.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.console_scripts import require_script
 
 REPO = Path(__file__).resolve().parent.parent
 # A path segment run ending in .md, not preceded by another path character, and not a
@@ -79,8 +80,7 @@ def test_sources_cite_only_documents_in_the_repository() -> None:
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_help_cites_only_documents_in_the_repository(command: str) -> None:
-    exe = shutil.which(command)
-    assert exe is not None, f"the {command} console script is not installed (pip install -e .)"
+    exe = require_script(command)
     for argv in COMMANDS[command]:
         proc = subprocess.run([exe, *argv], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr

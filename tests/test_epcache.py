@@ -19,8 +19,10 @@ from kstatpy.epcache import EntryPointCache
 from kstatpy.epcache import dumps
 from kstatpy.epcache import fingerprint
 from kstatpy.epcache import loads
+from tests.console_scripts import console_script
+from tests.console_scripts import missing_script
 
-KSTAT = shutil.which("kstat")
+KSTAT = console_script("kstat")
 PROVIDER = '''
 from kstatpy.constants import KSTAT_DATA_UINT64, KSTAT_TYPE_NAMED
 from kstatpy.hookspecs import hookimpl
@@ -85,7 +87,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def probe(env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
-    assert KSTAT, "the kstat console script is not on PATH (pip install -e .)"
+    assert KSTAT, missing_script("kstat")
     return subprocess.run([KSTAT, "-p", "cachetest:0:probe:version"], env=env, capture_output=True, timeout=120)
 
 

@@ -56,13 +56,13 @@ def _readline(proc: subprocess.Popen[str], timeout: float = 30.0) -> str:
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
     assert ready, "the process printed nothing"
-    return proc.stdout.readline()
+    return proc.stdout.readline()  # bounded: select above
 
 
 def _wait_socket(path: Path, proc: subprocess.Popen[str], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
-        assert proc.poll() is None, proc.communicate()
+        assert proc.poll() is None, proc.communicate(timeout=30)
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.02)  # polling for readiness against a deadline
 
@@ -97,7 +97,7 @@ def test_the_example_service_embedded(venv: Path, tmp_path: Path) -> None:
         assert res.stdout == "http:0:latency:num_events\t3\n"
     finally:
         proc.send_signal(2)
-        assert proc.wait(timeout=30) == 0, proc.communicate()
+        assert proc.wait(timeout=30) == 0, proc.communicate(timeout=30)
     assert not sock.exists()
 
 

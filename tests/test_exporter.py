@@ -202,7 +202,7 @@ def test_a_panic_during_a_scrape_halts_kstatd(tmp_path: Path) -> None:
         _get(f"http://127.0.0.1:{port}/metrics")  # before the free: fine
         rpc(kd.socket, FREE, None)
         _scrape_quietly(f"http://127.0.0.1:{port}/metrics")
-        assert kd.wait() == 70, kd.stderr
+        assert kd.wait(timeout=30) == 70, kd.stderr
     assert "BAD TRAP" in kd.stderr and "uaf_kstat_update" in kd.stderr
     assert len(list(tmp_path.glob(f"kstatd.crash.{kd.proc.pid}.*"))) == 1
 

@@ -19,6 +19,7 @@ import sys
 import time
 
 import msgpack
+from bounded import within
 from kstatd_fixture import REPO
 from kstatd_fixture import hello
 from kstatd_fixture import read_reply
@@ -195,7 +196,7 @@ def test_vmmctl_hold_survives_the_idle_timeout(tmp_path):
         hold = subprocess.Popen([sys.executable, "-m", "kstatpy_providers.vmm.vmmctl", "hold", "web",
                                  "--socket", kd.socket], stderr=subprocess.PIPE)  # fmt: skip
         try:
-            assert b"holding VM" in hold.stderr.readline()  # after its last set-up request
+            assert b"holding VM" in within(30, "vmmctl hold's first line", hold.stderr.readline)  # after its last set-up request
             # Two idle periods pass (the behaviour under test): kstatd cuts a silent
             # connection, opened after that line, twice.
             for _ in range(2):
@@ -247,7 +248,7 @@ class Holder:
             self.proc = popen_as_nobody(argv, **kw)
         else:
             self.proc = subprocess.Popen([sys.executable, *argv], cwd=str(REPO), **kw)
-        line = self.proc.stdout.readline()
+        line = within(60, "the holder's connections", self.proc.stdout.readline)
         assert line, "the holder died"
         self.results = json.loads(line)
 

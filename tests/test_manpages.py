@@ -78,8 +78,13 @@ def help_rows(text: str) -> dict[str, str]:
     """``--help`` option rows: spelling -> help text (click's two-column layout, and kstat's)."""
     rows: dict[str, str] = {}
     current: list[str] | None = None
+    in_options = False  # rows only under "Options:" (kstat: "Options (as illumos):", "kstatpy additions:")
     for line in text.splitlines():
-        m = re.match(r"^  (-\S.*?)(?:  +(\S.*))?$", line)
+        if line[:1].strip() and line.endswith(":"):
+            in_options = line.startswith("Options") or line == "kstatpy additions:"
+            current = None
+            continue
+        m = re.match(r"^  (-\S.*?)(?:  +(\S.*))?$", line) if in_options else None
         if m:
             current = [m.group(2) or ""]
             rows[m.group(1).strip()] = current  # type: ignore[assignment]

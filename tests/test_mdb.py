@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.bounded import reap
+from tests.console_scripts import require_script
 from tests.kstatd_fixture import REPO
 from tests.kstatd_fixture import kstatd_env
 from tests.kstatd_fixture import running_kstatd
@@ -40,7 +42,7 @@ def _line(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> str:
     assert proc.stderr is not None
     ready, _, _ = select.select([proc.stderr], [], [], timeout)
     assert ready, "vmmctl hold printed nothing"
-    return proc.stderr.readline().decode()
+    return proc.stderr.readline().decode()  # bounded: select above
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +64,7 @@ def crash(tmp_path_factory: pytest.TempPathFactory) -> Path:
             assert hold.wait(timeout=15) == 0
         finally:
             if hold.poll() is None:
-                hold.kill()
-                hold.wait()
+                reap(hold)
         assert "vm_name\tweb0" in run([sys.executable, "-m", "kstatpy.cli.kstat", "-p", "vmm:1:vm"], kd.socket).stdout
         read = run([sys.executable, "-m", "kstatpy.cli.kstat", "-p", "vmm:1:vcpu0"], kd.socket)
         assert read.returncode == 3 and "lost kstatd" in read.stderr, read
@@ -217,7 +218,6 @@ def test_bad_files_exit_3_and_usage_2(tmp_path: Path) -> None:
 
 
 def test_the_console_script_is_installed(crash: Path) -> None:
-    exe = shutil.which("kstatpy-mdb")
-    assert exe is not None, "pip install -e . installs kstatpy-mdb"
+    exe = require_script("kstatpy-mdb")
     res = subprocess.run([exe, str(crash), "-e", "::status"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "panic message:" in res.stdout

@@ -25,6 +25,7 @@ import kstatpy_providers.vmm.ioctl as ioc
 import pytest
 
 from kstatpy.transport import SocketTransport
+from tests.bounded import reap
 from tests.kstatd_fixture import REPO
 from tests.kstatd_fixture import running_kstatd
 
@@ -167,7 +168,6 @@ def test_prometheus_scrapes_kstatd(tmp_path: Path) -> None:
             try:
                 _, err = proc.communicate(timeout=30)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                _, err = proc.communicate()
+                _, err = reap(proc)
             vm.close()
         assert proc.returncode == 0, err.decode(errors="replace")

@@ -15,6 +15,7 @@ import time
 from unittest import mock
 
 import pytest
+from bounded import join
 from cli_chain import FIXED_NS
 from cli_chain import build_chain
 from cli_chain import zero_crtime
@@ -296,9 +297,9 @@ def test_select_races_with_delete_one_hold_at_a_time():
     for t in threads:
         t.start()
     for t in threads[1:]:
-        t.join()
+        join(t, 120, "a reader's 300 selects")
     stop.set()
-    threads[0].join()
+    join(threads[0], 30, "the churn thread's stop")
     assert not errors, errors
     assert all(k.e_owner is None for k in chain.kstats())  # every hold was released
 

@@ -211,7 +211,7 @@ def test_in_flight_read_is_answered_during_shutdown(tmp_path):
         s = connect(kd.socket)
         in_flight = InFlight(kd.socket)
         send(s, READ, 9, {"kid": hang_kid})
-        in_flight.wait()
+        in_flight.wait()  # bounded: poll()'s deadline
         kd.proc.send_signal(signal.SIGTERM)
         seq, code, res = read_reply(s)
         assert (seq, code) == (9, errno.EAGAIN) and "read-timeout" in res["error"]
@@ -288,7 +288,7 @@ def test_hung_update_blocks_only_its_readers(tmp_path):
         got = []
         reader = threading.Thread(target=lambda: got.extend([read_reply(s), read_reply(s)]))
         reader.start()
-        in_flight.wait()
+        in_flight.wait()  # bounded: poll()'s deadline
         # Other clients and kstats are served while the hung read is pending.
         for _ in range(20):
             _seq, code, res = rpc(kd.socket, READ, {"kid": ok_kid})
@@ -340,7 +340,7 @@ def test_panic_halts_by_default(tmp_path):
             kc.ioctl(FREE)
             with pytest.raises(ServerUnavailableError):
                 kc.read(uaf)
-        assert kd.wait() == 70, kd.stderr
+        assert kd.wait(timeout=30) == 70, kd.stderr
     assert "BAD TRAP" in kd.stderr and "uaf_kstat_update" in kd.stderr
     crashes = list(tmp_path.glob(f"kstatd.crash.{kd.proc.pid}.*"))
     assert len(crashes) == 1 and "BAD TRAP" in crashes[0].read_text()

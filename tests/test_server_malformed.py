@@ -5,10 +5,13 @@ from __future__ import annotations
 import errno
 import os
 import random
+import select
 import shutil
+import signal
 import socket
 import struct
 import tempfile
+import time
 
 import msgpack
 import pytest
@@ -178,10 +181,18 @@ def as_nobody(fn):
             os._exit(0)
     os.close(w)
     data = b""
-    while chunk := os.read(r, 65536):
+    deadline = time.monotonic() + 60
+    while True:
+        if not select.select([r], [], [], max(0, deadline - time.monotonic()))[0]:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)  # bounded: SIGKILLed
+            raise AssertionError("the child as nobody did not answer within 60 s")
+        chunk = os.read(r, 65536)
+        if not chunk:
+            break
         data += chunk
     os.close(r)
-    os.waitpid(pid, 0)
+    os.waitpid(pid, 0)  # bounded: its pipe closed, it is exiting
     out = msgpack.unpackb(data, raw=False)
     assert "ok" in out, out
     return out["ok"]

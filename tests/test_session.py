@@ -55,10 +55,12 @@ def test_a_reply_bigger_than_the_buffer_completes_for_a_reader() -> None:
 
     with a, b:
         set_recv_timeout(a, 5)
-        t = threading.Thread(target=reader)
+        b.settimeout(60)  # the reader fails (socket.timeout) instead of blocking forever
+        t = threading.Thread(target=reader, daemon=True)
         t.start()
         send_reply(a, data, 30.0)
-        t.join(30)
+        t.join(60)
+        assert not t.is_alive(), "the reader did not receive the 10 MB reply within 60 s"
         assert bytes(got) == data
         assert a.gettimeout() is None  # the timed fallback restored blocking mode
 

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import ast
 import os
-import shutil
 import subprocess
 import sys
 
 import msgpack
 import pytest
+from console_scripts import console_script
+from console_scripts import missing_script
 from kstatd_fixture import REPO
 from kstatd_fixture import running_kstatd
 
-KSTAT = shutil.which("kstat")
+KSTAT = console_script("kstat")
 #: What a request through kstatd must not import (the first three: issue 10's list).
 NEVER = ("re", "typing", "enum", "kstatpy.constants", "importlib.metadata", "pluggy", "kstatpy.chain",
          "kstatpy.plugins", "socket", "signal", "selectors", "click", "kstatpy.raw", "threading")  # fmt: skip
@@ -41,7 +42,7 @@ def kd(tmp_path_factory):
 
 def imported(kd, *argv: str) -> tuple[bytes, list[str]]:
     """Run the console script with ``argv`` against ``kd``: (stdout, modules it imported)."""
-    assert KSTAT, "the kstat console script is not on PATH (pip install -e .)"
+    assert KSTAT, missing_script("kstat")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), os.path.dirname(os.path.dirname(msgpack.__file__))])
     env["KSTAT_SOCKET"] = kd.socket
@@ -93,7 +94,7 @@ def embedded(tmp_path, disabled: str, *argv: str) -> tuple[bytes, list[str]]:
     """
     import pluggy
 
-    assert KSTAT, "the kstat console script is not on PATH (pip install -e .)"
+    assert KSTAT, missing_script("kstat")
     links = tmp_path / "links"
     (links / "kstatpy_builtin-0.dist-info").mkdir(parents=True)
     (links / "kstatpy_providers").symlink_to(REPO / "providers")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from pathlib import Path
 import pytest
 
 import kstatpy
+from tests.bounded import reap
+from tests.console_scripts import require_script
 from tests.kstatd_fixture import REPO
 from tests.kstatd_fixture import running_kstatd
 from tests.test_provider_system import build_fake_tree
@@ -32,9 +33,7 @@ TIMES = re.compile(r"\t\d+\.\d{9}$", re.M)
 
 
 def exe(name: str) -> str:
-    path = shutil.which(name)
-    assert path is not None, f"the {name} console script is not installed (pip install -e .)"
-    return path
+    return require_script(name)
 
 
 def user_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -123,8 +122,7 @@ def test_interrupting_vmmctl_run_exits_quietly(tmp_path: Path, sig: int) -> None
             out, err = proc.communicate(timeout=30)
         finally:
             if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+                reap(proc)
         assert (proc.returncode, out, err) == (128 + sig, b"", b"")
         # It closed the VM (or its connection did): nothing holds it open.
         wait_until(lambda: conn.ok(VMM_LIST)["vms"][0]["open"] == 0)

@@ -41,10 +41,10 @@ def headers(conn: SocketConn) -> set[tuple[str, int, str]]:
     return {(h["module"], h["instance"], h["name"]) for h in data}
 
 
-def wait_until(pred: Any, timeout: float = 10.0) -> None:
+def wait_until(pred: Any, timeout: float = 10.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not pred():
-        assert time.monotonic() < deadline, "condition not reached in time"
+        assert time.monotonic() < deadline, f"{what or getattr(pred, '__name__', 'the condition')} not reached within {timeout} s"
         time.sleep(0.005)  # polling with a deadline
 
 

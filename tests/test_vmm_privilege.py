@@ -12,7 +12,6 @@ import json
 
 import kstatpy_providers.vmm.ioctl as ioc
 import pytest
-from kstatd_fixture import REPO
 from kstatd_fixture import rpc
 from kstatd_fixture import running_kstatd
 from nobody import run_as_nobody
@@ -21,9 +20,8 @@ from nobody import shared_dir
 VMM = ("kstatpy_providers.vmm.provider",)
 
 PROBE = """
-import json, sys
-sys.path.insert(0, {tests!r})
-from kstatd_fixture import rpc
+import json
+from kstatd_fixture import rpc  # nobody's copy (tests/nobody.py)
 path = {path!r}
 out = [rpc(path, {open:#x}, {{"name": "web"}})[1],
        rpc(path, {ustate:#x}, {{"fd": 1, "vcpu": 0, "state": 1}})[1],
@@ -34,7 +32,7 @@ print(json.dumps(out))
 
 
 def probe(path: str) -> list[int]:
-    code = PROBE.format(tests=str(REPO / "tests"), path=path, open=ioc.VMM_OPEN, ustate=ioc.VMM_VCPU_USTATE,
+    code = PROBE.format(path=path, open=ioc.VMM_OPEN, ustate=ioc.VMM_VCPU_USTATE,
                         close=ioc.VMM_CLOSE, create=ioc.VMM_CREATE_VM)  # fmt: skip
     r = run_as_nobody(["-c", code], capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +13,8 @@ import pytest
 from click.testing import CliRunner
 from kstatpy_providers.vmm.vmmctl import main
 
+from tests.bounded import reap
+from tests.console_scripts import require_script
 from tests.kstatd_fixture import REPO
 from tests.kstatd_fixture import kstatd_env
 from tests.kstatd_fixture import running_kstatd
@@ -79,14 +79,13 @@ def _stderr_line(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> str:
     while time.monotonic() < deadline:
         ready, _, _ = select.select([proc.stderr], [], [], deadline - time.monotonic())
         if ready:
-            return proc.stderr.readline().decode()
+            return proc.stderr.readline().decode()  # bounded: select above
     raise AssertionError("vmmctl printed nothing")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_hold_keeps_the_vm_open_until_interrupted(tmp_path: Path, sig: int) -> None:
-    exe = shutil.which("vmmctl")
-    assert exe is not None, "the vmmctl console script is not installed (pip install -e .)"
+    exe = require_script("vmmctl")
     with running_kstatd(tmp_path, plugins=VMM) as kd:
         assert vmmctl(kd.socket, "create", "held")[0] == 0
         env = kstatd_env({"KSTAT_SOCKET": kd.socket})
@@ -105,8 +104,7 @@ def test_hold_keeps_the_vm_open_until_interrupted(tmp_path: Path, sig: int) -> N
             conn.close()
         finally:
             if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+                reap(proc)
 
 
 def test_hold_interrupted_as_soon_as_it_reports_closes_cleanly(tmp_path: Path) -> None:
@@ -127,7 +125,6 @@ def test_hold_interrupted_as_soon_as_it_reports_closes_cleanly(tmp_path: Path) -
                 assert (proc.returncode, err) == (0, b"closed VM 'held'\n")
             finally:
                 if proc.poll() is None:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                    reap(proc)
             assert conn.ok(0x564DF3)["vms"] == [{"name": "held", "minor": 1, "open": 0, "destroying": False}]
         conn.close()

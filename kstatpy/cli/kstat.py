@@ -19,6 +19,7 @@ Reports (illumos kstat(8): ``cmd/stat/kstat/kstat.c`` main loop, "interval [coun
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import sys
@@ -69,7 +70,9 @@ def open_source(opts: Options, environ: Any = None) -> tuple[Any, Any]:
     """``(kc, cleanup)``: a kstatd handle, or the embedded chain's (see the module docstring)."""
     from kstatpy.client import kstat_open
     from kstatpy.errors import KstatError
+    from kstatpy.errors import RequestTimeoutError
     from kstatpy.errors import ServerUnavailableError
+    from kstatpy.errors import UntrustedServerError
     from kstatpy.protocol import default_socket_path
     from kstatpy.safepath import UnsafePathError
 
@@ -77,18 +80,23 @@ def open_source(opts: Options, environ: Any = None) -> tuple[Any, Any]:
     named = opts.socket or environ.get("KSTAT_SOCKET") or None
     path = named or default_socket_path()
     try:
-        return kstat_open(named, read_chain=False), None
+        return kstat_open(named, timeout=opts.timeout, read_chain=False, trust=opts.trust_uids), None
     except UnsafePathError as exc:  # a directory another user controls: never used
         if named is not None:
             raise FatalError(f"kstat_open: {exc.message}") from exc
         # The default path, squatted by another user: read the host in-process (nothing
         # of theirs is read) and say so, so a squatter can neither spoof nor silence kstat.
         sys.stderr.write(f"kstat: {exc.message}; reading in-process\n")
+    except (UntrustedServerError, RequestTimeoutError) as exc:  # the message names the socket
+        raise FatalError(f"kstat_open: {exc.message}") from exc
     except ServerUnavailableError as exc:
-        if named is not None:
-            raise FatalError(f"kstat_open: {path}: {_strerror(exc.errno)}") from exc
+        # Only "nothing listens" at the default path means "read in-process" (§9.7 step 5).
+        if named is not None or exc.errno not in (errno.ENOENT, errno.ECONNREFUSED):
+            why = "not a socket" if exc.errno == errno.ENOTSOCK else _strerror(exc.errno)
+            raise FatalError(f"kstat_open: {path}: {why}") from exc
     except KstatError as exc:
-        raise FatalError(f"kstat_open: {path}: {_strerror(exc.errno)}") from exc
+        why = exc.message if exc.errno == errno.EINVAL and exc.message else _strerror(exc.errno)
+        raise FatalError(f"kstat_open: {path}: {why}") from exc
     return open_embedded(_wants_module(opts))
 
 

@@ -38,7 +38,19 @@ ADDITIONS: tuple[tuple[tuple[str, ...], str, str], ...] = (
         ("--socket",),
         "PATH",
         "Read from the kstatd listening on PATH (also $KSTAT_SOCKET); without either, the default "
-        "socket is tried, and when nothing answers there the providers are loaded in this process.",
+        "socket is tried (root's: /run/kstatpy/priv/kstat.sock), and when nothing answers there the "
+        "providers are loaded in this process.",
+    ),
+    (
+        ("--timeout",),
+        "SECONDS",
+        "Give up on a request kstatd has not answered in SECONDS (also $KSTAT_TIMEOUT; default 10): exit 3.",
+    ),
+    (
+        ("--trust-uid",),
+        "N",
+        "Accept a server run by uid N on the socket named (also $KSTAT_TRUST_UID=N[,N...]); root's and "
+        "your own are always accepted, any other is refused.",
     ),
     (
         ("--rate",),

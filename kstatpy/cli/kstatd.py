@@ -33,6 +33,8 @@ from kstatpy.config import config_option
 from kstatpy.ioctl import DEFAULT_MAX_REPLY
 from kstatpy.protocol import DEFAULT_MAX_REQUEST
 from kstatpy.protocol import default_socket_path
+from kstatpy.safepath import PUBLIC_SOCKET
+from kstatpy.safepath import priv_socket_path
 
 __all__ = ["main"]
 
@@ -73,7 +75,9 @@ def _fix_mmap_threshold() -> None:
 @config_option()
 @click.option(
     "--socket", "socket_path", metavar="PATH", envvar="KSTAT_SOCKET", show_envvar=True, callback=_each(_check_socket),
-    help="The global zone's socket [default: $XDG_RUNTIME_DIR/kstatpy/kstat.sock, else /tmp/kstatpy-UID/kstat.sock].",
+    help="The global zone's socket [default: /run/kstatpy/kstat.sock as root (with root's privileged "
+    "/run/kstatpy/priv/kstat.sock), else $XDG_RUNTIME_DIR/kstatpy/kstat.sock, else /tmp/kstatpy-UID/kstat.sock]. "
+    "Run as root, kstatd also listens at DIR/priv/NAME (directory 0700) beside every socket.",
 )  # fmt: skip
 @click.option(
     "--zone",
@@ -228,7 +232,7 @@ def main(
     gids = frozenset(_gid(a[1:]) for a in allow if a.startswith("@"))
     if socket_path == "":
         raise click.BadParameter("the socket path must not be empty", param_hint="--socket")
-    path = socket_path or default_socket_path()
+    path = socket_path or (PUBLIC_SOCKET if os.geteuid() == 0 else default_socket_path())
     listen, selectors = _metrics_options(metrics, metrics_select)
     quarter = max(1, max_connections // 4)
     max_per_uid = quarter if max_per_uid is None else max_per_uid
@@ -303,9 +307,10 @@ def main(
     from kstatpy.systemd import notify
 
     # The one line that says kstatd is ready (and where), also systemd's STATUS=.
-    ready = "ready: listening on {}{}, zones {}, metrics {} (providers: {})".format(
+    ready = "ready: listening on {}{}, zones {}, privileged {}, metrics {} (providers: {})".format(
         path, " (passed by systemd)" if path in inherited else "",
         ", ".join(f"{name}={zpath}" for name, zpath in zone_list) or "none",
+        priv_socket_path(path) if os.geteuid() == 0 else "none",  # and one beside each zone's (server.py)
         metrics_url, ", ".join(providers.names()) or "none",
     )  # fmt: skip
     _say(f"kstatd: {ready}\n")

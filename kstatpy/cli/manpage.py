@@ -48,10 +48,11 @@ def esc(text: str) -> str:
     return "\n".join("\\&" + ln if ln.startswith((".", "'")) else ln for ln in text.split("\n"))
 
 
-def _paras(text: str) -> list[str]:
+def _paras(text: str, sep: str = ".PP") -> list[str]:
+    # Paragraphs; sep ".IP" keeps later ones at the indent of the .TP they continue.
     out = []
     for i, para in enumerate(p.strip() for p in text.strip().split("\n\n") if p.strip()):
-        out += ([".PP"] if i else []) + [esc(" ".join(para.split()))]
+        out += ([sep] if i else []) + [esc(" ".join(para.split()))]
     return out
 
 
@@ -104,7 +105,7 @@ def _click_parts(name: str, cmd: click.Command, prose: dict[str, Any]) -> dict[s
             sctx = click.Context(sub, info_name=sub_name, parent=ctx, **sub.context_settings)
             usage = [name, "[OPTIONS]", sub_name, *sub.collect_usage_pieces(sctx)]
             lines.append(_synopsis_line(usage))
-            subs += [".TP", _synopsis_line(usage), *_paras(sub.help or ""), ".RS", *_click_options(sub, sctx), ".RE"]
+            subs += [".TP", _synopsis_line(usage), *_paras(sub.help or "", ".IP"), ".RS", *_click_options(sub, sctx), ".RE"]
         parts["SYNOPSIS"] = [*lines, ".fi"]
         parts["SUBCOMMANDS"] = subs
     return parts

@@ -76,8 +76,9 @@ class _Vmm:
         self.op = op
         if socket_path == "":
             _fail(op, "--socket: the socket path must not be empty", EXIT_USAGE)
+        meta = click.get_current_context().meta
         try:
-            self.transport = SocketTransport(socket_path)
+            self.transport = SocketTransport(socket_path, meta.get("vmmctl.timeout"), meta.get("vmmctl.trust", ()))
         except KstatError as exc:  # nothing answers, or a directory another user controls
             _fail(op, exc.message, EXIT_NO_DAEMON)
 
@@ -102,10 +103,40 @@ class _Vmm:
 # No envvar= on the options: $KSTAT_SOCKET must not outrank "vmmctl --socket P list";
 # SocketTransport(None) falls back to it, then to the default path.
 _SOCKET_HELP = (
-    "kstatd's socket [default: $KSTAT_SOCKET, else $XDG_RUNTIME_DIR/kstatpy/kstat.sock, "
-    "else /tmp/kstatpy-UID/kstat.sock]."
+    "kstatd's socket [default: $KSTAT_SOCKET, else /run/kstatpy/priv/kstat.sock for root, "
+    "else $XDG_RUNTIME_DIR/kstatpy/kstat.sock, else /tmp/kstatpy-UID/kstat.sock]."
 )
-_socket_option = click.option("--socket", "socket_path", metavar="PATH", help=_SOCKET_HELP)
+
+
+def _keep_timeout(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    # docs/PROTOCOL.md §9.7 step 4: finite, > 0, <= 86400 (click's FloatRange lets nan through).
+    if value is None:
+        return
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= 86400:
+        raise click.BadParameter(f"{value!r} is not a number of seconds > 0 and <= 86400")
+    ctx.meta["vmmctl.timeout"] = seconds  # meta is shared by the group and its subcommand
+
+
+def _keep_trust(ctx: click.Context, param: click.Parameter, value: tuple[int, ...]) -> None:
+    if value:
+        ctx.meta["vmmctl.trust"] = tuple(ctx.meta.get("vmmctl.trust", ())) + value
+
+
+def _socket_option(f: Any) -> Any:
+    """--socket (returned to the command), --timeout and --trust-uid (kept in ctx.meta)."""
+    f = click.option(
+        "--trust-uid", type=click.IntRange(0, 0xFFFFFFFE), multiple=True, expose_value=False, callback=_keep_trust,
+        help="Accept a server run by this uid on the socket named (also $KSTAT_TRUST_UID=N[,N...]).",
+    )(f)  # fmt: skip
+    f = click.option(
+        "--timeout", metavar="SECONDS", expose_value=False, callback=_keep_timeout,
+        help="Give up on a request kstatd has not answered in SECONDS [default: $KSTAT_TIMEOUT, else 10].",
+    )(f)  # fmt: skip
+    return click.option("--socket", "socket_path", metavar="PATH", help=_SOCKET_HELP)(f)
 
 
 def _socket(here: str | None) -> str | None:

@@ -1,0 +1,174 @@
+"""Mutation testing on demand (issue 23), one module or a list: ``python tests/mutate.py NAME...``.
+
+Runs cosmic-ray (``pip install -e '.[mutation]'``) on each named module against ONLY
+the test files listed for it in :data:`TARGETS`, niced (``nice -n 10``), one mutant at a
+time, and prints killed / survived / timeouts / incompetent and each survivor's diff.
+Not run by CI: a module takes minutes to an hour. docs/TESTING.md records the scores.
+
+    python tests/mutate.py --list            the modules and their test files
+    python tests/mutate.py kmem_audit cred   run two modules
+    python tests/mutate.py --report cred     print the last run's result again
+
+cosmic-ray mutates the source file IN PLACE while a test command runs, and restores it
+after each mutant. So: a clean file (``git diff`` empty) is required before the run,
+do not edit or commit that file while it runs, and after the run the file is checked
+against git (and restored from git with a warning if a killed run left a mutant).
+Work files (config, session database, summary.json) go to ``.mutation/NAME/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: module name -> (source file, test files that cover it). Only these tests run per mutant;
+#: a test file that does not exist yet is left out. Smallest and least shared first.
+TARGETS: dict[str, tuple[str, list[str]]] = {
+    "cred": ("kstatpy/cred.py", ["tests/test_mutants_cred.py", "tests/test_vmm_privilege.py"]),
+    "kmem_audit": ("kstatpy/kmem_audit.py", ["tests/test_kmem_audit.py", "tests/test_mutants_kmem_audit.py"]),
+    "safepath": ("kstatpy/safepath.py", ["tests/test_safe_paths.py", "tests/test_mutants_safepath.py"]),
+    "session": ("kstatpy/session.py", ["tests/test_session.py", "tests/test_fair_sharing.py"]),
+    "raw": ("kstatpy/raw.py", ["tests/test_provider_system_raw.py", "tests/test_mutants_raw.py"]),
+    "kstat_rate": ("kstatpy/cli/kstat_rate.py", ["tests/test_mutants_kstat_rate.py", "tests/test_cli_rate.py"]),
+    "crashdump": ("kstatpy/crashdump.py", ["tests/test_mdb.py", "tests/test_mutants_crashdump.py"]),
+    "epcache": ("kstatpy/epcache.py", ["tests/test_epcache.py", "tests/test_mutants_epcache.py"]),
+    "kmem": ("kstatpy/kmem.py", ["tests/test_kmem.py", "tests/test_escaped_mutations.py", "tests/test_mutants_kmem.py"]),
+    "select": ("kstatpy/select.py", ["tests/test_select.py", "tests/test_cli_select.py", "tests/test_mutants_select.py"]),
+    "vmm_state": ("providers/vmm/state.py", ["tests/test_vmm_lifecycle.py", "tests/test_vmm_privilege.py"]),
+}
+
+
+def _tests(files: list[str]) -> list[str]:
+    return [f for f in files if (REPO / f).is_file()]
+
+
+def _pytest(files: list[str], timeout: float) -> list[str]:
+    return [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", f"--timeout={int(timeout)}", *files]
+
+
+def _clean(source: str) -> bool:
+    return subprocess.run(["git", "diff", "--quiet", "--", source], cwd=REPO, timeout=60).returncode == 0
+
+
+def summarize(db: Path, source: str) -> dict:
+    """Counts and survivors of a finished session database."""
+    from cosmic_ray.work_db import WorkDB
+    from cosmic_ray.work_db import use_db
+    from cosmic_ray.work_item import TestOutcome
+
+    counts = {"mutants": 0, "killed": 0, "timeouts": 0, "survived": 0, "incompetent": 0, "pending": 0}
+    survivors = []
+    with use_db(str(db), WorkDB.Mode.open) as wdb:
+        counts["mutants"] = wdb.num_work_items
+        for item, result in wdb.completed_work_items:
+            if result.test_outcome == TestOutcome.KILLED:
+                counts["timeouts" if result.output == "timeout" else "killed"] += 1
+            elif result.test_outcome == TestOutcome.SURVIVED:
+                counts["survived"] += 1
+                m = item.mutations[0]
+                survivors.append({"job": item.job_id, "line": m.start_pos[0], "operator": m.operator_name,
+                                  "occurrence": m.occurrence, "diff": result.diff})  # fmt: skip
+            else:
+                counts["incompetent"] += 1
+        counts["pending"] = counts["mutants"] - sum(counts[k] for k in ("killed", "timeouts", "survived", "incompetent"))
+    scored = counts["killed"] + counts["timeouts"] + counts["survived"]
+    counts["score"] = round(100 * (counts["killed"] + counts["timeouts"]) / scored, 1) if scored else None
+    survivors.sort(key=lambda s: s["line"])
+    return {"module": source, "counts": counts, "survivors": survivors}
+
+
+def report(name: str, summary: dict) -> None:
+    c = summary["counts"]
+    print(f"{name} ({summary['module']}): {c['mutants']} mutants, killed {c['killed']}, timeouts {c['timeouts']}, "
+          f"survived {c['survived']}, incompetent {c['incompetent']}, pending {c['pending']}: {c['score']}% killed")  # fmt: skip
+    for s in summary["survivors"]:
+        print(f"--- survived: line {s['line']} {s['operator']} #{s['occurrence']} ({s['job']})")
+        print((s["diff"] or "").rstrip())
+
+
+def run(name: str) -> int:
+    source, files = TARGETS[name]
+    files = _tests(files)
+    work = REPO / ".mutation" / name
+    work.mkdir(parents=True, exist_ok=True)
+    if not _clean(source):
+        print(f"mutate: {source} has uncommitted changes; cosmic-ray mutates it in place: commit or stash first",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    # The unmutated tests must pass; their time sets each mutant's bound (5x, at least 60 s).
+    t0 = time.monotonic()
+    base = subprocess.run(["nice", "-n", "10", *_pytest(files, 600)], cwd=REPO, capture_output=True, text=True,
+                          timeout=1200)  # fmt: skip
+    took = time.monotonic() - t0
+    if base.returncode:
+        print(f"mutate: {name}: the tests fail without a mutant:\n{base.stdout[-3000:]}", file=sys.stderr)
+        return 3
+    timeout = max(60.0, 5 * took)
+    command = shlex.join(_pytest(files, timeout))
+    config = work / "config.toml"
+    config.write_text(
+        "[cosmic-ray]\n"
+        f"module-path = {json.dumps(source)}\n"
+        f"timeout = {timeout:.0f}\n"
+        "excluded-modules = []\n"
+        f"test-command = {json.dumps(command)}\n"
+        "[cosmic-ray.distributor]\n"
+        'name = "local"\n'
+    )
+    db = work / "session.sqlite"
+    db.unlink(missing_ok=True)
+    cr = [sys.executable, "-m", "cosmic_ray.cli"]
+    print(f"mutate: {name}: baseline {took:.1f} s, bound {timeout:.0f} s per mutant; tests: {' '.join(files)}",
+          flush=True)  # fmt: skip
+    try:
+        subprocess.run(["nice", "-n", "10", *cr, "init", str(config), str(db)], cwd=REPO, check=True, timeout=600)
+        exe = ["nice", "-n", "10", *cr, "exec", str(config), str(db)]
+        subprocess.run(exe, cwd=REPO, check=True)  # bounded: cosmic-ray stops each mutant's tests at `timeout`
+    finally:
+        if not _clean(source):
+            print(f"mutate: WARNING: {source} was left mutated; restored from git", file=sys.stderr)
+            subprocess.run(["git", "checkout", "--", source], cwd=REPO, check=True, timeout=60)
+    summary = summarize(db, source)
+    summary.update(date=time.strftime("%Y-%m-%d"), tool=_version(), tests=files, bound_s=round(timeout))
+    (work / "summary.json").write_text(json.dumps(summary, indent=1))
+    report(name, summary)
+    return 0
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return f"cosmic-ray {version('cosmic-ray')}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python tests/mutate.py", description=__doc__.splitlines()[0])
+    ap.add_argument("modules", nargs="*", metavar="NAME", help="modules to mutate (see --list)")
+    ap.add_argument("--list", action="store_true", help="list the modules and their test files")
+    ap.add_argument("--report", action="store_true", help="print the last run's result, run nothing")
+    args = ap.parse_args(argv)
+    if args.list or not args.modules:
+        for name, (source, files) in TARGETS.items():
+            print(f"{name:12} {source:28} {' '.join(_tests(files))}")
+        return 0
+    unknown = [m for m in args.modules if m not in TARGETS]
+    if unknown:
+        ap.error(f"unknown module(s): {', '.join(unknown)} (see --list)")
+    status = 0
+    for name in args.modules:
+        if args.report:
+            report(name, json.loads((REPO / ".mutation" / name / "summary.json").read_text()))
+        else:
+            status = max(status, run(name))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
