@@ -127,3 +127,25 @@ def test_the_page_has_no_option_help_lacks(name: str, section: int) -> None:
     in_help = {opt for spelling in helps(name) for opt in re.findall(r"(?:^|[ ,])(-[-\w?]+)", spelling)}
     assert in_page and in_page <= in_help, in_page - in_help
     assert in_help <= in_page, in_help - in_page
+
+
+def test_kstat_page_examples_run(tmp_path: Path) -> None:
+    # kstat(1)'s examples that need no daemon, run as written (the embedded default, the
+    # host's own statistics); an example's printed output must match field by field.
+    prose = tomllib.loads((REPO / "man" / "src" / "kstat.toml").read_text(encoding="utf-8"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KSTAT_", "KSTATPY_"))}
+    env.update(PATH=f"{BIN}:{env.get('PATH', '/usr/bin:/bin')}", XDG_RUNTIME_DIR=str(tmp_path))
+    ran = 0
+    for example in prose["examples"]:
+        lines = example["commands"].strip("\n").splitlines()
+        command, shown = lines[0], lines[1:]
+        assert command.startswith("$ kstat "), command
+        if "--socket" in command:
+            continue  # names the system kstatd's socket
+        r = subprocess.run(["bash", "-c", command[2:]], capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode in (0, 1) and r.stderr == "", (command, r.stderr)
+        for want, got in zip(shown, r.stdout.splitlines(), strict=False):
+            assert want.split("\t")[0] == got.split("\t")[0], (command, got)
+        assert len(r.stdout.splitlines()) >= len(shown), (command, r.stdout)
+        ran += 1
+    assert ran >= 4
