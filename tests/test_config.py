@@ -84,7 +84,7 @@ def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Pope
 def wait_ready(proc: subprocess.Popen[bytes], path: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        assert proc.poll() is None, proc.communicate()[1].decode()
+        assert proc.poll() is None, proc.communicate(timeout=30)[1].decode()
         try:
             hello(path)
             return

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bounded import within
 from kstatd_fixture import running_kstatd
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -26,7 +27,7 @@ def metrics(tmp_path: Path) -> Iterator[str]:
     args = ("--metrics", "127.0.0.1:0", "--metrics-select", "test:::")
     with running_kstatd(tmp_path, plugins=("tests.providers_fixture.basic",), args=args) as kd:
         assert kd.proc.stderr is not None
-        line = kd.proc.stderr.readline().decode()
+        line = within(30, "kstatd's ready line", kd.proc.stderr.readline).decode()
         m = re.search(r", metrics (http://127\.0\.0\.1:\d+)/metrics \(providers", line)
         assert m is not None, line
         yield m.group(1)

@@ -90,7 +90,7 @@ def test_socket_activated_kstatd_serves_kstat(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 30
         while not os.path.exists(web):  # systemd-socket-activate has bound both (kstatd not yet run)
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=30)
             time.sleep(0.02)  # polling for the binding with a deadline
         # The first connection starts kstatd, on the sockets systemd-socket-activate bound.
         kenv = {k: v for k, v in os.environ.items() if k != "KSTAT_SOCKET"}
@@ -165,7 +165,7 @@ def test_listen_fds_for_another_pid_are_not_ours(tmp_path: Path) -> None:
                 assert hello(sock)["zone"] == "global"
                 break
             except (OSError, EOFError):
-                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=30)
                 time.sleep(0.02)  # polling for readiness with a deadline
     finally:
         os.close(fd)
