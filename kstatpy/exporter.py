@@ -15,8 +15,9 @@ scrape's ``Accept`` header. No exposition code of our own.
 Mapping (one series per statistic of each selected kstat)
     family   ``kstat_<module>_<statistic>``, lower case, other characters ``_``;
              then the base unit (``_seconds``, ``_bytes``, ``_hertz``, ...) unless
-             the name already ends with it; counters get ``_total``, text and
-             identifiers ``_info``
+             the name already ends with it; counters get ``_total`` (and only
+             they end in it: a gauge's ``buf_total`` is ``buf_total_value``), text
+             and identifiers ``_info``
     labels   ``module``, ``kstat_instance`` (``instance`` is Prometheus' own),
              ``name``, ``class``; ``_info`` series add ``value``
     type     from the metadata: counter, gauge, info (text, identifier);
@@ -116,18 +117,22 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
-def metric_name(module: str, stat: str, unit: str) -> str:
+def metric_name(module: str, stat: str, unit: str, typ: str = "counter") -> str:
     """The family name of a statistic (see the module docstring), without ``_total``/``_info``.
 
     Abbreviated units in the statistic's name go (``read_timeout_ms`` in seconds is
     ``read_timeout_seconds``, ``clock_MHz`` in hertz ``clock_hertz``), as Prometheus'
-    naming lint (``promtool check metrics``) asks.
+    naming lint (``promtool check metrics``) asks. ``_total`` is the counters' suffix
+    alone: any other ``typ`` whose name would end in it (kmem_cache's ``buf_total``, a
+    gauge) ends in ``_total_value`` instead.
     """
     drop = _ABBREVIATIONS | (_HERTZ if unit == "hertz" else frozenset())
     tokens = [t for t in _BAD.sub("_", stat.lower()).split("_") if t not in drop]
     name = "_".join(["kstat", _BAD.sub("_", module.lower()), *(tokens or ["value"])])
     if unit and not name.endswith("_" + unit):
         name += "_" + unit
+    if typ != COUNTER and name.endswith("_total"):
+        name += "_value"
     return name
 
 
@@ -268,10 +273,10 @@ class KstatCollector:
                 return
             if factor != 1.0:
                 value = value * factor
-        key = (module, stat, unit)
+        key = (module, stat, unit, typ)
         name = self._names.get(key)
         if name is None:
-            name = self._names[key] = metric_name(module, stat, unit)
+            name = self._names[key] = metric_name(module, stat, unit, typ)
         fam = families.get(name)
         if fam is None:
             doc = (m.description if m is not None else "") or f"{module} statistic {stat}"

@@ -24,6 +24,8 @@ from kstatpy.raw import LAYOUTS
 from kstatpy.raw import SYSINFO
 from kstatpy.raw import VAR
 from kstatpy.raw import VMINFO
+from tests.bounded import reap
+from tests.bounded import within
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE / "libkstat"
@@ -47,7 +49,9 @@ def installed(asan: bool = False) -> Path:
     if asan:
         env["CFLAGS"] = "-fsanitize=address -fno-omit-frame-pointer"
         env["LDFLAGS"] = "-fsanitize=address"
-    done = subprocess.run([str(SCRIPT), "install", "--prefix", str(prefix)], env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [str(SCRIPT), "install", "--prefix", str(prefix)], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     return prefix
 
@@ -63,10 +67,10 @@ def compile_c(sources: list[Path], out: Path, prefix: Path | None = None, extra:
     prefix = prefix or installed()
     env = pkg_env(prefix)
     flags = subprocess.run(
-        ["pkg-config", "--cflags", "--libs", "libkstat"], env=env, capture_output=True, text=True, check=True
+        ["pkg-config", "--cflags", "--libs", "libkstat"], env=env, capture_output=True, text=True, check=True, timeout=60
     ).stdout.split()
     cmd = ["cc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", *extra, *map(str, sources), "-o", str(out), *flags]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{' '.join(cmd)}\n{done.stderr}"
     return out
 
@@ -134,9 +138,10 @@ class Driver:
         self.proc.stdin.flush()
         out = []
         while True:
-            got = self.proc.stdout.readline()
+            got = within(120, f"lkt's answer to {line!r}", self.proc.stdout.readline)
             if not got:
-                raise EOFError(f"lkt exited ({self.proc.wait()}) during {line!r}: {self.proc.stderr.read()}")  # type: ignore[union-attr]
+                code, err = reap(self.proc)
+                raise EOFError(f"lkt exited ({code}) during {line!r}: {err}")
             got = got.rstrip("\n")
             if got == ".":
                 return out
@@ -149,20 +154,17 @@ class Driver:
 
     def close(self) -> tuple[int, str]:
         """Quit; (exit status, stderr)."""
-        assert self.proc.stdin
         try:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        self.proc.stdout.read()  # type: ignore[union-attr]
-        err = self.proc.stderr.read()  # type: ignore[union-attr]
-        return self.proc.wait(timeout=120), err
+            # communicate writes "quit", closes stdin (a closed pipe is ignored) and reads both pipes
+            _, err = self.proc.communicate("quit\n", timeout=120)
+        except subprocess.TimeoutExpired:
+            reap(self.proc)
+            raise AssertionError("lkt did not exit within 120 s of quit") from None
+        return self.proc.returncode, err
 
     def __enter__(self) -> Driver:
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
+            reap(self.proc)

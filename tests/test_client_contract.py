@@ -82,7 +82,7 @@ def wait_for(path: str, proc: subprocess.Popen[bytes], what: str) -> None:
             hello(path)
             return
         except (OSError, EOFError):
-            assert proc.poll() is None, f"{what} exited: {proc.stderr.read() if proc.stderr else ''}"
+            assert proc.poll() is None, f"{what} exited: {proc.stderr.read() if proc.stderr else ''}"  # bounded: it exited
             assert time.monotonic() < deadline, f"{what} did not start"
             time.sleep(0.02)  # polling for readiness with a deadline
 

@@ -49,6 +49,9 @@ def test_metric_names_follow_prometheus_conventions() -> None:
     assert metric_name("link", "rbytes64", "bytes") == "kstat_link_rbytes64_bytes"
     assert metric_name("a-b", "i/o x", "") == "kstat_a_b_i_o_x"
     assert metric_name("m", "x_bytes", "bytes") == "kstat_m_x_bytes"
+    # _total is the counters' alone (promtool check metrics): a gauge or info ending in it moves on.
+    assert metric_name("unix", "buf_total", "", "gauge") == "kstat_unix_buf_total_value"
+    assert metric_name("unix", "buf_total", "", "counter") == "kstat_unix_buf_total"
 
 
 def test_parse_options() -> None:

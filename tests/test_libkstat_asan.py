@@ -27,8 +27,8 @@ def test_leak_sanitizer_reports_a_leak_here(tmp_path: Path) -> None:
     src = tmp_path / "leak.c"
     src.write_text("#include <stdlib.h>\nvoid *keep;\nint main(void) { keep = malloc(99); keep = 0; return 0; }\n")
     exe = tmp_path / "leak"
-    subprocess.run(["cc", "-fsanitize=address", "-g", str(src), "-o", str(exe)], check=True)
-    done = subprocess.run([str(exe)], env=run_env(None, **ASAN), capture_output=True, text=True)
+    subprocess.run(["cc", "-fsanitize=address", "-g", str(src), "-o", str(exe)], check=True, timeout=300)
+    done = subprocess.run([str(exe)], env=run_env(None, **ASAN), capture_output=True, text=True, timeout=120)
     assert done.returncode == 23 and "LeakSanitizer" in done.stderr, done.stderr
 
 

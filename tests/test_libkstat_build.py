@@ -65,6 +65,7 @@ def run_c(tmp_path: Path, body: str) -> list[str]:
         capture_output=True,
         text=True,
         check=True,
+        timeout=60,
     )
     return out.stdout.splitlines()
 
@@ -116,10 +117,12 @@ def test_installed_files_soname_and_symbols() -> None:
         "lib/pkgconfig/libkstat.pc",
     ]
     assert os.readlink(prefix / "lib" / "libkstat.so") == "libkstat.so.1"
-    dyn = subprocess.run(["readelf", "-d", str(prefix / "lib/libkstat.so.1")], capture_output=True, text=True).stdout
+    dyn = subprocess.run(
+        ["readelf", "-d", str(prefix / "lib/libkstat.so.1")], capture_output=True, text=True, timeout=60
+    ).stdout
     assert "Library soname: [libkstat.so.1]" in dyn
     nm = subprocess.run(
-        ["nm", "-D", "--defined-only", str(prefix / "lib/libkstat.so.1")], capture_output=True, text=True
+        ["nm", "-D", "--defined-only", str(prefix / "lib/libkstat.so.1")], capture_output=True, text=True, timeout=60
     )
     symbols = sorted(line.split()[-1].split("@")[0] for line in nm.stdout.splitlines() if " T " in line)
     assert symbols == API
@@ -157,7 +160,7 @@ def test_cli_missing_tools_are_one_line_naming_the_package(tmp_path: Path) -> No
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "cc").symlink_to(
-        subprocess.run(["sh", "-c", "command -v cc"], capture_output=True, text=True).stdout.strip()
+        subprocess.run(["sh", "-c", "command -v cc"], capture_output=True, text=True, timeout=60).stdout.strip()
     )
     out = script("install", "--prefix", str(tmp_path / "c"), env=dict(base, PATH=str(bindir)))
     assert (out.returncode, out.stderr) == (3, "kstatpy-libkstat: pkg-config not found: apt-get install pkg-config\n")

@@ -28,6 +28,7 @@ def cpustat(tmp_path_factory: pytest.TempPathFactory) -> Path:
         env=env,
         capture_output=True,
         text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return build / "cpustat"
@@ -71,6 +72,8 @@ def test_interval_reports(tmp_path: Path, cpustat: Path) -> None:
 
 
 def test_without_kstatd_it_says_why(tmp_path: Path, cpustat: Path) -> None:
-    done = subprocess.run([str(cpustat)], env=run_env(str(tmp_path / "none.sock")), capture_output=True, text=True)
+    done = subprocess.run(
+        [str(cpustat)], env=run_env(str(tmp_path / "none.sock")), capture_output=True, text=True, timeout=120
+    )
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == "cpustat: kstat_open: No such file or directory\n"

@@ -41,7 +41,7 @@ def kstatd_as_nobody(sock: str) -> Iterator[subprocess.Popen[bytes]]:
                 hello(sock)
                 break
             except (OSError, EOFError):
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""  # bounded: it exited
                 assert time.monotonic() < deadline, "kstatd (nobody) did not start"
                 time.sleep(0.05)  # readiness poll with a deadline
         yield proc
@@ -51,7 +51,7 @@ def kstatd_as_nobody(sock: str) -> Iterator[subprocess.Popen[bytes]]:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
+            proc.wait(30)
 
 
 @pytest.fixture
