@@ -161,7 +161,7 @@ BAD = [
     ("read-timeout = true\n", 1, "read-timeout: expected a number, not a boolean"),
     ("zone = 'web=/x'\n", 1, "zone: expected an array of strings, not a string"),
     ("plugin = [1]\n", 1, "plugin: expected a string, not an integer"),
-    ("\nmax-connections = 0\n", 2, "max-connections: 0 is not in the range x>=1."),
+    ("\nmax-connections = 0\n", 2, "max-connections: 0 is not in the range 1<=x<=65536."),
     ("read-timeout = nan\n", 1, "read-timeout: nan is not a finite number of seconds."),
     ("on-panic = 'reboot'\n", 1, "on-panic: 'reboot' is not one of 'halt', 'continue'."),
     ("zone = ['global=/x']\n", 1, "zone: 'global=/x': expected NAME=PATH (NAME not 'global')"),

@@ -17,6 +17,8 @@ import click
 
 from kstatpy import __version__
 from kstatpy.cli.guard import GuardedCommand
+from kstatpy.cli.kstatd_options import MAX_BYTES
+from kstatpy.cli.kstatd_options import MAX_CONNECTIONS
 from kstatpy.cli.kstatd_options import Seconds
 from kstatpy.cli.kstatd_options import _bytes
 from kstatpy.cli.kstatd_options import _check_allow
@@ -100,20 +102,20 @@ def _fix_mmap_threshold() -> None:
 )
 @click.option(
     "--max-request",
-    type=click.IntRange(1),
+    type=click.IntRange(16, MAX_BYTES),
     default=DEFAULT_MAX_REQUEST,
     show_default=True,
     help="Largest request body in bytes.",
 )
 @click.option(
     "--max-reply",
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_BYTES),
     default=DEFAULT_MAX_REPLY,
     show_default=True,
     help="Byte budget of one READ_MANY, SELECT or DESCRIBE reply; later entries are answered E2BIG.",
 )
 @click.option(
-    "--max-connections", type=click.IntRange(1), default=256, show_default=True, help="Connections served at once."
+    "--max-connections", type=click.IntRange(1, MAX_CONNECTIONS), default=256, show_default=True, help="Connections served at once."
 )
 @click.option(
     "--read-timeout",
@@ -179,17 +181,17 @@ def _fix_mmap_threshold() -> None:
 )
 @click.option(
     "--max-per-uid",
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_CONNECTIONS),
     help="Connections one peer uid may hold (root and kstatd's own uid excepted) [default: a quarter of --max-connections].",
 )
 @click.option(
     "--max-per-zone",
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_CONNECTIONS),
     help="Connections one non-global zone socket may hold [default: a quarter of --max-connections].",
 )
 @click.option(
     "--reserved-connections",
-    type=click.IntRange(0),
+    type=click.IntRange(0, MAX_CONNECTIONS),
     help="Of --max-connections, slots only root and kstatd's own uid may take [default: an eighth, at most 16].",
 )
 @click.option(

@@ -16,10 +16,14 @@ from typing import Any
 
 import click
 
-__all__ = ["MAX_TIMEOUT", "Seconds"]
+__all__ = ["MAX_BYTES", "MAX_CONNECTIONS", "MAX_TIMEOUT", "Seconds"]
 
 #: The longest timeout option accepted (seconds): a year, within threading.TIMEOUT_MAX.
 MAX_TIMEOUT = 365 * 86400.0
+#: The largest --max-request/--max-reply (bytes): 1 GiB, what a client accepts (transport.MAX_REPLY).
+MAX_BYTES = 1 << 30
+#: The most connections any connection option may allow (each costs a thread and a descriptor).
+MAX_CONNECTIONS = 65536
 
 
 class Seconds(click.FloatRange):
