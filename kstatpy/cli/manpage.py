@@ -105,7 +105,14 @@ def _click_parts(name: str, cmd: click.Command, prose: dict[str, Any]) -> dict[s
             sctx = click.Context(sub, info_name=sub_name, parent=ctx, **sub.context_settings)
             usage = [name, "[OPTIONS]", sub_name, *sub.collect_usage_pieces(sctx)]
             lines.append(_synopsis_line(usage))
-            subs += [".TP", _synopsis_line(usage), *_paras(sub.help or "", ".IP"), ".RS", *_click_options(sub, sctx), ".RE"]
+            subs += [
+                ".TP",
+                _synopsis_line(usage),
+                *_paras(sub.help or "", ".IP"),
+                ".RS",
+                *_click_options(sub, sctx),
+                ".RE",
+            ]
         parts["SYNOPSIS"] = [*lines, ".fi"]
         parts["SUBCOMMANDS"] = subs
     return parts
