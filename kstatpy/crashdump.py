@@ -43,6 +43,7 @@ clock unless said otherwise. Loading checks the format and version and raises
 from __future__ import annotations
 
 import bisect
+import errno
 import json
 import os
 import platform
@@ -61,6 +62,9 @@ from kstatpy.kmem import kmem_addr
 from kstatpy.panic import kstat_t
 from kstatpy.panic import panic_frames
 from kstatpy.panic import stack_frame_addr
+from kstatpy.safefile import FileTooLargeError
+from kstatpy.safefile import read_capped
+from kstatpy.safefile import write_new
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain
@@ -79,6 +83,8 @@ __all__ = [
 
 DUMP_FORMAT = "kstatpy-crashdump"
 DUMP_VERSION = 1
+#: The largest dump kstatpy-mdb reads (bytes); a dump holds a chain and a bounded kmem history.
+MAX_DUMP_BYTES = 256 << 20
 #: The most recent freed buffers kept in a dump (those a kstat points into are always kept).
 FREED_IN_DUMP = 4096
 
@@ -200,11 +206,16 @@ def dump_path_for(report_path: str | os.PathLike[str]) -> str:
 
 
 def write_dump(dump: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write ``dump`` as JSON to ``path`` (created, never overwritten); return the path."""
+    """Write ``dump`` as JSON to ``path`` (created, never overwritten); return the path.
+
+    Written whole to a temporary file and then linked to ``path``
+    (:func:`kstatpy.safefile.write_new`): a full disk leaves no partial dump.
+
+    :raises OSError: FileExistsError when ``path`` exists; ENOSPC and the like.
+    """
     out = Path(path)
-    with open(out, "x", encoding="utf-8") as f:
-        json.dump(dump, f, separators=(",", ":"))
-        f.write("\n")
+    data = (json.dumps(dump, separators=(",", ":")) + "\n").encode("utf-8", "backslashreplace")
+    write_new(out.parent, lambda n: out.name if n == 0 else None, data)
     return out
 
 
@@ -259,12 +270,13 @@ def load_dump(path: str | os.PathLike[str]) -> CrashDump:
         crash dump, or a newer format version.
     """
     p = Path(path)
-    if not p.name.startswith("kstatd.vmcore.") and Path(dump_path_for(p)).exists():
+    if not p.name.startswith("kstatd.vmcore.") and os.path.lexists(dump_path_for(p)):
         dump = Path(dump_path_for(p))
         # Only the dump its report's writer left: in a shared crash directory another
-        # user could have planted one (kstatd's own write then fails, O_EXCL).
+        # user could have planted one (kstatd's own write then fails, O_EXCL). lstat:
+        # a planted symbolic link is judged by its own owner, and never followed.
         try:
-            report_uid, dump_uid = p.stat().st_uid, dump.stat().st_uid
+            report_uid, dump_uid = os.lstat(p).st_uid, os.lstat(dump).st_uid
         except OSError as exc:
             raise CrashDumpError(f"{path}: cannot read: {exc.strerror or exc}") from None
         if report_uid != dump_uid:
@@ -274,15 +286,24 @@ def load_dump(path: str | os.PathLike[str]) -> CrashDump:
             )
         p = dump
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = read_capped(p, MAX_DUMP_BYTES)
     except FileNotFoundError:
         raise CrashDumpError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CrashDumpError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    except FileTooLargeError:
+        raise CrashDumpError(f"{path}: larger than {MAX_DUMP_BYTES >> 20} MiB; not a kstatpy crash dump") from None
+    except OSError as exc:
+        why = "a symbolic link (name the file it points to)" if exc.errno == errno.ELOOP else exc.strerror or exc
+        raise CrashDumpError(f"{path}: cannot read: {why}") from None
     try:
-        doc = json.loads(text)
+        doc = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CrashDumpError(f"{path}: not a kstatpy crash dump (not UTF-8: {exc.reason})") from None
     except json.JSONDecodeError as exc:
         raise CrashDumpError(f"{path}: not a kstatpy crash dump (not JSON: {exc.msg}, line {exc.lineno})") from None
+    except RecursionError:
+        raise CrashDumpError(f"{path}: not a kstatpy crash dump (JSON nested too deeply)") from None
+    except ValueError as exc:  # an integer of more digits than Python converts, and the like
+        raise CrashDumpError(f"{path}: not a kstatpy crash dump ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != DUMP_FORMAT:
         raise CrashDumpError(f"{path}: not a kstatpy crash dump (no \"format\": \"{DUMP_FORMAT}\")")
     version = doc.get("version")
@@ -290,5 +311,5 @@ def load_dump(path: str | os.PathLike[str]) -> CrashDump:
         raise CrashDumpError(f"{path}: crash dump version {version!r}; this kstatpy-mdb reads version {DUMP_VERSION}")
     try:
         return CrashDump(str(p), doc)
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError, RecursionError) as exc:
         raise CrashDumpError(f"{path}: damaged crash dump (missing {exc})") from None

@@ -1,12 +1,11 @@
 """The Prometheus / OpenMetrics exporter behind ``kstatd --metrics HOST:PORT``.
 
-A consumer of the chain like the ``kstat`` command, one layer up from the server:
-it reads through :class:`kstatpy.client.KstatCtl` over kstatd's own ioctl handler
-(the in-process transport), so every scrape takes the same path as a client on
-the socket: ``chain_update`` (providers refresh), READ_MANY (hold, ``ks_lock``,
-``ks_update``, snapshot; kids stuck past ``--read-timeout`` answer EAGAIN at once)
-and DESCRIBE for metadata. It reads as an unprivileged global-zone caller: it sees
-what a global-zone reader sees (docs/PROTOCOL.md §6) and can never write.
+A consumer of the chain like the ``kstat`` command, one layer up from the server: it
+reads through :class:`kstatpy.client.KstatCtl` over kstatd's own ioctl handler (the
+in-process transport), so every scrape takes the same path as a client on the socket:
+``chain_update`` (providers refresh), READ_MANY (hold, ``ks_lock``, ``ks_update``,
+snapshot; kids stuck past ``--read-timeout`` answer EAGAIN at once) and DESCRIBE for
+metadata. It reads as an unprivileged global-zone caller (docs/PROTOCOL.md §6).
 
 Exposition is prometheus-client's: :class:`KstatCollector` yields metric families,
 ``start_http_server`` serves them and picks the text format or OpenMetrics from the
@@ -15,9 +14,8 @@ scrape's ``Accept`` header. No exposition code of our own.
 Mapping (one series per statistic of each selected kstat)
     family   ``kstat_<module>_<statistic>``, lower case, other characters ``_``;
              then the base unit (``_seconds``, ``_bytes``, ``_hertz``, ...) unless
-             the name already ends with it; counters get ``_total`` (and only
-             they end in it: a gauge's ``buf_total`` is ``buf_total_value``), text
-             and identifiers ``_info``
+             the name already ends with it; counters get ``_total`` (only they end
+             in it: a gauge's is ``_total_value``), text and identifiers ``_info``
     labels   ``module``, ``kstat_instance`` (``instance`` is Prometheus' own),
              ``name``, ``class``; ``_info`` series add ``value``
     type     from the metadata: counter, gauge, info (text, identifier);
@@ -33,13 +31,12 @@ as duplicates or type conflicts, scrapes refused while another was stuck, since
 start), ``kstat_exporter_series`` (series in this scrape, these three excluded) and
 ``kstat_exporter_kstats`` (kstats read in this scrape).
 
-Panics: a read that touches freed memory (BadTrap) is handed to ``on_panic``
-(kstatd's own panic path: crash dump, then halt or EFAULT-and-continue per
-``--on-panic``), never swallowed.
+Panics: a read that touches freed memory (BadTrap) is handed to ``on_panic`` (kstatd's
+own panic path: crash dump, then halt or EFAULT-and-continue per ``--on-panic``).
 
-Concurrency: scrapes are serialised by ``_lock`` (one KstatCtl); a scrape that
-cannot get it within ``lock_timeout`` seconds (another is stuck in a provider)
-exports only the exporter's own series, with the error counted.
+Concurrency: scrapes are serialised by ``_lock`` (one KstatCtl); a scrape that cannot get
+it within ``lock_timeout`` seconds (another is stuck in a provider) exports only the
+exporter's own series, with the error counted.
 """
 
 from __future__ import annotations
@@ -122,9 +119,8 @@ def metric_name(module: str, stat: str, unit: str, typ: str = "counter") -> str:
 
     Abbreviated units in the statistic's name go (``read_timeout_ms`` in seconds is
     ``read_timeout_seconds``, ``clock_MHz`` in hertz ``clock_hertz``), as Prometheus'
-    naming lint (``promtool check metrics``) asks. ``_total`` is the counters' suffix
-    alone: any other ``typ`` whose name would end in it (kmem_cache's ``buf_total``, a
-    gauge) ends in ``_total_value`` instead.
+    naming lint (``promtool check metrics``) asks. Only a counter ends in ``_total``: any
+    other ``typ`` would end in ``_total_value``.
     """
     drop = _ABBREVIATIONS | (_HERTZ if unit == "hertz" else frozenset())
     tokens = [t for t in _BAD.sub("_", stat.lower()).split("_") if t not in drop]
@@ -169,7 +165,7 @@ class KstatCollector:
         self.lock_timeout = lock_timeout
         self._lock = threading.Lock()  # one scrape at a time: guards kc, _meta, errors
         self._meta: dict[tuple[int, int], dict[str, StatMeta | None]] = {}
-        self._names: dict[tuple[str, str, str], str] = {}  # (module, statistic, unit) -> family name
+        self._names: dict[tuple[str, str, str, str], str] = {}  # (module, statistic, unit, type) -> family
         self.errors = 0
 
     def describe(self) -> list[Metric]:
@@ -297,10 +293,7 @@ class KstatCollector:
             self.errors += 1  # two kstats with the same labels (zones): keep the first
             return
         seen.add(series)
-        if typ == "info":
-            fam.add_metric(labels, {"value": _text(value)})  # type: ignore[attr-defined]
-        else:
-            fam.add_metric(labels, float(value))  # type: ignore[attr-defined]
+        fam.add_metric(labels, {"value": _text(value)} if typ == "info" else float(value))  # type: ignore[attr-defined]
 
 
 def _om_unit(name: str, unit: str) -> str:
@@ -308,17 +301,22 @@ def _om_unit(name: str, unit: str) -> str:
     return unit if unit and name.endswith("_" + unit) else ""
 
 
-#: Seconds a metrics connection may stay silent (each socket read or write); then it is closed.
+#: Seconds a metrics connection may take in all, its request read and its answer written
+#: (issue 21: a per-read timeout let one byte every 8 s hold a connection forever).
 METRICS_CONN_TIMEOUT = 10.0
-#: Connections served at once; one more is closed at accept, unanswered.
+#: Connections served at once. At the cap, a new connection takes the place of the oldest
+#: one still sending its request (a slowloris), so a scrape is served during one.
 METRICS_MAX_CONNECTIONS = 16
 
 
 def _start_server(host: str, port: int, registry: CollectorRegistry, timeout: float,
                   max_connections: int) -> tuple[Any, threading.Thread]:  # fmt: skip
-    # prometheus-client's start_http_server, bounded: a per-connection socket timeout
-    # (StreamRequestHandler.timeout) and a semaphore taken at accept, released when
-    # the connection's thread ends. prometheus-client still does the exposition.
+    # prometheus-client's start_http_server, bounded: a whole-connection deadline (a
+    # timer shuts the socket down), a per-read socket timeout, and a semaphore taken at
+    # accept, released when the connection's thread ends. prometheus-client still does
+    # the exposition. ``reading``: connections whose request is not parsed yet, by the
+    # time they were accepted (guarded by ``lock``).
+    import socket as socket_mod
     from wsgiref.simple_server import make_server
 
     from prometheus_client.exposition import ThreadingWSGIServer
@@ -326,27 +324,55 @@ def _start_server(host: str, port: int, registry: CollectorRegistry, timeout: fl
     from prometheus_client.exposition import _SilentHandler
 
     slots = threading.BoundedSemaphore(max_connections)
+    lock = threading.Lock()
+    reading: dict[Any, float] = {}
+
+    def cut(request: Any) -> None:
+        try:
+            request.shutdown(socket_mod.SHUT_RDWR)
+        except OSError:
+            pass
 
     class Handler(_SilentHandler):
-        pass
+        def parse_request(self) -> bool:
+            with lock:  # the request is in: from here on this connection is not a slowloris
+                reading.pop(self.connection, None)
+            return bool(super().parse_request())
 
     Handler.timeout = timeout
 
     class Server(ThreadingWSGIServer):
         def process_request(self, request: Any, client_address: Any) -> None:
             if not slots.acquire(blocking=False):
-                self.shutdown_request(request)  # over the cap: refused
-                return
+                with lock:
+                    victim = min(reading, key=reading.__getitem__) if reading else None
+                    if victim is not None:
+                        reading.pop(victim)
+                if victim is not None:
+                    cut(victim)  # its thread ends and frees a slot
+                if victim is None or not slots.acquire(timeout=1.0):
+                    self.shutdown_request(request)  # over the cap: refused
+                    return
+            with lock:
+                reading[request] = time.monotonic()
             try:
                 super().process_request(request, client_address)
             except BaseException:
+                with lock:
+                    reading.pop(request, None)
                 slots.release()
                 raise
 
         def process_request_thread(self, request: Any, client_address: Any) -> None:
+            deadline = threading.Timer(timeout, cut, args=(request,))
+            deadline.daemon = True
+            deadline.start()
             try:
                 super().process_request_thread(request, client_address)
             finally:
+                deadline.cancel()
+                with lock:
+                    reading.pop(request, None)
                 slots.release()
 
         def handle_error(self, request: Any, client_address: Any) -> None:

@@ -148,14 +148,16 @@ class RefIndex:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_target: dict[int, dict[int, tuple[Any, str]]] = {}  # id(target) -> {holder addr: (holder, field)}
-        self._by_holder: dict[int, dict[str, list[int]]] = {}  # holder addr -> {field: [id(target), ...]}
+        # id(target) -> {(holder addr, field): holder}; one entry per pointer, so a holder
+        # pointing at a target through two fields still does after one of them changes.
+        self._by_target: dict[int, dict[tuple[int, str], Any]] = {}
+        self._by_holder: dict[int, dict[str, list[tuple[int, str]]]] = {}  # addr -> {name: [(id(target), field)]}
 
     def track(self, holder: Any, addr: int) -> None:
         """Start auditing ``holder`` (just allocated at ``addr``) and index its fields."""
         cls = type(holder)
         with self._lock:
-            fields: dict[str, list[int]] = {}
+            fields: dict[str, list[tuple[int, str]]] = {}
             self._by_holder[addr] = fields
             for name in cls.kmem_audit_refs:
                 self._index(holder, addr, fields, name, object.__getattribute__(holder, name))
@@ -166,25 +168,15 @@ class RefIndex:
         with self._lock:
             fields = self._by_holder.get(addr)
             if fields is not None:
-                for target in fields.pop(name, ()):
-                    entries = self._by_target.get(target)
-                    if entries is not None:
-                        entries.pop(addr, None)
-                        if not entries:
-                            del self._by_target[target]
+                self._forget(addr, fields.pop(name, ()))
                 self._index(holder, addr, fields, name, value)
             object.__setattr__(holder, name, value)
 
     def untrack(self, addr: int) -> None:
         """The holder at ``addr`` is being freed: forget its pointers."""
         with self._lock:
-            for targets in self._by_holder.pop(addr, {}).values():
-                for target in targets:
-                    entries = self._by_target.get(target)
-                    if entries is not None:
-                        entries.pop(addr, None)
-                        if not entries:
-                            del self._by_target[target]
+            for pointers in self._by_holder.pop(addr, {}).values():
+                self._forget(addr, pointers)
 
     def find(self, extent: set[int], exclude: int) -> list[AuditRef]:
         """Every pointer into ``extent`` (holder ``exclude`` aside), by holder address."""
@@ -192,23 +184,32 @@ class RefIndex:
             hits = [
                 (addr, AuditRef(holder, field))
                 for target in extent
-                for addr, (holder, field) in self._by_target.get(target, {}).items()
+                for (addr, field), holder in self._by_target.get(target, {}).items()
                 if addr != exclude
             ]
         hits.sort(key=lambda h: (h[0], h[1].field))
         return [ref for _, ref in hits]
 
-    def _index(self, holder: Any, addr: int, fields: dict[str, list[int]], name: str, value: Any) -> None:
+    def _index(self, holder: Any, addr: int, fields: dict[str, list[tuple[int, str]]], name: str, value: Any) -> None:
         # Under _lock.
         if type(value) in _SCALARS:
             return
         targets = [(id(value), name)]
         if type(value) in _POINTER_SETS:
             targets += [(id(e), f"{name}[{i}]") for i, e in enumerate(_elements(value)) if type(e) not in _SCALARS]
-        ids = fields.setdefault(name, [])
+        pointers = fields.setdefault(name, [])
         for target, field in targets:
-            ids.append(target)
-            self._by_target.setdefault(target, {})[addr] = (holder, field)
+            pointers.append((target, field))
+            self._by_target.setdefault(target, {})[(addr, field)] = holder
+
+    def _forget(self, addr: int, pointers: Iterable[tuple[int, str]]) -> None:
+        # Under _lock: drop the holder at addr's pointers (target, field); no empty entry stays.
+        for target, field in pointers:
+            entries = self._by_target.get(target)
+            if entries is not None:
+                entries.pop((addr, field), None)
+                if not entries:
+                    del self._by_target[target]
 
 
 def _audited_setattr(self: Any, name: str, value: Any) -> None:

@@ -24,6 +24,7 @@ from kstatpy.kmem import FreeWhileReferenced
 from kstatpy.kmem import Kmem
 from kstatpy.kmem import frame_symbol
 from kstatpy.kmem import kmem_addr
+from kstatpy.safefile import write_new
 
 __all__ = [
     "KSTAT_T_MEMBERS",
@@ -231,15 +232,11 @@ def _format_audit_panic(trap: FreeWhileReferenced, kmem: Kmem, pid: int, thread:
 
 
 def write_crash_file(report: str, crash_dir: str | os.PathLike[str]) -> Path:
-    """Write ``report`` to a new ``kstatd.crash.<pid>.<n>`` in ``crash_dir``; return its path."""
+    """Write ``report`` to a new ``kstatd.crash.<pid>.<n>`` in ``crash_dir``; return its path.
+
+    Whole or not at all (:func:`kstatpy.safefile.write_new`): a full disk leaves nothing.
+    """
     directory = Path(crash_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    n = 0
-    while True:
-        path = directory / f"kstatd.crash.{os.getpid()}.{n}"
-        try:
-            with open(path, "x", encoding="utf-8") as f:
-                f.write(report)
-            return path
-        except FileExistsError:
-            n += 1
+    pid = os.getpid()
+    return Path(write_new(directory, lambda n: f"kstatd.crash.{pid}.{n}", report.encode("utf-8", "backslashreplace")))

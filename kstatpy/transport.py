@@ -7,8 +7,12 @@ on a chain in this process, the very function kstatd runs for a request. Both
 raise the typed :class:`KstatError` of a reply's errno; a socket that cannot be
 reached, or is lost, is :class:`ServerUnavailableError`.
 
-Imports: msgpack, _socket (not socket.py: it would load enum and selectors) and
-kstatpy's errors and protocol only.
+The client connection contract (docs/PROTOCOL.md §9.7) is here: which socket, the
+descriptor walk of a default path (:func:`kstatpy.safepath.open_socket_dir`), the
+server's SO_PEERCRED uid, and one deadline per request (:func:`request_timeout`).
+
+Imports: msgpack, _socket (not socket.py: it would load enum and selectors), math,
+struct, and kstatpy's errors, protocol and safepath only.
 """
 
 from __future__ import annotations

@@ -24,7 +24,6 @@ from kstatpy.raw import LAYOUTS
 from kstatpy.raw import SYSINFO
 from kstatpy.raw import VAR
 from kstatpy.raw import VMINFO
-from tests.bounded import reap
 from tests.bounded import within
 
 HERE = Path(__file__).resolve().parent
@@ -42,15 +41,17 @@ def _scratch(prefix: str) -> Path:
 
 
 @functools.cache
-def installed(asan: bool = False) -> Path:
-    """The prefix libkstat was installed into by ``kstatpy-libkstat install``."""
-    prefix = _scratch("libkstat-asan-" if asan else "libkstat-")
+def installed(asan: bool = False, sanitize: str | None = None) -> Path:
+    """The prefix libkstat was installed into by ``kstatpy-libkstat install``; with
+    ``asan`` (or ``sanitize="thread"``) a copy built with that sanitizer."""
+    sanitize = "address" if asan else sanitize
+    prefix = _scratch(f"libkstat-{sanitize or 'plain'}-")
     env = dict(os.environ)
-    if asan:
-        env["CFLAGS"] = "-fsanitize=address -fno-omit-frame-pointer"
-        env["LDFLAGS"] = "-fsanitize=address"
+    if sanitize:
+        env["CFLAGS"] = f"-fsanitize={sanitize} -fno-omit-frame-pointer"
+        env["LDFLAGS"] = f"-fsanitize={sanitize}"
     done = subprocess.run(
-        [str(SCRIPT), "install", "--prefix", str(prefix)], env=env, capture_output=True, text=True, timeout=300
+        [str(SCRIPT), "install", "--prefix", str(prefix)], env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr
     return prefix
@@ -67,7 +68,12 @@ def compile_c(sources: list[Path], out: Path, prefix: Path | None = None, extra:
     prefix = prefix or installed()
     env = pkg_env(prefix)
     flags = subprocess.run(
-        ["pkg-config", "--cflags", "--libs", "libkstat"], env=env, capture_output=True, text=True, check=True, timeout=60
+        ["pkg-config", "--cflags", "--libs", "libkstat"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout.split()
     cmd = ["cc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", *extra, *map(str, sources), "-o", str(out), *flags]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -132,16 +138,16 @@ class Driver:
             text=True,
         )
 
-    def cmd(self, line: str) -> list[str]:
+    def cmd(self, line: str, timeout: float = 120) -> list[str]:
         assert self.proc.stdin and self.proc.stdout
         self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
         out = []
         while True:
-            got = within(120, f"lkt's answer to {line!r}", self.proc.stdout.readline)
+            got = within(timeout, f"lkt's answer to {line!r}", self.proc.stdout.readline)
             if not got:
-                code, err = reap(self.proc)
-                raise EOFError(f"lkt exited ({code}) during {line!r}: {err}")
+                _, err = self.proc.communicate(timeout=60)
+                raise EOFError(f"lkt exited ({self.proc.returncode}) during {line!r}: {err}")
             got = got.rstrip("\n")
             if got == ".":
                 return out
@@ -154,12 +160,7 @@ class Driver:
 
     def close(self) -> tuple[int, str]:
         """Quit; (exit status, stderr)."""
-        try:
-            # communicate writes "quit", closes stdin (a closed pipe is ignored) and reads both pipes
-            _, err = self.proc.communicate("quit\n", timeout=120)
-        except subprocess.TimeoutExpired:
-            reap(self.proc)
-            raise AssertionError("lkt did not exit within 120 s of quit") from None
+        _, err = self.proc.communicate("quit\n", timeout=120)
         return self.proc.returncode, err
 
     def __enter__(self) -> Driver:
@@ -167,4 +168,5 @@ class Driver:
 
     def __exit__(self, *exc: object) -> None:
         if self.proc.poll() is None:
-            reap(self.proc)
+            self.proc.kill()
+            self.proc.communicate(timeout=60)

@@ -11,9 +11,11 @@ Not run by CI: a module takes minutes to an hour. docs/TESTING.md records the sc
 
 cosmic-ray mutates the source file IN PLACE while a test command runs, and restores it
 after each mutant. So: a clean file (``git diff`` empty) is required before the run,
-do not edit or commit that file while it runs, and after the run the file is checked
-against git (and restored from git with a warning if a killed run left a mutant).
-Work files (config, session database, summary.json) go to ``.mutation/NAME/``.
+do not edit or commit that file while it runs, and do not run other tests from the
+same checkout meanwhile (they would import the mutant of the moment: use a clone). After
+the run the file is checked against git (restored from git, with a warning, if a killed
+run left a mutant).
+Work files (config, session database, summary.json, history.jsonl) go to ``.mutation/NAME/``.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-#: module name -> (source file, test files that cover it). Only these tests run per mutant;
-#: a test file that does not exist yet is left out. Smallest and least shared first.
-TARGETS: dict[str, tuple[str, list[str]]] = {
+#: module name -> (source file or files, test files that cover it). Only these tests run per
+#: mutant; a test file that does not exist yet is left out. Smallest and least shared first.
+TARGETS: dict[str, tuple[str | list[str], list[str]]] = {
     "cred": ("kstatpy/cred.py", ["tests/test_mutants_cred.py", "tests/test_vmm_privilege.py"]),
     "kmem_audit": ("kstatpy/kmem_audit.py", ["tests/test_kmem_audit.py", "tests/test_mutants_kmem_audit.py"]),
     "safepath": ("kstatpy/safepath.py", ["tests/test_safe_paths.py", "tests/test_mutants_safepath.py"]),
@@ -41,6 +43,8 @@ TARGETS: dict[str, tuple[str, list[str]]] = {
     "epcache": ("kstatpy/epcache.py", ["tests/test_epcache.py", "tests/test_mutants_epcache.py"]),
     "kmem": ("kstatpy/kmem.py", ["tests/test_kmem.py", "tests/test_escaped_mutations.py", "tests/test_mutants_kmem.py"]),
     "select": ("kstatpy/select.py", ["tests/test_select.py", "tests/test_cli_select.py", "tests/test_mutants_select.py"]),
+    "vmm": (["providers/vmm/ops.py", "providers/vmm/provider.py"],  # teardown order and privileges
+            ["tests/test_vmm_privilege.py", "tests/test_vmm_lifecycle.py", "tests/test_mutants_vmm.py"]),
     "vmm_state": ("providers/vmm/state.py", ["tests/test_vmm_lifecycle.py", "tests/test_vmm_privilege.py"]),
 }
 
@@ -53,11 +57,16 @@ def _pytest(files: list[str], timeout: float) -> list[str]:
     return [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", f"--timeout={int(timeout)}", *files]
 
 
-def _clean(source: str) -> bool:
-    return subprocess.run(["git", "diff", "--quiet", "--", source], cwd=REPO, timeout=60).returncode == 0
+def _sources(name: str) -> list[str]:
+    source = TARGETS[name][0]
+    return [source] if isinstance(source, str) else list(source)
 
 
-def summarize(db: Path, source: str) -> dict:
+def _clean(sources: list[str]) -> bool:
+    return subprocess.run(["git", "diff", "--quiet", "--", *sources], cwd=REPO, timeout=60).returncode == 0
+
+
+def summarize(db: Path, source: str | list[str]) -> dict:
     """Counts and survivors of a finished session database."""
     from cosmic_ray.work_db import WorkDB
     from cosmic_ray.work_db import use_db
@@ -73,14 +82,14 @@ def summarize(db: Path, source: str) -> dict:
             elif result.test_outcome == TestOutcome.SURVIVED:
                 counts["survived"] += 1
                 m = item.mutations[0]
-                survivors.append({"job": item.job_id, "line": m.start_pos[0], "operator": m.operator_name,
+                survivors.append({"job": item.job_id, "file": str(m.module_path), "line": m.start_pos[0], "operator": m.operator_name,
                                   "occurrence": m.occurrence, "diff": result.diff})  # fmt: skip
             else:
                 counts["incompetent"] += 1
         counts["pending"] = counts["mutants"] - sum(counts[k] for k in ("killed", "timeouts", "survived", "incompetent"))
     scored = counts["killed"] + counts["timeouts"] + counts["survived"]
     counts["score"] = round(100 * (counts["killed"] + counts["timeouts"]) / scored, 1) if scored else None
-    survivors.sort(key=lambda s: s["line"])
+    survivors.sort(key=lambda s: (s["file"], s["line"]))
     return {"module": source, "counts": counts, "survivors": survivors}
 
 
@@ -89,17 +98,17 @@ def report(name: str, summary: dict) -> None:
     print(f"{name} ({summary['module']}): {c['mutants']} mutants, killed {c['killed']}, timeouts {c['timeouts']}, "
           f"survived {c['survived']}, incompetent {c['incompetent']}, pending {c['pending']}: {c['score']}% killed")  # fmt: skip
     for s in summary["survivors"]:
-        print(f"--- survived: line {s['line']} {s['operator']} #{s['occurrence']} ({s['job']})")
+        print(f"--- survived: {s.get('file', '')}:{s['line']} {s['operator']} #{s['occurrence']} ({s['job']})")
         print((s["diff"] or "").rstrip())
 
 
 def run(name: str) -> int:
-    source, files = TARGETS[name]
-    files = _tests(files)
+    sources, files = _sources(name), _tests(TARGETS[name][1])
+    source = sources[0] if len(sources) == 1 else sources
     work = REPO / ".mutation" / name
     work.mkdir(parents=True, exist_ok=True)
-    if not _clean(source):
-        print(f"mutate: {source} has uncommitted changes; cosmic-ray mutates it in place: commit or stash first",
+    if not _clean(sources):
+        print(f"mutate: {' '.join(sources)}: uncommitted changes; cosmic-ray mutates in place: commit or stash first",
               file=sys.stderr)  # fmt: skip
         return 2
     # The unmutated tests must pass; their time sets each mutant's bound (5x, at least 60 s).
@@ -115,7 +124,7 @@ def run(name: str) -> int:
     config = work / "config.toml"
     config.write_text(
         "[cosmic-ray]\n"
-        f"module-path = {json.dumps(source)}\n"
+        f"module-path = {json.dumps(source)}\n"  # a string or a list: both are TOML
         f"timeout = {timeout:.0f}\n"
         "excluded-modules = []\n"
         f"test-command = {json.dumps(command)}\n"
@@ -132,12 +141,14 @@ def run(name: str) -> int:
         exe = ["nice", "-n", "10", *cr, "exec", str(config), str(db)]
         subprocess.run(exe, cwd=REPO, check=True)  # bounded: cosmic-ray stops each mutant's tests at `timeout`
     finally:
-        if not _clean(source):
-            print(f"mutate: WARNING: {source} was left mutated; restored from git", file=sys.stderr)
-            subprocess.run(["git", "checkout", "--", source], cwd=REPO, check=True, timeout=60)
+        if not _clean(sources):
+            print(f"mutate: WARNING: {' '.join(sources)} left mutated; restored from git", file=sys.stderr)
+            subprocess.run(["git", "checkout", "--", *sources], cwd=REPO, check=True, timeout=60)
     summary = summarize(db, source)
     summary.update(date=time.strftime("%Y-%m-%d"), tool=_version(), tests=files, bound_s=round(timeout))
     (work / "summary.json").write_text(json.dumps(summary, indent=1))
+    with open(work / "history.jsonl", "a") as history:  # every run's counts, for docs/TESTING.md's before/after
+        history.write(json.dumps({k: summary[k] for k in ("date", "tool", "tests", "bound_s", "counts")}) + "\n")
     report(name, summary)
     return 0
 
@@ -155,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", action="store_true", help="print the last run's result, run nothing")
     args = ap.parse_args(argv)
     if args.list or not args.modules:
-        for name, (source, files) in TARGETS.items():
-            print(f"{name:12} {source:28} {' '.join(_tests(files))}")
+        for name, (_source, files) in TARGETS.items():
+            print(f"{name:12} {' '.join(_sources(name)):28} {' '.join(_tests(files))}")
         return 0
     unknown = [m for m in args.modules if m not in TARGETS]
     if unknown:

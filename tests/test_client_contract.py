@@ -427,3 +427,17 @@ def test_nobody_cannot_reach_the_privileged_socket_of_a_named_kstatd():
                            env=env_with(), capture_output=True, timeout=60)  # fmt: skip
         assert r.returncode == 0 and r.stdout.startswith(b"test:0:strings:"), r.stderr
     assert Path(d).exists() is False or not os.path.exists(priv)
+
+
+def test_a_squatted_priv_directory_does_not_stop_roots_kstatd():
+    # Beside a --socket in a shared sticky directory, nobody may create priv/ first: root's
+    # kstatd then serves the public socket without the privileged one, and says so once.
+    nobody_skip()
+    with shared_dir(0o1777) as d:
+        assert run_as_nobody(["-c", f"import os; os.mkdir({os.path.join(d, 'priv')!r})"]).returncode == 0
+        with running_kstatd(d, plugins=[BASIC]) as kd:
+            r = run([*KSTAT, "--socket", kd.socket, "-l", "test:0:strings"], env_with())
+            assert r.returncode == 0, r.stderr
+            assert kd.stop() == 0
+        assert kd.stderr.count("privileged socket not served") == 1, kd.stderr
+        assert f"owned by uid {NOBODY_UID}" in kd.stderr

@@ -188,3 +188,31 @@ def test_deleted_kstat_python_agrees(kd) -> None:
         with pytest.raises(KstatError) as exc:
             kc.read(ksp)
     assert exc.value.errno == 6  # ENXIO
+
+
+def test_data_that_changes_size_between_reads(tmp_path: Path) -> None:
+    # kstat_read allocates and resizes ks_data itself: a VAR_SIZE RAW kstat growing,
+    # shrinking and growing again, and a NAMED kstat whose STRING does the same.
+    from tests.providers_fixture.varsize import grow_bytes
+    from tests.providers_fixture.varsize import text_of
+
+    with running_kstatd(tmp_path, plugins=("tests.providers_fixture.varsize",)) as kd, Driver(run_env(kd.socket)) as d:
+        assert d.one("open 0").startswith("ok kcid ")
+        assert d.one("lookup 0 test 0 grow").startswith("found ")
+        sizes = set()
+        for _ in range(12):
+            size = int(d.one("read 0").split()[5])
+            data = bytes.fromhex(d.one("raw 0"))
+            k = int.from_bytes(data[:8], "little")
+            assert data == grow_bytes(k) and size == len(data)
+            sizes.add(size)
+        assert len(sizes) >= 6
+        assert d.one("lookup 0 test 0 text").startswith("found ")
+        for _ in range(10):
+            size = int(d.one("read 0").split()[5])
+            got = lines_to_dict(d.cmd("p 0"))
+            k = int(got["test:0:text:k"])
+            assert got["test:0:text:s"] == text_of(k)
+            assert size == 2 * 48 + len(text_of(k)) + 1  # illumos' data size: records + string + NUL
+            assert d.one("copy 0") == "strings 1 inside 1"
+        assert d.close() == (0, "")

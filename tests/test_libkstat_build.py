@@ -64,8 +64,8 @@ def run_c(tmp_path: Path, body: str) -> list[str]:
         env=dict(os.environ, LD_LIBRARY_PATH=str(installed() / "lib")),
         capture_output=True,
         text=True,
-        check=True,
         timeout=60,
+        check=True,
     )
     return out.stdout.splitlines()
 
@@ -119,7 +119,8 @@ def test_installed_files_soname_and_symbols() -> None:
     assert os.readlink(prefix / "lib" / "libkstat.so") == "libkstat.so.1"
     dyn = subprocess.run(
         ["readelf", "-d", str(prefix / "lib/libkstat.so.1")], capture_output=True, text=True, timeout=60
-    ).stdout
+    )
+    dyn = dyn.stdout
     assert "Library soname: [libkstat.so.1]" in dyn
     nm = subprocess.run(
         ["nm", "-D", "--defined-only", str(prefix / "lib/libkstat.so.1")], capture_output=True, text=True, timeout=60

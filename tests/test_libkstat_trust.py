@@ -1,7 +1,8 @@
-"""libkstat finds and trusts kstatd as the client contract says (docs/PROTOCOL.md,
-"Finding and trusting the server"): the server's peer credentials,
-KSTAT_TRUST_UID for a named socket, the default path walked by descriptor, and
-KSTAT_TIMEOUT's values. The second and third users come from setpriv (tests/nobody.py)."""
+"""libkstat finds and trusts kstatd as the client contract says (docs/PROTOCOL.md §9.7):
+the server's peer credentials, KSTAT_TRUST_UID for a named socket, the default path
+walked by descriptor, KSTAT_TIMEOUT's values. Each refusal is compared with what the
+Python client (kstatpy.transport) says in the same situation: the two implement one
+contract. The second and third users come from setpriv (tests/nobody.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.bounded import within
 from tests.kstatd_fixture import hello
 from tests.libkstat_helpers import Driver
 from tests.libkstat_helpers import run_env
@@ -41,7 +43,7 @@ def kstatd_as_nobody(sock: str) -> Iterator[subprocess.Popen[bytes]]:
                 hello(sock)
                 break
             except (OSError, EOFError):
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""  # bounded: it exited
+                assert proc.poll() is None, proc.communicate(timeout=30)[1]
                 assert time.monotonic() < deadline, "kstatd (nobody) did not start"
                 time.sleep(0.05)  # readiness poll with a deadline
         yield proc
@@ -63,6 +65,21 @@ def nobody_dir() -> Iterator[str]:
         yield d
 
 
+def python_says(env: dict[str, str], as_nobody: bool = False) -> tuple[int, str]:
+    """(errno, message) of the Python client's kstat_open() in ``env``."""
+    code = (
+        "from kstatpy.client import kstat_open\n"
+        "from kstatpy.errors import KstatError\n"
+        "try:\n    kstat_open().close(); print(0); print('')\n"
+        "except KstatError as e:\n    print(e.errno); print(e.message)\n"
+    )
+    prefix = list(AS_NOBODY) if as_nobody else []
+    out = subprocess.run([*prefix, sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    errno_, message = out.stdout.split("\n", 1)
+    return int(errno_), message.rstrip("\n")
+
+
 def answer(env: dict[str, str], line: str, as_nobody: bool = False) -> tuple[str, str]:
     """One command in a fresh lkt: (its answer, lkt's stderr)."""
     with Driver(env, argv_prefix=tuple(AS_NOBODY) if as_nobody else ()) as d:
@@ -81,11 +98,14 @@ def test_a_server_of_another_uid_is_refused_unless_trusted(nobody_dir: str) -> N
             f"{sock}: the server runs as uid {NOBODY_UID}, not root or uid 0; "
             f"refusing it (KSTAT_TRUST_UID={NOBODY_UID} to trust it)\n"
         )
+        assert python_says(run_env(sock)) == (13, err.rstrip("\n"))
         assert answer(run_env(sock, KSTAT_TRUST_UID=str(NOBODY_UID)), "open 0")[0].startswith("ok kcid ")
         assert answer(run_env(sock, KSTAT_TRUST_UID=f"7,{NOBODY_UID}"), "open 0")[0].startswith("ok kcid ")
         assert answer(run_env(sock, KSTAT_TRUST_UID="7"), "open 0")[0] == "err EACCES"
         got, err = answer(run_env(sock, KSTAT_TRUST_UID="nobody"), "open 0")
-        assert (got, err) == ("err EINVAL", "KSTAT_TRUST_UID=nobody: not a list of uids (N[,N...], at most 16)\n")
+        assert (got, err) == ("err EINVAL", "KSTAT_TRUST_UID: 'nobody' is not a uid\n")
+        assert python_says(run_env(sock, KSTAT_TRUST_UID="nobody"))[0] == 22
+        assert answer(run_env(sock, KSTAT_TRUST_UID=f" ,{NOBODY_UID}, "), "open 0")[0].startswith("ok kcid ")
         # the caller's own server is trusted without asking
         assert answer(run_env(sock), "open 0", as_nobody=True)[0].startswith("ok kcid ")
 
@@ -107,36 +127,47 @@ def test_default_path_is_walked_and_checked(nobody_dir: str) -> None:
         got, err = answer(env, "open 0", as_nobody=True)
         assert got == "err EACCES"
         assert err == (
-            f"{runtime}/kstatpy: the socket's directory is owned by uid {OTHER_UID}, "
+            f"{runtime}/kstatpy: a directory on the socket's path is owned by uid {OTHER_UID}, "
             f"not uid 0 or uid {NOBODY_UID}; refusing to use it\n"
         )
+        assert python_says(env, as_nobody=True) == (13, err.rstrip("\n"))
         os.chown(f"{runtime}/kstatpy", NOBODY_UID, NOBODY_UID)
         # writable by the group: someone else could replace the socket
         os.chmod(f"{runtime}/kstatpy", 0o775)
         got, err = answer(env, "open 0", as_nobody=True)
         assert got == "err EACCES" and "writable by others (mode 0775)" in err, err
+        assert python_says(env, as_nobody=True) == (13, err.rstrip("\n"))
         os.chmod(f"{runtime}/kstatpy", 0o755)
         # a symbolic link anywhere on the way
         os.symlink(runtime, f"{nobody_dir}/link")
-        got, err = answer(dict(env, XDG_RUNTIME_DIR=f"{nobody_dir}/link"), "open 0", as_nobody=True)
+        linked = dict(env, XDG_RUNTIME_DIR=f"{nobody_dir}/link")
+        got, err = answer(linked, "open 0", as_nobody=True)
         assert (got, err) == (
             "err EACCES",
-            f"{nobody_dir}/link: a symbolic link on the way to the socket; refusing to use it\n",
+            f"{nobody_dir}/link: a directory on the socket's path is a symbolic link; refusing to use it\n",
         )
-        # KSTAT_TRUST_UID does not apply to the default path (nothing to trust here but the walk)
-        assert answer(dict(env, KSTAT_TRUST_UID="1"), "open 0", as_nobody=True)[0].startswith("ok kcid ")
+        assert python_says(linked, as_nobody=True) == (13, err.rstrip("\n"))
     # nothing listening at the default path: ECONNREFUSED (a stale socket file) or ENOENT
     assert answer(env, "open 0", as_nobody=True)[0] in ("err ECONNREFUSED", "err ENOENT")
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "86401", "abc", "1s"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "86401", "abc", "1s", "0x10"])
 def test_bad_kstat_timeout_is_einval(tmp_path, value: str) -> None:
-    got, err = answer(run_env(str(tmp_path / "kstat.sock"), KSTAT_TIMEOUT=value), "open 0")
-    assert (got, err) == ("err EINVAL", f"KSTAT_TIMEOUT={value}: not a number of seconds > 0 and <= 86400\n")
+    env = run_env(str(tmp_path / "kstat.sock"), KSTAT_TIMEOUT=value)
+    got, err = answer(env, "open 0")
+    assert (got, err) == ("err EINVAL", f"KSTAT_TIMEOUT: '{value}' is not a number of seconds > 0 and <= 86400\n")
+    assert python_says(env) == (22, err.rstrip("\n"))
+
+
+def test_a_named_path_that_is_not_a_socket(tmp_path) -> None:
+    (tmp_path / "file").write_text("")
+    env = run_env(str(tmp_path / "file"))
+    assert answer(env, "open 0") == ("err ENOTSOCK", "")
+    assert python_says(env)[0] == 88  # ENOTSOCK
 
 
 def test_default_timeout_agrees_with_the_python_client() -> None:
-    # The contract's 10 s, in C (impl.h) and, once it has one, in kstatpy.transport.
+    # The contract's 10 s, in C (impl.h) and in kstatpy.transport.
     from tests.libkstat_helpers import installed
 
     installed()
@@ -145,4 +176,76 @@ def test_default_timeout_agrees_with_the_python_client() -> None:
         c_default = next(float(line.split()[2]) for line in f if line.startswith("#define LK_DEFAULT_TIMEOUT"))
     import kstatpy.transport as transport
 
-    assert c_default == getattr(transport, "DEFAULT_TIMEOUT", 10.0) == 10.0
+    assert c_default == transport.DEFAULT_REQUEST_TIMEOUT == 10.0
+
+
+def test_kstat_trust_uid_is_ignored_for_the_default_path(nobody_dir: str, tmp_path) -> None:
+    # A server run by a third user whose socket sits in nobody's own default directory
+    # (bound elsewhere, then moved there and handed to nobody by root): the walk passes,
+    # SO_PEERCRED shows uid 12345, and KSTAT_TRUST_UID=12345 does not help, because the
+    # user did not name this socket (docs/PROTOCOL.md §9.7 step 3).
+    runtime = f"{nobody_dir}/run"
+    os.makedirs(f"{runtime}/kstatpy", 0o755)
+    for d in (runtime, f"{runtime}/kstatpy"):
+        os.chown(d, NOBODY_UID, NOBODY_UID)
+    other = f"{nobody_dir}/other"
+    os.mkdir(other, 0o755)
+    os.chown(other, OTHER_UID, OTHER_UID)
+    server = (
+        "import socket, sys, time\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        f"s.bind({other + '/kstat.sock'!r}); s.listen(8); print('ready', flush=True)\n"
+        "while True:\n    c, _ = s.accept(); time.sleep(30)\n"
+    )
+    as_other = ["setpriv", "--reuid", str(OTHER_UID), "--regid", str(OTHER_UID), "--clear-groups"]
+    proc = subprocess.Popen([*as_other, sys.executable, "-c", server], stdout=subprocess.PIPE, text=True)
+    try:
+        assert within(60, "the third user's server", proc.stdout.readline).strip() == "ready"  # type: ignore[union-attr]
+        sock = f"{runtime}/kstatpy/kstat.sock"
+        os.rename(f"{other}/kstat.sock", sock)
+        os.chown(sock, NOBODY_UID, NOBODY_UID, follow_symlinks=False)
+        env = run_env(None, XDG_RUNTIME_DIR=runtime, KSTAT_TRUST_UID=str(OTHER_UID))
+        env.pop("KSTAT_SOCKET", None)
+        got, err = answer(env, "open 0", as_nobody=True)
+        assert got == "err EACCES"
+        assert err == (
+            f"{sock}: the server runs as uid {OTHER_UID}, not root or uid {NOBODY_UID}; "
+            f"refusing it (KSTAT_TRUST_UID={OTHER_UID} to trust it)\n"
+        )
+        assert python_says(env, as_nobody=True) == (13, err.rstrip("\n"))
+        # the same socket named: the opt-in applies, and the silent server times out
+        named = dict(env, KSTAT_SOCKET=sock, KSTAT_TIMEOUT="0.5")
+        assert answer(named, "open 0", as_nobody=True) == (
+            "err ETIMEDOUT",
+            f"{sock}: no reply from kstatd within 0.5 s (KSTAT_TIMEOUT)\n",
+        )
+    finally:
+        proc.kill()
+        proc.wait(30)
+
+
+def test_a_sticky_shared_last_directory_checks_the_socket(nobody_dir: str) -> None:
+    # The last directory writable by others but sticky (as /tmp): only the socket's
+    # owner may replace it, so the socket itself must be root's or the caller's.
+    runtime = f"{nobody_dir}/run"
+    os.makedirs(f"{runtime}/kstatpy")
+    os.chown(runtime, NOBODY_UID, NOBODY_UID)
+    os.chown(f"{runtime}/kstatpy", NOBODY_UID, NOBODY_UID)
+    os.chmod(f"{runtime}/kstatpy", 0o1777)
+    sock = f"{runtime}/kstatpy/kstat.sock"
+    env = run_env(None, XDG_RUNTIME_DIR=runtime)
+    env.pop("KSTAT_SOCKET", None)
+    with kstatd_as_nobody(sock):
+        assert answer(env, "open 0", as_nobody=True)[0].startswith("ok kcid ")
+        os.chown(sock, OTHER_UID, OTHER_UID, follow_symlinks=False)
+        got, err = answer(env, "open 0", as_nobody=True)
+        assert (got, err) == (
+            "err EACCES",
+            f"{sock}: the socket is owned by uid {OTHER_UID}, not uid 0 or uid {NOBODY_UID}; refusing to use it\n",
+        )
+        assert python_says(env, as_nobody=True) == (13, err.rstrip("\n"))
+        os.rename(sock, f"{sock}.real")
+        os.symlink(f"{sock}.real", sock)
+        got, err = answer(env, "open 0", as_nobody=True)
+        assert (got, err) == ("err EACCES", f"{sock}: not a socket in a shared directory; refusing to use it\n")
+        assert python_says(env, as_nobody=True) == (13, err.rstrip("\n"))

@@ -78,7 +78,8 @@ def _one_second_sample(chain) -> tuple[int, int, int] | None:  # type: ignore[no
 
 
 def test_live_runque_is_procs_running_less_the_reader_and_the_cpus() -> None:
-    """On this host: each second adds procs_running - 1 (this reader) - on-line CPUs, never < 0.
+    """On this host: each second adds procs_running - 1 (this reader) - on-line CPUs, never < 0
+    (within 1: the host is shared; the old mapping, procs_running, would be 1 + CPUs off).
 
     The machine is shared, so procs_running is read around the kstat's read and a
     second in which it moved is taken again. The old mapping added procs_running.
@@ -91,12 +92,14 @@ def test_live_runque_is_procs_running_less_the_reader_and_the_cpus() -> None:
         if got is None:
             continue
         added, running, occ = got
-        assert added == max(0, running - 1 - m), (added, running, m)
+        # procs_running may move and come back between our reads and the provider's: 1 of
+        # slack (the old mapping, procs_running itself, is 1 + m off)
+        assert abs(added - max(0, running - 1 - m)) <= 1, (added, running, m)
         assert occ == int(added > 0)
         checked += 1
-        if checked == 2:
+        if checked == 3:
             break
-    assert checked == 2, "procs_running never held still for a read"
+    assert checked == 3, "procs_running never held still for a read"
 
 
 def test_live_runque_with_busy_threads() -> None:
@@ -150,3 +153,34 @@ def test_lofi_only_for_configured_loop_devices(tmp_path: Path) -> None:
     write(fake, "sys/block/loop0/size", "0\n")  # losetup -d
     providers.refresh(chain)
     assert chain.kstat_lookup_name("lofi", 0, "lofi0") is None
+
+
+def test_tlb_shootdowns_are_not_counted_twice(tmp_path: Path) -> None:
+    """TLB flushes arrive as function-call interrupts: intr and xcalls count CAL, never TLB on top."""
+    fake = build_fake_tree(tmp_path / "root")
+    write(fake, "proc/interrupts", (
+        "           CPU0       CPU1\n"
+        "  1:         10         20   IO-APIC  1-edge  i8042\n"
+        "LOC:        100        200   Local timer interrupts\n"
+        "CAL:         30         40   Function call interrupts\n"
+        "TLB:          7          8   TLB shootdowns\n"
+        "ERR:          5\n"
+    ))  # fmt: skip
+    chain, _ = attach(fake)
+    sys1 = {n: v for n, _, v in read(chain, "cpu", 1, "sys")["data"]}
+    assert (sys1["intr"], sys1["xcalls"]) == (20 + 200 + 40, 40)
+
+
+def test_pswitch_from_ctxt_without_schedstat(tmp_path: Path) -> None:
+    """No proc/schedstat: proc/stat's machine-wide ctxt, charged whole to the lowest CPU."""
+    fake = build_fake_tree(tmp_path / "root")
+    (fake / "proc/schedstat").unlink()
+    chain, _ = attach(fake)
+    sys0 = {n: v for n, _, v in read(chain, "cpu", 0, "sys")["data"]}
+    sys1 = {n: v for n, _, v in read(chain, "cpu", 1, "sys")["data"]}
+    assert (sys0["pswitch"], sys1["pswitch"]) == (4567, 0)  # ctxt 4567
+    assert (sys0["sysfork"], sys1["sysfork"]) == (100, 0)  # processes 100
+    meta = chain.kstat_lookup_name("cpu", 1, "sys").ks_meta
+    assert not meta["pswitch"].no_source and meta["idlethread"].no_source  # idlethread needs schedstat
+    write(fake, "proc/stat", (fake / "proc/stat").read_text().replace("ctxt 4567", "ctxt 5000"))
+    assert {n: v for n, _, v in read(chain, "cpu", 0, "sys")["data"]}["pswitch"] == 5000

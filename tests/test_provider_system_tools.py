@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kstatpy_providers.system.mib2_table import MIB2
 from test_provider_system import PAGESIZE
+from test_provider_system import add_disk
 from test_provider_system import add_link
 from test_provider_system import attach
 from test_provider_system import build_fake_tree
@@ -239,3 +241,89 @@ def test_every_slab_cache_of_this_host_is_a_kmem_cache_kstat() -> None:
     assert caches == names - {k.ks_name for k in chain.kstats() if k.ks_class != "kmem_cache"}
     last = lines[-1].split()
     assert named(read(chain, "unix", 0, last[0]))["buf_size"] == int(last[3])
+
+
+def _row_for(ksp: Any) -> str:
+    if ksp.ks_class == "kmem_cache":
+        return "`unix:0:file_cache`" if ksp.ks_name == "file_cache" else "`unix:0:CACHE` (kmem_cache)"
+    if ksp.ks_class == "disk":
+        return "IO kstats (class `disk`)"
+    if ksp.ks_class == "device_error":
+        return "`MODULEerr:N:MODULEN,err`"
+    if ksp.ks_module == "cpu":
+        return f"`cpu:N:{ksp.ks_name}`"
+    return f"`{ksp.ks_module}:{ksp.ks_instance}:{ksp.ks_name}`"
+
+
+def test_the_docs_list_every_statistic_with_no_source(tmp_path: Path) -> None:
+    """docs/SYSTEM-PROVIDER.md's "Statistics with no source" names each marked statistic in its kstat's row."""
+    text = (Path(__file__).resolve().parent.parent / "docs/SYSTEM-PROVIDER.md").read_text()
+    section = text[text.index("### Statistics with no source") :]
+    section = section[: section.index("\n### ", 10)]
+    rows = {ln.split(" | ")[0].strip("| "): ln for ln in section.splitlines() if ln.startswith("| `") or
+            ln.startswith("| IO")}  # fmt: skip
+    chain, _ = attach(_full_fake(tmp_path / "root"))
+    unlisted = []
+    for ksp in chain.kstats():
+        marked = [s for s, m in (ksp.ks_meta or {}).items() if m.no_source]
+        if not marked:
+            continue
+        row = rows.get(_row_for(ksp), "")
+        if ksp.ks_class == "mib2":  # a counter this host's files lack: the MIB-II row says so
+            never = {st for st, _, srcs in MIB2[(ksp.ks_module, ksp.ks_name)] if not srcs}
+            marked = [st for st in marked if st in never]
+        if not marked:
+            continue
+        assert row, f"no row for {_row_for(ksp)}"
+        if row.split(" | ")[1].startswith("all"):
+            continue
+        unlisted += [f"{ksp.ks_module}:{ksp.ks_name}:{s}" for s in marked
+                     if f" {s}," not in row and f" {s};" not in row and f" {s} " not in row]  # fmt: skip
+    assert unlisted == []
+
+
+def test_an_embedded_kstat_naming_modules_skips_the_slab_caches(tmp_path: Path) -> None:
+    """A host that names the modules it wants (the embedded kstat) gets no per-cache kstats."""
+    root = _full_fake(tmp_path / "root")
+    chain = Chain(config={"system_root": str(root), "wants_module": lambda m: m == "unix"})
+    from kstatpy.plugins import load_providers
+
+    providers = load_providers(autoload=False, modules=["kstatpy_providers.system"])
+    providers.attach(chain)
+    assert providers.failures == []
+    caches = {k.ks_name for k in chain.kstats() if k.ks_class == "kmem_cache"}
+    assert caches == {"file_cache"}
+    assert chain.kstat_lookup_name("zones", 0, "global") is None  # a module it does not want
+    full, _ = attach(root)
+    assert {k.ks_name for k in full.kstats() if k.ks_class == "kmem_cache"} == {"file_cache", "kmalloc-64", "dentry"}
+
+
+#: (module, name ("*": any), class) as illumos creates each (uts/common/os/kstat_fr.c, clock.c,
+#: cpu.c, kmem.c, vmem.c, zone.c, dnlc.c; io/sd, blkdev, lofi; inet/ip, tcp, udp; mac/dls)
+CLASSES = (
+    ("unix", "system_misc", "misc"), ("unix", "system_pages", "pages"), ("unix", "sysinfo", "misc"),
+    ("unix", "vminfo", "vm"), ("unix", "var", "misc"), ("unix", "dnlcstats", "misc"),
+    ("unix", "file_cache", "kmem_cache"), ("unix", "kmalloc-64", "kmem_cache"), ("unix", "dentry", "kmem_cache"),
+    ("vmem", "kmem_oversize", "vmem"), ("zones", "global", "zone_misc"), ("cpu_info", "*", "misc"),
+    ("cpu", "sys", "misc"), ("cpu", "vm", "misc"), ("cpu_stat", "*", "misc"), ("link", "*", "net"),
+    ("sd", "*", "disk"), ("blkdev", "*", "disk"), ("lofi", "*", "disk"), ("sderr", "*", "device_error"),
+    ("blkdeverr", "*", "device_error"), ("lofierr", "*", "device_error"), ("ip", "ip", "mib2"), ("ip", "icmp", "mib2"), ("tcp", "tcp", "mib2"),
+    ("udp", "udp", "mib2"),
+)  # fmt: skip
+
+
+def test_every_kstat_has_illumos_module_name_and_class(tmp_path: Path) -> None:
+    root = _full_fake(tmp_path / "root")
+    write(root, "proc/net/netstat", "IpExt: InCsumErrors\nIpExt: 0\n")
+    write(root, "proc/net/snmp", SNMP + "Icmp: InMsgs OutMsgs\nIcmp: 1 2\n")
+    add_disk(root, "loop0")
+    chain, _ = attach(root)
+    seen = set()
+    for ksp in chain.kstats():
+        if ksp.ks_name.startswith("kstat_"):
+            continue
+        want = [c for m, n, c in CLASSES if m == ksp.ks_module and n in ("*", ksp.ks_name)]
+        assert want, f"{ksp.ks_module}:{ksp.ks_instance}:{ksp.ks_name} is in no table row"
+        assert ksp.ks_class == want[0], (ksp.ks_module, ksp.ks_name, ksp.ks_class, want[0])
+        seen.add((ksp.ks_module, ksp.ks_name if any(n == ksp.ks_name for m, n, _ in CLASSES) else "*"))
+    assert {(m, n) for m, n, _ in CLASSES} - seen == set()  # the fake host has one of each

@@ -34,6 +34,8 @@ from kstatpy.cli.kstat_format import format_report
 from kstatpy.cli.kstat_help import HELP
 from kstatpy.cli.kstat_select import read_instances
 from kstatpy.cli.kstat_select import select_instances
+from kstatpy.cli.output import complete_stdio
+from kstatpy.cli.output import write_fully
 from kstatpy.select import Pattern
 from kstatpy.select import RegexError
 from kstatpy.select import SelectorPatterns
@@ -45,6 +47,10 @@ if TYPE_CHECKING:
     from typing import BinaryIO
 
 __all__ = ["HELP", "main", "run"]
+
+
+#: Where the current run reads from: "kstatd" or "in-process" (for main's messages).
+SOURCE = ["kstatd"]
 
 
 class FatalError(Exception):
@@ -120,6 +126,7 @@ def open_embedded(wants_module: Any = None) -> tuple[Any, Any]:
     chain = Chain(config=None if wants_module is None else {WANTS_MODULE: wants_module})
     providers.attach(chain)
     kc = kstat_open_chain(chain, refresh=lambda: providers.refresh(chain), providers=providers, read_chain=False)
+    SOURCE[0] = "in-process"
 
     def cleanup() -> None:
         kc.close()
@@ -167,7 +174,7 @@ def _write(stream: BinaryIO, chunks: list[str]) -> None:
         data = text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # a lone surrogate a provider put in a string
         data = text.encode("utf-8", "backslashreplace")
-    stream.write(data)
+    write_fully(stream, data)  # a raw (unbuffered) stream may take fewer bytes: loop
     stream.flush()
 
 
@@ -307,6 +314,15 @@ def _fatal_message(exc: BaseException) -> str:
     return f"kstat: {message}\n"
 
 
+def _closed_stdio() -> None:
+    # One line on stderr, exit 3: reading statistics nobody can see would only hide it.
+    try:
+        os.write(2, b"kstat: standard output is closed; nothing can be printed\n")
+    except OSError:
+        pass
+    sys.exit(3)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: ``kstat [options] [operands]``."""
     import _signal as signal  # signal.py's C core: signal.py would import enum
@@ -316,6 +332,11 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     from kstatpy.errors import KstatError
 
+    complete_stdio()
+    if sys.stdout is None:  # started with fd 1 closed (">&-")
+        _closed_stdio()
+    if sys.stderr is None:  # "2>&-": errors go nowhere, the exit status still tells
+        sys.stderr = open(os.devnull, "w")
     try:
         code = run(sys.argv[1:] if argv is None else argv, sys.stdout.buffer, sys.stderr.buffer, install_signals=True)
         sys.stdout.flush()
@@ -326,9 +347,11 @@ def main(argv: list[str] | None = None) -> None:
             pass
         code = 3
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        # A reply framed right but not of docs/PROTOCOL.md's shapes (a broken or hostile server).
+        # A reply framed right but not of docs/PROTOCOL.md's shapes (a broken or hostile
+        # server); read in-process, the same is a bug of kstat or a provider: say which.
+        where = "malformed reply from kstatd" if SOURCE[0] == "kstatd" else "internal error reading in-process"
         try:
-            sys.stderr.write(f"kstat: malformed reply from kstatd: {type(exc).__name__}: {exc}\n")
+            sys.stderr.write(f"kstat: {where}: {type(exc).__name__}: {exc}\n")
         except OSError:
             pass
         code = 3

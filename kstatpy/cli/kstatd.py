@@ -279,6 +279,9 @@ def main(
         chain.kmem.history_bytes = kmem_history
     providers = load_providers(modules=plugins)
     daemon = Kstatd(chain, providers, config, report=_say)
+    # A thread waiting for the GIL gets it within 0.5 ms, not 5: a small request (root's)
+    # queued behind another user's expensive one waits less (issue 21, RELIABILITY.md).
+    sys.setswitchinterval(0.0005)
     # Before anything can answer a client: a SIGTERM sent as soon as kstatd answers
     # must find the handler (stop() only sets a flag; serve_forever acts on it).
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
@@ -312,7 +315,7 @@ def main(
     ready = "ready: listening on {}{}, zones {}, privileged {}, metrics {} (providers: {})".format(
         path, " (passed by systemd)" if path in inherited else "",
         ", ".join(f"{name}={zpath}" for name, zpath in zone_list) or "none",
-        priv_socket_path(path) if os.geteuid() == 0 else "none",  # and one beside each zone's (server.py)
+        priv_socket_path(path) if priv_socket_path(path) in daemon.priv_paths else "none",  # zones': beside theirs
         metrics_url, ", ".join(providers.names()) or "none",
     )  # fmt: skip
     _say(f"kstatd: {ready}\n")

@@ -1,6 +1,6 @@
 /*
  * Finding, trusting and talking to kstatd: the client connection contract of
- * docs/PROTOCOL.md ("Finding and trusting the server"), as kstatpy/transport.py and
+ * docs/PROTOCOL.md §9.7 ("Finding and trusting the server"), as kstatpy/transport.py and
  * kstatpy/safepath.py implement it in Python. In order:
  *
  *   1. the socket: $KSTAT_SOCKET ("named"), else the default: euid 0
@@ -73,29 +73,33 @@ fail(int code)
 static int
 parse_trust(struct lk_ctl *c, const char *s)
 {
-	const char *p = s;
+	char buf[1024], *save = NULL, *w;
 
-	while (*p) {
+	snprintf(buf, sizeof(buf), "%s", s);
+	for (w = strtok_r(buf, ",", &save); w; w = strtok_r(NULL, ",", &save)) {
 		char *end;
 		unsigned long v;
 
-		if (*p < '0' || *p > '9')
-			goto bad;
+		while (*w == ' ' || *w == '\t')
+			w++;
+		end = w + strlen(w);
+		while (end > w && (end[-1] == ' ' || end[-1] == '\t'))
+			*--end = '\0';
+		if (!*w)
+			continue; /* kstatpy skips blank entries */
 		errno = 0;
-		v = strtoul(p, &end, 10);
-		if (errno || v > 0xFFFFFFFEul || end == p || (*end && *end != ','))
-			goto bad;
-		if (c->ntrust == LK_MAX_TRUST)
-			goto bad;
+		v = strtoul(w, &end, 10);
+		if (*w < '0' || *w > '9' || *end || errno || v >= 0xFFFFFFFFul) {
+			say("KSTAT_TRUST_UID: '%s' is not a uid", w);
+			return fail(EINVAL);
+		}
+		if (c->ntrust == LK_MAX_TRUST) {
+			say("KSTAT_TRUST_UID: more than %d uids", LK_MAX_TRUST);
+			return fail(EINVAL);
+		}
 		c->trust[c->ntrust++] = (uid_t)v;
-		p = *end ? end + 1 : end;
-		if (*end == ',' && !*p)
-			goto bad;
 	}
 	return 0;
-bad:
-	say("KSTAT_TRUST_UID=%s: not a list of uids (N[,N...], at most %d)", s, LK_MAX_TRUST);
-	return fail(EINVAL);
 }
 
 int
@@ -124,8 +128,10 @@ lk_config(struct lk_ctl *c)
 		double t = strtod(env, &end);
 
 		/* t == t: not NaN; the bounds exclude the infinities. */
-		if (end == env || *end || !(t == t) || t <= 0 || t > 86400) {
-			say("KSTAT_TIMEOUT=%s: not a number of seconds > 0 and <= 86400", env);
+		while (*end == ' ' || *end == '\t' || *end == '\n')
+			end++; /* surrounding blanks are accepted, as Python's float() does */
+		if (end == env || *end || strpbrk(env, "xX") || !(t == t) || t <= 0 || t > 86400) {
+			say("KSTAT_TIMEOUT: '%s' is not a number of seconds > 0 and <= 86400", env);
 			return fail(EINVAL);
 		}
 		c->timeout = t;
@@ -136,151 +142,200 @@ lk_config(struct lk_ctl *c)
 	return 0;
 }
 
-/* A directory on the default path: owned by root or euid, not writable by others
- * unless sticky. Returns 1 when it is writable by others (and sticky), 0, or -1. */
+/* path made absolute and normalised lexically ("." and ".." folded), as Python's
+ * os.path.abspath does: the walk and the messages see the same names as kstatpy's. */
 static int
-check_dir(int fd, const char *name, const char *path, uid_t euid)
+abspath(const char *path, char *out, size_t size)
 {
-	struct stat st;
+	char buf[PATH_MAX * 2], *save = NULL, *comp;
+	size_t len = 0;
 
-	if (fstat(fd, &st) < 0)
+	if (path[0] == '/')
+		snprintf(buf, sizeof(buf), "%s", path);
+	else if (getcwd(buf, PATH_MAX))
+		snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "/%s", path);
+	else
 		return -1;
-	if (!S_ISDIR(st.st_mode)) {
-		say("%s: not a directory on the way to the socket %s; refusing to use it", name, path);
-		return fail(EACCES);
-	}
-	if (st.st_uid != 0 && st.st_uid != euid) {
-		say("%s: the socket's directory is owned by uid %u, not uid 0 or uid %u; refusing to use it",
-		    name, (unsigned)st.st_uid, (unsigned)euid);
-		return fail(EACCES);
-	}
-	if (st.st_mode & 022) {
-		if (!(st.st_mode & S_ISVTX)) {
-			say("%s: the socket's directory is writable by others (mode %04o); refusing to use it",
-			    name, (unsigned)(st.st_mode & 07777));
-			return fail(EACCES);
+	out[0] = '\0';
+	for (comp = strtok_r(buf, "/", &save); comp; comp = strtok_r(NULL, "/", &save)) {
+		if (strcmp(comp, ".") == 0)
+			continue;
+		if (strcmp(comp, "..") == 0) {
+			char *slash = strrchr(out, '/');
+
+			len = slash ? (size_t)(slash - out) : 0;
+			out[len] = '\0';
+			continue;
 		}
-		return 1;
+		if (len + 1 + strlen(comp) + 1 > size)
+			return fail(ENAMETOOLONG);
+		len += (size_t)snprintf(out + len, size - len, "/%s", comp);
 	}
+	if (len == 0)
+		snprintf(out, size, "/");
 	return 0;
 }
 
-/* Walk to the default socket's directory; its descriptor, and *base its last name. */
+/* "uid 0" or "uid 0 or uid M": the owners a default path may have (sorted, as kstatpy). */
+static const char *
+owners(char *buf, size_t size, uid_t euid)
+{
+	if (euid == 0)
+		snprintf(buf, size, "uid 0");
+	else
+		snprintf(buf, size, "uid 0 or uid %u", (unsigned)euid);
+	return buf;
+}
+
+static int
+refuse(const char *what, const char *reason)
+{
+	say("%s: %s; refusing to use it", what, reason);
+	return fail(EACCES);
+}
+
+/* Walk to the default socket's directory from "/" (§9.7 step 2); its O_PATH
+ * descriptor, *base the socket's name in it. -1: ENOENT (a component is missing: not
+ * running), EACCES (refused, one line said why), or another errno. */
 static int
 walk_default(const char *path, const char **base)
 {
-	char buf[PATH_MAX], shown[PATH_MAX];
+	char abs[PATH_MAX], shown[PATH_MAX], why[160], who[64];
 	uid_t euid = geteuid();
-	char *comp, *save = NULL, *slash;
-	int fd, shared;
-	size_t shown_len = 0;
+	struct stat st;
+	char *comp, *slash;
+	int fd, nfd;
 
-	if (path[0] != '/') {
-		say("%s: the default socket path is not absolute (XDG_RUNTIME_DIR?); refusing to use it", path);
-		return fail(EINVAL);
-	}
-	snprintf(buf, sizeof(buf), "%s", path);
-	slash = strrchr(buf, '/');
+	if (abspath(path, abs, sizeof(abs)) < 0)
+		return -1;
+	slash = strrchr(abs, '/');
+	*base = path + strlen(path) - strlen(slash + 1);
 	*slash = '\0';
-	*base = path + (slash - buf) + 1;
-	if (!**base)
-		return fail(EINVAL);
+	owners(who, sizeof(who), euid);
 	fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
-	shown[0] = '\0';
-	shared = check_dir(fd, "/", path, euid);
-	for (comp = strtok_r(buf, "/", &save); shared >= 0 && comp; comp = strtok_r(NULL, "/", &save)) {
-		int nfd;
-
-		if (strcmp(comp, ".") == 0)
-			continue;
-		if (shown_len < sizeof(shown))
-			shown_len += (size_t)snprintf(shown + shown_len, sizeof(shown) - shown_len, "/%s", comp);
-		if (strcmp(comp, "..") == 0) {
-			say("%s: \"..\" on the way to the socket; refusing to use it", path);
-			shared = fail(EACCES);
-			break;
+	snprintf(shown, sizeof(shown), "/");
+	comp = abs; /* "" for "/", else "/a/b": each component after a '/' */
+	for (;;) {
+		if (fstat(fd, &st) < 0)
+			goto err;
+		if (st.st_uid != 0 && st.st_uid != euid) {
+			snprintf(why, sizeof(why), "a directory on the socket's path is owned by uid %u, not %s",
+			    (unsigned)st.st_uid, who);
+			goto refused;
 		}
-		nfd = openat(fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (nfd < 0) {
-			struct stat st;
-			int e = errno;
+		if ((st.st_mode & 022) && !(st.st_mode & S_ISVTX)) {
+			snprintf(why, sizeof(why), "a directory on the socket's path is writable by others (mode %04o)",
+			    (unsigned)(st.st_mode & 07777));
+			goto refused;
+		}
+		if (*comp == '\0')
+			break;
+		{
+			char *name = comp + 1, *next = strchr(name, '/');
 
-			if ((e == ENOTDIR || e == ELOOP) && fstatat(fd, comp, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-				if (S_ISLNK(st.st_mode))
-					say("%s: a symbolic link on the way to the socket; refusing to use it", shown);
+			if (next)
+				*next = '\0';
+			snprintf(shown, sizeof(shown), "%s", abs);
+			nfd = openat(fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (nfd < 0) {
+				int e = errno;
+				struct stat lst;
+
+				if (e == ENOENT)
+					goto err;
+				if ((e == ENOTDIR || e == ELOOP) && fstatat(fd, name, &lst, AT_SYMLINK_NOFOLLOW) == 0)
+					snprintf(why, sizeof(why), "%s", S_ISLNK(lst.st_mode) ?
+					    "a directory on the socket's path is a symbolic link" :
+					    "a component of the socket's path is not a directory");
 				else
-					say("%s: not a directory on the way to the socket %s; refusing to use it", shown, path);
-				e = EACCES;
+					snprintf(why, sizeof(why), "cannot open it (%s)", strerror(e));
+				goto refused;
 			}
-			shared = fail(e);
-			break;
+			close(fd);
+			fd = nfd;
+			if (next) {
+				*next = '/';
+				comp = next;
+			} else {
+				comp = name + strlen(name);
+			}
 		}
-		close(fd);
-		fd = nfd;
-		shared = check_dir(fd, shown, path, euid);
 	}
-	if (shared == 1) {
-		/* A shared sticky directory: the socket must be root's or the caller's own. */
-		struct stat st;
+	if (st.st_mode & 022) {
+		/* The last directory is shared (sticky): the socket must be root's or the caller's. */
+		struct stat sst;
 
-		if (fstatat(fd, *base, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-			shared = -1;
-		} else if (!S_ISSOCK(st.st_mode)) {
-			say("%s: the socket in a shared directory is %s; refusing to use it", path,
-			    S_ISLNK(st.st_mode) ? "a symbolic link" : "not a socket");
-			shared = fail(EACCES);
-		} else if (st.st_uid != 0 && st.st_uid != euid) {
-			say("%s: the socket is owned by uid %u, not uid 0 or uid %u; refusing to use it", path,
-			    (unsigned)st.st_uid, (unsigned)euid);
-			shared = fail(EACCES);
+		if (fstatat(fd, *base, &sst, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno == ENOENT)
+				goto err;
+			snprintf(why, sizeof(why), "cannot inspect it (%s)", strerror(errno));
+			snprintf(shown, sizeof(shown), "%s", path);
+			goto refused;
+		}
+		snprintf(shown, sizeof(shown), "%s", path);
+		if (!S_ISSOCK(sst.st_mode)) {
+			snprintf(why, sizeof(why), "not a socket in a shared directory");
+			goto refused;
+		}
+		if (sst.st_uid != 0 && sst.st_uid != euid) {
+			snprintf(why, sizeof(why), "the socket is owned by uid %u, not %s", (unsigned)sst.st_uid, who);
+			goto refused;
 		}
 	}
-	if (shared < 0) {
+	return fd;
+refused:
+	close(fd);
+	return refuse(shown, why);
+err:
+	{
 		int e = errno;
 
 		close(fd);
 		return fail(e);
 	}
-	return fd;
 }
 
-/* A named socket: its directory may be anyone's, but not a symbolic link, and not
- * writable by others unless sticky (then the socket must not be a symbolic link). */
+/* A named socket (§9.4 "Socket paths"): its directory may be anyone's, but not a
+ * symbolic link, and not writable by others unless sticky (then the socket must not
+ * be a symbolic link). */
 static int
 check_named(const char *path)
 {
-	char dir[PATH_MAX];
-	const char *slash = strrchr(path, '/');
+	char dir[PATH_MAX], why[160];
 	struct stat st;
 
-	if (!slash)
-		snprintf(dir, sizeof(dir), ".");
-	else if (slash == path)
-		snprintf(dir, sizeof(dir), "/");
+	if (abspath(path, dir, sizeof(dir)) < 0)
+		return -1;
+	if (strrchr(dir, '/') == dir)
+		dir[1] = '\0';
 	else
-		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
-	if (lstat(dir, &st) < 0)
-		return errno == ENOENT ? 0 : -1; /* nothing to trust yet: connect says ENOENT */
-	if (S_ISLNK(st.st_mode)) {
-		say("%s: the socket's directory is a symbolic link; refusing to use it", dir);
-		return fail(EACCES);
+		*strrchr(dir, '/') = '\0';
+	if (lstat(dir, &st) < 0) {
+		if (errno == ENOENT)
+			return 0; /* nothing to trust yet: connect says ENOENT */
+		snprintf(why, sizeof(why), "cannot inspect it (%s)", strerror(errno));
+		return refuse(dir, why);
 	}
-	if (!S_ISDIR(st.st_mode)) {
-		say("%s: the socket's directory is not a directory; refusing to use it", dir);
-		return fail(EACCES);
-	}
+	if (S_ISLNK(st.st_mode))
+		return refuse(dir, "the socket's directory is a symbolic link");
+	if (!S_ISDIR(st.st_mode))
+		return refuse(dir, "the socket's directory is not a directory");
 	if (st.st_mode & 022) {
 		if (!(st.st_mode & S_ISVTX)) {
-			say("%s: the socket's directory is writable by others (mode %04o); refusing to use it", dir,
+			snprintf(why, sizeof(why), "the socket's directory is writable by others (mode %04o)",
 			    (unsigned)(st.st_mode & 07777));
-			return fail(EACCES);
+			return refuse(dir, why);
 		}
-		if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
-			say("%s: the socket is a symbolic link in a shared directory; refusing to use it", path);
-			return fail(EACCES);
+		if (lstat(path, &st) < 0) {
+			if (errno == ENOENT)
+				return 0;
+			snprintf(why, sizeof(why), "cannot inspect it (%s)", strerror(errno));
+			return refuse(path, why);
 		}
+		if (S_ISLNK(st.st_mode))
+			return refuse(path, "the socket is a symbolic link in a shared directory");
 	}
 	return 0;
 }
@@ -345,10 +400,18 @@ lk_connect(struct lk_ctl *c, double deadline)
 			return -1;
 		n = snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", c->path);
 	} else {
+		char via[64];
+
 		dirfd = walk_default(c->path, &base);
 		if (dirfd < 0)
 			return -1;
-		n = snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/%s", dirfd, base);
+		/* Through the checked directory, so that no rename can redirect the connect;
+		 * the plain path only without /proc (as kstatpy.transport). */
+		snprintf(via, sizeof(via), "/proc/self/fd/%d", dirfd);
+		if (access(via, F_OK) == 0)
+			n = snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/%s", via, base);
+		else
+			n = snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", c->path);
 	}
 	if (n < 0 || (size_t)n >= sizeof(sa.sun_path)) {
 		if (dirfd >= 0)
@@ -384,6 +447,13 @@ lk_connect(struct lk_ctl *c, double deadline)
 				break;
 		}
 		close(sock);
+		if (e == ECONNREFUSED && c->named) {
+			struct stat st;
+
+			/* A named path that is not a socket (a regular file refuses too). */
+			if (stat(c->path, &st) == 0 && !S_ISSOCK(st.st_mode))
+				e = ENOTSOCK;
+		}
 		goto out;
 	}
 	if (check_peer(c, sock) < 0) {

@@ -27,7 +27,7 @@
 #define LK_DEFAULT_TIMEOUT 10.0
 /* libkstat retries EAGAIN every 100 ms (illumos: poll(NULL, 0, 100)). */
 #define LK_EAGAIN_PAUSE_MS 100
-#define LK_MAX_TRUST 16
+#define LK_MAX_TRUST 64
 
 struct lk_ctl {
 	kstat_ctl_t kc;               /* first: kstat_ctl_t * == struct lk_ctl * */

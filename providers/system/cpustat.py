@@ -29,8 +29,11 @@ CPU time (``proc/stat``'s ``cpuN`` line, USER_HZ ticks), mapped as illumos accou
 Other cpu:N:sys counters, per CPU. Every record of illumos' cpu_sys_stats_ks_data is
 published, in its order (mpstat and vmstat look them up without checking); a record this
 host has no source for reads 0 and is marked no source (kstatpy.metadata.no_source):
-    intr        the CPU's column of ``proc/interrupts``, summed over every line
-    xcalls      the CAL (function call) and TLB (shootdown) lines of that column
+    intr        the CPU's column of ``proc/interrupts``, summed over every line but TLB (below)
+    xcalls      the CAL (function call) line of that column. The TLB line is not added:
+                shootdowns are delivered as function-call interrupts (x86 since Linux
+                3.x), so TLB counts flushes already inside CAL; intr leaves it out too,
+                as ``/proc/stat``'s interrupt total does
     intrthread  the CPU's column of ``proc/softirqs``, summed (deferred interrupt
                 work: what illumos runs as interrupt threads)
     pswitch     ``proc/schedstat``: timeslices run (pcount) + switches to idle
@@ -66,6 +69,7 @@ values as cpu:N:sys and cpu:N:vm wrapped to 32 bits; members with no source are 
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 
@@ -135,7 +139,8 @@ VM_SOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 _KB_FIELDS = ("pgpgin", "pgpgout")
-_XCALL_LINES = (b"CAL:", b"TLB:")
+_XCALL_LINE = b"CAL:"
+_SUBCOUNT_LINES = (b"TLB:",)  # counts of work done inside interrupts another line counts
 
 
 def hz() -> int:
@@ -147,7 +152,11 @@ _HZ = hz()
 
 
 def stat_cpu_line(data: bytes, cpu: int) -> list[int] | None:
-    """The ``cpuN`` line of ``/proc/stat`` as ints (10 columns, missing ones 0), or None."""
+    """The ``cpuN`` line of ``/proc/stat`` as ints (10 columns, missing ones 0), or None
+    (CPU ``cpu`` off-line). A file without the aggregate ``cpu`` line first is malformed:
+    OSError (EIO), the reader's error rather than zeros."""
+    if not data.startswith(b"cpu "):
+        raise OSError(errno.EIO, "proc/stat does not begin with the cpu line (malformed)")
     key = b"\ncpu%d " % cpu
     at = data.find(key)
     if at < 0:
@@ -169,10 +178,11 @@ def cpu_times(t: list[int], nspt: int) -> dict[str, int]:
 
 
 def interrupts_column(data: bytes, cpu: int) -> tuple[int, int] | None:
-    """(sum, CAL+TLB) of CPU ``cpu``'s column of ``/proc/interrupts`` or ``/proc/softirqs``.
+    """(sum, CAL) of CPU ``cpu``'s column of ``/proc/interrupts`` or ``/proc/softirqs``.
 
     The header names the on-line CPUs' columns; lines with fewer counts (ERR, MIS)
-    are machine-wide totals and are skipped. None: the CPU has no column (off-line).
+    are machine-wide totals and are skipped, and so is TLB (flushes counted inside
+    CAL's interrupts). None: the CPU has no column (off-line).
     """
     lines = data.split(b"\n")
     header = lines[0].split()
@@ -185,10 +195,12 @@ def interrupts_column(data: bytes, cpu: int) -> tuple[int, int] | None:
     for line in lines[1:]:
         parts = line.split(None, need)
         if len(parts) >= need:
+            if parts[0] in _SUBCOUNT_LINES:
+                continue
             v = int(parts[col])
             total += v
-            if parts[0] in _XCALL_LINES:
-                xcalls += v
+            if parts[0] == _XCALL_LINE:
+                xcalls = v
     return total, xcalls
 
 

@@ -14,7 +14,9 @@ unix:0:file_cache (class kmem_cache): the open file table, ``proc/sys/fs/file-nr
     allocated - unused (sar -v's file-sz: buf_total - buf_avail).
 
 unix:0:NAME (class kmem_cache), one per cache of ``proc/slabinfo`` (version 2.x), when
-    it is readable (root) at attach; caches created later are not added. From its line
+    it is readable (root) at attach and the host wants every module (kstatd; an embedded
+    kstat whose selectors name modules skips them: 240 kstats cost 0.1-0.3 s of its
+    start-up); caches created later are not added. From its line
     (active_objs num_objs objsize objperslab pagesperslab ... num_slabs):
     buf_size objsize; slab_size pagesperslab x page size; chunk_size slab_size /
     objperslab; buf_inuse active_objs; buf_total num_objs; buf_avail num_objs -
@@ -46,6 +48,7 @@ from kstatpy.constants import KSTAT_DATA_STRING
 from kstatpy.constants import KSTAT_DATA_UINT32
 from kstatpy.constants import KSTAT_DATA_UINT64
 from kstatpy.metadata import gauge
+from kstatpy.metadata import no_source
 
 TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
 if TYPE_CHECKING:
@@ -62,23 +65,23 @@ DNLC_FIELDS = (
     "hits", "misses", "enters", "dbl_enters", "long_enter", "long_look", "miss_enter",
     "purge_all", "purge_vp", "purge_vfs", "purge_fs1", "pick_free", "pick_heuristic", "pick_last",
 )  # fmt: skip
-#: a kmem cache's statistics in illumos' order (uts/common/os/kmem.c, kmem_cache_kstat)
+#: a kmem cache's statistics in illumos' order (uts/common/os/kmem.c, kmem_cache_kstat), up
+#: to slab_destroy: every one sadc reads (it finds their positions in the first cache and
+#: reads every cache at those); the rest (vmem_source ... move_reclaimable) are left out
 KMEM_FIELDS = (
     "buf_size", "align", "chunk_size", "slab_size", "alloc", "alloc_fail", "free", "depot_alloc",
     "depot_free", "depot_contention", "slab_alloc", "slab_free", "buf_constructed", "buf_avail",
-    "buf_inuse", "buf_total", "buf_max", "slab_create", "slab_destroy", "vmem_source", "hash_size",
-    "hash_lookup_depth", "hash_rescale", "full_magazines", "empty_magazines", "magazine_size",
-    "reap", "defrag", "scan", "move_callbacks", "move_yes", "move_no", "move_later",
-    "move_dont_need", "move_dont_know", "move_hunt_found", "move_slabs_freed", "move_reclaimable",
+    "buf_inuse", "buf_total", "buf_max", "slab_create", "slab_destroy",
 )  # fmt: skip
-#: metadata of a kmem cache's statistics with a source (create_named's ``meta``)
+#: metadata of a kmem cache's statistics with a source (create_named's ``meta``); the unit
+#: "objects" also keeps the exporter's name of the gauge buf_total off the counters' "_total"
 KMEM_META = {
     "buf_size": gauge("bytes", "object size (slabinfo objsize)"),
     "chunk_size": gauge("bytes", "slab size / objects per slab"),
     "slab_size": gauge("bytes", "slab size (pagesperslab x page size)"),
-    "buf_avail": gauge("count", "objects free (num_objs - active_objs; file-nr: unused)"),
-    "buf_inuse": gauge("count", "objects in use (active_objs; file-nr: allocated - unused)"),
-    "buf_total": gauge("count", "objects allocated (num_objs; file-nr: allocated)"),
+    "buf_avail": gauge("objects", "objects free (num_objs - active_objs; file-nr: unused)"),
+    "buf_inuse": gauge("objects", "objects in use (active_objs; file-nr: allocated - unused)"),
+    "buf_total": gauge("objects", "objects allocated (num_objs; file-nr: allocated)"),
     "slab_create": gauge("count", "slabs now (num_slabs: Linux counts slabs, not their creations)"),
 }
 _SLAB_SOURCED = ("buf_size", "chunk_size", "slab_size", "buf_avail", "buf_inuse", "buf_total", "slab_create")
@@ -180,15 +183,17 @@ def _u64(names: tuple[str, ...]) -> list[tuple[str, int]]:
 
 
 def create_hostwide(
-    chain: Chain, root: SysRoot, origin: int, boot_time: int, taken: set[str], want: Callable[[str], bool]
+    chain: Chain, root: SysRoot, origin: int, boot_time: int, taken: set[str], want: Callable[[str], bool],
+    caches: bool = True,
 ) -> list[Kstat]:
     """Every kstat of this module the host has the files for and ``want`` passes the module
-    of; ``taken``: unix:0 names in use. On failure the ones made are deleted and the error raised.
+    of; ``taken``: unix:0 names in use; ``caches``: one kstat per slab cache too. On failure
+    the ones made are deleted and the error raised.
     """
     made: list[Kstat] = []
     try:
         if want("unix"):
-            made.extend(_create_unix(chain, root, origin, taken))
+            made.extend(_create_unix(chain, root, origin, taken, caches))
         if want("vmem"):
             made.append(create_named(chain, "vmem", 0, "kmem_oversize", "vmem", _u64(VMEM_FIELDS), _Nothing(),
                                      crtime=origin, absent=VMEM_FIELDS))  # fmt: skip
@@ -203,26 +208,27 @@ def create_hostwide(
     return made
 
 
-def _create_unix(chain: Chain, root: SysRoot, origin: int, taken: set[str]) -> list[Kstat]:
+def _create_unix(chain: Chain, root: SysRoot, origin: int, taken: set[str], caches_too: bool) -> list[Kstat]:
     made: list[Kstat] = []
     try:
         made.append(create_named(chain, "unix", 0, "dnlcstats", "misc", _u64(DNLC_FIELDS), _Nothing(),
                                  crtime=origin, absent=DNLC_FIELDS))  # fmt: skip
+        fields = _u64(KMEM_FIELDS)
         if root.exists("proc/sys/fs/file-nr"):
             absent = [f for f in KMEM_FIELDS if f not in _FILE_SOURCED]
             made.append(create_named(chain, "unix", 0, "file_cache", "kmem_cache", _u64(KMEM_FIELDS),
                                      FileNrSource(root), crtime=origin, meta=KMEM_META, absent=absent))  # fmt: skip
         taken = {*taken, "file_cache", "dnlcstats"}
         try:
-            caches = slab_lines(root.read_bytes("proc/slabinfo"))
+            caches = slab_lines(root.read_bytes("proc/slabinfo")) if caches_too else {}
         except OSError:  # not root: no per-cache kstats
             caches = {}
         absent = [f for f in KMEM_FIELDS if f not in _SLAB_SOURCED]
+        meta = {**KMEM_META, **{f: no_source(None, f"illumos kmem_cache {f}: no Linux source") for f in absent}}
         for cache in caches:
             if cache not in taken and len(cache) < 31:
-                made.append(create_named(chain, "unix", 0, cache, "kmem_cache", _u64(KMEM_FIELDS),
-                                         SlabSource(root, cache), crtime=origin, meta=KMEM_META,
-                                         absent=absent))  # fmt: skip
+                made.append(create_named(chain, "unix", 0, cache, "kmem_cache", fields,
+                                         SlabSource(root, cache), crtime=origin, meta=meta, absent=absent))  # fmt: skip
     except BaseException:
         for ksp in made:
             chain.kstat_delete(ksp)

@@ -130,7 +130,7 @@ META: tuple[tuple[str, str, str, StatMeta], ...] = (
     ("cpu", "sys", "cpu_nsec_kernel", counter("ns", "time in the kernel (system + irq + softirq + steal)")),
     ("cpu", "sys", "cpu_nsec_intr", counter("ns", "time in interrupt handlers (irq + softirq)")),
     ("cpu", "sys", "intr", counter("count", "interrupts taken by this CPU")),
-    ("cpu", "sys", "xcalls", counter("count", "cross-calls: function-call and TLB-shootdown interrupts")),
+    ("cpu", "sys", "xcalls", counter("count", "cross-calls: function-call interrupts (TLB shootdowns among them)")),
     ("cpu", "sys", "intrthread", counter("count", "deferred interrupt work run (softirqs)")),
     ("cpu", "sys", "pswitch", counter("count", "context switches (schedstat timeslices + switches to idle; "
                                       "without schedstat proc/stat ctxt, machine-wide, on the lowest CPU)")),

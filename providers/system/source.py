@@ -75,6 +75,7 @@ ROOT_CONFIG_KEY = "system_root"
 #: Environment variable naming the tree to read when the config does not.
 ROOT_ENV = "KSTATPY_SYSTEM_ROOT"
 
+
 _MASK = {
     KstatDataType.UINT32: 2**32 - 1,
     KstatDataType.UINT64: 2**64 - 1,
@@ -218,8 +219,11 @@ def create_named(
 def mark_absent(ksp: Kstat, absent: Collection[str]) -> None:
     """Mark ``absent`` statistics of ``ksp`` no source (kstatpy.metadata.no_source; undeclared
     ones become counts). Call before kstat_install."""
-    declared, what = ksp.ks_meta or {}, f"illumos {ksp.ks_module}:{ksp.ks_name}"
-    kstat_set_meta(ksp, {s: no_source(declared.get(s), f"{what} {s}: no Linux source") for s in absent})
+    declared, what, out = ksp.ks_meta or {}, f"illumos {ksp.ks_module}:{ksp.ks_name}", {}
+    for s in absent:
+        m = declared.get(s)
+        out[s] = m if m is not None and m.no_source else no_source(m, f"{what} {s}: no Linux source")
+    kstat_set_meta(ksp, out)
 
 
 def date_kstat(ksp: Kstat, crtime: int | None) -> None:

@@ -5,10 +5,16 @@ See :class:`SysFile`; :mod:`kstatpy_providers.system.source` re-exports it.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 
-__all__ = ["CHUNKED", "SysFile"]
+__all__ = ["CHUNKED", "MAX_SOURCE_BYTES", "SysFile"]
+
+#: The longest source file read (bytes): /proc/interrupts of a few thousand CPUs is a few
+#: MiB. A longer one (``/dev/zero`` named as a source) is EFBIG for the reader, never a
+#: read buffer that grows until memory runs out (issue 21).
+MAX_SOURCE_BYTES = 16 << 20
 
 #: a read this long may be one seq_file buffer of several (half the smallest buffer, a page)
 CHUNKED = 2048
@@ -57,6 +63,8 @@ class SysFile:
             size = self.size
             data = os.pread(fd, size, 0)
             while len(data) >= size:  # maybe cut short: grow and read it again whole
+                if size > MAX_SOURCE_BYTES:
+                    raise self._too_long()
                 size = self.size = size * 4
                 data = os.pread(fd, size, 0)
             return data if len(data) < CHUNKED else self._rest(fd, data)
@@ -68,7 +76,12 @@ class SysFile:
         while more := os.pread(fd, self.size, at):
             parts.append(more)
             at += len(more)
+            if at > MAX_SOURCE_BYTES:
+                raise self._too_long()
         return b"".join(parts) if len(parts) > 1 else data
+
+    def _too_long(self) -> OSError:
+        return OSError(errno.EFBIG, f"{self.path}: longer than {MAX_SOURCE_BYTES >> 20} MiB; not read")
 
     def close(self) -> None:
         with self.lock:

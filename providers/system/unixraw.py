@@ -46,6 +46,7 @@ crtime of sysinfo and vminfo is the boot; var's is its creation.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from kstatpy_providers.system.source import SysRoot
@@ -117,9 +118,12 @@ class SysinfoSource(_Accumulator):
 
     def sample(self) -> dict[str, int]:
         got = find_ints(self.root.read_bytes("proc/stat"), _PROCS_KEYS)
+        if len(got) != len(_PROCS_KEYS):  # a malformed file is the reader's error, never zeros
+            missing = " and ".join(k.decode().strip() for k in _PROCS_KEYS if k not in got)
+            raise OSError(errno.EIO, f"proc/stat has no {missing} line (malformed)")
         # procs_running counts this reader (it is running) and a thread on each busy CPU.
-        queued = max(0, got.get(b"procs_running ", 1) - 1 - self._online())
-        return {"runque": queued, "runocc": int(queued > 0), "waiting": got.get(b"procs_blocked ", 0)}
+        queued = max(0, got[b"procs_running "] - 1 - self._online())
+        return {"runque": queued, "runocc": int(queued > 0), "waiting": got[b"procs_blocked "]}
 
 
 class VminfoSource(_Accumulator):

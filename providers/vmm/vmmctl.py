@@ -203,6 +203,18 @@ def list_(socket_path: str | None) -> None:
         click.echo(f"{vm['minor']:>5}  {vm['open']:>4}  {state:<10}  {vm['name']}")
 
 
+class _FiniteSeconds(click.FloatRange):
+    """A finite number of seconds within [min, max]: nan and inf are usage errors (exit 2)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if rv != rv:  # nan passes FloatRange's comparisons
+            self.fail(f"{value!r} is not a finite number of seconds.", param, ctx)
+        return rv
+
+
 def _raise_interrupted(signum: int, frame: Any) -> None:
     raise _Interrupted(signum)
 
@@ -268,9 +280,9 @@ def hold(name: str, socket_path: str | None) -> None:
 
 @main.command()
 @click.argument("name")
-@click.option("--seconds", type=click.FloatRange(0), default=1.0, show_default=True, help="How long to run.")
+@click.option("--seconds", type=_FiniteSeconds(0, 86400), default=1.0, show_default=True, help="How long to run.")
 @click.option("--vcpus", type=click.IntRange(1, VM_MAXCPU), default=4, show_default=True, help="vCPUs to drive.")
-@click.option("--tick", type=click.FloatRange(0.001), default=0.01, show_default=True, help="Seconds per step.")
+@click.option("--tick", type=_FiniteSeconds(0.001, 60), default=0.01, show_default=True, help="Seconds per step.")
 @_socket_option
 def run(name: str, seconds: float, vcpus: int, tick: float, socket_path: str | None) -> None:
     """Open VM NAME and drive its vCPUs' micro-states for a while (VMM_VCPU_USTATE)."""

@@ -5,8 +5,8 @@
  * in docs/CLIENTS.md, "C and other languages: libkstat". In short:
  *
  *   kstat_open()          connects to kstatd ($KSTAT_SOCKET, else the default socket,
- *                         checked as docs/PROTOCOL.md's "Finding and trusting the
- *                         server" says) and reads the chain; NULL with errno when
+ *                         found and checked as docs/PROTOCOL.md §9.7 says) and reads
+ *                         the chain; NULL with errno when
  *                         kstatd is not running (ENOENT, ECONNREFUSED), refused
  *                         (EACCES) or silent ($KSTAT_TIMEOUT, default 10 s: ETIMEDOUT)
  *   kstat_chain_update()  the new chain id, 0 when the chain did not change, -1 with
