@@ -66,15 +66,23 @@ def test_the_connection_limit_holds_on_every_path(metrics: str) -> None:
     host, port = urllib.parse.urlsplit(metrics).hostname, urllib.parse.urlsplit(metrics).port
     held = [socket.create_connection((host, port), timeout=30) for _ in range(METRICS_MAX_CONNECTIONS)]
     try:
-        # Each held connection sent nothing: every slot is taken. One more, for the landing
-        # page, is closed at accept, unanswered (accepted in order: after the held ones).
+        # Every slot is taken by a connection that sent nothing (accepted in order). One
+        # more, for the landing page, takes the place of the oldest (issue 21: a request
+        # gets through a slowloris), which the server closes: never more than the cap.
         with socket.create_connection((host, port), timeout=30) as extra:
             extra.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            try:
-                assert extra.recv(4096) == b""
-            except ConnectionResetError:
-                pass
+            answer = b""
+            while chunk := extra.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.0 200 ") and b'href="metrics"' in answer, answer[:200]
+        try:
+            assert held[0].recv(1) == b""  # the oldest, closed to make room
+        except ConnectionResetError:
+            pass
+        held[-1].setblocking(False)
+        with pytest.raises(BlockingIOError):
+            held[-1].recv(1)  # the newest held one is still open, unanswered
     finally:
         for s in held:
             s.close()
-    assert get(metrics + "/")[0] == 200  # slots come back as the held connections end
+    assert get(metrics + "/")[0] == 200
