@@ -60,6 +60,7 @@ from prometheus_client.registry import CollectorRegistry
 from kstatpy.client import KstatCtl
 from kstatpy.constants import GLOBAL_ZONEID
 from kstatpy.describe import kstat_describe
+from kstatpy.exporter_http import metrics_app
 from kstatpy.ioctl import Conn
 from kstatpy.ioctl import Cred
 from kstatpy.kmem import BadTrap
@@ -321,7 +322,6 @@ def _start_server(host: str, port: int, registry: CollectorRegistry, timeout: fl
     from prometheus_client.exposition import ThreadingWSGIServer
     from prometheus_client.exposition import _get_best_family
     from prometheus_client.exposition import _SilentHandler
-    from prometheus_client.exposition import make_wsgi_app
 
     slots = threading.BoundedSemaphore(max_connections)
     lock = threading.Lock()
@@ -379,7 +379,7 @@ def _start_server(host: str, port: int, registry: CollectorRegistry, timeout: fl
             log.debug("metrics connection from %s dropped", client_address, exc_info=True)
 
     Server.address_family, addr = _get_best_family(host, port)
-    httpd = make_server(addr, port, make_wsgi_app(registry), Server, handler_class=Handler)
+    httpd = make_server(addr, port, metrics_app(registry), Server, handler_class=Handler)
     thread = threading.Thread(target=httpd.serve_forever, name="kstatd-metrics", daemon=True)
     thread.start()
     return httpd, thread

@@ -139,7 +139,7 @@ def test_cli_help_version_and_usage() -> None:
     assert out.returncode == 0 and "--prefix" in out.stdout
     from kstatpy import __version__
 
-    assert script("--version").stdout == f"kstatpy-libkstat, version {__version__}\n"
+    assert script("--version").stdout == f"kstatpy-libkstat (kstatpy {__version__})\n"  # as every command (test_release)
     assert script("install").returncode == 2
     assert script("frobnicate").returncode == 2
 
