@@ -34,6 +34,7 @@ __all__ = [
     "open_socket_dir",
     "priv_socket_path",
     "resolve_socket_path",
+    "root_run_dir",
     "trusted_owners",
 ]
 
@@ -41,6 +42,15 @@ __all__ = [
 #: privileged one (directory root-owned 0700), docs/PROTOCOL.md §9.7.
 PUBLIC_SOCKET = "/run/kstatpy/kstat.sock"
 PRIV_SOCKET = "/run/kstatpy/priv/kstat.sock"
+
+
+def root_run_dir(environ: Mapping[str, str] | None = None) -> str:
+    """Root's run directory, ``/run/kstatpy``; ``$KSTATPY_RUNDIR`` (absolute) replaces it,
+    for tests and packagers. Safe to honour: a client walks every directory of the
+    default path and accepts only root's (or its own) and the server's uid (§9.7)."""
+    env = os.environ if environ is None else environ
+    value = env.get("KSTATPY_RUNDIR") or ""
+    return value if value.startswith("/") else os.path.dirname(PUBLIC_SOCKET)
 
 
 class UnsafePathError(KstatAccessError):
@@ -62,9 +72,9 @@ def default_socket_path(environ: Mapping[str, str] | None = None, euid: int | No
     """The default socket (docs/PROTOCOL.md §9.7): root's privileged listener
     :data:`PRIV_SOCKET` for euid 0; else the per-user ``$XDG_RUNTIME_DIR/kstatpy/kstat.sock``,
     else ``/tmp/kstatpy-<uid>/kstat.sock`` (an empty variable counts as unset)."""
-    if (os.geteuid() if euid is None else euid) == 0:
-        return PRIV_SOCKET
     env = os.environ if environ is None else environ
+    if (os.geteuid() if euid is None else euid) == 0:
+        return os.path.join(root_run_dir(env), "priv", "kstat.sock")
     runtime = env.get("XDG_RUNTIME_DIR")
     if runtime:
         return os.path.join(runtime, "kstatpy", "kstat.sock")

@@ -48,6 +48,7 @@ from kstatpy.safepath import PRIV_SOCKET
 from kstatpy.safepath import PUBLIC_SOCKET
 from kstatpy.safepath import UnsafePathError
 from kstatpy.safepath import open_socket_dir
+from kstatpy.safepath import root_run_dir
 from kstatpy.transport import DEFAULT_REQUEST_TIMEOUT
 from kstatpy.transport import request_timeout
 
@@ -90,12 +91,34 @@ def wait_for(path: str, proc: subprocess.Popen[bytes], what: str) -> None:
 # --- 1. which socket: root's privileged default ------------------------------------------
 
 
+RUN = root_run_dir()  # /run/kstatpy, or the suite's own $KSTATPY_RUNDIR (tests/conftest.py)
+PUBLIC = os.path.join(RUN, "kstat.sock")
+PRIV = os.path.join(RUN, "priv", "kstat.sock")
+
+
+def test_root_run_dir_is_run_kstatpy_unless_named():
+    assert (PUBLIC_SOCKET, PRIV_SOCKET) == ("/run/kstatpy/kstat.sock", "/run/kstatpy/priv/kstat.sock")
+    assert root_run_dir({}) == "/run/kstatpy"
+    assert root_run_dir({"KSTATPY_RUNDIR": "relative/dir"}) == "/run/kstatpy"  # only an absolute path
+    assert root_run_dir({"KSTATPY_RUNDIR": "/srv/k"}) == "/srv/k"
+
+
+def test_a_run_dir_another_user_owns_is_refused():
+    # $KSTATPY_RUNDIR (kept by "sudo -E") naming nobody's directory: the walk refuses it.
+    nobody_skip()
+    with shared_dir(0o755) as d:
+        os.chown(d, NOBODY_UID, -1)
+        code = "from kstatpy.client import kstat_open\nkstat_open()\n"
+        r = run([PY, "-c", code], env_with(KSTATPY_RUNDIR=d))
+        assert b"UnsafePathError" in r.stderr and f"owned by uid {NOBODY_UID}".encode() in r.stderr
+
+
 @contextlib.contextmanager
 def root_kstatd_at_the_default() -> Iterator[subprocess.Popen[bytes]]:
-    """kstatd as root with no --socket: /run/kstatpy/kstat.sock and /run/kstatpy/priv/kstat.sock."""
+    """kstatd as root with no --socket: RUN/kstat.sock and RUN/priv/kstat.sock."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    lock = PUBLIC_SOCKET + ".lock"
+    lock = PUBLIC + ".lock"
     if os.path.exists(lock):
         with open(lock) as f:
             try:
@@ -103,21 +126,21 @@ def root_kstatd_at_the_default() -> Iterator[subprocess.Popen[bytes]]:
                 fcntl.flock(f, fcntl.LOCK_UN)
             except BlockingIOError:
                 pytest.skip("another kstatd serves /run/kstatpy on this machine")
-    created = not os.path.exists("/run/kstatpy")
+    created = not os.path.exists(RUN)
     proc = subprocess.Popen([*KSTATD, "--plugin", BASIC], cwd=str(REPO), env=env_with(), stderr=subprocess.PIPE)
     try:
-        wait_for(PRIV_SOCKET, proc, "root's kstatd")
+        wait_for(PRIV, proc, "root's kstatd")
         yield proc
     finally:
         proc.terminate()
         proc.wait(20)
         if created:
-            shutil.rmtree("/run/kstatpy", ignore_errors=True)
+            shutil.rmtree(RUN, ignore_errors=True)
 
 
 def test_root_clients_find_roots_privileged_listener_with_no_option():
     with root_kstatd_at_the_default():
-        for d, mode in (("/run/kstatpy", 0o755), ("/run/kstatpy/priv", 0o700)):
+        for d, mode in ((RUN, 0o755), (os.path.dirname(PRIV), 0o700)):
             st = os.lstat(d)
             assert (st.st_uid, st.st_mode & 0o7777) == (0, mode), d
         # kstat, vmmctl and kstat_open, no --socket and no $KSTAT_SOCKET: root's kstatd
@@ -125,10 +148,10 @@ def test_root_clients_find_roots_privileged_listener_with_no_option():
         r = run([*KSTAT, "-l", "test:0:strings"], env_with(XDG_RUNTIME_DIR="/nonexistent"))
         assert (r.returncode, r.stderr) == (0, b"") and r.stdout.startswith(b"test:0:strings:"), r
         r = run([*VMMCTL, "list"], env_with())
-        assert b"/run/kstatpy/priv/kstat.sock" not in r.stderr and b"cannot connect" not in r.stderr, r.stderr
+        assert b"cannot connect" not in r.stderr, r.stderr
         kc = kstat_open()
         try:
-            assert kc.kc_kd.path == PRIV_SOCKET
+            assert kc.kc_kd.path == PRIV
         finally:
             kc.close()
         # Everyone else gets the public socket; the privileged one is root's alone.
@@ -140,12 +163,12 @@ def test_root_clients_find_roots_privileged_listener_with_no_option():
             "    try:\n        s.connect(p); print('ok')\n"
             "    except OSError as e:\n        print(e.errno)\n"
         )
-        r = run_as_nobody(["-c", code, PUBLIC_SOCKET, PRIV_SOCKET], capture_output=True, timeout=60)
+        r = run_as_nobody(["-c", code, PUBLIC, PRIV], capture_output=True, timeout=60)
         assert r.stdout.decode().split() == ["ok", str(errno.EACCES)], r.stderr
         # The squats of issue 21 need a directory nobody may write: /run is root's.
         r = run_as_nobody(["-c", "import os; os.mkdir('/run/kstatpy-squat')"], capture_output=True, timeout=60)
         assert r.returncode == 1 and b"Permission denied" in r.stderr
-    assert not os.path.exists(PRIV_SOCKET)
+    assert not os.path.exists(PRIV)
 
 
 def test_each_zone_gets_an_admin_socket_in_a_0700_directory(tmp_path):

@@ -74,13 +74,13 @@ def test_no_console_script_ends_a_short_write_with_exit_0(tmp_path, script, mode
 def full_tmpfs(path: Path) -> Iterator[Path]:
     """A 4 KiB tmpfs: the first write of more than a page is cut short, the next is ENOSPC."""
     path.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(path)], capture_output=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(path)], capture_output=True, timeout=60)
     if r.returncode:
         pytest.skip(f"cannot mount a tmpfs: {r.stderr.decode().strip()}")
     try:
         yield path
     finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=60)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -120,6 +120,7 @@ def test_bad_msgpack_is_eproto(body):
 
 
 def test_default_socket_path(monkeypatch):
+    monkeypatch.delenv("KSTATPY_RUNDIR", raising=False)
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/7")
     assert default_socket_path(euid=7) == "/run/user/7/kstatpy/kstat.sock"
     assert default_socket_path(euid=0) == "/run/kstatpy/priv/kstat.sock"  # root: its privileged listener

@@ -174,13 +174,13 @@ def test_mdb_version_and_output_errors():
 def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
     path.mkdir()
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
-                       capture_output=True)  # fmt: skip
+                       capture_output=True, timeout=60)  # fmt: skip
     if r.returncode:
         pytest.skip(f"cannot mount a tmpfs: {r.stderr.decode().strip()}")
     try:
         yield path
     finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=60)
 
 
 def test_a_panic_on_a_full_crash_dir_leaves_no_partial_dump_and_one_line(tmp_path):

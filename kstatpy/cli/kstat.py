@@ -35,6 +35,7 @@ from kstatpy.cli.kstat_help import HELP
 from kstatpy.cli.kstat_select import read_instances
 from kstatpy.cli.kstat_select import select_instances
 from kstatpy.cli.output import complete_stdio
+from kstatpy.cli.output import stdout_closed
 from kstatpy.cli.output import write_fully
 from kstatpy.select import Pattern
 from kstatpy.select import RegexError
@@ -314,15 +315,6 @@ def _fatal_message(exc: BaseException) -> str:
     return f"kstat: {message}\n"
 
 
-def _closed_stdio() -> None:
-    # One line on stderr, exit 3: reading statistics nobody can see would only hide it.
-    try:
-        os.write(2, b"kstat: standard output is closed; nothing can be printed\n")
-    except OSError:
-        pass
-    sys.exit(3)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: ``kstat [options] [operands]``."""
     import _signal as signal  # signal.py's C core: signal.py would import enum
@@ -334,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
 
     complete_stdio()
     if sys.stdout is None:  # started with fd 1 closed (">&-")
-        _closed_stdio()
+        stdout_closed("kstat")
     if sys.stderr is None:  # "2>&-": errors go nowhere, the exit status still tells
         sys.stderr = open(os.devnull, "w")
     try:

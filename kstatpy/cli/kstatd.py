@@ -35,8 +35,8 @@ from kstatpy.config import config_option
 from kstatpy.ioctl import DEFAULT_MAX_REPLY
 from kstatpy.protocol import DEFAULT_MAX_REQUEST
 from kstatpy.protocol import default_socket_path
-from kstatpy.safepath import PUBLIC_SOCKET
 from kstatpy.safepath import priv_socket_path
+from kstatpy.safepath import root_run_dir
 
 __all__ = ["main"]
 
@@ -242,7 +242,7 @@ def main(
     gids = frozenset(_gid(a[1:]) for a in allow if a.startswith("@"))
     if socket_path == "":
         raise click.BadParameter("the socket path must not be empty", param_hint="--socket")
-    path = socket_path or (PUBLIC_SOCKET if os.geteuid() == 0 else default_socket_path())
+    path = socket_path or (os.path.join(root_run_dir(), "kstat.sock") if os.geteuid() == 0 else default_socket_path())
     listen, selectors = _metrics_options(metrics, metrics_select)
     quarter = max(1, max_connections // 4)
     max_per_uid = quarter if max_per_uid is None else max_per_uid

@@ -21,7 +21,7 @@ import sys
 
 from kstatpy.safefile import write_all
 
-__all__ = ["complete_stdio", "write_fully"]
+__all__ = ["complete_stdio", "stdout_closed", "write_fully"]
 
 _installed: list[object] = []  # the replaced streams: kept so they are never collected (and closed)
 
@@ -78,3 +78,13 @@ def write_fully(stream: object, data: bytes) -> None:
         if n <= 0:
             raise OSError(28, os.strerror(28))  # ENOSPC: a write that wrote nothing
         view = view[n:]
+
+
+def stdout_closed(prog: str) -> None:
+    """Started with fd 1 closed (``>&-``): one line on stderr, exit 3 (reading what nobody
+    can see would only hide it)."""
+    try:
+        os.write(2, f"{prog}: standard output is closed; nothing can be printed\n".encode())
+    except OSError:
+        pass
+    sys.exit(3)
