@@ -5,19 +5,24 @@ OpenMetrics by the scrape's ``Accept``), ``/`` is a small HTML page that links t
 (relative, so a reverse proxy's prefix keeps working) and names kstatpy's version,
 and any other path is ``404 Not Found`` with a one-line text body. The landing page
 and the 404 read nothing from the chain: only ``/metrics`` scrapes. The connection
-limits (:data:`kstatpy.exporter.METRICS_MAX_CONNECTIONS`, the per-connection
-timeout) are the server's and apply to every path alike.
+limits (:data:`METRICS_MAX_CONNECTIONS`, :data:`METRICS_CONN_TIMEOUT`) are the
+server's (:func:`start_server`) and apply to every path alike.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Callable
 from collections.abc import Iterable
 from typing import Any
 
+from prometheus_client.registry import CollectorRegistry
+
 from kstatpy import __version__
 
-__all__ = ["LANDING_PAGE", "metrics_app", "routes"]
+__all__ = ["LANDING_PAGE", "METRICS_CONN_TIMEOUT", "METRICS_MAX_CONNECTIONS", "metrics_app", "routes", "start_server"]
 
 LANDING_PAGE = f"""<!DOCTYPE html>
 <html lang="en">
@@ -57,3 +62,90 @@ def metrics_app(registry: Any) -> WSGIApp:
     from prometheus_client.exposition import make_wsgi_app
 
     return routes(make_wsgi_app(registry))
+
+
+log = logging.getLogger("kstatpy.exporter")
+
+#: Seconds a metrics connection may take in all, its request read and its answer written
+#: (issue 21: a per-read timeout let one byte every 8 s hold a connection forever).
+METRICS_CONN_TIMEOUT = 10.0
+#: Connections served at once. At the cap, a new connection takes the place of the oldest
+#: one still sending its request (a slowloris), so a scrape is served during one.
+METRICS_MAX_CONNECTIONS = 16
+
+
+def start_server(host: str, port: int, registry: CollectorRegistry, timeout: float,
+                  max_connections: int) -> tuple[Any, threading.Thread]:  # fmt: skip
+    """prometheus-client's start_http_server, bounded; returns (server, serving thread)."""
+    # Bounded: a whole-connection deadline (a
+    # timer shuts the socket down), a per-read socket timeout, and a semaphore taken at
+    # accept, released when the connection's thread ends. prometheus-client still does
+    # the exposition. ``reading``: connections whose request is not parsed yet, by the
+    # time they were accepted (guarded by ``lock``).
+    import socket as socket_mod
+    from wsgiref.simple_server import make_server
+
+    from prometheus_client.exposition import ThreadingWSGIServer
+    from prometheus_client.exposition import _get_best_family
+    from prometheus_client.exposition import _SilentHandler
+
+    slots = threading.BoundedSemaphore(max_connections)
+    lock = threading.Lock()
+    reading: dict[Any, float] = {}
+
+    def cut(request: Any) -> None:
+        try:
+            request.shutdown(socket_mod.SHUT_RDWR)
+        except OSError:
+            pass
+
+    class Handler(_SilentHandler):
+        def parse_request(self) -> bool:
+            with lock:  # the request is in: from here on this connection is not a slowloris
+                reading.pop(self.connection, None)
+            return bool(super().parse_request())
+
+    Handler.timeout = timeout
+
+    class Server(ThreadingWSGIServer):
+        def process_request(self, request: Any, client_address: Any) -> None:
+            if not slots.acquire(blocking=False):
+                with lock:
+                    victim = min(reading, key=reading.__getitem__) if reading else None
+                    if victim is not None:
+                        reading.pop(victim)
+                if victim is not None:
+                    cut(victim)  # its thread ends and frees a slot
+                if victim is None or not slots.acquire(timeout=1.0):
+                    self.shutdown_request(request)  # over the cap: refused
+                    return
+            with lock:
+                reading[request] = time.monotonic()
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                with lock:
+                    reading.pop(request, None)
+                slots.release()
+                raise
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            deadline = threading.Timer(timeout, cut, args=(request,))
+            deadline.daemon = True
+            deadline.start()
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                deadline.cancel()
+                with lock:
+                    reading.pop(request, None)
+                slots.release()
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            log.debug("metrics connection from %s dropped", client_address, exc_info=True)
+
+    Server.address_family, addr = _get_best_family(host, port)
+    httpd = make_server(addr, port, metrics_app(registry), Server, handler_class=Handler)
+    thread = threading.Thread(target=httpd.serve_forever, name="kstatd-metrics", daemon=True)
+    thread.start()
+    return httpd, thread
