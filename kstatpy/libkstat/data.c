@@ -114,6 +114,10 @@ lk_header(kstat_t *ksp, const msgpack_object *hdr)
 	return 0;
 }
 
+/* ks_data holds at least size bytes, zeroed. Contract: ks_data_size never exceeds
+ * what ks_data holds, so it is set here when ks_data is (re)allocated: a header's
+ * claim (kstat_chain_update) or a read that fails after this leaves no larger value
+ * behind for the next read to trust. */
 static int
 room(kstat_t *ksp, size_t size)
 {
@@ -125,6 +129,7 @@ room(kstat_t *ksp, size_t size)
 		if (!p)
 			return -1;
 		ksp->ks_data = p;
+		ksp->ks_data_size = size;
 	}
 	memset(ksp->ks_data, 0, size);
 	return 0;
