@@ -254,7 +254,9 @@ lk_fill(kstat_t *ksp, const msgpack_object *kstat)
 	int r = 0;
 
 	(void)lk_int(lk_get(kstat, "type"), &type);
-	if (!data)
+	/* A kid's type never changes (kstatd, §4): a reply of another type than the
+	 * chain's would lay ks_data out as one type under the other's ks_type. */
+	if (!data || type != ksp->ks_type)
 		return proto();
 	if (type == KSTAT_TYPE_RAW && data->type == MSGPACK_OBJECT_ARRAY) {
 		/* KID 0: every header, as an array of kstat_t (docs/PROTOCOL.md §9.1). */
