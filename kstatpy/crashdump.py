@@ -21,6 +21,11 @@ Format (``"format": "kstatpy-crashdump"``, ``"version": 1``; readers ignore unkn
     ``audit``
         for a kmem audit trap: the buffer's address and every ``{kstat, field}``
         pointing into it; else null.
+    ``lockorder``
+        for a lock-order trap (``kind`` ``"lock order"``): ``cycle``, the edges,
+        the closing one first, each ``from``, ``to`` (lock class names), ``held``,
+        ``what``, ``thread``, ``thread_name``, ``kstat`` (address, 0: none) and
+        ``stack`` (where the edge was first seen, innermost first); else absent.
     ``kstats``
         every kstat in the chain (installed, INVALID, lingering, dormant): the
         header of :func:`kstatpy.panic.kstat_t` plus ``zones`` and ``created``
@@ -126,6 +131,8 @@ def _frame_args(frame: Any) -> list[str]:
 def _trap_kind(trap: BadTrap) -> str:
     if isinstance(trap, FreeWhileReferenced):
         return "kmem audit"
+    if hasattr(trap, "cycle"):  # kstatpy.lockorder.LockOrderViolation
+        return "lock order"
     return "double free" if trap.what == "double free" else "page fault"
 
 
@@ -163,6 +170,8 @@ def build_dump(trap: BadTrap, chain: Chain, report: str) -> dict[str, Any]:
     ]
     if not stack and isinstance(trap, FreeWhileReferenced):
         stack = [{"frame": stack_frame_addr(i), "symbol": s, "args": []} for i, s in enumerate(trap.free_stack)]
+    if not stack and hasattr(trap, "cycle"):
+        stack = [{"frame": stack_frame_addr(i), "symbol": s, "args": []} for i, s in enumerate(trap.cycle[0].stack)]
     kstats = [_kstat_json(ksp) for ksp in chain.kstats()]
     audit = None
     if isinstance(trap, FreeWhileReferenced):
@@ -177,7 +186,7 @@ def build_dump(trap: BadTrap, chain: Chain, report: str) -> dict[str, Any]:
         if i >= 0 and a < buffers[i].addr + max(buffers[i].size, 1):
             keep.add(id(buffers[i]))
     kept = [b for b in buffers if id(b) in keep]
-    return {
+    doc = {
         "format": DUMP_FORMAT,
         "version": DUMP_VERSION,
         "panic": {
@@ -196,6 +205,9 @@ def build_dump(trap: BadTrap, chain: Chain, report: str) -> dict[str, Any]:
         "kmem": {"buffers": [_buf_json(b) for b in kept], "freed_omitted": len(buffers) - len(kept)},
         "report": report,
     }
+    if hasattr(trap, "cycle"):
+        doc["lockorder"] = {"cycle": [e.as_json() for e in trap.cycle]}
+    return doc
 
 
 def dump_path_for(report_path: str | os.PathLike[str]) -> str:

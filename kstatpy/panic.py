@@ -31,6 +31,7 @@ __all__ = [
     "format_panic",
     "kstat_t",
     "kstat_t_member",
+    "lockorder_lines",
     "panic_frames",
     "panic_stack",
     "print_kstat_t",
@@ -179,6 +180,8 @@ def format_panic(trap: BadTrap, kmem: Kmem) -> str:
     stack = panic_stack(trap)
     if isinstance(trap, FreeWhileReferenced):
         return _format_audit_panic(trap, kmem, pid, thread, stack)
+    if hasattr(trap, "cycle"):  # kstatpy.lockorder.LockOrderViolation (imported lazily: it imports kmem)
+        return _format_lockorder_panic(trap, pid, thread, stack)
     pc = 0xFFFFFFFFF7DC0000 + (hash(stack[0]) & 0xFFFF if stack else 0)
     rp = _STACK_TOP - 0x5F0
     lines = [
@@ -228,6 +231,43 @@ def _format_audit_panic(trap: FreeWhileReferenced, kmem: Kmem, pid: int, thread:
         lines.append(f"(a kstat named above was deleted while this report was written: {again})")
     lines.append(f"> {buf.addr:x}::whatis")
     lines.append(kmem.whatis(buf.addr))
+    return "\n".join(lines) + "\n"
+
+
+def lockorder_lines(cycle: list[Any]) -> list[str]:
+    """The cycle of a lock-order report: each edge, who made it first, and where.
+
+    ``cycle`` holds :class:`kstatpy.lockorder.Edge` objects or their crash-dump
+    records (``as_json``); the first edge is the one that closed the cycle.
+    """
+    rec = [e if isinstance(e, dict) else e.as_json() for e in cycle]
+    lines = [f"lock order cycle ({len(rec)} lock classes):"]
+    lines += [f"  {r['from']} -> {r['to']}" for r in rec]
+    lines.append("")
+    for i, r in enumerate(rec, start=1):
+        when = "now (the call that closed the cycle)" if i == 1 else "first seen"
+        lines.append(f"edge {i}: {r['from']} -> {r['to']}, {when}:")
+        lines.append(f"  thread 0x{r['thread']:x} ({r['thread_name']}): {r['what']} while holding {r['held']}")
+        lines += [f"                 {sym}" for sym in r["stack"]]
+    lines.append("")
+    return lines
+
+
+def _format_lockorder_panic(trap: Any, pid: int, thread: int, stack: list[str]) -> str:
+    lines = [f"panic[cpu0]/thread=0x{thread:x}: deadlock: {trap.what} (lock order checker)", ""]
+    lines += lockorder_lines(trap.cycle)
+    lines += [f"pid={pid}", ""]
+    if not stack:  # not raised through a traceback yet: the closing edge's stack
+        stack = list(trap.cycle[0].stack)
+    for i, sym in enumerate(stack):
+        lines.append(f"{stack_frame_addr(i):x} {sym} ()")
+    lines.append("")
+    ksp = trap.ksp
+    if ksp is not None:
+        try:
+            lines += _print_kstat(ksp, kmem_addr(ksp))
+        except BadTrap as again:
+            lines.append(f"(the kstat was deleted while this report was written: {again})")
     return "\n".join(lines) + "\n"
 
 

@@ -142,6 +142,7 @@ class ServerConfig:
     # are bounded in bytes (a uid may park half), past which their connections are closed.
     expensive_slots: int = 1
     reply_memory: int = 64 << 20
+    deadman_seconds: float = 10.0  # a hold waited for this long is reported (kstatpy.deadman); 0: off
 
     def zone_ids(self) -> dict[str, int]:
         """Zone name -> zoneid: global 0, then 1, 2, ... in the order given."""
@@ -256,6 +257,17 @@ class Kstatd:
             t = threading.Thread(target=target, args=args, name=f"kstatd-{name}", daemon=True)
             t.start()
             self._threads.append(t)
+        if self.config.deadman_seconds > 0:  # not joined: it only reads, and ends with the daemon
+            from kstatpy.deadman import Deadman
+
+            deadman = Deadman(self.chain, self.config.deadman_seconds, self._deadman_report, self.handler.reading)
+            threading.Thread(target=deadman.run, args=(lambda: self._drained,), name="kstatd-deadman", daemon=True).start()
+
+    def _deadman_report(self, text: str) -> None:
+        if self.report is not None:
+            self.report("kstatd: " + text)
+        else:
+            log.error("%s", text.rstrip("\n"))
 
     def _close_listeners(self) -> None:
         for lst in reversed(self._listeners):  # privileged ones first: they rmdir through their parent's fd

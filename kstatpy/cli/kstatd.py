@@ -270,6 +270,13 @@ def _fix_mmap_threshold() -> None:
     callback=_bytes,
     help="Bookkeeping kept for freed buffers (::whatis history), e.g. 16M; 0 keeps none [default: 1M].",
 )
+@click.option(
+    "--deadman-seconds",
+    type=Seconds(0),
+    default=10.0,
+    show_default=True,
+    help="Report a kstat_delete or hold that has waited this long, with both threads' stacks (0: off).",
+)
 @click.option("-v", "--verbose", count=True, help="Log more (-vv: debug).")
 def main(
     socket_path: str | None,
@@ -293,6 +300,7 @@ def main(
     max_per_zone: int | None,
     reserved_connections: int | None,
     kmem_history: int | None,
+    deadman_seconds: float,
     verbose: int,
 ) -> None:
     """kstatd: serve the kstat chain over a Unix socket (docs/PROTOCOL.md, version 1)."""
@@ -332,6 +340,7 @@ def main(
         read_timeout=read_timeout, allow_uids=uids, allow_gids=gids, on_panic=on_panic, crash_dir=crash_dir,
         detach_timeout=detach_timeout, idle_timeout=idle_timeout, frame_timeout=frame_timeout,
         max_per_uid=max_per_uid, max_per_zone=max_per_zone, reserved_connections=reserved_connections,
+        deadman_seconds=deadman_seconds,
     )  # fmt: skip
     chain = Chain(kmem=Kmem(audit=kmem_audit), config={"vmm_teardown": vmm_teardown, "zones": config.zone_ids()})
     trace_to_stderr("kstatd")  # $KSTATPY_TRACE_PLUGINS: whatever -v says
