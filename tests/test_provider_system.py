@@ -35,11 +35,21 @@ U64 = KstatDataType.UINT64
 # --- helpers ------------------------------------------------------------------
 
 
+#: chains attached by attach(), newest last; the oldest beyond 4 are detached (no test reads
+#: a chain attached five attaches ago), so their kept-open /proc and /sys files (a hundred
+#: or more a chain) are closed now rather than whenever the cycle collector runs
+_ATTACHED: list[tuple[Chain, Any]] = []
+
+
 def attach(root: str | Path | None = None) -> tuple[Chain, Any]:
+    while len(_ATTACHED) >= 4:
+        old_chain, old_providers = _ATTACHED.pop(0)
+        old_providers.detach(old_chain)
     chain = Chain(config={"system_root": str(root)} if root is not None else None)
     providers = load_providers(autoload=False, modules=["kstatpy_providers.system"])
     providers.attach(chain)
     assert providers.failures == []
+    _ATTACHED.append((chain, providers))
     return chain, providers
 
 
