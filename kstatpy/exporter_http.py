@@ -101,9 +101,10 @@ def start_server(host: str, port: int, registry: CollectorRegistry, timeout: flo
 
     class Handler(_SilentHandler):
         def parse_request(self) -> bool:
-            with lock:  # the request is in: from here on this connection is not a slowloris
+            ok = bool(super().parse_request())  # it reads the headers: until here, a slowloris
+            with lock:  # the request is in, headers too: from here on, not a slowloris
                 reading.pop(self.connection, None)
-            return bool(super().parse_request())
+            return ok
 
     Handler.timeout = timeout
 

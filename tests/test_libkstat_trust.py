@@ -112,6 +112,17 @@ def test_a_server_of_another_uid_is_refused_unless_trusted(nobody_dir: str) -> N
         assert answer(run_env(sock), "open 0", as_nobody=True)[0].startswith("ok kcid ")
 
 
+def test_a_long_kstat_trust_uid_is_read_whole_not_cut(nobody_dir: str) -> None:
+    # 1018 commas then 655340 (1024 bytes): a 1024-byte buffer kept "...,65534" and
+    # trusted nobody, a uid the user never named; the Python client reads it whole.
+    sock = f"{nobody_dir}/kstat.sock"
+    trust = "," * 1018 + f"{NOBODY_UID}0"
+    with kstatd_as_nobody(sock):
+        got, err = answer(run_env(sock, KSTAT_TRUST_UID=trust), "open 0")
+        assert got == "err EACCES", err
+        assert python_says(run_env(sock, KSTAT_TRUST_UID=trust)) == (13, err.rstrip("\n"))
+        assert answer(run_env(sock, KSTAT_TRUST_UID=trust + f",{NOBODY_UID}"), "open 0")[0].startswith("ok kcid ")
+
 def test_default_path_is_walked_and_checked(nobody_dir: str) -> None:
     # nobody's default socket: $XDG_RUNTIME_DIR/kstatpy/kstat.sock
     runtime = f"{nobody_dir}/run"
