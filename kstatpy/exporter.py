@@ -38,9 +38,8 @@ Concurrency: scrapes are serialised by ``_lock`` (one KstatCtl); a scrape that c
 it within ``lock_timeout`` seconds (another is stuck in a provider) exports only the
 exporter's own series, with the error counted.
 
-Size: the HTTP server's bounds (a whole-connection deadline, the slot a slowloris gives
-up to a new connection) sit beside the collector; past 400 lines, ``_start_server`` is
-the part to move to a module of its own (issue 21, issue 22's landing page).
+The HTTP server, its paths and its bounds (a whole-connection deadline, the slot a
+slowloris gives up to a new connection) are :mod:`kstatpy.exporter_http`'s.
 """
 
 from __future__ import annotations
@@ -64,6 +63,9 @@ from prometheus_client.registry import CollectorRegistry
 from kstatpy.client import KstatCtl
 from kstatpy.constants import GLOBAL_ZONEID
 from kstatpy.describe import kstat_describe
+from kstatpy.exporter_http import METRICS_CONN_TIMEOUT
+from kstatpy.exporter_http import METRICS_MAX_CONNECTIONS
+from kstatpy.exporter_http import start_server
 from kstatpy.ioctl import Conn
 from kstatpy.ioctl import Cred
 from kstatpy.kmem import BadTrap
@@ -304,91 +306,6 @@ def _om_unit(name: str, unit: str) -> str:
     return unit if unit and name.endswith("_" + unit) else ""
 
 
-#: Seconds a metrics connection may take in all, its request read and its answer written
-#: (issue 21: a per-read timeout let one byte every 8 s hold a connection forever).
-METRICS_CONN_TIMEOUT = 10.0
-#: Connections served at once. At the cap, a new connection takes the place of the oldest
-#: one still sending its request (a slowloris), so a scrape is served during one.
-METRICS_MAX_CONNECTIONS = 16
-
-
-def _start_server(host: str, port: int, registry: CollectorRegistry, timeout: float,
-                  max_connections: int) -> tuple[Any, threading.Thread]:  # fmt: skip
-    # prometheus-client's start_http_server, bounded: a whole-connection deadline (a
-    # timer shuts the socket down), a per-read socket timeout, and a semaphore taken at
-    # accept, released when the connection's thread ends. prometheus-client still does
-    # the exposition. ``reading``: connections whose request is not parsed yet, by the
-    # time they were accepted (guarded by ``lock``).
-    import socket as socket_mod
-    from wsgiref.simple_server import make_server
-
-    from prometheus_client.exposition import ThreadingWSGIServer
-    from prometheus_client.exposition import _get_best_family
-    from prometheus_client.exposition import _SilentHandler
-    from prometheus_client.exposition import make_wsgi_app
-
-    slots = threading.BoundedSemaphore(max_connections)
-    lock = threading.Lock()
-    reading: dict[Any, float] = {}
-
-    def cut(request: Any) -> None:
-        try:
-            request.shutdown(socket_mod.SHUT_RDWR)
-        except OSError:
-            pass
-
-    class Handler(_SilentHandler):
-        def parse_request(self) -> bool:
-            with lock:  # the request is in: from here on this connection is not a slowloris
-                reading.pop(self.connection, None)
-            return bool(super().parse_request())
-
-    Handler.timeout = timeout
-
-    class Server(ThreadingWSGIServer):
-        def process_request(self, request: Any, client_address: Any) -> None:
-            if not slots.acquire(blocking=False):
-                with lock:
-                    victim = min(reading, key=reading.__getitem__) if reading else None
-                    if victim is not None:
-                        reading.pop(victim)
-                if victim is not None:
-                    cut(victim)  # its thread ends and frees a slot
-                if victim is None or not slots.acquire(timeout=1.0):
-                    self.shutdown_request(request)  # over the cap: refused
-                    return
-            with lock:
-                reading[request] = time.monotonic()
-            try:
-                super().process_request(request, client_address)
-            except BaseException:
-                with lock:
-                    reading.pop(request, None)
-                slots.release()
-                raise
-
-        def process_request_thread(self, request: Any, client_address: Any) -> None:
-            deadline = threading.Timer(timeout, cut, args=(request,))
-            deadline.daemon = True
-            deadline.start()
-            try:
-                super().process_request_thread(request, client_address)
-            finally:
-                deadline.cancel()
-                with lock:
-                    reading.pop(request, None)
-                slots.release()
-
-        def handle_error(self, request: Any, client_address: Any) -> None:
-            log.debug("metrics connection from %s dropped", client_address, exc_info=True)
-
-    Server.address_family, addr = _get_best_family(host, port)
-    httpd = make_server(addr, port, make_wsgi_app(registry), Server, handler_class=Handler)
-    thread = threading.Thread(target=httpd.serve_forever, name="kstatd-metrics", daemon=True)
-    thread.start()
-    return httpd, thread
-
-
 class Exporter:
     """The HTTP endpoint: :meth:`start` binds and serves in a thread, :meth:`stop` ends it.
 
@@ -420,7 +337,7 @@ class Exporter:
 
     def start(self) -> tuple[str, int]:
         """Serve ``/metrics``; returns the bound (host, port) (port 0 picks a free one)."""
-        self._server, self._thread = _start_server(
+        self._server, self._thread = start_server(
             self.host, self.port, self.registry, self.conn_timeout, self.max_connections
         )
         bound = self._server.server_address

@@ -6,6 +6,9 @@ owns or that others may write to (unless sticky, like /tmp: :mod:`kstatpy.safepa
 takes ``PATH.lock`` with flock() for the daemon's life (a second
 kstatd fails there), refuses a live socket or a non-socket file at PATH, replaces a
 stale socket, binds and makes the socket 0666. ``close`` removes both files.
+A socket passed by systemd (``adopted``, :mod:`kstatpy.systemd`) is used as it is:
+systemd bound it, owns its path and keeps listening after kstatd exits, so neither
+file is made or removed for it (systemd starts one kstatd per socket unit).
 
 A privileged listener (``priv=True``, kstatd run as root: docs/PROTOCOL.md §9.7) lives
 in ``DIR/priv/``, a directory kstatd keeps root-owned 0700: only root reaches it, so
@@ -69,7 +72,7 @@ class Listener:
     the check steers nothing into the link's target.
     """
 
-    __slots__ = ("dir_fd", "lock_fd", "name", "parent", "path", "priv", "sock", "zone", "zoneid")
+    __slots__ = ("adopted", "dir_fd", "lock_fd", "name", "parent", "path", "priv", "sock", "zone", "zoneid")
 
     def __init__(self, path: str, zone: str, zoneid: int, parent: Listener | None = None) -> None:
         """``parent``: the public listener a privileged one (in ``parent``'s ``priv/``) belongs to."""
@@ -78,6 +81,7 @@ class Listener:
         self.sock: socket.socket | None = None
         self.lock_fd = -1
         self.dir_fd = -1
+        self.adopted: socket.socket | None = None  # passed by systemd: bind() uses it, close() keeps the path
         self.parent = parent
         self.priv = parent is not None
 
@@ -121,6 +125,10 @@ class Listener:
         :raises DaemonError: one line naming the path and the reason.
         """
         path = self.path
+        if self.adopted is not None:
+            self.sock = self.adopted
+            self.sock.setblocking(False)
+            return
         self.dir_fd = self._open_dir()
         try:
             self.lock_fd = os.open(
@@ -168,6 +176,8 @@ class Listener:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+            if self.adopted is not None:
+                return
             try:
                 os.unlink(self.name, dir_fd=self.dir_fd)
             except FileNotFoundError:

@@ -136,6 +136,7 @@ class ServerConfig:
     max_per_uid: int = 64  # connections per peer uid (not root, not kstatd's own uid)
     max_per_zone: int = 64  # connections per non-global zone socket
     reserved_connections: int = 16  # of max_connections, kept for root and kstatd's uid
+    inherited: dict[str, Any] = field(default_factory=dict)  # path -> socket.socket systemd passed (kstatpy.systemd)
     priv_sockets: bool | None = None  # DIR/priv/NAME beside each socket; None: when run as root
     # Fair sharing, part 2 (issue 21; kstatpy.fairness): expensive requests of other users
     # take turns by uid, this many at once; replies parked for readers that do not read
@@ -200,6 +201,8 @@ class Kstatd:
             [Listener(priv_socket_path(lst.path), lst.zone, lst.zoneid, lst) for lst in public] if privileged else []
         )
         self._listeners = public + self._priv
+        for lst in public:  # socket activation: sockets systemd bound (kstatpy.systemd)
+            lst.adopted = config.inherited.get(lst.path)
         self._lock = threading.Lock()  # guards _sessions, _per_uid, _per_zone, _next_id, handler.stuck, _panicked
         self._per_uid: dict[int, int] = {}  # open connections by peer uid
         self._per_zone: dict[int, int] = {}  # open connections by zoneid
@@ -242,6 +245,11 @@ class Kstatd:
             self._close_listeners()
             raise
         self._bound = True
+
+    @property
+    def priv_paths(self) -> list[str]:
+        """The privileged sockets served (``DIR/priv/NAME``): after :meth:`bind`, those it could bind."""
+        return [lst.path for lst in self._priv]
 
     def start(self) -> None:
         """Bind if not yet done, publish the daemon's kstats and start accepting."""

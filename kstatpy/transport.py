@@ -101,7 +101,9 @@ def request_timeout(value: float | str | None = None, environ: Any = None) -> fl
         if value is None:
             return DEFAULT_REQUEST_TIMEOUT
     try:
-        seconds = float(value)
+        # ASCII and no "_": float() also takes "1_0" and non-ASCII digits, which
+        # libkstat's strtod (the same contract, in C) refuses.
+        seconds = math.nan if isinstance(value, str) and (not value.isascii() or "_" in value) else float(value)
     except (TypeError, ValueError):
         seconds = math.nan
     if not (0 < seconds <= MAX_REQUEST_TIMEOUT):  # also false for nan

@@ -45,12 +45,15 @@ TARGETS: dict[str, tuple[str | list[str], list[str]]] = {
     "select": ("kstatpy/select.py", ["tests/test_select.py", "tests/test_cli_select.py", "tests/test_mutants_select.py"]),
     "vmm": (["providers/vmm/ops.py", "providers/vmm/provider.py"],  # teardown order and privileges
             ["tests/test_vmm_privilege.py", "tests/test_vmm_lifecycle.py", "tests/test_mutants_vmm.py"]),
-    "vmm_state": ("providers/vmm/state.py", ["tests/test_vmm_lifecycle.py", "tests/test_vmm_privilege.py"]),
+    "vmm_state": ("providers/vmm/state.py",
+                  ["tests/test_vmm_lifecycle.py", "tests/test_vmm_privilege.py", "tests/test_mutants_vmm_state.py"]),
 }
 
 
 def _tests(files: list[str]) -> list[str]:
-    return [f for f in files if (REPO / f).is_file()]
+    # The fast in-process tests/test_mutants_*.py first: with -x a mutant they kill costs seconds.
+    present = [f for f in files if (REPO / f).is_file()]
+    return sorted(present, key=lambda f: not Path(f).name.startswith("test_mutants_"))
 
 
 def _pytest(files: list[str], timeout: float) -> list[str]:

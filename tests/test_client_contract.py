@@ -306,6 +306,17 @@ def test_default_timeout_and_its_validation(monkeypatch):
         assert info.value.errno == errno.EINVAL
 
 
+
+def test_kstat_timeout_takes_what_libkstat_takes(monkeypatch):
+    # float() alone accepts these; libkstat's strtod refuses them (EINVAL): one contract.
+    for bad in ("1_0", "\uff15", "\u0665"):
+        monkeypatch.setenv("KSTAT_TIMEOUT", bad)
+        with pytest.raises(KstatError, match="KSTAT_TIMEOUT") as info:
+            request_timeout()
+        assert info.value.errno == errno.EINVAL
+    monkeypatch.setenv("KSTAT_TIMEOUT", " 5 ")
+    assert request_timeout() == 5.0
+
 @pytest.mark.parametrize("value", ["nan", "inf", "0", "-1", "86401", "x"])
 def test_timeout_options_are_finite_and_bounded(tmp_path, value):
     sock = str(tmp_path / "none.sock")

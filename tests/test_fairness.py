@@ -253,6 +253,48 @@ def test_a_scrape_is_answered_during_a_slowloris_that_fills_every_slot():
         ex.stop()
 
 
+def test_a_slowloris_that_sends_its_request_line_then_dribbles_headers_is_still_one():
+    # The classic slowloris: the request line at once, then a header byte every 0.3 s.
+    # Before: a connection stopped counting as "still sending its request" once its
+    # request LINE was in (parse_request, which then reads the headers), so four of
+    # them held every slot until the whole-connection deadline and the scrape was
+    # refused unanswered.
+    import urllib.request
+
+    from kstatpy.exporter import Exporter
+    from kstatpy.ioctl import IoctlHandler
+
+    ex = Exporter(IoctlHandler(Chain(), None), "127.0.0.1", 0, [], conn_timeout=60.0, max_connections=4)
+    host, port = ex.start()
+    stop = threading.Event()
+    started = threading.Semaphore(0)
+
+    def slowloris() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=60) as s:
+                s.sendall(b"GET /metrics HTTP/1.1\r\n")
+                started.release()
+                for b in b"X-Slow: " + b"x" * 1000:
+                    if stop.wait(0.3):
+                        return
+                    s.sendall(bytes([b]))
+        except OSError:
+            pass
+
+    attackers = [threading.Thread(target=slowloris, daemon=True) for _ in range(4)]
+    try:
+        for t in attackers:
+            t.start()
+        for _ in attackers:
+            assert started.acquire(timeout=30)
+        time.sleep(1.0)  # every slot held, each connection inside its headers
+        for _ in range(3):
+            with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=30) as resp:
+                assert resp.status == 200
+    finally:
+        stop.set()
+        ex.stop()
+
 # --- churn on the public socket: root's privileged socket answers ----------------------------------
 
 

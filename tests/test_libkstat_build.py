@@ -139,7 +139,7 @@ def test_cli_help_version_and_usage() -> None:
     assert out.returncode == 0 and "--prefix" in out.stdout
     from kstatpy import __version__
 
-    assert script("--version").stdout == f"kstatpy-libkstat, version {__version__}\n"
+    assert script("--version").stdout == f"kstatpy-libkstat (kstatpy {__version__})\n"  # as every command (test_release)
     assert script("install").returncode == 2
     assert script("frobnicate").returncode == 2
 
@@ -172,3 +172,30 @@ def test_cli_missing_tools_are_one_line_naming_the_package(tmp_path: Path) -> No
     (tmp_path / "file").write_text("")
     out = script("install", "--prefix", str(tmp_path / "file" / "x"))
     assert out.returncode == 3 and len(out.stderr.splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
+
+
+def test_install_never_writes_through_another_users_link(tmp_path: Path) -> None:
+    # The prefix is nobody's; nobody plants NAME.part -> a root file for every file the
+    # install writes. Before: the install copied into "NAME.part" (a fixed name) and so
+    # overwrote the root file with a header, the .pc or the library.
+    from tests.nobody import AS_NOBODY
+    from tests.nobody import NOBODY_UID
+    from tests.nobody import nobody_skip
+    from tests.nobody import shared_dir
+
+    nobody_skip()
+    victim = tmp_path / "precious"
+    victim.write_text("precious\n")
+    names = ["include/kstat.h", "include/sys/kstat.h", "include/sys/kstatpy_types.h", "include/sys/sysinfo.h",
+             "include/sys/var.h", "lib/libkstat.so.1", "lib/pkgconfig/libkstat.pc"]  # fmt: skip
+    with shared_dir() as prefix:
+        os.chown(prefix, NOBODY_UID, NOBODY_UID)
+        plant = " && ".join(
+            f"mkdir -p {prefix}/{os.path.dirname(n)} && ln -s {victim} {prefix}/{n}.part" for n in names
+        )
+        subprocess.run([*AS_NOBODY, "sh", "-c", plant], check=True, timeout=60)
+        done = subprocess.run([str(SCRIPT), "install", "--prefix", prefix], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        assert victim.read_text() == "precious\n"
+        assert (Path(prefix) / "lib/pkgconfig/libkstat.pc").read_text().startswith(f"prefix={prefix}\n")
+        assert not (Path(prefix) / "lib/libkstat.so.1").is_symlink()

@@ -79,6 +79,7 @@ def test_stopped_kstatd_times_out(tmp_path: Path) -> None:
             assert d.one("lookup 0 test 0 named").startswith("found ")
             os.kill(kd.proc.pid, signal.SIGSTOP)
             try:
+                wait_stopped(kd.proc.pid)
                 t0 = time.monotonic()
                 assert d.one("read 0") == "err ETIMEDOUT"
                 assert time.monotonic() - t0 < 30
@@ -90,6 +91,23 @@ def test_stopped_kstatd_times_out(tmp_path: Path) -> None:
             code, err = d.close()
         line = f"{kd.socket}: no reply from kstatd within 0.5 s (KSTAT_TIMEOUT)"  # kstatpy.transport's words
         assert code == 0 and err.splitlines() == [line, line], err
+
+
+def wait_stopped(pid: int, timeout: float = 30.0) -> None:
+    """Until every thread of ``pid`` is stopped (SIGSTOP's group stop is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except FileNotFoundError:  # a thread that just ended
+                pass
+        if states and all(st in ("T", "t") for st in states):
+            return
+        assert time.monotonic() < deadline, f"kstatd {pid} not stopped within {timeout} s: {states}"
+        time.sleep(0.01)  # polling the process state with a deadline
 
 
 def test_no_kstatd(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from tests.nobody import popen_as_nobody
 from tests.nobody import shared_dir
 
 OTHER_UID = 12345  # a uid that is neither root nor nobody
+OPENS = 1000  # the raced test's kstat_open calls
 
 
 @contextlib.contextmanager
@@ -109,6 +111,17 @@ def test_a_server_of_another_uid_is_refused_unless_trusted(nobody_dir: str) -> N
         # the caller's own server is trusted without asking
         assert answer(run_env(sock), "open 0", as_nobody=True)[0].startswith("ok kcid ")
 
+
+def test_a_long_kstat_trust_uid_is_read_whole_not_cut(nobody_dir: str) -> None:
+    # 1018 commas then 655340 (1024 bytes): a 1024-byte buffer kept "...,65534" and
+    # trusted nobody, a uid the user never named; the Python client reads it whole.
+    sock = f"{nobody_dir}/kstat.sock"
+    trust = "," * 1018 + f"{NOBODY_UID}0"
+    with kstatd_as_nobody(sock):
+        got, err = answer(run_env(sock, KSTAT_TRUST_UID=trust), "open 0")
+        assert got == "err EACCES", err
+        assert python_says(run_env(sock, KSTAT_TRUST_UID=trust)) == (13, err.rstrip("\n"))
+        assert answer(run_env(sock, KSTAT_TRUST_UID=trust + f",{NOBODY_UID}"), "open 0")[0].startswith("ok kcid ")
 
 def test_default_path_is_walked_and_checked(nobody_dir: str) -> None:
     # nobody's default socket: $XDG_RUNTIME_DIR/kstatpy/kstat.sock
@@ -249,3 +262,47 @@ def test_a_sticky_shared_last_directory_checks_the_socket(nobody_dir: str) -> No
         got, err = answer(env, "open 0", as_nobody=True)
         assert (got, err) == ("err EACCES", f"{sock}: not a socket in a shared directory; refusing to use it\n")
         assert python_says(env, as_nobody=True) == (13, err.rstrip("\n"))
+
+
+def test_raced_spoof_of_the_default_path_never_reaches_the_victim() -> None:
+    # As tests/test_client_contract.py does for the Python client: nobody renames its own
+    # directory, with a kstatd of its own inside, in and out of the victim's default path
+    # (/tmp/kstatpy-UID; there half of the time) while the victim's C program opens it
+    # 1,000 times. The walk by
+    # descriptor, the connect through it and SO_PEERCRED leave nobody no opening.
+    nobody_skip()
+    uid = 40000 + os.getpid() % 20000
+    default_dir, lair = f"/tmp/kstatpy-{uid}", f"/tmp/kstatpy-lair-{uid}"
+    for d in (default_dir, lair):
+        shutil.rmtree(d, ignore_errors=True)
+    renamer_code = (
+        "import os, sys, time\n"
+        "a, b, stop = sys.argv[1], sys.argv[2], time.monotonic() + float(sys.argv[3])\n"
+        "while time.monotonic() < stop:\n"
+        "    try:\n        os.rename(a, b); time.sleep(0.001); os.rename(b, a); time.sleep(0.001)\n"
+        "    except OSError:\n        pass\n"
+    )
+    with kstatd_as_nobody(f"{lair}/kstat.sock"):
+        renamer = popen_as_nobody(["-c", renamer_code, lair, default_dir, "120"])
+        try:
+            env = run_env(None, KSTAT_TIMEOUT="5")
+            for name in ("KSTAT_SOCKET", "XDG_RUNTIME_DIR"):
+                env.pop(name, None)
+            victim = ("setpriv", "--reuid", str(uid), "--regid", str(uid), "--clear-groups")
+            deadline = time.monotonic() + 60
+            while not os.path.exists(default_dir):  # the renamer is at work
+                assert time.monotonic() < deadline and renamer.poll() is None, "the renamer did not start"
+                time.sleep(0.01)  # readiness poll with a deadline
+            with Driver(env, argv_prefix=victim) as d:
+                got = d.cmd(f"opens 0 {OPENS}", timeout=280)
+                d.close()
+        finally:
+            renamer.kill()
+            renamer.wait(10)
+            for d_ in (default_dir, lair):
+                shutil.rmtree(d_, ignore_errors=True)
+    counts = {k: int(v) for k, v in (line.split() for line in got)}
+    assert counts["ok"] == 0, got  # never nobody's kstatd
+    assert sum(counts.values()) == OPENS, got
+    assert set(counts) <= {"ok", "EACCES", "ENOENT", "ECONNREFUSED"}, got
+    assert counts.get("EACCES", 0) > 0, got  # the race was run: nobody's directory was seen and refused

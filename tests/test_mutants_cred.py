@@ -68,6 +68,7 @@ def test_of_this_process_is_privileged_only_in_the_global_zone() -> None:
         os.getuid(), os.getgid(), os.getpid(), "global", GLOBAL_ZONEID, True)  # fmt: skip
     z = Cred.of_this_process("web", 5)
     assert (z.zone, z.zoneid, z.privileged) == ("web", 5, False)
+    assert Cred.of_this_process("odd", GLOBAL_ZONEID - 1).privileged is False  # only the global zone's id
 
 
 def test_conn_keeps_its_cred_state_id_and_packing() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kstatpy_providers.system.cpu import cpuid_signature
 from kstatpy_providers.system.disk import DiskNamer
 from kstatpy_providers.system.disk import disk_module_instance
 from kstatpy_providers.system.source import SysFile
@@ -35,11 +36,21 @@ U64 = KstatDataType.UINT64
 # --- helpers ------------------------------------------------------------------
 
 
+#: chains attached by attach(), newest last; the oldest beyond 4 are detached (no test reads
+#: a chain attached five attaches ago), so their kept-open /proc and /sys files (a hundred
+#: or more a chain) are closed now rather than whenever the cycle collector runs
+_ATTACHED: list[tuple[Chain, Any]] = []
+
+
 def attach(root: str | Path | None = None) -> tuple[Chain, Any]:
+    while len(_ATTACHED) >= 4:
+        old_chain, old_providers = _ATTACHED.pop(0)
+        old_providers.detach(old_chain)
     chain = Chain(config={"system_root": str(root)} if root is not None else None)
     providers = load_providers(autoload=False, modules=["kstatpy_providers.system"])
     providers.attach(chain)
     assert providers.failures == []
+    _ATTACHED.append((chain, providers))
     return chain, providers
 
 
@@ -398,6 +409,11 @@ def test_fake_tree_values_follow_the_mapping(fake: Path) -> None:
     assert info["state"] == b"on-line" and info["state_begin"] == 1700000000  # on-line since boot
     assert info["clock_MHz"] == 2000 and info["current_clock_Hz"] == 1999998000
     assert (info["chip_id"], info["core_id"], info["pkg_core_id"], info["ncore_per_chip"]) == (0, 1, 1, 2)
+    # What illumos' x86 cpu_info always has and psrinfo -v reads unchecked (issue 18's psrinfo run).
+    assert (info["cpu_type"], info["fpu_type"], info["socket_type"]) == (b"i386", "i387 compatible", "")
+    assert info["implementation"] == "x86 (chipid 0x0 GenuineIntel 50657 family 6 model 85 step 7 clock 2000 MHz)"
+    meta = chain.kstat_lookup_name("cpu_info", 1, "cpu_info1").ks_meta
+    assert meta["socket_type"].no_source and not meta["implementation"].no_source
 
     eth0 = named(read(chain, "link", 0, "eth0"))
     assert eth0["rbytes64"] == 2**32 + 5 and eth0["rbytes"] == 5  # the 32-bit counter wraps
@@ -414,6 +430,13 @@ def test_fake_tree_values_follow_the_mapping(fake: Path) -> None:
     assert 300 * 10**6 <= io["rtime"] < 300 * 10**6 + 10**9
     assert 450 * 10**6 <= io["rlentime"] < 450 * 10**6 + 2 * 10**9
     assert read(chain, "blkdev", 0, "blkdev0")["class"] == "disk"
+
+
+def test_cpuid_signature_from_family_model_stepping() -> None:
+    # Known parts: Skylake-SP 6/85/7 is 0x50657; AMD Milan 25/17/1 (extended family 10) is 0xA10F11.
+    assert cpuid_signature(6, 85, 7) == 0x50657
+    assert cpuid_signature(25, 17, 1) == 0xA10F11
+    assert cpuid_signature(15, 4, 1) == 0xF41
 
 
 def test_offline_cpu_state_changes_state_begin(fake: Path) -> None:

@@ -224,24 +224,26 @@ def _vmstat_s() -> dict[str, int]:
 def test_memory_against_procps_to_the_page() -> None:
     """physmem is MemTotal; vmstat's free (pgtok of vminfo freemem) is MemFree, to the page.
 
-    Free memory moves on a busy host: the check is taken when our reads before and after
-    procps' agree, and otherwise procps' value must lie between them.
+    Free memory moves on a busy host: it must be equal at least once in 100 tries, when it
+    held still around procps' read; physmem must agree every time.
     """
     chain, _ = attach()
     kb = PAGESIZE // 1024
     exact = 0
-    for _ in range(30):
+    seen: list[tuple[int, int, int]] = []
+    for _ in range(100):
         p0 = named(read(chain, "unix", 0, "system_pages"))
         s = _vmstat_s()
         p1 = named(read(chain, "unix", 0, "system_pages"))
         assert p0["physmem"] * kb == s["total memory"] == p1["physmem"] * kb
-        lo, hi = sorted((p0["freemem"] * kb, p1["freemem"] * kb))
-        assert lo - kb < s["free memory"] < hi + kb, (p0["freemem"], p1["freemem"], s["free memory"])
-        if p0["freemem"] == p1["freemem"]:
-            assert s["free memory"] // kb == p0["freemem"]
+        # equal when free memory held still around procps' read (it may also move and
+        # come back: a mismatch alone proves nothing on a busy host); a wrong mapping never is
+        if p0["freemem"] == p1["freemem"] == s["free memory"] // kb:
             exact += 1
             if exact == 3:
                 break
+        seen.append((p0["freemem"], s["free memory"] // kb, p1["freemem"]))
+    assert exact >= 1, f"vmstat -s free memory never equal to freemem: {seen[-5:]}"
     # illumos vmstat's free column: the vminfo freemem average over the interval's updates
     a = snapshot(chain)
     time.sleep(1.2)

@@ -252,6 +252,8 @@ def _row_for(ksp: Any) -> str:
         return "`MODULEerr:N:MODULEN,err`"
     if ksp.ks_module == "cpu":
         return f"`cpu:N:{ksp.ks_name}`"
+    if ksp.ks_module == "cpu_info":
+        return "`cpu_info:N:cpu_infoN`"
     return f"`{ksp.ks_module}:{ksp.ks_instance}:{ksp.ks_name}`"
 
 
@@ -282,20 +284,19 @@ def test_the_docs_list_every_statistic_with_no_source(tmp_path: Path) -> None:
     assert unlisted == []
 
 
-def test_an_embedded_kstat_naming_modules_skips_the_slab_caches(tmp_path: Path) -> None:
-    """A host that names the modules it wants (the embedded kstat) gets no per-cache kstats."""
-    root = _full_fake(tmp_path / "root")
-    chain = Chain(config={"system_root": str(root), "wants_module": lambda m: m == "unix"})
+def test_a_host_naming_modules_gets_the_slab_caches_with_unix(tmp_path: Path) -> None:
+    """The embedded kstat's module predicate: the caches come with unix (lazy = full), not without."""
     from kstatpy.plugins import load_providers
 
-    providers = load_providers(autoload=False, modules=["kstatpy_providers.system"])
-    providers.attach(chain)
-    assert providers.failures == []
-    caches = {k.ks_name for k in chain.kstats() if k.ks_class == "kmem_cache"}
-    assert caches == {"file_cache"}
-    assert chain.kstat_lookup_name("zones", 0, "global") is None  # a module it does not want
-    full, _ = attach(root)
-    assert {k.ks_name for k in full.kstats() if k.ks_class == "kmem_cache"} == {"file_cache", "kmalloc-64", "dentry"}
+    root = _full_fake(tmp_path / "root")
+    for wanted, caches in (({"unix"}, {"file_cache", "kmalloc-64", "dentry"}), ({"zones"}, set())):
+        chain = Chain(config={"system_root": str(root), "wants_module": wanted.__contains__})
+        providers = load_providers(autoload=False, modules=["kstatpy_providers.system"])
+        providers.attach(chain)
+        assert providers.failures == []
+        assert {k.ks_name for k in chain.kstats() if k.ks_class == "kmem_cache"} == caches
+        assert (chain.kstat_lookup_name("zones", 0, "global") is not None) == ("zones" in wanted)
+        providers.detach(chain)
 
 
 #: (module, name ("*": any), class) as illumos creates each (uts/common/os/kstat_fr.c, clock.c,

@@ -31,6 +31,7 @@ from kstatpy.cli.kstat_args import UsageError
 from kstatpy.cli.kstat_args import parse_args
 from kstatpy.cli.kstat_format import ReportStyle
 from kstatpy.cli.kstat_format import format_report
+from kstatpy.cli.kstat_help import HELP
 from kstatpy.cli.kstat_select import read_instances
 from kstatpy.cli.kstat_select import select_instances
 from kstatpy.cli.output import complete_stdio
@@ -47,45 +48,6 @@ if TYPE_CHECKING:
     from typing import BinaryIO
 
 __all__ = ["HELP", "main", "run"]
-
-HELP = (
-    USAGE
-    + """
-Report kernel statistics (kstats), as illumos kstat(8) does.
-
-Options (as illumos): -C parseable with ':' before the value, -c class, -i instance,
--j JSON, -l list names only, -m module, -n name, -p parseable, -q quiet (exit status
-only), -s statistic, -T d|u timestamp, -V values only (with -p), -h/-? usage.
-Patterns are shell globs, or /extended regular expressions/ (unanchored).
-
-kstatpy additions:
-  --socket PATH   read from the kstatd listening on PATH (also $KSTAT_SOCKET);
-                  without either, the default socket is tried (root's:
-                  /run/kstatpy/priv/kstat.sock), and when nothing answers there
-                  the providers are loaded in this process
-  --timeout SECONDS  give up on a request kstatd has not answered in SECONDS
-                  (also $KSTAT_TIMEOUT; default 10): exit 3
-  --trust-uid N   accept a server run by uid N on the socket named (also
-                  $KSTAT_TRUST_UID=N[,N...]); root's and your own are always
-                  accepted, any other is refused
-  --rate          counters as per-second rates: the first report averages since
-                  the kstat's crtime, later ones cover the interval; a re-created
-                  kstat or a counter that went back is a reset (stderr; "reset"
-                  in JSON); 32-bit counters are unwrapped
-  --ndjson        one JSON object per kstat per line, with the report's wall-clock
-                  "timestamp" and "snaptime"; flushed after each report
-  --describe      the selected statistics' metadata (kind, type, unit,
-                  description) instead of their values; -j for JSON
-  --help          this text
-  --version       print kstatpy's version
-
-Differences from illumos: -j output is valid JSON (no \\? escape, UTF-8 as UTF-8,
-exact 64-bit integers, every interval report a complete [ ... ] array). RAW kstats
-are shown where illumos decodes them (cpu_stat, unix:sysinfo, unix:vminfo, unix:var).
-
-Exit status: 0 statistics matched, 1 none matched, 2 usage error, 3 fatal error.
-"""
-)
 
 
 #: Where the current run reads from: "kstatd" or "in-process" (for main's messages).

@@ -21,7 +21,9 @@ FATAL = 3
 
 
 @click.group(cls=GuardedGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "-V", "--version", prog_name="kstatpy-libkstat")
+@click.version_option(
+    __version__, "-V", "--version", prog_name="kstatpy-libkstat", message="%(prog)s (kstatpy %(version)s)"
+)
 def main() -> None:
     """Build and install libkstat, illumos' kstat_open(3KSTAT) C library over kstatd."""
 

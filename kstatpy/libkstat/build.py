@@ -114,9 +114,17 @@ def install(prefix: str | os.PathLike[str]) -> list[Path]:
         for src in sorted(p for p in stage.rglob("*") if p.is_file()):
             target = dest / src.relative_to(stage)
             target.parent.mkdir(parents=True, exist_ok=True)
-            part = target.with_name(target.name + ".part")
-            shutil.copy2(src, part)
-            os.replace(part, target)
+            # A random name made with O_EXCL (mkstemp), never a fixed "NAME.part" that
+            # another user could plant as a symbolic link for root to write through.
+            fd, staged = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+            try:
+                with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
+                    shutil.copyfileobj(inp, out)
+                    os.fchmod(out.fileno(), src.stat().st_mode & 0o777)  # on the descriptor
+                os.replace(staged, target)
+            except BaseException:
+                Path(staged).unlink(missing_ok=True)
+                raise
             installed.append(target)
         link = dest / "lib" / "libkstat.so"
         part = link.with_name("libkstat.so.part")

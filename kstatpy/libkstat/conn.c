@@ -70,13 +70,17 @@ fail(int code)
 	return -1;
 }
 
+/* The whole of $KSTAT_TRUST_UID is parsed (a copy of any length: a fixed buffer would
+ * cut "...,655340" to "...,65534" and trust a uid the user never named). */
 static int
 parse_trust(struct lk_ctl *c, const char *s)
 {
-	char buf[1024], *save = NULL, *w;
+	char *buf = strdup(s), *save = NULL, *w;
+	int r = 0;
 
-	snprintf(buf, sizeof(buf), "%s", s);
-	for (w = strtok_r(buf, ",", &save); w; w = strtok_r(NULL, ",", &save)) {
+	if (!buf)
+		return -1;
+	for (w = strtok_r(buf, ",", &save); w && r == 0; w = strtok_r(NULL, ",", &save)) {
 		char *end;
 		unsigned long v;
 
@@ -91,15 +95,18 @@ parse_trust(struct lk_ctl *c, const char *s)
 		v = strtoul(w, &end, 10);
 		if (*w < '0' || *w > '9' || *end || errno || v >= 0xFFFFFFFFul) {
 			say("KSTAT_TRUST_UID: '%s' is not a uid", w);
-			return fail(EINVAL);
-		}
-		if (c->ntrust == LK_MAX_TRUST) {
+			r = fail(EINVAL);
+		} else if (c->ntrust == LK_MAX_TRUST) {
 			say("KSTAT_TRUST_UID: more than %d uids", LK_MAX_TRUST);
-			return fail(EINVAL);
+			r = fail(EINVAL);
+		} else {
+			c->trust[c->ntrust++] = (uid_t)v;
 		}
-		c->trust[c->ntrust++] = (uid_t)v;
 	}
-	return 0;
+	free(buf);
+	if (r < 0)
+		errno = EINVAL;
+	return r;
 }
 
 int

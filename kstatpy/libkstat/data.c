@@ -114,6 +114,10 @@ lk_header(kstat_t *ksp, const msgpack_object *hdr)
 	return 0;
 }
 
+/* ks_data holds at least size bytes, zeroed. Contract: ks_data_size never exceeds
+ * what ks_data holds, so it is set here when ks_data is (re)allocated: a header's
+ * claim (kstat_chain_update) or a read that fails after this leaves no larger value
+ * behind for the next read to trust. */
 static int
 room(kstat_t *ksp, size_t size)
 {
@@ -125,6 +129,7 @@ room(kstat_t *ksp, size_t size)
 		if (!p)
 			return -1;
 		ksp->ks_data = p;
+		ksp->ks_data_size = size;
 	}
 	memset(ksp->ks_data, 0, size);
 	return 0;
@@ -249,7 +254,9 @@ lk_fill(kstat_t *ksp, const msgpack_object *kstat)
 	int r = 0;
 
 	(void)lk_int(lk_get(kstat, "type"), &type);
-	if (!data)
+	/* A kid's type never changes (kstatd, §4): a reply of another type than the
+	 * chain's would lay ks_data out as one type under the other's ks_type. */
+	if (!data || type != ksp->ks_type)
 		return proto();
 	if (type == KSTAT_TYPE_RAW && data->type == MSGPACK_OBJECT_ARRAY) {
 		/* KID 0: every header, as an array of kstat_t (docs/PROTOCOL.md §9.1). */

@@ -29,11 +29,9 @@ CPU time (``proc/stat``'s ``cpuN`` line, USER_HZ ticks), mapped as illumos accou
 Other cpu:N:sys counters, per CPU. Every record of illumos' cpu_sys_stats_ks_data is
 published, in its order (mpstat and vmstat look them up without checking); a record this
 host has no source for reads 0 and is marked no source (kstatpy.metadata.no_source):
-    intr        the CPU's column of ``proc/interrupts``, summed over every line but TLB (below)
-    xcalls      the CAL (function call) line of that column. The TLB line is not added:
-                shootdowns are delivered as function-call interrupts (x86 since Linux
-                3.x), so TLB counts flushes already inside CAL; intr leaves it out too,
-                as ``/proc/stat``'s interrupt total does
+    intr        the CPU's column of ``proc/interrupts``, summed over every line but TLB
+    xcalls      the CAL (function call) line (TLB shootdowns arrive as function calls:
+                the TLB line counts flushes inside CAL's interrupts, and is never added)
     intrthread  the CPU's column of ``proc/softirqs``, summed (deferred interrupt
                 work: what illumos runs as interrupt threads)
     pswitch     ``proc/schedstat``: timeslices run (pcount) + switches to idle
@@ -43,11 +41,7 @@ host has no source for reads 0 and is marked no source (kstatpy.metadata.no_sour
                 charged whole to the CPU that carries cpu:N:vm (the others read 0)
     sysfork     ``proc/stat``'s ``processes`` (forks and clones since boot; Linux
                 counts threads created too), charged the same way
-  No source (never split from a machine-wide count): cpu_nsec_dtrace, cpu_load_intr,
-  dtrace_probes, the buffer-cache and tty counters, trap, syscall, sysread, syswrite,
-  sysvfork, sysexec, readch, writech, msg, sema, namei, ufs*, procovf, intrblk,
-  intrunpin, inv_swtch, nthreads, cpumigrate, mutex_adenters, rw_rdfails, rw_wrfails,
-  modload, modunload, bawrite, iowait.
+  No source (never split from a machine-wide count): the rest (docs/SYSTEM-PROVIDER.md).
 
 cpu:N:vm (class misc, as illumos creates it): Linux keeps its VM event counters
 (``proc/vmstat``) only machine-wide. They are charged whole to the lowest CPU present at

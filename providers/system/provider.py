@@ -152,8 +152,7 @@ class SystemProvider:
                 from kstatpy_providers.system.unix import boot_time
 
                 taken = {k.ks_name for k in self.unix}
-                self.unix.extend(create_hostwide(chain, root, origin, boot_time(root), taken, self.want,
-                                                 caches=self.wants is None))  # fmt: skip
+                self.unix.extend(create_hostwide(chain, root, origin, boot_time(root), taken, self.want))
             if self.want_any(MIB2_MODULES):
                 from kstatpy_providers.system.mib2 import create_mib2
 

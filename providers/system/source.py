@@ -199,12 +199,15 @@ def create_named(
 
     ``crtime``: when the kstat's counters started (ns, monotonic); None for now.
     ``meta``: metadata for statistics that ``meta.py``'s table does not declare.
-    ``absent``: statistics of ``fields`` with no source here: they stay 0, ``values()``
-    need not name them, their metadata is marked (:func:`mark_absent`).
+    ``absent``: statistics of ``fields`` with no source here: they stay 0 (a STRING the
+    empty string, never NULL: C readers print it unchecked), ``values()`` need not name
+    them, their metadata is marked (:func:`mark_absent`).
     """
     ksp = chain.kstat_create(module, instance, name, ks_class, KSTAT_TYPE_NAMED, len(fields), 0)
     for knp, (field, data_type) in zip(ksp.ks_data, fields, strict=True):
         kstat_named_init(knp, field, data_type)
+        if field in absent and data_type == KstatDataType.STRING:
+            kstat_named_setstr(knp, "")
     date_kstat(ksp, crtime)
     if meta:
         declared = ksp.ks_meta or {}

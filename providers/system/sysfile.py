@@ -88,3 +88,13 @@ class SysFile:
             if self.fd >= 0:
                 os.close(self.fd)
                 self.fd = -1
+
+    def __del__(self) -> None:
+        # A chain dropped without detach (an embedder's, a test's) must not keep its
+        # host's files open for the life of the process: closed when collected.
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except (OSError, TypeError):  # TypeError: os torn down at interpreter exit
+                pass
