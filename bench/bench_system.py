@@ -42,6 +42,9 @@ from bench_read import rtt_interleaved  # noqa: E402
 from infra import EchoDispatch  # noqa: E402
 from infra import echo_server  # noqa: E402
 from infra import wait_ready  # noqa: E402
+from kstatpy_providers.system.cpustat import SYS_ORDER  # noqa: E402
+from kstatpy_providers.system.cpustat import VM_ORDER  # noqa: E402
+from kstatpy_providers.system.disk import ERR_FIELDS  # noqa: E402
 
 from kstatpy.chain import Chain  # noqa: E402
 from kstatpy.constants import KSTAT_READ  # noqa: E402
@@ -56,7 +59,8 @@ _SIZES: dict[str, int] = {}
 
 
 def rd(path: str) -> bytes:
-    # As the provider: kept open, pread at 0 into a buffer sized to the file (4 KiB, x4).
+    # As the provider: kept open, pread at 0 into a buffer sized to the file (4 KiB, x4),
+    # then on to the end for a long seq_file.
     fd = _FDS.get(path)
     if fd is None:
         fd = _FDS[path] = os.open(path, os.O_RDONLY)
@@ -66,6 +70,11 @@ def rd(path: str) -> bytes:
     while len(data) >= size:
         size = _SIZES[path] = size * 4
         data = os.pread(fd, size, 0)
+    if len(data) >= 2048:  # maybe one seq_file buffer of several (/proc/slabinfo): read on
+        parts = [data]
+        while more := os.pread(fd, size, sum(map(len, parts))):
+            parts.append(more)
+        data = b"".join(parts)
     return data
 
 
@@ -93,7 +102,7 @@ def floor_misc() -> dict[str, int]:
     return {
         "ncpus": ncpus, "lbolt": lbolt, "clk_intr": lbolt, "nproc": 0, "avenrun_1min": round(float(la[0]) * 256),
         "avenrun_5min": round(float(la[1]) * 256), "avenrun_15min": round(float(la[2]) * 256),
-        "boot_time": BTIME, "nsec_per_tick": 10**9 // HZ,
+        "boot_time": BTIME, "nsec_per_tick": 10**9 // HZ, "deficit": 0, "vac": 0,
     }  # fmt: skip
 
 
@@ -101,6 +110,9 @@ def floor_misc_listing() -> dict[str, int]:
     out = floor_misc()
     out["nproc"] = sum(1 for n in os.listdir("/proc") if n.isdigit())
     return out
+
+
+ARC = "/proc/spl/kstat/zfs/arcstats" if os.path.exists("/proc/spl/kstat/zfs/arcstats") else ""
 
 
 def floor_pages() -> dict[str, int]:
@@ -122,11 +134,16 @@ def floor_pages() -> dict[str, int]:
         high += int(z[at + 15 : end])
         at = z.find(b"\n        high ", end)
     pk = kernel // PAGE_KB
+    if ARC:  # the ZFS ARC is kernel memory
+        a = rd(ARC)
+        at = a.find(b"\nsize ")
+        pk += int(a[at + 1 : a.find(b"\n", at + 1)].split()[2]) // (PAGE_KB * 1024)
+    pl = pk + locked // PAGE_KB
     return {
         "physmem": total // PAGE_KB, "freemem": free // PAGE_KB,
-        "availrmem": total // PAGE_KB - pk - locked // PAGE_KB, "lotsfree": high, "desfree": low,
+        "availrmem": max(0, total // PAGE_KB - pl), "lotsfree": high, "desfree": low,
         "minfree": int(rd("/proc/sys/vm/min_free_kbytes")) // PAGE_KB, "pp_kernel": pk,
-        "pagesfree": free // PAGE_KB, "pageslocked": locked // PAGE_KB, "pagestotal": total // PAGE_KB,
+        "pagesfree": free // PAGE_KB, "pageslocked": pl, "pagestotal": total // PAGE_KB,
     }  # fmt: skip
 
 
@@ -137,11 +154,11 @@ def _column(data: bytes, cpu: int) -> tuple[int, int]:
     total = xc = 0
     for line in lines[1:]:
         parts = line.split()
-        if len(parts) > len(head):
+        if len(parts) > len(head) and parts[0] != b"TLB:":
             v = int(parts[col])
             total += v
-            if parts[0] in (b"CAL:", b"TLB:"):
-                xc += v
+            if parts[0] == b"CAL:":
+                xc = v
     return total, xc
 
 
@@ -164,7 +181,11 @@ def floor_cpu_sys(cpu: int = 0) -> dict[str, int]:
         at = s.find(b"\ncpu%d " % cpu)
         f = s[at + 1 : s.find(b"\n", at + 1)].split()
         out["pswitch"], out["idlethread"] = int(f[9]) + int(f[4]), int(f[4])
-    return out
+    elif cpu == 0:  # ctxt, charged to the lowest CPU
+        out["pswitch"] = after(st, b"\nctxt ")
+    if cpu == 0:
+        out["sysfork"] = after(st, b"\nprocesses ")
+    return {**SYS_ZERO, **out}
 
 
 _VM_KEYS = (b"\npgpgin ", b"\npgpgout ", b"\npgsteal_kswapd ", b"\npgsteal_direct ", b"\npgsteal_khugepaged ",
@@ -176,7 +197,7 @@ def floor_cpu_vm() -> dict[str, int]:
     d = b"\n" + rd("/proc/vmstat")
     v = {k: after(d, k) for k in _VM_KEYS if k in d}
     g = v.get
-    return {
+    return VM_ZERO | {
         "pgpgin": g(b"\npgpgin ", 0) // PAGE_KB, "pgpgout": g(b"\npgpgout ", 0) // PAGE_KB,
         "dfree": g(b"\npgsteal_kswapd ", 0) + g(b"\npgsteal_direct ", 0) + g(b"\npgsteal_khugepaged ", 0),
         "scan": g(b"\npgscan_kswapd ", 0) + g(b"\npgscan_direct ", 0) + g(b"\npgscan_khugepaged ", 0),
@@ -185,6 +206,8 @@ def floor_cpu_vm() -> dict[str, int]:
     }  # fmt: skip
 
 
+SYS_ZERO = dict.fromkeys(SYS_ORDER, 0)
+VM_ZERO = dict.fromkeys(VM_ORDER, 0)
 _CPU_STAT = struct.Struct("<95I")
 
 
@@ -221,6 +244,11 @@ def make_floor_link(ifname: str, counters: list[str]) -> Callable[[], dict[str, 
             out["ifspeed"] = 0
         oper = rd(base + "operstate").strip()
         out["link_state"] = 1 if oper == b"up" else 0 if oper == b"down" else int(rd(base + "carrier"))
+        try:
+            duplex = rd(base + "duplex").strip()
+        except OSError:
+            duplex = b""
+        out["link_duplex"] = 2 if duplex == b"full" else 1 if duplex == b"half" else 0
         return out
 
     return floor
@@ -238,11 +266,14 @@ def make_floor_disk(name: str) -> Callable[[], dict[str, int]]:
     return floor
 
 
+ERR_ZERO = {f: 0 for f, _ in ERR_FIELDS}
+
+
 def make_floor_disk_err(name: str) -> Callable[[], dict[str, Any]]:
     path = f"/sys/block/{name}/size"
 
     def floor() -> dict[str, Any]:
-        return {"Device Name": name, "Size": int(rd(path)) * 512}
+        return {**ERR_ZERO, "Device Name": name, "Size": int(rd(path)) * 512}
 
     return floor
 
@@ -250,11 +281,10 @@ def make_floor_disk_err(name: str) -> Callable[[], dict[str, Any]]:
 def floor_sysinfo() -> dict[str, Any]:
     up = int(float(rd("/proc/uptime").split()[0]))
     st = rd("/proc/stat")
-    return {
-        "data": struct.pack(
-            "<6I", up, after(st, b"\nprocs_running ") * up, up, 0, 0, after(st, b"\nprocs_blocked ") * up
-        )
-    }
+    on = rd("/sys/devices/system/cpu/online").strip()
+    ncpu = sum(int(p.partition(b"-")[2] or p) - int(p.partition(b"-")[0]) + 1 for p in on.split(b","))
+    q = max(0, after(st, b"\nprocs_running ") - 1 - ncpu)
+    return {"data": struct.pack("<6I", up, q * up, up * (q > 0), 0, 0, after(st, b"\nprocs_blocked ") * up)}
 
 
 def floor_vminfo() -> dict[str, Any]:
@@ -265,7 +295,7 @@ def floor_vminfo() -> dict[str, Any]:
 
 
 def floor_var() -> dict[str, Any]:
-    t = int(rd("/proc/sys/kernel/threads-max"))
+    t = min(int(rd("/proc/sys/kernel/threads-max")), int(rd("/proc/sys/kernel/pid_max")))
     e = int(rd("/proc/sys/vm/dirty_expire_centisecs")) // 100
     return {"data": struct.pack("<15i", 0, 0, t, t, 140, 99, 0, 0, 0, 0, 0, 0, 0, e, 0)}
 

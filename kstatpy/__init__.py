@@ -2,7 +2,8 @@
 
 Names load lazily (PEP 562), so ``import kstatpy.client`` for the ``kstat`` command
 pulls in neither the chain nor pluggy. ``__version__`` is the distribution's version
-(``pyproject.toml`` reads it from here).
+(``pyproject.toml`` reads it from here), bumped once per release with a new section
+of CHANGELOG.md (tests/test_release.py holds them equal).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ TYPE_CHECKING = False  # not typing's: the kstat command's kstatd path never imp
 if TYPE_CHECKING:
     from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"
 
 _CONSTANTS = (
     "ALL_ZONES GLOBAL_ZONEID KSTAT_DATA_CHAR KSTAT_DATA_DOUBLE KSTAT_DATA_FLOAT KSTAT_DATA_INT32 "

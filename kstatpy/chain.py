@@ -13,7 +13,10 @@ Locking
     (``e_owner``). It is also ``ks_lock`` of KID 0, so a header list is consistent.
     A hold is exclusive per kstat, readers included. Lock order: hold (chain lock
     briefly), then ``ks_lock``. Nobody calls a provider with the chain lock held,
-    except KID 0's own update and snapshot.
+    except KID 0's own update and snapshot. The chain lock also guards ``waits``
+    (who waits for which hold, since when: kstatd's deadman reads it). With the
+    lock-order checker on (``kmem.witness``, :mod:`kstatpy.lockorder`), every hold is
+    checked before the thread takes or waits for it, and forgotten at its release.
 
 Lifecycle
     ``kstat_create`` returns an INVALID kstat already in both indexes: readers get
@@ -42,6 +45,7 @@ from __future__ import annotations
 
 import errno
 import threading
+import time
 from collections.abc import Iterable
 
 from kstatpy.constants import ALL_ZONES
@@ -62,6 +66,8 @@ from kstatpy.kstat import Kstat
 from kstatpy.kstat import default_kstat_snapshot
 from kstatpy.kstat import lock_held_by_caller
 from kstatpy.lazylog import get_logger
+from kstatpy.lockorder import curthread
+from kstatpy.lockorder import kstat_label
 from kstatpy.records import KstatIntr
 from kstatpy.records import KstatIO
 from kstatpy.records import KstatNamed
@@ -136,6 +142,14 @@ class Chain:
         #: ``.zoneid``: the reading thread's zone (curproc's zone), set by the driver
         #: around KID 0's update and snapshot.
         self.caller = threading.local()
+        #: The lock-order checker (``kmem.witness``, on with the reference audit), or None.
+        self.witness = self.kmem.witness
+        #: Holds and ks_locks go through the checker or a controlled scheduler (the slow
+        #: path); set when either is on (the race harness sets it for its scheduler).
+        self.lockhooks = self.witness is not None
+        #: Threads waiting for a hold: thread id -> (kstat, why, since: monotonic s);
+        #: the chain lock guards it. kstatd's deadman reads it (kstatpy.deadman).
+        self.waits: dict[int, tuple[Kstat, str, float]] = {}
         install_well_known(self)
 
     # --- identity -----------------------------------------------------------
@@ -161,17 +175,34 @@ class Chain:
 
     # --- holds (kstat_hold_bykid / kstat_hold_byname / kstat_rele) ----------
 
-    def _hold(self, find: Any) -> Kstat | None:
+    def _hold(self, find: Any, why: str = "kstat_hold") -> Kstat | None:
         # Take the exclusive hold of what find() returns; after a wait, find again
-        # from scratch: the kstat may have been deleted meanwhile.
+        # from scratch: the kstat may have been deleted meanwhile. The checker sees
+        # the order before the thread waits; a controlled thread waits through its
+        # scheduler, with the chain lock dropped. A waiter is in self.waits. kstat_install's
+        # hold orders nothing: an INVALID kstat has no reader in ks_update to wait for.
         me = threading.get_ident()
+        w = self.witness
+        st = curthread.st if self.lockhooks else None
+        sched = st.sched if st is not None else None
+        if sched is not None:
+            sched.point(why)
+        checked = None
         with self._lock:
             while True:
                 ksp = find()
                 if ksp is None:
+                    if sched is not None and checked is not None:
+                        sched.progress()  # a waiter leaves a deleted kstat: its kstat_delete may go on
                     return None
+                if ksp is not checked:
+                    if w is not None and why != "kstat_install":
+                        w.check(w.hold_class(ksp), why, ksp, ksp)
+                    checked = ksp
                 if ksp.e_owner is None:
                     ksp.e_owner = me
+                    if w is not None:
+                        w.push(w.hold_class(ksp), ksp, why)
                     return ksp
                 if ksp.e_owner == me:
                     raise KstatFatalError(f"kstat_hold: recursive hold of {ksp!r}")
@@ -179,28 +210,45 @@ class Chain:
                 if cv is None:  # made on first contention: most kstats never need one
                     cv = ksp.e_cv = threading.Condition(self._lock)
                 ksp.e_waiters += 1
+                self.waits[me] = (ksp, why, time.monotonic())
                 try:
-                    cv.wait()
+                    if sched is not None:
+                        self._sched_wait(sched, f"{why}: hold of {kstat_label(ksp)}", ksp.e_owner)
+                    else:
+                        cv.wait()
                 finally:
+                    self.waits.pop(me, None)
                     ksp.e_waiters -= 1
                     if not ksp.e_waiters:
                         cv.notify_all()  # a kstat_delete may wait for us to let go
 
-    def kstat_hold_bykid(self, kid: int, zoneid: int) -> Kstat | None:
-        """Hold the kstat with ``kid`` visible in ``zoneid``; waits for its holder."""
-        with self._lock:  # the uncontended case, without building a finder
-            ksp = self._by_kid.get(kid)
-            if ksp is None or not _zone_find(ksp, zoneid):
-                return None
-            if ksp.e_owner is None:
-                ksp.e_owner = threading.get_ident()
-                return ksp
+    def _sched_wait(self, sched: Any, what: str, owner: int | None) -> None:
+        # A controlled thread's wait (chain lock held on entry and on return).
+        self._lock.release()
+        try:
+            sched.block(what, owner)
+        finally:
+            self._lock.acquire()
+
+    def kstat_hold_bykid(self, kid: int, zoneid: int, why: str = "kstat_hold") -> Kstat | None:
+        """Hold the kstat with ``kid`` visible in ``zoneid``; waits for its holder.
+
+        ``why`` names the caller in lock-order reports (``read``, ``kstat_delete``).
+        """
+        if not self.lockhooks:
+            with self._lock:  # the uncontended case, without building a finder
+                ksp = self._by_kid.get(kid)
+                if ksp is None or not _zone_find(ksp, zoneid):
+                    return None
+                if ksp.e_owner is None:
+                    ksp.e_owner = threading.get_ident()
+                    return ksp
 
         def find() -> Kstat | None:
             ksp = self._by_kid.get(kid)
             return ksp if ksp is not None and _zone_find(ksp, zoneid) else None
 
-        return self._hold(find)
+        return self._hold(find, why)
 
     def kstat_hold_byname(self, module: str, instance: int, name: str, zoneid: int) -> Kstat | None:
         """Hold the kstat named (module, instance, name) visible in ``zoneid``."""
@@ -221,6 +269,16 @@ class Chain:
             if ksp.e_waiters:
                 assert ksp.e_cv is not None  # made by the first waiter
                 ksp.e_cv.notify_all()
+        if self.lockhooks:
+            self._released(ksp, "kstat_rele")
+
+    def _released(self, ksp: Kstat, what: str) -> None:
+        # A hold ends: the checker forgets it; a controlled scheduler may switch.
+        if self.witness is not None:
+            self.witness.pop(ksp)
+        st = curthread.st
+        if st is not None and st.sched is not None:
+            st.sched.released(what)
 
     # --- create / install / delete ------------------------------------------
 
@@ -270,6 +328,8 @@ class Chain:
         key = (module, ks_instance, name)
         zones = [ks_zoneid]
 
+        if self.witness is not None:  # the chain lock is taken below: any lock held orders before it
+            self.witness.check(self.witness.chain_class, f"kstat_create('{module}', {ks_instance}, '{name}')")
         dormant = self._find_dormant(key, zones, who, ks_class, ks_type, ks_ndata, flags)
         if dormant is not None:
             return dormant
@@ -288,22 +348,28 @@ class Chain:
         ksp.ks_data = None if flags & FLAG.VIRTUAL else _alloc_data(ks_type, ks_ndata)
         ksp.e_zones = zones
         with self._lock:
-            if self._collides(key, zones):
-                self.kmem.free(ksp)
-                raise KstatCreateError(errno.EEXIST, f"{who}: namespace collision")
-            same = self._by_name.get(key)
-            if same is None:
-                self._by_name[key] = [ksp]  # exact size: most names have one kstat
-            else:
-                same.append(ksp)
+            collides = self._collides(key, zones) is not None
+            if not collides:
+                self._insert(ksp, key)
+        if collides:  # freed outside the chain lock: kmem_free is a synchronisation point
+            self.kmem.free(ksp)
+            raise KstatCreateError(errno.EEXIST, f"{who}: namespace collision")
+        return ksp
+
+    def _insert(self, ksp: Kstat, key: tuple[str, int, str]) -> None:
+        # kstat_create's last step: a KID and both indexes. Chain lock held.
+        same = self._by_name.get(key)
+        if same is None:
+            self._by_name[key] = [ksp]  # exact size: most names have one kstat
+        else:
+            same.append(ksp)
+        kid = self._chain_id
+        self._chain_id += 1
+        while kid in self._by_kid:
             kid = self._chain_id
             self._chain_id += 1
-            while kid in self._by_kid:
-                kid = self._chain_id
-                self._chain_id += 1
-            ksp.ks_kid = kid
-            self._by_kid[kid] = ksp
-        return ksp
+        ksp.ks_kid = kid
+        self._by_kid[kid] = ksp
 
     def _collides(self, key: tuple[str, int, str], zones: list[int]) -> Kstat | None:
         for other in self._by_name.get(key, ()):
@@ -351,7 +417,10 @@ class Chain:
                 f"kstat_install('{ksp.ks_module}', {ksp.ks_instance}, '{ksp.ks_name}'): "
                 "cannot create variable-size kstat without data lock"
             )
-        held = self.kstat_hold_bykid(ksp.ks_kid, ksp.e_zones[0])
+        lock = ksp.ks_lock
+        if self.witness is not None and hasattr(lock, "_witness") and lock._witness is None:
+            lock._witness = self.witness  # a KMutex ks_lock is checked from here on
+        held = self.kstat_hold_bykid(ksp.ks_kid, ksp.e_zones[0], "kstat_install")
         if held is not ksp:
             if held is not None:
                 self.kstat_rele(held)
@@ -398,7 +467,7 @@ class Chain:
             return
         if lock_held_by_caller(ksp.ks_lock):
             raise KstatFatalError(f"kstat_delete({ksp!r}): caller holds data lock")
-        held = self.kstat_hold_bykid(ksp.ks_kid, ksp.e_zones[0])
+        held = self.kstat_hold_bykid(ksp.ks_kid, ksp.e_zones[0], "kstat_delete")
         if held is not ksp:
             if held is not None:
                 self.kstat_rele(held)
@@ -425,11 +494,23 @@ class Chain:
                 del self._by_name[key]
             self._chain_id += 1
             ksp.e_owner = None
+            sched = None
+            if self.lockhooks:
+                if self.witness is not None:
+                    self.witness.pop(ksp)
+                st = curthread.st
+                sched = st.sched if st is not None else None
             if ksp.e_waiters:
                 assert ksp.e_cv is not None  # made by the first waiter
                 ksp.e_cv.notify_all()  # waiters re-find and see it gone: ENXIO
                 while ksp.e_waiters:  # free only once no waiter will touch it again
-                    ksp.e_cv.wait()
+                    if sched is not None:
+                        sched.progress()  # the waiters may run: they find it gone
+                        self._sched_wait(sched, "kstat_delete: waiters leaving", None)
+                    else:
+                        ksp.e_cv.wait()
+        if sched is not None:
+            sched.released("kstat_delete: removed")
         self.kmem.free(ksp)
 
     def kstat_delete_byname(self, ks_module: str, ks_instance: int, ks_name: str) -> None:

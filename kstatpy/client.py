@@ -344,14 +344,24 @@ class KstatCtl:
 # --- opening ---------------------------------------------------------------------
 
 
-def kstat_open(path: str | None = None, timeout: float | None = None, read_chain: bool = True) -> KstatCtl:
-    """kstat_open(3KSTAT): connect to kstatd and read the chain.
+def kstat_open(
+    path: str | None = None, timeout: float | None = None, read_chain: bool = True, trust: Iterable[int] = ()
+) -> KstatCtl:
+    """kstat_open(3KSTAT): connect to kstatd and read the chain (docs/PROTOCOL.md §9.7).
 
-    :param path: the socket; else ``$KSTAT_SOCKET``; else the per-user default.
+    :param path: the socket; else ``$KSTAT_SOCKET``; else the default (root's
+        privileged ``/run/kstatpy/priv/kstat.sock`` for euid 0, else the per-user one).
+    :param timeout: seconds each request may take (connect, send, whole reply); None:
+        ``$KSTAT_TIMEOUT``, else 10.
     :param read_chain: False: ask only the chain id, for callers of ``select``.
-    :raises ServerUnavailableError: nothing answers on the socket.
+    :param trust: server uids accepted beside root and the caller (a named socket only;
+        also ``$KSTAT_TRUST_UID``).
+    :raises ServerUnavailableError: nothing answers on the socket (ENOENT, ECONNREFUSED).
+    :raises RequestTimeoutError: ETIMEDOUT, no answer within ``timeout``.
+    :raises UntrustedServerError: EACCES, the server runs as another user.
+    :raises UnsafePathError: EACCES, the default path runs through another user's directory.
     """
-    kc = KstatCtl(SocketTransport(path, timeout))
+    kc = KstatCtl(SocketTransport(path, timeout, trust))
     try:
         if read_chain:
             kc.chain_update()

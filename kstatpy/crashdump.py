@@ -21,6 +21,11 @@ Format (``"format": "kstatpy-crashdump"``, ``"version": 1``; readers ignore unkn
     ``audit``
         for a kmem audit trap: the buffer's address and every ``{kstat, field}``
         pointing into it; else null.
+    ``lockorder``
+        for a lock-order trap (``kind`` ``"lock order"``): ``cycle``, the edges,
+        the closing one first, each ``from``, ``to`` (lock class names), ``held``,
+        ``what``, ``thread``, ``thread_name``, ``kstat`` (address, 0: none) and
+        ``stack`` (where the edge was first seen, innermost first); else absent.
     ``kstats``
         every kstat in the chain (installed, INVALID, lingering, dormant): the
         header of :func:`kstatpy.panic.kstat_t` plus ``zones`` and ``created``
@@ -43,6 +48,7 @@ clock unless said otherwise. Loading checks the format and version and raises
 from __future__ import annotations
 
 import bisect
+import errno
 import json
 import os
 import platform
@@ -61,6 +67,9 @@ from kstatpy.kmem import kmem_addr
 from kstatpy.panic import kstat_t
 from kstatpy.panic import panic_frames
 from kstatpy.panic import stack_frame_addr
+from kstatpy.safefile import FileTooLargeError
+from kstatpy.safefile import read_capped
+from kstatpy.safefile import write_new
 
 if TYPE_CHECKING:
     from kstatpy.chain import Chain
@@ -79,6 +88,8 @@ __all__ = [
 
 DUMP_FORMAT = "kstatpy-crashdump"
 DUMP_VERSION = 1
+#: The largest dump kstatpy-mdb reads (bytes); a dump holds a chain and a bounded kmem history.
+MAX_DUMP_BYTES = 256 << 20
 #: The most recent freed buffers kept in a dump (those a kstat points into are always kept).
 FREED_IN_DUMP = 4096
 
@@ -120,6 +131,8 @@ def _frame_args(frame: Any) -> list[str]:
 def _trap_kind(trap: BadTrap) -> str:
     if isinstance(trap, FreeWhileReferenced):
         return "kmem audit"
+    if hasattr(trap, "cycle"):  # kstatpy.lockorder.LockOrderViolation
+        return "lock order"
     return "double free" if trap.what == "double free" else "page fault"
 
 
@@ -157,6 +170,8 @@ def build_dump(trap: BadTrap, chain: Chain, report: str) -> dict[str, Any]:
     ]
     if not stack and isinstance(trap, FreeWhileReferenced):
         stack = [{"frame": stack_frame_addr(i), "symbol": s, "args": []} for i, s in enumerate(trap.free_stack)]
+    if not stack and hasattr(trap, "cycle"):
+        stack = [{"frame": stack_frame_addr(i), "symbol": s, "args": []} for i, s in enumerate(trap.cycle[0].stack)]
     kstats = [_kstat_json(ksp) for ksp in chain.kstats()]
     audit = None
     if isinstance(trap, FreeWhileReferenced):
@@ -171,7 +186,7 @@ def build_dump(trap: BadTrap, chain: Chain, report: str) -> dict[str, Any]:
         if i >= 0 and a < buffers[i].addr + max(buffers[i].size, 1):
             keep.add(id(buffers[i]))
     kept = [b for b in buffers if id(b) in keep]
-    return {
+    doc = {
         "format": DUMP_FORMAT,
         "version": DUMP_VERSION,
         "panic": {
@@ -190,6 +205,9 @@ def build_dump(trap: BadTrap, chain: Chain, report: str) -> dict[str, Any]:
         "kmem": {"buffers": [_buf_json(b) for b in kept], "freed_omitted": len(buffers) - len(kept)},
         "report": report,
     }
+    if hasattr(trap, "cycle"):
+        doc["lockorder"] = {"cycle": [e.as_json() for e in trap.cycle]}
+    return doc
 
 
 def dump_path_for(report_path: str | os.PathLike[str]) -> str:
@@ -200,11 +218,16 @@ def dump_path_for(report_path: str | os.PathLike[str]) -> str:
 
 
 def write_dump(dump: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write ``dump`` as JSON to ``path`` (created, never overwritten); return the path."""
+    """Write ``dump`` as JSON to ``path`` (created, never overwritten); return the path.
+
+    Written whole to a temporary file and then linked to ``path``
+    (:func:`kstatpy.safefile.write_new`): a full disk leaves no partial dump.
+
+    :raises OSError: FileExistsError when ``path`` exists; ENOSPC and the like.
+    """
     out = Path(path)
-    with open(out, "x", encoding="utf-8") as f:
-        json.dump(dump, f, separators=(",", ":"))
-        f.write("\n")
+    data = (json.dumps(dump, separators=(",", ":")) + "\n").encode("utf-8", "backslashreplace")
+    write_new(out.parent, lambda n: out.name if n == 0 else None, data)
     return out
 
 
@@ -259,12 +282,13 @@ def load_dump(path: str | os.PathLike[str]) -> CrashDump:
         crash dump, or a newer format version.
     """
     p = Path(path)
-    if not p.name.startswith("kstatd.vmcore.") and Path(dump_path_for(p)).exists():
+    if not p.name.startswith("kstatd.vmcore.") and os.path.lexists(dump_path_for(p)):
         dump = Path(dump_path_for(p))
         # Only the dump its report's writer left: in a shared crash directory another
-        # user could have planted one (kstatd's own write then fails, O_EXCL).
+        # user could have planted one (kstatd's own write then fails, O_EXCL). lstat:
+        # a planted symbolic link is judged by its own owner, and never followed.
         try:
-            report_uid, dump_uid = p.stat().st_uid, dump.stat().st_uid
+            report_uid, dump_uid = os.lstat(p).st_uid, os.lstat(dump).st_uid
         except OSError as exc:
             raise CrashDumpError(f"{path}: cannot read: {exc.strerror or exc}") from None
         if report_uid != dump_uid:
@@ -274,15 +298,24 @@ def load_dump(path: str | os.PathLike[str]) -> CrashDump:
             )
         p = dump
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = read_capped(p, MAX_DUMP_BYTES)
     except FileNotFoundError:
         raise CrashDumpError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CrashDumpError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    except FileTooLargeError:
+        raise CrashDumpError(f"{path}: larger than {MAX_DUMP_BYTES >> 20} MiB; not a kstatpy crash dump") from None
+    except OSError as exc:
+        why = "a symbolic link (name the file it points to)" if exc.errno == errno.ELOOP else exc.strerror or exc
+        raise CrashDumpError(f"{path}: cannot read: {why}") from None
     try:
-        doc = json.loads(text)
+        doc = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CrashDumpError(f"{path}: not a kstatpy crash dump (not UTF-8: {exc.reason})") from None
     except json.JSONDecodeError as exc:
         raise CrashDumpError(f"{path}: not a kstatpy crash dump (not JSON: {exc.msg}, line {exc.lineno})") from None
+    except RecursionError:
+        raise CrashDumpError(f"{path}: not a kstatpy crash dump (JSON nested too deeply)") from None
+    except ValueError as exc:  # an integer of more digits than Python converts, and the like
+        raise CrashDumpError(f"{path}: not a kstatpy crash dump ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != DUMP_FORMAT:
         raise CrashDumpError(f"{path}: not a kstatpy crash dump (no \"format\": \"{DUMP_FORMAT}\")")
     version = doc.get("version")
@@ -290,5 +323,5 @@ def load_dump(path: str | os.PathLike[str]) -> CrashDump:
         raise CrashDumpError(f"{path}: crash dump version {version!r}; this kstatpy-mdb reads version {DUMP_VERSION}")
     try:
         return CrashDump(str(p), doc)
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError, RecursionError) as exc:
         raise CrashDumpError(f"{path}: damaged crash dump (missing {exc})") from None

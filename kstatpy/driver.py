@@ -22,6 +22,8 @@ from kstatpy.kmem import BadTrap
 from kstatpy.kstat import Kstat
 from kstatpy.kstat import KstatBuffer
 from kstatpy.lazylog import get_logger
+from kstatpy.lockorder import lock_enter
+from kstatpy.lockorder import lock_exit
 from kstatpy.ratelog import WARNING
 from kstatpy.ratelog import RateLimitedLog
 from kstatpy.write import check_write_data
@@ -99,15 +101,19 @@ def read_kstat_data(chain: Chain, kid: int, zoneid: int, data_size: int | None) 
     """
     # The hot path of every read: the provider callbacks are called from this frame, as
     # illumos' read_kstat_data calls them (panic stacks show it).
-    ksp = chain.kstat_hold_bykid(kid, zoneid)
+    ksp = chain.kstat_hold_bykid(kid, zoneid, "read")
     if ksp is None:
         raise error_for_errno(errno.ENXIO, f"kid {kid}: no such kstat")
+    hooks = chain.lockhooks  # the lock-order checker or a controlled scheduler watches ks_lock
     try:
         if ksp.ks_flags & _INVALID:
             raise error_for_errno(errno.EAGAIN, f"kid {kid}: kstat not yet installed")
         lock = ksp.ks_lock
         if lock is not None:
-            lock.acquire()
+            if hooks:
+                lock_enter(chain, lock, ksp)
+            else:
+                lock.acquire()
         if kid == 0:
             chain.caller.zoneid = zoneid  # KID 0's callbacks filter by the caller's zone
         try:
@@ -159,7 +165,10 @@ def read_kstat_data(chain: Chain, kid: int, zoneid: int, data_size: int | None) 
             if kid == 0:
                 chain.caller.zoneid = GLOBAL_ZONEID
             if lock is not None:
-                lock.release()
+                if hooks:
+                    lock_exit(chain, lock)
+                else:
+                    lock.release()
     finally:
         chain.kstat_rele(ksp)
 
@@ -180,7 +189,7 @@ def write_kstat_data(chain: Chain, kid: int, ndata: int, data: Any, zoneid: int,
             raise error_for_errno(errno.EACCES, f"kid {kid}: kstat is not writable")
         lock = ksp.ks_lock
         if lock is not None:
-            lock.acquire()
+            lock_enter(chain, lock, ksp) if chain.lockhooks else lock.acquire()
         try:
             rc = _provider_call(ksp, "ks_update", ksp.ks_update, KSTAT_READ)
             if rc:
@@ -202,6 +211,6 @@ def write_kstat_data(chain: Chain, kid: int, ndata: int, data: Any, zoneid: int,
             return chain.chain_id
         finally:
             if lock is not None:
-                lock.release()
+                lock_exit(chain, lock) if chain.lockhooks else lock.release()
     finally:
         chain.kstat_rele(ksp)

@@ -9,7 +9,14 @@ File
     ``$KSTATPY_CACHE_DIR/entry-points.cache``, else ``$XDG_CACHE_HOME/kstatpy/...``,
     else ``~/.cache/kstatpy/...``. ``KSTATPY_CACHE_DIR=off`` disables the cache. A
     cache that cannot be read or written is ignored (the scan is then made every time).
-    Written atomically (a temporary file, then ``os.replace``). UTF-8 text, one record
+    Written atomically: a temporary file of a random name created with
+    ``O_CREAT|O_EXCL|O_NOFOLLOW`` in an ``O_NOFOLLOW`` descriptor of the directory, then
+    renamed over the cache (a rename replaces a planted symbolic link, never writes
+    through it). The cache is used only in a directory owned by root or this user and
+    writable by nobody else, and read only from a regular file that is the same
+    (``fstat`` of the opened descriptor), at most :data:`MAX_CACHE_BYTES`: the cache
+    names modules to import, so another user's file is never trusted nor written
+    (issue 21: ``sudo -E``, a shared ``KSTATPY_CACHE_DIR``). UTF-8 text, one record
     a line, fields separated by tabs (a backslash, tab or newline in a field is
     written ``\\``, ``\t``, ``\n``): ``kstatpy-epcache 2``; ``group G``; ``key K``
     (the ``repr`` of :func:`fingerprint`'s list); ``ep NAME VALUE`` per entry point, in
@@ -46,6 +53,32 @@ if TYPE_CHECKING:
 __all__ = ["EntryPointCache", "cache_path", "dumps", "fingerprint", "loads"]
 
 _MAGIC = "kstatpy-epcache 2"
+#: The largest cache file read (bytes); a bigger one is ignored.
+MAX_CACHE_BYTES = 1 << 20
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _trusted(st: os.stat_result) -> bool:
+    # Owned by root or us, and no one else may write it.
+    return st.st_uid in (0, os.geteuid()) and not st.st_mode & 0o022
+
+
+def _open_dir(path: str, create: bool) -> int:
+    # An O_NOFOLLOW descriptor of the cache's directory, or -1 when it is not ours to use.
+    directory = os.path.dirname(path)
+    if create:
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        except OSError:
+            return -1
+    try:
+        fd = os.open(directory, _DIR_FLAGS)
+    except OSError:
+        return -1
+    if not _trusted(os.fstat(fd)):
+        os.close(fd)
+        return -1
+    return fd
 
 
 def cache_path() -> str | None:
@@ -115,11 +148,27 @@ class EntryPointCache:
     def _read(self) -> dict[str, Any] | None:
         if self.path is None:
             return None
+        dfd = _open_dir(self.path, create=False)
+        if dfd < 0:
+            return None
         try:
-            with open(self.path, encoding="utf-8", errors="surrogateescape") as f:
-                return loads(f.read())
+            fd = os.open(os.path.basename(self.path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+        except OSError:
+            return None
+        finally:
+            os.close(dfd)
+        try:
+            st = os.fstat(fd)
+            if not (st.st_mode & 0o170000 == 0o100000 and _trusted(st) and st.st_size <= MAX_CACHE_BYTES):
+                return None
+            data = os.read(fd, MAX_CACHE_BYTES + 1)
+            if len(data) > MAX_CACHE_BYTES:
+                return None
+            return loads(data.decode("utf-8", "surrogateescape"))
         except (OSError, ValueError):
             return None
+        finally:
+            os.close(fd)
 
     def _scan(self) -> list[tuple[str, str]]:
         from importlib.metadata import entry_points
@@ -159,18 +208,30 @@ class EntryPointCache:
             return
         data = {"group": self.group, "key": repr(self._key), "entry_points": self.entry_points,
                 "declared": self._declared}  # fmt: skip
-        tmp = f"{self.path}.{os.getpid()}.tmp"
+        dfd = _open_dir(self.path, create=True)
+        if dfd < 0:
+            return
+        name = os.path.basename(self.path)
+        tmp = f".{name}.{os.urandom(8).hex()}.tmp"  # unpredictable, and O_EXCL: never someone else's file
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
-                f.write(dumps(data))
-            os.replace(tmp, self.path)
+            fd = os.open(tmp, flags, 0o644, dir_fd=dfd)
+            try:
+                body = dumps(data).encode("utf-8", "surrogateescape")
+                view = memoryview(body)
+                while view:  # os.write may write less than asked
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
             self.dirty = False
         except OSError:
             try:
-                os.unlink(tmp)
+                os.unlink(tmp, dir_fd=dfd)
             except OSError:
                 pass
+        finally:
+            os.close(dfd)
 
 
 _ESC = {"\\": "\\\\", "\t": "\\t", "\n": "\\n"}

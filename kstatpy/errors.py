@@ -17,7 +17,9 @@ __all__ = [
     "KstatNotFoundError",
     "KstatUpdateError",
     "ProtocolError",
+    "RequestTimeoutError",
     "ServerUnavailableError",
+    "UntrustedServerError",
     "error_for_errno",
 ]
 
@@ -58,6 +60,16 @@ class ProtocolError(KstatError):
 
 class ServerUnavailableError(KstatError):
     """No kstatd answers on the socket; raised ``from`` the connect error."""
+
+
+class RequestTimeoutError(ServerUnavailableError):
+    """ETIMEDOUT: kstatd did not accept, or answer, a request within the client's
+    deadline (``KSTAT_TIMEOUT``, docs/PROTOCOL.md §9.7)."""
+
+
+class UntrustedServerError(KstatAccessError):
+    """EACCES: the server's SO_PEERCRED uid is neither root nor the caller's
+    (nor one the user opted in to with ``KSTAT_TRUST_UID``), docs/PROTOCOL.md §9.7."""
 
 
 class KstatFatalError(Exception):

@@ -1,12 +1,11 @@
 """The Prometheus / OpenMetrics exporter behind ``kstatd --metrics HOST:PORT``.
 
-A consumer of the chain like the ``kstat`` command, one layer up from the server:
-it reads through :class:`kstatpy.client.KstatCtl` over kstatd's own ioctl handler
-(the in-process transport), so every scrape takes the same path as a client on
-the socket: ``chain_update`` (providers refresh), READ_MANY (hold, ``ks_lock``,
-``ks_update``, snapshot; kids stuck past ``--read-timeout`` answer EAGAIN at once)
-and DESCRIBE for metadata. It reads as an unprivileged global-zone caller: it sees
-what a global-zone reader sees (docs/PROTOCOL.md §6) and can never write.
+A consumer of the chain like the ``kstat`` command, one layer up from the server: it
+reads through :class:`kstatpy.client.KstatCtl` over kstatd's own ioctl handler (the
+in-process transport), so every scrape takes the same path as a client on the socket:
+``chain_update`` (providers refresh), READ_MANY (hold, ``ks_lock``, ``ks_update``,
+snapshot; kids stuck past ``--read-timeout`` answer EAGAIN at once) and DESCRIBE for
+metadata. It reads as an unprivileged global-zone caller (docs/PROTOCOL.md §6).
 
 Exposition is prometheus-client's: :class:`KstatCollector` yields metric families,
 ``start_http_server`` serves them and picks the text format or OpenMetrics from the
@@ -15,8 +14,8 @@ scrape's ``Accept`` header. No exposition code of our own.
 Mapping (one series per statistic of each selected kstat)
     family   ``kstat_<module>_<statistic>``, lower case, other characters ``_``;
              then the base unit (``_seconds``, ``_bytes``, ``_hertz``, ...) unless
-             the name already ends with it; counters get ``_total``, text and
-             identifiers ``_info``
+             the name already ends with it; counters get ``_total`` (only they end
+             in it: a gauge's is ``_total_value``), text and identifiers ``_info``
     labels   ``module``, ``kstat_instance`` (``instance`` is Prometheus' own),
              ``name``, ``class``; ``_info`` series add ``value``
     type     from the metadata: counter, gauge, info (text, identifier);
@@ -24,7 +23,7 @@ Mapping (one series per statistic of each selected kstat)
     value    converted to the base unit where the metadata says so: ns/us/ms and
              ticks -> seconds, pages -> bytes, MHz -> hertz, 1/256 -> a number
 RAW kstats and ``kstat_*`` names are left out, as kstat(8) does; so are the pseudo
-statistics ``crtime`` and ``snaptime``.
+statistics ``crtime`` and ``snaptime`` and those with ``no_source`` (docs/PROTOCOL.md §9.3).
 
 The exporter's own series: ``kstat_exporter_scrape_duration_seconds`` (this scrape,
 so far), ``kstat_exporter_scrape_errors_total`` (reads that failed, samples dropped
@@ -32,13 +31,15 @@ as duplicates or type conflicts, scrapes refused while another was stuck, since
 start), ``kstat_exporter_series`` (series in this scrape, these three excluded) and
 ``kstat_exporter_kstats`` (kstats read in this scrape).
 
-Panics: a read that touches freed memory (BadTrap) is handed to ``on_panic``
-(kstatd's own panic path: crash dump, then halt or EFAULT-and-continue per
-``--on-panic``), never swallowed.
+Panics: a read that touches freed memory (BadTrap) is handed to ``on_panic`` (kstatd's
+own panic path: crash dump, then halt or EFAULT-and-continue per ``--on-panic``).
 
-Concurrency: scrapes are serialised by ``_lock`` (one KstatCtl); a scrape that
-cannot get it within ``lock_timeout`` seconds (another is stuck in a provider)
-exports only the exporter's own series, with the error counted.
+Concurrency: scrapes are serialised by ``_lock`` (one KstatCtl); a scrape that cannot get
+it within ``lock_timeout`` seconds (another is stuck in a provider) exports only the
+exporter's own series, with the error counted.
+
+The HTTP server, its paths and its bounds (a whole-connection deadline, the slot a
+slowloris gives up to a new connection) are :mod:`kstatpy.exporter_http`'s.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ from prometheus_client.registry import CollectorRegistry
 from kstatpy.client import KstatCtl
 from kstatpy.constants import GLOBAL_ZONEID
 from kstatpy.describe import kstat_describe
+from kstatpy.exporter_http import METRICS_CONN_TIMEOUT
+from kstatpy.exporter_http import METRICS_MAX_CONNECTIONS
+from kstatpy.exporter_http import start_server
 from kstatpy.ioctl import Conn
 from kstatpy.ioctl import Cred
 from kstatpy.kmem import BadTrap
@@ -115,18 +119,21 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
-def metric_name(module: str, stat: str, unit: str) -> str:
+def metric_name(module: str, stat: str, unit: str, typ: str = "counter") -> str:
     """The family name of a statistic (see the module docstring), without ``_total``/``_info``.
 
     Abbreviated units in the statistic's name go (``read_timeout_ms`` in seconds is
     ``read_timeout_seconds``, ``clock_MHz`` in hertz ``clock_hertz``), as Prometheus'
-    naming lint (``promtool check metrics``) asks.
+    naming lint (``promtool check metrics``) asks. Only a counter ends in ``_total``: any
+    other ``typ`` would end in ``_total_value``.
     """
     drop = _ABBREVIATIONS | (_HERTZ if unit == "hertz" else frozenset())
     tokens = [t for t in _BAD.sub("_", stat.lower()).split("_") if t not in drop]
     name = "_".join(["kstat", _BAD.sub("_", module.lower()), *(tokens or ["value"])])
     if unit and not name.endswith("_" + unit):
         name += "_" + unit
+    if typ != COUNTER and name.endswith("_total"):
+        name += "_value"
     return name
 
 
@@ -163,7 +170,7 @@ class KstatCollector:
         self.lock_timeout = lock_timeout
         self._lock = threading.Lock()  # one scrape at a time: guards kc, _meta, errors
         self._meta: dict[tuple[int, int], dict[str, StatMeta | None]] = {}
-        self._names: dict[tuple[str, str, str], str] = {}  # (module, statistic, unit) -> family name
+        self._names: dict[tuple[str, str, str, str], str] = {}  # (module, statistic, unit, type) -> family
         self.errors = 0
 
     def describe(self) -> list[Metric]:
@@ -224,7 +231,7 @@ class KstatCollector:
                     for s in desc["stats"]:
                         kind = s["kind"]
                         meta[s["name"]] = None if kind is None else StatMeta(
-                            kind, s["unit"] or "", s["description"] or "", s["scale"], s["data_type"]
+                            kind, s["unit"] or "", s["description"] or "", s["scale"], s["data_type"], s.get("no_source")
                         )  # fmt: skip
                 self._meta[(ksp.ks_kid, ksp.ks_crtime)] = meta
         live = {(k.ks_kid, k.ks_crtime) for k in ksps}
@@ -247,7 +254,8 @@ class KstatCollector:
             for stat, value in _values(ksp).items():
                 if stat in _PSEUDO or not (every or any(p.match(stat) for p in pats)):
                     continue
-                self._sample(families, seen, ksp.ks_module, stat, meta.get(stat), value, labels)
+                if (m := meta.get(stat)) is None or not m.no_source:  # never graph an invented zero
+                    self._sample(families, seen, ksp.ks_module, stat, m, value, labels)
         out.extend(families.values())
         return len(read)
 
@@ -266,10 +274,10 @@ class KstatCollector:
                 return
             if factor != 1.0:
                 value = value * factor
-        key = (module, stat, unit)
+        key = (module, stat, unit, typ)
         name = self._names.get(key)
         if name is None:
-            name = self._names[key] = metric_name(module, stat, unit)
+            name = self._names[key] = metric_name(module, stat, unit, typ)
         fam = families.get(name)
         if fam is None:
             doc = (m.description if m is not None else "") or f"{module} statistic {stat}"
@@ -290,67 +298,12 @@ class KstatCollector:
             self.errors += 1  # two kstats with the same labels (zones): keep the first
             return
         seen.add(series)
-        if typ == "info":
-            fam.add_metric(labels, {"value": _text(value)})  # type: ignore[attr-defined]
-        else:
-            fam.add_metric(labels, float(value))  # type: ignore[attr-defined]
+        fam.add_metric(labels, {"value": _text(value)} if typ == "info" else float(value))  # type: ignore[attr-defined]
 
 
 def _om_unit(name: str, unit: str) -> str:
     # OpenMetrics' UNIT needs the name to end with it; units with "/" never reach here.
     return unit if unit and name.endswith("_" + unit) else ""
-
-
-#: Seconds a metrics connection may stay silent (each socket read or write); then it is closed.
-METRICS_CONN_TIMEOUT = 10.0
-#: Connections served at once; one more is closed at accept, unanswered.
-METRICS_MAX_CONNECTIONS = 16
-
-
-def _start_server(host: str, port: int, registry: CollectorRegistry, timeout: float,
-                  max_connections: int) -> tuple[Any, threading.Thread]:  # fmt: skip
-    # prometheus-client's start_http_server, bounded: a per-connection socket timeout
-    # (StreamRequestHandler.timeout) and a semaphore taken at accept, released when
-    # the connection's thread ends. prometheus-client still does the exposition.
-    from wsgiref.simple_server import make_server
-
-    from prometheus_client.exposition import ThreadingWSGIServer
-    from prometheus_client.exposition import _get_best_family
-    from prometheus_client.exposition import _SilentHandler
-    from prometheus_client.exposition import make_wsgi_app
-
-    slots = threading.BoundedSemaphore(max_connections)
-
-    class Handler(_SilentHandler):
-        pass
-
-    Handler.timeout = timeout
-
-    class Server(ThreadingWSGIServer):
-        def process_request(self, request: Any, client_address: Any) -> None:
-            if not slots.acquire(blocking=False):
-                self.shutdown_request(request)  # over the cap: refused
-                return
-            try:
-                super().process_request(request, client_address)
-            except BaseException:
-                slots.release()
-                raise
-
-        def process_request_thread(self, request: Any, client_address: Any) -> None:
-            try:
-                super().process_request_thread(request, client_address)
-            finally:
-                slots.release()
-
-        def handle_error(self, request: Any, client_address: Any) -> None:
-            log.debug("metrics connection from %s dropped", client_address, exc_info=True)
-
-    Server.address_family, addr = _get_best_family(host, port)
-    httpd = make_server(addr, port, make_wsgi_app(registry), Server, handler_class=Handler)
-    thread = threading.Thread(target=httpd.serve_forever, name="kstatd-metrics", daemon=True)
-    thread.start()
-    return httpd, thread
 
 
 class Exporter:
@@ -384,7 +337,7 @@ class Exporter:
 
     def start(self) -> tuple[str, int]:
         """Serve ``/metrics``; returns the bound (host, port) (port 0 picks a free one)."""
-        self._server, self._thread = _start_server(
+        self._server, self._thread = start_server(
             self.host, self.port, self.registry, self.conn_timeout, self.max_connections
         )
         bound = self._server.server_address

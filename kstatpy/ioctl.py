@@ -35,6 +35,7 @@ from kstatpy.driver import write_kstat_data
 from kstatpy.errors import KstatError
 from kstatpy.kmem import BadTrap
 from kstatpy.lazylog import get_logger
+from kstatpy.lockorder import sync_point
 from kstatpy.packed import PackedResults
 from kstatpy.ratelog import ERROR
 from kstatpy.ratelog import RateLimitedLog
@@ -343,6 +344,8 @@ class IoctlHandler:
     def _provider_ioctl(self, conn: Conn, cmd: int, arg: Any) -> tuple[int, dict[str, Any]]:
         if self.providers is None:
             return _err(errno.EINVAL, f"unknown ioctl 0x{cmd:x}")
+        if self.chain.lockhooks:  # a synchronisation point; KMutexes the provider takes are checked
+            sync_point(f"ioctl 0x{cmd:x}", self.chain.witness)
         answer = self.providers.ioctl(self.chain, conn, cmd, arg)
         if answer is None:
             return _err(errno.EINVAL, f"unknown ioctl 0x{cmd:x}: no provider claimed it")

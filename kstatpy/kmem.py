@@ -73,6 +73,8 @@ _KMODULE = {
     "kstatpy.driver": "kstat",
     "kstatpy.instance": "genunix",
     "kstatpy.kmem_audit": "genunix",
+    "kstatpy.lockorder": "genunix",
+    "kstatpy.deadman": "genunix",
     "kstatpy.plugins": "genunix",
 }
 
@@ -309,7 +311,13 @@ def _poisoned(cls: type) -> type:
 class Kmem:
     """A debug heap. One per chain (``chain.kmem``); never a module global."""
 
-    def __init__(self, base: int = HEAP_BASE, history_bytes: int = FREED_HISTORY_BYTES, audit: bool = False) -> None:
+    def __init__(
+        self,
+        base: int = HEAP_BASE,
+        history_bytes: int = FREED_HISTORY_BYTES,
+        audit: bool = False,
+        lockorder: bool | None = None,
+    ) -> None:
         self._lock = threading.Lock()  # guards _bufs, _freed, _freed_bytes, _base
         self._bufs: dict[int, KmemBuf] = {}
         self._freed: deque[tuple[int, int]] = deque()  # (page, bytes charged), oldest first
@@ -324,6 +332,15 @@ class Kmem:
             from kstatpy.kmem_audit import RefIndex
 
             self._refs = RefIndex()
+        #: The lock-order checker (``kstatpy.lockorder.Witness``): on with the audit
+        #: unless ``lockorder=False`` (the benchmark's baseline); None when off.
+        self.witness: Any = None
+        if audit if lockorder is None else lockorder:
+            from kstatpy.lockorder import Witness
+
+            self.witness = Witness()
+        #: Called with "kmem_free" at each free when set (the race harness's scheduler).
+        self.sync: Any = None
 
     def zalloc(self, cls: type[_T], *args: Any, size: int | None = None, **kwargs: Any) -> _T:
         """kmem_zalloc(9F): build ``cls(*args, **kwargs)`` on the heap."""
@@ -355,6 +372,8 @@ class Kmem:
         :raises FreeWhileReferenced: (audit on) a live kstat still points into
             ``obj``; nothing is freed.
         """
+        if self.sync is not None:
+            self.sync("kmem_free")
         buf = _buf_of(obj)
         if buf is None:
             raise ValueError(f"kmem_free: {obj!r} was not allocated from this heap")

@@ -31,6 +31,7 @@ The typed records (named, intr, io, timer) are in ``records.py``. Data sizes are
 from __future__ import annotations
 
 import errno
+import sys
 import threading
 import time
 
@@ -39,6 +40,9 @@ from kstatpy.constants import KSTAT_READ
 from kstatpy.constants import KstatDataType
 from kstatpy.constants import KstatType
 from kstatpy.kmem import KmemObject
+from kstatpy.lockorder import curthread
+from kstatpy.lockorder import mutex_enter
+from kstatpy.lockorder import mutex_exit
 
 # The records are re-exported: providers written against 0.1 import them from here.
 from kstatpy.records import CHAR_VALUE_SIZE
@@ -103,23 +107,35 @@ __all__ = [
 class KMutex:
     """kmutex_t: a non-recursive lock that knows its owner (``MUTEX_HELD``).
 
-    Use it for ``ks_lock``: ``kstat_delete`` must tell whether its caller holds the
-    data lock (a fatal error in illumos).
+    Use it for ``ks_lock`` and for the provider's own locks: ``kstat_delete`` must
+    tell whether its caller holds the data lock (a fatal error in illumos), and the
+    lock-order checker (:mod:`kstatpy.lockorder`) sees every KMutex. ``name`` names
+    its lock class in reports; without one, the class is the site that built it.
     """
 
-    __slots__ = ("_lock", "_owner")
+    __slots__ = ("_lclass", "_lock", "_owner", "_site", "_witness", "name")
 
-    def __init__(self) -> None:
+    def __init__(self, name: str | None = None) -> None:
         self._lock = threading.Lock()
         self._owner: int | None = None
+        self.name = name
+        self._witness: Any = None  # the checker that knows this mutex (kstatpy.lockorder)
+        self._lclass: Any = None  # (checker, its lock class of this mutex), cached
+        f = sys._getframe(1)  # the lock class, as lockdep keys a lock by its init site
+        self._site = (f.f_globals.get("__name__", "?"), f.f_code.co_qualname, f.f_lineno)
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if self._witness is not None or curthread.st is not None:
+            return mutex_enter(self, blocking, timeout)
         got = self._lock.acquire(blocking, timeout)
         if got:
             self._owner = threading.get_ident()
         return got
 
     def release(self) -> None:
+        if self._witness is not None or curthread.st is not None:
+            mutex_exit(self)
+            return
         self._owner = None
         self._lock.release()
 
@@ -127,12 +143,19 @@ class KMutex:
         """MUTEX_HELD: true when the calling thread owns it."""
         return self._owner == threading.get_ident()
 
+    def owner(self) -> int | None:
+        """The thread id holding it (None: free); for reports."""
+        return self._owner
+
     def __enter__(self) -> KMutex:
         self.acquire()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+    def __repr__(self) -> str:
+        return f"<KMutex {self.name or ':'.join(map(str, self._site))}>"
 
 
 def lock_held_by_caller(lock: Any) -> bool:

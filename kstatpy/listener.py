@@ -6,6 +6,14 @@ owns or that others may write to (unless sticky, like /tmp: :mod:`kstatpy.safepa
 takes ``PATH.lock`` with flock() for the daemon's life (a second
 kstatd fails there), refuses a live socket or a non-socket file at PATH, replaces a
 stale socket, binds and makes the socket 0666. ``close`` removes both files.
+A socket passed by systemd (``adopted``, :mod:`kstatpy.systemd`) is used as it is:
+systemd bound it, owns its path and keeps listening after kstatd exits, so neither
+file is made or removed for it (systemd starts one kstatd per socket unit).
+
+A privileged listener (``priv=True``, kstatd run as root: docs/PROTOCOL.md §9.7) lives
+in ``DIR/priv/``, a directory kstatd keeps root-owned 0700: only root reaches it, so
+root's clients have a listen backlog no other user can fill. ``close`` removes the
+``priv`` directory too (through the public listener's descriptor).
 """
 
 from __future__ import annotations
@@ -64,23 +72,28 @@ class Listener:
     the check steers nothing into the link's target.
     """
 
-    __slots__ = ("dir_fd", "lock_fd", "name", "path", "sock", "zone", "zoneid")
+    __slots__ = ("adopted", "dir_fd", "lock_fd", "name", "parent", "path", "priv", "sock", "zone", "zoneid")
 
-    def __init__(self, path: str, zone: str, zoneid: int) -> None:
+    def __init__(self, path: str, zone: str, zoneid: int, parent: Listener | None = None) -> None:
+        """``parent``: the public listener a privileged one (in ``parent``'s ``priv/``) belongs to."""
         self.path, self.zone, self.zoneid = path, zone, zoneid
         self.name = os.path.basename(path)
         self.sock: socket.socket | None = None
         self.lock_fd = -1
         self.dir_fd = -1
+        self.adopted: socket.socket | None = None  # passed by systemd: bind() uses it, close() keeps the path
+        self.parent = parent
+        self.priv = parent is not None
 
     def _open_dir(self) -> int:
         path = self.path
         directory = os.path.dirname(os.path.abspath(path))
         try:
+            mode = 0o700 if self.priv else 0o755
             if not os.path.lexists(directory):
                 os.makedirs(os.path.dirname(directory), mode=0o755, exist_ok=True)
-                os.mkdir(directory, 0o755)
-                os.chmod(directory, 0o755)  # mkdir is subject to the umask
+                os.mkdir(directory, mode)
+                os.chmod(directory, mode)  # mkdir is subject to the umask
             # Raises UnsafePathError: a symlink, another owner, writable by others.
             check_socket_dir(path, trusted_owners())
             fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -94,6 +107,11 @@ class Listener:
         if st.st_uid not in trusted_owners() or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
             os.close(fd)  # swapped after the check
             raise DaemonError(f"{path}: directory {directory} changed while kstatd checked it; not serving there")
+        if self.priv and st.st_mode & 0o077:
+            if st.st_uid != os.geteuid():
+                os.close(fd)
+                raise DaemonError(f"{path}: directory {directory} must be kstatd's own, mode 0700")
+            os.fchmod(fd, 0o700)  # only kstatd's user (root) may reach the privileged socket
         return fd
 
     def _via_fd(self) -> str:
@@ -107,6 +125,10 @@ class Listener:
         :raises DaemonError: one line naming the path and the reason.
         """
         path = self.path
+        if self.adopted is not None:
+            self.sock = self.adopted
+            self.sock.setblocking(False)
+            return
         self.dir_fd = self._open_dir()
         try:
             self.lock_fd = os.open(
@@ -154,6 +176,8 @@ class Listener:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+            if self.adopted is not None:
+                return
             try:
                 os.unlink(self.name, dir_fd=self.dir_fd)
             except FileNotFoundError:
@@ -168,3 +192,9 @@ class Listener:
         if self.dir_fd >= 0:
             os.close(self.dir_fd)
             self.dir_fd = -1
+            parent = self.parent
+            if parent is not None and parent.dir_fd >= 0:  # the priv/ directory, if now empty
+                try:
+                    os.rmdir(os.path.basename(os.path.dirname(self.path)), dir_fd=parent.dir_fd)
+                except OSError:
+                    pass

@@ -67,6 +67,7 @@ __all__ = [
     "identifier",
     "kstat_meta",
     "kstat_set_meta",
+    "no_source",
     "text",
 ]
 
@@ -78,12 +79,17 @@ KINDS = (COUNTER, GAUGE, TEXT, IDENTIFIER)
 
 
 # collections.namedtuple, not typing.NamedTuple: the same class without importing typing.
-class StatMeta(namedtuple("StatMeta", ("kind", "unit", "description", "scale", "data_type"), defaults=(None, None))):
+class StatMeta(
+    namedtuple("StatMeta", ("kind", "unit", "description", "scale", "data_type", "no_source"),
+               defaults=(None, None, False))
+):  # fmt: skip
     """One statistic's metadata: ``kind``, ``unit``, ``description``, ``scale``.
 
     ``data_type`` is set by the framework for its own fields (INTR, IO, TIMER:
     the C type illumos declares, e.g. ``uint_t reads``), None for named records
-    (their record carries it).
+    (their record carries it). ``no_source``: the statistic is published (readers
+    written for illumos look it up) but this host has nothing to feed it; its value
+    is a constant 0 that means "unknown", not "none happened" (:func:`no_source`).
     """
 
     __slots__ = ()
@@ -92,11 +98,12 @@ class StatMeta(namedtuple("StatMeta", ("kind", "unit", "description", "scale", "
     description: str
     scale: float | None
     data_type: int | None
+    no_source: bool
 
     def wire(self, name: str, data_type: int | None = None) -> dict[str, Any]:
-        """The STAT map of docs/PROTOCOL.md §9.3."""
+        """The STAT map of docs/PROTOCOL.md §9.3 (``no_source`` only when true)."""
         dt = self.data_type if data_type is None else data_type
-        return {
+        stat = {
             "name": name,
             "kind": self.kind,
             "unit": self.unit,
@@ -104,6 +111,9 @@ class StatMeta(namedtuple("StatMeta", ("kind", "unit", "description", "scale", "
             "description": self.description,
             "data_type": dt,
         }
+        if self.no_source:
+            stat["no_source"] = True
+        return stat
 
 
 def _check(kind: str, unit: str, description: str) -> None:
@@ -133,6 +143,18 @@ def text(description: str) -> StatMeta:
 def identifier(description: str) -> StatMeta:
     """An identifier's metadata: a number that names something."""
     return StatMeta(IDENTIFIER, "", description)
+
+
+def no_source(meta: StatMeta | None = None, description: str = "") -> StatMeta:
+    """``meta`` (default: a count described by ``description``) marked as having no source.
+
+    A statistic so marked is published as 0 because consumers look it up by name, but
+    nothing on this host counts it: ``kstat --describe`` says "no source", ``kstat
+    --rate`` and ``kstatd --metrics`` leave it out (docs/PROTOCOL.md §9.3).
+    """
+    if meta is None:
+        meta = StatMeta(COUNTER, "count", description)
+    return meta._replace(no_source=True)
 
 
 def kstat_set_meta(ksp: Any, meta: Mapping[str, StatMeta]) -> None:

@@ -24,12 +24,14 @@ from kstatpy.kmem import FreeWhileReferenced
 from kstatpy.kmem import Kmem
 from kstatpy.kmem import frame_symbol
 from kstatpy.kmem import kmem_addr
+from kstatpy.safefile import write_new
 
 __all__ = [
     "KSTAT_T_MEMBERS",
     "format_panic",
     "kstat_t",
     "kstat_t_member",
+    "lockorder_lines",
     "panic_frames",
     "panic_stack",
     "print_kstat_t",
@@ -178,6 +180,8 @@ def format_panic(trap: BadTrap, kmem: Kmem) -> str:
     stack = panic_stack(trap)
     if isinstance(trap, FreeWhileReferenced):
         return _format_audit_panic(trap, kmem, pid, thread, stack)
+    if hasattr(trap, "cycle"):  # kstatpy.lockorder.LockOrderViolation (imported lazily: it imports kmem)
+        return _format_lockorder_panic(trap, pid, thread, stack)
     pc = 0xFFFFFFFFF7DC0000 + (hash(stack[0]) & 0xFFFF if stack else 0)
     rp = _STACK_TOP - 0x5F0
     lines = [
@@ -230,16 +234,49 @@ def _format_audit_panic(trap: FreeWhileReferenced, kmem: Kmem, pid: int, thread:
     return "\n".join(lines) + "\n"
 
 
+def lockorder_lines(cycle: list[Any]) -> list[str]:
+    """The cycle of a lock-order report: each edge, who made it first, and where.
+
+    ``cycle`` holds :class:`kstatpy.lockorder.Edge` objects or their crash-dump
+    records (``as_json``); the first edge is the one that closed the cycle.
+    """
+    rec = [e if isinstance(e, dict) else e.as_json() for e in cycle]
+    lines = [f"lock order cycle ({len(rec)} lock classes):"]
+    lines += [f"  {r['from']} -> {r['to']}" for r in rec]
+    lines.append("")
+    for i, r in enumerate(rec, start=1):
+        when = "now (the call that closed the cycle)" if i == 1 else "first seen"
+        lines.append(f"edge {i}: {r['from']} -> {r['to']}, {when}:")
+        lines.append(f"  thread 0x{r['thread']:x} ({r['thread_name']}): {r['what']} while holding {r['held']}")
+        lines += [f"                 {sym}" for sym in r["stack"]]
+    lines.append("")
+    return lines
+
+
+def _format_lockorder_panic(trap: Any, pid: int, thread: int, stack: list[str]) -> str:
+    lines = [f"panic[cpu0]/thread=0x{thread:x}: deadlock: {trap.what} (lock order checker)", ""]
+    lines += lockorder_lines(trap.cycle)
+    lines += [f"pid={pid}", ""]
+    if not stack:  # not raised through a traceback yet: the closing edge's stack
+        stack = list(trap.cycle[0].stack)
+    for i, sym in enumerate(stack):
+        lines.append(f"{stack_frame_addr(i):x} {sym} ()")
+    lines.append("")
+    ksp = trap.ksp
+    if ksp is not None:
+        try:
+            lines += _print_kstat(ksp, kmem_addr(ksp))
+        except BadTrap as again:
+            lines.append(f"(the kstat was deleted while this report was written: {again})")
+    return "\n".join(lines) + "\n"
+
+
 def write_crash_file(report: str, crash_dir: str | os.PathLike[str]) -> Path:
-    """Write ``report`` to a new ``kstatd.crash.<pid>.<n>`` in ``crash_dir``; return its path."""
+    """Write ``report`` to a new ``kstatd.crash.<pid>.<n>`` in ``crash_dir``; return its path.
+
+    Whole or not at all (:func:`kstatpy.safefile.write_new`): a full disk leaves nothing.
+    """
     directory = Path(crash_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    n = 0
-    while True:
-        path = directory / f"kstatd.crash.{os.getpid()}.{n}"
-        try:
-            with open(path, "x", encoding="utf-8") as f:
-                f.write(report)
-            return path
-        except FileExistsError:
-            n += 1
+    pid = os.getpid()
+    return Path(write_new(directory, lambda n: f"kstatd.crash.{pid}.{n}", report.encode("utf-8", "backslashreplace")))

@@ -302,6 +302,29 @@ def _never(_s: str) -> bool:
     return False
 
 
+#: Compiled globs by text, at most _GLOB_CACHE_MAX (oldest dropped first): many distinct
+#: globs (a SELECT flood) cost their compile once each and memory stays bounded; re's own
+#: cache (512) would be flushed by them. Plain dict operations: safe under the GIL.
+_GLOB_CACHE: dict[str, Callable[[str], Any]] = {}
+_GLOB_CACHE_MAX = 1024
+
+
+def _glob_matcher(text: str) -> Callable[[str], Any]:
+    match = _GLOB_CACHE.get(text)
+    if match is None:
+        import re
+
+        py = gmatch_to_python(text)
+        match = _never if py is None else re.compile(py, re.DOTALL).fullmatch
+        if len(_GLOB_CACHE) >= _GLOB_CACHE_MAX:
+            try:
+                del _GLOB_CACHE[next(iter(_GLOB_CACHE))]
+            except (KeyError, StopIteration, RuntimeError):  # another thread changed it: fine
+                pass
+        _GLOB_CACHE[text] = match
+    return match
+
+
 class Pattern:
     """One kstat(8) pattern; ``match(s) -> bool``. Regexes compile on first use."""
 
@@ -320,10 +343,7 @@ class Pattern:
             prefix = text[:-1]
             self._match = lambda s: s.startswith(prefix)
         else:
-            import re
-
-            py = gmatch_to_python(text)
-            self._match = _never if py is None else re.compile(py, re.DOTALL).fullmatch
+            self._match = _glob_matcher(text)
 
     @property
     def matches_all(self) -> bool:

@@ -63,6 +63,9 @@ from kstatpy.constants import KstatIoctl
 from kstatpy.daemon_stats import SLOT_BAD_FRAME
 from kstatpy.daemon_stats import DaemonStats
 from kstatpy.daemon_stats import cmd_slot
+from kstatpy.fairness import FairGate
+from kstatpy.fairness import RateLimitedLog
+from kstatpy.fairness import ReplyBudget
 from kstatpy.ioctl import DEFAULT_MAX_REPLY
 from kstatpy.ioctl import Conn
 from kstatpy.ioctl import Cred
@@ -77,6 +80,7 @@ from kstatpy.protocol import DEFAULT_MAX_REQUEST
 from kstatpy.protocol import FrameError
 from kstatpy.protocol import check_request
 from kstatpy.protocol import pack_frame
+from kstatpy.safepath import priv_socket_path
 from kstatpy.session import DISPATCHING
 from kstatpy.session import READING
 from kstatpy.session import SENDING
@@ -102,8 +106,13 @@ RECV_SIZE = 65536
 SEND_GRACE = 0.5
 #: Seconds between two "out of file descriptors" log lines (with the count refused since).
 FD_LOG_INTERVAL = 10.0
+#: The longest a public acceptor waits for busy privileged connections, each time (seconds).
+PRIV_PAUSE = 0.05
 _TIMED = frozenset({int(KstatIoctl.READ), int(KstatIoctl.READ_MANY), int(KstatIoctl.SELECT)})
+#: Requests whose cost grows with their argument or the chain: they take turns (FairGate).
+_EXPENSIVE = frozenset({int(KstatIoctl.READ_MANY), int(KstatIoctl.SELECT), int(KstatIoctl.DESCRIBE)})
 _READ_MANY = int(KstatIoctl.READ_MANY)
+_BY_ENTRY = frozenset({_READ_MANY, int(KstatIoctl.DESCRIBE)})  # {"results": [[errno, obj], ...], ...} replies
 
 
 @dataclass
@@ -127,6 +136,14 @@ class ServerConfig:
     max_per_uid: int = 64  # connections per peer uid (not root, not kstatd's own uid)
     max_per_zone: int = 64  # connections per non-global zone socket
     reserved_connections: int = 16  # of max_connections, kept for root and kstatd's uid
+    inherited: dict[str, Any] = field(default_factory=dict)  # path -> socket.socket systemd passed (kstatpy.systemd)
+    priv_sockets: bool | None = None  # DIR/priv/NAME beside each socket; None: when run as root
+    # Fair sharing, part 2 (issue 21; kstatpy.fairness): expensive requests of other users
+    # take turns by uid, this many at once; replies parked for readers that do not read
+    # are bounded in bytes (a uid may park half), past which their connections are closed.
+    expensive_slots: int = 1
+    reply_memory: int = 64 << 20
+    deadman_seconds: float = 10.0  # a hold waited for this long is reported (kstatpy.deadman); 0: off
 
     def zone_ids(self) -> dict[str, int]:
         """Zone name -> zoneid: global 0, then 1, 2, ... in the order given."""
@@ -164,10 +181,28 @@ class Kstatd:
         }
         self.handler.max_reply = config.max_reply
         self.stats = DaemonStats(config.read_timeout)
+        self._trusted = frozenset({0, os.geteuid()})
+        self.gate = FairGate(config.expensive_slots)
+        self.replies = ReplyBudget(config.reply_memory, config.reply_memory // 2, self._trusted)
+        self._errlog = RateLimitedLog(log, FD_LOG_INTERVAL)
+        # Privileged connections being accepted or served: while any is, the public
+        # acceptors pause (at most PRIV_PAUSE each time), so churn on a public socket
+        # costs root's request no CPU (the GIL) beyond what is already running.
+        self._priv_busy = 0
+        self._priv_lock = threading.Lock()
         zone_ids = config.zone_ids()
-        self._listeners = [Listener(config.socket, "global", GLOBAL_ZONEID)] + [
+        public = [Listener(config.socket, "global", GLOBAL_ZONEID)] + [
             Listener(path, name, zone_ids[name]) for name, path in config.zones
         ]
+        privileged = os.geteuid() == 0 if config.priv_sockets is None else config.priv_sockets
+        # Root's (and each zone admin's) own socket in DIR/priv/ (0700), accepted by a
+        # thread of its own: churn on a public backlog cannot delay it (§9.7).
+        self._priv = (
+            [Listener(priv_socket_path(lst.path), lst.zone, lst.zoneid, lst) for lst in public] if privileged else []
+        )
+        self._listeners = public + self._priv
+        for lst in public:  # socket activation: sockets systemd bound (kstatpy.systemd)
+            lst.adopted = config.inherited.get(lst.path)
         self._lock = threading.Lock()  # guards _sessions, _per_uid, _per_zone, _next_id, handler.stuck, _panicked
         self._per_uid: dict[int, int] = {}  # open connections by peer uid
         self._per_zone: dict[int, int] = {}  # open connections by zoneid
@@ -194,24 +229,56 @@ class Kstatd:
             return
         try:
             for lst in self._listeners:
-                lst.bind()
+                if not lst.priv:
+                    lst.bind()
+            for lst in list(self._priv):
+                try:
+                    lst.bind()
+                except DaemonError as exc:
+                    # A privileged socket is an addition: where another user could block
+                    # its directory (a --socket in /tmp), kstatd serves without it, and says so.
+                    log.warning("privileged socket not served: %s", exc)
+                    lst.close()
+                    self._priv.remove(lst)
+                    self._listeners.remove(lst)
         except BaseException:
             self._close_listeners()
             raise
         self._bound = True
+
+    @property
+    def priv_paths(self) -> list[str]:
+        """The privileged sockets served (``DIR/priv/NAME``): after :meth:`bind`, those it could bind."""
+        return [lst.path for lst in self._priv]
 
     def start(self) -> None:
         """Bind if not yet done, publish the daemon's kstats and start accepting."""
         self.bind()
         self._reopen_spare()
         self.stats.install(self.chain)
-        for target in (self._accept_loop, self._watchdog):
-            t = threading.Thread(target=target, name=f"kstatd-{target.__name__.strip('_')}", daemon=True)
+        public = [lst for lst in self._listeners if not lst.priv]
+        loops: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = [("accept", self._accept_loop, (public,))]
+        if self._priv:
+            loops.append(("accept-priv", self._accept_loop, (self._priv,)))
+        loops.append(("watchdog", self._watchdog, ()))
+        for name, target, args in loops:
+            t = threading.Thread(target=target, args=args, name=f"kstatd-{name}", daemon=True)
             t.start()
             self._threads.append(t)
+        if self.config.deadman_seconds > 0:  # not joined: it only reads, and ends with the daemon
+            from kstatpy.deadman import Deadman
+
+            deadman = Deadman(self.chain, self.config.deadman_seconds, self._deadman_report, self.handler.reading)
+            threading.Thread(target=deadman.run, args=(lambda: self._drained,), name="kstatd-deadman", daemon=True).start()
+
+    def _deadman_report(self, text: str) -> None:
+        if self.report is not None:
+            self.report("kstatd: " + text)
+        else:
+            log.error("%s", text.rstrip("\n"))
 
     def _close_listeners(self) -> None:
-        for lst in self._listeners:
+        for lst in reversed(self._listeners):  # privileged ones first: they rmdir through their parent's fd
             lst.close()
 
     def stop(self) -> None:
@@ -240,8 +307,9 @@ class Kstatd:
         """
         self._stopping = True
         os.write(self._wake_w, b"x")
-        acceptor, watchdog = self._threads
-        acceptor.join()
+        *acceptors, watchdog = self._threads
+        for acceptor in acceptors:
+            acceptor.join()
         self._close_listeners()
         grace = self.config.read_timeout + 1.0 if grace is None else grace
         with self._lock:
@@ -299,10 +367,30 @@ class Kstatd:
 
     # --- accepting --------------------------------------------------------------
 
-    def _accept_loop(self) -> None:
+    def _priv_mark(self, sess: Session, busy: bool) -> None:
+        # A privileged session starts or ends being busy (see _priv_busy).
+        if sess.busy == busy:
+            return
+        sess.busy = busy
+        with self._priv_lock:
+            self._priv_busy += 1 if busy else -1
+
+    def _yield_to_priv(self) -> None:
+        # Public acceptors wait while a privileged connection is busy (bounded: PRIV_PAUSE).
+        deadline = 0.0
+        while self._priv_busy > 0 and not self._stopping:
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + PRIV_PAUSE
+            elif now >= deadline:
+                return
+            time.sleep(0.0005)
+
+    def _accept_loop(self, listeners: list[Listener]) -> None:
+        public = not any(lst.priv for lst in listeners)
         sel = selectors.DefaultSelector()
         sel.register(self._wake_r, selectors.EVENT_READ, None)
-        for lst in self._listeners:
+        for lst in listeners:
             sel.register(lst.sock, selectors.EVENT_READ, lst)  # type: ignore[arg-type]
         try:
             while not self._stopping:
@@ -310,14 +398,27 @@ class Kstatd:
                     lst = key.data
                     if lst is None:
                         return
+                    sock = None
+                    if public and self._priv:
+                        self._yield_to_priv()
                     try:
                         sock, _ = lst.sock.accept()
+                        self._admit(sock, lst)
                     except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                         continue
                     except OSError as exc:  # EMFILE, ENFILE, ENOBUFS, ENOMEM
+                        if sock is not None:  # after accept: this connection goes
+                            sock.close()
+                            continue
                         self._shed(lst, exc)
-                        continue
-                    self._admit(sock, lst)
+                    except Exception as exc:  # MemoryError and the like: one connection, never the listener
+                        if sock is not None:
+                            try:
+                                sock.close()
+                            except Exception:
+                                pass
+                        self._errlog.error("accept", "accept on %s: %s; connection dropped", lst.path, _why(exc))
+                        time.sleep(0.01)  # let memory come back before the next accept
         finally:
             sel.close()
 
@@ -380,6 +481,9 @@ class Kstatd:
                 self._next_id += 1
                 conn = Conn(Cred(uid, gid, pid, lst.zone, lst.zoneid, priv), id=self._next_id, packed=True)
                 sess = Session(sock, conn, self.stats.conn_open(), cfg.max_request)
+                if lst.priv:
+                    sess.priv = True
+                    self._priv_mark(sess, True)
                 self._sessions.add(sess)
                 self._per_uid[uid] = self._per_uid.get(uid, 0) + 1
                 self._per_zone[lst.zoneid] = self._per_zone.get(lst.zoneid, 0) + 1
@@ -411,8 +515,8 @@ class Kstatd:
         )
         try:
             t.start()
-        except RuntimeError as exc:  # out of threads: this connection goes, the daemon stays
-            log.error("connection %d: cannot start a thread: %s", sess.conn.id, exc)
+        except Exception as exc:  # out of threads or memory: this connection goes, the daemon stays
+            self._errlog.error("thread", "connection %d: cannot start a thread: %s", sess.conn.id, _why(exc))
             self._close_session(sess)
 
     # --- one connection ---------------------------------------------------------
@@ -430,6 +534,10 @@ class Kstatd:
         cfg = self.config
         idle_timeout, frame_timeout = cfg.idle_timeout, cfg.frame_timeout
         sess.tid = threading.get_ident()
+        uid = conn.cred.uid
+        trusted = self._trusted
+        gate = self.gate
+        reply: bytes | None = None
         owner = True
         last = monotonic()  # end of the last reply (or connect): the idle clock
         frame_t0 = 0.0  # when the buffered partial request began
@@ -471,6 +579,8 @@ class Kstatd:
                             break
                         continue
                     cmd, seq, arg = check_request(decode(body))
+                    if sess.priv:
+                        self._priv_mark(sess, True)
                 except FrameError as exc:
                     requests[SLOT_BAD_FRAME] += 1
                     count_error(exc.errno)
@@ -483,49 +593,92 @@ class Kstatd:
                 requests[cmd_slot(cmd)] += 1
                 sess.seq = seq
                 sess.phase = DISPATCHING
-                if cmd in _TIMED:
-                    sess.t0 = monotonic()
+                gated = cmd in _EXPENSIVE and uid not in trusted
+                if gated:  # other users' expensive requests take turns (kstatpy.fairness)
+                    gate.acquire(uid)
                 try:
-                    code, result = dispatch(conn, cmd, arg)
-                except BadTrap as trap:
-                    code, result = self._panic(trap)
-                with sess.lock:
-                    if sess.gen != gen:  # the watchdog answered for us and gave the session away
-                        owner = False
-                        self._unstick(sess)
-                        return
-                    sess.t0 = None
-                if code < 0:  # halting panic: no reply
+                    if cmd in _TIMED:
+                        sess.t0 = monotonic()
+                    result: Any
+                    try:
+                        code, result = dispatch(conn, cmd, arg)
+                    except BadTrap as trap:
+                        code, result = self._panic(trap)
+                    with sess.lock:
+                        if sess.gen != gen:  # the watchdog answered for us and gave the session away
+                            owner = False
+                            self._unstick(sess)
+                            return
+                        sess.t0 = None
+                    reply = self._encode(cmd, seq, code, result, packer, count_error)
+                    result = None  # only the encoded reply is kept while it waits for its reader
+                finally:
+                    if gated:
+                        gate.release()
+                if reply is None:  # halting panic: no reply
                     break
-                if code:
-                    count_error(code)
-                elif cmd == _READ_MANY:  # each entry is a read: its errno counts too
-                    entries = result["results"]
-                    for err in entries.errnos if isinstance(entries, PackedResults) else (e[0] for e in entries):
-                        if err:
-                            count_error(err)
                 sess.phase = SENDING
-                try:
-                    if not code and isinstance(result.get("results"), PackedResults):
-                        reply = pack_packed_reply(seq, result, packer)
-                        result.clear()  # the packed entries go now, before the send
-                    elif cmd == _READ_MANY and not code:
-                        reply = pack_read_many_reply(seq, result, packer)
-                    else:
-                        reply = pack_frame([seq, code, result], packer)
-                except (ValueError, TypeError, OverflowError) as exc:  # e.g. a provider's lone surrogate
-                    count_error(errno.EIO)
-                    reply = pack_frame([seq, errno.EIO, {"error": f"reply cannot be encoded: {exc}"}], packer)
-                send_reply(sock, reply, frame_timeout)
+                self._send(sess, reply, frame_timeout)
+                reply = None
+                if sess.priv:
+                    self._priv_mark(sess, False)
                 sess.phase = READING
                 last = monotonic()
         except OSError:
             pass
+        except Exception as exc:  # MemoryError and the like: this connection goes, never the daemon
+            self._errlog.error("session", "connection %d: %s; closed", conn.id, _why(exc))
         finally:
             if owner:
                 self._close_session(sess)
 
+    def _encode(self, cmd: int, seq: int, code: int, result: Any, packer: Any, count_error: Any) -> bytes | None:
+        # The reply frame of a dispatched request (None: a halting panic, no reply).
+        if code < 0:
+            return None
+        if code:
+            count_error(code)
+        elif cmd == _READ_MANY:  # each entry is a read: its errno counts too
+            entries = result["results"]
+            for err in entries.errnos if isinstance(entries, PackedResults) else (e[0] for e in entries):
+                if err:
+                    count_error(err)
+        try:
+            if not code and isinstance(result.get("results"), PackedResults):
+                reply = pack_packed_reply(seq, result, packer)
+                result.clear()  # the packed entries go now, before the send
+                return reply
+            if cmd in _BY_ENTRY and not code and isinstance(result.get("results"), list):
+                # Entry by entry: no single C call holds the GIL for a multi-megabyte reply.
+                return pack_read_many_reply(seq, result, packer)
+            return pack_frame([seq, code, result], packer)
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. a provider's lone surrogate
+            count_error(errno.EIO)
+            return pack_frame([seq, errno.EIO, {"error": f"reply cannot be encoded: {exc}"}], packer)
+
+    def _send(self, sess: Session, reply: bytes, timeout: float) -> None:
+        # One non-blocking send; a reply its reader does not take at once is parked, within
+        # ReplyBudget's bounds, else its connection is closed (OSError ends the session).
+        sock = sess.sock
+        try:
+            n = sock.send(reply, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            n = 0
+        if n >= len(reply):
+            return
+        uid = sess.conn.cred.uid
+        size = len(reply)
+        if not self.replies.park(uid, size):
+            self.stats.refused()
+            raise OSError(errno.ENOBUFS, "reply memory for readers that do not read is used up")
+        try:
+            send_reply(sock, memoryview(reply)[n:], timeout)
+        finally:
+            self.replies.unpark(uid, size)
+
     def _close_session(self, sess: Session) -> None:
+        if sess.priv:
+            self._priv_mark(sess, False)
         try:
             sess.sock.close()
         except OSError:
@@ -551,38 +704,55 @@ class Kstatd:
     # --- deadlines --------------------------------------------------------------
 
     def _watchdog(self) -> None:
+        # A request is taken over only when its thread has been inside ONE provider's
+        # ks_update (handler.reading: thread -> kid) for read_timeout: a reader that waits
+        # for its turn, the GIL or a lock, or moves from kid to kid, is starved, not hung,
+        # and is never answered EAGAIN for it (issue 21). ``watched`` maps a session to
+        # (kid, when this scan first saw its thread in that kid's ks_update).
         timeout = self.config.read_timeout
         tick = min(max(timeout / 10, 0.01), 0.25)
+        reading = self.handler.reading
+        assert reading is not None
+        watched: dict[Session, tuple[int, float]] = {}
         while not self._drained:
             time.sleep(tick)  # a periodic scan, not synchronisation
             now = time.monotonic()
             with self._lock:
                 sessions = list(self._sessions)
+            seen: dict[Session, tuple[int, float]] = {}
             for sess in sessions:
-                t0 = sess.t0
-                if t0 is not None and now - t0 >= timeout:
-                    self._take_over(sess, now - t0)
+                if sess.t0 is None:
+                    continue
+                kid = reading.get(sess.tid)
+                if kid is None:
+                    continue  # not in a provider: nothing is hung
+                prev = watched.get(sess)
+                since = prev[1] if prev is not None and prev[0] == kid else now
+                seen[sess] = (kid, since)
+                if now - since >= timeout:
+                    self._take_over(sess, kid, now - since)
+            watched = seen
 
-    def _take_over(self, sess: Session, waited: float) -> None:
+    def _take_over(self, sess: Session, kid: int, waited: float) -> None:
         if not sess.lock.acquire(blocking=False):
             return  # its thread is finishing the request right now
         try:
-            if sess.t0 is None:
+            # Under sess.lock: the thread is still in this kid's ks_update (it leaves
+            # ``reading`` as the provider returns, before it takes the lock): an answered
+            # read is never failed.
+            if sess.t0 is None or self.handler.reading.get(sess.tid) != kid:  # type: ignore[union-attr]
                 return
             sess.t0 = None
             sess.gen += 1
             gen = sess.gen
-            kid = self.handler.reading.get(sess.tid)  # type: ignore[union-attr]
             with self._lock:
                 sess.stuck_kid = kid
-                if kid is not None:
-                    self.handler.stuck[kid] = self.handler.stuck.get(kid, 0) + 1
+                self.handler.stuck[kid] = self.handler.stuck.get(kid, 0) + 1
             self.stats.stuck(+1)
         finally:
             sess.lock.release()
         sess.counters.count_error(errno.EAGAIN)
-        what = f"kid {kid}" if kid is not None else "the request"
-        msg = f"{what}: ks_update has not returned after {waited:.1f} s (kstatd --read-timeout)"
+        msg = f"kid {kid}: ks_update has not returned after {waited:.1f} s (kstatd --read-timeout)"
         self._spawn(sess, gen, pack_frame([sess.seq, errno.EAGAIN, {"error": msg}]))
 
     def _unstick(self, sess: Session) -> None:
@@ -628,6 +798,10 @@ class Kstatd:
         return errno.EFAULT, {"error": f"panic: {trap} (crash dump {where}); kstatd continues (--on-panic=continue)"}
 
 
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def _write_dump(trap: BadTrap, chain: Chain, report: str, path: str) -> str:
     # The structured dump beside the report (kstatpy.crashdump); a line for the report.
     from kstatpy.crashdump import build_dump
@@ -635,7 +809,8 @@ def _write_dump(trap: BadTrap, chain: Chain, report: str, path: str) -> str:
 
     try:
         write_dump(build_dump(trap, chain, report), path)
-    except Exception as exc:  # the panic path must finish whatever the dump does
-        log.exception("crash dump %s", path)
-        return f"no structured crash dump: {exc!r}\n"
+    except Exception as exc:  # the panic path must finish whatever the dump does: one line
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+        log.error("crash dump %s not written: %s", path, why)
+        return f"no structured crash dump ({path}: {why})\n"
     return f"structured crash dump written to {path} (kstatpy-mdb {path})\n"

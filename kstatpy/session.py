@@ -95,7 +95,7 @@ def set_recv_timeout(sock: socket.socket, seconds: float) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("@ll", sec, usec))
 
 
-def send_reply(sock: socket.socket, data: bytes, timeout: float) -> None:
+def send_reply(sock: socket.socket, data: bytes | memoryview, timeout: float) -> None:
     """Send all of ``data`` within ``timeout`` s (TimeoutError otherwise) on a blocking ``sock``.
 
     One non-blocking send() first: a reply that fits the socket buffer (nearly all) costs
@@ -117,7 +117,8 @@ class Session:
     """One connection: its socket, credentials, counters, frame decoder and hand-over state."""
 
     __slots__ = (
-        "body_decoder", "conn", "counters", "decoder", "gen", "lock", "phase", "seq", "sock", "stuck_kid", "t0", "tid",
+        "body_decoder", "busy", "conn", "counters", "decoder", "gen", "lock", "phase", "priv", "seq", "sock",
+        "stuck_kid", "t0", "tid",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, conn: Conn, counters: Any, max_request: int) -> None:
@@ -133,3 +134,5 @@ class Session:
         self.tid = 0
         self.stuck_kid: int | None = None
         self.phase = READING  # written by the serving thread; read by shutdown
+        self.priv = False  # accepted on a privileged listener (kstatd's priv/ socket)
+        self.busy = False  # priv only: counted in Kstatd._priv_busy (accepted, or a request in flight)

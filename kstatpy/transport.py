@@ -7,25 +7,35 @@ on a chain in this process, the very function kstatd runs for a request. Both
 raise the typed :class:`KstatError` of a reply's errno; a socket that cannot be
 reached, or is lost, is :class:`ServerUnavailableError`.
 
-Imports: msgpack, _socket (not socket.py: it would load enum and selectors) and
-kstatpy's errors and protocol only.
+The client connection contract (docs/PROTOCOL.md §9.7) is here: which socket, the
+descriptor walk of a default path (:func:`kstatpy.safepath.open_socket_dir`), the
+server's SO_PEERCRED uid, and one deadline per request (:func:`request_timeout`).
+
+Imports: msgpack, _socket (not socket.py: it would load enum and selectors), math,
+struct, and kstatpy's errors, protocol and safepath only.
 """
 
 from __future__ import annotations
 
 import _socket  # socket.py's C core: socket.py would import enum and selectors for nothing here
 import errno
+import math
 import os
+import struct
 from _thread import allocate_lock
+from time import monotonic
 
 import msgpack
 
 from kstatpy.errors import KstatError
+from kstatpy.errors import RequestTimeoutError
 from kstatpy.errors import ServerUnavailableError
+from kstatpy.errors import UntrustedServerError
 from kstatpy.errors import error_for_errno
 from kstatpy.protocol import LENGTH
 from kstatpy.protocol import pack_request
 from kstatpy.safepath import check_socket_dir
+from kstatpy.safepath import open_socket_dir
 from kstatpy.safepath import resolve_socket_path as _resolve
 from kstatpy.safepath import trusted_owners
 
@@ -33,7 +43,21 @@ TYPE_CHECKING = False  # not typing's: the kstat command's kstatd path never imp
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["MAX_REPLY", "ChainTransport", "SocketTransport", "raise_for_reply", "resolve_socket_path"]
+__all__ = [
+    "DEFAULT_REQUEST_TIMEOUT",
+    "MAX_REPLY",
+    "ChainTransport",
+    "SocketTransport",
+    "raise_for_reply",
+    "request_timeout",
+    "resolve_socket_path",
+    "trust_uids",
+]
+
+#: Seconds one request (connect, send, the whole reply) may take: docs/PROTOCOL.md §9.7.
+DEFAULT_REQUEST_TIMEOUT = 10.0
+#: The largest timeout accepted (one day), from any source.
+MAX_REQUEST_TIMEOUT = 86400.0
 
 #: The largest reply body (bytes) this client accepts: 1 GiB. A whole chain's headers
 #: are megabytes and kstatd bounds a READ_MANY reply by ``--max-reply`` (8 MiB by
@@ -63,38 +87,152 @@ def resolve_socket_path(path: str | None = None) -> str:
         raise KstatError(errno.EINVAL, f"socket path: {exc}") from None
 
 
-class SocketTransport:
-    """A connection to kstatd. ``_lock`` is held for each whole round trip."""
+def request_timeout(value: float | str | None = None, environ: Any = None) -> float:
+    """The per-request deadline in seconds: ``value``, else ``$KSTAT_TIMEOUT`` (empty:
+    unset), else :data:`DEFAULT_REQUEST_TIMEOUT` (docs/PROTOCOL.md §9.7 step 4).
 
-    def __init__(self, path: str | None = None, timeout: float | None = None) -> None:
-        """:raises UnsafePathError: the socket's directory fails kstatpy.safepath's checks."""
+    :raises KstatError: EINVAL unless a finite number > 0 and <= 86400.
+    """
+    source = "timeout"
+    if value is None:
+        env = os.environ if environ is None else environ
+        value = env.get("KSTAT_TIMEOUT") or None
+        source = "KSTAT_TIMEOUT"
+        if value is None:
+            return DEFAULT_REQUEST_TIMEOUT
+    try:
+        # ASCII and no "_": float() also takes "1_0" and non-ASCII digits, which
+        # libkstat's strtod (the same contract, in C) refuses.
+        seconds = math.nan if isinstance(value, str) and (not value.isascii() or "_" in value) else float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not (0 < seconds <= MAX_REQUEST_TIMEOUT):  # also false for nan
+        raise KstatError(
+            errno.EINVAL, f"{source}: {value!r} is not a number of seconds > 0 and <= {MAX_REQUEST_TIMEOUT:g}"
+        )
+    return seconds
+
+
+def trust_uids(extra: Any = (), environ: Any = None) -> frozenset[int]:
+    """The server uids a user opted in to for a NAMED socket: ``extra`` (``--trust-uid``)
+    and ``$KSTAT_TRUST_UID=N[,N...]`` (docs/PROTOCOL.md §9.7 step 3).
+
+    :raises KstatError: EINVAL for an entry that is not a uid (0 to 2**32 - 2).
+    """
+    env = os.environ if environ is None else environ
+    words = [str(u) for u in extra] + [w for w in (env.get("KSTAT_TRUST_UID") or "").split(",") if w.strip()]
+    uids = set()
+    for word in words:
+        w = word.strip()
+        if not (w.isascii() and w.isdigit() and int(w) < 0xFFFFFFFF):
+            raise KstatError(errno.EINVAL, f"KSTAT_TRUST_UID/--trust-uid: {word!r} is not a uid")
+        uids.add(int(w))
+    return frozenset(uids)
+
+
+_PEERCRED_SIZE = 12  # struct ucred: pid, uid, gid (3 x int32)
+
+
+class SocketTransport:
+    """A connection to kstatd. ``_lock`` is held for each whole round trip.
+
+    The client connection contract of docs/PROTOCOL.md §9.7: a default path is walked
+    by descriptor and connected through ``/proc/self/fd/N/NAME``; the server's
+    SO_PEERCRED uid must be root or the caller's (or, for a named socket only, one in
+    ``trust``/``$KSTAT_TRUST_UID``); each request has a whole-request deadline.
+    """
+
+    def __init__(self, path: str | None = None, timeout: float | None = None, trust: Any = ()) -> None:
+        """:param timeout: seconds per request (None: ``$KSTAT_TIMEOUT``, else 10).
+        :param trust: server uids to accept on a named socket (``--trust-uid``).
+        :raises UnsafePathError: the socket's path fails kstatpy.safepath's checks.
+        :raises UntrustedServerError: the server runs as another user.
+        :raises RequestTimeoutError: kstatd did not accept within the timeout.
+        :raises KstatError: EINVAL for a bad timeout or trusted uid.
+        """
         self.path = resolve_socket_path(path)
-        check_socket_dir(self.path, None if path or os.environ.get("KSTAT_SOCKET") else trusted_owners())
-        self._timeout = timeout
+        self.named = bool(path or os.environ.get("KSTAT_SOCKET"))
+        self._timeout = request_timeout(timeout)
+        self._trust = trust_uids(trust) if self.named else frozenset()
+        if self.named:
+            check_socket_dir(self.path, None)
         sock = self._connect()
         self._sock: _socket.socket | None = sock
         self._lock = allocate_lock()
         self._seq = 0
         self._lenbuf = bytearray(4)
+        self._deadline = 0.0
+
+    def _timed_out(self) -> RequestTimeoutError:
+        return RequestTimeoutError(
+            errno.ETIMEDOUT, f"{self.path}: no reply from kstatd within {self._timeout:g} s (KSTAT_TIMEOUT)"
+        )
 
     def _connect(self) -> _socket.socket:
+        deadline = monotonic() + self._timeout
+        target = self.path
+        dirfd = -1
+        if not self.named:
+            try:
+                dirfd = open_socket_dir(self.path, trusted_owners())
+            except FileNotFoundError as exc:
+                raise ServerUnavailableError(
+                    errno.ENOENT, f"cannot connect to kstatd at {self.path}: {exc.strerror}"
+                ) from exc
+            via = f"/proc/self/fd/{dirfd}/{os.path.basename(self.path)}"
+            if len(via) < 108 and os.path.isdir(f"/proc/self/fd/{dirfd}"):
+                target = via  # through the checked directory: no rename can redirect it
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
-            sock.settimeout(self._timeout)
-            sock.connect(self.path)
+            # A blocking connect bounded by SO_SNDTIMEO: a full backlog is waited for
+            # (woken when room frees), not failed at once with EAGAIN as with settimeout.
+            sec = max(self._timeout, 0.001)
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDTIMEO, _timeval(sec))
+            sock.connect(target)
         except OSError as exc:
             sock.close()
+            if exc.errno in (errno.EAGAIN, errno.EINPROGRESS):
+                raise self._timed_out() from exc
             code = exc.errno or errno.ECONNREFUSED
-            raise ServerUnavailableError(
-                code, f"cannot connect to kstatd at {self.path}: {exc.strerror or exc}"
-            ) from exc
+            reason = exc.strerror or str(exc)
+            if code == errno.ECONNREFUSED and not _is_socket(self.path):
+                reason = "not a socket"
+                code = errno.ENOTSOCK
+            raise ServerUnavailableError(code, f"cannot connect to kstatd at {self.path}: {reason}") from exc
+        finally:
+            if dirfd >= 0:
+                os.close(dirfd)
+        try:
+            _pid, uid, _gid = struct.unpack(
+                "@iII", sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, _PEERCRED_SIZE)
+            )
+        except OSError as exc:
+            sock.close()
+            raise ServerUnavailableError(exc.errno or errno.EIO, f"{self.path}: {exc.strerror}") from exc
+        me = os.geteuid()
+        if uid not in (0, me) and uid not in self._trust:
+            sock.close()
+            raise UntrustedServerError(
+                errno.EACCES,
+                f"{self.path}: the server runs as uid {uid}, not root or uid {me}; "
+                f"refusing it (KSTAT_TRUST_UID={uid} to trust it)",
+            )
+        sock.settimeout(max(deadline - monotonic(), 0.001))
         return sock
+
+    def _remaining(self) -> float:
+        left = self._deadline - monotonic()
+        if left <= 0:
+            raise TimeoutError(errno.ETIMEDOUT, "deadline passed")
+        return left
 
     def _recv_exact(self, sock: _socket.socket, n: int, into: bytearray | None = None) -> bytearray:
         buf = into if into is not None else bytearray(n)
         view = memoryview(buf)
         got = 0
         while got < n:
+            if got:  # the deadline covers the whole reply, not each recv
+                sock.settimeout(self._remaining())
             k = sock.recv_into(view[got:], n - got)
             if not k:
                 raise ConnectionResetError(errno.ECONNRESET, "kstatd closed the connection")
@@ -103,11 +241,13 @@ class SocketTransport:
 
     def _recv_body(self, sock: _socket.socket, n: int) -> bytearray:
         # Up to _CHUNK preallocated; beyond, grown as bytes arrive (never n up front).
+        sock.settimeout(self._remaining())
         if n <= _CHUNK:
             return self._recv_exact(sock, n)
         buf = bytearray()
         while len(buf) < n:
             buf += self._recv_exact(sock, min(_CHUNK, n - len(buf)))
+            sock.settimeout(self._remaining())
         return buf
 
     def round_trip(self, cmd: int, arg: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
@@ -133,7 +273,9 @@ class SocketTransport:
             if sock is None:
                 raise KstatError(errno.EBADF, "kstat handle is closed")
             self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
+            self._deadline = monotonic() + self._timeout
             try:
+                sock.settimeout(self._timeout)
                 try:
                     # MSG_NOSIGNAL: a lost kstatd is an error to report, not a SIGPIPE death.
                     sock.sendall(pack_request(cmd, seq, arg), _socket.MSG_NOSIGNAL)
@@ -146,6 +288,9 @@ class SocketTransport:
                         errno.EPROTO, f"reply of {length} bytes from kstatd exceeds the client's limit of {MAX_REPLY}"
                     )
                 body = self._recv_body(sock, length)
+            except TimeoutError as exc:  # socket.timeout: the request's deadline passed
+                self._close_locked()  # a late reply would pair with the next request
+                raise self._timed_out() from exc
             except OSError as exc:
                 self._close_locked()
                 raise ServerUnavailableError(
@@ -184,6 +329,19 @@ class SocketTransport:
         """Close the connection (kstatd then closes what providers opened on it)."""
         with self._lock:
             self._close_locked()
+
+
+def _timeval(seconds: float) -> bytes:
+    # struct timeval (two native longs) for SO_SNDTIMEO/SO_RCVTIMEO.
+    sec = int(seconds)
+    return struct.pack("@ll", sec, int((seconds - sec) * 1e6))
+
+
+def _is_socket(path: str) -> bool:
+    try:
+        return (os.stat(path).st_mode & 0o170000) == 0o140000
+    except OSError:
+        return True  # cannot tell: keep the connect error
 
 
 class ChainTransport:

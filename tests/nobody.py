@@ -160,6 +160,17 @@ def run_as_nobody(argv: list[str], env: dict[str, str] | None = None, **kw) -> s
     return subprocess.run([*AS_NOBODY, nobody_python(), "-s", *argv], cwd=str(nobody_tree()), env=_env(env), **kw)
 
 
+#: A second unprivileged local user (no passwd entry needed): the victim of tests where
+#: nobody attacks a non-root caller (docs/PROTOCOL.md §9.7: root's default is /run).
+VICTIM_UID = 4242
+
+
+def as_victim(uid: int = VICTIM_UID) -> list[str]:
+    """The setpriv prefix that runs a command as ``uid`` (group ``uid``, no other groups)."""
+    nobody_skip()
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+
+
 def popen_as_nobody(argv: list[str], env: dict[str, str] | None = None, **kw) -> subprocess.Popen[bytes]:
     """Start ``python argv...`` as nobody (cwd: the copy)."""
     return subprocess.Popen([*AS_NOBODY, nobody_python(), "-s", *argv], cwd=str(nobody_tree()), env=_env(env), **kw)

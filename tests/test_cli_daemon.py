@@ -73,12 +73,8 @@ def test_daemon_and_in_process_give_identical_output(kd, tmp_path: Path, argv: l
 def test_kstat_socket_env_and_default_path(kd, tmp_path: Path) -> None:
     by_env = kstat(kstat_env(tmp_path, KSTAT_SOCKET=kd.socket), "-p", "strs:::question")
     assert (by_env.returncode, by_env.stdout) == (0, b"strs:0:strings:question\twhat?\n"), by_env.stderr
-    # The default path ($XDG_RUNTIME_DIR/kstatpy/kstat.sock) is tried before the embedded chain.
-    runtime = tmp_path / "runtime"
-    (runtime / "kstatpy").mkdir(parents=True)
-    os.symlink(kd.socket, runtime / "kstatpy" / "kstat.sock")
-    by_default = kstat(kstat_env(tmp_path), "-p", "strs:::question")
-    assert (by_default.returncode, by_default.stdout) == (0, b"strs:0:strings:question\twhat?\n")
+    # The default path is tried before the embedded chain: root's is /run/kstatpy/priv/kstat.sock
+    # (docs/PROTOCOL.md §9.7), tested with a kstatd at the real default in tests/test_client_contract.py.
 
 
 def test_named_socket_that_does_not_answer_is_fatal(tmp_path: Path) -> None:

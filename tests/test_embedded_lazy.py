@@ -194,7 +194,8 @@ def _attach(host: Path, wants: object) -> tuple[Chain, object]:
     ("wants", "expected"),
     [
         ({"unix"}, {"unix:kstat_headers", "unix:kstat_types", "unix:system_misc", "unix:system_pages",
-                    "unix:sysinfo", "unix:vminfo", "unix:var"}),
+                    "unix:sysinfo", "unix:vminfo", "unix:var", "unix:dnlcstats"}),
+        ({"zones", "vmem"}, {"zones", "vmem"}),
         ({"cpu_stat"}, {"cpu_stat"}),
         ({"sd"}, {"sd"}),
         ({"blkdeverr"}, {"blkdeverr"}),

@@ -153,4 +153,27 @@ def test_the_template_provider_through_kstatd(venv: Path, tmp_path: Path) -> Non
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    assert "template" not in err  # attached without complaint
+    ready = [ln for ln in err.splitlines() if ln.startswith("kstatd: ready: ")]
+    assert len(ready) == 1 and ready[0].endswith("(providers: template, vmm)"), err
+    assert "template" not in err.replace(ready[0], "")  # attached without complaint
+
+
+def test_man_pages_install_with_the_package(venv: Path, tmp_path: Path) -> None:
+    # man-db derives its search path from PATH (DIR/bin -> DIR/share/man): with the venv's
+    # bin first and no MANPATH, `man kstat` finds the page pip installed (issue 22).
+    env = {k: v for k, v in clean_env().items() if not k.startswith(("MAN", "LC_", "LANG"))}
+    env.update(PATH=f"{venv / 'bin'}:/usr/bin:/bin", LANG="C", MANWIDTH="80", MANPAGER="cat", PAGER="cat")
+    pages = sorted((venv / "share" / "man").glob("man[18]/*"))
+    names = {p.name for p in pages}
+    assert {"kstat.1", "kstatd.8", "vmmctl.8", "kstatpy-mdb.1"} <= names, names
+    for path in pages:
+        name, section = path.stem, path.suffix[1:]
+        found = subprocess.run(["man", "-w", name], capture_output=True, text=True, env=env, timeout=60)
+        assert found.stdout == f"{path}\n", found.stderr
+        shown = subprocess.run(["man", section, name], capture_output=True, text=True, env=env, timeout=60)
+        assert shown.returncode == 0 and f"{name} - " in shown.stdout, shown.stderr
+        rendered = subprocess.run(["man", "--warnings", "-l", str(path)], capture_output=True, text=True, env=env,
+                                  timeout=60)  # fmt: skip
+        assert (rendered.returncode, rendered.stderr) == (0, ""), path
+    licenses = list(venv.glob("lib/python*/site-packages/kstatpy-*.dist-info/licenses/LICENSE"))
+    assert len(licenses) == 1 and "MIT License" in licenses[0].read_text(), licenses

@@ -120,9 +120,11 @@ def test_bad_msgpack_is_eproto(body):
 
 
 def test_default_socket_path(monkeypatch):
+    monkeypatch.delenv("KSTATPY_RUNDIR", raising=False)
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/7")
-    assert default_socket_path() == "/run/user/7/kstatpy/kstat.sock"
+    assert default_socket_path(euid=7) == "/run/user/7/kstatpy/kstat.sock"
+    assert default_socket_path(euid=0) == "/run/kstatpy/priv/kstat.sock"  # root: its privileged listener
     monkeypatch.delenv("XDG_RUNTIME_DIR")
     import os
 
-    assert default_socket_path() == f"/tmp/kstatpy-{os.getuid()}/kstat.sock"
+    assert default_socket_path(euid=7) == f"/tmp/kstatpy-{os.getuid()}/kstat.sock"

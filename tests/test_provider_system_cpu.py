@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from kstatpy_providers.system.cpustat import SYS_ORDER
+from kstatpy_providers.system.cpustat import VM_ORDER
 from test_provider_system import HZ
 from test_provider_system import IDLE1
 from test_provider_system import PAGESIZE
@@ -147,9 +149,18 @@ def test_cpu_sys_per_cpu_sources_match_the_host() -> None:
     xc = [ln for ln in inter if ln.split()[:1] in (["CAL:"], ["TLB:"])]
     if xc:
         assert 0 < sys0["xcalls"] <= sum(int(ln.split()[1]) for ln in xc)
-    assert ("pswitch" in sys0) == os.path.exists("/proc/schedstat")
-    for absent in ("syscall", "trap", "sysfork", "inv_swtch", "cpumigrate"):
-        assert absent not in sys0  # Linux keeps no per-CPU count: left out, never split
+    assert list(sys0) == list(SYS_ORDER)  # illumos' every record, in its order
+    lowest = cpus(chain)[0]
+    if not os.path.exists("/proc/schedstat"):  # ctxt, charged whole to the CPU carrying cpu:N:vm
+        ctxt = int(next(ln for ln in Path("/proc/stat").read_text().splitlines() if ln.startswith("ctxt ")).split()[1])
+        total = sum(named(read(chain, "cpu", c, "sys"))["pswitch"] for c in cpus(chain))
+        after = int(next(ln for ln in Path("/proc/stat").read_text().splitlines() if ln.startswith("ctxt ")).split()[1])
+        assert ctxt <= total <= after
+        assert all(named(read(chain, "cpu", c, "sys"))["pswitch"] == 0 for c in cpus(chain) if c != lowest)
+    meta = chain.kstat_lookup_name("cpu", 0, "sys").ks_meta
+    for absent in ("syscall", "trap", "inv_swtch", "cpumigrate", "mutex_adenters", "cpu_nsec_dtrace"):
+        assert sys0[absent] == 0 and meta[absent].no_source  # no per-CPU count: 0, marked, never split
+    assert not meta["pswitch"].no_source and not meta["intr"].no_source
 
 
 def test_cpu_vm_is_charged_whole_to_the_lowest_cpu() -> None:
@@ -172,19 +183,27 @@ def test_fake_cpu_sys_vm_and_cpu_stat_exact(fake: Path) -> None:
     sys1 = named(read(chain, "cpu", 1, "sys"))
     # cpu1: user 200 nice 5 system 30 idle IDLE1 iowait 7 irq 2 softirq 3 steal 4
     assert sys1 == {
+        **dict.fromkeys(SYS_ORDER, 0),
         "cpu_ticks_idle": IDLE1 + 7, "cpu_ticks_user": 205, "cpu_ticks_kernel": 39, "cpu_ticks_wait": 0,
         "cpu_nsec_idle": (IDLE1 + 7) * NSPT, "cpu_nsec_user": 205 * NSPT, "cpu_nsec_kernel": 39 * NSPT,
         "cpu_nsec_intr": 5 * NSPT, "wait_ticks_io": 0,
         "pswitch": 450 + 200, "intr": 220, "intrthread": 48, "idlethread": 200, "xcalls": 0,
     }  # fmt: skip
-    assert list(sys1)[:4] == list(TIME_TICKS)  # illumos' record order
+    assert list(sys1) == list(SYS_ORDER)  # illumos' records, in its order
+    assert named(read(chain, "cpu", 0, "sys"))["sysfork"] == 100  # proc/stat processes, on the lowest CPU
     vm0 = named(read(chain, "cpu", 0, "vm"))
     assert vm0 == {
+        **dict.fromkeys(VM_ORDER, 0),
         "pgpgin": 4000 * 1024 // PAGESIZE, "pgpgout": 8000 * 1024 // PAGESIZE, "dfree": 55, "scan": 77,
         "as_fault": 990, "maj_fault": 10, "pgrrun": 3, "anonpgin": 7, "anonpgout": 9,
     }  # fmt: skip
+    assert list(vm0) == list(VM_ORDER)
     assert set(named(read(chain, "cpu", 1, "vm")).values()) == {0}
-    assert read(chain, "cpu", 0, "vm")["class"] == "vm"
+    # illumos' cpu.c creates both cpu:N:sys and cpu:N:vm with the class misc
+    assert read(chain, "cpu", 0, "vm")["class"] == "misc" == read(chain, "cpu", 0, "sys")["class"]
+    vm_meta = chain.kstat_lookup_name("cpu", 0, "vm").ks_meta
+    assert {s for s, m in vm_meta.items() if m.no_source} == set(VM_ORDER) - {
+        "pgpgin", "pgpgout", "dfree", "scan", "as_fault", "maj_fault", "pgrrun", "anonpgin", "anonpgout"}
 
 
 def test_time_linux_loses_goes_to_idle(fake: Path) -> None:
@@ -236,8 +255,20 @@ def test_fake_system_pages_exact(fake: Path) -> None:
     assert pages == {
         "physmem": 8192 // kpp, "freemem": 4096 // kpp, "availrmem": 8192 // kpp - 496 // kpp - 64 // kpp,
         "lotsfree": 330, "desfree": 220, "minfree": 128 // kpp, "pp_kernel": 496 // kpp,
-        "pagesfree": 4096 // kpp, "pageslocked": 64 // kpp, "pagestotal": 8192 // kpp,
+        "pagesfree": 4096 // kpp, "pageslocked": 496 // kpp + 64 // kpp, "pagestotal": 8192 // kpp,
     }  # fmt: skip
+    # A ZFS host: the ARC is kernel memory (as on illumos), so collectd's min(pp_kernel,
+    # pageslocked) - ARC is the rest of the kernel, never negative.
+    write(fake, "proc/spl/kstat/zfs/arcstats", (
+        "13 1 0x01 147 39984 1 2\nname                            type data\nhits                            4    9\n"
+        f"size                            4    {1000 * PAGESIZE}\nc                               4    1\n"
+    ))  # fmt: skip
+    chain, _ = attach(fake)
+    pages = named(read(chain, "unix", 0, "system_pages"))
+    assert pages["pp_kernel"] == 496 // kpp + 1000
+    assert pages["pageslocked"] == 496 // kpp + 1000 + 64 // kpp
+    assert pages["availrmem"] == 8192 // kpp - pages["pageslocked"]
+    assert min(pages["pp_kernel"], pages["pageslocked"]) - 1000 == 496 // kpp
 
 
 def test_off_line_cpu_keeps_its_last_values(fake: Path) -> None:

@@ -23,10 +23,12 @@ MISC_LINES = [
     "unix:0:system_misc:boot_time\t1700000000",
     "unix:0:system_misc:class\tmisc",
     f"unix:0:system_misc:clk_intr\t{int(1234.56 * HZ)}",
+    "unix:0:system_misc:deficit\t0",  # no source: printed (vmstat reads it), never exported
     f"unix:0:system_misc:lbolt\t{int(1234.56 * HZ)}",
     "unix:0:system_misc:ncpus\t2",
     "unix:0:system_misc:nproc\t3",
     f"unix:0:system_misc:nsec_per_tick\t{1_000_000_000 // HZ}",
+    "unix:0:system_misc:vac\t0",
 ]
 
 

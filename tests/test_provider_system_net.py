@@ -109,11 +109,23 @@ def test_disk_error_kstat_names_the_linux_device(fake: Path) -> None:
     chain, _ = attach(fake)
     err = read(chain, "sderr", 0, "sd0,err")
     assert err["class"] == "device_error"
-    assert named(err) == {
-        "Device Name": "sda", "Vendor": b"ATA", "Product": b"FAKE DISK 1000GB", "Size": 2048 * 512,
-        "Hard Errors": 2,
+    zero = dict.fromkeys(("Soft Errors", "Hard Errors", "Transport Errors", "Media Error", "Device Not Ready",
+                          "No Device", "Recoverable", "Illegal Request", "Predictive Failure Analysis"), 0)
+    sd = named(err)
+    assert sd == {
+        **zero, "Device Name": "sda", "Vendor": b"ATA", "Product": b"FAKE DISK 1000GB", "Size": 2048 * 512,
+        "Hard Errors": 2, "Revision": b"", "Serial No": b"",
     }  # fmt: skip
-    assert named(read(chain, "blkdeverr", 0, "blkdev0,err")) == {"Device Name": "nvme0n1", "Size": 2048 * 512}
+    # illumos sd's order: iostat -e takes the first three by position (soft, hard, transport)
+    assert list(sd)[:3] == ["Soft Errors", "Hard Errors", "Transport Errors"] and list(sd.values())[:3] == [0, 2, 0]
+    assert list(sd)[3:8] == ["Vendor", "Product", "Revision", "Serial No", "Size"]
+    assert list(sd)[-1] == "Device Name"
+    meta = chain.kstat_lookup_name("sderr", 0, "sd0,err").ks_meta
+    assert {s for s, m in meta.items() if m.no_source} == set(zero) - {"Hard Errors"} | {"Revision", "Serial No"}
+    nvme = named(read(chain, "blkdeverr", 0, "blkdev0,err"))
+    assert nvme == {**zero, "Device Name": "nvme0n1", "Size": 2048 * 512, "Vendor": b"", "Product": b"",
+                    "Revision": b"", "Serial No": b""}  # fmt: skip
+    assert chain.kstat_lookup_name("blkdeverr", 0, "blkdev0,err").ks_meta["Hard Errors"].no_source
     assert disk_for(chain, "nvme0n1") == ("blkdev", 0, "blkdev0")
 
 

@@ -127,6 +127,7 @@ def test_fake_sysinfo_vminfo_var(fake: Path) -> None:
     kpp = PAGESIZE // 1024
     up = 1234  # whole seconds of the fake uptime
     si = SYSINFO.decode(read(chain, "unix", 0, "sysinfo")["data"])
+    # procs_running 6 = the reader + a thread on each of the 2 on-line CPUs + 3 waiting for one
     assert si == {"updates": up, "runque": 3 * up, "runocc": up, "swpque": 0, "swpocc": 0, "waiting": up}
     vi = VMINFO.decode(read(chain, "unix", 0, "vminfo")["data"])
     alloc = 1024 + 2048 - 1024
@@ -140,6 +141,10 @@ def test_fake_sysinfo_vminfo_var(fake: Path) -> None:
     assert (vi2["freemem"] - vi["freemem"]) / (vi2["updates"] - vi["updates"]) == 4096 // kpp
     var = VAR.decode(read(chain, "unix", 0, "var")["data"])
     assert (var["v_proc"], var["v_maxupttl"], var["v_autoup"], var["v_buf"]) == (63000, 63000, 30, 0)
+    (fake / "proc/sys/kernel/pid_max").write_text("32768\n")  # fewer PIDs than task slots: PIDs limit
+    var_pid = VAR.decode(read(chain, "unix", 0, "var")["data"])
+    assert (var_pid["v_proc"], var_pid["v_maxupttl"]) == (32768, 32768)
+    (fake / "proc/sys/kernel/pid_max").write_text("4194304\n")
     assert VAR.decode(read(chain, "unix", 0, "var")["data"]) == var  # unchanged tunables: the same struct
     (fake / "proc/sys/kernel/threads-max").write_text("64000\n")  # a tunable set between two reads
     var2 = VAR.decode(read(chain, "unix", 0, "var")["data"])

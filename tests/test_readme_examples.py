@@ -42,6 +42,13 @@ def test_the_readme_has_five_or_six_examples() -> None:
     assert 5 <= len(examples()) <= 6
 
 
+def test_the_examples_use_no_fixed_tmp_name() -> None:
+    # A fixed /tmp directory another user can create first: root pasting the block
+    # wrote kstatd's stderr (2>DIR/report) through that user's symbolic link, and
+    # waited forever for a kstatd that refused the directory.
+    assert [b for b in examples() if "/tmp/" in b] == []
+
+
 def test_the_readme_is_a_front_door() -> None:
     assert (REPO / "README.md").stat().st_size <= 15 * 1024
 
@@ -60,6 +67,7 @@ def test_readme_example_runs(index: int, tmp_path: Path) -> None:
         XDG_RUNTIME_DIR=str(tmp_path / "run"),
         XDG_CACHE_HOME=str(tmp_path / "cache"),
         HOME=str(tmp_path),
+        TMPDIR=str(tmp_path),  # mktemp -d
     )
     (tmp_path / "run").mkdir(mode=0o700)
     # Its own session, so a block that fails with a daemon still in the background

@@ -19,12 +19,14 @@ from kstatd_fixture import hello
 from kstatd_fixture import kstatd_env
 from kstatd_fixture import running_kstatd
 from nobody import NOBODY_UID
+from nobody import as_victim
 from nobody import popen_as_nobody
 from nobody import run_as_nobody
 from nobody import shared_dir
 
 from kstatpy.client import kstat_open
 from kstatpy.errors import KstatError
+from kstatpy.errors import UntrustedServerError
 from kstatpy.safepath import UnsafePathError
 from kstatpy.safepath import check_socket_dir
 from kstatpy.safepath import default_socket_path
@@ -73,53 +75,90 @@ def nobody_kstatd():
 
 
 def test_default_path_without_xdg_is_per_uid():
-    assert default_socket_path({}) == f"/tmp/kstatpy-{os.getuid()}/kstat.sock"
-    assert default_socket_path({"XDG_RUNTIME_DIR": ""}) == f"/tmp/kstatpy-{os.getuid()}/kstat.sock"
+    assert default_socket_path({}, euid=1000) == f"/tmp/kstatpy-{os.getuid()}/kstat.sock"
+    assert default_socket_path({"XDG_RUNTIME_DIR": ""}, euid=1000) == f"/tmp/kstatpy-{os.getuid()}/kstat.sock"
+    # Root's default is its privileged listener in a root-only directory (§9.7), whatever the environment.
+    assert default_socket_path({"XDG_RUNTIME_DIR": "/tmp/x"}, euid=0) == "/run/kstatpy/priv/kstat.sock"
 
 
-def test_root_vmmctl_refuses_a_default_socket_nobody_controls(nobody_kstatd):
-    xdg, sock = nobody_kstatd
-    r = run([*VMMCTL, "list"], env_with(XDG_RUNTIME_DIR=xdg))
+def test_vmmctl_refuses_a_default_socket_nobody_controls(nobody_kstatd):
+    # The victim is a non-root user: root's default is /run/kstatpy/priv, never $XDG_RUNTIME_DIR.
+    xdg, _sock = nobody_kstatd
+    r = run([*as_victim(), *VMMCTL, "list"], env_with(XDG_RUNTIME_DIR=xdg))
     err = r.stderr.decode()
     assert r.returncode == 3, err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert os.path.dirname(sock) in err and f"owned by uid {NOBODY_UID}" in err
+    assert xdg in err and f"owned by uid {NOBODY_UID}" in err
     assert r.stdout == b""  # nothing from nobody's daemon
+    # Root's vmmctl never looks there: its default is /run/kstatpy/priv/kstat.sock (where a
+    # root kstatd may well run on a shared machine: then it answers, nobody's never does).
+    r = run([*VMMCTL, "list"], env_with(XDG_RUNTIME_DIR=xdg))
+    assert xdg.encode() not in r.stderr and xdg.encode() not in r.stdout
+    priv = default_socket_path(euid=0)  # /run/kstatpy/priv/kstat.sock, or the suite's $KSTATPY_RUNDIR
+    if not os.path.exists(priv):
+        assert r.returncode == 3 and priv.encode() in r.stderr
 
 
-def test_root_kstat_reads_in_process_when_nobody_squats_the_default(nobody_kstatd):
+def test_kstat_reads_in_process_when_nobody_squats_the_default(nobody_kstatd):
     # Neither spoofed (nobody's daemon is never asked) nor silenced (the squat does
-    # not stop root's kstat): one line on stderr, then the host read in-process.
-    xdg, sock = nobody_kstatd
-    r = run([*KSTAT, "-p", "unix:0:system_misc:ncpus", "kstatpy:::"], env_with(XDG_RUNTIME_DIR=xdg, KSTATPY_DISABLE_PLUGIN_AUTOLOAD=None))
+    # not stop the victim's kstat): one line on stderr, then the host read in-process.
+    xdg, _sock = nobody_kstatd
+    env = env_with(XDG_RUNTIME_DIR=xdg, KSTATPY_DISABLE_PLUGIN_AUTOLOAD=None, KSTATPY_CACHE_DIR=xdg + "/victim-cache")
+    r = run([*as_victim(), *KSTAT, "-p", "unix:0:system_misc:ncpus", "kstatpy:::"], env)
     err = r.stderr.decode()
     assert r.returncode == 0, err
     assert err.count("\n") == 1 and "Traceback" not in err and "reading in-process" in err
-    assert os.path.dirname(sock) in err and f"owned by uid {NOBODY_UID}" in err
+    assert xdg in err and f"owned by uid {NOBODY_UID}" in err
     assert r.stdout.startswith(b"unix:0:system_misc:ncpus\t")
     assert b"kstatpy:0:" not in r.stdout  # nobody's daemon kstats never reached us
 
 
-def test_kstat_open_refuses_a_default_socket_nobody_controls(nobody_kstatd, monkeypatch):
+def test_kstat_open_refuses_a_default_socket_nobody_controls(nobody_kstatd):
     xdg, _sock = nobody_kstatd
-    monkeypatch.setenv("XDG_RUNTIME_DIR", xdg)
-    monkeypatch.delenv("KSTAT_SOCKET", raising=False)
-    with pytest.raises(UnsafePathError) as info:
-        kstat_open()
-    assert info.value.errno == errno.EACCES
+    code = (
+        "import errno\n"
+        "from kstatpy.client import kstat_open\n"
+        "from kstatpy.safepath import UnsafePathError\n"
+        "try:\n    kstat_open()\n"
+        "except UnsafePathError as exc:\n    print(exc.errno == errno.EACCES)\n"
+    )
+    r = run([*as_victim(), sys.executable, "-c", code], env_with(XDG_RUNTIME_DIR=xdg))
+    assert r.stdout == b"True\n", r.stderr
 
 
-def test_a_named_socket_of_another_user_is_the_callers_choice(nobody_kstatd):
+def test_a_named_socket_of_another_user_needs_an_opt_in(nobody_kstatd):
+    # §9.7 step 3: a server run by neither root nor the caller is refused, named or not,
+    # unless the user who named it opts in (--trust-uid, $KSTAT_TRUST_UID).
     _xdg, sock = nobody_kstatd
-    r = run([*KSTAT, "--socket", sock, "-p", "kstatpy:0:connections:current"], env_with())
+    argv = [*KSTAT, "--socket", sock, "-p", "kstatpy:0:connections:current"]
+    r = run(argv, env_with())
+    assert (r.returncode, r.stdout) == (3, b"")
+    assert r.stderr.decode() == (
+        f"kstat_open: {sock}: the server runs as uid {NOBODY_UID}, not root or uid 0; "
+        f"refusing it (KSTAT_TRUST_UID={NOBODY_UID} to trust it)\n"
+    )
+    r = run([*VMMCTL, "list", "--socket", sock], env_with())
+    assert r.returncode == 3 and f"runs as uid {NOBODY_UID}" in r.stderr.decode() and r.stderr.count(b"\n") == 1
+    with pytest.raises(UntrustedServerError) as info:
+        kstat_open(sock)
+    assert info.value.errno == errno.EACCES
+    r = run([*KSTAT, "--socket", sock, "--trust-uid", str(NOBODY_UID), *argv[3:]], env_with())
     assert r.returncode == 0, r.stderr
+    r = run(argv, env_with(KSTAT_TRUST_UID=f"7,{NOBODY_UID}"))
+    assert r.returncode == 0, r.stderr
+    r = run([*VMMCTL, "list", "--socket", sock, "--trust-uid", str(NOBODY_UID)], env_with())
+    assert b"vmm provider is not loaded" in r.stderr, r.stderr  # it asked nobody's kstatd
+    kstat_open(sock, trust=[NOBODY_UID]).close()
+    # The opt-in never applies to a default path: nobody cannot be trusted there by accident.
+    r = run([*as_victim(), *KSTAT, "-p", "kstatpy:::"], env_with(XDG_RUNTIME_DIR=_xdg, KSTAT_TRUST_UID=str(NOBODY_UID)))
+    assert b"kstatpy:0:" not in r.stdout
 
 
 def test_kstatd_refuses_a_planted_symlink_and_touches_nothing_in_its_target():
     with shared_dir(0o1777) as xdg, shared_dir(0o755) as target:
         planted = os.path.join(xdg, "kstatpy")
         assert run_as_nobody(["-c", f"import os; os.symlink({target!r}, {planted!r})"]).returncode == 0
-        r = run([*KSTATD, "--plugin", "tests.providers_fixture.basic"], env_with(XDG_RUNTIME_DIR=xdg))
+        r = run([*KSTATD, "--plugin", "tests.providers_fixture.basic", "--socket", os.path.join(planted, "kstat.sock")], env_with())
         err = r.stderr.decode()
         assert r.returncode == 1, err
         assert err.count("\n") == 1 and "symbolic link" in err and planted in err

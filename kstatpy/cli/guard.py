@@ -17,6 +17,8 @@ from typing import NoReturn
 
 import click
 
+from kstatpy.cli.output import complete_stdio
+
 __all__ = ["GuardedCommand", "GuardedGroup", "silence_stdout", "write_failed"]
 
 
@@ -47,8 +49,15 @@ class _Guard:
     fatal_status = 1
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
+        complete_stdio()  # unbuffered streams: no silent short writes (kstatpy.cli.output)
         try:
-            return super().main(*args, **kwargs)  # type: ignore[misc]
+            try:
+                return super().main(*args, **kwargs)  # type: ignore[misc]
+            finally:
+                # Whatever ends the command (click exits with SystemExit), its output is
+                # out before the status is: a failed final flush is this command's error.
+                if sys.stdout is not None:
+                    sys.stdout.flush()
         except OSError as exc:
             write_failed(self.name or "command", exc, self.fatal_status)  # type: ignore[attr-defined]
 

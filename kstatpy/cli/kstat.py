@@ -19,6 +19,7 @@ Reports (illumos kstat(8): ``cmd/stat/kstat/kstat.c`` main loop, "interval [coun
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import sys
@@ -30,8 +31,12 @@ from kstatpy.cli.kstat_args import UsageError
 from kstatpy.cli.kstat_args import parse_args
 from kstatpy.cli.kstat_format import ReportStyle
 from kstatpy.cli.kstat_format import format_report
+from kstatpy.cli.kstat_help import HELP
 from kstatpy.cli.kstat_select import read_instances
 from kstatpy.cli.kstat_select import select_instances
+from kstatpy.cli.output import complete_stdio
+from kstatpy.cli.output import stdout_closed
+from kstatpy.cli.output import write_fully
 from kstatpy.select import Pattern
 from kstatpy.select import RegexError
 from kstatpy.select import SelectorPatterns
@@ -44,38 +49,9 @@ if TYPE_CHECKING:
 
 __all__ = ["HELP", "main", "run"]
 
-HELP = (
-    USAGE
-    + """
-Report kernel statistics (kstats), as illumos kstat(8) does.
 
-Options (as illumos): -C parseable with ':' before the value, -c class, -i instance,
--j JSON, -l list names only, -m module, -n name, -p parseable, -q quiet (exit status
-only), -s statistic, -T d|u timestamp, -V values only (with -p), -h/-? usage.
-Patterns are shell globs, or /extended regular expressions/ (unanchored).
-
-kstatpy additions:
-  --socket PATH   read from the kstatd listening on PATH (also $KSTAT_SOCKET);
-                  without either, the default socket is tried, and when nothing
-                  answers there the providers are loaded in this process
-  --rate          counters as per-second rates: the first report averages since
-                  the kstat's crtime, later ones cover the interval; a re-created
-                  kstat or a counter that went back is a reset (stderr; "reset"
-                  in JSON); 32-bit counters are unwrapped
-  --ndjson        one JSON object per kstat per line, with the report's wall-clock
-                  "timestamp" and "snaptime"; flushed after each report
-  --describe      the selected statistics' metadata (kind, type, unit,
-                  description) instead of their values; -j for JSON
-  --help          this text
-  --version       print kstatpy's version
-
-Differences from illumos: -j output is valid JSON (no \\? escape, UTF-8 as UTF-8,
-exact 64-bit integers, every interval report a complete [ ... ] array). RAW kstats
-are shown where illumos decodes them (cpu_stat, unix:sysinfo, unix:vminfo, unix:var).
-
-Exit status: 0 statistics matched, 1 none matched, 2 usage error, 3 fatal error.
-"""
-)
+#: Where the current run reads from: "kstatd" or "in-process" (for main's messages).
+SOURCE = ["kstatd"]
 
 
 class FatalError(Exception):
@@ -101,7 +77,9 @@ def open_source(opts: Options, environ: Any = None) -> tuple[Any, Any]:
     """``(kc, cleanup)``: a kstatd handle, or the embedded chain's (see the module docstring)."""
     from kstatpy.client import kstat_open
     from kstatpy.errors import KstatError
+    from kstatpy.errors import RequestTimeoutError
     from kstatpy.errors import ServerUnavailableError
+    from kstatpy.errors import UntrustedServerError
     from kstatpy.protocol import default_socket_path
     from kstatpy.safepath import UnsafePathError
 
@@ -109,18 +87,23 @@ def open_source(opts: Options, environ: Any = None) -> tuple[Any, Any]:
     named = opts.socket or environ.get("KSTAT_SOCKET") or None
     path = named or default_socket_path()
     try:
-        return kstat_open(named, read_chain=False), None
+        return kstat_open(named, timeout=opts.timeout, read_chain=False, trust=opts.trust_uids), None
     except UnsafePathError as exc:  # a directory another user controls: never used
         if named is not None:
             raise FatalError(f"kstat_open: {exc.message}") from exc
         # The default path, squatted by another user: read the host in-process (nothing
         # of theirs is read) and say so, so a squatter can neither spoof nor silence kstat.
         sys.stderr.write(f"kstat: {exc.message}; reading in-process\n")
+    except (UntrustedServerError, RequestTimeoutError) as exc:  # the message names the socket
+        raise FatalError(f"kstat_open: {exc.message}") from exc
     except ServerUnavailableError as exc:
-        if named is not None:
-            raise FatalError(f"kstat_open: {path}: {_strerror(exc.errno)}") from exc
+        # Only "nothing listens" at the default path means "read in-process" (§9.7 step 5).
+        if named is not None or exc.errno not in (errno.ENOENT, errno.ECONNREFUSED):
+            why = "not a socket" if exc.errno == errno.ENOTSOCK else _strerror(exc.errno)
+            raise FatalError(f"kstat_open: {path}: {why}") from exc
     except KstatError as exc:
-        raise FatalError(f"kstat_open: {path}: {_strerror(exc.errno)}") from exc
+        why = exc.message if exc.errno == errno.EINVAL and exc.message else _strerror(exc.errno)
+        raise FatalError(f"kstat_open: {path}: {why}") from exc
     return open_embedded(_wants_module(opts))
 
 
@@ -144,6 +127,7 @@ def open_embedded(wants_module: Any = None) -> tuple[Any, Any]:
     chain = Chain(config=None if wants_module is None else {WANTS_MODULE: wants_module})
     providers.attach(chain)
     kc = kstat_open_chain(chain, refresh=lambda: providers.refresh(chain), providers=providers, read_chain=False)
+    SOURCE[0] = "in-process"
 
     def cleanup() -> None:
         kc.close()
@@ -191,7 +175,7 @@ def _write(stream: BinaryIO, chunks: list[str]) -> None:
         data = text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # a lone surrogate a provider put in a string
         data = text.encode("utf-8", "backslashreplace")
-    stream.write(data)
+    write_fully(stream, data)  # a raw (unbuffered) stream may take fewer bytes: loop
     stream.flush()
 
 
@@ -340,6 +324,11 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     from kstatpy.errors import KstatError
 
+    complete_stdio()
+    if sys.stdout is None:  # started with fd 1 closed (">&-")
+        stdout_closed("kstat")
+    if sys.stderr is None:  # "2>&-": errors go nowhere, the exit status still tells
+        sys.stderr = open(os.devnull, "w")
     try:
         code = run(sys.argv[1:] if argv is None else argv, sys.stdout.buffer, sys.stderr.buffer, install_signals=True)
         sys.stdout.flush()
@@ -350,9 +339,11 @@ def main(argv: list[str] | None = None) -> None:
             pass
         code = 3
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        # A reply framed right but not of docs/PROTOCOL.md's shapes (a broken or hostile server).
+        # A reply framed right but not of docs/PROTOCOL.md's shapes (a broken or hostile
+        # server); read in-process, the same is a bug of kstat or a provider: say which.
+        where = "malformed reply from kstatd" if SOURCE[0] == "kstatd" else "internal error reading in-process"
         try:
-            sys.stderr.write(f"kstat: malformed reply from kstatd: {type(exc).__name__}: {exc}\n")
+            sys.stderr.write(f"kstat: {where}: {type(exc).__name__}: {exc}\n")
         except OSError:
             pass
         code = 3

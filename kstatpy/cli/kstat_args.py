@@ -92,6 +92,8 @@ class Options:
         self.interval = 0
         self.count = 1  # -1: forever
         self.socket: str | None = None
+        self.timeout: float | None = None  # --timeout SECONDS (None: $KSTAT_TIMEOUT, else 10)
+        self.trust_uids: list[int] = []  # --trust-uid N (a named socket only)
         self.help = False
         self.rate = False  # --rate: counters as per-second rates
         self.ndjson = False  # --ndjson: one JSON object per kstat per report
@@ -177,22 +179,40 @@ def _long_option(argv: list[str], i: int, opts: Options) -> int:
     if arg in _LONG_FLAGS:
         setattr(opts, _LONG_FLAGS[arg], True)
         return i + 1
-    if arg.startswith("--socket="):
-        opts.socket = _socket_arg(arg[len("--socket=") :])
-        return i + 1
-    if arg == "--socket":
-        if i + 1 >= len(argv):
-            raise UsageError(f"{PROG}: option requires an argument -- socket\n")
-        opts.socket = _socket_arg(argv[i + 1])
-        return i + 2
+    for name, parse in (("socket", _socket_arg), ("timeout", _timeout_arg), ("trust-uid", _uid_arg)):
+        if arg.startswith(f"--{name}="):
+            parse(arg[len(name) + 3 :], opts)
+            return i + 1
+        if arg == f"--{name}":
+            if i + 1 >= len(argv):
+                raise UsageError(f"{PROG}: option requires an argument -- {name}\n")
+            parse(argv[i + 1], opts)
+            return i + 2
     raise UsageError(f"{PROG}: illegal option -- {arg[2:]}\n")
 
 
-def _socket_arg(path: str) -> str:
+def _socket_arg(path: str, opts: Options) -> None:
     # An empty path would mean "the default": never a silent fall back (issue 13).
     if not path:
         raise UsageError(f"{PROG}: --socket needs a non-empty PATH\n")
-    return path
+    opts.socket = path
+
+
+def _timeout_arg(text: str, opts: Options) -> None:
+    # docs/PROTOCOL.md §9.7 step 4: a finite number of seconds > 0 and <= 86400.
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= 86400:
+        raise UsageError(f"{PROG}: --timeout needs a number of seconds > 0 and <= 86400, not {text!r}\n")
+    opts.timeout = seconds
+
+
+def _uid_arg(text: str, opts: Options) -> None:
+    if not (text.isascii() and text.isdigit() and int(text) < 0xFFFFFFFF):
+        raise UsageError(f"{PROG}: --trust-uid needs a numeric uid, not {text!r}\n")
+    opts.trust_uids.append(int(text))
 
 
 def _flag(c: str, opts: Options) -> None:
@@ -251,10 +271,10 @@ def parse_args(argv: list[str]) -> Options:
 
     numbers = 0
     for text in argv[optind:]:
-        if text == "--socket" or text.startswith("--socket="):
+        if text.startswith(("--socket", "--timeout", "--trust-uid")):
             # getopt stopped at the first operand; taking this as a pattern would
             # silently read another socket (or the embedded chain) than the one named.
-            raise UsageError(f"{PROG}: --socket must come before the operands\n")
+            raise UsageError(f"{PROG}: {text.split('=')[0]} must come before the operands\n")
         value, erange = strtoul(text)
         if erange:
             raise UsageError("Interval is too large\n" if numbers == 0 else "Count is too large\n")

@@ -8,7 +8,8 @@ error (exit 3).
 
 Text: a kstat(8)-style header per kstat, then one line a statistic: name, kind,
 data type, unit, description (``-`` for what nobody declared; host-sized units
-show their size, ``[1 tick = 0.01 seconds]``). ``-j``: a JSON array of
+show their size, ``[1 tick = 0.01 seconds]``; a statistic with no source on this
+host reads "no source (always 0 on this host): ..."). ``-j``: a JSON array of
 ``{"module", "instance", "name", "class", "type", "stats": [STAT, ...]}``.
 """
 
@@ -110,6 +111,8 @@ def describe_report(
             kind = s["kind"] or "-"
             unit = s["unit"] if s["unit"] else "-"
             what = (s["description"] or "(no metadata declared)") + _scale_note(s)
+            if s.get("no_source"):
+                what = "no source (always 0 on this host): " + what
             out.append(f"\t{s['name']:<30}  {kind:<10}  {_type_name(s['data_type']):<6}  {unit:<7}  {what}\n")
         out.append("\n")
     return bool(blocks)

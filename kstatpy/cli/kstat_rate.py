@@ -19,6 +19,9 @@ Contract
       crtime), the rate since the new crtime, and the instance is flagged
       (``reset``). Nothing is ever negative.
 
+    A statistic whose metadata says it has no source on this host (``no_source``,
+    docs/PROTOCOL.md §9.3) is left out of the report: its 0 is not a rate of 0.
+
     Rates print with 3 decimals (text) or as JSON numbers.
 """
 
@@ -79,6 +82,7 @@ class RateState:
     def __init__(self) -> None:
         self.prev: dict[tuple[str, int, str], tuple[int, int, int, dict[str, int]]] = {}
         self.meta: dict[tuple[int, int], dict[str, tuple[str | None, int | None]]] = {}
+        self.no_source: dict[tuple[int, int], frozenset[str]] = {}
 
     def _describe(self, kc: Any, ksps: list[Any]) -> None:
         need = [k for k in ksps if (k.ks_kid, k.ks_crtime) not in self.meta]
@@ -86,9 +90,12 @@ class RateState:
             return
         for ksp, (code, desc) in zip(need, kstat_describe(kc, [k.ks_kid for k in need]), strict=True):
             kinds: dict[str, tuple[str | None, int | None]] = {}
+            none: frozenset[str] = frozenset()
             if code == 0 and desc is not None:
                 kinds = {s["name"]: (s["kind"], s["data_type"]) for s in desc["stats"]}
+                none = frozenset(s["name"] for s in desc["stats"] if s.get("no_source"))
             self.meta[(ksp.ks_kid, ksp.ks_crtime)] = kinds
+            self.no_source[(ksp.ks_kid, ksp.ks_crtime)] = none
 
     def apply(self, kc: Any, instances: list[Instance]) -> list[str]:
         """Turn the counters of this report's ``instances`` into rates, in place.
@@ -112,6 +119,7 @@ class RateState:
         self.prev = {k: v for k, v in self.prev.items() if k in by_name}
         live = {(k.ks_kid, k.ks_crtime) for _, k in read}
         self.meta = {k: v for k, v in self.meta.items() if k in live}
+        self.no_source = {k: v for k, v in self.no_source.items() if k in live}
         return notes
 
     def _one(self, inst: Instance, ksp: Any) -> list[str]:
@@ -130,6 +138,9 @@ class RateState:
         elapsed = 0 if prev is None else snaptime - prev[2]
         values: dict[str, int] = {}
         went_back = []
+        none = self.no_source.get((kid, crtime))
+        if none:
+            inst.stats[:] = [s for s in inst.stats if s[0] not in none]
         stats = inst.stats
         for i, (name, _text, is_str) in enumerate(stats):
             kind, dt = kinds.get(name, (None, None))

@@ -8,115 +8,37 @@ message names the socket), 2 on usage errors, 70 after a panic with
 
 from __future__ import annotations
 
-import grp
 import logging
 import os
-import pwd
 import signal
 import sys
-from collections.abc import Callable
-from typing import Any
 
 import click
 
 from kstatpy import __version__
 from kstatpy.cli.guard import GuardedCommand
+from kstatpy.cli.kstatd_options import MAX_BYTES
+from kstatpy.cli.kstatd_options import MAX_CONNECTIONS
+from kstatpy.cli.kstatd_options import Seconds
+from kstatpy.cli.kstatd_options import _bytes
+from kstatpy.cli.kstatd_options import _check_allow
+from kstatpy.cli.kstatd_options import _check_metrics
+from kstatpy.cli.kstatd_options import _check_select
+from kstatpy.cli.kstatd_options import _check_socket
+from kstatpy.cli.kstatd_options import _crash_dir
+from kstatpy.cli.kstatd_options import _each
+from kstatpy.cli.kstatd_options import _gid
+from kstatpy.cli.kstatd_options import _metrics_options
+from kstatpy.cli.kstatd_options import _uid
+from kstatpy.cli.kstatd_options import _zone
+from kstatpy.config import config_option
 from kstatpy.ioctl import DEFAULT_MAX_REPLY
 from kstatpy.protocol import DEFAULT_MAX_REQUEST
 from kstatpy.protocol import default_socket_path
+from kstatpy.safepath import priv_socket_path
+from kstatpy.safepath import root_run_dir
 
 __all__ = ["main"]
-
-
-#: The longest timeout option accepted (seconds): a year, within threading.TIMEOUT_MAX.
-MAX_TIMEOUT = 365 * 86400.0
-
-
-class Seconds(click.FloatRange):
-    """A finite number of seconds in ``[min, MAX_TIMEOUT]``: nan and inf are usage errors (exit 2)."""
-
-    name = "seconds"
-
-    def __init__(self, min: float) -> None:
-        super().__init__(min, MAX_TIMEOUT)
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        rv = super().convert(value, param, ctx)
-        if rv != rv or rv in (float("inf"), float("-inf")):  # nan compares unequal to itself
-            self.fail(f"{value!r} is not a finite number of seconds.", param, ctx)
-        return rv
-
-
-def _id_of(spec: str, lookup: Callable[[str], int], what: str) -> int:
-    # --allow-write takes a number or a name (pwd/grp database).
-    if spec.isdigit():
-        return int(spec)
-    try:
-        return lookup(spec)
-    except KeyError:
-        raise click.BadParameter(f"no such {what} {spec!r}", param_hint="--allow-write") from None
-
-
-def _uid(spec: str) -> int:
-    return _id_of(spec, lambda name: pwd.getpwnam(name).pw_uid, "user")
-
-
-def _gid(spec: str) -> int:
-    return _id_of(spec, lambda name: grp.getgrnam(name).gr_gid, "group")
-
-
-def _zone(spec: str) -> tuple[str, str]:
-    name, sep, path = spec.partition("=")
-    if not sep or not name or not path or name == "global":
-        raise click.BadParameter(f"{spec!r}: expected NAME=PATH (NAME not 'global')", param_hint="--zone")
-    try:
-        name.encode("utf-8")  # the zone name goes on the wire (HELLO)
-    except UnicodeEncodeError:
-        raise click.BadParameter(f"{spec!r}: the zone NAME is not valid UTF-8", param_hint="--zone") from None
-    return name, path
-
-
-def _crash_dir(ctx: click.Context, param: click.Parameter, path: str | None) -> str | None:
-    # Checked at start: a crash report must not create a directory tree nobody asked for.
-    if path is not None and not os.path.isdir(path):
-        why = "does not exist" if not os.path.lexists(path) else "is not a directory"
-        raise click.BadParameter(f"{path}: {why}")
-    if path is not None and not os.access(path, os.W_OK | os.X_OK):
-        raise click.BadParameter(f"{path}: not writable")
-    return path
-
-
-def _metrics_options(metrics: str | None, select: tuple[str, ...]) -> tuple[tuple[str, int] | None, list[Any]]:
-    # --metrics HOST:PORT and --metrics-select, checked before anything starts.
-    if metrics is None:
-        if select:
-            raise click.UsageError("--metrics-select needs --metrics")
-        return None, []
-    from kstatpy.exporter import parse_listen
-    from kstatpy.exporter import parse_select
-
-    try:
-        listen = parse_listen(metrics)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--metrics") from None
-    try:
-        return listen, [parse_select(s) for s in select]
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--metrics-select") from None
-
-
-def _bytes(ctx: click.Context, param: click.Parameter, spec: str | None) -> int | None:
-    # --kmem-history: a byte count with an optional K, M or G suffix (powers of 1024).
-    if spec is None:
-        return None
-    text = spec.strip().upper().removesuffix("B")
-    scale = 1
-    if text[-1:] in ("K", "M", "G"):
-        scale = 1024 ** ("KMG".index(text[-1]) + 1)
-        text = text[:-1]
-    if not text.isdigit():
-        raise click.BadParameter(f"{spec!r}: expected a byte count such as 4194304, 512K or 16M")
-    return int(text) * scale
 
 
 def _say(text: str) -> None:
@@ -152,11 +74,21 @@ def _fix_mmap_threshold() -> None:
 
 @click.command(cls=GuardedCommand, name="kstatd", context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="kstatd", message="%(prog)s (kstatpy %(version)s)")
+@config_option()
 @click.option(
-    "--socket", "socket_path", metavar="PATH", envvar="KSTAT_SOCKET", show_envvar=True,
-    help="The global zone's socket [default: $XDG_RUNTIME_DIR/kstatpy/kstat.sock, else /tmp/kstatpy-UID/kstat.sock].",
+    "--socket", "socket_path", metavar="PATH", envvar="KSTAT_SOCKET", show_envvar=True, callback=_each(_check_socket),
+    help="The global zone's socket [default: /run/kstatpy/kstat.sock as root (with root's privileged "
+    "/run/kstatpy/priv/kstat.sock), else $XDG_RUNTIME_DIR/kstatpy/kstat.sock, else /tmp/kstatpy-UID/kstat.sock]. "
+    "Run as root, kstatd also listens at DIR/priv/NAME (directory 0700) beside every socket.",
 )  # fmt: skip
-@click.option("--zone", "zones", metavar="NAME=PATH", multiple=True, help="Add a socket for zone NAME (repeatable).")
+@click.option(
+    "--zone",
+    "zones",
+    metavar="NAME=PATH",
+    multiple=True,
+    callback=_each(_zone),
+    help="Add a socket for zone NAME (repeatable).",
+)
 @click.option(
     "--plugin", "plugins", metavar="MODULE", multiple=True, help="Load a provider module by import name (repeatable)."
 )
@@ -165,24 +97,25 @@ def _fix_mmap_threshold() -> None:
     "allow",
     metavar="UID|@GROUP",
     multiple=True,
+    callback=_each(_check_allow),
     help="Also privilege this user or group (repeatable).",
 )
 @click.option(
     "--max-request",
-    type=click.IntRange(1),
+    type=click.IntRange(16, MAX_BYTES),
     default=DEFAULT_MAX_REQUEST,
     show_default=True,
     help="Largest request body in bytes.",
 )
 @click.option(
     "--max-reply",
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_BYTES),
     default=DEFAULT_MAX_REPLY,
     show_default=True,
     help="Byte budget of one READ_MANY, SELECT or DESCRIBE reply; later entries are answered E2BIG.",
 )
 @click.option(
-    "--max-connections", type=click.IntRange(1), default=256, show_default=True, help="Connections served at once."
+    "--max-connections", type=click.IntRange(1, MAX_CONNECTIONS), default=256, show_default=True, help="Connections served at once."
 )
 @click.option(
     "--read-timeout",
@@ -222,10 +155,14 @@ def _fix_mmap_threshold() -> None:
     help="Seconds providers get to detach at shutdown; past that kstatd exits 75 without them.",
 )
 @click.option(
-    "--metrics", "metrics", metavar="HOST:PORT", help="Serve Prometheus/OpenMetrics /metrics on HOST:PORT (HTTP)."
+    "--metrics",
+    "metrics",
+    metavar="HOST:PORT",
+    callback=_each(_check_metrics),
+    help="Serve Prometheus/OpenMetrics /metrics on HOST:PORT (HTTP).",
 )
 @click.option(
-    "--metrics-select", "metrics_select", metavar="SELECTOR", multiple=True,
+    "--metrics-select", "metrics_select", metavar="SELECTOR", multiple=True, callback=_each(_check_select),
     help="Export only kstats matching module:instance:name:statistic (kstat operand syntax; repeatable).",
 )  # fmt: skip
 @click.option(
@@ -244,17 +181,17 @@ def _fix_mmap_threshold() -> None:
 )
 @click.option(
     "--max-per-uid",
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_CONNECTIONS),
     help="Connections one peer uid may hold (root and kstatd's own uid excepted) [default: a quarter of --max-connections].",
 )
 @click.option(
     "--max-per-zone",
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_CONNECTIONS),
     help="Connections one non-global zone socket may hold [default: a quarter of --max-connections].",
 )
 @click.option(
     "--reserved-connections",
-    type=click.IntRange(0),
+    type=click.IntRange(0, MAX_CONNECTIONS),
     help="Of --max-connections, slots only root and kstatd's own uid may take [default: an eighth, at most 16].",
 )
 @click.option(
@@ -262,6 +199,13 @@ def _fix_mmap_threshold() -> None:
     metavar="BYTES",
     callback=_bytes,
     help="Bookkeeping kept for freed buffers (::whatis history), e.g. 16M; 0 keeps none [default: 1M].",
+)
+@click.option(
+    "--deadman-seconds",
+    type=Seconds(0),
+    default=10.0,
+    show_default=True,
+    help="Report a kstat_delete or hold that has waited this long, with both threads' stacks (0: off).",
 )
 @click.option("-v", "--verbose", count=True, help="Log more (-vv: debug).")
 def main(
@@ -286,6 +230,7 @@ def main(
     max_per_zone: int | None,
     reserved_connections: int | None,
     kmem_history: int | None,
+    deadman_seconds: float,
     verbose: int,
 ) -> None:
     """kstatd: serve the kstat chain over a Unix socket (docs/PROTOCOL.md, version 1)."""
@@ -297,7 +242,7 @@ def main(
     gids = frozenset(_gid(a[1:]) for a in allow if a.startswith("@"))
     if socket_path == "":
         raise click.BadParameter("the socket path must not be empty", param_hint="--socket")
-    path = socket_path or default_socket_path()
+    path = socket_path or (os.path.join(root_run_dir(), "kstat.sock") if os.geteuid() == 0 else default_socket_path())
     listen, selectors = _metrics_options(metrics, metrics_select)
     quarter = max(1, max_connections // 4)
     max_per_uid = quarter if max_per_uid is None else max_per_uid
@@ -311,6 +256,15 @@ def main(
         )
     if len({path, *(p for _, p in zone_list)}) != 1 + len(zone_list):
         raise click.UsageError("every socket path must differ")
+    from kstatpy.systemd import ActivationError
+    from kstatpy.systemd import assign
+    from kstatpy.systemd import listen_fds
+
+    try:  # socket activation: sockets systemd bound for us (kstatd.socket)
+        inherited = assign(listen_fds(), {"global": path, **dict(zone_list)})
+    except ActivationError as exc:
+        _say(f"kstatd: {exc}\n")
+        sys.exit(1)
 
     from kstatpy.chain import Chain
     from kstatpy.kmem import Kmem
@@ -325,6 +279,8 @@ def main(
         read_timeout=read_timeout, allow_uids=uids, allow_gids=gids, on_panic=on_panic, crash_dir=crash_dir,
         detach_timeout=detach_timeout, idle_timeout=idle_timeout, frame_timeout=frame_timeout,
         max_per_uid=max_per_uid, max_per_zone=max_per_zone, reserved_connections=reserved_connections,
+        inherited=inherited,
+        deadman_seconds=deadman_seconds,
     )  # fmt: skip
     chain = Chain(kmem=Kmem(audit=kmem_audit), config={"vmm_teardown": vmm_teardown, "zones": config.zone_ids()})
     trace_to_stderr("kstatd")  # $KSTATPY_TRACE_PLUGINS: whatever -v says
@@ -332,11 +288,15 @@ def main(
         chain.kmem.history_bytes = kmem_history
     providers = load_providers(modules=plugins)
     daemon = Kstatd(chain, providers, config, report=_say)
+    # A thread waiting for the GIL gets it within 0.5 ms, not 5: a small request (root's)
+    # queued behind another user's expensive one waits less (issue 21, RELIABILITY.md).
+    sys.setswitchinterval(0.0005)
     # Before anything can answer a client: a SIGTERM sent as soon as kstatd answers
     # must find the handler (stop() only sets a flag; serve_forever acts on it).
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())
     exporter = None
+    metrics_url = "off"
     if listen is not None:  # bound first: a busy port costs nothing else
         from kstatpy.exporter import Exporter
 
@@ -346,7 +306,7 @@ def main(
         except OSError as exc:
             _say(f"kstatd: --metrics {metrics}: cannot listen: {exc.strerror or exc}\n")
             sys.exit(1)
-        logging.getLogger("kstatpy.exporter").info("metrics on http://%s:%d/metrics", host, port)
+        metrics_url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
     try:
         daemon.bind()  # before attach: a second kstatd fails here, having touched nothing
     except DaemonError as exc:
@@ -358,9 +318,17 @@ def main(
     providers.attach(chain)
     _tune_gc()
     daemon.start()
-    logging.getLogger("kstatpy.server").info(
-        "listening on %s (providers: %s)", path, ", ".join(providers.names()) or "none"
-    )
+    from kstatpy.systemd import notify
+
+    # The one line that says kstatd is ready (and where), also systemd's STATUS=.
+    ready = "ready: listening on {}{}, zones {}, privileged {}, metrics {} (providers: {})".format(
+        path, " (passed by systemd)" if path in inherited else "",
+        ", ".join(f"{name}={zpath}" for name, zpath in zone_list) or "none",
+        priv_socket_path(path) if priv_socket_path(path) in daemon.priv_paths else "none",  # zones': beside theirs
+        metrics_url, ", ".join(providers.names()) or "none",
+    )  # fmt: skip
+    _say(f"kstatd: {ready}\n")
+    notify(f"READY=1\nSTATUS={ready}\nMAINPID={os.getpid()}")
     status = daemon.serve_forever()
     if exporter is not None and not status:
         exporter.stop()

@@ -15,6 +15,7 @@ dcmds
     ``::kstat [-d]``              every kstat (address, module, instance, name, ks_private);
                                   ``-d``: only those whose ks_private points into freed memory
     ``::walk kstat``              the kstats' addresses, one a line (pipes them)
+    ``::lockorder``               a lock-order panic's cycle: each edge, its thread, call and stack
     ``::help``, ``::dcmds``       this list;  ``$q``, ``::quit``: leave
 
 Errors raise :class:`MdbError` with mdb-like one-line messages; :func:`run_line`
@@ -31,6 +32,7 @@ from dataclasses import field
 from kstatpy.crashdump import CrashDump
 from kstatpy.kmem import whatis_text
 from kstatpy.panic import KSTAT_T_MEMBERS
+from kstatpy.panic import lockorder_lines
 from kstatpy.panic import print_kstat_t
 
 __all__ = ["HELP", "MdbError", "Quit", "run_line"]
@@ -43,6 +45,7 @@ ADDR::print kstat_t [M..] print a kstat header, or members M of it
 ADDR::whatis              print which kmem buffer holds ADDR, allocated or freed, and by whom
 ::kstat [-d]              list the kstats (-d: those whose ks_private points into freed memory)
 ::walk kstat              print every kstat's address (for pipes)
+::lockorder               print a lock-order panic's cycle (each edge's thread, call and first stack)
 A | B                     run B on every value A prints
 ::help, ::dcmds           print this list
 $q, ::quit                quit"""
@@ -195,6 +198,13 @@ def _walk(dump: CrashDump, addr: int | None, args: list[str]) -> Output:
     return Output([f"{k['addr']:x}" for k in dump.kstats], [k["addr"] for k in dump.kstats])
 
 
+def _lockorder(dump: CrashDump, addr: int | None, args: list[str]) -> Output:
+    section = dump.doc.get("lockorder")
+    if not section:
+        raise MdbError("::lockorder: this dump is not of a lock-order panic (see ::status)")
+    return Output(lockorder_lines(section["cycle"])[:-1])
+
+
 def _help(dump: CrashDump, addr: int | None, args: list[str]) -> Output:
     return Output(HELP.split("\n"))
 
@@ -213,6 +223,7 @@ _DCMDS: dict[str, Callable[[CrashDump, int | None, list[str]], Output]] = {
     "::whatis": _whatis,
     "::kstat": _kstat,
     "::walk": _walk,
+    "::lockorder": _lockorder,
     "::help": _help,
     "::dcmds": _help,
     "$q": _quit,

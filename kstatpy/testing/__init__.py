@@ -3,7 +3,8 @@
 The pytest plugin (``kstatpy.testing.plugin``, registered through the ``pytest11``
 entry point, so installing kstatpy is enough) gives the fixtures ``kstat_chain``,
 ``kstatd``, ``kstat_cli`` and ``lifetime_race``; the harness itself is
-:func:`lifetime_race` (``kstatpy.testing.race``). docs/PROVIDERS.md shows them in use.
+:func:`lifetime_race` (``kstatpy.testing.race``); its controlled schedules are
+:func:`controlled_race` and :func:`explore` (``kstatpy.testing.schedule``). docs/PROVIDERS.md shows them in use.
 Names load lazily (PEP 562): pytest imports the plugin in every session, and the
 harness pulls in the chain and pluggy only when a test uses it.
 """
@@ -18,6 +19,11 @@ _WHERE = {
     "RaceContext": "kstatpy.testing.race",
     "RaceResult": "kstatpy.testing.race",
     "lifetime_race": "kstatpy.testing.race",
+    "ExploreResult": "kstatpy.testing.schedule",
+    "ScheduleAborted": "kstatpy.testing.schedule",
+    "Scheduler": "kstatpy.testing.schedule",
+    "controlled_race": "kstatpy.testing.schedule",
+    "explore": "kstatpy.testing.schedule",
     "KstatdProcess": "kstatpy.testing.plugin",
 }
 

@@ -3,7 +3,8 @@
 Fixtures
     ``kstat_chain``
         a fresh :class:`~kstatpy.chain.Chain` whose debug heap audits every free
-        (``Kmem(audit=True)``): a free that a live kstat points into traps at once.
+        (``Kmem(audit=True)``): a free that a live kstat points into traps at once,
+        and a lock order that closes a cycle too (the lock-order checker, on with it).
     ``kstatd``
         a factory: ``kd = kstatd("vmm", "my_provider_module", args=[...])`` starts a
         real ``kstatd`` subprocess with exactly those providers (entry-point names,

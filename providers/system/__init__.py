@@ -1,7 +1,9 @@
 """The ``system`` provider: the host's statistics (Linux /proc and /sys) under illumos names.
 
 ``unix:0:system_misc``, ``unix:0:system_pages`` (``unix``), the RAW
-``unix:0:sysinfo``, ``unix:0:vminfo``, ``unix:0:var`` (``unixraw``), per CPU
+``unix:0:sysinfo``, ``unix:0:vminfo``, ``unix:0:var`` (``unixraw``),
+``unix:0:dnlcstats``, ``unix:0:file_cache`` and the slab caches, ``vmem:0:kmem_oversize``,
+``zones:0:global`` (``hostwide``: what illumos' own tools look up), per CPU
 ``cpu_info:N:cpu_infoN`` (``cpu``), ``cpu:N:sys``, ``cpu:N:vm`` and the RAW
 ``cpu_stat:N:cpu_statN`` (``cpustat``), ``link:0:IFNAME`` (``link``), block devices
 as IO kstats with an error kstat (``disk``), the MIB-II kstats (``mib2``) and

@@ -15,6 +15,12 @@ this host's cpuinfo lacks is left out. Each read takes the rest:
     clock_MHz     ``cpuN/cpufreq/cpuinfo_max_freq`` / 1000, else cpuinfo's MHz at creation
     current_clock_Hz  ``cpuN/cpufreq/scaling_cur_freq`` x 1000, else cpuinfo's MHz now
     Topology a kernel does not report reads as -1.
+On x86 (a cpuinfo block with ``vendor_id``), what illumos' x86 cpu_info always has and
+psrinfo -v reads without checking: cpu_type ``i386`` and fpu_type ``i387 compatible``
+(illumos' names on every x86 machine, amd64 included); implementation, illumos' line
+``x86 (chipid 0xC VENDOR SIGNATURE family F model M step S clock N MHz)`` with the cpuid
+signature rebuilt from family, model and stepping; socket_type ``""``, marked no source
+(Linux does not report the socket's package type).
 
     Topology is read until it is known, then kept (it cannot change while the CPU
     exists). ``crtime``: the boot for a CPU present at attach (its ``state_begin``
@@ -58,6 +64,22 @@ _IDENTITY: tuple[tuple[str, int, str, Callable[[str], Any]], ...] = (
     ("ncpu_per_chip", KSTAT_DATA_INT32, "siblings", int),
     ("ncore_per_chip", KSTAT_DATA_INT32, "cpu cores", int),
 )
+
+
+def cpuid_signature(family: int, model: int, stepping: int) -> int:
+    """CPUID leaf 1's EAX from the decoded family, model and stepping (Intel SDM vol. 2A,
+    CPUID: extended family over 15, extended model in bits 16-19)."""
+    base_family = min(family, 15)
+    ext_family = family - 15 if family >= 15 else 0
+    return (ext_family << 20) | ((model >> 4) << 16) | (base_family << 8) | ((model & 0xF) << 4) | (stepping & 0xF)
+
+
+def implementation(identity: dict[str, Any], chip_id: int, mhz: int) -> str:
+    """illumos' x86 cpu_info ``implementation`` line for this CPU."""
+    family, model, step = identity.get("family", 0), identity.get("model", 0), identity.get("stepping", 0)
+    sig = cpuid_signature(family, model, step)
+    return (f"x86 (chipid {chip_id:#x} {identity.get('vendor_id', '')} {sig:X} family {family} model {model} "
+            f"step {step} clock {mhz} MHz)")  # fmt: skip
 
 
 def parse_cpuinfo(text: str) -> dict[int, dict[str, str]]:
@@ -151,6 +173,8 @@ class CpuInfoSource:
         else:
             cur_hz = round(_cpu_mhz(root.read_bytes("proc/cpuinfo"), self.cpu) * 1e6)
         out = dict(self.identity)
+        if "cpu_type" in out:
+            out["implementation"] = implementation(out, chip_id, max_khz // 1000 if max_khz is not None else round(self.mhz))
         out.update(
             state=state,
             state_begin=self.state_begin,
@@ -172,7 +196,13 @@ def create_cpu_info(
     """
     identity: dict[str, Any] = {}
     fields: list[tuple[str, int]] = [("state", KSTAT_DATA_CHAR), ("state_begin", KSTAT_DATA_LONG)]
+    x86 = "vendor_id" in info
+    if x86:
+        identity.update(cpu_type="i386", fpu_type="i387 compatible")
+        fields += [("cpu_type", KSTAT_DATA_CHAR), ("fpu_type", KSTAT_DATA_STRING)]
     fields += [("clock_MHz", KSTAT_DATA_LONG), ("chip_id", KSTAT_DATA_LONG)]
+    if x86:
+        fields.append(("implementation", KSTAT_DATA_STRING))
     for name, data_type, key, conv in _IDENTITY[:1]:
         if key in info:
             identity[name] = conv(info[key])
@@ -185,6 +215,8 @@ def create_cpu_info(
             continue
         fields.append((name, data_type))
     fields.append(("pkg_core_id", KSTAT_DATA_LONG))
+    if x86:
+        fields.append(("socket_type", KSTAT_DATA_STRING))
     freq = f"sys/devices/system/cpu/cpu{cpu}/cpufreq/"
     source = CpuInfoSource(
         root, cpu, identity, since_boot,
@@ -192,4 +224,5 @@ def create_cpu_info(
         cur_freq=root.exists(freq + "scaling_cur_freq"),
         mhz=float(info.get("cpu MHz", 0.0) or 0.0),
     )  # fmt: skip
-    return create_named(chain, "cpu_info", cpu, f"cpu_info{cpu}", "misc", fields, source, crtime=origin)
+    absent = ("socket_type",) if x86 else ()
+    return create_named(chain, "cpu_info", cpu, f"cpu_info{cpu}", "misc", fields, source, crtime=origin, absent=absent)

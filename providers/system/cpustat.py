@@ -26,21 +26,27 @@ CPU time (``proc/stat``'s ``cpuN`` line, USER_HZ ticks), mapped as illumos accou
   to the time elapsed, as on illumos. (``proc/uptime`` counts time suspended, so
   a host that suspends gets that time as idle.)
 
-Other cpu:N:sys counters, per CPU (a record whose source this host lacks is left out):
-    intr        the CPU's column of ``proc/interrupts``, summed over every line
-    xcalls      the CAL (function call) and TLB (shootdown) lines of that column
+Other cpu:N:sys counters, per CPU. Every record of illumos' cpu_sys_stats_ks_data is
+published, in its order (mpstat and vmstat look them up without checking); a record this
+host has no source for reads 0 and is marked no source (kstatpy.metadata.no_source):
+    intr        the CPU's column of ``proc/interrupts``, summed over every line but TLB
+    xcalls      the CAL (function call) line (TLB shootdowns arrive as function calls:
+                the TLB line counts flushes inside CAL's interrupts, and is never added)
     intrthread  the CPU's column of ``proc/softirqs``, summed (deferred interrupt
                 work: what illumos runs as interrupt threads)
     pswitch     ``proc/schedstat``: timeslices run (pcount) + switches to idle
                 (sched_goidle); idlethread: sched_goidle. Both need schedstats
                 enabled (``kernel.sched_schedstats``), else only pswitch = pcount.
-  Linux keeps no per-CPU count of the rest (trap, syscall, sysread, sysfork,
-  inv_swtch, cpumigrate, mutex_adenters, ...): left out, never split.
+                Without ``proc/schedstat``: ``proc/stat``'s machine-wide ``ctxt``,
+                charged whole to the CPU that carries cpu:N:vm (the others read 0)
+    sysfork     ``proc/stat``'s ``processes`` (forks and clones since boot; Linux
+                counts threads created too), charged the same way
+  No source (never split from a machine-wide count): the rest (docs/SYSTEM-PROVIDER.md).
 
-cpu:N:vm: Linux keeps its VM event counters (``proc/vmstat``) only machine-wide. They
-are charged whole to the lowest CPU present at attach; every other CPU's
-``cpu:N:vm`` reads 0, so sums over CPUs (vmstat, sar, psutil) are exact and
-nothing is divided. Mapping (pages of SC_PAGE_SIZE):
+cpu:N:vm (class misc, as illumos creates it): Linux keeps its VM event counters
+(``proc/vmstat``) only machine-wide. They are charged whole to the lowest CPU present at
+attach; every other CPU's ``cpu:N:vm`` reads 0, so sums over CPUs (vmstat, sar, psutil)
+are exact and nothing is divided. Mapping (pages of SC_PAGE_SIZE):
     pgpgin, pgpgout    pgpgin, pgpgout (kB) / page size
     dfree              pgsteal_kswapd + pgsteal_direct (+ pgsteal_khugepaged)
     scan               pgscan_kswapd + pgscan_direct (+ pgscan_khugepaged)
@@ -48,8 +54,8 @@ nothing is divided. Mapping (pages of SC_PAGE_SIZE):
     maj_fault          pgmajfault
     pgrrun             pageoutrun (kswapd runs)
     anonpgin/anonpgout pswpin/pswpout (Linux swaps anonymous pages only)
-  Left out: pgrec, pgfrec, pgin, pgout, swapin, pgswapin, swapout, pgswapout, zfod,
-  rev, hat_fault, cow_fault, prot_fault, softlock, kernel_asflt, exec*, anonfree, fs*.
+  No source (0, marked): pgrec, pgfrec, pgin, pgout, swapin, pgswapin, swapout, pgswapout,
+  zfod, rev, hat_fault, cow_fault, prot_fault, softlock, kernel_asflt, exec*, anonfree, fs*.
 
 cpu_stat:N:cpu_statN (class misc) is the cpu_stat_t of ``kstatpy.raw``: the same
 values as cpu:N:sys and cpu:N:vm wrapped to 32 bits; members with no source are 0.
@@ -57,6 +63,7 @@ values as cpu:N:sys and cpu:N:vm wrapped to 32 bits; members with no source are 
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 
@@ -87,15 +94,32 @@ __all__ = [
     "interrupts_column",
 ]
 
-#: cpu:N:sys records in illumos' order (uts/common/os/cpu.c); those with a source are kept.
+#: cpu:N:sys records in illumos' order (uts/common/os/cpu.c, cpu_sys_stats_ks_data): every
+#: one is published; those without a source on this host read 0, marked no source.
 SYS_ORDER = (
     "cpu_ticks_idle", "cpu_ticks_user", "cpu_ticks_kernel", "cpu_ticks_wait",
-    "cpu_nsec_idle", "cpu_nsec_user", "cpu_nsec_kernel", "cpu_nsec_intr", "wait_ticks_io",
-    "pswitch", "intr", "intrthread", "idlethread", "xcalls",
+    "cpu_nsec_idle", "cpu_nsec_user", "cpu_nsec_kernel", "cpu_nsec_dtrace", "cpu_nsec_intr",
+    "cpu_load_intr", "wait_ticks_io", "dtrace_probes", "bread", "bwrite", "lread", "lwrite",
+    "phread", "phwrite", "pswitch", "trap", "intr", "syscall", "sysread", "syswrite", "sysfork",
+    "sysvfork", "sysexec", "readch", "writech", "rcvint", "xmtint", "mdmint", "rawch", "canch",
+    "outch", "msg", "sema", "namei", "ufsiget", "ufsdirblk", "ufsipage", "ufsinopage", "procovf",
+    "intrthread", "intrblk", "intrunpin", "idlethread", "inv_swtch", "nthreads", "cpumigrate",
+    "xcalls", "mutex_adenters", "rw_rdfails", "rw_wrfails", "modload", "modunload", "bawrite",
+    "iowait",
 )  # fmt: skip
-_TIME_FIELDS = SYS_ORDER[:9]
+_TIME_FIELDS = (
+    "cpu_ticks_idle", "cpu_ticks_user", "cpu_ticks_kernel", "cpu_ticks_wait", "cpu_nsec_idle",
+    "cpu_nsec_user", "cpu_nsec_kernel", "cpu_nsec_intr", "wait_ticks_io",
+)  # fmt: skip
+#: cpu:N:vm records in illumos' order (cpu.c, cpu_vm_stats_ks_data), all published.
+VM_ORDER = (
+    "pgrec", "pgfrec", "pgin", "pgpgin", "pgout", "pgpgout", "swapin", "pgswapin", "swapout",
+    "pgswapout", "zfod", "dfree", "scan", "rev", "hat_fault", "as_fault", "maj_fault", "cow_fault",
+    "prot_fault", "softlock", "kernel_asflt", "pgrrun", "execpgin", "execpgout", "execfree",
+    "anonpgin", "anonpgout", "anonfree", "fspgin", "fspgout", "fsfree",
+)  # fmt: skip
 
-#: cpu:N:vm records with a Linux source, in illumos' order, and their /proc/vmstat keys.
+#: cpu:N:vm records with a Linux source and their /proc/vmstat keys.
 VM_SOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("pgpgin", ("pgpgin",)),
     ("pgpgout", ("pgpgout",)),
@@ -107,9 +131,10 @@ VM_SOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("anonpgin", ("pswpin",)),
     ("anonpgout", ("pswpout",)),
 )
-VM_ORDER = tuple(name for name, _ in VM_SOURCES)
+
 _KB_FIELDS = ("pgpgin", "pgpgout")
-_XCALL_LINES = (b"CAL:", b"TLB:")
+_XCALL_LINE = b"CAL:"
+_SUBCOUNT_LINES = (b"TLB:",)  # counts of work done inside interrupts another line counts
 
 
 def hz() -> int:
@@ -121,7 +146,11 @@ _HZ = hz()
 
 
 def stat_cpu_line(data: bytes, cpu: int) -> list[int] | None:
-    """The ``cpuN`` line of ``/proc/stat`` as ints (10 columns, missing ones 0), or None."""
+    """The ``cpuN`` line of ``/proc/stat`` as ints (10 columns, missing ones 0), or None
+    (CPU ``cpu`` off-line). A file without the aggregate ``cpu`` line first is malformed:
+    OSError (EIO), the reader's error rather than zeros."""
+    if not data.startswith(b"cpu "):
+        raise OSError(errno.EIO, "proc/stat does not begin with the cpu line (malformed)")
     key = b"\ncpu%d " % cpu
     at = data.find(key)
     if at < 0:
@@ -143,10 +172,11 @@ def cpu_times(t: list[int], nspt: int) -> dict[str, int]:
 
 
 def interrupts_column(data: bytes, cpu: int) -> tuple[int, int] | None:
-    """(sum, CAL+TLB) of CPU ``cpu``'s column of ``/proc/interrupts`` or ``/proc/softirqs``.
+    """(sum, CAL) of CPU ``cpu``'s column of ``/proc/interrupts`` or ``/proc/softirqs``.
 
     The header names the on-line CPUs' columns; lines with fewer counts (ERR, MIS)
-    are machine-wide totals and are skipped. None: the CPU has no column (off-line).
+    are machine-wide totals and are skipped, and so is TLB (flushes counted inside
+    CAL's interrupts). None: the CPU has no column (off-line).
     """
     lines = data.split(b"\n")
     header = lines[0].split()
@@ -159,10 +189,12 @@ def interrupts_column(data: bytes, cpu: int) -> tuple[int, int] | None:
     for line in lines[1:]:
         parts = line.split(None, need)
         if len(parts) >= need:
+            if parts[0] in _SUBCOUNT_LINES:
+                continue
             v = int(parts[col])
             total += v
-            if parts[0] in _XCALL_LINES:
-                xcalls += v
+            if parts[0] == _XCALL_LINE:
+                xcalls = v
     return total, xcalls
 
 
@@ -220,11 +252,22 @@ class CpuSource:
         self.clock = clock
         self.nspt = 1_000_000_000 // hz()
         self.sys = sys
+        self.vm = vm
         self.interrupts = sys and root.exists("proc/interrupts")
         self.softirqs = sys and root.exists("proc/softirqs")
         self.schedstat = sys and root.exists("proc/schedstat")
         goidle = root.read_int_or("proc/sys/kernel/sched_schedstats", 1) if self.schedstat else 0
         self.goidle = bool(goidle)
+        # Machine-wide /proc/stat counters, charged to the CPU that carries cpu:N:vm's:
+        # ctxt (pswitch, only without schedstat) and processes (sysfork).
+        self.charge_sys = sys and charge_vm
+        self.stat_keys: dict[str, bytes] = {}
+        if sys:
+            have = find_ints(root.read_bytes("proc/stat"), (b"ctxt ", b"processes "))
+            if not self.schedstat and b"ctxt " in have:
+                self.stat_keys["pswitch"] = b"ctxt "
+            if b"processes " in have:
+                self.stat_keys["sysfork"] = b"processes "
         self.vm_keys: dict[str, tuple[bytes, ...]] = {}
         self.vm_find: list[bytes] = []
         self.charge_vm = vm and charge_vm
@@ -242,10 +285,11 @@ class CpuSource:
         # An off-line CPU has no line or column: it keeps its last values.
         self.last: dict[str, int] = dict.fromkeys(self.sys_fields() + self.vm_fields(), 0)
 
-    def sys_fields(self) -> list[str]:
+    def sys_sourced(self) -> set[str]:
+        """cpu:N:sys records this host has a source for."""
         if not self.sys:
-            return []
-        have = set(_TIME_FIELDS)
+            return set()
+        have = set(_TIME_FIELDS) | set(self.stat_keys)
         if self.interrupts:
             have |= {"intr", "xcalls"}
         if self.softirqs:
@@ -254,15 +298,21 @@ class CpuSource:
             have.add("pswitch")
             if self.goidle:
                 have.add("idlethread")
-        return [f for f in SYS_ORDER if f in have]
+        return have
+
+    def sys_fields(self) -> list[str]:
+        """Every cpu:N:sys record (illumos' list); :meth:`sys_sourced` says which are fed."""
+        return list(SYS_ORDER) if self.sys else []
 
     def vm_fields(self) -> list[str]:
-        return [f for f in VM_ORDER if f in self.vm_keys]
+        """Every cpu:N:vm record (illumos' list); ``vm_keys`` names those with a source."""
+        return list(VM_ORDER) if self.vm else []
 
     def values(self) -> dict[str, Any]:
         root, cpu, last = self.root, self.cpu, self.last
         if self.sys:
-            t = stat_cpu_line(root.read_bytes("proc/stat"), cpu)
+            stat = root.read_bytes("proc/stat")
+            t = stat_cpu_line(stat, cpu)
             if t is not None:
                 if self.clock is not None:
                     t[3] += self.clock.lost(t)
@@ -282,6 +332,10 @@ class CpuSource:
                     last["pswitch"] = s[8] + goidle
                     if self.goidle:
                         last["idlethread"] = goidle
+            if self.charge_sys and self.stat_keys:
+                found = find_ints(stat, self.stat_keys.values())
+                for name, key in self.stat_keys.items():
+                    last[name] = found.get(key, last[name])
         if self.charge_vm:
             vs = find_ints(root.read_bytes("proc/vmstat"), self.vm_find)
             for name, keys in self.vm_keys.items():
@@ -313,20 +367,28 @@ class CpuStatSource:
         return _raw_names(self.source.values())
 
 
-def create_cpu_sys(chain: Chain, root: SysRoot, cpu: int, origin: int, clock: CpuClock | None = None) -> Kstat:
-    """cpu:N:sys (class misc, UINT64) with the records this host has a source for."""
-    source = CpuSource(root, cpu, sys=True, vm=False, charge_vm=False, clock=clock)
+def create_cpu_sys(
+    chain: Chain, root: SysRoot, cpu: int, origin: int, clock: CpuClock | None = None, charge: bool = False
+) -> Kstat:
+    """cpu:N:sys (class misc, UINT64): illumos' records, those without a source marked.
+
+    ``charge``: this CPU carries the machine-wide /proc/stat counts (pswitch without
+    schedstat, sysfork).
+    """
+    source = CpuSource(root, cpu, sys=True, vm=False, charge_vm=charge, clock=clock)
     fields = [(f, KSTAT_DATA_UINT64) for f in source.sys_fields()]
-    return create_named(chain, "cpu", cpu, "sys", "misc", fields, source, crtime=origin)
+    have = source.sys_sourced()
+    absent = [f for f, _ in fields if f not in have]
+    return create_named(chain, "cpu", cpu, "sys", "misc", fields, source, crtime=origin, absent=absent)
 
 
-def create_cpu_vm(chain: Chain, root: SysRoot, cpu: int, origin: int, charge: bool) -> Kstat | None:
-    """cpu:N:vm (class vm, UINT64); ``charge``: this CPU carries the machine-wide counts."""
+def create_cpu_vm(chain: Chain, root: SysRoot, cpu: int, origin: int, charge: bool) -> Kstat:
+    """cpu:N:vm (class misc, as illumos' cpu.c, UINT64); ``charge``: this CPU carries the
+    machine-wide counts. Records without a source are 0, marked no source."""
     source = CpuSource(root, cpu, sys=False, vm=True, charge_vm=charge)
     fields = [(f, KSTAT_DATA_UINT64) for f in source.vm_fields()]
-    if not fields:
-        return None
-    return create_named(chain, "cpu", cpu, "vm", "vm", fields, source, crtime=origin)
+    absent = [f for f, _ in fields if f not in source.vm_keys]
+    return create_named(chain, "cpu", cpu, "vm", "misc", fields, source, crtime=origin, absent=absent)
 
 
 def create_cpu_stat(

@@ -11,14 +11,26 @@ Naming, as illumos names disks: name = module + instance (``sd:0:sd0``).
               name) at attach and at first sight on a hotplug, and kept for that
               Linux name while the provider runs (as illumos' path_to_inst)
     name      module + instance: ``sd0``, ``blkdev1``
-The Linux device name is in the disk's error kstat, ``MODULEerr:N:MODULEN,err`` (class
-device_error, as illumos' sderr): ``Device Name`` (STRING, e.g. ``sda``), then, where
-sysfs has them, ``Vendor``, ``Product``, ``Revision``, ``Serial No`` (CHAR, from
-``device/vendor``, ``device/model``, ``device/rev``, ``device/serial``, read once:
-they cannot change while the disk exists), ``Size`` (UINT64 bytes, ``size`` x 512)
-and ``Hard Errors`` (UINT32, SCSI ``device/ioerr_cnt``). illumos' other error
-counters have no Linux source and are left out. Partitions are not published
-(illumos: class "partition").
+Loop devices with nothing attached (``size`` 0) are not published: illumos has lofi
+kstats only for configured devices. One that gets a file (or loses it) is created (or
+deleted) at the next refresh.
+
+The error kstat, ``MODULEerr:N:MODULEN,err`` (class device_error), has illumos sd's
+statistics in sd's order (sddef.h, struct sd_errstats: ``iostat -e`` reads the first
+three by position as soft, hard and transport errors):
+    Soft Errors          UINT32  no source
+    Hard Errors          UINT32  SCSI ``device/ioerr_cnt`` (commands completed with an
+                                 error); no source where the device has none (NVMe)
+    Transport Errors     UINT32  no source
+    Vendor, Product, Revision, Serial No   CHAR[16] ``device/vendor``, ``device/model``,
+                                 ``device/rev`` (else ``device/firmware_rev``),
+                                 ``device/serial``, read once (they cannot change while
+                                 the disk exists); empty and no source where sysfs lacks one
+    Size                 UINT64  bytes: ``size`` x 512
+    Media Error, Device Not Ready, No Device, Recoverable, Illegal Request,
+    Predictive Failure Analysis   UINT32  no source
+then ``Device Name`` (STRING, e.g. ``sda``): the Linux block device, kstatpy's addition,
+last so illumos' positions hold. Partitions are not published (illumos: class "partition").
 
 Each read opens ``sys/block/NAME/stat`` only (Documentation/block/stat.rst):
     nread, nwritten  read/write sectors x 512 (the kernel's sector is 512 bytes)
@@ -28,7 +40,8 @@ Each read opens ``sys/block/NAME/stat`` only (Documentation/block/stat.rst):
     rcnt             in_flight
     rlastupdate      the read's own timestamp, so the default snapshot's closing of
                      an open interval adds only the time since this read
-    wtime, wlentime, wcnt, wlastupdate  0: Linux reports queued requests as in
+    wlastupdate      the same timestamp: vmstat times its disk rates with it
+    wtime, wlentime, wcnt  0, marked no source: Linux reports queued requests as in
                      flight, with no separate wait queue
 """
 
@@ -50,6 +63,9 @@ from kstatpy.constants import KSTAT_DATA_UINT32
 from kstatpy.constants import KSTAT_DATA_UINT64
 from kstatpy.constants import KSTAT_TYPE_IO
 from kstatpy.constants import KSTAT_WRITE
+from kstatpy.metadata import IO_META
+from kstatpy.metadata import kstat_set_meta
+from kstatpy.metadata import no_source
 
 TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
 if TYPE_CHECKING:
@@ -67,13 +83,25 @@ _LETTER_UNIT = re.compile(r"(sd|hd|xvd)([a-z]+)")
 _LETTER_MODULE = {"sd": "sd", "hd": "cmdk", "xvd": "xdf"}
 _LOOP = re.compile(r"loop(\d+)")
 _BLKDEV_ORDER = ("vd", "nvme", "mmcblk")
-#: error kstat record, type, file under sys/block/NAME/ read once (None: read each time)
+#: error kstat identity record and the files under sys/block/NAME/ it is read from, once
 _IDENTITY = (
-    ("Vendor", "device/vendor"),
-    ("Product", "device/model"),
-    ("Revision", "device/rev"),
-    ("Serial No", "device/serial"),
+    ("Vendor", ("device/vendor",)),
+    ("Product", ("device/model",)),
+    ("Revision", ("device/rev", "device/firmware_rev")),
+    ("Serial No", ("device/serial",)),
 )
+#: the error kstat's records in illumos sd's order (sddef.h), then kstatpy's Device Name
+ERR_FIELDS = (
+    ("Soft Errors", KSTAT_DATA_UINT32), ("Hard Errors", KSTAT_DATA_UINT32),
+    ("Transport Errors", KSTAT_DATA_UINT32), ("Vendor", KSTAT_DATA_CHAR), ("Product", KSTAT_DATA_CHAR),
+    ("Revision", KSTAT_DATA_CHAR), ("Serial No", KSTAT_DATA_CHAR), ("Size", KSTAT_DATA_UINT64),
+    ("Media Error", KSTAT_DATA_UINT32), ("Device Not Ready", KSTAT_DATA_UINT32),
+    ("No Device", KSTAT_DATA_UINT32), ("Recoverable", KSTAT_DATA_UINT32),
+    ("Illegal Request", KSTAT_DATA_UINT32), ("Predictive Failure Analysis", KSTAT_DATA_UINT32),
+    ("Device Name", KSTAT_DATA_STRING),
+)  # fmt: skip
+#: IO kstat fields Linux has no source for (kstat_io_t's wait queue)
+IO_ABSENT = ("wtime", "wlentime", "wcnt")
 
 
 def disk_module_instance(name: str) -> tuple[str, int | None]:
@@ -122,8 +150,18 @@ class DiskNamer:
 
 
 def disk_names(root: SysRoot) -> list[str]:
-    """Whole-disk devices present: the entries of ``sys/block``."""
-    return root.subdirs("sys/block")
+    """Whole-disk devices present: the entries of ``sys/block``, loop devices only
+    while something is attached (``size`` not 0)."""
+    return [n for n in root.subdirs("sys/block") if not _LOOP.fullmatch(n) or _loop_attached(root, n)]
+
+
+def _loop_attached(root: SysRoot, name: str) -> bool:
+    # Read by name each time (no kept-open file): a refresh must see a new attach at once.
+    try:
+        with open(root.join(f"sys/block/{name}/size"), "rb") as f:
+            return int(f.read()) > 0
+    except (OSError, ValueError):
+        return False
 
 
 class DiskSource:
@@ -143,7 +181,7 @@ class DiskSource:
         kiop.rcnt = f[8]
         kiop.rtime = f[9] * NS_PER_MS
         kiop.rlentime = f[10] * NS_PER_MS
-        kiop.rlastupdate = now
+        kiop.rlastupdate = kiop.wlastupdate = now
 
 
 def disk_update(ksp: Kstat, rw: int) -> int:
@@ -178,24 +216,27 @@ class DiskErrSource:
 
 def _create_err(chain: Chain, root: SysRoot, name: str, module: str, instance: int, origin: int | None) -> Kstat:
     identity: dict[str, bytes] = {}
-    fields: list[tuple[str, int]] = [("Device Name", KSTAT_DATA_STRING)]
-    for record, rel in _IDENTITY:
-        try:
-            value = root.read_bytes(f"sys/block/{name}/{rel}").strip()
-        except OSError:
-            continue
-        identity[record] = value[:16]
-        fields.append((record, KSTAT_DATA_CHAR))
+    absent = ["Soft Errors", "Transport Errors", *(f for f, _ in ERR_FIELDS[8:14])]
+    for record, rels in _IDENTITY:
+        for rel in rels:
+            try:
+                identity[record] = root.read_bytes(f"sys/block/{name}/{rel}").strip()[:16]
+                break
+            except OSError:
+                continue
+        else:
+            absent.append(record)
     root.forget(f"sys/block/{name}/device/")  # read once: do not keep them open
     size = root.exists(f"sys/block/{name}/size")
-    if size:
-        fields.append(("Size", KSTAT_DATA_UINT64))
+    if not size:
+        absent.append("Size")
     errors = root.exists(f"sys/block/{name}/device/ioerr_cnt")
-    if errors:
-        fields.append(("Hard Errors", KSTAT_DATA_UINT32))
+    if not errors:
+        absent.append("Hard Errors")
     source = DiskErrSource(root, name, identity, size, errors)
     ename = f"{module}{instance},err"
-    return create_named(chain, f"{module}err", instance, ename, "device_error", fields, source, crtime=origin)
+    return create_named(chain, f"{module}err", instance, ename, "device_error", list(ERR_FIELDS), source,
+                        crtime=origin, absent=absent)  # fmt: skip
 
 
 def create_disk(
@@ -210,6 +251,7 @@ def create_disk(
     if io:
         ksp = chain.kstat_create(module, instance, f"{module}{instance}", "disk", KSTAT_TYPE_IO, 1, 0)
         date_kstat(ksp, origin)
+        kstat_set_meta(ksp, {f: no_source(IO_META[f]) for f in IO_ABSENT})
         ksp.ks_private = DiskSource(root, name)
         ksp.ks_update = disk_update
         made.append(install_or_delete(chain, ksp))

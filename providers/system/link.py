@@ -16,6 +16,8 @@ Records in illumos (dls) order; each read opens only files under
     rbytes64, ipackets64, obytes64, opackets64    the same, UINT64
     link_state  ``operstate`` up 1 / down 0; for "unknown" and the like ``carrier``
                 (1 or 0), else LINK_STATE_UNKNOWN (-1 as UINT32), UINT32
+    link_duplex ``duplex``: full 2, half 1, else (or refused: virtual links) 0
+                unknown, as illumos' link_duplex_t, UINT32 (nicstat reads it)
 
 Ethernet statistics, where the interface's driver keeps them (UINT32):
     align_errors rx_frame_errors; fcs_errors rx_crc_errors; toolong_errors
@@ -70,6 +72,7 @@ LINK_FIELDS = (
     ("obytes64", KSTAT_DATA_UINT64, "tx_bytes"),
     ("opackets64", KSTAT_DATA_UINT64, "tx_packets"),
     ("link_state", KSTAT_DATA_UINT32, None),
+    ("link_duplex", KSTAT_DATA_UINT32, None),
     # Ethernet statistics (illumos: the link kstat of an Ethernet MAC carries them too)
     ("align_errors", KSTAT_DATA_UINT32, "rx_frame_errors"),
     ("fcs_errors", KSTAT_DATA_UINT32, "rx_crc_errors"),
@@ -83,6 +86,9 @@ LINK_FIELDS = (
 )
 
 _DOWN_STATES = ("down", "lowerlayerdown", "notpresent")
+#: illumos link_duplex_t (sys/mac.h)
+LINK_DUPLEX_UNKNOWN, LINK_DUPLEX_HALF, LINK_DUPLEX_FULL = 0, 1, 2
+_DUPLEX = {"half": LINK_DUPLEX_HALF, "full": LINK_DUPLEX_FULL}
 
 
 def link_names(root: SysRoot) -> list[str]:
@@ -117,6 +123,11 @@ class LinkSource:
         speed = self.root.read_int_or(self.dir + "speed", None)
         out["ifspeed"] = speed * 1_000_000 if speed is not None and speed > 0 else 0
         out["link_state"] = self._link_state()
+        try:  # the kernel refuses (EINVAL) where the driver has no idea: unknown
+            duplex = self.root.read(self.dir + "duplex").strip()
+        except OSError:
+            duplex = ""
+        out["link_duplex"] = _DUPLEX.get(duplex, LINK_DUPLEX_UNKNOWN)
         return out
 
 

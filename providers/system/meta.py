@@ -60,6 +60,8 @@ _MIB2_GAUGES = {"forwarding": "1 forwarding, 2 not", "defaultTTL": "default time
 def _mib2_meta(module: str, name: str, stat: str, sources: tuple[str, ...]) -> StatMeta:
     linux = " + ".join(src.replace(":", " ", 2) for src in sources)
     mib = name + stat[0].upper() + stat[1:]
+    if not sources:
+        return counter("count", f"{mib}: Linux has no such counter")
     if stat in _MIB2_GAUGES:
         return gauge("ms" if stat in ("rtoMin", "rtoMax") else "", f"{mib}: {_MIB2_GAUGES[stat]} ({linux})")
     return counter("count", f"{mib} (Linux {linux})")
@@ -81,12 +83,27 @@ META: tuple[tuple[str, str, str, StatMeta], ...] = (
     ("unix", "system_pages", "pagestotal", _pages("memory the kernel manages")),
     ("unix", "system_pages", "freemem", _pages("free memory")),
     ("unix", "system_pages", "pagesfree", _pages("free memory")),
-    ("unix", "system_pages", "pageslocked", _pages("locked memory (mlock)")),
+    ("unix", "system_pages", "pageslocked", _pages("resident memory taken by the kernel and locked pages "
+                                                   "(availrmem_initial - availrmem = pp_kernel + Mlocked)")),
     ("unix", "system_pages", "minfree", _pages("free memory the kernel keeps in reserve")),
-    ("unix", "system_pages", "availrmem", _pages("memory that could still be locked (physmem - pp_kernel - locked)")),
+    ("unix", "system_pages", "availrmem", _pages("memory that could still be locked (physmem - pageslocked)")),
     ("unix", "system_pages", "lotsfree", _pages("free level reclaim works up to (zones' high watermarks)")),
     ("unix", "system_pages", "desfree", _pages("free level below which reclaim starts (zones' low watermarks)")),
-    ("unix", "system_pages", "pp_kernel", _pages("memory the kernel holds (slab, stacks, page tables, per-CPU)")),
+    ("unix", "system_pages", "pp_kernel", _pages("memory the kernel holds (slab, stacks, page tables, per-CPU, "
+                                                 "ZFS ARC)")),
+    ("unix", "system_misc", "deficit", gauge("pages", "memory deficit (illumos scheduler; no Linux source)")),
+    ("unix", "system_misc", "vac", gauge("", "virtual address cache present (no Linux source)")),
+    # zones:0:global (hostwide.py)
+    ("zones", "global", "zonename", text("zone name")),
+    ("zones", "global", "pgpgin", counter("pages", "pages paged in (proc/vmstat pgpgin)", PAGE_SIZE)),
+    ("zones", "global", "anonpgin", counter("pages", "anonymous pages swapped in (pswpin)", PAGE_SIZE)),
+    ("zones", "global", "nsec_user", counter("ns", "time in user mode, every CPU (user + nice)")),
+    ("zones", "global", "nsec_sys", counter("ns", "time in the kernel, every CPU (system + irq + softirq + steal)")),
+    ("zones", "global", "avenrun_1min", gauge("1/256", "1-minute load average (fixed point)")),
+    ("zones", "global", "avenrun_5min", gauge("1/256", "5-minute load average (fixed point)")),
+    ("zones", "global", "avenrun_15min", gauge("1/256", "15-minute load average (fixed point)")),
+    ("zones", "global", "init_pid", identifier("the zone's init")),
+    ("zones", "global", "boot_time", gauge("seconds", "boot time (seconds since the epoch)")),
     # cpu_info:N:cpu_infoN
     ("cpu_info", "cpu_info*", "state", text("on-line or off-line")),
     ("cpu_info", "cpu_info*", "state_begin", gauge("seconds", "when the state began (seconds since the epoch)")),
@@ -96,6 +113,10 @@ META: tuple[tuple[str, str, str, StatMeta], ...] = (
     ("cpu_info", "cpu_info*", "core_id", identifier("core id, unique across chips")),
     ("cpu_info", "cpu_info*", "pkg_core_id", identifier("core id within its chip")),
     ("cpu_info", "cpu_info*", "brand", text("CPU model name")),
+    ("cpu_info", "cpu_info*", "cpu_type", text("instruction set family (illumos' name: i386 on every x86)")),
+    ("cpu_info", "cpu_info*", "fpu_type", text("floating-point unit (illumos' name)")),
+    ("cpu_info", "cpu_info*", "implementation", text("illumos' one-line summary: chip, vendor, cpuid signature, clock")),
+    ("cpu_info", "cpu_info*", "socket_type", text("CPU socket's package type")),
     ("cpu_info", "cpu_info*", "vendor_id", text("CPU vendor")),
     ("cpu_info", "cpu_info*", "family", identifier("CPU family")),
     ("cpu_info", "cpu_info*", "model", identifier("CPU model number")),
@@ -113,10 +134,13 @@ META: tuple[tuple[str, str, str, StatMeta], ...] = (
     ("cpu", "sys", "cpu_nsec_kernel", counter("ns", "time in the kernel (system + irq + softirq + steal)")),
     ("cpu", "sys", "cpu_nsec_intr", counter("ns", "time in interrupt handlers (irq + softirq)")),
     ("cpu", "sys", "intr", counter("count", "interrupts taken by this CPU")),
-    ("cpu", "sys", "xcalls", counter("count", "cross-calls: function-call and TLB-shootdown interrupts")),
+    ("cpu", "sys", "xcalls", counter("count", "cross-calls: function-call interrupts (TLB shootdowns among them)")),
     ("cpu", "sys", "intrthread", counter("count", "deferred interrupt work run (softirqs)")),
-    ("cpu", "sys", "pswitch", counter("count", "context switches (schedstat timeslices + switches to idle)")),
+    ("cpu", "sys", "pswitch", counter("count", "context switches (schedstat timeslices + switches to idle; "
+                                      "without schedstat proc/stat ctxt, machine-wide, on the lowest CPU)")),
     ("cpu", "sys", "idlethread", counter("count", "switches to the idle thread (schedstat)")),
+    ("cpu", "sys", "sysfork", counter("count", "forks and clones, threads included (proc/stat processes; "
+                                      "machine-wide, on the lowest CPU)")),
     # cpu:N:vm (machine-wide /proc/vmstat counts, on the lowest CPU)
     ("cpu", "vm", "pgpgin", counter("pages", "pages paged in (pgpgin)")),
     ("cpu", "vm", "pgpgout", counter("pages", "pages paged out (pgpgout)")),
@@ -130,6 +154,7 @@ META: tuple[tuple[str, str, str, StatMeta], ...] = (
     # link:0:IFNAME
     ("link", "*", "ifspeed", gauge("bits/s", "link speed")),
     ("link", "*", "link_state", gauge("", "1 up, 0 down, 4294967295 unknown")),
+    ("link", "*", "link_duplex", gauge("", "2 full, 1 half, 0 unknown (sysfs duplex)")),
     ("link", "*", "multircv", counter("count", "multicast packets received")),
     ("link", "*", "norcvbuf", counter("count", "received packets dropped")),
     ("link", "*", "ierrors", counter("count", "receive errors")),
@@ -162,10 +187,18 @@ META: tuple[tuple[str, str, str, StatMeta], ...] = (
             (module, "*,err", "Device Name", text("the Linux block device (sys/block/NAME)")),
             (module, "*,err", "Vendor", text("vendor (device/vendor)")),
             (module, "*,err", "Product", text("model (device/model)")),
-            (module, "*,err", "Revision", text("firmware revision (device/rev)")),
+            (module, "*,err", "Revision", text("firmware revision (device/rev or device/firmware_rev)")),
             (module, "*,err", "Serial No", text("serial number (device/serial)")),
             (module, "*,err", "Size", gauge("bytes", "capacity")),
+            (module, "*,err", "Soft Errors", counter("count", "recovered errors")),
             (module, "*,err", "Hard Errors", counter("count", "commands completed with an error (ioerr_cnt)")),
+            (module, "*,err", "Transport Errors", counter("count", "transport (bus) errors")),
+            (module, "*,err", "Media Error", counter("count", "medium errors")),
+            (module, "*,err", "Device Not Ready", counter("count", "device not ready")),
+            (module, "*,err", "No Device", counter("count", "device gone")),
+            (module, "*,err", "Recoverable", counter("count", "recoverable errors")),
+            (module, "*,err", "Illegal Request", counter("count", "illegal requests")),
+            (module, "*,err", "Predictive Failure Analysis", counter("count", "predicted failures")),
         )
     ),
     # MIB-II (mib2.MIB2: the Linux counters each statistic sums)

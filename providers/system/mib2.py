@@ -16,8 +16,12 @@ the rest of snmp6 is left out, under no invented name.
 Types as illumos declares them: ip inReceives, forwDatagrams, inDelivers, outRequests,
 tcp inSegs/outSegs and udp in/outDatagrams UINT64 (the HC counters); rtoAlgorithm,
 rtoMin, rtoMax and maxConn INT32 (maxConn -1: no limit); the rest UINT32 (wrapping). A
-statistic none of whose counters this host's files have is left out (decided at
-attach). Counters count from boot (the network namespace's creation): crtime is the boot.
+kstat none of whose counters this host's files have is left out; in one that is
+made, a statistic none of whose counters the host has reads 0, marked no source
+(decided at attach). nicstat's TCP statistics (inDataInorderSegs, inDataInorderBytes,
+inDataUnorderSegs, inDataUnorderBytes, outDataSegs, outDataBytes, retransBytes,
+halfOpenDrop, listenDropQ0) have no Linux counter (Linux counts all segments, never
+data bytes): published as 0, marked no source. Counters count from boot (the network namespace's creation): crtime is the boot.
 
 Left out (no honest Linux counter): ip reasmTimeout (illumos: the timeout in seconds;
 Linux: a count of timeouts), inErrs (illumos: IPv4 TCP; Linux: both families),
@@ -165,11 +169,16 @@ def create_mib2(chain: Chain, root: SysRoot, origin: int, want: Callable[[str], 
     for (module, name), specs in wanted.items():
         fields: list[tuple[str, int]] = []
         stats: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+        absent: list[str] = []
         for stat, dtype, sources in specs:
             srcs = tuple((w, k) for w, k in (s.split(":", 1) for s in sources) if k in have.get(w, {}))
             if srcs:
                 fields.append((stat, dtype))
                 stats.append((stat, srcs))
-        if fields:
-            made.append(create_named(chain, module, 0, name, "mib2", fields, Mib2Source(root, stats), crtime=origin))
+            else:  # no counter (anywhere, or in this host's files): published for its readers, marked
+                fields.append((stat, dtype))
+                absent.append(stat)
+        if stats:
+            made.append(create_named(chain, module, 0, name, "mib2", fields, Mib2Source(root, stats), crtime=origin,
+                                     absent=absent))  # fmt: skip
     return made

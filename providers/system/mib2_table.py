@@ -56,6 +56,10 @@ MIB2: dict[tuple[str, str], list[tuple[str, int, tuple[str, ...]]]] = {
         ("outFastRetrans", U32, ("netstat:TcpExt:TCPFastRetrans",)),
         ("timRetrans", U32, ("netstat:TcpExt:TCPTimeouts",)),
         ("listenDrop", U32, ("netstat:TcpExt:ListenOverflows",)),
+        # nicstat -t reads these; Linux counts segments and no data bytes: 0, marked no source.
+        *((name, U32, ()) for name in (
+            "inDataInorderSegs", "inDataInorderBytes", "inDataUnorderSegs", "inDataUnorderBytes",
+            "outDataSegs", "outDataBytes", "retransBytes", "halfOpenDrop", "listenDropQ0")),
     ],
     # IPv4 and IPv6: illumos keeps one UDP MIB per stack for both (udp_stats.c), Linux two.
     ("udp", "udp"): [

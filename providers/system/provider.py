@@ -65,6 +65,7 @@ WANTS_MODULE = "wants_module"
 
 #: The kstat modules of each source; spl's are the directories of ``proc/spl/kstat``.
 UNIX_MODULES = ("unix",)
+HOSTWIDE_MODULES = ("unix", "vmem", "zones")
 MIB2_MODULES = ("ip", "tcp", "udp")
 CPU_MODULES = ("cpu_info", "cpu", "cpu_stat")
 LINK_MODULES = ("link",)
@@ -146,6 +147,12 @@ class SystemProvider:
                 ):
                     if made is not None:
                         self.unix.append(made)
+            if self.want_any(HOSTWIDE_MODULES):
+                from kstatpy_providers.system.hostwide import create_hostwide
+                from kstatpy_providers.system.unix import boot_time
+
+                taken = {k.ks_name for k in self.unix}
+                self.unix.extend(create_hostwide(chain, root, origin, boot_time(root), taken, self.want))
             if self.want_any(MIB2_MODULES):
                 from kstatpy_providers.system.mib2 import create_mib2
 
@@ -178,10 +185,8 @@ class SystemProvider:
             # One clock for cpu:N:sys and cpu_stat, so the two agree; only they read it.
             clock = CpuClock(root, since_boot=attaching)
             if self.want("cpu"):
-                made.append(create_cpu_sys(chain, root, cpu, self.origin, clock))
-                vm = create_cpu_vm(chain, root, cpu, self.origin, charge=cpu == self.vm_cpu)
-                if vm is not None:
-                    made.append(vm)
+                made.append(create_cpu_sys(chain, root, cpu, self.origin, clock, charge=cpu == self.vm_cpu))
+                made.append(create_cpu_vm(chain, root, cpu, self.origin, charge=cpu == self.vm_cpu))
             if self.want("cpu_stat"):
                 made.append(create_cpu_stat(chain, root, cpu, self.origin, charge=cpu == self.vm_cpu, clock=clock))
         except BaseException:

@@ -22,12 +22,15 @@ import errno
 import os
 import threading
 import time
+from collections.abc import Collection
 from collections.abc import Mapping
 from collections.abc import Sequence
 
 from kstatpy_providers.system.meta import system_kstat_init
 from kstatpy_providers.system.parse import find_ints
 from kstatpy_providers.system.parse import parse_cpu_list
+from kstatpy_providers.system.sysfile import CHUNKED
+from kstatpy_providers.system.sysfile import SysFile
 
 from kstatpy.constants import KSTAT_TYPE_NAMED
 from kstatpy.constants import KSTAT_TYPE_RAW
@@ -37,6 +40,7 @@ from kstatpy.constants import KstatFlag
 from kstatpy.kstat import default_kstat_update
 from kstatpy.metadata import StatMeta
 from kstatpy.metadata import kstat_set_meta
+from kstatpy.metadata import no_source
 from kstatpy.records import kstat_named_init
 from kstatpy.records import kstat_named_setstr
 
@@ -50,6 +54,7 @@ if TYPE_CHECKING:
     from kstatpy.raw import Layout
 
 __all__ = [
+    "CHUNKED",
     "ROOT_CONFIG_KEY",
     "ROOT_ENV",
     "SysFile",
@@ -59,6 +64,7 @@ __all__ = [
     "create_raw",
     "date_kstat",
     "find_ints",
+    "mark_absent",
     "named_update",
     "parse_cpu_list",
     "root_for",
@@ -68,6 +74,7 @@ __all__ = [
 ROOT_CONFIG_KEY = "system_root"
 #: Environment variable naming the tree to read when the config does not.
 ROOT_ENV = "KSTATPY_SYSTEM_ROOT"
+
 
 _MASK = {
     KstatDataType.UINT32: 2**32 - 1,
@@ -80,56 +87,6 @@ def root_for(chain: Chain) -> str:
     """The root the provider reads for ``chain``: config, then $KSTATPY_SYSTEM_ROOT, then ``/``."""
     root = chain.config.get(ROOT_CONFIG_KEY) or os.environ.get(ROOT_ENV) or "/"
     return os.fspath(root)
-
-
-class SysFile:
-    """One source file kept open and re-read with ``os.pread`` at offset 0.
-
-    procfs and sysfs build a file's content when it is read at offset 0, so each
-    read sees one fresh, consistent generation. ``lock`` serialises the open,
-    re-open and close. On the host's own root an open fd is read without the lock:
-    it is closed only by :meth:`close`, which the provider calls when no reader can
-    be reading it (after the kstats that read it were deleted: kstat_delete waits
-    for every hold). On another tree (``check_replaced``) a file that was replaced
-    or removed (link count 0) is opened again by name, as a reader of the real
-    sysfs would get ENODEV and a fresh open; those reads take the lock.
-    """
-
-    __slots__ = ("check_replaced", "fd", "lock", "path", "size")
-
-    def __init__(self, path: str, check_replaced: bool) -> None:
-        self.path = path
-        self.check_replaced = check_replaced
-        self.fd = -1
-        self.size = 4096
-        self.lock = threading.Lock()
-
-    def read(self) -> bytes:
-        """The whole file; raises OSError when it cannot be opened or read."""
-        fd = self.fd
-        if fd >= 0 and not self.check_replaced:
-            data = os.pread(fd, self.size, 0)
-            if len(data) < self.size:
-                return data
-        with self.lock:
-            fd = self.fd
-            if fd >= 0 and self.check_replaced and os.fstat(fd).st_nlink == 0:
-                os.close(fd)
-                fd = self.fd = -1
-            if fd < 0:
-                fd = self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            size = self.size
-            data = os.pread(fd, size, 0)
-            while len(data) >= size:  # maybe cut short: grow and read it again whole
-                size = self.size = size * 4
-                data = os.pread(fd, size, 0)
-            return data
-
-    def close(self) -> None:
-        with self.lock:
-            if self.fd >= 0:
-                os.close(self.fd)
-                self.fd = -1
 
 
 class SysRoot:
@@ -236,22 +193,40 @@ def create_named(
     source: NamedSource,
     crtime: int | None = None,
     meta: Mapping[str, StatMeta] | None = None,
+    absent: Collection[str] = (),
 ) -> Kstat:
     """Create and install a read-only NAMED kstat fed by ``source.values()`` at each read.
 
     ``crtime``: when the kstat's counters started (ns, monotonic); None for now.
     ``meta``: metadata for statistics that ``meta.py``'s table does not declare.
+    ``absent``: statistics of ``fields`` with no source here: they stay 0 (a STRING the
+    empty string, never NULL: C readers print it unchecked), ``values()`` need not name
+    them, their metadata is marked (:func:`mark_absent`).
     """
     ksp = chain.kstat_create(module, instance, name, ks_class, KSTAT_TYPE_NAMED, len(fields), 0)
     for knp, (field, data_type) in zip(ksp.ks_data, fields, strict=True):
         kstat_named_init(knp, field, data_type)
+        if field in absent and data_type == KstatDataType.STRING:
+            kstat_named_setstr(knp, "")
     date_kstat(ksp, crtime)
     if meta:
         declared = ksp.ks_meta or {}
         kstat_set_meta(ksp, {stat: m for stat, m in meta.items() if stat not in declared})
-    ksp.ks_private = (source, _plan(ksp))  # named_update's source and per-record plan
+    if absent:
+        mark_absent(ksp, absent)
+    ksp.ks_private = (source, _plan(ksp, absent))  # named_update's source and per-record plan
     ksp.ks_update = named_update
     return install_or_delete(chain, ksp)
+
+
+def mark_absent(ksp: Kstat, absent: Collection[str]) -> None:
+    """Mark ``absent`` statistics of ``ksp`` no source (kstatpy.metadata.no_source; undeclared
+    ones become counts). Call before kstat_install."""
+    declared, what, out = ksp.ks_meta or {}, f"illumos {ksp.ks_module}:{ksp.ks_name}", {}
+    for s in absent:
+        m = declared.get(s)
+        out[s] = m if m is not None and m.no_source else no_source(m, f"{what} {s}: no Linux source")
+    kstat_set_meta(ksp, out)
 
 
 def date_kstat(ksp: Kstat, crtime: int | None) -> None:
@@ -364,10 +339,13 @@ _PLAIN, _MASKED, _STR, _CHR = 0, 1, 2, 3
 _RESIZES = KstatFlag.VAR_SIZE | KstatFlag.LONGSTRINGS
 
 
-def _plan(ksp: Kstat) -> list[tuple[Any, str, int, int]]:
-    # (record, name, how to store, mask) for each record: the types never change.
+def _plan(ksp: Kstat, absent: Collection[str] = ()) -> list[tuple[Any, str, int, int]]:
+    # (record, name, how to store, mask) for each record with a source: the types never
+    # change; records without one keep the 0 kstat_named_init gave them.
     plan = []
     for knp in ksp.ks_data:
+        if knp.name in absent:
+            continue
         t = knp.data_type
         if t == KstatDataType.STRING:
             plan.append((knp, knp.name, _STR, 0))

@@ -17,16 +17,25 @@ system_misc (class misc, every record UINT32, values wrap at 2**32 as in illumos
                  created: the boot does not move (Linux recomputes ``btime`` from
                  the wall clock, so it may step by a second when the clock is set)
     nsec_per_tick  10**9 / USER_HZ, the unit of every /proc tick counter
-    deficit and vac have no Linux meaning and are left out.
+    deficit, vac  0, marked no source (kstatpy.metadata.no_source): Linux has no
+                 memory "deficit" (illumos' pages the scheduler expects to be taken)
+                 nor a virtual address cache; vmstat's ``de`` column reads deficit
     crtime is the boot (lbolt and clk_intr count from there).
 
 system_pages (class pages, every record ULONG, in pages of ``SC_PAGE_SIZE``)
     physmem, pagestotal  MemTotal;  freemem, pagesfree  MemFree
-    pp_kernel    Slab + KernelStack + PageTables + Percpu (+ SecPageTables):
-                 memory the kernel holds for itself
-    pageslocked  Mlocked
-    availrmem    physmem - pp_kernel - pageslocked: memory that could still be
-                 locked down (illumos: available resident memory)
+    pp_kernel    Slab + KernelStack + PageTables + Percpu (+ SecPageTables), plus
+                 the ZFS ARC's ``size`` (``proc/spl/kstat/zfs/arcstats``) where
+                 OpenZFS is loaded: memory the kernel holds for itself (illumos'
+                 ARC is kernel memory; Linux counts its buffers nowhere in meminfo)
+    pageslocked  what illumos' kstat_fr.c publishes: availrmem_initial - availrmem,
+                 the resident memory taken since the kernel came up, by the kernel
+                 and by locked pages: pp_kernel + Mlocked. (availrmem_initial is
+                 physmem here: MemTotal already leaves out the kernel image.)
+                 So collectd's kernel memory, min(pp_kernel, pageslocked) - ARC,
+                 is Linux's kernel memory, never negative
+    availrmem    physmem - pageslocked: memory that could still be locked down
+                 (illumos: available resident memory)
     lotsfree     sum of the zones' ``high`` watermarks (``proc/zoneinfo``): the free
                  level kswapd reclaims up to
     desfree      sum of the zones' ``low`` watermarks: below it kswapd wakes
@@ -61,10 +70,14 @@ __all__ = ["FSCALE", "MiscSource", "PagesSource", "create_system_misc", "create_
 #: illumos load averages are fixed point with FSHIFT = 8.
 FSCALE = 1 << 8
 
+#: system_misc records in illumos' order (uts/common/os/clock.c); deficit and vac have no source.
 MISC_FIELDS = (
-    "ncpus", "lbolt", "clk_intr", "nproc", "avenrun_1min", "avenrun_5min", "avenrun_15min",
-    "boot_time", "nsec_per_tick",
+    "ncpus", "lbolt", "deficit", "clk_intr", "vac", "nproc", "avenrun_1min", "avenrun_5min",
+    "avenrun_15min", "boot_time", "nsec_per_tick",
 )  # fmt: skip
+MISC_ABSENT = ("deficit", "vac")
+#: OpenZFS' ARC statistics (``size``: bytes the ARC holds)
+ARCSTATS = "proc/spl/kstat/zfs/arcstats"
 
 #: system_pages records in illumos' order.
 PAGES_ORDER = (
@@ -199,6 +212,14 @@ class PagesSource:
         self.pagesize = os.sysconf("SC_PAGE_SIZE")
         self.zoneinfo = "lotsfree" in fields or "desfree" in fields
         self.minfree = "minfree" in fields
+        self.arc = root.exists(ARCSTATS)
+
+    def _arc_pages(self) -> int:
+        data = self.root.read_bytes(ARCSTATS)
+        at = data.find(b"\nsize ")
+        if at < 0:
+            return 0
+        return int(data[at + 1 : data.find(b"\n", at + 1)].split()[2]) // self.pagesize
 
     def values(self) -> dict[str, Any]:
         root = self.root
@@ -210,11 +231,12 @@ class PagesSource:
             out["physmem"] = out["pagestotal"] = m["MemTotal"] // kb_per_page
         if "MemFree" in m:
             out["freemem"] = out["pagesfree"] = m["MemFree"] // kb_per_page
-        if "Mlocked" in m:
-            out["pageslocked"] = m["Mlocked"] // kb_per_page
         kernel = sum(m.get(k, 0) for k in _KERNEL_KEYS) // kb_per_page
+        if self.arc:
+            kernel += self._arc_pages()
         out["pp_kernel"] = kernel
-        out["availrmem"] = out.get("physmem", 0) - kernel - out.get("pageslocked", 0)
+        out["pageslocked"] = locked = kernel + m.get("Mlocked", 0) // kb_per_page
+        out["availrmem"] = max(0, out.get("physmem", 0) - locked)
         if self.zoneinfo:
             _, out["desfree"], out["lotsfree"] = zone_watermarks(root.read_bytes("proc/zoneinfo"))
         if self.minfree:
@@ -226,7 +248,7 @@ def create_system_misc(chain: Chain, root: SysRoot, origin: int) -> Kstat:
     """unix:0:system_misc (crtime ``origin``, the boot)."""
     source = MiscSource(root)
     fields = [(f, KSTAT_DATA_UINT32) for f in MISC_FIELDS]
-    return create_named(chain, "unix", 0, "system_misc", "misc", fields, source, crtime=origin)
+    return create_named(chain, "unix", 0, "system_misc", "misc", fields, source, crtime=origin, absent=MISC_ABSENT)
 
 
 def create_system_pages(chain: Chain, root: SysRoot) -> Kstat | None:

@@ -12,9 +12,15 @@ value seen to every second since boot). The average a reader computes over two
 reads is therefore the value at the later read, exactly as illumos would report
 a value that held steady over the interval.
 
-    sysinfo  runque   ``procs_running`` of ``proc/stat`` (Linux counts the threads
-                      on a CPU too; illumos only those queued)
-             runocc   +1 a second when procs_running > 0
+    sysinfo  runque   runnable threads waiting for a CPU, as illumos counts them (its
+                      clock adds the dispatch queues' lengths, not the threads on a
+                      CPU): ``procs_running`` of ``proc/stat`` (which counts the threads
+                      on a CPU too, the reader itself among them) less the reader, less
+                      the on-line CPUs (``sys/devices/system/cpu/online``), never below
+                      0. illumos' clock samples while the reader sleeps, so the reader
+                      is not counted: an idle host adds 0; N busy threads on M CPUs
+                      add about N - M a second.
+             runocc   +1 a second when runque > 0
              waiting  ``procs_blocked`` (threads in uninterruptible I/O wait)
              swpque, swpocc  0: Linux does not swap out whole processes
     vminfo   freemem  MemFree (pages)
@@ -25,7 +31,9 @@ a value that held steady over the interval.
              (illumos' swap is virtual: memory plus swap devices; so here.)
 
 var (class misc, struct var): tunables, read each time.
-    v_proc, v_maxupttl  ``proc/sys/kernel/threads-max`` (Linux's task table limit)
+    v_proc, v_maxupttl  min(``proc/sys/kernel/threads-max``, ``proc/sys/kernel/pid_max``):
+                        the tasks Linux can have, limited by both the task table and
+                        the PIDs to give them (either alone when the other is missing)
     v_autoup            ``proc/sys/vm/dirty_expire_centisecs`` / 100 (seconds a
                         dirty page may age before writeback)
     v_nglobpris         SCHED_FIFO's maximum + 41 (the real-time priorities plus
@@ -38,11 +46,13 @@ crtime of sysinfo and vminfo is the boot; var's is its creation.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_raw
 from kstatpy_providers.system.source import find_ints
+from kstatpy_providers.system.source import parse_cpu_list
 
 from kstatpy.raw import SYSINFO
 from kstatpy.raw import VAR
@@ -93,10 +103,27 @@ class _Accumulator:
 
 
 class SysinfoSource(_Accumulator):
+    def __init__(self, root: SysRoot) -> None:
+        super().__init__(root)
+        self.online: tuple[bytes, int] = (b"", 1)  # the last ``online`` text and its CPU count
+
+    def _online(self) -> int:
+        try:
+            text = self.root.read_bytes("sys/devices/system/cpu/online")
+        except FileNotFoundError:
+            return self.online[1]
+        if text != self.online[0]:
+            self.online = (text, max(1, len(parse_cpu_list(text.decode()))))
+        return self.online[1]
+
     def sample(self) -> dict[str, int]:
         got = find_ints(self.root.read_bytes("proc/stat"), _PROCS_KEYS)
-        running = got.get(b"procs_running ", 0)
-        return {"runque": running, "runocc": int(running > 0), "waiting": got.get(b"procs_blocked ", 0)}
+        if len(got) != len(_PROCS_KEYS):  # a malformed file is the reader's error, never zeros
+            missing = " and ".join(k.decode().strip() for k in _PROCS_KEYS if k not in got)
+            raise OSError(errno.EIO, f"proc/stat has no {missing} line (malformed)")
+        # procs_running counts this reader (it is running) and a thread on each busy CPU.
+        queued = max(0, got[b"procs_running "] - 1 - self._online())
+        return {"runque": queued, "runocc": int(queued > 0), "waiting": got[b"procs_blocked "]}
 
 
 class VminfoSource(_Accumulator):
@@ -133,9 +160,10 @@ class VarSource:
     def values(self) -> dict[str, Any]:
         root = self.root
         out: dict[str, Any] = dict(self.prios)
-        threads = root.read_int_or("proc/sys/kernel/threads-max", None)
-        if threads is not None:
-            out["v_proc"] = out["v_maxupttl"] = threads
+        limits = [v for v in (root.read_int_or("proc/sys/kernel/threads-max", None),
+                              root.read_int_or("proc/sys/kernel/pid_max", None)) if v is not None]  # fmt: skip
+        if limits:
+            out["v_proc"] = out["v_maxupttl"] = min(limits)
         expire = root.read_int_or("proc/sys/vm/dirty_expire_centisecs", None)
         if expire is not None:
             out["v_autoup"] = expire // 100

@@ -76,8 +76,9 @@ class _Vmm:
         self.op = op
         if socket_path == "":
             _fail(op, "--socket: the socket path must not be empty", EXIT_USAGE)
+        meta = click.get_current_context().meta
         try:
-            self.transport = SocketTransport(socket_path)
+            self.transport = SocketTransport(socket_path, meta.get("vmmctl.timeout"), meta.get("vmmctl.trust", ()))
         except KstatError as exc:  # nothing answers, or a directory another user controls
             _fail(op, exc.message, EXIT_NO_DAEMON)
 
@@ -102,10 +103,40 @@ class _Vmm:
 # No envvar= on the options: $KSTAT_SOCKET must not outrank "vmmctl --socket P list";
 # SocketTransport(None) falls back to it, then to the default path.
 _SOCKET_HELP = (
-    "kstatd's socket [default: $KSTAT_SOCKET, else $XDG_RUNTIME_DIR/kstatpy/kstat.sock, "
-    "else /tmp/kstatpy-UID/kstat.sock]."
+    "kstatd's socket [default: $KSTAT_SOCKET, else /run/kstatpy/priv/kstat.sock for root, "
+    "else $XDG_RUNTIME_DIR/kstatpy/kstat.sock, else /tmp/kstatpy-UID/kstat.sock]."
 )
-_socket_option = click.option("--socket", "socket_path", metavar="PATH", help=_SOCKET_HELP)
+
+
+def _keep_timeout(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    # docs/PROTOCOL.md §9.7 step 4: finite, > 0, <= 86400 (click's FloatRange lets nan through).
+    if value is None:
+        return
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= 86400:
+        raise click.BadParameter(f"{value!r} is not a number of seconds > 0 and <= 86400")
+    ctx.meta["vmmctl.timeout"] = seconds  # meta is shared by the group and its subcommand
+
+
+def _keep_trust(ctx: click.Context, param: click.Parameter, value: tuple[int, ...]) -> None:
+    if value:
+        ctx.meta["vmmctl.trust"] = tuple(ctx.meta.get("vmmctl.trust", ())) + value
+
+
+def _socket_option(f: Any) -> Any:
+    """--socket (returned to the command), --timeout and --trust-uid (kept in ctx.meta)."""
+    f = click.option(
+        "--trust-uid", type=click.IntRange(0, 0xFFFFFFFE), multiple=True, expose_value=False, callback=_keep_trust,
+        help="Accept a server run by this uid on the socket named (also $KSTAT_TRUST_UID=N[,N...]).",
+    )(f)  # fmt: skip
+    f = click.option(
+        "--timeout", metavar="SECONDS", expose_value=False, callback=_keep_timeout,
+        help="Give up on a request kstatd has not answered in SECONDS [default: $KSTAT_TIMEOUT, else 10].",
+    )(f)  # fmt: skip
+    return click.option("--socket", "socket_path", metavar="PATH", help=_SOCKET_HELP)(f)
 
 
 def _socket(here: str | None) -> str | None:
@@ -170,6 +201,18 @@ def list_(socket_path: str | None) -> None:
     for vm in sorted(vms, key=lambda v: v["minor"]):
         state = "destroying" if vm["destroying"] else "active"
         click.echo(f"{vm['minor']:>5}  {vm['open']:>4}  {state:<10}  {vm['name']}")
+
+
+class _FiniteSeconds(click.FloatRange):
+    """A finite number of seconds within [min, max]: nan and inf are usage errors (exit 2)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if rv != rv:  # nan passes FloatRange's comparisons
+            self.fail(f"{value!r} is not a finite number of seconds.", param, ctx)
+        return rv
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:
@@ -237,9 +280,9 @@ def hold(name: str, socket_path: str | None) -> None:
 
 @main.command()
 @click.argument("name")
-@click.option("--seconds", type=click.FloatRange(0), default=1.0, show_default=True, help="How long to run.")
+@click.option("--seconds", type=_FiniteSeconds(0, 86400), default=1.0, show_default=True, help="How long to run.")
 @click.option("--vcpus", type=click.IntRange(1, VM_MAXCPU), default=4, show_default=True, help="vCPUs to drive.")
-@click.option("--tick", type=click.FloatRange(0.001), default=0.01, show_default=True, help="Seconds per step.")
+@click.option("--tick", type=_FiniteSeconds(0.001, 60), default=0.01, show_default=True, help="Seconds per step.")
 @_socket_option
 def run(name: str, seconds: float, vcpus: int, tick: float, socket_path: str | None) -> None:
     """Open VM NAME and drive its vCPUs' micro-states for a while (VMM_VCPU_USTATE)."""

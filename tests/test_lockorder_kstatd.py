@@ -1,0 +1,99 @@
+"""kstatd and the 8149 deadlock: the checker's panic with ``--kmem-audit``, the deadman's report without.
+
+Real kstatd processes, the real ``kstat`` and ``kstatpy-mdb``; the provider is
+``tests/providers_fixture/datalink.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from kstatpy.constants import KstatIoctl
+from tests.kstatd_fixture import REPO
+from tests.kstatd_fixture import kstatd_env
+from tests.kstatd_fixture import rpc
+from tests.kstatd_fixture import running_kstatd
+from tests.providers_fixture import datalink
+
+DLS = ("tests.providers_fixture.datalink",)
+READ = int(KstatIoctl.READ)
+
+
+def _kid(socket: str, name: str) -> int:
+    _, code, res = rpc(socket, READ, {"kid": 0})
+    assert code == 0, res
+    return next(h["kid"] for h in res["kstat"]["data"] if (h["module"], h["name"]) == ("dls", name))
+
+
+def _kstat(socket: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kstatpy.cli.kstat", *args], cwd=str(REPO), env=kstatd_env({"KSTAT_SOCKET": socket}),
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def test_with_the_audit_kstatd_panics_at_the_delete_and_mdb_reads_the_cycle(tmp_path: Path) -> None:
+    args = ("--kmem-audit", "--on-panic=continue")
+    with running_kstatd(tmp_path, plugins=DLS, args=args, env={"DLS_ORDER": "8149"}) as kd:
+        assert rpc(kd.socket, datalink.LINK_CREATE, {"name": "stub0"})[1] == 0
+        read = _kstat(kd.socket, "-p", "dls:1:link:reads")
+        assert read.returncode == 0 and read.stdout.strip() == "dls:1:link:reads\t1", read.stderr
+        _, code, res = rpc(kd.socket, datalink.LINK_DELETE, {"name": "stub0"})  # one thread, no race
+        assert code == 14, res  # EFAULT: a panic, kstatd continues
+        assert "lock order reversal: kstat_delete(dls:1:link) while holding mutex dls_lock" in res["error"]
+    assert "(lock order checker)" in kd.stderr and "lock order cycle (2 lock classes):" in kd.stderr
+    (vmcore,) = tmp_path.glob("kstatd.vmcore.*.json")
+    dump = json.loads(vmcore.read_text())
+    assert dump["panic"]["trap"]["kind"] == "lock order"
+    edges = dump["lockorder"]["cycle"]
+    assert [(e["from"], e["to"]) for e in edges] == [("mutex dls_lock", "hold dls:*:link"), ("hold dls:*:link", "mutex dls_lock")]
+    assert dump["kstat"] == edges[0]["kstat"] != 0
+    mdb = subprocess.run(
+        [sys.executable, "-m", "kstatpy.cli.mdb", str(vmcore), "-e", "::status; ::lockorder"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert mdb.returncode == 0, mdb.stderr
+    assert "panic message: deadlock: lock order reversal: kstat_delete(dls:1:link)" in mdb.stdout
+    assert "edge 2: hold dls:*:link -> mutex dls_lock, first seen:" in mdb.stdout
+    assert "datalink:link_update+0x" in mdb.stdout and "kstat:read_kstat_data+0x" in mdb.stdout
+    assert "datalink:delete+0x" in mdb.stdout and "kstat:_provider_ioctl+0x" in mdb.stdout
+
+
+def test_without_the_audit_the_deadman_names_both_threads_and_kstat_times_out(tmp_path: Path) -> None:
+    args = ("--deadman-seconds", "1", "--read-timeout", "1", "--detach-timeout", "2")
+    with running_kstatd(tmp_path, plugins=DLS, args=args, env={"DLS_ORDER": "8149"}) as kd:
+        assert rpc(kd.socket, datalink.LINK_CREATE, {"name": "stub0"})[1] == 0
+        kid = _kid(kd.socket, "link")
+        deleted: list[Any] = []
+
+        def delete() -> None:  # holds dls_lock until a reader is in ks_update, then kstat_delete waits
+            try:
+                deleted.append(rpc(kd.socket, datalink.LINK_DELETE, {"name": "stub0", "wait_reader": 60}, timeout=30))
+            except (OSError, EOFError) as exc:  # kstatd stopped under it
+                deleted.append(exc)
+
+        deleter = threading.Thread(target=delete, daemon=True)
+        deleter.start()
+        reader = _kstat(kd.socket, "-p", "dls:1:link")  # the real reader that races it
+        assert reader.returncode != 0 and reader.stdout == "", reader.stdout
+        # kstat's timeout error: the existing mechanism (kstatd --read-timeout answers EAGAIN, kstat
+        # retries for its own timeout, then gives up); no client-side timeout option on main yet.
+        assert f"kstat: kid {kid}: ks_update has not returned after" in reader.stderr, reader.stderr
+        assert len(reader.stderr.strip().splitlines()) == 1 and "Traceback" not in reader.stderr
+        assert deleted == []  # still stuck: the deadman breaks nothing
+    err = kd.stderr
+    assert err.count("kstatd: deadman: ") == 1, err  # one report, however long the wait
+    report = err[err.index("kstatd: deadman: ") :]
+    assert "deadman: kstat_delete has waited " in report and f"for the hold of dls:1:link (kid {kid};" in report
+    assert "  waiter: thread 0x" in report and "kstat_delete(dls:1:link), waiting" in report
+    assert "datalink:delete+0x" in report  # the waiter's stack: the provider's delete path
+    assert f"a reader in ks_update of kid {kid}, holding the hold of dls:1:link" in report
+    assert "blocked at datalink:link_update+0x" in report and "in mutex_enter(dls_lock), held by thread 0x" in report
+    assert "  deadlock: thread 0x" in report and "while holding mutex dls_lock" in report
+    waited = float(report.split("has waited ", 1)[1].split(" s", 1)[0])
+    assert waited >= 1.0
