@@ -24,9 +24,11 @@ from test_provider_system import attach
 from test_provider_system import build_fake_tree
 from test_provider_system import named
 from test_provider_system import read
+from test_provider_system import types
 from test_provider_system import write
 
 from kstatpy.chain import Chain
+from kstatpy.constants import KstatDataType
 from kstatpy.constants import KstatType
 from kstatpy.raw import CPU_STAT
 from kstatpy.raw import SYSINFO
@@ -37,9 +39,11 @@ from tests.chain_io import chain_read
 HZ = os.sysconf("SC_CLK_TCK")
 _TICKS = ("cpu_ticks_idle", "cpu_ticks_user", "cpu_ticks_kernel", "cpu_ticks_wait")
 
+Lookup = tuple[str, str, str, str, tuple[str, ...]]
+
 #: (tool, module, instance ("N": each CPU; "*": any), name ("*": any; "class:C": any of class C),
 #:  statistics it reads: names, "@i" a record by position, "RAW:Layout" a raw struct)
-INVENTORY: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = (
+INVENTORY: tuple[Lookup, ...] = (
     ("mpstat", "cpu_info", "N", "*", ()),
     ("mpstat", "cpu", "N", "vm", ("hat_fault", "as_fault", "maj_fault")),
     ("mpstat", "cpu", "N", "sys", ("xcalls", "intr", "intrthread", "pswitch", "inv_swtch", "cpumigrate",
@@ -79,7 +83,53 @@ INVENTORY: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = (
     ("nicstat", "udp", "*", "udp", ("inDatagrams", "outDatagrams", "inErrors", "outErrors")),
     ("nicstat", "link", "0", "*", ("rbytes64", "obytes64", "ipackets64", "opackets64", "ierrors", "oerrors",
                                    "collisions", "noxmtbuf", "ifspeed", "link_duplex")),
+    # node_exporter's collector/*_solaris.go (go-kstat: UintVal reads unsigned records, IntVal signed ones)
+    ("node_exporter", "cpu", "N", "sys", ("cpu_nsec_idle=u", "cpu_nsec_kernel=u", "cpu_nsec_user=u")),
+    ("node_exporter", "cpu_info", "N", "*", ("current_clock_Hz=u", "clock_MHz=i")),
+    ("node_exporter", "unix", "0", "system_misc", ("boot_time=u", "avenrun_1min=u", "avenrun_5min=u",
+                                                   "avenrun_15min=u")),
+    # collectd's src/{cpu,memory,interface,disk,uptime}.c (HAVE_LIBKSTAT; load and swap use no kstat)
+    ("collectd", "cpu_stat", "N", "*", ("RAW:cpu_stat_t",)),
+    ("collectd", "unix", "0", "system_pages", ("pagestotal", "pagesfree", "pageslocked", "pp_kernel", "physmem",
+                                               "availrmem")),
+    ("collectd", "*", "*", "class:net", ("obytes", "ipackets64", "opackets64", "rbytes64", "obytes64", "ierrors",
+                                         "oerrors")),
+    ("collectd", "*", "*", "class:disk", ("IO:nread", "IO:nwritten", "IO:reads", "IO:writes", "IO:rtime",
+                                          "IO:wtime")),
+    ("collectd", "unix", "0", "system_misc", ("boot_time",)),
+    # zabbix agent's src/libs/zbxsysinfo/solaris/*.c (get_kstat_numeric_value: INT32, UINT32, INT64, UINT64 only)
+    ("zabbix", "unix", "0", "system_misc", ("boot_time=n", "avenrun_1min=n", "avenrun_5min=n", "avenrun_15min=n")),
+    ("zabbix", "unix", "0", "var", ("RAW:struct var",)),
+    ("zabbix", "unix", "0", "vminfo", ("RAW:vminfo_t",)),
+    ("zabbix", "cpu_stat", "N", "*", ("RAW:cpu_stat_t",)),
+    ("zabbix", "*", "*", "class:net", ("rbytes64=n", "rbytes=n", "ipackets64=n", "ipackets=n", "ierrors=n",
+                                       "obytes64=n", "obytes=n", "opackets64=n", "opackets=n", "oerrors=n",
+                                       "collisions=n")),
+    ("zabbix", "*", "*", "class:disk", ("IO:nread", "IO:reads", "IO:nwritten", "IO:writes")),
+    # Oxide's oximeter (oximeter/instruments/src/kstat: kstat-rs as_u64 / as_u32 / as_str refuse other types)
+    ("oximeter", "cpu", "N", "sys", ("cpu_nsec_idle=u64", "cpu_nsec_user=u64", "cpu_nsec_kernel=u64",
+                                     "cpu_nsec_dtrace=u64", "cpu_nsec_intr=u64")),
+    ("oximeter", "link", "0", "*", ("rbytes64=u64", "obytes64=u64", "ipackets64=u64", "opackets64=u64",
+                                    "ierrors=u32", "oerrors=u32")),
+    ("oximeter", "zones", "*", "*", ("zonename=s", "nsec_user=u64", "nsec_sys=u64", "nsec_waitrq=u64")),
 )  # fmt: skip
+
+#: What consumers look up that this host does not publish (docs/SYSTEM-PROVIDER.md, "Absent"):
+#: node_exporter's cpu_nsec_wait (Oracle Solaris has it, illumos does not), and OpenZFS's kstats
+#: where no OpenZFS is loaded (collectd's memory plugin fails to start without zfs:0:arcstats).
+ABSENT: tuple[Lookup, ...] = (
+    ("node_exporter", "cpu", "N", "sys", ("cpu_nsec_wait=u",)),
+    ("node_exporter", "zfs", "0", "arcstats", ("hits", "misses", "c", "c_min", "c_max", "size")),
+    ("node_exporter", "zfs", "0", "zfetchstats", ("hits", "misses")),
+    ("collectd", "zfs", "0", "arcstats", ("size",)),
+)  # fmt: skip
+
+#: Record types a ``name=T`` statistic may have: what the consumer's accessor accepts.
+_TYPES = {
+    "u": {KstatDataType.UINT32, KstatDataType.UINT64}, "i": {KstatDataType.INT32, KstatDataType.INT64},
+    "n": {KstatDataType.INT32, KstatDataType.UINT32, KstatDataType.INT64, KstatDataType.UINT64},
+    "u32": {KstatDataType.UINT32}, "u64": {KstatDataType.UINT64}, "s": {KstatDataType.STRING},
+}  # fmt: skip
 
 _RAW = {"sysinfo_t": SYSINFO, "vminfo_t": VMINFO, "struct var": VAR, "cpu_stat_t": CPU_STAT}
 
@@ -104,12 +154,13 @@ def _matches(chain: Chain, module: str, instance: str, name: str) -> list[Any]:
     return out
 
 
-def missing_for_tools(chain: Chain) -> list[str]:
-    """Every INVENTORY entry this chain lacks, as "tool: module:instance:name:statistic"."""
+def missing_for_tools(chain: Chain, inventory: tuple[Lookup, ...] = INVENTORY) -> list[str]:
+    """Every inventory entry this chain lacks, as "tool: module:instance:name:statistic"; a
+    ``name=T`` statistic of another record type than ``_TYPES[T]`` is missing too."""
     missing = []
     cpus = _cpus(chain)
     assert cpus, "no CPUs"
-    for tool, module, instance, name, stats in INVENTORY:
+    for tool, module, instance, name, stats in inventory:
         where = f"{tool}: {module}:{instance}:{name}"
         ksps = _matches(chain, module, instance, name)
         if instance == "N":
@@ -131,6 +182,10 @@ def missing_for_tools(chain: Chain) -> list[str]:
                 elif stat.startswith("@"):
                     if len(data["data"]) <= int(stat[1:]):
                         missing.append(f"{where}: {stat}")
+                elif "=" in stat:
+                    stat, want = stat.split("=")
+                    if types(data).get(stat) not in _TYPES[want]:
+                        missing.append(f"{ksp.ks_module}:{ksp.ks_instance}:{ksp.ks_name}: {stat}={want} ({tool})")
                 elif stat not in named(data):
                     missing.append(f"{ksp.ks_module}:{ksp.ks_instance}:{ksp.ks_name}: {stat} ({tool})")
     return missing
@@ -142,6 +197,8 @@ def _full_fake(root: Path) -> Path:
     write(root, "proc/slabinfo", SLABINFO)
     write(root, "proc/net/snmp", SNMP)
     write(root, "sys/class/net/eth0/duplex", "full\n")
+    meminfo = "MemTotal:  8192 kB\nMemFree:   4096 kB\nMlocked:   64 kB\nSlab:  256 kB\nKernelStack:  32 kB\n"
+    write(root, "proc/meminfo", meminfo + "PageTables:  16 kB\nPercpu:  8 kB\n")  # collectd's pp_kernel
     return root
 
 
@@ -181,6 +238,35 @@ def test_the_walk_fails_on_what_is_absent(tmp_path: Path) -> None:
     chain, _ = attach(root)
     missing = missing_for_tools(chain)
     assert "sadc: unix:0:file_cache" in missing and "sadc: *:*:class:kmem_cache" in missing
+
+
+def test_what_consumers_need_and_no_host_publishes_is_absent(tmp_path: Path) -> None:
+    """ABSENT is absent (when one is published, move it to INVENTORY and docs' table), and the
+    walk checks record types: a signed clock_MHz is not go-kstat's UintVal."""
+    chain, _ = attach(_full_fake(tmp_path / "root"))
+    missing = missing_for_tools(chain, ABSENT)
+    assert "cpu:0:sys: cpu_nsec_wait=u (node_exporter)" in missing
+    assert {m for m in missing if m.startswith(("node_exporter: zfs", "collectd: zfs"))} == {
+        "node_exporter: zfs:0:arcstats",
+        "node_exporter: zfs:0:zfetchstats",
+        "collectd: zfs:0:arcstats",
+    }
+    assert len(missing) == len(_cpus(chain)) + 3
+    wrong = missing_for_tools(chain, (("node_exporter", "cpu_info", "N", "*", ("clock_MHz=u", "clock_MHz=i")),))
+    assert wrong == [f"cpu_info:{c}:cpu_info{c}: clock_MHz=u (node_exporter)" for c in _cpus(chain)]
+
+
+def test_openzfs_kstats_are_where_collectd_and_node_exporter_look(tmp_path: Path) -> None:
+    """With OpenZFS loaded, its kstats are zfs:0:arcstats and zfs:0:zfetchstats as on illumos
+    (the statistic names are OpenZFS's own: the fake files hold a few of them)."""
+    from test_provider_system_spl import build_spl
+
+    root = _full_fake(tmp_path / "root")
+    build_spl(root)
+    chain, _ = attach(root)
+    zfs = [e for e in ABSENT if e[1] == "zfs"]
+    assert missing_for_tools(chain, tuple(zfs)) == []
+    assert named(read(chain, "zfs", 0, "arcstats"))["size"] > 0
 
 
 def test_hostwide_kstats_exact(tmp_path: Path) -> None:
