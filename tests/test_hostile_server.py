@@ -109,7 +109,7 @@ def test_client_refuses_a_reply_over_its_cap_without_allocating_it(tmp_path: Pat
 
 def test_a_large_reply_under_the_cap_is_read_whole(tmp_path: Path) -> None:
     blob = bytes(range(256)) * (12 << 12)  # 3 MiB: several chunks
-    with fake_kstatd(tmp_path, reply({"data": blob})) as path:
+    with fake_kstatd(tmp_path, reply({"kcid": 1, "data": blob})) as path:
         t = SocketTransport(path)
         assert t.ioctl(0x4B01)["data"] == blob
         t.close()
