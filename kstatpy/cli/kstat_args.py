@@ -199,14 +199,15 @@ def _socket_arg(path: str, opts: Options) -> None:
 
 
 def _timeout_arg(text: str, opts: Options) -> None:
-    # docs/PROTOCOL.md §9.7 step 4: a finite number of seconds > 0 and <= 86400.
+    # docs/PROTOCOL.md §9.7 step 4: a finite number of seconds > 0 and <= 86400, parsed
+    # as $KSTAT_TIMEOUT is (transport.request_timeout: no "1_0", no non-ASCII digits).
+    from kstatpy.errors import KstatError
+    from kstatpy.transport import request_timeout
+
     try:
-        seconds = float(text)
-    except ValueError:
-        seconds = float("nan")
-    if not 0 < seconds <= 86400:
-        raise UsageError(f"{PROG}: --timeout needs a number of seconds > 0 and <= 86400, not {text!r}\n")
-    opts.timeout = seconds
+        opts.timeout = request_timeout(text)
+    except KstatError:
+        raise UsageError(f"{PROG}: --timeout needs a number of seconds > 0 and <= 86400, not {text!r}\n") from None
 
 
 def _uid_arg(text: str, opts: Options) -> None:

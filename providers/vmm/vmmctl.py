@@ -41,6 +41,7 @@ from kstatpy.errors import KstatError
 from kstatpy.errors import ServerUnavailableError
 from kstatpy.protocol import errno_name
 from kstatpy.transport import SocketTransport
+from kstatpy.transport import request_timeout
 
 __all__ = ["main"]
 
@@ -109,15 +110,14 @@ _SOCKET_HELP = (
 
 
 def _keep_timeout(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    # docs/PROTOCOL.md §9.7 step 4: finite, > 0, <= 86400 (click's FloatRange lets nan through).
+    # docs/PROTOCOL.md §9.7 step 4: finite, > 0, <= 86400, parsed as $KSTAT_TIMEOUT is
+    # (transport.request_timeout: not float()'s "1_0" or non-ASCII digits).
     if value is None:
         return
     try:
-        seconds = float(value)
-    except ValueError:
-        seconds = float("nan")
-    if not 0 < seconds <= 86400:
-        raise click.BadParameter(f"{value!r} is not a number of seconds > 0 and <= 86400")
+        seconds = request_timeout(value)
+    except KstatError:
+        raise click.BadParameter(f"{value!r} is not a number of seconds > 0 and <= 86400") from None
     ctx.meta["vmmctl.timeout"] = seconds  # meta is shared by the group and its subcommand
 
 
