@@ -88,8 +88,8 @@ class _Vmm:
             code, result = self.transport.round_trip(cmd, arg)
         except ServerUnavailableError as exc:
             _fail(self.op, exc.message, EXIT_NO_DAEMON)
-        except KstatError as exc:
-            _fail(self.op, f"{exc.message} ({errno_name(exc.errno)})")
+        except KstatError as exc:  # the transport or protocol failed (EPROTO, ...): no answer from kstatd
+            _fail(self.op, f"{exc.message} ({errno_name(exc.errno)})", EXIT_NO_DAEMON)
         if code:
             message = result.get("error") or "failed"
             if code == errno.EINVAL and "no provider claimed" in message:
@@ -156,7 +156,11 @@ class _Group(GuardedGroup):
             sys.exit(128 + signal.SIGINT)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             # A reply framed right but not of the shapes vmmctl expects (broken or hostile server).
-            _fail(ctx.invoked_subcommand or "vmmctl", f"malformed reply from kstatd: {type(exc).__name__}: {exc}")
+            _fail(
+                ctx.invoked_subcommand or "vmmctl",
+                f"malformed reply from kstatd: {type(exc).__name__}: {exc}",
+                EXIT_NO_DAEMON,
+            )
 
 
 @click.group(cls=_Group, name="vmmctl", context_settings={"help_option_names": ["-h", "--help"]})
