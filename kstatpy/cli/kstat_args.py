@@ -237,7 +237,8 @@ def _option_with_arg(c: str, optarg: str, opts: Options, named: dict[str, str]) 
     if c == "T":
         first = optarg[:1]
         if first not in ("d", "u"):
-            raise UsageError("")
+            # illumos' kstat.c prints only the usage; its kstat.pl said why, in these words.
+            raise UsageError(f"{PROG}: Invalid timestamp specifier {optarg}\n")
         opts.timestamp = first
     elif c == "c":
         opts.ks_class = optarg
@@ -247,8 +248,8 @@ def _option_with_arg(c: str, optarg: str, opts: Options, named: dict[str, str]) 
 
 def _selector_operand(text: str) -> Selector:
     fields = operand_fields(text)
-    if fields is None:
-        raise UsageError("")
+    if fields is None:  # kstat.c prints only the usage: say why first
+        raise UsageError(f"{PROG}: {text}: more than 4 fields (module:instance:name:statistic)\n")
     return Selector(*fields)
 
 
@@ -295,8 +296,8 @@ def parse_args(argv: list[str]) -> Options:
             if value < 1:
                 raise UsageError("Count must be an integer >= 1")
             opts.count = value
-        else:
-            raise UsageError("")
+        else:  # kstat.c prints only the usage: say why first
+            raise UsageError(f"{PROG}: {text}: a third number (only interval and count)\n")
         numbers += 1
 
     if opts.describe and numbers:
