@@ -69,14 +69,39 @@ def _clean(sources: list[str]) -> bool:
     return subprocess.run(["git", "diff", "--quiet", "--", *sources], cwd=REPO, timeout=60).returncode == 0
 
 
+def _annotations(path: Path) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """The (start, end) (line, column) spans of every annotation in the module at ``path``."""
+    import ast
+
+    spans = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        notes = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            notes = [a.annotation for a in (*args.posonlyargs, *args.args, *args.kwonlyargs) if a.annotation]
+            notes += [a.annotation for a in (args.vararg, args.kwarg) if a is not None and a.annotation]
+            notes += [node.returns] if node.returns else []
+        elif isinstance(node, ast.AnnAssign):
+            notes = [node.annotation]
+        spans += [((n.lineno, n.col_offset), (n.end_lineno or n.lineno, n.end_col_offset or 0)) for n in notes]
+    return spans
+
+
 def summarize(db: Path, source: str | list[str]) -> dict:
-    """Counts and survivors of a finished session database."""
+    """Counts and survivors of a finished session database.
+
+    A survivor inside an annotation is counted apart (``annotations``): with
+    ``from __future__ import annotations`` no annotation is evaluated at run time, so
+    no test can kill it (mypy does). ``score_without_annotations`` leaves them out.
+    """
     from cosmic_ray.work_db import WorkDB
     from cosmic_ray.work_db import use_db
     from cosmic_ray.work_item import TestOutcome
 
-    counts = {"mutants": 0, "killed": 0, "timeouts": 0, "survived": 0, "incompetent": 0, "pending": 0}
+    counts = {"mutants": 0, "killed": 0, "timeouts": 0, "survived": 0, "incompetent": 0, "pending": 0,
+              "annotations": 0}  # fmt: skip
     survivors = []
+    notes: dict[str, list] = {}
     with use_db(str(db), WorkDB.Mode.open) as wdb:
         counts["mutants"] = wdb.num_work_items
         for item, result in wdb.completed_work_items:
@@ -85,6 +110,10 @@ def summarize(db: Path, source: str | list[str]) -> dict:
             elif result.test_outcome == TestOutcome.SURVIVED:
                 counts["survived"] += 1
                 m = item.mutations[0]
+                spans = notes.setdefault(str(m.module_path), _annotations(REPO / m.module_path))
+                if any(a <= tuple(m.start_pos) < b for a, b in spans):
+                    counts["annotations"] += 1
+                    continue
                 survivors.append({"job": item.job_id, "file": str(m.module_path), "line": m.start_pos[0], "operator": m.operator_name,
                                   "occurrence": m.occurrence, "diff": result.diff})  # fmt: skip
             else:
@@ -92,6 +121,10 @@ def summarize(db: Path, source: str | list[str]) -> dict:
         counts["pending"] = counts["mutants"] - sum(counts[k] for k in ("killed", "timeouts", "survived", "incompetent"))
     scored = counts["killed"] + counts["timeouts"] + counts["survived"]
     counts["score"] = round(100 * (counts["killed"] + counts["timeouts"]) / scored, 1) if scored else None
+    runtime = scored - counts["annotations"]
+    counts["score_without_annotations"] = (
+        round(100 * (counts["killed"] + counts["timeouts"]) / runtime, 1) if runtime else None
+    )
     survivors.sort(key=lambda s: (s["file"], s["line"]))
     return {"module": source, "counts": counts, "survivors": survivors}
 
@@ -99,7 +132,9 @@ def summarize(db: Path, source: str | list[str]) -> dict:
 def report(name: str, summary: dict) -> None:
     c = summary["counts"]
     print(f"{name} ({summary['module']}): {c['mutants']} mutants, killed {c['killed']}, timeouts {c['timeouts']}, "
-          f"survived {c['survived']}, incompetent {c['incompetent']}, pending {c['pending']}: {c['score']}% killed")  # fmt: skip
+          f"survived {c['survived']}, incompetent {c['incompetent']}, pending {c['pending']}: {c['score']}% killed; "
+          f"{c.get('annotations', 0)} of the survivors in annotations, without them "
+          f"{c.get('score_without_annotations')}% killed")  # fmt: skip
     for s in summary["survivors"]:
         print(f"--- survived: {s.get('file', '')}:{s['line']} {s['operator']} #{s['occurrence']} ({s['job']})")
         print((s["diff"] or "").rstrip())
@@ -178,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     for name in args.modules:
         if args.report:
-            report(name, json.loads((REPO / ".mutation" / name / "summary.json").read_text()))
+            db = REPO / ".mutation" / name / "session.sqlite"
+            last = json.loads((REPO / ".mutation" / name / "summary.json").read_text())
+            report(name, summarize(db, last["module"]) if db.exists() else last)
         else:
             status = max(status, run(name))
     return status

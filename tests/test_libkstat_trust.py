@@ -306,3 +306,23 @@ def test_raced_spoof_of_the_default_path_never_reaches_the_victim() -> None:
     assert sum(counts.values()) == OPENS, got
     assert set(counts) <= {"ok", "EACCES", "ENOENT", "ECONNREFUSED"}, got
     assert counts.get("EACCES", 0) > 0, got  # the race was run: nobody's directory was seen and refused
+
+
+def test_roots_default_follows_kstatpy_rundir_as_the_python_client_does(tmp_path) -> None:
+    # Root's default is $KSTATPY_RUNDIR/priv/kstat.sock (kstatpy.safepath.root_run_dir) in C too.
+    if os.geteuid() != 0:
+        pytest.fail("this test needs root: the default path under test is root's")
+    from kstatpy.safepath import default_socket_path
+    from tests.kstatd_fixture import running_kstatd
+
+    run = tmp_path / "run"
+    run.mkdir(mode=0o755)
+    env = run_env(None, KSTATPY_RUNDIR=str(run))
+    env.pop("KSTAT_SOCKET", None)
+    assert default_socket_path(env) == str(run / "priv" / "kstat.sock")
+    with running_kstatd(tmp_path, plugins=("tests.providers_fixture.basic",), socket=str(run / "kstat.sock")):
+        with Driver(env) as d:
+            assert d.one("open 0").startswith("ok kcid ")
+            assert d.one("close 0") == "ok 0"
+    # Without a kstatd there, the default is not silently somewhere else.
+    assert answer(env, "open 0")[0] in ("err ENOENT", "err ECONNREFUSED")

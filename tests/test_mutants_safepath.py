@@ -28,17 +28,22 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a 
 
 
 def test_default_path_prefers_a_non_empty_xdg_runtime_dir(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert default_socket_path({"XDG_RUNTIME_DIR": "/run/user/7"}) == "/run/user/7/kstatpy/kstat.sock"
-    assert default_socket_path({"XDG_RUNTIME_DIR": ""}) == f"/tmp/kstatpy-{os.getuid()}/kstat.sock"
+    # Any caller but root (euid 7 here, whoever runs the suite).
+    assert default_socket_path({"XDG_RUNTIME_DIR": "/run/user/7"}, euid=7) == "/run/user/7/kstatpy/kstat.sock"
+    assert default_socket_path({"XDG_RUNTIME_DIR": ""}, euid=7) == f"/tmp/kstatpy-{os.getuid()}/kstat.sock"
     monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/8")
-    assert default_socket_path() == "/run/user/8/kstatpy/kstat.sock"
+    assert default_socket_path(euid=7) == "/run/user/8/kstatpy/kstat.sock"
+    # Root: its privileged listener under the run directory, whatever XDG_RUNTIME_DIR says.
+    assert default_socket_path({"XDG_RUNTIME_DIR": "/run/user/7"}, euid=0) == "/run/kstatpy/priv/kstat.sock"
+    assert default_socket_path({"KSTATPY_RUNDIR": "/r"}, euid=0) == "/r/priv/kstat.sock"
 
 
 def test_resolution_order_and_the_named_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {"KSTAT_SOCKET": "/srv/k.sock", "XDG_RUNTIME_DIR": "/run/user/7"}
     assert resolve_socket_path("/x.sock", env) == ("/x.sock", True)
     assert resolve_socket_path(None, env) == ("/srv/k.sock", True)
-    assert resolve_socket_path(None, dict(env, KSTAT_SOCKET="")) == ("/run/user/7/kstatpy/kstat.sock", False)
+    default = "/run/kstatpy/priv/kstat.sock" if os.geteuid() == 0 else "/run/user/7/kstatpy/kstat.sock"
+    assert resolve_socket_path(None, dict(env, KSTAT_SOCKET="")) == (default, False)
     with pytest.raises(ValueError, match="empty socket path"):
         resolve_socket_path("", env)
     monkeypatch.setenv("KSTAT_SOCKET", "/env.sock")

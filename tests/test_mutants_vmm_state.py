@@ -57,6 +57,19 @@ def test_ustate_changes_charge_the_state_left() -> None:
     assert vm.vcpu[0].ustate == st.VU_INIT  # only that vCPU
 
 
+def test_an_interval_is_charged_whatever_the_clock_read_at_its_start() -> None:
+    vm = VM("web", maxcpus=1)
+    vcpu = vm.vcpu[0]
+    vcpu.ustate_when = 1000  # entered 1 us after boot: now is far more than twice that
+    vcpu_ustate_change(vm, 0, st.VU_RUN)
+    assert vcpu.ustate_total[st.VU_INIT] == vcpu.ustate_when - 1000
+
+
+def test_the_heap_sizes_the_reports_show() -> None:
+    # kmem_free(addr, 28672) in docs/DEBUGGING.md's and docs/KMEM.md's walkthroughs.
+    assert (VM.kmem_size, VmmSoftc.kmem_size) == (0x7000, 0x1A0)
+
+
 @pytest.mark.parametrize("bad", [-1, st.VU_MAX, 99])
 def test_a_bad_ustate_is_refused(bad: int) -> None:
     vm = VM("web", maxcpus=1)

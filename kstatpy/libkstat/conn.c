@@ -4,7 +4,8 @@
  * kstatpy/safepath.py implement it in Python. In order:
  *
  *   1. the socket: $KSTAT_SOCKET ("named"), else the default: euid 0
- *      /run/kstatpy/priv/kstat.sock, any other $XDG_RUNTIME_DIR/kstatpy/kstat.sock,
+ *      /run/kstatpy/priv/kstat.sock ($KSTATPY_RUNDIR, when absolute, replaces
+ *      /run/kstatpy), any other $XDG_RUNTIME_DIR/kstatpy/kstat.sock,
  *      else /tmp/kstatpy-<uid>/kstat.sock;
  *   2. the default path is walked from "/" one O_PATH|O_NOFOLLOW descriptor at a time;
  *      every directory is owned by root or the caller's euid and not writable by
@@ -119,7 +120,12 @@ lk_config(struct lk_ctl *c)
 		n = snprintf(c->path, sizeof(c->path), "%s", env);
 		c->named = 1;
 	} else if (geteuid() == 0) {
-		n = snprintf(c->path, sizeof(c->path), "/run/kstatpy/priv/kstat.sock");
+		/* root's run directory: $KSTATPY_RUNDIR when absolute, as safepath.root_run_dir */
+		const char *run = getenv("KSTATPY_RUNDIR");
+
+		if (run == NULL || run[0] != '/')
+			run = "/run/kstatpy";
+		n = snprintf(c->path, sizeof(c->path), "%s/priv/kstat.sock", run);
 	} else if ((env = getenv("XDG_RUNTIME_DIR")) && *env) {
 		n = snprintf(c->path, sizeof(c->path), "%s/kstatpy/kstat.sock", env);
 	} else {

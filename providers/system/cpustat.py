@@ -67,6 +67,8 @@ import errno
 import os
 import threading
 
+from kstatpy_providers.system.parse import schedstat_cpu
+from kstatpy_providers.system.parse import vmstat
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_named
 from kstatpy_providers.system.source import create_raw
@@ -198,22 +200,6 @@ def interrupts_column(data: bytes, cpu: int) -> tuple[int, int] | None:
     return total, xcalls
 
 
-def schedstat_cpu(data: bytes, cpu: int) -> list[int] | None:
-    """The ``cpuN`` line of ``/proc/schedstat`` (9 counters), or None."""
-    key = b"\ncpu%d " % cpu
-    at = data.find(key)
-    if at < 0:
-        return None
-    end = data.find(b"\n", at + 1)
-    return [int(x) for x in data[at + len(key) : end if end > 0 else None].split()]
-
-
-def vmstat(data: bytes) -> dict[bytes, int]:
-    """``/proc/vmstat`` as {key: count}."""
-    it = iter(data.split())
-    return {k: int(v) for k, v in zip(it, it, strict=False)}
-
-
 #: ticks of sampling noise between the uptime clock and the tick-sampled columns
 DEFICIT_SLACK = 2
 
@@ -228,10 +214,15 @@ class CpuClock:
         self.worst = 0
         self.lock = threading.Lock()
 
-    def lost(self, t: list[int]) -> int:
-        """Ticks to add to idle, given the CPU's ``proc/stat`` line ``t`` read just now."""
+    def uptime(self) -> int:
+        """``proc/uptime`` in ticks, read before the ``proc/stat`` line given to :meth:`lost`."""
         up = self.root.read_bytes("proc/uptime")
-        deficit = int(float(up[: up.index(b" ")]) * _HZ) - sum(t[:8])
+        return int(float(up[: up.index(b" ")]) * _HZ)
+
+    def lost(self, t: list[int], uptime: int) -> int:
+        """Ticks to add to idle, given the CPU's ``proc/stat`` line ``t`` and the :meth:`uptime`
+        read before it (a preemption between the reads then shrinks the deficit, never grows it)."""
+        deficit = uptime - sum(t[:8])
         with self.lock:
             if self.base is None:
                 self.base = deficit
@@ -311,11 +302,12 @@ class CpuSource:
     def values(self) -> dict[str, Any]:
         root, cpu, last = self.root, self.cpu, self.last
         if self.sys:
+            up = self.clock.uptime() if self.clock is not None else 0
             stat = root.read_bytes("proc/stat")
             t = stat_cpu_line(stat, cpu)
             if t is not None:
                 if self.clock is not None:
-                    t[3] += self.clock.lost(t)
+                    t[3] += self.clock.lost(t, up)
                 last.update(cpu_times(t, self.nspt))
             if self.interrupts:
                 col = interrupts_column(root.read_bytes("proc/interrupts"), cpu)

@@ -10,7 +10,7 @@ TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up pa
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["find_ints", "parse_cpu_list"]
+__all__ = ["find_ints", "parse_cpu_list", "schedstat_cpu", "vmstat"]
 
 
 def find_ints(data: bytes, keys: Iterable[bytes]) -> dict[bytes, int]:
@@ -42,3 +42,19 @@ def parse_cpu_list(text: str) -> list[int]:
         lo, _, hi = part.partition("-")
         cpus.update(range(int(lo), int(hi or lo) + 1))
     return sorted(cpus)
+
+
+def schedstat_cpu(data: bytes, cpu: int) -> list[int] | None:
+    """The ``cpuN`` line of ``/proc/schedstat`` (9 counters), or None."""
+    key = b"\ncpu%d " % cpu
+    at = data.find(key)
+    if at < 0:
+        return None
+    end = data.find(b"\n", at + 1)
+    return [int(x) for x in data[at + len(key) : end if end > 0 else None].split()]
+
+
+def vmstat(data: bytes) -> dict[bytes, int]:
+    """``/proc/vmstat`` as {key: count}."""
+    it = iter(data.split())
+    return {k: int(v) for k, v in zip(it, it, strict=False)}
