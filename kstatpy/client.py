@@ -287,19 +287,19 @@ class KstatCtl:
     def read_many(self, ksps: Iterable[KstatUser]) -> list[tuple[int, KstatUser]]:
         """Read many kstats with KSTATPY_IOC_READ_MANY in batches of at most 65,536.
 
-        Returns ``(errno, ksp)`` per kstat in the order given; ``ksp`` is filled when
-        errno is 0. Entries kstatd left unread because the reply reached its byte
-        budget (E2BIG after at least one read entry, docs/PROTOCOL.md §9.4) are asked for
-        again in the next batch; every batch reads at least one, so this ends.
-        Nothing else is retried (EAGAIN is reported as is).
+        Returns ``(errno, ksp)`` per kstat in the order given (``ksp`` filled when errno is 0).
+        Entries kstatd left unread at its reply's byte budget (E2BIG after a read entry, docs/PROTOCOL.md
+        §9.4) are asked for again in the next batch (each batch reads one at least, so this ends). A
+        request answered EAGAIN as a whole (a stuck provider) is sent again; an entry's EAGAIN is not.
         """
+        from kstatpy.client_select import ioctl_past_stuck  # imports kstatpy.select
+
         ksps = list(ksps)
         codes = [0] * len(ksps)
-        ioctl = self.kc_kd.ioctl
         pending = list(range(len(ksps)))
         while pending:
             batch = pending[:READ_MANY_BATCH]
-            result = ioctl(_READ_MANY, {"kids": [ksps[i].ks_kid for i in batch]})
+            result = ioctl_past_stuck(self.kc_kd.ioctl, _READ_MANY, {"kids": [ksps[i].ks_kid for i in batch]})
             again: list[int] = []
             progress = False
             for i, (code, kstat) in zip(batch, result["results"], strict=True):

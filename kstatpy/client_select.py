@@ -45,10 +45,12 @@ if TYPE_CHECKING:
     from kstatpy.client import KstatCtl
     from kstatpy.client import KstatUser
 
-__all__ = ["select"]
+__all__ = ["STUCK_RETRIES", "ioctl_past_stuck", "select"]
 
 _SELECT = 0x4B12  # KstatIoctl.SELECT, without importing the enum
 _NAMED = 1
+#: Whole-request EAGAIN answers retried (each marks one more stuck kstat).
+STUCK_RETRIES = 16
 
 
 def select(
@@ -77,7 +79,7 @@ def select(
         types = sorted(types)
         arg["types"] = types
     try:
-        result = kc.kc_kd.ioctl(_SELECT, arg)
+        result = ioctl_past_stuck(kc.kc_kd.ioctl, _SELECT, arg)
     except UnicodeEncodeError:
         # A pattern from a non-UTF-8 argument (surrogate escapes) cannot go on the wire;
         # it can only match names that cannot either: select here, as an old server.
@@ -109,6 +111,26 @@ def select(
         for i, (code, ksp) in zip(unread, again, strict=True):
             out[i] = (code, ksp, out[i][2])
     return out
+
+
+def ioctl_past_stuck(ioctl: Any, cmd: int, arg: Any) -> dict[str, Any]:
+    """``ioctl(cmd, arg)`` of a SELECT or READ_MANY, asked again (at most
+    :data:`STUCK_RETRIES` times) while kstatd answers the whole request EAGAIN.
+
+    kstatd does that when a provider's ``ks_update`` passed ``--read-timeout``
+    (docs/PROTOCOL.md §9.1); that kid then answers EAGAIN at once in its own entry, so
+    each retry gets past one more stuck kstat and the others are read.
+    """
+    from kstatpy.errors import KstatError
+
+    tries = 0
+    while True:
+        try:
+            return ioctl(cmd, arg)
+        except KstatError as exc:
+            if exc.errno != errno.EAGAIN or tries >= STUCK_RETRIES:
+                raise
+            tries += 1
 
 
 def _select_locally(

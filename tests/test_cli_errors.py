@@ -157,6 +157,35 @@ def test_crash_dir_must_exist_and_is_never_created(tmp_path):
     assert not (tmp_path / "no").exists()
 
 
+@pytest.mark.parametrize(("owner", "mode", "why"), [
+    ("nobody", 0o755, b"owned by uid "),  # another user's directory
+    ("root", 0o777, b"writable by others without the sticky bit (mode 0777)"),
+])  # fmt: skip
+def test_crash_dir_of_another_user_or_open_to_all_is_refused(tmp_path, owner, mode, why):
+    # The socket directory's rule (kstatpy.safepath): root's or kstatd's, not writable by
+    # others unless sticky. CI runs as root.
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chown the directory")
+    where = tmp_path / "crashes"
+    where.mkdir()
+    os.chown(where, pwd.getpwnam(owner).pw_uid, -1)
+    os.chmod(where, mode)
+    r = subprocess.run([*KSTATD, "--socket", str(tmp_path / "k.sock"), "--crash-dir", str(where)],
+                       capture_output=True, env=env(tmp_path), timeout=60)  # fmt: skip
+    assert r.returncode == 2 and why in r.stderr and str(where).encode() in r.stderr, r.stderr
+    assert b"Traceback" not in r.stderr
+
+
+def test_a_sticky_shared_crash_dir_is_accepted(tmp_path):
+    where = tmp_path / "crashes"
+    where.mkdir()
+    os.chmod(where, 0o1777)  # as /tmp
+    with running_kstatd(tmp_path, plugins=["tests.providers_fixture.basic"], args=["--crash-dir", str(where)]) as kd:
+        assert kd.stop() == 0, kd.stderr
+
+
 def test_provider_failures_are_printed_once(tmp_path):
     plugins = ("tests.providers_fixture.broken", "kstatpy_test_no_such_module")
     with running_kstatd(tmp_path, plugins=plugins) as kd:

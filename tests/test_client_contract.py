@@ -317,7 +317,8 @@ def test_kstat_timeout_takes_what_libkstat_takes(monkeypatch):
     monkeypatch.setenv("KSTAT_TIMEOUT", " 5 ")
     assert request_timeout() == 5.0
 
-@pytest.mark.parametrize("value", ["nan", "inf", "0", "-1", "86401", "x"])
+# "1_0" and non-ASCII digits: float() takes them, KSTAT_TIMEOUT (and libkstat) do not.
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-1", "86401", "x", "1_0", "\uff15", "\u0665"])
 def test_timeout_options_are_finite_and_bounded(tmp_path, value):
     sock = str(tmp_path / "none.sock")
     r = run([*KSTAT, "--socket", sock, "--timeout", value, "-p"], env_with())

@@ -64,13 +64,20 @@ def test_a_zone_socket_gets_eperm_for_handles(tmp_path):
         assert rpc(zsock, ioc.VMM_LIST)[1] == 0  # listing stays open (the zone sees its own VMs)
 
 
-def test_vmmctl_hold_as_nobody_is_refused_with_one_line():
+@pytest.mark.parametrize(("cmd", "what"), [("hold", "opening a VM"), ("create", "creating a VM")])
+def test_vmmctl_as_nobody_is_refused_with_one_line_saying_what_grants_it(cmd, what):
+    import pwd
+
+    uid = pwd.getpwnam("nobody").pw_uid
     with shared_dir() as d, running_kstatd(d, plugins=VMM) as kd:
         assert rpc(kd.socket, ioc.VMM_CREATE_VM, {"name": "web"})[1] == 0
-        r = run_as_nobody(["-m", "kstatpy_providers.vmm.vmmctl", "hold", "web", "--socket", kd.socket],
-                          capture_output=True, timeout=60)  # fmt: skip
+        r = run_as_nobody(["-m", "kstatpy_providers.vmm.vmmctl", cmd, "web2" if cmd == "create" else "web",
+                           "--socket", kd.socket], capture_output=True, timeout=60)  # fmt: skip
         assert r.returncode == 1
-        assert r.stderr.decode() == "vmmctl: hold: opening a VM needs privilege (EPERM)\n"
+        assert r.stderr.decode() == (
+            f"vmmctl: {cmd}: {what} needs privilege: start kstatd with --allow-write {uid}"
+            " (or --allow-write @GROUP) to grant it (EPERM)\n"
+        )
 
 
 @pytest.mark.parametrize("cmd", ["open", "vcpu_ustate", "close"])

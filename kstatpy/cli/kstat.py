@@ -34,6 +34,7 @@ from kstatpy.cli.kstat_format import format_report
 from kstatpy.cli.kstat_help import HELP
 from kstatpy.cli.kstat_select import read_instances
 from kstatpy.cli.kstat_select import select_instances
+from kstatpy.cli.kstat_select import unread_lines
 from kstatpy.cli.output import complete_stdio
 from kstatpy.cli.output import stdout_closed
 from kstatpy.cli.output import write_fully
@@ -225,6 +226,7 @@ def run(
 
     cleanup = None
     matched = False
+    unread = False  # some selected kstat could not be read: exit 3 (docs/READING.md)
     rates = None
     if opts.rate:
         from kstatpy.cli.kstat_rate import RateState
@@ -273,6 +275,10 @@ def run(
                 if gc_was_enabled:
                     gc.enable()
             _write(out, chunks)
+            missing = unread_lines(instances, selectors, class_match)
+            if missing:
+                unread = True
+                _write(err, missing)
             if remaining > 0:
                 remaining -= 1
                 if remaining == 0:
@@ -291,6 +297,8 @@ def run(
     finally:
         if cleanup is not None:
             cleanup()
+    if unread:
+        return 3
     return 0 if matched else 1
 
 

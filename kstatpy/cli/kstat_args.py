@@ -199,14 +199,15 @@ def _socket_arg(path: str, opts: Options) -> None:
 
 
 def _timeout_arg(text: str, opts: Options) -> None:
-    # docs/PROTOCOL.md §9.7 step 4: a finite number of seconds > 0 and <= 86400.
+    # docs/PROTOCOL.md §9.7 step 4: a finite number of seconds > 0 and <= 86400, parsed
+    # as $KSTAT_TIMEOUT is (transport.request_timeout: no "1_0", no non-ASCII digits).
+    from kstatpy.errors import KstatError
+    from kstatpy.transport import request_timeout
+
     try:
-        seconds = float(text)
-    except ValueError:
-        seconds = float("nan")
-    if not 0 < seconds <= 86400:
-        raise UsageError(f"{PROG}: --timeout needs a number of seconds > 0 and <= 86400, not {text!r}\n")
-    opts.timeout = seconds
+        opts.timeout = request_timeout(text)
+    except KstatError:
+        raise UsageError(f"{PROG}: --timeout needs a number of seconds > 0 and <= 86400, not {text!r}\n") from None
 
 
 def _uid_arg(text: str, opts: Options) -> None:
@@ -236,7 +237,8 @@ def _option_with_arg(c: str, optarg: str, opts: Options, named: dict[str, str]) 
     if c == "T":
         first = optarg[:1]
         if first not in ("d", "u"):
-            raise UsageError("")
+            # illumos' kstat.c prints only the usage; its kstat.pl said why, in these words.
+            raise UsageError(f"{PROG}: Invalid timestamp specifier {optarg}\n")
         opts.timestamp = first
     elif c == "c":
         opts.ks_class = optarg
@@ -246,8 +248,8 @@ def _option_with_arg(c: str, optarg: str, opts: Options, named: dict[str, str]) 
 
 def _selector_operand(text: str) -> Selector:
     fields = operand_fields(text)
-    if fields is None:
-        raise UsageError("")
+    if fields is None:  # kstat.c prints only the usage: say why first
+        raise UsageError(f"{PROG}: {text}: more than 4 fields (module:instance:name:statistic)\n")
     return Selector(*fields)
 
 
@@ -294,8 +296,8 @@ def parse_args(argv: list[str]) -> Options:
             if value < 1:
                 raise UsageError("Count must be an integer >= 1")
             opts.count = value
-        else:
-            raise UsageError("")
+        else:  # kstat.c prints only the usage: say why first
+            raise UsageError(f"{PROG}: {text}: a third number (only interval and count)\n")
         numbers += 1
 
     if opts.describe and numbers:

@@ -39,6 +39,7 @@ __all__ = [
     "read_instances",
     "select_instances",
     "sort_instances",
+    "unread_lines",
 ]
 _EAGAIN = 11
 #: kstat(8) never shows names starting ``kstat_`` (RAW kstats only with a decoder:
@@ -109,7 +110,7 @@ def _char_text(value: Any) -> str:
 class Instance:
     """ks_instance_t: one selected kstat of one report, with its statistics sorted."""
 
-    __slots__ = ("instance", "ks_class", "ks_type", "module", "name", "reset", "snaptime", "stats")
+    __slots__ = ("instance", "ks_class", "ks_type", "module", "name", "reset", "snaptime", "stats", "unread")
 
     def __init__(self, ksp: Any, pflag: bool, snaptime: int | None = None) -> None:
         self.module: str = ksp.ks_module
@@ -120,6 +121,7 @@ class Instance:
         # The chain header's, before this read (SELECT answers it as prev_snaptime).
         self.snaptime: int = ksp.ks_snaptime if snaptime is None else snaptime
         self.reset: bool | None = None  # --rate: re-created or a counter went back (kstat_rate)
+        self.unread = False  # EAGAIN past kc.read's retry (a stuck provider): kstat names it, exits 3
         self.stats: list[Stat] = [("crtime", hrtime_text(ksp.ks_crtime), False)]
         if pflag:
             self.stats.append(("class", ksp.ks_class, True))
@@ -215,17 +217,37 @@ def read_instances(kc: Any, selectors: list[SelectorPatterns], pflag: bool) -> l
 
 def _add_read(kc: Any, inst: Instance, code: int, ksp: Any) -> None:
     # One kstat's read into its instance: EAGAIN is retried with kc.read (libkstat's
-    # retry), any other errno leaves the instance without data.
+    # retry); still EAGAIN (a provider stuck past kstatd's --read-timeout) sets
+    # inst.unread; any other errno leaves the instance without data, as kstat.c does.
     from kstatpy.errors import KstatError
 
     if code == _EAGAIN:
         try:
             kc.read(ksp)
-        except KstatError:
+        except KstatError as exc:
+            inst.unread = exc.errno == _EAGAIN
             return
     elif code:
         return
     inst.add_data(ksp)
+
+
+def unread_lines(instances: list[Instance], selectors: list[SelectorPatterns], class_match: Any) -> list[str]:
+    """``kstat: MODULE:INSTANCE:NAME: ...`` for each instance the report selects whose
+    provider is stuck (docs/READING.md: the report goes on without its statistics,
+    kstat exits 3)."""
+    lines = []
+    for inst in instances:
+        if not inst.unread or (class_match is not None and not class_match(inst.ks_class)):
+            continue
+        if not any(s.module.match(inst.module) and s.name.match(inst.name) and s.instance.match(str(inst.instance))
+                   for s in selectors):  # fmt: skip
+            continue
+        lines.append(
+            f"kstat: {inst.module}:{inst.instance}:{inst.name}: not read: its ks_update has not returned"
+            " (kstatd --read-timeout); statistics left out\n"
+        )
+    return lines
 
 
 def select_instances(kc: Any, selectors: list[SelectorPatterns], class_text: str, pflag: bool) -> list[Instance]:

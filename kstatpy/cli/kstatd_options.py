@@ -11,10 +11,13 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import stat
 from collections.abc import Callable
 from typing import Any
 
 import click
+
+from kstatpy.safepath import trusted_owners
 
 __all__ = ["MAX_BYTES", "MAX_CONNECTIONS", "MAX_TIMEOUT", "Seconds"]
 
@@ -113,6 +116,16 @@ def _crash_dir(ctx: click.Context, param: click.Parameter, path: str | None) -> 
         raise click.BadParameter(f"{path}: {why}")
     if path is not None and not os.access(path, os.W_OK | os.X_OK):
         raise click.BadParameter(f"{path}: not writable")
+    if path is not None:
+        # The socket directory's rule (kstatpy.safepath): another user must not be able to
+        # plant or swap the files a panic writes here.
+        st = os.stat(path)
+        if st.st_uid not in trusted_owners():
+            raise click.BadParameter(f"{path}: owned by uid {st.st_uid}, not root or kstatd's uid {os.geteuid()}")
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            raise click.BadParameter(
+                f"{path}: writable by others without the sticky bit (mode {st.st_mode & 0o7777:04o})"
+            )
     return path
 
 

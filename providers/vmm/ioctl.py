@@ -85,8 +85,7 @@ def _fd_arg(arg: Any) -> int:
 
 
 def _create(driver: DeviceDriver, conn: Any, arg: Any) -> dict[str, Any]:
-    if not conn.cred.privileged:
-        raise KstatError(errno.EPERM, "creating a VM needs privilege")
+    _need_privilege(conn, "creating a VM")
     name = _name_arg(arg)
     _check_new_name(name)
     try:
@@ -99,8 +98,7 @@ def _create(driver: DeviceDriver, conn: Any, arg: Any) -> dict[str, Any]:
 
 
 def _destroy(driver: DeviceDriver, conn: Any, arg: Any) -> dict[str, Any]:
-    if not conn.cred.privileged:
-        raise KstatError(errno.EPERM, "destroying a VM needs privilege")
+    _need_privilege(conn, "destroying a VM")
     name = _name_arg(arg)
     try:
         driver.destroy(name, conn.cred.zoneid)
@@ -116,8 +114,14 @@ def _destroy(driver: DeviceDriver, conn: Any, arg: Any) -> dict[str, Any]:
 def _need_privilege(conn: Any, what: str) -> None:
     # /dev/vmm/NAME is root-only on illumos: opening a VM, and everything done through
     # its handle, follows the create/destroy rule (zone sockets are never privileged).
-    if not conn.cred.privileged:
-        raise KstatError(errno.EPERM, f"{what} needs privilege")
+    # The message says what grants it (docs/KSTATD.md: who is privileged).
+    cred = conn.cred
+    if not cred.privileged:
+        if cred.zoneid == 0:  # GLOBAL_ZONEID
+            how = f"start kstatd with --allow-write {cred.uid} (or --allow-write @GROUP) to grant it"
+        else:
+            how = f"callers on zone {cred.zone}'s socket never have it; use the global zone's socket"
+        raise KstatError(errno.EPERM, f"{what} needs privilege: {how}")
 
 
 def _open(driver: DeviceDriver, conn: Any, arg: Any) -> dict[str, Any]:

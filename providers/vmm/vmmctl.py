@@ -41,6 +41,7 @@ from kstatpy.errors import KstatError
 from kstatpy.errors import ServerUnavailableError
 from kstatpy.protocol import errno_name
 from kstatpy.transport import SocketTransport
+from kstatpy.transport import request_timeout
 
 __all__ = ["main"]
 
@@ -87,8 +88,8 @@ class _Vmm:
             code, result = self.transport.round_trip(cmd, arg)
         except ServerUnavailableError as exc:
             _fail(self.op, exc.message, EXIT_NO_DAEMON)
-        except KstatError as exc:
-            _fail(self.op, f"{exc.message} ({errno_name(exc.errno)})")
+        except KstatError as exc:  # the transport or protocol failed (EPROTO, ...): no answer from kstatd
+            _fail(self.op, f"{exc.message} ({errno_name(exc.errno)})", EXIT_NO_DAEMON)
         if code:
             message = result.get("error") or "failed"
             if code == errno.EINVAL and "no provider claimed" in message:
@@ -109,15 +110,14 @@ _SOCKET_HELP = (
 
 
 def _keep_timeout(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    # docs/PROTOCOL.md §9.7 step 4: finite, > 0, <= 86400 (click's FloatRange lets nan through).
+    # docs/PROTOCOL.md §9.7 step 4: finite, > 0, <= 86400, parsed as $KSTAT_TIMEOUT is
+    # (transport.request_timeout: not float()'s "1_0" or non-ASCII digits).
     if value is None:
         return
     try:
-        seconds = float(value)
-    except ValueError:
-        seconds = float("nan")
-    if not 0 < seconds <= 86400:
-        raise click.BadParameter(f"{value!r} is not a number of seconds > 0 and <= 86400")
+        seconds = request_timeout(value)
+    except KstatError:
+        raise click.BadParameter(f"{value!r} is not a number of seconds > 0 and <= 86400") from None
     ctx.meta["vmmctl.timeout"] = seconds  # meta is shared by the group and its subcommand
 
 
@@ -156,7 +156,11 @@ class _Group(GuardedGroup):
             sys.exit(128 + signal.SIGINT)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             # A reply framed right but not of the shapes vmmctl expects (broken or hostile server).
-            _fail(ctx.invoked_subcommand or "vmmctl", f"malformed reply from kstatd: {type(exc).__name__}: {exc}")
+            _fail(
+                ctx.invoked_subcommand or "vmmctl",
+                f"malformed reply from kstatd: {type(exc).__name__}: {exc}",
+                EXIT_NO_DAEMON,
+            )
 
 
 @click.group(cls=_Group, name="vmmctl", context_settings={"help_option_names": ["-h", "--help"]})
