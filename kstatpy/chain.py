@@ -181,6 +181,10 @@ class Chain:
         # the order before the thread waits; a controlled thread waits through its
         # scheduler, with the chain lock dropped. A waiter is in self.waits. kstat_install's
         # hold orders nothing: an INVALID kstat has no reader in ks_update to wait for.
+        # No barging: a newcomer waits behind the threads already waiting (it takes a
+        # free hold only when none waits), so readers re-holding in a loop cannot starve
+        # a waiting kstat_delete (it stalled a stress run for 300 s). A controlled thread
+        # is exempt: its scheduler orders the waiters.
         me = threading.get_ident()
         w = self.witness
         st = curthread.st if self.lockhooks else None
@@ -188,6 +192,7 @@ class Chain:
         if sched is not None:
             sched.point(why)
         checked = None
+        waited = sched is not None
         with self._lock:
             while True:
                 ksp = find()
@@ -199,7 +204,7 @@ class Chain:
                     if w is not None and why != "kstat_install":
                         w.check(w.hold_class(ksp), why, ksp, ksp)
                     checked = ksp
-                if ksp.e_owner is None:
+                if ksp.e_owner is None and (waited or not ksp.e_waiters):
                     ksp.e_owner = me
                     if w is not None:
                         w.push(w.hold_class(ksp), ksp, why)
@@ -210,6 +215,7 @@ class Chain:
                 if cv is None:  # made on first contention: most kstats never need one
                     cv = ksp.e_cv = threading.Condition(self._lock)
                 ksp.e_waiters += 1
+                waited = True
                 self.waits[me] = (ksp, why, time.monotonic())
                 try:
                     if sched is not None:
@@ -240,7 +246,7 @@ class Chain:
                 ksp = self._by_kid.get(kid)
                 if ksp is None or not _zone_find(ksp, zoneid):
                     return None
-                if ksp.e_owner is None:
+                if ksp.e_owner is None and not ksp.e_waiters:  # else behind the waiters (_hold)
                     ksp.e_owner = threading.get_ident()
                     return ksp
 
