@@ -28,6 +28,7 @@ EXPECT = [
     (r"^\tavenrun_1min +\d", r'"avenrun_1min": \d+', r"^no match: exit 1$"),
     (r"cpu_ticks_idle", r"^cpu:0:sys:cpu_nsec_(user|kernel|idle)\t\d"),
     (r"^kstatpy:0:connections:current\t[1-9]", r"^ncpus [1-9]", r"^kstat_unix_ncpus\{.*\} [1-9]"),
+    (r"^ncpus [1-9]",),
     (r"freed while referenced", r"^kstatd exited with status 70$", r"panic"),
 ]
 
