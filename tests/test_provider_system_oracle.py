@@ -15,8 +15,10 @@ Columns that cannot agree, and why (docs/SYSTEM-PROVIDER.md, "Against Linux's to
                    as id + wa and sy + st)
     iostat wait, %w  Linux has no wait queue apart from the device's (0, marked no source)
     sar -q         runq-sz/%runocc: Linux's runq-sz is procs_running at one instant
-Intervals are a few seconds; each Linux tool's first sample is taken a few ms after
-ours (its start-up), its last a few ms before, which the tolerances cover.
+Intervals are a few seconds. procps vmstat flushes each row, so our snapshots are taken
+as its rows arrive (:func:`vmstat_aligned`); sysstat's tools write at exit, so their
+first sample is taken a few ms after ours (its start-up), its last a few ms before,
+which the tolerances cover.
 """
 
 from __future__ import annotations
@@ -62,6 +64,37 @@ def around(chain: Any, cmd: list[str]) -> tuple[dict[str, Any], str, dict[str, A
     before = snapshot(chain)
     out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=60, check=True).stdout
     return before, out, snapshot(chain)
+
+
+def vmstat_aligned(chain: Any) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
+    """procps vmstat's second interval, with our snapshots taken as its rows arrive.
+
+    ``vmstat -n INTERVAL 3`` flushes a row as it reads /proc/stat, so snapshots taken on
+    its first and second interval rows bound the same interval to within a pipe wake-up:
+    neither window holds vmstat's start-up or exit, whose few dozen context switches
+    are a fifth of an interval's on a quiet host (CI: 52.7/s ours against 41/s when the
+    window held them). Returns (before, vmstat's last row, after).
+    """
+    proc = subprocess.Popen(["vmstat", "-n", str(INTERVAL), "3"], stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert proc.stdout is not None
+        header: list[str] | None = None
+        rows: list[dict[str, str]] = []
+        snaps: list[dict[str, Any]] = []
+        for line in proc.stdout:  # bounded: vmstat exits after 2 intervals; the wait below is bounded too
+            parts = line.split()
+            if "us" in parts:
+                header = parts
+            elif header is not None and len(parts) == len(header):
+                rows.append(dict(zip(header, parts, strict=True)))
+                if len(rows) >= 2:  # rows[0] is the since-boot average
+                    snaps.append(snapshot(chain))
+        assert proc.wait(timeout=60) == 0 and len(snaps) == 2, (proc.returncode, rows)
+        return snaps[0], rows[-1], snaps[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 def table(out: str, first: str) -> list[dict[str, str]]:
@@ -135,8 +168,7 @@ def device_of(path: Path) -> str:
 def test_vmstat_against_procps_under_cpu_load() -> None:
     chain, _ = attach()
     with cpu_load():
-        a, out, b = around(chain, ["vmstat", "-n", str(INTERVAL), "2"])
-    theirs = table(out, "us")[-1]
+        a, theirs, b = vmstat_aligned(chain)
     t = {k: float(v) for k, v in theirs.items()}
     ours = vmstat(a, b, HZ, PAGESIZE)
     assert abs(ours["us"] - t["us"]) <= 2, (ours, t)
@@ -150,8 +182,8 @@ def test_vmstat_against_procps_under_cpu_load() -> None:
 def test_vmstat_disk_columns_against_procps(tmp_path: Path) -> None:
     chain, _ = attach()
     with disk_load(tmp_path / "dd.img"):
-        a, out, b = around(chain, ["vmstat", "-n", str(INTERVAL), "2"])
-    t = {k: float(v) for k, v in table(out, "us")[-1].items()}
+        a, theirs, b = vmstat_aligned(chain)
+    t = {k: float(v) for k, v in theirs.items()}
     ours = vmstat(a, b, HZ, PAGESIZE)
     assert t["bo"] > 100, t  # the load ran
     assert close(ours["po"], t["bo"], abs_=64), (ours["po"], t["bo"])

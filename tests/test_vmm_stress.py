@@ -57,10 +57,20 @@ def churn(
     seconds: float = 60.0,  # an upper bound for slow machines; runs end at `cycles`
     stop_on_panic: bool = False,
     seed: int = 14281,
+    reads_per_cycle: int = 400,
 ) -> ChurnResult:
-    """Run docs/VMM.md §6 until ``cycles`` mutator cycles or ``seconds`` passed (or a panic)."""
+    """Run docs/VMM.md §6 until ``cycles`` mutator cycles or ``seconds`` passed (or a panic).
+
+    Readers are paced to at most ``reads_per_cycle`` reads per mutator cycle (about
+    twice what they do unpaced on an idle 2-core machine), so the mix of reads and
+    mutations is the same on any machine: on a loaded CI host, 8 unpaced readers
+    took the GIL from the mutators (21,000 reads a cycle, 210 cycles in 60 s).
+    """
     res = ChurnResult()
-    lock = threading.Lock()  # guards res
+    lock = threading.Condition()  # guards res; readers wait on it for their budget
+
+    def may_read() -> bool:  # lock held
+        return stop.is_set() or res.reads.total() < (res.cycles + 1) * reads_per_cycle
     stop = threading.Event()
     deadline = time.monotonic() + seconds
     remaining = [cycles]
@@ -76,6 +86,9 @@ def churn(
                     return
                 kids = [(h["kid"], h["name"]) for h in result["kstat"]["data"] if h["module"] == "vmm"]
                 for kid, name in kids:
+                    with lock:
+                        if not lock.wait_for(may_read, timeout=0.1):
+                            continue  # bounded: re-check stop and the budget
                     code, result = conn.ioctl(READ, {"kid": kid})
                     with lock:
                         res.reads[code] += 1
@@ -109,6 +122,7 @@ def churn(
                         return
                     remaining[0] -= 1
                     res.cycles += 1
+                    lock.notify_all()
                 name = rng.choice(NAMES)
                 kind = rng.randrange(4)
                 call(ioc.VMM_CREATE_VM, {"name": name})
@@ -145,6 +159,8 @@ def churn(
     for t in threads[readers:]:
         t.join(timeout=seconds + 30)
     stop.set()
+    with lock:
+        lock.notify_all()
     for t in threads:
         t.join(timeout=30)
         assert not t.is_alive(), f"{t.name} is stuck"
