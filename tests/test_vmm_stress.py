@@ -68,12 +68,12 @@ def churn(
     """
     res = ChurnResult()
     lock = threading.Condition()  # guards res; readers wait on it for their budget
-
-    def may_read() -> bool:  # lock held
-        return stop.is_set() or res.reads.total() < (res.cycles + 1) * reads_per_cycle
     stop = threading.Event()
     deadline = time.monotonic() + seconds
     remaining = [cycles]
+
+    def may_read() -> bool:  # lock held
+        return stop.is_set() or res.reads.total() < (res.cycles + 1) * reads_per_cycle
 
     def reader() -> None:
         conn = connect()
