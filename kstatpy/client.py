@@ -14,6 +14,19 @@ Copies
     entries whose kid survived (the same objects, their data and header untouched) and
     drops the others, as libkstat does.
 
+Reply shapes
+    The decoders (:class:`KstatUser` and the :class:`KstatCtl` methods, and
+    :mod:`kstatpy.client_select`) check each field as they take it: a result map of
+    the wrong shape for its ioctl (docs/PROTOCOL.md §4, §5, §9.2: a field missing or
+    of the wrong type, NAMED data that is not ``[name: str, data_type: 0-255, value]``
+    triples, READ_MANY results not one per kid) raises :class:`ProtocolError`
+    (EPROTO), one line naming the socket, never a raw TypeError/KeyError/ValueError
+    (docs/CLIENTS.md). Every NAMED triple is checked at the read, although
+    :class:`KstatNamedData` builds records later. Unknown keys are ignored
+    (docs/PROTOCOL.md §8); values are not checked beyond their wire type. A
+    READ_MANY or SELECT reply is decoded entry by entry: on EPROTO the entries
+    before the bad one are filled. ``bool`` is not an int here.
+
 Threads
     One KstatCtl may be shared by threads: the transport serialises round trips (one
     lock around send and receive) and ``_lock`` guards ``kc_chain`` and ``kc_chain_id``.
@@ -28,6 +41,7 @@ from __future__ import annotations
 import errno
 import time
 from _thread import allocate_lock
+from operator import itemgetter
 
 from kstatpy.errors import KstatError
 from kstatpy.errors import error_for_errno
@@ -79,6 +93,66 @@ _NAMED = 1  # KstatType.NAMED
 _TIMER = 4  # KstatType.TIMER
 _RESIZABLE = 0x02 | 0x40  # KstatFlag.VAR_SIZE | KstatFlag.LONGSTRINGS
 _GLOBAL_ZONEID = 0  # GLOBAL_ZONEID
+_NAMES = {_CHAIN_ID: "CHAIN_ID", _READ: "READ", _WRITE: "WRITE", _READ_MANY: "READ_MANY", 0x4B12: "SELECT"}
+# A HEADER's fields (docs/PROTOCOL.md §5), fetched in one C call each.
+_HEADER_INTS = itemgetter("kid", "instance", "type", "flags", "ndata", "data_size", "crtime", "snaptime")
+_HEADER_STRS = itemgetter("module", "name", "class")
+
+
+class MalformedReply(ValueError):
+    """A result map of the wrong shape, raised by the decoders with what is wrong;
+    :class:`KstatCtl` turns it into ProtocolError naming the socket and the ioctl."""
+
+
+def check_header(h: Any) -> None:
+    """Check that ``h`` is a HEADER map (docs/PROTOCOL.md §5): eight ints, three strs.
+
+    :raises MalformedReply: a field missing or of another type.
+    """
+    try:
+        kid, instance, ks_type, flags, ndata, data_size, crtime, snaptime = _HEADER_INTS(h)
+        module, name, ks_class = _HEADER_STRS(h)
+    except (KeyError, TypeError):
+        raise MalformedReply("a kstat is not a HEADER map") from None
+    if not (
+        type(kid) is int and type(instance) is int and type(ks_type) is int and type(flags) is int
+        and type(ndata) is int and type(data_size) is int and type(crtime) is int and type(snaptime) is int
+        and type(module) is str and type(name) is str and type(ks_class) is str
+    ):  # fmt: skip
+        raise MalformedReply("a HEADER field has the wrong type")
+
+
+def check_kstat(k: Any) -> Any:
+    """Check that ``k`` is a KSTAT map (a HEADER plus ``data``); return its ``data``.
+
+    KID 0's data must be HEADERs, a NAMED kstat's ``[name: str, data_type: int, value]``
+    lists; other types' data is not looked into. The loop over NAMED triples is the
+    whole cost of the checks on a big reply: plain unpacking, the fastest form on
+    CPython 3.11 (bench/bench_unpack.py).
+
+    :raises MalformedReply: anything else.
+    """
+    check_header(k)
+    try:
+        data = k["data"]
+    except KeyError:
+        raise MalformedReply("a kstat has no data") from None
+    if k["kid"] == 0:
+        if type(data) is not list:
+            raise MalformedReply("KID 0's data is not an array of HEADERs")
+        for h in data:
+            check_header(h)
+    elif k["type"] == _NAMED:
+        if type(data) is not list:
+            raise MalformedReply("NAMED data is not an array")
+        try:
+            for w in data:
+                name, data_type, _ = w
+                if type(name) is not str or type(data_type) is not int or type(w) is not list:
+                    raise MalformedReply("a NAMED record is not [name, data_type, value]")
+        except (TypeError, ValueError):  # not iterable, not three (or the MalformedReply above)
+            raise MalformedReply("a NAMED record is not [name, data_type, value]") from None
+    return data
 
 
 # --- user copies ---------------------------------------------------------------
@@ -103,6 +177,7 @@ class KstatUser:
     )
 
     def __init__(self, header: dict[str, Any]) -> None:
+        # From a HEADER map (docs/PROTOCOL.md §5); a decoder of a reply checked it.
         self.ks_kid: int = header["kid"]
         self.ks_module: str = header["module"]
         self.ks_instance: int = header["instance"]
@@ -119,8 +194,14 @@ class KstatUser:
     def __repr__(self) -> str:
         return f"<kstat {self.ks_module}:{self.ks_instance}:{self.ks_name} kid={self.ks_kid}>"
 
-    def _fill(self, kstat: dict[str, Any]) -> None:
-        # A READ's result: the fields the driver copies back, then the data.
+    def _fill(self, kstat: dict[str, Any], wire: bool = True) -> None:
+        # A READ's result: the fields the driver copies back, then the data. ``wire``: it
+        # came off a socket, so it is checked whole first (MalformedReply, nothing set);
+        # an in-process reply (ChainTransport) is kstatd's own objects, not checked.
+        if wire:
+            check_kstat(kstat)
+            if kstat["kid"] != self.ks_kid or kstat["type"] != self.ks_type:
+                raise MalformedReply(f"the reply is for kid {kstat['kid']} of type {kstat['type']}, not this kstat")
         self.ks_ndata = kstat["ndata"]
         self.ks_data_size = kstat["data_size"]
         self.ks_flags = kstat["flags"]
@@ -180,6 +261,8 @@ class KstatCtl:
 
     def __init__(self, transport: Any) -> None:
         self.kc_kd = transport
+        #: Replies come off a socket (any transport but the in-process one): decoders check them.
+        self.wire = not isinstance(transport, ChainTransport)
         self.kc_chain_id = 0
         self.kc_chain: list[KstatUser] = []
         self._lock = allocate_lock()  # guards kc_chain and kc_chain_id
@@ -189,6 +272,20 @@ class KstatCtl:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def malformed(self, cmd: int, exc: MalformedReply) -> KstatError:
+        """The ProtocolError (EPROTO) of a reply to ``cmd`` a decoder found malformed: one
+        line naming the ioctl, the socket (or the in-process chain) and what is wrong."""
+        path = getattr(self.kc_kd, "path", None)
+        where = f"kstatd at {path}" if isinstance(path, str) else "the in-process chain"
+        return error_for_errno(errno.EPROTO, f"malformed {_NAMES.get(cmd, hex(cmd))} reply from {where}: {exc}")
+
+    def kcid_of(self, cmd: int, result: dict[str, Any]) -> int:
+        """The ``kcid`` of a reply to ``cmd``; :raises ProtocolError: EPROTO, not an int."""
+        kcid: Any = result.get("kcid")
+        if type(kcid) is not int and self.wire:
+            raise self.malformed(cmd, MalformedReply("no int kcid"))
+        return kcid
 
     def ioctl(self, cmd: int, arg: dict[str, Any] | None = None) -> dict[str, Any]:
         """A raw ioctl (provider ioctls, HELLO): the result map or a typed KstatError."""
@@ -206,7 +303,7 @@ class KstatCtl:
 
     def chain_id(self) -> int:
         """KSTAT_IOC_CHAIN_ID: the kernel's current chain id."""
-        return self.kc_kd.ioctl(_CHAIN_ID, None)["kcid"]
+        return self.kcid_of(_CHAIN_ID, self.kc_kd.ioctl(_CHAIN_ID, None))
 
     def chain_update(self, timeout: float = DEFAULT_TIMEOUT) -> int:
         """kstat_chain_update(3KSTAT): 0 if the chain is unchanged, else the new kcid.
@@ -272,6 +369,10 @@ class KstatCtl:
                         continue
                 elif exc.errno == errno.ENOMEM and "data_size" in exc.extra:
                     extra = exc.extra
+                    if self.wire and any(
+                        type(extra.get(k, 0)) is not int for k in ("data_size", "flags", "ndata", "snaptime")
+                    ):
+                        raise self.malformed(_READ, MalformedReply("ENOMEM fields are not ints")) from None
                     ksp.ks_data_size = extra["data_size"]
                     ksp.ks_flags = extra.get("flags", ksp.ks_flags)
                     ksp.ks_ndata = extra.get("ndata", ksp.ks_ndata)
@@ -281,8 +382,12 @@ class KstatCtl:
                         arg["data_size"] = ksp.ks_data_size
                         continue
                 raise
-            ksp._fill(result["kstat"])
-            return result["kcid"]
+            kcid = self.kcid_of(_READ, result)
+            try:
+                ksp._fill(result.get("kstat"), self.wire)
+            except MalformedReply as bad:
+                raise self.malformed(_READ, bad) from None
+            return kcid
 
     def read_many(self, ksps: Iterable[KstatUser]) -> list[tuple[int, KstatUser]]:
         """Read many kstats with KSTATPY_IOC_READ_MANY in batches of at most 65,536.
@@ -295,6 +400,7 @@ class KstatCtl:
         from kstatpy.client_select import ioctl_past_stuck  # imports kstatpy.select
 
         ksps = list(ksps)
+        wire = self.wire
         codes = [0] * len(ksps)
         pending = list(range(len(ksps)))
         while pending:
@@ -302,14 +408,31 @@ class KstatCtl:
             result = ioctl_past_stuck(self.kc_kd.ioctl, _READ_MANY, {"kids": [ksps[i].ks_kid for i in batch]})
             again: list[int] = []
             progress = False
-            for i, (code, kstat) in zip(batch, result["results"], strict=True):
-                if code == errno.E2BIG and progress:
-                    again.append(i)
-                    continue
-                progress = True
-                codes[i] = code
-                if not code:
-                    ksps[i]._fill(kstat)
+            results: Any = result.get("results")
+            if wire:
+                self.kcid_of(_READ_MANY, result)
+            if wire and (type(results) is not list or len(results) != len(batch)):
+                raise self.malformed(_READ_MANY, MalformedReply("results is not an array of one entry per kid"))
+            try:
+                for i, entry in zip(batch, results, strict=True):
+                    code, kstat = entry
+                    if wire and (type(code) is not int or type(entry) is not list):
+                        raise MalformedReply("a results entry is not [errno, KSTAT or nil]")
+                    if code == errno.E2BIG and progress:
+                        again.append(i)
+                        continue
+                    progress = True
+                    codes[i] = code
+                    if not code:
+                        ksps[i]._fill(kstat, wire)
+            except MalformedReply as bad:
+                raise self.malformed(_READ_MANY, bad) from None
+            except (TypeError, ValueError):  # an entry that is not a pair
+                if not wire:
+                    raise
+                raise self.malformed(
+                    _READ_MANY, MalformedReply("a results entry is not [errno, KSTAT or nil]")
+                ) from None
             pending = again + pending[len(batch) :]
         return list(zip(codes, ksps, strict=True))
 
@@ -334,7 +457,7 @@ class KstatCtl:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                return self.kc_kd.ioctl(_WRITE, arg)["kcid"]
+                return self.kcid_of(_WRITE, self.kc_kd.ioctl(_WRITE, arg))
             except KstatError as exc:
                 if exc.errno != errno.EAGAIN or time.monotonic() + EAGAIN_RETRY > deadline:
                     raise
