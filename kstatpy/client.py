@@ -15,17 +15,9 @@ Copies
     drops the others, as libkstat does.
 
 Reply shapes
-    The decoders (:class:`KstatUser` and the :class:`KstatCtl` methods, and
-    :mod:`kstatpy.client_select`) check each field as they take it: a result map of
-    the wrong shape for its ioctl (docs/PROTOCOL.md §4, §5, §9.2: a field missing or
-    of the wrong type, NAMED data that is not ``[name: str, data_type: 0-255, value]``
-    triples, READ_MANY results not one per kid) raises :class:`ProtocolError`
-    (EPROTO), one line naming the socket, never a raw TypeError/KeyError/ValueError
-    (docs/CLIENTS.md). Every NAMED triple is checked at the read, although
-    :class:`KstatNamedData` builds records later. Unknown keys are ignored
-    (docs/PROTOCOL.md §8); values are not checked beyond their wire type. A
-    READ_MANY or SELECT reply is decoded entry by entry: on EPROTO the entries
-    before the bad one are filled. ``bool`` is not an int here.
+    The decoders check each field of a reply as they take it
+    (:mod:`kstatpy.client_shapes`): a result of the wrong shape is ProtocolError
+    (EPROTO), one line naming the ioctl and the socket (:meth:`KstatCtl.malformed`).
 
 Threads
     One KstatCtl may be shared by threads: the transport serialises round trips (one
@@ -41,8 +33,12 @@ from __future__ import annotations
 import errno
 import time
 from _thread import allocate_lock
-from operator import itemgetter
 
+from kstatpy.client_kstat import KstatUser
+from kstatpy.client_shapes import NAMES
+from kstatpy.client_shapes import MalformedReply
+from kstatpy.client_shapes import enomem_ok
+from kstatpy.client_shapes import entries
 from kstatpy.errors import KstatError
 from kstatpy.errors import error_for_errno
 from kstatpy.named import KstatNamedData
@@ -89,170 +85,8 @@ _WRITE = 0x4B03  # KstatIoctl.WRITE
 _HELLO = 0x4B10  # KstatIoctl.HELLO
 _READ_MANY = 0x4B11  # KstatIoctl.READ_MANY
 _RAW = 0  # KstatType.RAW
-_NAMED = 1  # KstatType.NAMED
-_TIMER = 4  # KstatType.TIMER
 _RESIZABLE = 0x02 | 0x40  # KstatFlag.VAR_SIZE | KstatFlag.LONGSTRINGS
 _GLOBAL_ZONEID = 0  # GLOBAL_ZONEID
-_NAMES = {_CHAIN_ID: "CHAIN_ID", _READ: "READ", _WRITE: "WRITE", _READ_MANY: "READ_MANY", 0x4B12: "SELECT"}
-# A HEADER's fields (docs/PROTOCOL.md §5), fetched in one C call each.
-_HEADER_INTS = itemgetter("kid", "instance", "type", "flags", "ndata", "data_size", "crtime", "snaptime")
-_HEADER_STRS = itemgetter("module", "name", "class")
-
-
-class MalformedReply(ValueError):
-    """A result map of the wrong shape, raised by the decoders with what is wrong;
-    :class:`KstatCtl` turns it into ProtocolError naming the socket and the ioctl."""
-
-
-def check_header(h: Any) -> None:
-    """Check that ``h`` is a HEADER map (docs/PROTOCOL.md §5): eight ints, three strs.
-
-    :raises MalformedReply: a field missing or of another type.
-    """
-    try:
-        kid, instance, ks_type, flags, ndata, data_size, crtime, snaptime = _HEADER_INTS(h)
-        module, name, ks_class = _HEADER_STRS(h)
-    except (KeyError, TypeError):
-        raise MalformedReply("a kstat is not a HEADER map") from None
-    if not (
-        type(kid) is int and type(instance) is int and type(ks_type) is int and type(flags) is int
-        and type(ndata) is int and type(data_size) is int and type(crtime) is int and type(snaptime) is int
-        and type(module) is str and type(name) is str and type(ks_class) is str
-    ):  # fmt: skip
-        raise MalformedReply("a HEADER field has the wrong type")
-
-
-def check_kstat(k: Any) -> Any:
-    """Check that ``k`` is a KSTAT map (a HEADER plus ``data``); return its ``data``.
-
-    KID 0's data must be HEADERs, a NAMED kstat's ``[name: str, data_type: int, value]``
-    lists; other types' data is not looked into. The loop over NAMED triples is the
-    whole cost of the checks on a big reply: plain unpacking, the fastest form on
-    CPython 3.11 (bench/bench_unpack.py).
-
-    :raises MalformedReply: anything else.
-    """
-    check_header(k)
-    try:
-        data = k["data"]
-    except KeyError:
-        raise MalformedReply("a kstat has no data") from None
-    if k["kid"] == 0:
-        if type(data) is not list:
-            raise MalformedReply("KID 0's data is not an array of HEADERs")
-        for h in data:
-            check_header(h)
-    elif k["type"] == _NAMED:
-        if type(data) is not list:
-            raise MalformedReply("NAMED data is not an array")
-        try:
-            for w in data:
-                name, data_type, _ = w
-                if type(name) is not str or type(data_type) is not int or type(w) is not list:
-                    raise MalformedReply("a NAMED record is not [name, data_type, value]")
-        except (TypeError, ValueError):  # not iterable, not three (or the MalformedReply above)
-            raise MalformedReply("a NAMED record is not [name, data_type, value]") from None
-    return data
-
-
-# --- user copies ---------------------------------------------------------------
-
-
-class KstatUser:
-    """A user copy of a kstat header (``kstat_t`` in libkstat's chain) and its data."""
-
-    __slots__ = (
-        "ks_class",
-        "ks_crtime",
-        "ks_data",
-        "ks_data_size",
-        "ks_flags",
-        "ks_instance",
-        "ks_kid",
-        "ks_module",
-        "ks_name",
-        "ks_ndata",
-        "ks_snaptime",
-        "ks_type",
-    )
-
-    def __init__(self, header: dict[str, Any]) -> None:
-        # From a HEADER map (docs/PROTOCOL.md §5); a decoder of a reply checked it.
-        self.ks_kid: int = header["kid"]
-        self.ks_module: str = header["module"]
-        self.ks_instance: int = header["instance"]
-        self.ks_name: str = header["name"]
-        self.ks_class: str = header["class"]
-        self.ks_type: int = header["type"]
-        self.ks_flags: int = header["flags"]
-        self.ks_ndata: int = header["ndata"]
-        self.ks_data_size: int = header["data_size"]
-        self.ks_crtime: int = header["crtime"]
-        self.ks_snaptime: int = header["snaptime"]
-        self.ks_data: Any = None
-
-    def __repr__(self) -> str:
-        return f"<kstat {self.ks_module}:{self.ks_instance}:{self.ks_name} kid={self.ks_kid}>"
-
-    def _fill(self, kstat: dict[str, Any], wire: bool = True) -> None:
-        # A READ's result: the fields the driver copies back, then the data. ``wire``: it
-        # came off a socket, so it is checked whole first (MalformedReply, nothing set);
-        # an in-process reply (ChainTransport) is kstatd's own objects, not checked.
-        if wire:
-            check_kstat(kstat)
-            if kstat["kid"] != self.ks_kid or kstat["type"] != self.ks_type:
-                raise MalformedReply(f"the reply is for kid {kstat['kid']} of type {kstat['type']}, not this kstat")
-        self.ks_ndata = kstat["ndata"]
-        self.ks_data_size = kstat["data_size"]
-        self.ks_flags = kstat["flags"]
-        self.ks_snaptime = kstat["snaptime"]
-        data = kstat["data"]
-        if self.ks_type == _NAMED and self.ks_kid != 0:
-            data = KstatNamedData(data)
-        self.ks_data = data
-
-    def wire_data(self) -> Any:
-        """``ks_data`` in the DATA shape of docs/PROTOCOL.md §5 (what a WRITE sends)."""
-        data = self.ks_data
-        if self.ks_type == _NAMED and data is not None:
-            return [[n, t, v] for n, t, v in named_triples(data)]
-        return data
-
-    def raw_fields(self) -> dict[str, int] | None:
-        """A decodable RAW kstat's data as {statistic: int}, named and ordered as kstat(8)
-        prints it (``kstatpy.raw``: cpu_stat, unix:sysinfo, unix:vminfo, unix:var);
-        None for any other kstat or before a read."""
-        if self.ks_type != _RAW:
-            return None
-        from kstatpy.raw import decode
-
-        return decode(self.ks_module, self.ks_name, self.ks_data)
-
-    def data_lookup(self, name: str) -> Any:
-        """kstat_data_lookup(3KSTAT): the NAMED or TIMER record called ``name``.
-
-        :raises KstatError: EINVAL for other types; KstatNotFoundError (ENOENT) when
-            no record has that name or the kstat was never read.
-        """
-        if self.ks_type == _NAMED:
-            data = self.ks_data
-            if isinstance(data, KstatNamedData):
-                found = data.find(name)
-                if found is not None:
-                    return found
-            else:
-                for rec in data or ():
-                    if rec.name == name:
-                        return rec
-        elif self.ks_type == _TIMER:
-            for rec in self.ks_data or ():
-                if rec["name"] == name:
-                    return rec
-        else:
-            raise error_for_errno(errno.EINVAL, f"kstat_data_lookup: {self!r} is neither NAMED nor TIMER")
-        raise error_for_errno(errno.ENOENT, f"kstat_data_lookup: {self!r} has no record {name!r}")
-
-
 # --- the control handle ----------------------------------------------------------
 
 
@@ -274,11 +108,10 @@ class KstatCtl:
         self.close()
 
     def malformed(self, cmd: int, exc: MalformedReply) -> KstatError:
-        """The ProtocolError (EPROTO) of a reply to ``cmd`` a decoder found malformed: one
-        line naming the ioctl, the socket (or the in-process chain) and what is wrong."""
+        """ProtocolError (EPROTO) for a reply to ``cmd`` a decoder found malformed (one line)."""
         path = getattr(self.kc_kd, "path", None)
         where = f"kstatd at {path}" if isinstance(path, str) else "the in-process chain"
-        return error_for_errno(errno.EPROTO, f"malformed {_NAMES.get(cmd, hex(cmd))} reply from {where}: {exc}")
+        return error_for_errno(errno.EPROTO, f"malformed {NAMES.get(cmd, hex(cmd))} reply from {where}: {exc}")
 
     def kcid_of(self, cmd: int, result: dict[str, Any]) -> int:
         """The ``kcid`` of a reply to ``cmd``; :raises ProtocolError: EPROTO, not an int."""
@@ -369,9 +202,7 @@ class KstatCtl:
                         continue
                 elif exc.errno == errno.ENOMEM and "data_size" in exc.extra:
                     extra = exc.extra
-                    if self.wire and any(
-                        type(extra.get(k, 0)) is not int for k in ("data_size", "flags", "ndata", "snaptime")
-                    ):
+                    if self.wire and not enomem_ok(extra):
                         raise self.malformed(_READ, MalformedReply("ENOMEM fields are not ints")) from None
                     ksp.ks_data_size = extra["data_size"]
                     ksp.ks_flags = extra.get("flags", ksp.ks_flags)
@@ -406,18 +237,12 @@ class KstatCtl:
         while pending:
             batch = pending[:READ_MANY_BATCH]
             result = ioctl_past_stuck(self.kc_kd.ioctl, _READ_MANY, {"kids": [ksps[i].ks_kid for i in batch]})
-            again: list[int] = []
-            progress = False
-            results: Any = result.get("results")
             if wire:
                 self.kcid_of(_READ_MANY, result)
-            if wire and (type(results) is not list or len(results) != len(batch)):
-                raise self.malformed(_READ_MANY, MalformedReply("results is not an array of one entry per kid"))
+            again: list[int] = []
+            progress = False
             try:
-                for i, entry in zip(batch, results, strict=True):
-                    code, kstat = entry
-                    if wire and (type(code) is not int or type(entry) is not list):
-                        raise MalformedReply("a results entry is not [errno, KSTAT or nil]")
+                for i, (code, kstat) in zip(batch, entries(result, len(batch), wire), strict=True):
                     if code == errno.E2BIG and progress:
                         again.append(i)
                         continue
@@ -427,12 +252,6 @@ class KstatCtl:
                         ksps[i]._fill(kstat, wire)
             except MalformedReply as bad:
                 raise self.malformed(_READ_MANY, bad) from None
-            except (TypeError, ValueError):  # an entry that is not a pair
-                if not wire:
-                    raise
-                raise self.malformed(
-                    _READ_MANY, MalformedReply("a results entry is not [errno, KSTAT or nil]")
-                ) from None
             pending = again + pending[len(batch) :]
         return list(zip(codes, ksps, strict=True))
 

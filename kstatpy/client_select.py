@@ -32,9 +32,10 @@ from __future__ import annotations
 import errno
 
 from kstatpy.client import KstatUser
-from kstatpy.client import MalformedReply
-from kstatpy.client import check_header
-from kstatpy.client import check_kstat
+from kstatpy.client_shapes import MalformedReply
+from kstatpy.client_shapes import check_header
+from kstatpy.client_shapes import check_kstat
+from kstatpy.client_shapes import entries
 from kstatpy.select import RegexError
 from kstatpy.select import Selection
 from kstatpy.select import SelectorPatterns
@@ -115,25 +116,14 @@ def _decode(result: dict[str, Any], wire: bool) -> tuple[list[tuple[int, KstatUs
     out: list[tuple[int, KstatUser, int]] = []
     append = out.append
     unread: list[int] = []
-    results: Any = result.get("results")
-    if wire and type(results) is not list:
-        raise MalformedReply("results is not an array")
-    for entry in results:
+    for code, kstat in entries(result, None, wire):
         if wire:
-            try:
-                code, kstat = entry
-            except (TypeError, ValueError):
-                raise MalformedReply("a results entry is not [errno, KSTAT or HEADER]") from None
-            if type(code) is not int or type(entry) is not list:
-                raise MalformedReply("a results entry is not [errno, KSTAT or HEADER]")
             if code:
                 check_header(kstat)
             else:
                 check_kstat(kstat)
                 if type(kstat.get("prev_snaptime")) is not int:
                     raise MalformedReply("a read entry has no int prev_snaptime")
-        else:
-            code, kstat = entry
         ksp = KstatUser(kstat)
         if code:
             if code == errno.E2BIG and out:
