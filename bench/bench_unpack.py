@@ -43,8 +43,8 @@ from infra import READ_MANY
 from infra import Daemon
 
 from kstatpy.client import KstatCtl
-from kstatpy.client import check_kstat
 from kstatpy.client import kstat_open
+from kstatpy.client_shapes import check_kstat
 from kstatpy.transport import SocketTransport
 
 
