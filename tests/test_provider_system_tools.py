@@ -394,7 +394,7 @@ CLASSES = (
     ("vmem", "kmem_oversize", "vmem"), ("zones", "global", "zone_misc"), ("cpu_info", "*", "misc"),
     ("cpu", "sys", "misc"), ("cpu", "vm", "misc"), ("cpu_stat", "*", "misc"), ("link", "*", "net"),
     ("sd", "*", "disk"), ("blkdev", "*", "disk"), ("lofi", "*", "disk"), ("sderr", "*", "device_error"),
-    ("blkdeverr", "*", "device_error"), ("lofierr", "*", "device_error"), ("ip", "ip", "mib2"), ("ip", "icmp", "mib2"), ("tcp", "tcp", "mib2"),
+    ("blkdeverr", "*", "device_error"), ("ip", "ip", "mib2"), ("ip", "icmp", "mib2"), ("tcp", "tcp", "mib2"),
     ("udp", "udp", "mib2"),
 )  # fmt: skip
 

@@ -71,7 +71,7 @@ CPU_MODULES = ("cpu_info", "cpu", "cpu_stat")
 LINK_MODULES = ("link",)
 #: disks' IO modules (``disk.disk_module_instance``) and their error kstats' (MODULEerr)
 DISK_MODULES = ("sd", "cmdk", "xdf", "lofi", "blkdev")
-DISK_MODULES_ALL = (*DISK_MODULES, *(m + "err" for m in DISK_MODULES))
+DISK_MODULES_ALL = (*DISK_MODULES, *(m + "err" for m in DISK_MODULES if m != "lofi"))  # lofi has none
 
 
 class SystemRootError(OSError):
