@@ -1,0 +1,96 @@
+"""fsstat's kstats (issue 19): ``unix:0:vopstats_TYPE`` and ``unix:0:vopstats_FSID``, found as
+illumos' fsstat finds them (tests/illumos_tools.py's fsstat_*), every counter 0 and no source."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from illumos_tools import VOPSTATS_T
+from illumos_tools import fsstat_default
+from illumos_tools import fsstat_fstypes
+from illumos_tools import fsstat_ksname
+from illumos_tools import fsstat_read
+from kstatpy_providers.system.vopstats import parse_mountinfo
+from test_provider_system import attach
+from test_provider_system import build_fake_tree
+from test_provider_system import write
+
+from kstatpy.constants import KstatDataType
+
+
+def _mountinfo(*mounts: tuple[int, str, str]) -> str:
+    # proc(5)'s line: ID parent major:minor root point options optional... - type source super-options
+    return "".join(f"{mid} 1 0:{mid} / {point} rw,relatime shared:{mid} - {fstype} src rw\n"
+                   for mid, point, fstype in mounts)  # fmt: skip
+
+
+def _vopstats(chain) -> set[str]:  # type: ignore[no-untyped-def]
+    return {k.ks_name for k in chain.kstats() if k.ks_module == "unix" and k.ks_name.startswith("vopstats_")}
+
+
+def _fsid(path: str | Path) -> str:
+    return f"vopstats_{os.statvfs(path).f_fsid:x}"
+
+
+def test_fsstat_F_and_fsstat_slash_run_on_this_host() -> None:
+    """fsstat -F: every type of /proc/filesystems with a kstat is shown (at least the one of
+    /, else fsstat prints nothing and stops); fsstat /: statvfs('/').f_fsid names a kstat."""
+    chain, _ = attach()
+    fstypes = fsstat_fstypes(Path("/proc/filesystems").read_text())
+    shown = {t: v for t in fstypes if (v := fsstat_read(chain, fsstat_ksname(t, fstypes))) is not None}
+    root_type = next(t for mid, point, t in parse_mountinfo(Path("/proc/self/mountinfo").read_bytes())
+                     if point == "/")  # fmt: skip
+    assert root_type in shown, (root_type, sorted(shown))
+    slash = fsstat_ksname("/", fstypes)
+    assert slash == _fsid("/")
+    first = fsstat_read(chain, slash)
+    assert first is not None, f"fsstat /: no statistics available ({slash})"
+    again = fsstat_read(chain, slash)
+    assert again is not None
+    assert set(fsstat_default(first, again).values()) == {0} and set(first) == {0}
+    for name in _vopstats(chain):  # vopstats_t's layout: fsstat reads by position
+        ksp = chain.kstat_lookup_name("unix", 0, name)
+        assert [k.name for k in ksp.ks_data] == list(VOPSTATS_T), name
+        assert {k.data_type for k in ksp.ks_data} == {KstatDataType.UINT64}
+        assert ksp.ks_class == "misc" and all(m.no_source for m in ksp.ks_meta.values())
+
+
+def test_vopstats_follow_the_mounts(tmp_path: Path) -> None:
+    """A type's kstat for each mounted type; a mount's by the statvfs fsid of its mount point
+    (one per fsid), never statvfs'd for autofs (it would mount) nor network file systems (they
+    may hang); a mount or unmount shows at the next refresh, an unchanged mountinfo costs nothing."""
+    fake = build_fake_tree(tmp_path / "root")
+    (fake / "dev").mkdir()
+    (fake / "dev/shm").symlink_to("/dev/shm")  # another file system than the fake root's
+    (fake / "net").symlink_to("/sys")  # autofs: statvfs here would trigger the automount
+    (fake / "mnt").mkdir()
+    (fake / "mnt/nfs").symlink_to("/proc")  # NFS: statvfs may block on a dead server
+    (fake / "mnt/with space").mkdir()
+    mounts = [(21, "/", "ext4"), (22, "/proc", "proc"), (23, "/dev/shm", "tmpfs"), (24, "/net", "autofs"),
+              (25, "/mnt/nfs", "nfs4"), (26, "/mnt/with\\040space", "ext4")]  # fmt: skip
+    write(fake, "proc/self/mountinfo", _mountinfo(*mounts))
+    chain, providers = attach(fake)
+    types = {"vopstats_ext4", "vopstats_proc", "vopstats_tmpfs", "vopstats_autofs", "vopstats_nfs4"}
+    assert _vopstats(chain) == types | {_fsid(fake), _fsid("/dev/shm")}
+    assert _fsid("/sys") not in _vopstats(chain) and _fsid("/proc") not in _vopstats(chain)
+    ksp = chain.kstat_lookup_name("unix", 0, _fsid("/dev/shm"))
+    assert (ksp.ks_module, ksp.ks_instance, ksp.ks_class, ksp.ks_ndata) == ("unix", 0, "misc", 49)
+
+    kcid = chain.chain_id
+    providers.refresh(chain)  # mountinfo unchanged: nothing made or deleted
+    assert chain.chain_id == kcid
+
+    write(fake, "proc/self/mountinfo", _mountinfo(*mounts[:2], *mounts[3:]))  # umount /dev/shm
+    providers.refresh(chain)
+    assert chain.chain_id > kcid
+    assert _vopstats(chain) == types - {"vopstats_tmpfs"} | {_fsid(fake)}
+    write(fake, "proc/self/mountinfo", _mountinfo(*mounts, (27, "/mnt/x", "fuse.sshfs")))
+    providers.refresh(chain)
+    assert _vopstats(chain) == types | {_fsid(fake), _fsid("/dev/shm"), "vopstats_fuse.sshfs"}
+
+
+def test_mountinfo_is_parsed_as_proc5_says() -> None:
+    text = (b"36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n"
+            b"37 35 0:5 / /proc rw - proc proc rw\nnot a mount line\n")  # fmt: skip
+    assert parse_mountinfo(text) == [(36, "/mnt/with space", "ext3"), (37, "/proc", "proc")]
