@@ -111,6 +111,8 @@ class SystemProvider:
         self.namer: Any = None  # disk.DiskNamer, made on the first disk scan
         self.spl: dict[tuple[str, str], list[Kstat]] = {}
         self.vops: dict[str, list[Kstat]] = {}  # fsstat's unix:0:vopstats_* by name
+        self.caches: dict[str, list[Kstat]] = {}  # unix:0:CACHE (kmem_cache) by slab cache
+        self.slabs: Any = None  # hostwide.SlabCaches when unix is wanted
         self.mounts: Any = None  # vopstats.Mounts when mountinfo exists and unix is wanted
         self.origin = 0
         self.vm_cpu = -1  # the CPU charged with the machine-wide VM counters
@@ -152,8 +154,11 @@ class SystemProvider:
                 from kstatpy_providers.system.hostwide import create_hostwide
                 from kstatpy_providers.system.unix import boot_time
 
-                taken = {k.ks_name for k in self.unix}
-                self.unix.extend(create_hostwide(chain, root, origin, boot_time(root), taken, self.want))
+                self.unix.extend(create_hostwide(chain, root, origin, boot_time(root), self.want))
+                if self.want("unix"):
+                    from kstatpy_providers.system.hostwide import SlabCaches
+
+                    self.slabs = SlabCaches(root, {k.ks_name for k in self.unix})
             if self.want_any(MIB2_MODULES):
                 from kstatpy_providers.system.mib2 import create_mib2
 
@@ -234,8 +239,19 @@ class SystemProvider:
             )  # fmt: skip
         if self.want_any(DISK_MODULES_ALL):
             self._sync_disks(chain, origin)
+        if self.slabs is not None:
+            self._sync_slab_caches(chain, attaching)
         if self.mounts is not None:
             self._sync_vopstats(chain)
+
+    def _sync_slab_caches(self, chain: Chain, attaching: bool) -> None:
+        from kstatpy_providers.system.hostwide import create_slab_cache
+
+        names = self.slabs.names()
+        if names is not None:
+            origin = self.origin if attaching else None  # a cache made later counts from then
+            self._sync(chain, "slab cache", self.caches, names,
+                       lambda c: [create_slab_cache(chain, self.root, c, origin)])  # fmt: skip
 
     def _sync_vopstats(self, chain: Chain) -> None:
         from kstatpy_providers.system.vopstats import create_vopstats
@@ -298,7 +314,7 @@ class SystemProvider:
 
     def delete_all(self, chain: Chain) -> None:
         """Delete every kstat, ``unix:0:system_misc`` (the first made) last (caller holds ``lock``)."""
-        for have in (self.vops, self.spl, self.disks, self.links, self.cpus):
+        for have in (self.vops, self.caches, self.spl, self.disks, self.links, self.cpus):
             while have:
                 for ksp in have.popitem()[1]:
                     chain.kstat_delete(ksp)
