@@ -4,16 +4,22 @@ illumos' fsstat finds them (tests/illumos_tools.py's fsstat_*), every counter 0 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from illumos_tools import VOPSTATS_T
 from illumos_tools import fsstat_default
 from illumos_tools import fsstat_fstypes
 from illumos_tools import fsstat_ksname
 from illumos_tools import fsstat_read
 from kstatpy_providers.system.vopstats import parse_mountinfo
+from test_provider_system import OpenLog
 from test_provider_system import attach
 from test_provider_system import build_fake_tree
+from test_provider_system import open_log  # noqa: F401  (the fixture)
 from test_provider_system import write
 
 from kstatpy.constants import KstatDataType
@@ -94,3 +100,45 @@ def test_mountinfo_is_parsed_as_proc5_says() -> None:
     text = (b"36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n"
             b"37 35 0:5 / /proc rw - proc proc rw\nnot a mount line\n")  # fmt: skip
     assert parse_mountinfo(text) == [(36, "/mnt/with space", "ext3"), (37, "/proc", "proc")]
+
+
+def test_an_unchanged_mount_table_costs_a_poll(open_log: OpenLog) -> None:  # noqa: F811
+    """On the host's own root, a refresh polls mountinfo (POLLPRI once the mount table
+    changed) and reads it only then."""
+    chain, providers = attach()
+    open_log.record(lambda: providers.refresh(chain))
+    assert not [p for p in open_log.reads if p.endswith("/mountinfo")], open_log.reads
+
+
+_MOUNT_SCRIPT = """
+import os, subprocess, sys
+sys.path[:0] = [{tests!r}, {repo!r}]
+from test_provider_system import attach
+chain, providers = attach()
+def vops():
+    return {{k.ks_name for k in chain.kstats() if k.ks_name.startswith("vopstats_")}}
+before = vops()
+subprocess.run(["mount", "-t", "ramfs", "none", {point!r}], check=True, timeout=60)
+fsid = "vopstats_%x" % os.statvfs({point!r}).f_fsid
+providers.refresh(chain)
+mounted = vops()
+subprocess.run(["umount", {point!r}], check=True, timeout=60)
+providers.refresh(chain)
+print(fsid in before, fsid in mounted, "vopstats_ramfs" in mounted, vops() == before)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare(1)")
+def test_a_mount_and_an_unmount_on_this_host_show_at_the_next_refresh(tmp_path: Path) -> None:
+    """In a mount namespace of its own (unshare -m), a ramfs mounted after attach gets its
+    type's and its fsid's kstats at the next refresh, and loses them when unmounted."""
+    point = tmp_path / "mnt"
+    point.mkdir()
+    here = Path(__file__).resolve().parent
+    script = _MOUNT_SCRIPT.format(tests=str(here), repo=str(here.parent), point=str(point))
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", script],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    if r.returncode != 0 and "unshare failed" in r.stderr:
+        pytest.skip(f"no mount namespace here: {r.stderr.strip()}")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "True", "True", "True"], r.stdout

@@ -319,6 +319,8 @@ class SystemProvider:
                 for ksp in have.popitem()[1]:
                     chain.kstat_delete(ksp)
         self.detached = True
+        if self.mounts is not None:
+            self.mounts.close()
         while self.unix:
             chain.kstat_delete(self.unix.pop())
         self.root.close()

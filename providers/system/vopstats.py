@@ -28,16 +28,19 @@ Which kstats (from ``proc/self/mountinfo``: kstatd's mount namespace)
     characters is not published.
 
 Cost
-    A refresh reads ``proc/self/mountinfo`` (a few kB) and does nothing more when its
-    bytes did not change; otherwise it calls statvfs for the mounts it has not seen
-    (by mount ID) and creates or deletes the difference. A read costs nothing (every
-    counter is the 0 the kstat was created with).
+    On the host's own root a refresh polls a kept-open ``/proc/self/mountinfo`` (proc(5):
+    POLLPRI and POLLERR once the mount table changed since the last poll) and reads
+    nothing when it did not; on another tree, and after a change, it reads mountinfo
+    (a few kB) and does nothing more when its bytes did not change; otherwise it calls
+    statvfs for the mounts it has not seen (by mount ID) and creates or deletes the
+    difference. A read costs nothing (every counter is the 0 it was created with).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import select
 
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_named
@@ -108,9 +111,20 @@ class Mounts:
         self.last: bytes | None = None
         self.names: set[str] = set()
         self.fsids: dict[int, str | None] = {}  # mount ID -> its vopstats_FSID name, None: none
+        self.watch = -1  # the host's mountinfo, polled for a change of the mount table
+        self.poller = select.poll()
+        if root.real:
+            try:
+                self.watch = os.open(root.join(MOUNTINFO), os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                pass
+            else:
+                self.poller.register(self.watch, select.POLLPRI)
 
     def kstat_names(self) -> set[str]:
         """:raises OSError: mountinfo cannot be read."""
+        if self.watch >= 0 and self.last is not None and not self.poller.poll(0):
+            return self.names  # no mount or unmount since the last poll
         data = self.root.read_bytes(MOUNTINFO)
         if data == self.last:
             return self.names
@@ -122,6 +136,12 @@ class Mounts:
         self.last, self.fsids = data, fsids
         self.names = {n for n in names if len(n) < _KSTAT_STRLEN}
         return self.names
+
+    def close(self) -> None:
+        """Close the polled mountinfo (detach)."""
+        if self.watch >= 0:
+            os.close(self.watch)
+            self.watch = -1
 
     def _fsid_name(self, point: str, fstype: str) -> str | None:
         if fstype in _NO_STATVFS or fstype.startswith("fuse."):
