@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,26 @@ def test_a_mount_and_an_unmount_on_this_host_show_at_the_next_refresh(tmp_path: 
         pytest.skip(f"no mount namespace here: {r.stderr.strip()}")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "True", "True", "True"], r.stdout
+
+
+def test_kstat_and_kstatd_metrics_treat_vopstats_as_no_source(tmp_path: Path) -> None:
+    """Through a real kstatd: kstat prints the zeros fsstat reads, --describe says no source,
+    --metrics exports none of them."""
+    from test_provider_system_nosource import free_port
+    from test_provider_system_nosource import kstat
+
+    from tests.kstatd_fixture import running_kstatd
+
+    fake = build_fake_tree(tmp_path / "root")
+    write(fake, "proc/self/mountinfo", _mountinfo((21, "/", "ext4")))
+    port = free_port()
+    with running_kstatd(tmp_path, plugins=("kstatpy_providers.system",), args=("--metrics", f"127.0.0.1:{port}"),
+                        env={"KSTATPY_SYSTEM_ROOT": str(fake)}) as kd:  # fmt: skip
+        r = kstat(kd.socket, "-p", "unix:0:vopstats_ext4:/^n(open|read)$/")
+        assert r.stdout == "unix:0:vopstats_ext4:nopen\t0\nunix:0:vopstats_ext4:nread\t0\n", r.stderr
+        r = kstat(kd.socket, "--describe", "unix:0:vopstats_ext4:nwrite")
+        assert r.returncode == 0 and "no source" in r.stdout, (r.stdout, r.stderr)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as resp:
+            text = resp.read().decode()
+        assert "kstat_unix_lbolt" in text and "vopstats" not in text and "kstat_unix_nopen" not in text
+        assert kd.stop() == 0, kd.stderr
