@@ -95,6 +95,10 @@ def test_vopstats_follow_the_mounts(tmp_path: Path) -> None:
     write(fake, "proc/self/mountinfo", _mountinfo(*mounts, (27, "/mnt/x", "fuse.sshfs")))
     providers.refresh(chain)
     assert _vopstats(chain) == types | {_fsid(fake), _fsid("/dev/shm"), "vopstats_fuse.sshfs"}
+    (fake / "sysfs").symlink_to("/sys")
+    write(fake, "proc/self/mountinfo", _mountinfo(*mounts[:2], (23, "/sysfs", "sysfs"), *mounts[3:]))
+    providers.refresh(chain)  # /dev/shm unmounted, its mount ID given to the next mount at once
+    assert _vopstats(chain) == types - {"vopstats_tmpfs"} | {"vopstats_sysfs", _fsid(fake), _fsid("/sys")}
 
 
 def test_mountinfo_is_parsed_as_proc5_says() -> None:

@@ -32,8 +32,9 @@ Cost
     POLLPRI and POLLERR once the mount table changed since the last poll) and reads
     nothing when it did not; on another tree, and after a change, it reads mountinfo
     (a few kB) and does nothing more when its bytes did not change; otherwise it calls
-    statvfs for the mounts it has not seen (by mount ID) and creates or deletes the
-    difference. A read costs nothing (every counter is the 0 it was created with).
+    statvfs for the mounts it has not seen (by mount ID, point and type) and creates or
+    deletes the difference. A read costs nothing (every counter is the 0 it was created
+    with).
 """
 
 from __future__ import annotations
@@ -110,7 +111,9 @@ class Mounts:
         self.root = root
         self.last: bytes | None = None
         self.names: set[str] = set()
-        self.fsids: dict[int, str | None] = {}  # mount ID -> its vopstats_FSID name, None: none
+        # (mount ID, point, type) -> its vopstats_FSID name, None: none. The point and type
+        # too: an ID freed by an unmount may be given to the next mount between two refreshes.
+        self.fsids: dict[tuple[int, str, str], str | None] = {}
         self.watch = -1  # the host's mountinfo, polled for a change of the mount table
         self.poller = select.poll()
         if root.real:
@@ -129,8 +132,7 @@ class Mounts:
         if data == self.last:
             return self.names
         mounts = parse_mountinfo(data)
-        fsids = {mid: self.fsids[mid] if mid in self.fsids else self._fsid_name(point, fstype)
-                 for mid, point, fstype in mounts}  # fmt: skip
+        fsids = {m: self.fsids[m] if m in self.fsids else self._fsid_name(m[1], m[2]) for m in mounts}
         names = {VOPSTATS_STR + fstype for _, _, fstype in mounts}
         names.update(n for n in fsids.values() if n is not None)
         self.last, self.fsids = data, fsids
