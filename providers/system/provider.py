@@ -15,8 +15,10 @@ Locking
 Refresh
     ``kstatpy_refresh`` compares what exists (the ``present`` CPU list, the entries
     of ``sys/class/net`` and ``sys/block``: one small file and two directory
-    listings; ``proc/self/mountinfo`` for fsstat's vopstats, vopstats.py) with the
-    kstats it has, and creates or deletes the difference; the chain id moves only then.
+    listings; a poll of ``proc/self/mountinfo`` for fsstat's vopstats, vopstats.py; a
+    stat of ``sys/kernel/slab`` for the slab caches, hostwide.SlabCaches, and of
+    ``proc/spl/kstat`` for OpenZFS) with the kstats it has, and creates or deletes the
+    difference; the chain id moves only then.
 """
 
 from __future__ import annotations
