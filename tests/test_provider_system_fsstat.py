@@ -103,8 +103,10 @@ def test_vopstats_follow_the_mounts(tmp_path: Path) -> None:
 
 def test_mountinfo_is_parsed_as_proc5_says() -> None:
     text = (b"36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n"
-            b"37 35 0:5 / /proc rw - proc proc rw\nnot a mount line\n")  # fmt: skip
-    assert parse_mountinfo(text) == [(36, "/mnt/with space", "ext3"), (37, "/proc", "proc")]
+            b"37 35 0:5 / /proc rw - proc proc rw\nnot a mount line\n"
+            b"38 35 0:6 / /a\\134b\\011c\\9 rw - tmpfs x rw\n")  # fmt: skip
+    assert parse_mountinfo(text) == [(36, "/mnt/with space", "ext3"), (37, "/proc", "proc"),
+                                     (38, "/a\\b\tc\\9", "tmpfs")]  # fmt: skip
 
 
 def test_an_unchanged_mount_table_costs_a_poll(open_log: OpenLog) -> None:  # noqa: F811

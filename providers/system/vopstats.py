@@ -40,7 +40,6 @@ Cost
 from __future__ import annotations
 
 import os
-import re
 import select
 
 from kstatpy_providers.system.source import SysRoot
@@ -75,7 +74,7 @@ _NO_STATVFS = frozenset(
     ("autofs", "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "9p", "ceph", "glusterfs", "afs", "lustre",
      "fuse", "fuseblk", "davfs", "sshfs")
 )  # fmt: skip
-_OCTAL = re.compile(rb"\\([0-7]{3})")
+_OCTAL_DIGITS = frozenset(b"01234567")
 
 
 def parse_mountinfo(data: bytes) -> list[tuple[int, str, str]]:
@@ -89,9 +88,25 @@ def parse_mountinfo(data: bytes) -> list[tuple[int, str, str]]:
             mount_id, point, fstype = int(fields[0]), fields[4], fields[sep + 1]
         except (ValueError, IndexError):
             continue
-        point = _OCTAL.sub(lambda m: bytes((int(m.group(1), 8),)), point)
-        out.append((mount_id, os.fsdecode(point), fstype.decode("utf-8", "replace")))
+        out.append((mount_id, os.fsdecode(_unescape(point)), fstype.decode("utf-8", "replace")))
     return out
+
+
+def _unescape(field: bytes) -> bytes:
+    # The kernel writes space, tab, newline and backslash as \ooo (octal); no ``re``:
+    # the embedded kstat's start-up imports none (tests/test_startup.py).
+    if b"\\" not in field:
+        return field
+    out, i = bytearray(), 0
+    while i < len(field):
+        digits = field[i + 1 : i + 4]
+        if field[i] == 0x5C and len(digits) == 3 and _OCTAL_DIGITS.issuperset(digits):
+            out.append(int(digits, 8) & 0xFF)
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return bytes(out)
 
 
 class _Nothing:
