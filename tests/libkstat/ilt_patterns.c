@@ -16,7 +16,10 @@
  *     ks_data) and sums them across CPUs with kstat_add, record by record BY POSITION,
  *     reading value.ui64; mpstat and vmstat then kstat_data_lookup the copies. So every
  *     CPU's records are the same names in the same order, all UINT64;
- *   - kstat(8) decodes the RAW kstats it knows only when ks_data_size is the struct's.
+ *   - kstat(8) decodes the RAW kstats it knows only when ks_data_size is the struct's;
+ *   - iostat -e takes a device_error kstat's first three records, by position, as the
+ *     soft, hard and transport error counts (illumos' 32-bit iostat: KSTAT_DATA_ULONG,
+ *     i.e. UINT32).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -209,6 +212,27 @@ check_raw(kstat_ctl_t *kc)
 	CHECK("cpu_stat kstats", n > 0, "none");
 }
 
+static void
+check_device_errors(kstat_ctl_t *kc)
+{
+	static const char *const first[] = { "Soft Errors", "Hard Errors", "Transport Errors" };
+	kstat_t *ksp;
+	kstat_named_t *knp;
+	char what[64];
+	int i, good;
+
+	for (ksp = kc->kc_chain; ksp != NULL; ksp = ksp->ks_next) {
+		if (ksp->ks_type != KSTAT_TYPE_NAMED || strcmp(ksp->ks_class, "device_error") != 0)
+			continue;
+		snprintf(what, sizeof (what), "%s:%d:%s", ksp->ks_module, ksp->ks_instance, ksp->ks_name);
+		good = kstat_read(kc, ksp, NULL) != -1 && ksp->ks_ndata >= 3;
+		knp = ksp->ks_data;
+		for (i = 0; good && i < 3; i++)
+			good = strcmp(knp[i].name, first[i]) == 0 && knp[i].data_type == KSTAT_DATA_UINT32;
+		CHECK(what, good, "not Soft, Hard, Transport Errors (UINT32) first");
+	}
+}
+
 int
 main(void)
 {
@@ -222,6 +246,7 @@ main(void)
 	check_cpu_kind(kc, "sys", sys_names, sizeof (sys_names) / sizeof (sys_names[0]));
 	check_cpu_kind(kc, "vm", vm_names, sizeof (vm_names) / sizeof (vm_names[0]));
 	check_raw(kc);
+	check_device_errors(kc);
 	(void) kstat_close(kc);
 	return (failed);
 }
