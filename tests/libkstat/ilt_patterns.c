@@ -19,7 +19,10 @@
  *   - kstat(8) decodes the RAW kstats it knows only when ks_data_size is the struct's;
  *   - iostat -e takes a device_error kstat's first three records, by position, as the
  *     soft, hard and transport error counts (illumos' 32-bit iostat: KSTAT_DATA_ULONG,
- *     i.e. UINT32).
+ *     i.e. UINT32);
+ *   - fsstat finds unix:0:vopstats_FSTYPE and vopstats_FSID with kstat_lookup(kc, NULL,
+ *     -1, name) and kstat_reads them into illumos' vopstats_t (sys/vnode.h: 49 counters,
+ *     read by member). Checked for every vopstats_ kstat the provider publishes.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -233,6 +236,43 @@ check_device_errors(kstat_ctl_t *kc)
 	}
 }
 
+/* illumos sys/vnode.h: vopstats_t's members, in order (fsstat reads them by member) */
+static const char *const vop_names[] = {
+	"nopen", "nclose", "nread", "read_bytes", "nwrite", "write_bytes", "nioctl", "nsetfl",
+	"ngetattr", "nsetattr", "naccess", "nlookup", "ncreate", "nremove", "nlink", "nrename",
+	"nmkdir", "nrmdir", "nreaddir", "readdir_bytes", "nsymlink", "nreadlink", "nfsync",
+	"ninactive", "nfid", "nrwlock", "nrwunlock", "nseek", "ncmp", "nfrlock", "nspace",
+	"nrealvp", "ngetpage", "nputpage", "nmap", "naddmap", "ndelmap", "npoll", "ndump",
+	"npathconf", "npageio", "ndumpctl", "ndispose", "nsetsecattr", "ngetsecattr",
+	"nshrlock", "nvnevent", "nreqzcbuf", "nretzcbuf",
+};
+#define NVOP (sizeof (vop_names) / sizeof (vop_names[0]))
+
+static void
+check_vopstats(kstat_ctl_t *kc)
+{
+	kstat_named_t vs[NVOP];
+	kstat_t *ksp, *found;
+	char what[64];
+	size_t i;
+	int good;
+
+	for (ksp = kc->kc_chain; ksp != NULL; ksp = ksp->ks_next) {
+		if (strncmp(ksp->ks_name, "vopstats_", 9) != 0)
+			continue;
+		snprintf(what, sizeof (what), "%s:%d:%s", ksp->ks_module, ksp->ks_instance, ksp->ks_name);
+		found = kstat_lookup(kc, NULL, -1, ksp->ks_name);
+		good = found == ksp && strcmp(ksp->ks_module, "unix") == 0 && ksp->ks_instance == 0 &&
+		    strcmp(ksp->ks_class, "misc") == 0 && ksp->ks_type == KSTAT_TYPE_NAMED &&
+		    ksp->ks_ndata == NVOP && ksp->ks_data_size == sizeof (vs) &&
+		    kstat_read(kc, ksp, vs) != -1;
+		for (i = 0; good && i < NVOP; i++)
+			good = strcmp(vs[i].name, vop_names[i]) == 0 && vs[i].data_type == KSTAT_DATA_UINT64;
+		CHECK(what, good, "not unix:0 misc with vopstats_t's 49 UINT64 counters in order%s",
+		    found == ksp ? "" : " (or kstat_lookup(NULL, -1, name) finds another)");
+	}
+}
+
 int
 main(void)
 {
@@ -247,6 +287,7 @@ main(void)
 	check_cpu_kind(kc, "vm", vm_names, sizeof (vm_names) / sizeof (vm_names[0]));
 	check_raw(kc);
 	check_device_errors(kc);
+	check_vopstats(kc);
 	(void) kstat_close(kc);
 	return (failed);
 }
