@@ -112,6 +112,10 @@ check_sys(kstat_ctl_t *kc)
 
 	ksp = lookup_read(kc, "unix", 0, "system_misc", NULL);
 	CHECK("system_misc", ksp != NULL, "%s", strerror(errno));
+	/* fsstat's lookup by name alone, acquire.c's by module and instance alone */
+	CHECK("lookup by name", ksp && kstat_lookup(kc, NULL, -1, "system_misc") == ksp, "%s",
+	    "kstat_lookup(NULL, -1, \"system_misc\") is not unix:0:system_misc");
+	CHECK("lookup by module", kstat_lookup(kc, "cpu_info", 0, NULL) != NULL, "%s", strerror(errno));
 	if (ksp == NULL)
 		return;
 	for (i = 0; i < 2; i++) {
