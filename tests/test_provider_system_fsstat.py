@@ -109,6 +109,23 @@ def test_mountinfo_is_parsed_as_proc5_says() -> None:
                                      (38, "/a\\b\tc\\9", "tmpfs")]  # fmt: skip
 
 
+def test_a_fuse_subtype_any_user_names_keeps_kstat_p_four_fields(tmp_path: Path) -> None:
+    """fusermount(1), setuid root, takes any subtype= from any local user, so the mount
+    table's ``fuse.SUBTYPE`` is theirs: a ':' would give root's kstatd a kstat whose
+    ``kstat -p`` line has five fields, a newline or an escape sequence would reach the
+    reader's output. The type is unescaped as proc(5) escapes it, then each ':', space
+    or non-printable character is '_' (as an IRQ's actions)."""
+    fake = build_fake_tree(tmp_path / "root")
+    (fake / "mnt").mkdir()
+    mounts = [(21, "/", "ext4"), (22, "/mnt/a", "fuse.a:b"), (23, "/mnt/b", "fuse.x\\040y\\012z"),
+              (24, "/mnt/c", "fuse.e\x1b[2J")]  # fmt: skip
+    write(fake, "proc/self/mountinfo", _mountinfo(*mounts))
+    chain, _ = attach(fake)
+    types = {n for n in _vopstats(chain) if not n.startswith(_fsid(fake))}
+    assert types == {"vopstats_ext4", "vopstats_fuse.a_b", "vopstats_fuse.x_y_z", "vopstats_fuse.e_[2J"}
+    assert parse_mountinfo(b"22 1 0:22 / /mnt/b rw - fuse.x\\040y src rw\n") == [(22, "/mnt/b", "fuse.x y")]
+
+
 def test_an_unchanged_mount_table_costs_a_poll(open_log: OpenLog) -> None:  # noqa: F811
     """On the host's own root, a refresh polls mountinfo (POLLPRI once the mount table
     changed) and reads it only then."""

@@ -27,6 +27,13 @@ Which kstats (from ``proc/self/mountinfo``: kstatd's mount namespace)
     mounts get their type's kstat only. A name longer than ``KSTAT_STRLEN - 1``
     characters is not published.
 
+Names from the mount table
+    A type's name comes from the mount table, and FUSE's ``fuse.SUBTYPE`` is chosen by
+    whoever mounts: fusermount(1), setuid root, takes any ``subtype=`` from any local
+    user. So the type is unescaped as the mount point is, and each ':' (kstat -p's
+    separator), white-space or other non-printable character of it becomes '_', as
+    :mod:`kstatpy_providers.system.intr` does with an IRQ's actions.
+
 Cost
     On the host's own root a refresh polls a kept-open ``/proc/self/mountinfo`` (proc(5):
     POLLPRI and POLLERR once the mount table changed since the last poll) and reads
@@ -79,7 +86,7 @@ _OCTAL_DIGITS = frozenset(b"01234567")
 
 def parse_mountinfo(data: bytes) -> list[tuple[int, str, str]]:
     """``proc/self/mountinfo`` as [(mount ID, mount point, file-system type)] (proc(5):
-    the mount point is field 5, octal-escaped; the type follows the ``-`` separator)."""
+    the mount point is field 5; the type follows the ``-`` separator; both octal-escaped)."""
     out = []
     for line in data.split(b"\n"):
         fields = line.split(b" ")
@@ -88,7 +95,7 @@ def parse_mountinfo(data: bytes) -> list[tuple[int, str, str]]:
             mount_id, point, fstype = int(fields[0]), fields[4], fields[sep + 1]
         except (ValueError, IndexError):
             continue
-        out.append((mount_id, os.fsdecode(_unescape(point)), fstype.decode("utf-8", "replace")))
+        out.append((mount_id, os.fsdecode(_unescape(point)), _unescape(fstype).decode("utf-8", "replace")))
     return out
 
 
@@ -107,6 +114,12 @@ def _unescape(field: bytes) -> bytes:
             out.append(field[i])
             i += 1
     return bytes(out)
+
+
+def _type_name(fstype: str) -> str:
+    # Any local user names a FUSE subtype (fusermount's subtype=): a ':' would split
+    # kstat -p's module:instance:name:statistic, a newline or escape its output lines.
+    return "".join(c if c.isprintable() and not c.isspace() and c != ":" else "_" for c in fstype)
 
 
 class _Nothing:
@@ -148,7 +161,7 @@ class Mounts:
             return self.names
         mounts = parse_mountinfo(data)
         fsids = {m: self.fsids[m] if m in self.fsids else self._fsid_name(m[1], m[2]) for m in mounts}
-        names = {VOPSTATS_STR + fstype for _, _, fstype in mounts}
+        names = {VOPSTATS_STR + _type_name(fstype) for _, _, fstype in mounts}
         names.update(n for n in fsids.values() if n is not None)
         self.last, self.fsids = data, fsids
         self.names = {n for n in names if len(n) < _KSTAT_STRLEN}
