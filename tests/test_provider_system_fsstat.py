@@ -168,6 +168,58 @@ def test_a_mount_and_an_unmount_on_this_host_show_at_the_next_refresh(tmp_path: 
     assert r.stdout.split() == ["False", "True", "True", "True"], r.stdout
 
 
+_FUSE_SCRIPT = """
+import os, subprocess, sys
+sys.path[:0] = [{tests!r}, {repo!r}]
+from test_provider_system import attach
+d, sub = {point!r}, {point!r} + "/sub"
+def mount(*args, fds=()):
+    subprocess.run(["mount", *args], check=True, timeout=60, pass_fds=fds)
+mount("-t", "tmpfs", "low", d)
+os.mkdir(sub)
+mount("-t", "tmpfs", "sub", sub)
+fsid = "vopstats_%x" % os.statvfs(sub).f_fsid
+try:
+    fd = os.open("/dev/fuse", os.O_RDWR)
+except OSError:
+    print("nofuse")
+    sys.exit(0)
+# A FUSE mount whose server never answers (nobody reads fd): any statfs or lookup
+# through it waits, as with a user's fusermount over a directory of theirs.
+mount("-t", "fuse.stall", "-o", "fd=%d,rootmode=40000,user_id=0,group_id=0" % fd, "stall", d, fds=(fd,))
+chain, providers = attach()
+def vops():
+    return {{k.ks_name for k in chain.kstats() if k.ks_name.startswith("vopstats_")}}
+covered = vops()
+subprocess.run(["umount", "-l", d], check=True, timeout=60)
+providers.refresh(chain)
+print("vopstats_fuse.stall" in covered, fsid in covered, fsid in vops())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare(1)")
+def test_a_mount_under_a_stalled_fuse_mount_is_not_statvfsd(tmp_path: Path) -> None:
+    """A mount at or under a FUSE mount's point is reached through the FUSE file system:
+    statvfs of it waits for the FUSE server (fusermount lets any user mount one over a
+    directory of theirs). Attach must not call it (it hung in fuse_statfs, kstatd's start
+    with it); once the FUSE mount is gone, the next refresh gives the mount its fsid's kstat."""
+    point = tmp_path / "d"
+    point.mkdir()
+    here = Path(__file__).resolve().parent
+    script = _FUSE_SCRIPT.format(tests=str(here), repo=str(here.parent), point=str(point))
+    cmd = ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", script]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("attach did not return within 120 s: statvfs through the stalled FUSE mount")
+    if r.returncode != 0 and "unshare failed" in r.stderr:
+        pytest.skip(f"no mount namespace here: {r.stderr.strip()}")
+    assert r.returncode == 0, r.stderr
+    if r.stdout.strip() == "nofuse":
+        pytest.skip("/dev/fuse cannot be opened here")
+    assert r.stdout.split() == ["True", "False", "True"], r.stdout
+
+
 def test_kstat_and_kstatd_metrics_treat_vopstats_as_no_source(tmp_path: Path) -> None:
     """Through a real kstatd: kstat prints the zeros fsstat reads, --describe says no source,
     --metrics exports none of them."""

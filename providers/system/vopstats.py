@@ -24,7 +24,10 @@ Which kstats (from ``proc/self/mountinfo``: kstatd's mount namespace)
     port of fsstat finds ``fsstat /`` by the same statvfs call as on illumos. statvfs
     is not called for autofs (it would trigger the automount) nor for network and FUSE
     file systems (it can block for as long as their server does not answer): those
-    mounts get their type's kstat only. A name longer than ``KSTAT_STRLEN - 1``
+    mounts get their type's kstat only. Nor is it called for a mount whose point is at or
+    under such a mount's point: the path to it is looked up through that file system
+    (a FUSE mount any user makes with fusermount over a directory of theirs, above or on
+    a mount point, would stop the refresh, or kstatd's start, in its statfs or lookup). A name longer than ``KSTAT_STRLEN - 1``
     characters is not published.
 
 Names from the mount table
@@ -116,6 +119,24 @@ def _unescape(field: bytes) -> bytes:
     return bytes(out)
 
 
+def _blocks(fstype: str) -> bool:
+    """Whether statvfs of, or a path lookup through, this type's mount may mount or block."""
+    return fstype in _NO_STATVFS or fstype.startswith("fuse.")
+
+
+def _under(point: str, risky: set[str]) -> bool:
+    # ``point`` or one of its ancestors is the point of a mount of a _blocks type: its
+    # path resolves through that mount (its root, then a lookup in it).
+    if not risky:
+        return False
+    while True:
+        if point in risky:
+            return True
+        if point in ("/", ""):
+            return False
+        point = point.rpartition("/")[0] or "/"
+
+
 def _type_name(fstype: str) -> str:
     # Any local user names a FUSE subtype (fusermount's subtype=): a ':' would split
     # kstat -p's module:instance:name:statistic, a newline or escape its output lines.
@@ -160,7 +181,11 @@ class Mounts:
         if data == self.last:
             return self.names
         mounts = parse_mountinfo(data)
-        fsids = {m: self.fsids[m] if m in self.fsids else self._fsid_name(m[1], m[2]) for m in mounts}
+        # A mount at or under a risky point is not statvfs'd, nor remembered: it is
+        # looked at again after the next change (the risky mount may have gone).
+        risky = {point for _, point, fstype in mounts if _blocks(fstype)}
+        fsids = {m: self.fsids[m] if m in self.fsids else self._fsid_name(m[1])
+                 for m in mounts if m in self.fsids or not _under(m[1], risky)}  # fmt: skip
         names = {VOPSTATS_STR + _type_name(fstype) for _, _, fstype in mounts}
         names.update(n for n in fsids.values() if n is not None)
         self.last, self.fsids = data, fsids
@@ -173,9 +198,7 @@ class Mounts:
             os.close(self.watch)
             self.watch = -1
 
-    def _fsid_name(self, point: str, fstype: str) -> str | None:
-        if fstype in _NO_STATVFS or fstype.startswith("fuse."):
-            return None
+    def _fsid_name(self, point: str) -> str | None:
         try:
             fsid = os.statvfs(self.root.join(point.lstrip("/"))).f_fsid
         except OSError:  # gone, or not ours to look at
