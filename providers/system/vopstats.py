@@ -31,11 +31,14 @@ Which kstats (from ``proc/self/mountinfo``: kstatd's mount namespace)
     characters is not published.
 
 Names from the mount table
-    A type's name comes from the mount table, and FUSE's ``fuse.SUBTYPE`` is chosen by
-    whoever mounts: fusermount(1), setuid root, takes any ``subtype=`` from any local
-    user. So the type is unescaped as the mount point is, and each ':' (kstat -p's
-    separator), white-space or other non-printable character of it becomes '_', as
-    :mod:`kstatpy_providers.system.intr` does with an IRQ's actions.
+    A type's kstat is named after the kernel's file-system type, the part of
+    mountinfo's type before a '.': FUSE shows ``fuse.SUBTYPE`` (``fuse.sshfs``), and the
+    subtype is chosen by whoever mounts (fusermount(1), setuid root, takes any
+    ``subtype=`` from any local user). The type is what ``/proc/filesystems`` lists and
+    what a port of ``fsstat -F`` looks up (``vopstats_fuse``), as illumos' per-type kstat
+    is its vfssw entry's. The type is unescaped as the mount point is, and each ':'
+    (kstat -p's separator), white-space or other non-printable character of it becomes
+    '_', as :mod:`kstatpy_providers.system.intr` does with an IRQ's actions.
 
 Cost
     On the host's own root a refresh polls a kept-open ``/proc/self/mountinfo`` (proc(5):
@@ -138,8 +141,10 @@ def _under(point: str, risky: set[str]) -> bool:
 
 
 def _type_name(fstype: str) -> str:
-    # Any local user names a FUSE subtype (fusermount's subtype=): a ':' would split
-    # kstat -p's module:instance:name:statistic, a newline or escape its output lines.
+    # The kernel's type, without FUSE's subtype (any local user names one through
+    # fusermount's subtype=); a ':' would split kstat -p's module:instance:name:statistic,
+    # a newline or escape its output lines.
+    fstype = fstype.partition(".")[0]
     return "".join(c if c.isprintable() and not c.isspace() and c != ":" else "_" for c in fstype)
 
 
