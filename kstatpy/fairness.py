@@ -85,20 +85,22 @@ class ReplyBudget:
         self._lock = threading.Lock()
         self._by_uid: dict[int, int] = {}
         self.parked = 0  # bytes parked now, all users but the trusted ones
+        self.held = 0  # bytes parked now, every user (kstatpy:0:replies)
+        self.peak = 0  # the most ``held`` has been
         self.refused = 0  # replies not kept (their connections closed)
 
     def park(self, uid: int, nbytes: int) -> bool:
         """Count ``nbytes`` for ``uid``; False (nothing counted) when over a bound."""
         with self._lock:
             mine = self._by_uid.get(uid, 0)
-            if uid in self.trusted:  # counted for its uid; never limited, never in the others' total
-                self._by_uid[uid] = mine + nbytes
-                return True
-            if mine + nbytes > self.per_uid or self.parked + nbytes > self.total:
-                self.refused += 1
-                return False
+            if uid not in self.trusted:  # trusted: counted for its uid; never limited, never in the total
+                if mine + nbytes > self.per_uid or self.parked + nbytes > self.total:
+                    self.refused += 1
+                    return False
+                self.parked += nbytes
             self._by_uid[uid] = mine + nbytes
-            self.parked += nbytes
+            self.held += nbytes
+            self.peak = max(self.peak, self.held)
             return True
 
     def unpark(self, uid: int, nbytes: int) -> None:
@@ -111,6 +113,7 @@ class ReplyBudget:
                 self._by_uid.pop(uid, None)
             if uid not in self.trusted:
                 self.parked -= nbytes
+            self.held -= nbytes
 
 
 class RateLimitedLog:
