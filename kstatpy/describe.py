@@ -34,7 +34,6 @@ from kstatpy.errors import KstatError
 from kstatpy.errors import error_for_errno
 from kstatpy.metadata import PSEUDO_META
 from kstatpy.metadata import kstat_meta
-from kstatpy.pieces import PIECE_SIZE
 from kstatpy.pieces import LazyEntries
 from kstatpy.pieces import compact_kids
 from kstatpy.pieces import entry_bytes
@@ -59,6 +58,8 @@ MAX_DESCRIBE = 65536
 ENTRY_CHARGE = 256
 STAT_CHARGE = 64
 _DESCRIBE = int(KstatIoctl.DESCRIBE)
+#: Bytes of packed DESCs a lazy DESCRIBE keeps for kids asked again (a quarter of a piece).
+_LAZY_CACHE = 64 << 10
 _E2BIG, _EINVAL, _EAGAIN = (entry_bytes(e) for e in (errno.E2BIG, errno.EINVAL, errno.EAGAIN))
 _FIELDS = {int(KstatType.IO): IO_FIELDS, int(KstatType.INTR): INTR_FIELDS, int(KstatType.TIMER): TIMER_FIELDS}
 
@@ -137,7 +138,7 @@ def describe_many(
 
     ``lazy`` (a reply sent in pieces, docs/PROTOCOL.md §9.8): ``results`` is a
     :class:`kstatpy.pieces.LazyEntries` that describes each kid when the reply reaches
-    it; a repeated kid reuses its packed DESC while those kept total under one piece,
+    it; a repeated kid reuses its packed DESC while those kept total under 64 KiB,
     and is described again beyond (the same entries, memory bounded by a piece).
 
     :raises KstatError: EINVAL (``kids`` is not an array), E2BIG (too many kids).
@@ -204,7 +205,7 @@ def _describe_lazy(
                     continue
                 done = (pack(desc), _charge(desc))
                 del desc
-                if kept + len(done[0]) <= PIECE_SIZE:
+                if kept + len(done[0]) <= _LAZY_CACHE:
                     seen[kid] = done
                     kept += len(done[0])
             spent += done[1]

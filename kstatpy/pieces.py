@@ -65,14 +65,15 @@ def entry_bytes(code: int, packed_obj: bytes = _NIL) -> bytes:
 
 
 def compact_kids(kids: list[Any]) -> tuple[array[int], frozenset[int]]:
-    """``kids`` as an ``array('q')`` (8 bytes a kid, not ~36 as Python ints) and the
+    """``kids`` as an ``array`` (4 or 8 bytes a kid, not ~36 as Python ints) and the
     indexes of the entries that are not integers (EINVAL). An integer outside int64
     is stored as -1, which names no kstat (ENXIO, as it would have)."""
-    try:
-        if all(type(k) is int for k in kids):
-            return array("q", kids), frozenset()
-    except OverflowError:
-        pass
+    if all(type(k) is int for k in kids):
+        for code in ("I", "q"):  # uint32 (any kid of a real chain), else int64
+            try:
+                return array(code, kids), frozenset()
+            except OverflowError:
+                pass
     out = array("q")
     bad = []
     lo, hi = _INT64

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,8 +25,10 @@ from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
+from kstatd_fixture import REPO
 from kstatd_fixture import rpc
 from kstatd_fixture import running_kstatd
+from nobody import nobody_skip
 from test_hostile_server import fake_kstatd
 
 from kstatpy import transport
@@ -37,6 +40,9 @@ from kstatpy.pieces import piece_frames
 from kstatpy.protocol import LENGTH
 from kstatpy.protocol import pack_frame
 from kstatpy.transport import SocketTransport
+
+sys.path.insert(0, str(REPO / "bench"))
+import attacks
 
 READ, READ_MANY, SELECT, DESCRIBE = 0x4B02, 0x4B11, 0x4B12, 0x4B13
 SYSTEM = ["kstatpy_providers.system"]
@@ -151,6 +157,18 @@ def test_a_slow_reader_gets_every_piece_and_kstatd_holds_one_at_a_time(kd, all_k
     assert max(peaks) <= PIECE_SIZE + 4, max(peaks)
     seq, code, result = msgpack.unpackb(body, raw=False)
     assert (seq, code, len(result["results"])) == (1, 0, len(kids))
+
+
+def test_an_unread_flood_in_pieces_costs_kstatd_one_piece_a_connection():
+    # bench/attacks.py's flood (RELIABILITY.md): nobody keeps 64 connections, each with a
+    # DESCRIBE of 65,536 kids that asked for pieces and is never read. Whole frames park
+    # up to the per-uid budget (32 MiB) and get connections closed; pieces park one each.
+    nobody_skip()
+    report = attacks.describe_flood(str(REPO), conns=64, seconds=6.0, pieces=True)
+    assert report["ok"], report
+    replies = report["replies"]
+    assert replies["refused"] == 0 and replies["in_pieces"] >= 64, report
+    assert replies["parked_peak_bytes"] <= 64 * (PIECE_SIZE + 4) + (1 << 20), report  # + root's own reads
 
 
 # --- the same reply, whole or in pieces ---------------------------------------------------------------
