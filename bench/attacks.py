@@ -134,7 +134,7 @@ import msgpack, socket, sys, time
 path, conns, seconds, kids = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), msgpack.unpackb(bytes.fromhex(sys.argv[4]))
 cmd, pieces = int(sys.argv[5]), sys.argv[6] == "1"
 kids = (kids * (65536 // len(kids) + 1))[:65536]  # every kid, repeated to the request's limit: a reply at the budget
-arg = {"kids": kids, "pieces": True} if pieces else {"kids": kids}  # pieces: asked for (PROTOCOL.md §9.8)
+arg = {"kids": kids, "pieces": True} if pieces else {"kids": kids}  # pieces: asked for (docs/PROTOCOL.md §9.8)
 body = msgpack.packb([cmd, 1, arg], use_bin_type=True)
 req = len(body).to_bytes(4, "big") + body
 socks = []
