@@ -88,6 +88,7 @@ class ReplyBudget:
         self.held = 0  # bytes parked now, every user (kstatpy:0:replies)
         self.peak = 0  # the most ``held`` has been
         self.refused = 0  # replies not kept (their connections closed)
+        self.in_pieces = 0  # replies sent in pieces (docs/PROTOCOL.md §9.8)
 
     def park(self, uid: int, nbytes: int) -> bool:
         """Count ``nbytes`` for ``uid``; False (nothing counted) when over a bound."""
@@ -102,6 +103,11 @@ class ReplyBudget:
             self.held += nbytes
             self.peak = max(self.peak, self.held)
             return True
+
+    def count_in_pieces(self) -> None:
+        """One more reply is sent in pieces (its pieces park here one at a time)."""
+        with self._lock:
+            self.in_pieces += 1
 
     def unpark(self, uid: int, nbytes: int) -> None:
         """The reply went (or its connection did): ``nbytes`` are free again."""

@@ -186,7 +186,6 @@ class Kstatd:
         self.stats = DaemonStats(config.read_timeout)
         self._trusted = frozenset({0, os.geteuid()})
         self.gate = FairGate(config.expensive_slots)
-        self.in_pieces = 0  # replies sent in pieces (kstatpy:0:replies)
         self.replies = ReplyBudget(config.reply_memory, config.reply_memory // 2, self._trusted)
         self._errlog = RateLimitedLog(log, FD_LOG_INTERVAL)
         # Privileged connections being accepted or served: while any is, the public
@@ -680,7 +679,7 @@ class Kstatd:
     def _reply_figures(self) -> tuple[int, int, int, int]:
         # kstatpy:0:replies (kstatpy.daemon_stats).
         r = self.replies
-        return max(r.held, 0), r.peak, r.refused, self.in_pieces
+        return max(r.held, 0), r.peak, r.refused, r.in_pieces
 
     def _stream(self, sess: Session, gen: int, timeout: float, gated: bool, count: bool) -> bool:
         # Make and send sess.stream's reply in pieces (kstatpy.pieces): the next entry is
@@ -696,7 +695,7 @@ class Kstatd:
         held = gated
         entries = st.entries
         it = iter(entries)
-        self.in_pieces += 1  # a racy count (one bytecode add per reply): a statistic
+        self.replies.count_in_pieces()
         try:
             while True:
                 fail = 0

@@ -351,3 +351,77 @@ def test_the_client_asks_for_pieces_only_where_kstatd_makes_them(tmp_path: Path)
     finally:
         lsock.close()
     assert seen == [{"kids": [1], "pieces": True}, {"kid": 1}]
+
+
+# --- stress: take-overs at random points of replies in pieces -----------------------------------------
+
+
+def test_stress_takeovers_mid_reply_leave_every_reply_whole(tmp_path: Path):
+    # Session.lock orders the serving thread's appends (after it checks gen) against the
+    # watchdog's take-over (which finishes the reply with [EAGAIN, nil]): each test:0:slow
+    # read (0.12 s) outlives --read-timeout 0.1 and is taken over at a random point of a
+    # reply in pieces, while 6 clients read at once. An append without the check, or a
+    # take-over while a piece is being sent, shows as a reply that is not one msgpack
+    # object of the right length, or an entry that holds another kid's kstat.
+    import random
+
+    with running_kstatd(
+        tmp_path, plugins=[*SYSTEM, "tests.providers_fixture.slow"], args=["--read-timeout", "0.1"]
+    ) as kd:
+        hdrs = headers(kd.socket)
+        slow = [h["kid"] for h in hdrs if h["name"] == "slow"]
+        others = [h["kid"] for h in hdrs if h["module"] != "test" and h["kid"] != 0]
+        failures: list[str] = []
+        tails = [0]
+
+        def client(seed: int) -> None:
+            rng = random.Random(seed)
+            for _ in range(6):
+                kids = others * 6
+                for _ in range(2):
+                    kids.insert(rng.randrange(len(kids)), rng.choice(slow))
+                try:
+                    with send(kd.socket, READ_MANY, {"kids": kids, "pieces": True}) as s:
+                        _words, (_seq, code, result) = read_frames(s)
+                except Exception as exc:  # a broken frame sequence or msgpack
+                    failures.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                codes = [e[0] for e in result["results"]]
+                if code or len(codes) != len(kids) or not set(codes) <= {0, errno.EAGAIN}:
+                    failures.append(f"code {code}, {len(codes)} of {len(kids)} entries, {set(codes)}")
+                    continue
+                # A take-over's tail: EAGAIN from an entry to the end, beyond the slow kids
+                # (a system kstat may also be stuck for a moment under load: EAGAIN alone).
+                tail = len(codes)
+                while tail and codes[tail - 1] == errno.EAGAIN:
+                    tail -= 1
+                if any(k not in slow for k in kids[tail:]):
+                    tails[0] += 1
+                for (c, kstat), kid in zip(result["results"], kids, strict=True):
+                    if c == 0 and kstat["kid"] != kid:
+                        failures.append(f"entry for kid {kid} holds kid {kstat['kid']}")
+                        break
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(240)
+        assert not any(t.is_alive() for t in threads), "clients did not finish within 240 s"
+        assert failures == [], failures[:5]
+        assert tails[0] > 0  # take-overs did happen mid-reply
+        wait_for(
+            "the stuck readers to return",
+            lambda: (
+                dict((n, v) for n, _t, v in rpc(kd.socket, READ, {"kid": daemon_kid(hdrs)})[2]["kstat"]["data"])[
+                    "stuck_readers"
+                ]
+                == 0
+            ),
+        )
+        assert kd.stop() == 0
+
+
+def daemon_kid(hdrs: list[dict[str, Any]]) -> int:
+    (kid,) = [h["kid"] for h in hdrs if (h["module"], h["name"]) == ("kstatpy", "daemon")]
+    return kid
