@@ -33,6 +33,7 @@ from test_hostile_server import fake_kstatd
 
 from kstatpy import transport
 from kstatpy.errors import KstatError
+from kstatpy.errors import RequestTimeoutError
 from kstatpy.errors import ServerUnavailableError
 from kstatpy.pieces import MORE
 from kstatpy.pieces import PIECE_SIZE
@@ -425,3 +426,42 @@ def test_stress_takeovers_mid_reply_leave_every_reply_whole(tmp_path: Path):
 def daemon_kid(hdrs: list[dict[str, Any]]) -> int:
     (kid,) = [h["kid"] for h in hdrs if (h["module"], h["name"]) == ("kstatpy", "daemon")]
     return kid
+
+
+def test_one_deadline_covers_every_piece(tmp_path: Path):
+    # Pieces of 3 bytes, one every 0.2 s: no recv waits long, the whole reply does.
+    path = str(tmp_path / "slow.sock")
+    lsock = socket.socket(socket.AF_UNIX)
+    lsock.bind(path)
+    lsock.listen(4)
+    done = threading.Event()
+
+    def serve() -> None:
+        try:
+            conn, _ = lsock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(10)
+            (n,) = LENGTH.unpack(recv_exact(conn, 4))
+            _cmd, seq, _arg = msgpack.unpackb(recv_exact(conn, n), raw=False)
+            frames = pieces_of(GOOD)(seq)
+            for off in range(0, len(frames), 7):  # one 3-byte piece at a time
+                if done.wait(0.2):
+                    return
+                try:
+                    conn.sendall(frames[off : off + 7])
+                except OSError:
+                    return
+
+    threading.Thread(target=serve, daemon=True).start()
+    t = SocketTransport(path, timeout=1)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(RequestTimeoutError):
+            t.ioctl(READ_MANY, {"kids": [1] * 50})
+        assert time.monotonic() - t0 < 5
+    finally:
+        done.set()
+        t.close()
+        lsock.close()
