@@ -7,7 +7,8 @@
     like everyone else's single one. Root's and kstatd's own requests do not queue (they
     are not limited; a privileged caller only competes with at most ``slots`` others).
     Held from the start of the dispatch to the end of the reply's encoding, never while
-    a reply waits for its reader.
+    a reply waits for its reader (a reply in pieces holds it while each piece is made,
+    and gives it up while the piece is sent: docs/PROTOCOL.md §9.8).
 
 :class:`ReplyBudget`
     Bytes of encoded replies waiting for a reader that does not read (the socket buffer

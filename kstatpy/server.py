@@ -23,6 +23,11 @@ Deadlines (``--read-timeout``)
     thread per kstat, not one per retry. Other kstats and connections are unaffected.
     ``Session.lock`` guards ``gen`` and ``t0`` (the takeover hand-shake); replies
     are sent outside it, by the one thread that currently owns the session.
+    A reply in pieces (docs/PROTOCOL.md §9.8, :mod:`kstatpy.pieces`) reads its
+    entries as it goes: its thread appends each entry to ``Session.stream`` under the
+    lock after checking ``gen``, and the watchdog, taking over while that thread is in
+    a ``ks_update``, finishes the stream with ``[EAGAIN, ...]`` entries and sends the
+    rest from a fresh thread; the late thread then leaves without a byte.
 
 Life cycle
     :meth:`Kstatd.bind` binds every socket (refusing a live one, replacing a stale
