@@ -188,14 +188,16 @@ def test_a_client_that_does_not_ask_gets_whole_frames(kd, all_kids):
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    picks=st.lists(st.one_of(st.integers(0, 10**6), st.just("x"), st.just(2**64 - 1), st.none()), max_size=40),
+    picks=st.lists(
+        st.one_of(st.integers(-3, 10**6), st.just("x"), st.just(2**64 - 1), st.none(), st.booleans()), max_size=40
+    ),
     repeat=st.integers(1, 400),
     cmd=st.sampled_from([READ_MANY, DESCRIBE]),
 )
 def test_pieces_reassemble_into_the_whole_frame_reply(kd, all_kids, picks, repeat, cmd):
     # Kids: real ones (by index into the chain), missing ones, non-integers; repeated
     # so that some replies span many pieces.
-    kids = [all_kids[p % len(all_kids)] if type(p) is int and p < 10**6 // 2 else p for p in picks] * repeat
+    kids = [all_kids[p % len(all_kids)] if type(p) is int and 0 <= p < 10**6 // 2 else p for p in picks] * repeat
     with send(kd.socket, cmd, {"kids": kids}) as s:
         _, whole = read_frames(s)
     before = replies_stats(kd.socket)["in_pieces"]
