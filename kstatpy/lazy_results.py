@@ -51,8 +51,9 @@ def lazy_read_many(
         errnos = lazy.errnos
         spent = 0
         kid0: tuple[bytes, int] | None = None  # KID 0's packed KSTAT and data_size, this request
+        limit = budget if budget is not None else -1
         for i, kid in enumerate(arr):
-            if budget is not None and spent >= budget:
+            if spent >= limit >= 0:
                 errnos.append(errno.E2BIG)
                 yield _E2BIG
                 continue
@@ -61,15 +62,14 @@ def lazy_read_many(
                 yield _EINVAL
                 continue
             try:
-                if kid == 0:
-                    if kid0 is None:
-                        kstat = read_one(0, zoneid)
-                        kid0 = (pack(kstat), kstat["data_size"])
-                        del kstat
-                    body, size = kid0
-                else:
+                if kid:
                     kstat = read_one(kid, zoneid)
-                    body, size = pack(kstat), kstat["data_size"]
+                    spent += kstat["data_size"] + charge
+                    yield pack((0, kstat))  # the entry [0, KSTAT] in one pack
+                    continue
+                if kid0 is None:
+                    kstat = read_one(0, zoneid)
+                    kid0 = (_OK_HEAD + pack(kstat), kstat["data_size"])
                     del kstat
             except BadTrap:
                 raise
@@ -77,8 +77,8 @@ def lazy_read_many(
                 errnos.append(exc.errno)
                 yield entry_bytes(exc.errno)
                 continue
-            spent += size + charge
-            yield _OK_HEAD + body
+            spent += kid0[1] + charge
+            yield kid0[0]
 
     return LazyEntries(len(arr), produce)
 
@@ -101,8 +101,9 @@ def lazy_select(
     def produce(lazy: LazyEntries) -> Iterator[bytes]:
         pack = msgpack.Packer(use_bin_type=True).pack
         spent = 0
+        limit = budget if budget is not None else -1
         for i, (header, stats) in enumerate(picked):
-            if budget is not None and spent >= budget:
+            if spent >= limit >= 0:
                 yield entry_bytes(errno.E2BIG, pack(header))
                 continue
             try:
@@ -116,7 +117,7 @@ def lazy_select(
                 kstat["data"] = filter_named(kstat["data"], stats)
             kstat["prev_snaptime"] = header["snaptime"]
             spent += kstat["data_size"] + charge
-            yield _OK_HEAD + pack(kstat)
             picked[i] = (header, None)  # its stats filter is no longer needed
+            yield pack((0, kstat))
 
     return LazyEntries(len(picked), produce, fail)

@@ -81,6 +81,7 @@ from kstatpy.listener import Listener
 from kstatpy.listener import is_privileged
 from kstatpy.listener import peer_cred
 from kstatpy.packed import PackedResults
+from kstatpy.pieces import PIECE_SIZE
 from kstatpy.pieces import LazyEntries
 from kstatpy.pieces import Stream
 from kstatpy.pieces import head_and_tail
@@ -699,6 +700,7 @@ class Kstatd:
         gate = self.gate
         held = gated
         entries = st.entries
+        buf = st.buf  # the same bytearray for the whole stream (take_full cuts it in place)
         it = iter(entries)
         self.replies.count_in_pieces()
         try:
@@ -723,11 +725,11 @@ class Kstatd:
                         sess.stream = None
                         sess.t0 = None
                         break
-                    st.buf += chunk
+                    buf += chunk
                     st.done += 1
+                    if len(buf) <= PIECE_SIZE:
+                        continue
                     frames = st.take_full()  # type: ignore[assignment]
-                if frames is None:
-                    continue
                 if held:
                     gate.release()
                     held = False
