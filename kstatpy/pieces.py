@@ -10,8 +10,8 @@ msgpack reply a whole frame would have carried. kstatd (a socket session,
 ``results``: the entries' count is fixed from what was asked, and each entry is read
 (or described) and packed only when the reply reaches it, so the next piece is made
 only after the previous one went to the socket. A connection's reply holds at most
-one piece of bytes (plus its request's kids as an ``array('q')``), whatever its
-reader does.
+one piece of bytes, or one entry when an entry is larger (plus its request's kids as
+an ``array``, 4 or 8 bytes each), whatever its reader does.
 
 Ownership: a :class:`LazyEntries` is made by :mod:`kstatpy.ioctl`'s handler and
 consumed by the one thread that serves the connection (``kstatpy.server``);
