@@ -483,7 +483,7 @@ class Kstatd:
             return
         cfg = self.config
         trusted = lst.zoneid == GLOBAL_ZONEID and uid in (0, os.geteuid())
-        priv = lst.zoneid == GLOBAL_ZONEID and is_privileged(uid, gid, cfg.allow_uids, cfg.allow_gids)
+        priv = lst.zoneid == GLOBAL_ZONEID and is_privileged(uid, gid, cfg.allow_uids, cfg.allow_gids, sock)
         with self._lock:
             why = self._over_quota(uid, lst, trusted)
             if why is None:
