@@ -242,3 +242,56 @@ def test_kstat_and_kstatd_metrics_treat_vopstats_as_no_source(tmp_path: Path) ->
             text = resp.read().decode()
         assert "kstat_unix_lbolt" in text and "vopstats" not in text and "kstat_unix_nopen" not in text
         assert kd.stop() == 0, kd.stderr
+
+
+_RACE_SCRIPT = """
+import os, subprocess, sys, threading, time
+sys.path[:0] = [{tests!r}, {repo!r}]
+from test_provider_system_fsstat import _mountinfo
+from kstatpy_providers.system import vopstats
+from kstatpy_providers.system.source import SysRoot
+base = {base!r}
+stall, fake = base + "/stall", base + "/root"
+os.makedirs(stall)
+os.makedirs(fake + "/proc/self")
+try:
+    fd = os.open("/dev/fuse", os.O_RDWR)
+except OSError:
+    print("nofuse")
+    sys.exit(0)
+subprocess.run(["mount", "-t", "fuse.stall", "-o", "fd=%d,rootmode=40000,user_id=0,group_id=0" % fd, "stall", stall],
+               check=True, timeout=60, pass_fds=(fd,))
+# mountinfo says tmpfs at /xN; by the time of the statvfs each /xN is a symlink into the
+# stalled FUSE mount (the rename race a directory's owner can win), and /ok a real directory.
+lines = [(21, "/", "ext4"), (22, "/ok", "tmpfs")] + [(30 + i, "/x%d" % i, "tmpfs") for i in range(6)]
+with open(fake + "/proc/self/mountinfo", "w") as f:
+    f.write(_mountinfo(*lines))
+os.mkdir(fake + "/ok")
+for i in range(6):
+    os.symlink(stall + "/anything", fake + "/x%d" % i)
+vopstats.STATVFS_TIMEOUT = 0.5
+mounts = vopstats.Mounts(SysRoot(fake))
+start = time.monotonic()
+names = mounts.kstat_names()
+took = time.monotonic() - start
+stuck = sum(t.name == "kstatpy-statvfs" for t in threading.enumerate())
+ok = "vopstats_%x" % os.statvfs(fake + "/ok").f_fsid
+print(ok in names, "vopstats_tmpfs" in names, mounts.stalled, stuck, took < 30)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare(1)")
+def test_a_mount_point_swapped_for_a_symlink_into_a_stalled_fuse_mount_costs_a_timeout(tmp_path: Path) -> None:
+    """The path race past the mount table: each statvfs is bounded (STATVFS_TIMEOUT) and
+    after MAX_STALLED stuck calls none is made, so at most that many threads ever wait."""
+    here = Path(__file__).resolve().parent
+    script = _RACE_SCRIPT.format(tests=str(here), repo=str(here.parent), base=str(tmp_path / "b"))
+    cmd = ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", script]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("kstat_names did not return within 120 s: statvfs followed the symlink into FUSE")
+    assert r.returncode == 0, r.stderr
+    if r.stdout.strip() == "nofuse":
+        pytest.fail("/dev/fuse cannot be opened (CI runs as root with it)")
+    assert r.stdout.split() == ["True", "True", "4", "4", "True"], r.stdout

@@ -27,8 +27,15 @@ Which kstats (from ``proc/self/mountinfo``: kstatd's mount namespace)
     mounts get their type's kstat only. Nor is it called for a mount whose point is at or
     under such a mount's point: the path to it is looked up through that file system
     (a FUSE mount any user makes with fusermount over a directory of theirs, above or on
-    a mount point, would stop the refresh, or kstatd's start, in its statfs or lookup). A name longer than ``KSTAT_STRLEN - 1``
-    characters is not published.
+    a mount point, would stop the refresh, or kstatd's start, in its statfs or lookup).
+    The path can still change between the read of mountinfo and the call (a user who
+    owns a directory above a mount point renames it and puts a symlink into their FUSE
+    mount in its place), so every statvfs runs on a thread of its own and is given
+    :data:`STATVFS_TIMEOUT` seconds: past that the mount gets no fsid kstat (it is
+    remembered, not asked again) and the thread is left to its wait. After
+    :data:`MAX_STALLED` such waits no statvfs is called any more (new mounts get their
+    type's kstat only), so at most that many threads are ever stuck. A name longer than
+    ``KSTAT_STRLEN - 1`` characters is not published.
 
 Names from the mount table
     A type's kstat is named after the kernel's file-system type, the part of
@@ -54,6 +61,7 @@ from __future__ import annotations
 
 import os
 import select
+import threading
 
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_named
@@ -67,9 +75,13 @@ if TYPE_CHECKING:
     from kstatpy.chain import Chain
     from kstatpy.kstat import Kstat
 
-__all__ = ["MOUNTINFO", "VOP_FIELDS", "Mounts", "create_vopstats", "parse_mountinfo"]
+__all__ = ["MAX_STALLED", "MOUNTINFO", "STATVFS_TIMEOUT", "VOP_FIELDS", "Mounts", "create_vopstats", "parse_mountinfo"]
 
 MOUNTINFO = "proc/self/mountinfo"
+#: Seconds a statvfs of a mount point may take before its mount is given no fsid kstat.
+STATVFS_TIMEOUT = 2.0
+#: statvfs calls left waiting past the timeout after which no statvfs is called any more.
+MAX_STALLED = 4
 VOPSTATS_STR = "vopstats_"
 #: vopstats_t's counters in its order (sys/vnode.h): fsstat reads them by position
 VOP_FIELDS = (
@@ -169,6 +181,7 @@ class Mounts:
         # too: an ID freed by an unmount may be given to the next mount between two refreshes.
         self.fsids: dict[tuple[int, str, str], str | None] = {}
         self.watch = -1  # the host's mountinfo, polled for a change of the mount table
+        self.stalled = 0  # statvfs calls that passed STATVFS_TIMEOUT (their threads still wait)
         self.poller = select.poll()
         if root.real:
             try:
@@ -204,11 +217,28 @@ class Mounts:
             self.watch = -1
 
     def _fsid_name(self, point: str) -> str | None:
-        try:
-            fsid = os.statvfs(self.root.join(point.lstrip("/"))).f_fsid
-        except OSError:  # gone, or not ours to look at
-            return None
+        fsid = self._fsid(self.root.join(point.lstrip("/")))
         return f"{VOPSTATS_STR}{fsid:x}" if fsid else None
+
+    def _fsid(self, path: str) -> int | None:
+        """statvfs(path).f_fsid within STATVFS_TIMEOUT, on a thread of its own; None past it or on error."""
+        if self.stalled >= MAX_STALLED:
+            return None
+        box: list[int | None] = []
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                box.append(os.statvfs(path).f_fsid)
+            except OSError:  # gone, or not ours to look at
+                box.append(None)
+            done.set()
+
+        threading.Thread(target=call, name="kstatpy-statvfs", daemon=True).start()
+        if not done.wait(STATVFS_TIMEOUT):  # bounded: a FUSE or network wait behind the path
+            self.stalled += 1
+            return None
+        return box[0]
 
 
 def create_vopstats(chain: Chain, name: str) -> list[Kstat]:
