@@ -67,7 +67,7 @@ def rpc(path: str, cmd: int, arg: Any = None) -> list[Any]:
 class Kstatd:
     """kstatd from ``tree`` with the system provider, default limits, in a 0755 directory."""
 
-    def __init__(self, tree: str) -> None:
+    def __init__(self, tree: str, extra: list[str] | None = None) -> None:
         self.dir = tempfile.mkdtemp(prefix="kstatpy-attack-")
         os.chmod(self.dir, 0o755)
         self.public = os.path.join(self.dir, "kstat.sock")
@@ -76,7 +76,8 @@ class Kstatd:
         os.symlink(os.path.join(tree, "providers"), os.path.join(self.shim, "kstatpy_providers"))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, self.shim]), KSTATPY_DISABLE_PLUGIN_AUTOLOAD="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kstatpy.cli.kstatd", "--socket", self.public, "--plugin", "kstatpy_providers.system"],
+            [sys.executable, "-m", "kstatpy.cli.kstatd", "--socket", self.public, "--plugin", "kstatpy_providers.system",
+             *(extra or [])],
             cwd=tree, env=env, stderr=subprocess.PIPE,
         )  # fmt: skip
         priv = os.path.join(self.dir, "priv", "kstat.sock")
@@ -115,9 +116,9 @@ def kids(path: str) -> list[int]:
     return [h["kid"] for h in rpc(path, READ, {"kid": 0})[2]["kstat"]["data"]]
 
 
-def nobody(code: str, *args: str) -> subprocess.Popen[bytes]:
+def nobody(code: str, *args: str, stdout: Any = None) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.Popen([*AS_NOBODY, sys.executable, "-c", code, *args], cwd="/", env=env)
+    return subprocess.Popen([*AS_NOBODY, sys.executable, "-c", code, *args], cwd="/", env=env, stdout=stdout)
 
 
 UNREAD_DESCRIBE = r"""
@@ -165,7 +166,12 @@ while time.monotonic() < stop:
 """
 
 EXPENSIVE = r"""
-import msgpack, os, socket, sys, threading, time
+import msgpack, os, signal, socket, sys, threading, time
+done = [0]
+def report(*_):  # the requests answered, for the flood's throughput
+    print(done[0], flush=True)
+    os._exit(0)
+signal.signal(signal.SIGTERM, report)
 path, conns, seconds, kind, kids = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], msgpack.unpackb(bytes.fromhex(sys.argv[5]))
 stop = time.monotonic() + seconds
 if kind == "read_many":  # at the reply budget
@@ -194,6 +200,7 @@ def worker(i):
                 body = msgpack.packb([cmd, seq, arg], use_bin_type=True)
                 s.sendall(len(body).to_bytes(4, "big") + body)
                 n = int.from_bytes(recv_exact(s, 4), "big"); recv_exact(s, n)
+                done[0] += 1
         except (OSError, EOFError):
             time.sleep(0.05)
 for i in range(conns):
@@ -217,21 +224,30 @@ def sample_root(path: str, kid: int, n: int, spacing: float = 0.01) -> list[floa
     return out
 
 
-def interleaved(path: str, kid: int, attackers: list[subprocess.Popen[bytes]], n: int) -> tuple[list[float], list[float]]:
+def interleaved(
+    path: str, kid: int, attackers: list[subprocess.Popen[bytes]], n: int, running: list[float] | None = None
+) -> tuple[list[float], list[float]]:
     """Root's round trips in alternating blocks, the attackers stopped (SIGSTOP) then running:
-    both sets meet the same background load of a shared machine. (idle, loaded)."""
+    both sets meet the same background load of a shared machine. (idle, loaded); the
+    seconds the attackers ran are added to ``running[0]``."""
     idle: list[float] = []
     loaded: list[float] = []
     block = 25
+    t_run = time.monotonic()
     while len(loaded) < n:
         for a in attackers:
             os.kill(a.pid, signal.SIGSTOP)
+        if running is not None:
+            running[0] += time.monotonic() - t_run
         time.sleep(0.3)  # what kstatd was already doing for them settles
         idle += sample_root(path, kid, block)
         for a in attackers:
             os.kill(a.pid, signal.SIGCONT)
+        t_run = time.monotonic()
         time.sleep(0.3)
         loaded += sample_root(path, kid, block)
+    if running is not None:
+        running[0] += time.monotonic() - t_run
     return idle, loaded
 
 
@@ -269,8 +285,8 @@ def describe_flood(tree: str, conns: int, seconds: float) -> dict[str, Any]:
             "kstatd_log_lines": err.count("\n"), "ok": peak < 200 * 1024 and root_ok}  # fmt: skip
 
 
-def churn(tree: str, seconds: float, samples: int, rate: float = 3000.0) -> dict[str, Any]:
-    kd = Kstatd(tree)
+def churn(tree: str, seconds: float, samples: int, rate: float = 3000.0, extra: list[str] | None = None) -> dict[str, Any]:
+    kd = Kstatd(tree, extra)
     try:
         kid = misc_kid(kd.root_socket)
         attackers = [nobody(CHURN, kd.public, str(seconds), str(rate / 2)) for _ in range(2)]
@@ -287,21 +303,29 @@ def churn(tree: str, seconds: float, samples: int, rate: float = 3000.0) -> dict
             "under_churn": l_, "p99_ratio": round(ratio, 2), "ok": ratio <= 3.0}  # fmt: skip
 
 
-def expensive(tree: str, kind: str, conns: int, seconds: float, samples: int) -> dict[str, Any]:
-    kd = Kstatd(tree)
+def expensive(
+    tree: str, kind: str, conns: int, seconds: float, samples: int, extra: list[str] | None = None
+) -> dict[str, Any]:
+    kd = Kstatd(tree, extra)
     try:
         kid = misc_kid(kd.root_socket)
         all_kids = kids(kd.public)
-        attacker = nobody(EXPENSIVE, kd.public, str(conns), str(seconds), kind, msgpack.packb(all_kids).hex())
+        attacker = nobody(
+            EXPENSIVE, kd.public, str(conns), str(seconds), kind, msgpack.packb(all_kids).hex(), stdout=subprocess.PIPE
+        )
         time.sleep(1.0)
-        idle, loaded = interleaved(kd.root_socket, kid, [attacker], samples)
-        attacker.kill()
-        attacker.wait(30)
+        running = [1.0]
+        idle, loaded = interleaved(kd.root_socket, kid, [attacker], samples, running)
+        attacker.terminate()
+        out, _ = attacker.communicate(timeout=30)
+        answered = int(out.split()[-1]) if out.split() else 0
+        flood = {"answered": answered, "per_s": round(answered / running[0], 1)}
     finally:
         kd.stop()
     i, l_ = figures(idle), figures(loaded)
     ratio = l_["p99_ms"] / max(i["p99_ms"], 0.001)
-    return {"scenario": f"expensive-{kind}", "tree": tree, "conns": conns, "idle": i, "under_flood": l_,
+    return {"scenario": f"expensive-{kind}", "tree": tree, "kstatd_args": extra or [], "conns": conns, "idle": i,
+            "under_flood": l_, "flood_requests": flood,
             "p99_ratio": round(ratio, 2), "ok": ratio <= 5.0}  # fmt: skip
 
 
@@ -321,13 +345,14 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=300)
     for p in sub.choices.values():
         p.add_argument("--tree", default=str(REPO), help="the checkout whose kstatd runs (before/after)")
+        p.add_argument("--kstatd-arg", action="append", default=[], help="an option for kstatd (repeatable)")
     a = ap.parse_args()
     if a.what == "describe-flood":
         report = describe_flood(a.tree, a.conns, a.seconds)
     elif a.what == "churn":
-        report = churn(a.tree, a.seconds, a.samples)
+        report = churn(a.tree, a.seconds, a.samples, extra=a.kstatd_arg)
     else:
-        report = expensive(a.tree, a.kind, a.conns, a.seconds, a.samples)
+        report = expensive(a.tree, a.kind, a.conns, a.seconds, a.samples, extra=a.kstatd_arg)
     print(json.dumps(report))
     sys.exit(0 if report["ok"] else 1)
 
