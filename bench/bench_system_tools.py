@@ -6,7 +6,8 @@ As bench_system.py (its ``compare``, ``rd`` and method): the floor is the least 
 that produces the same values from the same files, the records with no source included
 as constants (the kstat never writes them). Kstats: unix:0:dnlcstats (no source at all),
 unix:0:file_cache (/proc/sys/fs/file-nr), one slab cache (/proc/slabinfo, when
-readable), vmem:0:kmem_oversize (no source), zones:0:global.
+readable), vmem:0:kmem_oversize (no source), zones:0:global, fsstat's vopstats of the
+root's file-system type (no source at all).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from kstatpy_providers.system.hostwide import DNLC_FIELDS  # noqa: E402
 from kstatpy_providers.system.hostwide import KMEM_FIELDS  # noqa: E402
 from kstatpy_providers.system.hostwide import VMEM_FIELDS  # noqa: E402
 from kstatpy_providers.system.hostwide import ZONE_FIELDS  # noqa: E402
+from kstatpy_providers.system.vopstats import MOUNTINFO  # noqa: E402
+from kstatpy_providers.system.vopstats import VOP_FIELDS  # noqa: E402
+from kstatpy_providers.system.vopstats import parse_mountinfo  # noqa: E402
 
 from kstatpy.chain import Chain  # noqa: E402
 from kstatpy.constants import KSTAT_READ  # noqa: E402
@@ -39,6 +43,7 @@ DNLC_ZERO = dict.fromkeys(DNLC_FIELDS, 0)
 KMEM_ZERO = dict.fromkeys(KMEM_FIELDS, 0)
 VMEM_ZERO = dict.fromkeys(VMEM_FIELDS, 0)
 ZONE_ZERO = {f: 0 for f, _ in ZONE_FIELDS}
+VOP_ZERO = dict.fromkeys(VOP_FIELDS, 0)
 NSPT = 10**9 // HZ
 
 
@@ -48,6 +53,10 @@ def floor_dnlc() -> dict[str, int]:
 
 def floor_vmem() -> dict[str, int]:
     return dict(VMEM_ZERO)
+
+
+def floor_vopstats() -> dict[str, int]:
+    return dict(VOP_ZERO)
 
 
 def floor_file_cache() -> dict[str, int]:
@@ -99,6 +108,9 @@ def main() -> None:
         ("vmem:0:kmem_oversize", chain.kstat_lookup_name("vmem", 0, "kmem_oversize"), floor_vmem),
         ("zones:0:global", chain.kstat_lookup_name("zones", 0, "global"), floor_zone),
     ]
+    root_type = next(t for _, point, t in parse_mountinfo(rd("/" + MOUNTINFO)) if point == "/")
+    cases.append((f"unix:0:vopstats_{root_type}", chain.kstat_lookup_name("unix", 0, f"vopstats_{root_type}"),
+                  floor_vopstats))  # fmt: skip
     caches = [k for k in chain.kstats() if k.ks_class == "kmem_cache" and k.ks_name != "file_cache"]
     if caches:
         k = caches[len(caches) // 2]  # a cache in the middle of /proc/slabinfo

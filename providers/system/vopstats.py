@@ -1,0 +1,176 @@
+"""fsstat's kstats: ``unix:0:vopstats_FSTYPE`` per file-system type, ``unix:0:vopstats_FSID`` per mount.
+
+What illumos publishes (uts/common/fs/vfs.c, sys/vnode.h)
+    One NAMED kstat per file-system type that keeps statistics (``vopstats_`` + the
+    type's name, made when its module is installed) and one per mounted file system
+    (``vopstats_`` + its statvfs ``f_fsid`` in lower-case hex, ``%lx``; made at mount,
+    deleted at unmount; a second mount with an fsid already taken gets none). Both
+    are module ``unix``, instance 0, class ``misc``, with the 49 UINT64 counters of
+    ``vopstats_t`` in its order (:data:`VOP_FIELDS`). fsstat(8) finds a type's kstat
+    by its name and a path's by ``statvfs(path).f_fsid``, then copies the kstat's data
+    into a ``vopstats_t`` and reads the counters by position.
+
+What Linux has
+    No VFS layer counts its operations per file-system type or per mount, so every
+    counter reads 0, marked no source (``kstat --describe`` says so; ``--rate`` and
+    ``kstatd --metrics`` leave them out). NFS's ``/proc/self/mountstats`` counts RPCs,
+    not vnode operations (a read served from the page cache makes none), and
+    ``/proc/PID/io`` counts per process: neither is a vopstats counter.
+
+Which kstats (from ``proc/self/mountinfo``: kstatd's mount namespace)
+    ``vopstats_TYPE`` for each type with at least one mount; ``vopstats_FSID`` for each
+    mount whose ``statvfs(mount point).f_fsid`` (glibc's: both words of the kernel's
+    fsid) is not 0, one per fsid (bind mounts of one file system share it), so that a
+    port of fsstat finds ``fsstat /`` by the same statvfs call as on illumos. statvfs
+    is not called for autofs (it would trigger the automount) nor for network and FUSE
+    file systems (it can block for as long as their server does not answer): those
+    mounts get their type's kstat only. A name longer than ``KSTAT_STRLEN - 1``
+    characters is not published.
+
+Cost
+    On the host's own root a refresh polls a kept-open ``/proc/self/mountinfo`` (proc(5):
+    POLLPRI and POLLERR once the mount table changed since the last poll) and reads
+    nothing when it did not; on another tree, and after a change, it reads mountinfo
+    (a few kB) and does nothing more when its bytes did not change; otherwise it calls
+    statvfs for the mounts it has not seen (by mount ID, point and type) and creates or
+    deletes the difference. A read costs nothing (every counter is the 0 it was created
+    with).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+
+from kstatpy_providers.system.source import SysRoot
+from kstatpy_providers.system.source import create_named
+
+from kstatpy.constants import KSTAT_DATA_UINT64
+
+TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
+if TYPE_CHECKING:
+    from typing import Any
+
+    from kstatpy.chain import Chain
+    from kstatpy.kstat import Kstat
+
+__all__ = ["MOUNTINFO", "VOP_FIELDS", "Mounts", "create_vopstats", "parse_mountinfo"]
+
+MOUNTINFO = "proc/self/mountinfo"
+VOPSTATS_STR = "vopstats_"
+#: vopstats_t's counters in its order (sys/vnode.h): fsstat reads them by position
+VOP_FIELDS = (
+    "nopen", "nclose", "nread", "read_bytes", "nwrite", "write_bytes", "nioctl", "nsetfl", "ngetattr",
+    "nsetattr", "naccess", "nlookup", "ncreate", "nremove", "nlink", "nrename", "nmkdir", "nrmdir",
+    "nreaddir", "readdir_bytes", "nsymlink", "nreadlink", "nfsync", "ninactive", "nfid", "nrwlock",
+    "nrwunlock", "nseek", "ncmp", "nfrlock", "nspace", "nrealvp", "ngetpage", "nputpage", "nmap",
+    "naddmap", "ndelmap", "npoll", "ndump", "npathconf", "npageio", "ndumpctl", "ndispose",
+    "nsetsecattr", "ngetsecattr", "nshrlock", "nvnevent", "nreqzcbuf", "nretzcbuf",
+)  # fmt: skip
+_KSTAT_STRLEN = 31
+#: types whose mount points statvfs must not touch: autofs mounts on access; network and
+#: FUSE file systems answer only when their server does
+_NO_STATVFS = frozenset(
+    ("autofs", "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "9p", "ceph", "glusterfs", "afs", "lustre",
+     "fuse", "fuseblk", "davfs", "sshfs")
+)  # fmt: skip
+_OCTAL_DIGITS = frozenset(b"01234567")
+
+
+def parse_mountinfo(data: bytes) -> list[tuple[int, str, str]]:
+    """``proc/self/mountinfo`` as [(mount ID, mount point, file-system type)] (proc(5):
+    the mount point is field 5, octal-escaped; the type follows the ``-`` separator)."""
+    out = []
+    for line in data.split(b"\n"):
+        fields = line.split(b" ")
+        try:
+            sep = fields.index(b"-", 6)
+            mount_id, point, fstype = int(fields[0]), fields[4], fields[sep + 1]
+        except (ValueError, IndexError):
+            continue
+        out.append((mount_id, os.fsdecode(_unescape(point)), fstype.decode("utf-8", "replace")))
+    return out
+
+
+def _unescape(field: bytes) -> bytes:
+    # The kernel writes space, tab, newline and backslash as \ooo (octal); no ``re``:
+    # the embedded kstat's start-up imports none (tests/test_startup.py).
+    if b"\\" not in field:
+        return field
+    out, i = bytearray(), 0
+    while i < len(field):
+        digits = field[i + 1 : i + 4]
+        if field[i] == 0x5C and len(digits) == 3 and _OCTAL_DIGITS.issuperset(digits):
+            out.append(int(digits, 8) & 0xFF)
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return bytes(out)
+
+
+class _Nothing:
+    """Every counter has no source: values() names none."""
+
+    def values(self) -> dict[str, Any]:
+        return {}
+
+
+class Mounts:
+    """The vopstats kstat names the mounts call for, recomputed only when mountinfo changed.
+
+    Owned by one provider; called under its lock (refresh, attach).
+    """
+
+    def __init__(self, root: SysRoot) -> None:
+        self.root = root
+        self.last: bytes | None = None
+        self.names: set[str] = set()
+        # (mount ID, point, type) -> its vopstats_FSID name, None: none. The point and type
+        # too: an ID freed by an unmount may be given to the next mount between two refreshes.
+        self.fsids: dict[tuple[int, str, str], str | None] = {}
+        self.watch = -1  # the host's mountinfo, polled for a change of the mount table
+        self.poller = select.poll()
+        if root.real:
+            try:
+                self.watch = os.open(root.join(MOUNTINFO), os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                pass
+            else:
+                self.poller.register(self.watch, select.POLLPRI)
+
+    def kstat_names(self) -> set[str]:
+        """:raises OSError: mountinfo cannot be read."""
+        if self.watch >= 0 and self.last is not None and not self.poller.poll(0):
+            return self.names  # no mount or unmount since the last poll
+        data = self.root.read_bytes(MOUNTINFO)
+        if data == self.last:
+            return self.names
+        mounts = parse_mountinfo(data)
+        fsids = {m: self.fsids[m] if m in self.fsids else self._fsid_name(m[1], m[2]) for m in mounts}
+        names = {VOPSTATS_STR + fstype for _, _, fstype in mounts}
+        names.update(n for n in fsids.values() if n is not None)
+        self.last, self.fsids = data, fsids
+        self.names = {n for n in names if len(n) < _KSTAT_STRLEN}
+        return self.names
+
+    def close(self) -> None:
+        """Close the polled mountinfo (detach)."""
+        if self.watch >= 0:
+            os.close(self.watch)
+            self.watch = -1
+
+    def _fsid_name(self, point: str, fstype: str) -> str | None:
+        if fstype in _NO_STATVFS or fstype.startswith("fuse."):
+            return None
+        try:
+            fsid = os.statvfs(self.root.join(point.lstrip("/"))).f_fsid
+        except OSError:  # gone, or not ours to look at
+            return None
+        return f"{VOPSTATS_STR}{fsid:x}" if fsid else None
+
+
+def create_vopstats(chain: Chain, name: str) -> list[Kstat]:
+    """``unix:0:NAME`` (class misc): vopstats_t's counters, every one 0 and no source."""
+    fields = [(f, KSTAT_DATA_UINT64) for f in VOP_FIELDS]
+    return [create_named(chain, "unix", 0, name, "misc", fields, _Nothing(), absent=VOP_FIELDS)]
