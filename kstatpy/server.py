@@ -260,11 +260,7 @@ class Kstatd:
         self._reopen_spare()
         self.stats.install(self.chain)
         public = [lst for lst in self._listeners if not lst.priv]
-        # The public acceptor also takes privileged connections it finds ready (before its
-        # own): under churn it is the thread most likely to hold the GIL when root connects.
-        loops: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = [
-            ("accept", self._accept_loop, (public, self._priv))
-        ]
+        loops: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = [("accept", self._accept_loop, (public,))]
         if self._priv:
             loops.append(("accept-priv", self._accept_loop, (self._priv,)))
         loops.append(("watchdog", self._watchdog, ()))
@@ -385,27 +381,22 @@ class Kstatd:
         else:
             self.first.end()
 
-    def _accept_loop(self, listeners: list[Listener], priv_too: list[Listener] | None = None) -> None:
-        # ``priv_too``: privileged listeners this (public) loop also accepts on, first.
+    def _accept_loop(self, listeners: list[Listener]) -> None:
         public = not any(lst.priv for lst in listeners)
         first = self.first
         first.pausable(public)  # public accepts wait while privileged requests run (bounded)
         sel = selectors.DefaultSelector()
         sel.register(self._wake_r, selectors.EVENT_READ, None)
-        for lst in [*(priv_too or ()), *listeners]:
+        for lst in listeners:
             sel.register(lst.sock, selectors.EVENT_READ, lst)  # type: ignore[arg-type]
         try:
             while not self._stopping:
-                events = sel.select()
-                if len(events) > 1:  # privileged connections first, then the wake-up, then the rest
-                    events.sort(key=lambda e: 0 if e[0].data is not None and e[0].data.priv else 1)
-                for key, _ in events:
+                for key, _ in sel.select():
                     lst = key.data
                     if lst is None:
                         return
                     sock = None
-                    if not lst.priv:
-                        first.checkpoint()  # a safe point: this thread holds nothing
+                    first.checkpoint()  # a safe point: this thread holds nothing
                     try:
                         sock, _ = lst.sock.accept()
                         self._admit(sock, lst)
