@@ -208,6 +208,39 @@ def test_a_privileged_request_that_never_ends_does_not_stop_public_work():
             _stop(kd, release)
 
 
+@pytest.mark.parametrize(
+    ("cmd", "arg", "least"),
+    [
+        (READ_MANY, {"kids": "OK*40"}, 40),  # between kstats
+        (DESCRIBE, {"kids": "OK*40"}, 80),  # between kstats, then between the reply's entries
+        (SELECT, {"selectors": [[f"te*{i}?", "*", "*"] for i in range(30)] + [["test", "0", "ok"]]}, 31),  # compiles
+    ],
+    ids=["read_many", "describe", "select"],
+)
+def test_every_expensive_request_reaches_a_safe_point_per_kstat(cmd, arg, least):
+    # Each pause is cut at once and the bucket refills between two safe points (burst 2 ms,
+    # refilled 1,000 s a second): every safe point reached while root's read hangs is one
+    # pause, whatever the timing. A loop without its safe point would count 1 (the send's).
+    with shared_dir() as d:
+        kd, release, hang_kid, ok_kid = _daemon(d, burst=0.002)
+        kd.first.share = 1000.0
+        try:
+            if arg.get("kids") == "OK*40":
+                arg = {"kids": [ok_kid] * 40}
+            root = _send(kd.priv_paths[0], READ, {"kid": hang_kid})
+            _poll("root's request in flight", lambda: kd.first.busy >= 1)
+            before = kd.first.pauses
+            with _send(kd.config.socket, cmd, arg) as public:
+                _, code, result = within(60, f"public 0x{cmd:x}", read_reply, public)
+            assert code == 0 and all(e[0] == 0 for e in result["results"])
+            assert kd.first.pauses - before >= least
+            release.set()
+            assert within(30, "root's reply", read_reply, root)[1] == 0
+            root.close()
+        finally:
+            _stop(kd, release)
+
+
 CLIENT = r"""
 import msgpack, socket, sys
 path, kid, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
