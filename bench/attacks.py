@@ -1,6 +1,6 @@
 """Issue 21's attacks on kstatd, measured: a second user (nobody, via setpriv) attacks, root measures.
 
-    python bench/attacks.py describe-flood [--conns 64] [--seconds 10] [--tree DIR]
+    python bench/attacks.py describe-flood [--conns 64] [--seconds 10] [--kind describe|read_many] [--pieces] [--tree DIR]
     python bench/attacks.py churn [--seconds 8] [--samples 300] [--twin] [--tree DIR]
     python bench/attacks.py expensive [--kind select|read_many|describe] [--conns 64] [--twin] [--tree DIR]
 
@@ -9,9 +9,9 @@ once kstatd has finished what they had asked) and running ("loaded"), so both me
 same background load of a shared machine; with ``--twin``, a third block times an
 identical kstatd nobody attacks while the attackers run (the machine's share of the
 delay). ``--kstatd-arg OPTION`` passes an option to the kstatd under test.
-``describe-flood``: nobody keeps 64 connections, each with a DESCRIBE of every kid sent
-and never read (reconnecting when kstatd closes one); kstatd's RSS is sampled (VmRSS,
-every 0.1 s) and its peak reported. ``churn``: nobody connects and closes as fast as 4
+``describe-flood``: nobody keeps 64 connections, each with a DESCRIBE (or READ_MANY) of
+every kid sent and never read (reconnecting when kstatd closes one), asking for pieces
+with ``--pieces``; kstatd's RSS is sampled (VmRSS, every 0.1 s) and its peak reported. ``churn``: nobody connects and closes as fast as 4
 processes can on the public socket; root's connect + READ round trips on the socket its
 clients use by default are timed idle and under churn (p50, p99). ``expensive``: nobody's
 64 connections loop SELECT with fresh globs, READ_MANY at the reply budget, or DESCRIBE;
@@ -138,6 +138,15 @@ def kids(path: str) -> list[int]:
     return [h["kid"] for h in rpc(path, READ, {"kid": 0})[2]["kstat"]["data"]]
 
 
+def replies_stats(path: str) -> dict[str, int] | None:
+    """kstatpy:0:replies (parked bytes, their peak, ...), None from a kstatd without it."""
+    hdrs = rpc(path, READ, {"kid": 0})[2]["kstat"]["data"]
+    found = [h["kid"] for h in hdrs if (h["module"], h["name"]) == ("kstatpy", "replies")]
+    if not found:
+        return None
+    return {name: value for name, _t, value in rpc(path, READ, {"kid": found[0]})[2]["kstat"]["data"]}
+
+
 def nobody(code: str, *args: str, stdout: Any = None) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.Popen([*AS_NOBODY, sys.executable, "-c", code, *args], cwd="/", env=env, stdout=stdout)
@@ -146,8 +155,10 @@ def nobody(code: str, *args: str, stdout: Any = None) -> subprocess.Popen[bytes]
 UNREAD_DESCRIBE = r"""
 import msgpack, socket, sys, time
 path, conns, seconds, kids = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), msgpack.unpackb(bytes.fromhex(sys.argv[4]))
+cmd, pieces = int(sys.argv[5]), sys.argv[6] == "1"
 kids = (kids * (65536 // len(kids) + 1))[:65536]  # every kid, repeated to the request's limit: a reply at the budget
-body = msgpack.packb([0x4B13, 1, {"kids": kids}], use_bin_type=True)
+arg = {"kids": kids, "pieces": True} if pieces else {"kids": kids}  # pieces: asked for (docs/PROTOCOL.md §9.8)
+body = msgpack.packb([cmd, 1, arg], use_bin_type=True)
 req = len(body).to_bytes(4, "big") + body
 socks = []
 stop = time.monotonic() + seconds
@@ -297,23 +308,26 @@ def misc_kid(path: str) -> int:
     return next(h["kid"] for h in hdrs if h["module"] == "unix" and h["name"] == "system_misc")
 
 
-def describe_flood(tree: str, conns: int, seconds: float) -> dict[str, Any]:
+def describe_flood(tree: str, conns: int, seconds: float, pieces: bool = False, kind: str = "describe") -> dict[str, Any]:
     kd = Kstatd(tree)
     try:
         base = kd.rss_kb()
         all_kids = msgpack.packb(kids(kd.public)).hex()
-        attacker = nobody(UNREAD_DESCRIBE, kd.public, str(conns), str(seconds), all_kids)
+        cmd = str(DESCRIBE if kind == "describe" else READ_MANY)
+        attacker = nobody(UNREAD_DESCRIBE, kd.public, str(conns), str(seconds), all_kids, cmd, "1" if pieces else "0")
         peak = base
         t_end = time.monotonic() + seconds
         while time.monotonic() < t_end:
             peak = max(peak, kd.rss_kb())
             time.sleep(0.1)
         root_ok = rpc(kd.root_socket, HELLO, {"protocol": 1})[1] == 0
+        parked = replies_stats(kd.root_socket)
         attacker.wait(30)
     finally:
         err = kd.stop()
-    return {"scenario": "describe-flood", "tree": tree, "conns": conns, "seconds": seconds,
+    return {"scenario": "describe-flood", "kind": kind, "pieces": pieces, "tree": tree, "conns": conns, "seconds": seconds,
             "rss_idle_mb": round(base / 1024, 1), "rss_peak_mb": round(peak / 1024, 1), "root_answered": root_ok,
+            "replies": parked,
             "kstatd_log_lines": err.count("\n"), "ok": peak < 200 * 1024 and root_ok}  # fmt: skip
 
 
@@ -381,6 +395,8 @@ def main() -> None:
     sub = ap.add_subparsers(dest="what", required=True)
     p = sub.add_parser("describe-flood")
     p.add_argument("--conns", type=int, default=64)
+    p.add_argument("--kind", choices=["describe", "read_many"], default="describe")
+    p.add_argument("--pieces", action="store_true", help='the attacker asks for its replies in pieces ("pieces": true)')
     p.add_argument("--seconds", type=float, default=10.0)
     p = sub.add_parser("churn")
     p.add_argument("--seconds", type=float, default=600.0)
@@ -399,7 +415,7 @@ def main() -> None:
         )
     a = ap.parse_args()
     if a.what == "describe-flood":
-        report = describe_flood(a.tree, a.conns, a.seconds)
+        report = describe_flood(a.tree, a.conns, a.seconds, a.pieces, a.kind)
     elif a.what == "churn":
         report = churn(a.tree, a.seconds, a.samples, extra=a.kstatd_arg, twin=a.twin)
     else:

@@ -7,7 +7,8 @@
     like everyone else's single one. Root's and kstatd's own requests do not queue (they
     are not limited; a privileged caller only competes with at most ``slots`` others).
     Held from the start of the dispatch to the end of the reply's encoding, never while
-    a reply waits for its reader.
+    a reply waits for its reader (a reply in pieces holds it while each piece is made,
+    and gives it up while the piece is sent: docs/PROTOCOL.md §9.8).
 
 :class:`ReplyBudget`
     Bytes of encoded replies waiting for a reader that does not read (the socket buffer
@@ -103,21 +104,29 @@ class ReplyBudget:
         self._lock = threading.Lock()
         self._by_uid: dict[int, int] = {}
         self.parked = 0  # bytes parked now, all users but the trusted ones
+        self.held = 0  # bytes parked now, every user (kstatpy:0:replies)
+        self.peak = 0  # the most ``held`` has been
         self.refused = 0  # replies not kept (their connections closed)
+        self.in_pieces = 0  # replies sent in pieces (docs/PROTOCOL.md §9.8)
 
     def park(self, uid: int, nbytes: int) -> bool:
         """Count ``nbytes`` for ``uid``; False (nothing counted) when over a bound."""
         with self._lock:
             mine = self._by_uid.get(uid, 0)
-            if uid in self.trusted:  # counted for its uid; never limited, never in the others' total
-                self._by_uid[uid] = mine + nbytes
-                return True
-            if mine + nbytes > self.per_uid or self.parked + nbytes > self.total:
-                self.refused += 1
-                return False
+            if uid not in self.trusted:  # trusted: counted for its uid; never limited, never in the total
+                if mine + nbytes > self.per_uid or self.parked + nbytes > self.total:
+                    self.refused += 1
+                    return False
+                self.parked += nbytes
             self._by_uid[uid] = mine + nbytes
-            self.parked += nbytes
+            self.held += nbytes
+            self.peak = max(self.peak, self.held)
             return True
+
+    def count_in_pieces(self) -> None:
+        """One more reply is sent in pieces (its pieces park here one at a time)."""
+        with self._lock:
+            self.in_pieces += 1
 
     def unpark(self, uid: int, nbytes: int) -> None:
         """The reply went (or its connection did): ``nbytes`` are free again."""
@@ -129,6 +138,7 @@ class ReplyBudget:
                 self._by_uid.pop(uid, None)
             if uid not in self.trusted:
                 self.parked -= nbytes
+            self.held -= nbytes
 
 
 class PausedHolding(RuntimeError):

@@ -34,9 +34,12 @@ from kstatpy.driver import read_kstat_data
 from kstatpy.driver import write_kstat_data
 from kstatpy.errors import KstatError
 from kstatpy.kmem import BadTrap
+from kstatpy.lazy_results import lazy_read_many
+from kstatpy.lazy_results import lazy_select
 from kstatpy.lazylog import get_logger
 from kstatpy.lockorder import sync_point
 from kstatpy.packed import PackedResults
+from kstatpy.pieces import wants_pieces
 from kstatpy.ratelog import ERROR
 from kstatpy.ratelog import RateLimitedLog
 
@@ -192,7 +195,7 @@ class IoctlHandler:
             _HELLO: self._hello,
             _READ_MANY: self._read_many,
             _DESCRIBE: lambda conn, arg: describe_many(
-                self.chain, arg, conn.cred.zoneid, self.stuck, self.max_reply, self.pause
+                self.chain, arg, conn.cred.zoneid, self.stuck, self.max_reply, wants_pieces(conn, arg), self.pause
             ),
             _SELECT: self._select,
         }
@@ -278,6 +281,9 @@ class IoctlHandler:
         zoneid = conn.cred.zoneid
         if self.refresh is not None and 0 in kids:
             self.refresh()
+        if wants_pieces(conn, arg):  # read as the reply is sent (docs/PROTOCOL.md §9.8)
+            lazy = lazy_read_many(kids, zoneid, self._read_one, self.max_reply, ENTRY_CHARGE)
+            return {"kcid": self.chain.chain_id, "results": lazy}
         results: list[list[Any]] | PackedResults = PackedResults() if conn.packed else []
         append = results.append
         read_one = self._read_one
@@ -330,6 +336,9 @@ class IoctlHandler:
                 lambda k: match(k.ks_module, k.ks_instance, k.ks_name, k.ks_class, k.ks_type),
                 selection.exact_keys(),
             )
+            if wants_pieces(conn, arg):  # read as the reply is sent (docs/PROTOCOL.md §9.8)
+                lazy = lazy_select(picked, zoneid, self._read_one, self.max_reply, ENTRY_CHARGE, filter_named, _NAMED)
+                return {"kcid": self.chain.chain_id, "results": lazy}
             results: list[list[Any]] | PackedResults = PackedResults() if conn.packed else []
             append = results.append
             read_one = self._read_one

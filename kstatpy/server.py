@@ -23,6 +23,11 @@ Deadlines (``--read-timeout``)
     thread per kstat, not one per retry. Other kstats and connections are unaffected.
     ``Session.lock`` guards ``gen`` and ``t0`` (the takeover hand-shake); replies
     are sent outside it, by the one thread that currently owns the session.
+    A reply in pieces (docs/PROTOCOL.md §9.8, :mod:`kstatpy.pieces`) reads its
+    entries as it goes: its thread appends each entry to ``Session.stream`` under the
+    lock after checking ``gen``, and the watchdog, taking over while that thread is in
+    a ``ks_update``, finishes the stream with ``[EAGAIN, ...]`` entries and sends the
+    rest from a fresh thread; the late thread then leaves without a byte.
 
 Life cycle
     :meth:`Kstatd.bind` binds every socket (refusing a live one, replacing a stale
@@ -77,6 +82,10 @@ from kstatpy.listener import Listener
 from kstatpy.listener import is_privileged
 from kstatpy.listener import peer_cred
 from kstatpy.packed import PackedResults
+from kstatpy.pieces import PIECE_SIZE
+from kstatpy.pieces import LazyEntries
+from kstatpy.pieces import Stream
+from kstatpy.pieces import head_and_tail
 from kstatpy.protocol import DEFAULT_MAX_REQUEST
 from kstatpy.protocol import FrameError
 from kstatpy.protocol import check_request
@@ -258,7 +267,7 @@ class Kstatd:
         """Bind if not yet done, publish the daemon's kstats and start accepting."""
         self.bind()
         self._reopen_spare()
-        self.stats.install(self.chain)
+        self.stats.install(self.chain, self._reply_figures)
         public = [lst for lst in self._listeners if not lst.priv]
         loops: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = [("accept", self._accept_loop, (public,))]
         if self._priv:
@@ -470,7 +479,7 @@ class Kstatd:
             return
         cfg = self.config
         trusted = lst.zoneid == GLOBAL_ZONEID and uid in (0, os.geteuid())
-        priv = lst.zoneid == GLOBAL_ZONEID and is_privileged(uid, gid, cfg.allow_uids, cfg.allow_gids)
+        priv = lst.zoneid == GLOBAL_ZONEID and is_privileged(uid, gid, cfg.allow_uids, cfg.allow_gids, sock)
         with self._lock:
             why = self._over_quota(uid, lst, trusted)
             if why is None:
@@ -598,6 +607,7 @@ class Kstatd:
                 gated = cmd in _EXPENSIVE and uid not in trusted
                 if gated:  # other users' expensive requests take turns (kstatpy.fairness)
                     gate.acquire(uid)
+                streaming = False  # a reply in pieces: _stream releases the gate
                 try:
                     if cmd in _TIMED:
                         sess.t0 = monotonic()
@@ -606,17 +616,33 @@ class Kstatd:
                         code, result = dispatch(conn, cmd, arg)
                     except BadTrap as trap:
                         code, result = self._panic(trap)
+                    arg = body = None  # the request is not kept while its reply is made and sent
+                    lazy = not code and type(result.get("results")) is LazyEntries
                     with sess.lock:
                         if sess.gen != gen:  # the watchdog answered for us and gave the session away
                             owner = False
                             self._unstick(sess)
                             return
-                        sess.t0 = None
-                    reply = self._encode(cmd, seq, code, result, packer, count_error, pause)
+                        if lazy:  # t0 stays: its entries are read as the reply goes
+                            sess.stream = Stream(*head_and_tail(seq, result, packer))
+                        else:
+                            sess.t0 = None
+                    if not lazy:
+                        reply = self._encode(cmd, seq, code, result, packer, count_error, pause)
                     result = None  # only the encoded reply is kept while it waits for its reader
+                    streaming = lazy
                 finally:
-                    if gated:
+                    if gated and not streaming:
                         gate.release()
+                if streaming:
+                    if not self._stream(sess, gen, frame_timeout, gated, cmd == _READ_MANY):
+                        owner = False
+                        return
+                    if sess.priv:
+                        self._priv_mark(sess, False)
+                    sess.phase = READING
+                    last = monotonic()
+                    continue
                 if reply is None:  # halting panic: no reply
                     break
                 sess.phase = SENDING
@@ -662,7 +688,84 @@ class Kstatd:
             count_error(errno.EIO)
             return pack_frame([seq, errno.EIO, {"error": f"reply cannot be encoded: {exc}"}], packer)
 
-    def _send(self, sess: Session, reply: bytes, timeout: float) -> None:
+    def _reply_figures(self) -> tuple[int, int, int, int]:
+        # kstatpy:0:replies (kstatpy.daemon_stats).
+        r = self.replies
+        return max(r.held, 0), r.peak, r.refused, r.in_pieces
+
+    def _stream(self, sess: Session, gen: int, timeout: float, gated: bool, count: bool) -> bool:
+        # Make and send sess.stream's reply in pieces (kstatpy.pieces): the next entry is
+        # read only once the pieces before it went, so at most a piece (or one entry
+        # larger than a piece) waits here for the reader. The gate (gated: held on entry,
+        # released here) is given up while a piece is sent. False: the watchdog took the
+        # session over (it finishes the reply); this thread must leave it alone.
+        st = sess.stream
+        assert st is not None
+        uid = sess.conn.cred.uid
+        lock = sess.lock
+        gate = self.gate
+        held = gated
+        entries = st.entries
+        buf = st.buf  # the same bytearray for the whole stream (take_full cuts it in place)
+        it = iter(entries)
+        pause = self.first.checkpoint  # PrivFirst: a public connection's reply waits for root's
+        self.replies.count_in_pieces()
+        try:
+            while True:
+                fail = 0
+                pause()  # a safe point: no lock, no hold (an entry is read inside next())
+                try:
+                    chunk = next(it, None)
+                except BadTrap as trap:
+                    code, _ = self._panic(trap)
+                    if code < 0:  # halting panic: no reply
+                        raise OSError(errno.ECONNABORTED, "panic") from None
+                    chunk, fail = None, code
+                except Exception as exc:  # a provider's bug: this entry and the rest are EIO
+                    self._errlog.error("stream", "connection %d: reply in pieces: %s", sess.conn.id, _why(exc))
+                    chunk, fail = None, errno.EIO
+                with lock:
+                    if sess.gen != gen:  # the watchdog answered the rest and gave the session away
+                        self._unstick(sess)
+                        return False
+                    if chunk is None:
+                        frames = st.rest_failed(fail) if fail else st.last_frames()
+                        sess.stream = None
+                        sess.t0 = None
+                        break
+                    buf += chunk
+                    st.done += 1
+                    if len(buf) <= PIECE_SIZE:
+                        continue
+                    frames = st.take_full()  # type: ignore[assignment]
+                if held:
+                    gate.release()
+                    held = False
+                sess.phase = SENDING
+                pause()  # a safe point: the gate's slot is given back, nothing held
+                self._send(sess, frames, timeout)
+                frames = None  # type: ignore[assignment]
+                sess.phase = DISPATCHING
+                if gated:
+                    gate.acquire(uid)
+                    held = True
+            if held:
+                gate.release()
+                held = False
+            if fail:
+                sess.counters.count_error(fail)
+            if count:
+                for err in entries.errnos:
+                    sess.counters.count_error(err)
+            sess.phase = SENDING
+            pause()
+            self._send(sess, frames, timeout)
+            return True
+        finally:
+            if held:
+                gate.release()
+
+    def _send(self, sess: Session, reply: bytes | bytearray, timeout: float) -> None:
         # One non-blocking send; a reply its reader does not take at once is parked, within
         # ReplyBudget's bounds, else its connection is closed (OSError ends the session).
         sock = sess.sock
@@ -751,6 +854,8 @@ class Kstatd:
             sess.t0 = None
             sess.gen += 1
             gen = sess.gen
+            rest = None if sess.stream is None else bytes(sess.stream.rest_failed(errno.EAGAIN))
+            sess.stream = None
             with self._lock:
                 sess.stuck_kid = kid
                 self.handler.stuck[kid] = self.handler.stuck.get(kid, 0) + 1
@@ -758,6 +863,9 @@ class Kstatd:
         finally:
             sess.lock.release()
         sess.counters.count_error(errno.EAGAIN)
+        if rest is not None:  # a reply in pieces: its other entries stand, the rest are EAGAIN
+            self._spawn(sess, gen, rest)
+            return
         msg = f"kid {kid}: ks_update has not returned after {waited:.1f} s (kstatd --read-timeout)"
         self._spawn(sess, gen, pack_frame([sess.seq, errno.EAGAIN, {"error": msg}]))
 

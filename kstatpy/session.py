@@ -19,6 +19,7 @@ import msgpack
 
 from kstatpy.ioctl import Conn
 from kstatpy.packed import PackedResults
+from kstatpy.pieces import Stream
 from kstatpy.protocol import LENGTH
 from kstatpy.protocol import BodyDecoder
 from kstatpy.protocol import FrameDecoder
@@ -124,7 +125,7 @@ class Session:
 
     __slots__ = (
         "body_decoder", "busy", "conn", "counters", "decoder", "gen", "lock", "phase", "priv", "seq", "sock",
-        "stuck_kid", "t0", "tid",
+        "stream", "stuck_kid", "t0", "tid",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, conn: Conn, counters: Any, max_request: int) -> None:
@@ -133,12 +134,13 @@ class Session:
         self.counters = counters
         self.decoder = FrameDecoder(max_request)
         self.body_decoder = BodyDecoder()
-        self.lock = threading.Lock()  # guards gen, t0 (watchdog vs serving thread)
+        self.lock = threading.Lock()  # guards gen, t0, stream (watchdog vs serving thread)
         self.gen = 0  # bumped when the watchdog takes the session from a stuck thread
         self.t0: float | None = None  # start of the timed request in flight
         self.seq = 0
         self.tid = 0
         self.stuck_kid: int | None = None
+        self.stream: Stream | None = None  # a reply in pieces being produced (kstatpy.pieces)
         self.phase = READING  # written by the serving thread; read by shutdown
         self.priv = False  # accepted on a privileged listener (kstatd's priv/ socket)
         self.busy = False  # priv only: counted in Kstatd.first (PrivFirst): accepted, or a request in flight

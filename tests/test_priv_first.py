@@ -214,8 +214,10 @@ def test_a_privileged_request_that_never_ends_does_not_stop_public_work():
         (READ_MANY, {"kids": "OK*40"}, 40),  # between kstats
         (DESCRIBE, {"kids": "OK*40"}, 80),  # between kstats, then between the reply's entries
         (SELECT, {"selectors": [[f"te*{i}?", "*", "*"] for i in range(30)] + [["test", "0", "ok"]]}, 31),  # compiles
+        (READ_MANY, {"kids": "OK*40", "pieces": True}, 40),  # a reply in pieces: between entries
+        (DESCRIBE, {"kids": "OK*40", "pieces": True}, 40),
     ],
-    ids=["read_many", "describe", "select"],
+    ids=["read_many", "describe", "select", "read_many_in_pieces", "describe_in_pieces"],
 )
 def test_every_expensive_request_reaches_a_safe_point_per_kstat(cmd, arg, least):
     # Each pause is cut at once and the bucket refills between two safe points (burst 2 ms,
@@ -226,7 +228,7 @@ def test_every_expensive_request_reaches_a_safe_point_per_kstat(cmd, arg, least)
         kd.first.share = 1000.0
         try:
             if arg.get("kids") == "OK*40":
-                arg = {"kids": [ok_kid] * 40}
+                arg = {**arg, "kids": [ok_kid] * 40}
             root = _send(kd.priv_paths[0], READ, {"kid": hang_kid})
             _poll("root's request in flight", lambda: kd.first.busy >= 1)
             before = kd.first.pauses

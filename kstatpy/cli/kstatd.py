@@ -1,7 +1,8 @@
 """The ``kstatd`` command: host a chain and its providers, serve them on Unix sockets.
 
-Exit status: 0 after SIGTERM/SIGINT (clean shutdown), 1 when it cannot start (the
-message names the socket), 2 on usage errors, 70 after a panic with
+Exit status (kstat(8)'s 2 and 3, issue 21): 0 after SIGTERM/SIGINT (clean shutdown),
+2 on usage errors, 3 on fatal errors: it cannot start (the message names the socket or
+address) or its own output fails (kstatpy.cli.guard), 70 after a panic with
 ``--on-panic=halt``, 75 when a provider did not detach within ``--detach-timeout``.
 ``KSTATPY_TRACE_PLUGINS`` traces go to stderr whatever ``-v`` says.
 """
@@ -16,6 +17,7 @@ import sys
 import click
 
 from kstatpy import __version__
+from kstatpy.cli.guard import FATAL
 from kstatpy.cli.guard import GuardedCommand
 from kstatpy.cli.kstatd_options import MAX_BYTES
 from kstatpy.cli.kstatd_options import MAX_CONNECTIONS
@@ -273,7 +275,7 @@ def main(
         inherited = assign(listen_fds(), {"global": path, **dict(zone_list)})
     except ActivationError as exc:
         _say(f"kstatd: {exc}\n")
-        sys.exit(1)
+        sys.exit(FATAL)
 
     from kstatpy.chain import Chain
     from kstatpy.kmem import Kmem
@@ -315,7 +317,7 @@ def main(
             host, port = exporter.start()
         except OSError as exc:
             _say(f"kstatd: --metrics {metrics}: cannot listen: {exc.strerror or exc}\n")
-            sys.exit(1)
+            sys.exit(FATAL)
         metrics_url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
     try:
         daemon.bind()  # before attach: a second kstatd fails here, having touched nothing
@@ -323,7 +325,7 @@ def main(
         _say(f"kstatd: {exc}\n")
         if exporter is not None:
             exporter.stop()
-        sys.exit(1)
+        sys.exit(FATAL)
     # Load and attach failures are logged once by kstatpy.plugins ("kstatd: provider ...").
     providers.attach(chain)
     _tune_gc()

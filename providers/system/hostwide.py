@@ -5,9 +5,10 @@ vmstat (acquire.c) retries forever without ``unix:0:dnlcstats``; sadc exits with
 each is published; a statistic with no Linux source reads 0 and is marked no source
 (kstatpy.metadata.no_source). Every record is UINT64 unless said otherwise.
 
-unix:0:dnlcstats (class misc): illumos' directory name lookup cache counters (struct
-    nc_stats, the first 14: vmstat -s reads hits and misses by position). Linux's
-    dcache keeps no hit or miss counts: every one has no source.
+unix:0:dnlcstats (class misc): illumos' directory name lookup cache counters, all 28
+    of struct nc_stats with dnlc.c's names: vmstat reads the kstat into that struct and
+    takes hits and misses by position. Linux's dcache keeps no hit or miss counts:
+    every one has no source.
 
 unix:0:file_cache (class kmem_cache): the open file table, ``proc/sys/fs/file-nr``
     ("allocated unused max"): buf_total allocated, buf_avail unused, buf_inuse
@@ -61,10 +62,14 @@ if TYPE_CHECKING:
 
 __all__ = ["DNLC_FIELDS", "KMEM_FIELDS", "SlabCaches", "create_hostwide", "create_slab_cache", "slab_lines"]
 
-#: unix:0:dnlcstats, in struct nc_stats' order (uts/common/sys/dnlc.h)
+#: unix:0:dnlcstats: dnlc.c's names of struct nc_stats' 28 records, in its order
+#: (uts/common/sys/dnlc.h): acquire.c kstat_reads the kstat into that struct
 DNLC_FIELDS = (
-    "hits", "misses", "enters", "dbl_enters", "long_enter", "long_look", "miss_enter",
+    "hits", "misses", "negative_cache_hits", "enters", "double_enters", "purge_total_entries",
     "purge_all", "purge_vp", "purge_vfs", "purge_fs1", "pick_free", "pick_heuristic", "pick_last",
+    "dir_hits", "dir_misses", "dir_cached_current", "dir_entries_cached_current", "dir_cached_total",
+    "dir_start_no_memory", "dir_add_no_memory", "dir_add_abort", "dir_add_max", "dir_remove_entry_fail",
+    "dir_remove_space_fail", "dir_update_fail", "dir_fini_purge", "dir_reclaim_last", "dir_reclaim_any",
 )  # fmt: skip
 #: a kmem cache's statistics in illumos' order (uts/common/os/kmem.c, kmem_cache_kstat), up
 #: to slab_destroy: every one sadc reads (it finds their positions in the first cache and

@@ -17,7 +17,8 @@ Refresh
     of ``sys/class/net`` and ``sys/block``: one small file and two directory
     listings; a poll of ``proc/self/mountinfo`` for fsstat's vopstats, vopstats.py; a
     stat of ``sys/kernel/slab`` for the slab caches, hostwide.SlabCaches, and of
-    ``proc/spl/kstat`` for OpenZFS) with the kstats it has, and creates or deletes the
+    ``proc/spl/kstat`` for OpenZFS; a listing of ``sys/kernel/irq`` for the interrupt
+    kstats, intr.py) with the kstats it has, and creates or deletes the
     difference; the chain id moves only then.
 """
 
@@ -114,6 +115,8 @@ class SystemProvider:
         self.spl: dict[tuple[str, str], list[Kstat]] = {}
         self.vops: dict[str, list[Kstat]] = {}  # fsstat's unix:0:vopstats_* by name
         self.caches: dict[str, list[Kstat]] = {}  # unix:0:CACHE (kmem_cache) by slab cache
+        self.intrs: dict[tuple[int, str], list[Kstat]] = {}  # irq:N:ACTIONS by (IRQ, name)
+        self.irqs: Any = None  # intr.IrqLines when irq is wanted
         self.slabs: Any = None  # hostwide.SlabCaches when unix is wanted
         self.mounts: Any = None  # vopstats.Mounts when mountinfo exists and unix is wanted
         self.origin = 0
@@ -165,6 +168,10 @@ class SystemProvider:
                 from kstatpy_providers.system.mib2 import create_mib2
 
                 self.unix.extend(create_mib2(chain, root, origin, self.want))
+            if self.want("irq"):
+                from kstatpy_providers.system.intr import IrqLines
+
+                self.irqs = IrqLines(root)
             if self.want("unix") and root.exists("proc/self/mountinfo"):
                 from kstatpy_providers.system.vopstats import Mounts
 
@@ -245,6 +252,13 @@ class SystemProvider:
             self._sync_slab_caches(chain, attaching)
         if self.mounts is not None:
             self._sync_vopstats(chain)
+        if self.irqs is not None:
+            from kstatpy_providers.system.intr import IRQ_ROOT
+            from kstatpy_providers.system.intr import create_intr
+
+            self._sync(chain, "interrupt", self.intrs, self.irqs.lines(),
+                       lambda k: [create_intr(chain, root, k[0], k[1], origin)],
+                       lambda k: f"{IRQ_ROOT}/{k[0]}/")  # fmt: skip
 
     def _sync_slab_caches(self, chain: Chain, attaching: bool) -> None:
         from kstatpy_providers.system.hostwide import create_slab_cache
@@ -316,7 +330,7 @@ class SystemProvider:
 
     def delete_all(self, chain: Chain) -> None:
         """Delete every kstat, ``unix:0:system_misc`` (the first made) last (caller holds ``lock``)."""
-        for have in (self.vops, self.caches, self.spl, self.disks, self.links, self.cpus):
+        for have in (self.intrs, self.vops, self.caches, self.spl, self.disks, self.links, self.cpus):
             while have:
                 for ksp in have.popitem()[1]:
                     chain.kstat_delete(ksp)
