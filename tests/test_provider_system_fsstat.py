@@ -94,7 +94,8 @@ def test_vopstats_follow_the_mounts(tmp_path: Path) -> None:
     assert _vopstats(chain) == types - {"vopstats_tmpfs"} | {_fsid(fake)}
     write(fake, "proc/self/mountinfo", _mountinfo(*mounts, (27, "/mnt/x", "fuse.sshfs")))
     providers.refresh(chain)
-    assert _vopstats(chain) == types | {_fsid(fake), _fsid("/dev/shm"), "vopstats_fuse.sshfs"}
+    # the kernel's type, as /proc/filesystems lists it and fsstat -F looks it up: not fuse.sshfs
+    assert _vopstats(chain) == types | {_fsid(fake), _fsid("/dev/shm"), "vopstats_fuse"}
     (fake / "sysfs").symlink_to("/sys")
     write(fake, "proc/self/mountinfo", _mountinfo(*mounts[:2], (23, "/sysfs", "sysfs"), *mounts[3:]))
     providers.refresh(chain)  # /dev/shm unmounted, its mount ID given to the next mount at once
@@ -107,6 +108,23 @@ def test_mountinfo_is_parsed_as_proc5_says() -> None:
             b"38 35 0:6 / /a\\134b\\011c\\9 rw - tmpfs x rw\n")  # fmt: skip
     assert parse_mountinfo(text) == [(36, "/mnt/with space", "ext3"), (37, "/proc", "proc"),
                                      (38, "/a\\b\tc\\9", "tmpfs")]  # fmt: skip
+
+
+def test_a_fuse_subtype_any_user_names_is_not_published(tmp_path: Path) -> None:
+    """fusermount(1), setuid root, takes any subtype= from any local user, so the mount
+    table's ``fuse.SUBTYPE`` is theirs: ``fuse.a:b`` gave root's kstatd a kstat whose
+    ``kstat -p`` lines had five fields. The kstat is the kernel's type's (``fuse``, what
+    fsstat -F looks up); a type is unescaped as proc(5) escapes it, and each ':', space
+    or non-printable character in it is '_' (as in an IRQ's actions)."""
+    fake = build_fake_tree(tmp_path / "root")
+    (fake / "mnt").mkdir()
+    mounts = [(21, "/", "ext4"), (22, "/mnt/a", "fuse.a:b"), (23, "/mnt/b", "fuse.x\\040y\\012z"),
+              (24, "/mnt/c", "fuse.e\x1b[2J"), (25, "/mnt/d", "odd:type\\040\x7f")]  # fmt: skip
+    write(fake, "proc/self/mountinfo", _mountinfo(*mounts))
+    chain, _ = attach(fake)
+    types = {n for n in _vopstats(chain) if not n.startswith(_fsid(fake))}
+    assert types == {"vopstats_ext4", "vopstats_fuse", "vopstats_odd_type__"}
+    assert parse_mountinfo(b"22 1 0:22 / /mnt/b rw - fuse.x\\040y src rw\n") == [(22, "/mnt/b", "fuse.x y")]
 
 
 def test_an_unchanged_mount_table_costs_a_poll(open_log: OpenLog) -> None:  # noqa: F811
@@ -151,6 +169,58 @@ def test_a_mount_and_an_unmount_on_this_host_show_at_the_next_refresh(tmp_path: 
     assert r.stdout.split() == ["False", "True", "True", "True"], r.stdout
 
 
+_FUSE_SCRIPT = """
+import os, subprocess, sys
+sys.path[:0] = [{tests!r}, {repo!r}]
+from test_provider_system import attach
+d, sub = {point!r}, {point!r} + "/sub"
+def mount(*args, fds=()):
+    subprocess.run(["mount", *args], check=True, timeout=60, pass_fds=fds)
+mount("-t", "tmpfs", "low", d)
+os.mkdir(sub)
+mount("-t", "tmpfs", "sub", sub)
+fsid = "vopstats_%x" % os.statvfs(sub).f_fsid
+try:
+    fd = os.open("/dev/fuse", os.O_RDWR)
+except OSError:
+    print("nofuse")
+    sys.exit(0)
+# A FUSE mount whose server never answers (nobody reads fd): any statfs or lookup
+# through it waits, as with a user's fusermount over a directory of theirs.
+mount("-t", "fuse.stall", "-o", "fd=%d,rootmode=40000,user_id=0,group_id=0" % fd, "stall", d, fds=(fd,))
+chain, providers = attach()
+def vops():
+    return {{k.ks_name for k in chain.kstats() if k.ks_name.startswith("vopstats_")}}
+covered = vops()
+subprocess.run(["umount", "-l", d], check=True, timeout=60)
+providers.refresh(chain)
+print("vopstats_fuse" in covered, fsid in covered, fsid in vops())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare(1)")
+def test_a_mount_under_a_stalled_fuse_mount_is_not_statvfsd(tmp_path: Path) -> None:
+    """A mount at or under a FUSE mount's point is reached through the FUSE file system:
+    statvfs of it waits for the FUSE server (fusermount lets any user mount one over a
+    directory of theirs). Attach must not call it (it hung in fuse_statfs, kstatd's start
+    with it); once the FUSE mount is gone, the next refresh gives the mount its fsid's kstat."""
+    point = tmp_path / "d"
+    point.mkdir()
+    here = Path(__file__).resolve().parent
+    script = _FUSE_SCRIPT.format(tests=str(here), repo=str(here.parent), point=str(point))
+    cmd = ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", script]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("attach did not return within 120 s: statvfs through the stalled FUSE mount")
+    if r.returncode != 0 and "unshare failed" in r.stderr:
+        pytest.skip(f"no mount namespace here: {r.stderr.strip()}")
+    assert r.returncode == 0, r.stderr
+    if r.stdout.strip() == "nofuse":
+        pytest.skip("/dev/fuse cannot be opened here")
+    assert r.stdout.split() == ["True", "False", "True"], r.stdout
+
+
 def test_kstat_and_kstatd_metrics_treat_vopstats_as_no_source(tmp_path: Path) -> None:
     """Through a real kstatd: kstat prints the zeros fsstat reads, --describe says no source,
     --metrics exports none of them."""
@@ -172,3 +242,56 @@ def test_kstat_and_kstatd_metrics_treat_vopstats_as_no_source(tmp_path: Path) ->
             text = resp.read().decode()
         assert "kstat_unix_lbolt" in text and "vopstats" not in text and "kstat_unix_nopen" not in text
         assert kd.stop() == 0, kd.stderr
+
+
+_RACE_SCRIPT = """
+import os, subprocess, sys, threading, time
+sys.path[:0] = [{tests!r}, {repo!r}]
+from test_provider_system_fsstat import _mountinfo
+from kstatpy_providers.system import vopstats
+from kstatpy_providers.system.source import SysRoot
+base = {base!r}
+stall, fake = base + "/stall", base + "/root"
+os.makedirs(stall)
+os.makedirs(fake + "/proc/self")
+try:
+    fd = os.open("/dev/fuse", os.O_RDWR)
+except OSError:
+    print("nofuse")
+    sys.exit(0)
+subprocess.run(["mount", "-t", "fuse.stall", "-o", "fd=%d,rootmode=40000,user_id=0,group_id=0" % fd, "stall", stall],
+               check=True, timeout=60, pass_fds=(fd,))
+# mountinfo says tmpfs at /xN; by the time of the statvfs each /xN is a symlink into the
+# stalled FUSE mount (the rename race a directory's owner can win), and /ok a real directory.
+lines = [(21, "/", "ext4"), (22, "/ok", "tmpfs")] + [(30 + i, "/x%d" % i, "tmpfs") for i in range(6)]
+with open(fake + "/proc/self/mountinfo", "w") as f:
+    f.write(_mountinfo(*lines))
+os.mkdir(fake + "/ok")
+for i in range(6):
+    os.symlink(stall + "/anything", fake + "/x%d" % i)
+vopstats.STATVFS_TIMEOUT = 0.5
+mounts = vopstats.Mounts(SysRoot(fake))
+start = time.monotonic()
+names = mounts.kstat_names()
+took = time.monotonic() - start
+stuck = sum(t.name == "kstatpy-statvfs" for t in threading.enumerate())
+ok = "vopstats_%x" % os.statvfs(fake + "/ok").f_fsid
+print(ok in names, "vopstats_tmpfs" in names, mounts.stalled, stuck, took < 30)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare(1)")
+def test_a_mount_point_swapped_for_a_symlink_into_a_stalled_fuse_mount_costs_a_timeout(tmp_path: Path) -> None:
+    """The path race past the mount table: each statvfs is bounded (STATVFS_TIMEOUT) and
+    after MAX_STALLED stuck calls none is made, so at most that many threads ever wait."""
+    here = Path(__file__).resolve().parent
+    script = _RACE_SCRIPT.format(tests=str(here), repo=str(here.parent), base=str(tmp_path / "b"))
+    cmd = ["unshare", "--mount", "--propagation", "private", sys.executable, "-c", script]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("kstat_names did not return within 120 s: statvfs followed the symlink into FUSE")
+    assert r.returncode == 0, r.stderr
+    if r.stdout.strip() == "nofuse":
+        pytest.fail("/dev/fuse cannot be opened (CI runs as root with it)")
+    assert r.stdout.split() == ["True", "True", "4", "4", "True"], r.stdout

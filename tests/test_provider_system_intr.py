@@ -59,6 +59,14 @@ def test_each_device_line_is_an_intr_kstat_with_its_counts(tmp_path: Path) -> No
     assert none == {"soft", "watchdog", "multiple_service", "spurious"}  # no proc/irq/24/spurious
 
 
+def test_a_control_character_in_the_actions_is_not_published(tmp_path: Path) -> None:
+    # A driver may name its line after a netdev, whose name the kernel lets hold an ESC.
+    root = _full_fake(tmp_path / "root")
+    _line(root, 41, "eth\x1b[2J0-rx\x7f", "1,0")
+    chain, _ = attach(root)
+    assert set(_intrs(chain)) == {(41, "eth_[2J0-rx_")}
+
+
 def test_a_malformed_count_is_an_error_for_the_reader_not_a_zero(tmp_path: Path) -> None:
     root = _full_fake(tmp_path / "root")
     _line(root, 30, "eth0", "12,x")

@@ -9,7 +9,8 @@ device has claimed:
     irq:N:ACTIONS     module ``irq`` (no illumos module has that name), instance the
                       Linux IRQ number N, name the line's actions as
                       ``sys/kernel/irq/N/actions`` lists them (comma-separated device
-                      names, e.g. ``virtio2-input.0``), each ':' or space made '_'
+                      names, e.g. ``virtio2-input.0``), each ':', space or
+                      other non-printable character made '_'
                       (``ACPI:Ged`` is ``ACPI_Ged``: kstat -p splits on ':'), cut to
                       KSTAT_STRLEN - 1 bytes; class ``controller``.
 
@@ -61,8 +62,10 @@ _SPURIOUS_MAX = 4096  # proc/irq/N/spurious is three short lines
 
 def _kstat_name(actions: str) -> str:
     # A ':' (ACPI:Ged, ahci[0000:00:1f.2]) or white space would split kstat -p's
-    # module:instance:name:statistic: each becomes '_'.
-    name = "".join("_" if c == ":" or c.isspace() else c for c in actions.strip())
+    # module:instance:name:statistic, a control character (a netdev name may hold an
+    # ESC: the kernel refuses only '/', ':' and white space) reach a terminal: each
+    # becomes '_'.
+    name = "".join("_" if c == ":" or c.isspace() or not c.isprintable() else c for c in actions.strip())
     return name.encode("utf-8", "surrogateescape")[: KSTAT_STRLEN - 1].decode("utf-8", "ignore")
 
 

@@ -24,8 +24,28 @@ Which kstats (from ``proc/self/mountinfo``: kstatd's mount namespace)
     port of fsstat finds ``fsstat /`` by the same statvfs call as on illumos. statvfs
     is not called for autofs (it would trigger the automount) nor for network and FUSE
     file systems (it can block for as long as their server does not answer): those
-    mounts get their type's kstat only. A name longer than ``KSTAT_STRLEN - 1``
-    characters is not published.
+    mounts get their type's kstat only. Nor is it called for a mount whose point is at or
+    under such a mount's point: the path to it is looked up through that file system
+    (a FUSE mount any user makes with fusermount over a directory of theirs, above or on
+    a mount point, would stop the refresh, or kstatd's start, in its statfs or lookup).
+    The path can still change between the read of mountinfo and the call (a user who
+    owns a directory above a mount point renames it and puts a symlink into their FUSE
+    mount in its place), so every statvfs runs on a thread of its own and is given
+    :data:`STATVFS_TIMEOUT` seconds: past that the mount gets no fsid kstat (it is
+    remembered, not asked again) and the thread is left to its wait. After
+    :data:`MAX_STALLED` such waits no statvfs is called any more (new mounts get their
+    type's kstat only), so at most that many threads are ever stuck. A name longer than
+    ``KSTAT_STRLEN - 1`` characters is not published.
+
+Names from the mount table
+    A type's kstat is named after the kernel's file-system type, the part of
+    mountinfo's type before a '.': FUSE shows ``fuse.SUBTYPE`` (``fuse.sshfs``), and the
+    subtype is chosen by whoever mounts (fusermount(1), setuid root, takes any
+    ``subtype=`` from any local user). The type is what ``/proc/filesystems`` lists and
+    what a port of ``fsstat -F`` looks up (``vopstats_fuse``), as illumos' per-type kstat
+    is its vfssw entry's. The type is unescaped as the mount point is, and each ':'
+    (kstat -p's separator), white-space or other non-printable character of it becomes
+    '_', as :mod:`kstatpy_providers.system.intr` does with an IRQ's actions.
 
 Cost
     On the host's own root a refresh polls a kept-open ``/proc/self/mountinfo`` (proc(5):
@@ -41,6 +61,7 @@ from __future__ import annotations
 
 import os
 import select
+import threading
 
 from kstatpy_providers.system.source import SysRoot
 from kstatpy_providers.system.source import create_named
@@ -54,9 +75,13 @@ if TYPE_CHECKING:
     from kstatpy.chain import Chain
     from kstatpy.kstat import Kstat
 
-__all__ = ["MOUNTINFO", "VOP_FIELDS", "Mounts", "create_vopstats", "parse_mountinfo"]
+__all__ = ["MAX_STALLED", "MOUNTINFO", "STATVFS_TIMEOUT", "VOP_FIELDS", "Mounts", "create_vopstats", "parse_mountinfo"]
 
 MOUNTINFO = "proc/self/mountinfo"
+#: Seconds a statvfs of a mount point may take before its mount is given no fsid kstat.
+STATVFS_TIMEOUT = 2.0
+#: statvfs calls left waiting past the timeout after which no statvfs is called any more.
+MAX_STALLED = 4
 VOPSTATS_STR = "vopstats_"
 #: vopstats_t's counters in its order (sys/vnode.h): fsstat reads them by position
 VOP_FIELDS = (
@@ -79,7 +104,7 @@ _OCTAL_DIGITS = frozenset(b"01234567")
 
 def parse_mountinfo(data: bytes) -> list[tuple[int, str, str]]:
     """``proc/self/mountinfo`` as [(mount ID, mount point, file-system type)] (proc(5):
-    the mount point is field 5, octal-escaped; the type follows the ``-`` separator)."""
+    the mount point is field 5; the type follows the ``-`` separator; both octal-escaped)."""
     out = []
     for line in data.split(b"\n"):
         fields = line.split(b" ")
@@ -88,7 +113,7 @@ def parse_mountinfo(data: bytes) -> list[tuple[int, str, str]]:
             mount_id, point, fstype = int(fields[0]), fields[4], fields[sep + 1]
         except (ValueError, IndexError):
             continue
-        out.append((mount_id, os.fsdecode(_unescape(point)), fstype.decode("utf-8", "replace")))
+        out.append((mount_id, os.fsdecode(_unescape(point)), _unescape(fstype).decode("utf-8", "replace")))
     return out
 
 
@@ -107,6 +132,32 @@ def _unescape(field: bytes) -> bytes:
             out.append(field[i])
             i += 1
     return bytes(out)
+
+
+def _blocks(fstype: str) -> bool:
+    """Whether statvfs of, or a path lookup through, this type's mount may mount or block."""
+    return fstype in _NO_STATVFS or fstype.startswith("fuse.")
+
+
+def _under(point: str, risky: set[str]) -> bool:
+    # ``point`` or one of its ancestors is the point of a mount of a _blocks type: its
+    # path resolves through that mount (its root, then a lookup in it).
+    if not risky:
+        return False
+    while True:
+        if point in risky:
+            return True
+        if point in ("/", ""):
+            return False
+        point = point.rpartition("/")[0] or "/"
+
+
+def _type_name(fstype: str) -> str:
+    # The kernel's type, without FUSE's subtype (any local user names one through
+    # fusermount's subtype=); a ':' would split kstat -p's module:instance:name:statistic,
+    # a newline or escape its output lines.
+    fstype = fstype.partition(".")[0]
+    return "".join(c if c.isprintable() and not c.isspace() and c != ":" else "_" for c in fstype)
 
 
 class _Nothing:
@@ -130,6 +181,7 @@ class Mounts:
         # too: an ID freed by an unmount may be given to the next mount between two refreshes.
         self.fsids: dict[tuple[int, str, str], str | None] = {}
         self.watch = -1  # the host's mountinfo, polled for a change of the mount table
+        self.stalled = 0  # statvfs calls that passed STATVFS_TIMEOUT (their threads still wait)
         self.poller = select.poll()
         if root.real:
             try:
@@ -147,8 +199,12 @@ class Mounts:
         if data == self.last:
             return self.names
         mounts = parse_mountinfo(data)
-        fsids = {m: self.fsids[m] if m in self.fsids else self._fsid_name(m[1], m[2]) for m in mounts}
-        names = {VOPSTATS_STR + fstype for _, _, fstype in mounts}
+        # A mount at or under a risky point is not statvfs'd, nor remembered: it is
+        # looked at again after the next change (the risky mount may have gone).
+        risky = {point for _, point, fstype in mounts if _blocks(fstype)}
+        fsids = {m: self.fsids[m] if m in self.fsids else self._fsid_name(m[1])
+                 for m in mounts if m in self.fsids or not _under(m[1], risky)}  # fmt: skip
+        names = {VOPSTATS_STR + _type_name(fstype) for _, _, fstype in mounts}
         names.update(n for n in fsids.values() if n is not None)
         self.last, self.fsids = data, fsids
         self.names = {n for n in names if len(n) < _KSTAT_STRLEN}
@@ -160,14 +216,29 @@ class Mounts:
             os.close(self.watch)
             self.watch = -1
 
-    def _fsid_name(self, point: str, fstype: str) -> str | None:
-        if fstype in _NO_STATVFS or fstype.startswith("fuse."):
-            return None
-        try:
-            fsid = os.statvfs(self.root.join(point.lstrip("/"))).f_fsid
-        except OSError:  # gone, or not ours to look at
-            return None
+    def _fsid_name(self, point: str) -> str | None:
+        fsid = self._fsid(self.root.join(point.lstrip("/")))
         return f"{VOPSTATS_STR}{fsid:x}" if fsid else None
+
+    def _fsid(self, path: str) -> int | None:
+        """statvfs(path).f_fsid within STATVFS_TIMEOUT, on a thread of its own; None past it or on error."""
+        if self.stalled >= MAX_STALLED:
+            return None
+        box: list[int | None] = []
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                box.append(os.statvfs(path).f_fsid)
+            except OSError:  # gone, or not ours to look at
+                box.append(None)
+            done.set()
+
+        threading.Thread(target=call, name="kstatpy-statvfs", daemon=True).start()
+        if not done.wait(STATVFS_TIMEOUT):  # bounded: a FUSE or network wait behind the path
+            self.stalled += 1
+            return None
+        return box[0]
 
 
 def create_vopstats(chain: Chain, name: str) -> list[Kstat]:
