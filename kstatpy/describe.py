@@ -21,6 +21,7 @@ has ``kind`` nil.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from collections.abc import Container
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -125,7 +126,13 @@ def _charge(desc: dict[str, Any]) -> int:
 
 
 def describe_many(
-    chain: Chain, arg: Any, zoneid: int, stuck: Container[int] = (), budget: int | None = None, lazy: bool = False
+    chain: Chain,
+    arg: Any,
+    zoneid: int,
+    stuck: Container[int] = (),
+    budget: int | None = None,
+    lazy: bool = False,
+    pause: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """The KSTATPY_IOC_DESCRIBE handler: ``{"kcid", "results": [[errno, DESC or nil], ...]}``.
 
@@ -134,7 +141,8 @@ def describe_many(
     ``budget`` bytes; None: unlimited): each DESC is charged about its encoded size
     (:func:`_charge`); once the charge reaches ``budget`` every later entry is
     ``[E2BIG, nil]`` (the first is always answered). A kid asked for again in one
-    request is described once (the same DESC, charged again).
+    request is described once (the same DESC, charged again). ``pause`` is called
+    between kids, where no hold or lock is held (kstatd's kstatpy.fairness.PrivFirst).
 
     ``lazy`` (a reply sent in pieces, docs/PROTOCOL.md §9.8): ``results`` is a
     :class:`kstatpy.pieces.LazyEntries` that describes each kid when the reply reaches
@@ -154,6 +162,8 @@ def describe_many(
     seen: dict[int, tuple[dict[str, Any], int]] = {}  # kid -> (DESC, charge) of this request
     spent = 0
     for kid in kids:
+        if pause is not None:
+            pause()
         if budget is not None and spent >= budget:
             results.append([errno.E2BIG, None])
             continue

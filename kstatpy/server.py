@@ -69,6 +69,7 @@ from kstatpy.daemon_stats import SLOT_BAD_FRAME
 from kstatpy.daemon_stats import DaemonStats
 from kstatpy.daemon_stats import cmd_slot
 from kstatpy.fairness import FairGate
+from kstatpy.fairness import PrivFirst
 from kstatpy.fairness import RateLimitedLog
 from kstatpy.fairness import ReplyBudget
 from kstatpy.ioctl import DEFAULT_MAX_REPLY
@@ -115,8 +116,9 @@ RECV_SIZE = 65536
 SEND_GRACE = 0.5
 #: Seconds between two "out of file descriptors" log lines (with the count refused since).
 FD_LOG_INTERVAL = 10.0
-#: The longest a public acceptor waits for busy privileged connections, each time (seconds).
-PRIV_PAUSE = 0.05
+#: A request body this large (bytes) is decoded by a public connection only at a safe
+#: point (PrivFirst): its decoding holds the GIL for a while (65,536 kids: about 1 ms).
+BIG_BODY = 64 << 10
 _TIMED = frozenset({int(KstatIoctl.READ), int(KstatIoctl.READ_MANY), int(KstatIoctl.SELECT)})
 #: Requests whose cost grows with their argument or the chain: they take turns (FairGate).
 _EXPENSIVE = frozenset({int(KstatIoctl.READ_MANY), int(KstatIoctl.SELECT), int(KstatIoctl.DESCRIBE)})
@@ -195,10 +197,11 @@ class Kstatd:
         self.replies = ReplyBudget(config.reply_memory, config.reply_memory // 2, self._trusted)
         self._errlog = RateLimitedLog(log, FD_LOG_INTERVAL)
         # Privileged connections being accepted or served: while any is, the public
-        # acceptors pause (at most PRIV_PAUSE each time), so churn on a public socket
-        # costs root's request no CPU (the GIL) beyond what is already running.
-        self._priv_busy = 0
-        self._priv_lock = threading.Lock()
+        # acceptor and public connections' expensive work wait at their safe points
+        # (kstatpy.fairness.PrivFirst, bounded), so churn and floods on the public socket
+        # cost root's request no CPU (the GIL) beyond what is already running.
+        self.first = PrivFirst()
+        self.handler.pause = self.first.checkpoint
         zone_ids = config.zone_ids()
         public = [Listener(config.socket, "global", GLOBAL_ZONEID)] + [
             Listener(path, name, zone_ids[name]) for name, path in config.zones
@@ -377,26 +380,20 @@ class Kstatd:
     # --- accepting --------------------------------------------------------------
 
     def _priv_mark(self, sess: Session, busy: bool) -> None:
-        # A privileged session starts or ends being busy (see _priv_busy).
+        # A privileged session starts or ends being busy (PrivFirst.begin/end): from its
+        # accept to its first reply, and from each request's decoding to its reply's send.
         if sess.busy == busy:
             return
         sess.busy = busy
-        with self._priv_lock:
-            self._priv_busy += 1 if busy else -1
-
-    def _yield_to_priv(self) -> None:
-        # Public acceptors wait while a privileged connection is busy (bounded: PRIV_PAUSE).
-        deadline = 0.0
-        while self._priv_busy > 0 and not self._stopping:
-            now = time.monotonic()
-            if not deadline:
-                deadline = now + PRIV_PAUSE
-            elif now >= deadline:
-                return
-            time.sleep(0.0005)
+        if busy:
+            self.first.begin()
+        else:
+            self.first.end()
 
     def _accept_loop(self, listeners: list[Listener]) -> None:
         public = not any(lst.priv for lst in listeners)
+        first = self.first
+        first.pausable(public)  # public accepts wait while privileged requests run (bounded)
         sel = selectors.DefaultSelector()
         sel.register(self._wake_r, selectors.EVENT_READ, None)
         for lst in listeners:
@@ -408,8 +405,7 @@ class Kstatd:
                     if lst is None:
                         return
                     sock = None
-                    if public and self._priv:
-                        self._yield_to_priv()
+                    first.checkpoint()  # a safe point: this thread holds nothing
                     try:
                         sock, _ = lst.sock.accept()
                         self._admit(sock, lst)
@@ -546,6 +542,10 @@ class Kstatd:
         uid = conn.cred.uid
         trusted = self._trusted
         gate = self.gate
+        # Public connections' expensive work waits at safe points while privileged
+        # requests run (PrivFirst); a privileged connection's never does.
+        self.first.pausable(not sess.priv)
+        pause = self.first.checkpoint
         reply: bytes | None = None
         owner = True
         last = monotonic()  # end of the last reply (or connect): the idle clock
@@ -587,6 +587,8 @@ class Kstatd:
                             send_reply(sock, pack_frame([0, errno.ETIMEDOUT, {"error": why}], packer), frame_timeout)
                             break
                         continue
+                    if len(body) > BIG_BODY:
+                        pause()  # a safe point: nothing held
                     cmd, seq, arg = check_request(decode(body))
                     if sess.priv:
                         self._priv_mark(sess, True)
@@ -626,7 +628,7 @@ class Kstatd:
                         else:
                             sess.t0 = None
                     if not lazy:
-                        reply = self._encode(cmd, seq, code, result, packer, count_error)
+                        reply = self._encode(cmd, seq, code, result, packer, count_error, pause)
                     result = None  # only the encoded reply is kept while it waits for its reader
                     streaming = lazy
                 finally:
@@ -644,6 +646,8 @@ class Kstatd:
                 if reply is None:  # halting panic: no reply
                     break
                 sess.phase = SENDING
+                if cmd in _EXPENSIVE:
+                    pause()  # a safe point: the gate's slot is given back, nothing else held
                 self._send(sess, reply, frame_timeout)
                 reply = None
                 if sess.priv:
@@ -658,7 +662,9 @@ class Kstatd:
             if owner:
                 self._close_session(sess)
 
-    def _encode(self, cmd: int, seq: int, code: int, result: Any, packer: Any, count_error: Any) -> bytes | None:
+    def _encode(
+        self, cmd: int, seq: int, code: int, result: Any, packer: Any, count_error: Any, pause: Any
+    ) -> bytes | None:
         # The reply frame of a dispatched request (None: a halting panic, no reply).
         if code < 0:
             return None
@@ -676,7 +682,7 @@ class Kstatd:
                 return reply
             if cmd in _BY_ENTRY and not code and isinstance(result.get("results"), list):
                 # Entry by entry: no single C call holds the GIL for a multi-megabyte reply.
-                return pack_read_many_reply(seq, result, packer)
+                return pack_read_many_reply(seq, result, packer, pause)
             return pack_frame([seq, code, result], packer)
         except (ValueError, TypeError, OverflowError) as exc:  # e.g. a provider's lone surrogate
             count_error(errno.EIO)
@@ -702,10 +708,12 @@ class Kstatd:
         entries = st.entries
         buf = st.buf  # the same bytearray for the whole stream (take_full cuts it in place)
         it = iter(entries)
+        pause = self.first.checkpoint  # PrivFirst: a public connection's reply waits for root's
         self.replies.count_in_pieces()
         try:
             while True:
                 fail = 0
+                pause()  # a safe point: no lock, no hold (an entry is read inside next())
                 try:
                     chunk = next(it, None)
                 except BadTrap as trap:
@@ -734,6 +742,7 @@ class Kstatd:
                     gate.release()
                     held = False
                 sess.phase = SENDING
+                pause()  # a safe point: the gate's slot is given back, nothing held
                 self._send(sess, frames, timeout)
                 frames = None  # type: ignore[assignment]
                 sess.phase = DISPATCHING
@@ -749,6 +758,7 @@ class Kstatd:
                 for err in entries.errnos:
                     sess.counters.count_error(err)
             sess.phase = SENDING
+            pause()
             self._send(sess, frames, timeout)
             return True
         finally:

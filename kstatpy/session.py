@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -53,12 +54,15 @@ def pack_packed_reply(seq: int, result: dict[str, Any], packer: msgpack.Packer) 
     return LENGTH.pack(len(body)) + body
 
 
-def pack_read_many_reply(seq: int, result: dict[str, Any], packer: msgpack.Packer) -> bytes:
+def pack_read_many_reply(
+    seq: int, result: dict[str, Any], packer: msgpack.Packer, pause: Callable[[], None] | None = None
+) -> bytes:
     """The frame of a READ_MANY reply of plain results, packed entry by entry.
 
     No single C call holds the GIL for a whole multi-megabyte reply (other connections'
     small reads go on between), and an entry object repeated in one batch (KID 0) is
-    packed once.
+    packed once. ``pause`` is called between entries (a safe point: nothing is held;
+    kstatpy.fairness.PrivFirst).
     """
     pack = packer.pack
     parts = [packer.pack_array_header(3), pack(seq), pack(0), packer.pack_map_header(len(result))]
@@ -71,6 +75,8 @@ def pack_read_many_reply(seq: int, result: dict[str, Any], packer: msgpack.Packe
         parts.append(packer.pack_array_header(len(value)))
         entry_head = packer.pack_array_header(2)
         for code, kstat in value:
+            if pause is not None:
+                pause()
             parts.append(entry_head)
             parts.append(pack(code))
             if kstat is None:
@@ -137,4 +143,4 @@ class Session:
         self.stream: Stream | None = None  # a reply in pieces being produced (kstatpy.pieces)
         self.phase = READING  # written by the serving thread; read by shutdown
         self.priv = False  # accepted on a privileged listener (kstatd's priv/ socket)
-        self.busy = False  # priv only: counted in Kstatd._priv_busy (accepted, or a request in flight)
+        self.busy = False  # priv only: counted in Kstatd.first (PrivFirst): accepted, or a request in flight

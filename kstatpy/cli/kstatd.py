@@ -209,6 +209,14 @@ def _fix_mmap_threshold() -> None:
     show_default=True,
     help="Report a kstat_delete or hold that has waited this long, with both threads' stacks (0: off).",
 )
+@click.option(
+    "--switch-interval",
+    type=Seconds(0.00001, 0.1),
+    default=0.0005,
+    show_default=True,
+    help="Python's thread switch interval (sys.setswitchinterval): how long a thread waiting for the "
+    "interpreter lock (root's request) may wait for the running one (another user's expensive request).",
+)
 @click.option("-v", "--verbose", count=True, help="Log more (-vv: debug).")
 def main(
     socket_path: str | None,
@@ -233,6 +241,7 @@ def main(
     reserved_connections: int | None,
     kmem_history: int | None,
     deadman_seconds: float,
+    switch_interval: float,
     verbose: int,
 ) -> None:
     """kstatd: serve the kstat chain over a Unix socket (docs/PROTOCOL.md, version 1)."""
@@ -290,9 +299,10 @@ def main(
         chain.kmem.history_bytes = kmem_history
     providers = load_providers(modules=plugins)
     daemon = Kstatd(chain, providers, config, report=_say)
-    # A thread waiting for the GIL gets it within 0.5 ms, not 5: a small request (root's)
-    # queued behind another user's expensive one waits less (issue 21, RELIABILITY.md).
-    sys.setswitchinterval(0.0005)
+    # A thread waiting for the GIL gets it within the interval (default 0.5 ms, Python's
+    # is 5): a small request (root's) queued behind another user's expensive one waits
+    # less (issue 21; measured in RELIABILITY.md, "expensive floods").
+    sys.setswitchinterval(switch_interval)
     # Before anything can answer a client: a SIGTERM sent as soon as kstatd answers
     # must find the handler (stop() only sets a flag; serve_forever acts on it).
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
