@@ -7,7 +7,9 @@ that produces the same values from the same files, the records with no source in
 as constants (the kstat never writes them). Kstats: unix:0:dnlcstats (no source at all),
 unix:0:file_cache (/proc/sys/fs/file-nr), one slab cache (/proc/slabinfo, when
 readable), vmem:0:kmem_oversize (no source), zones:0:global, fsstat's vopstats of the
-root's file-system type (no source at all).
+root's file-system type (no source at all), and the INTR kstat of the busiest IRQ line
+(/sys/kernel/irq/N/per_cpu_count kept open, /proc/irq/N/spurious opened each time, as
+the provider does).
 """
 
 from __future__ import annotations
@@ -57,6 +59,19 @@ def floor_vmem() -> dict[str, int]:
 
 def floor_vopstats() -> dict[str, int]:
     return dict(VOP_ZERO)
+
+
+def make_floor_intr(irq: int) -> Callable[[], list[int]]:
+    counts, spurious = f"/sys/kernel/irq/{irq}/per_cpu_count", f"/proc/irq/{irq}/spurious"
+
+    def floor() -> list[int]:
+        hard = sum(int(c) for c in rd(counts).split(b",")) & 0xFFFFFFFF
+        with open(spurious, "rb") as f:
+            data = f.read(4096)
+        at = data.find(b"unhandled ") + 10
+        return [hard, 0, 0, int(data[at : data.find(b"\n", at)]) & 0xFFFFFFFF, 0]
+
+    return floor
 
 
 def floor_file_cache() -> dict[str, int]:
@@ -115,12 +130,19 @@ def main() -> None:
     if caches:
         k = caches[len(caches) // 2]  # a cache in the middle of /proc/slabinfo
         cases.append((f"unix:0:{k.ks_name} (kmem_cache)", k, make_floor_slab(k.ks_name)))
+    intrs = [k for k in chain.kstats() if k.ks_module == "irq"]
+    if intrs:
+        busiest = max(intrs, key=lambda k: sum(int(c) for c in rd(f"/sys/kernel/irq/{k.ks_instance}/per_cpu_count").split(b",")))
+        cases.append((f"irq:{busiest.ks_instance}:{busiest.ks_name} (INTR)", busiest, make_floor_intr(busiest.ks_instance)))
     print(f"## ks_update against its floor ({opts.rounds * opts.block} calls each, alternating; medians)\n")
     print("| kstat | floor µs | ks_update µs | ratio |")
     print("|---|---:|---:|---:|")
     for label, ksp, floor in cases:
-        names = {r.name for r in ksp.ks_data}
-        assert set(floor()) == names, (label, set(floor()) ^ names)
+        if ksp.ks_module == "irq":  # kstat_intr_t: five counters in order
+            assert len(floor()) == 5, label
+        else:
+            names = {r.name for r in ksp.ks_data}
+            assert set(floor()) == names, (label, set(floor()) ^ names)
         update = ksp.ks_update
         u, f = compare(lambda ksp=ksp, update=update: update(ksp, KSTAT_READ), floor, opts.rounds, opts.block)
         print(f"| `{label}` | {f:.1f} | {u:.1f} | {u / f:.2f} |")
