@@ -1,14 +1,17 @@
 """Issue 21's attacks on kstatd, measured: a second user (nobody, via setpriv) attacks, root measures.
 
     python bench/attacks.py describe-flood [--conns 64] [--seconds 10] [--kind describe|read_many] [--pieces] [--tree DIR]
-    python bench/attacks.py churn [--seconds 8] [--samples 300] [--twin] [--tree DIR]
-    python bench/attacks.py expensive [--kind select|read_many|describe] [--conns 64] [--twin] [--tree DIR]
+    python bench/attacks.py churn [--seconds 8] [--samples 300] [--twin] [--user-slice] [--tree DIR]
+    python bench/attacks.py expensive [--kind select|read_many|describe] [--conns 64] [--twin] [--user-slice] [--tree DIR]
 
 Root's samples alternate in blocks of 25 with the attackers stopped (SIGSTOP: "idle",
 once kstatd has finished what they had asked) and running ("loaded"), so both meet the
 same background load of a shared machine; with ``--twin``, a third block times an
 identical kstatd nobody attacks while the attackers run (the machine's share of the
-delay). ``--kstatd-arg OPTION`` passes an option to the kstatd under test.
+delay). With ``--user-slice`` nobody's processes run in a CPU cgroup of their own, as
+systemd runs each user's in user-UID.slice: the host's CPU is then shared between the
+attacking user and root as two entities, not between root's one client and the
+attacker's many processes. ``--kstatd-arg OPTION`` passes an option to the kstatd under test.
 ``describe-flood``: nobody keeps 64 connections, each with a DESCRIBE (or READ_MANY) of
 every kid sent and never read (reconnecting when kstatd closes one), asking for pieces
 with ``--pieces``; kstatd's RSS is sampled (VmRSS, every 0.1 s) and its peak reported. ``churn``: nobody connects and closes as fast as 4
@@ -147,9 +150,30 @@ def replies_stats(path: str) -> dict[str, int] | None:
     return {name: value for name, _t, value in rpc(path, READ, {"kid": found[0]})[2]["kstat"]["data"]}
 
 
+#: With ``--user-slice``: the CPU cgroup nobody's attackers run in, as systemd puts each
+#: user's processes in user-UID.slice, which shares the CPU with root's as one entity.
+USER_SLICE: Path | None = None
+
+
+def make_user_slice() -> Path:
+    """A CPU cgroup for nobody's processes (cgroup v2's cpu controller, else v1's cpu)."""
+    v2 = Path("/sys/fs/cgroup")
+    if (v2 / "cgroup.controllers").exists():
+        if "cpu" not in (v2 / "cgroup.subtree_control").read_text().split():
+            (v2 / "cgroup.subtree_control").write_text("+cpu")
+        path = v2 / "kstatpy-bench-nobody"
+    else:
+        path = Path("/sys/fs/cgroup/cpu/kstatpy-bench-nobody")
+    path.mkdir(exist_ok=True)
+    return path
+
+
 def nobody(code: str, *args: str, stdout: Any = None) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.Popen([*AS_NOBODY, sys.executable, "-c", code, *args], cwd="/", env=env, stdout=stdout)
+    proc = subprocess.Popen([*AS_NOBODY, sys.executable, "-c", code, *args], cwd="/", env=env, stdout=stdout)
+    if USER_SLICE is not None:  # setpriv execs: the pid is the attacker's
+        (USER_SLICE / "cgroup.procs").write_text(str(proc.pid))
+    return proc
 
 
 UNREAD_DESCRIBE = r"""
@@ -413,13 +437,26 @@ def main() -> None:
         sub.choices[name].add_argument(
             "--twin", action="store_true", help="also time an identical kstatd nobody attacks, in the same blocks"
         )
+        sub.choices[name].add_argument(
+            "--user-slice", action="store_true",
+            help="run nobody's attackers in a CPU cgroup of their own, as systemd's user-UID.slice does",
+        )  # fmt: skip
     a = ap.parse_args()
+    global USER_SLICE
+    if getattr(a, "user_slice", False):
+        USER_SLICE = make_user_slice()
     if a.what == "describe-flood":
         report = describe_flood(a.tree, a.conns, a.seconds, a.pieces, a.kind)
     elif a.what == "churn":
         report = churn(a.tree, a.seconds, a.samples, extra=a.kstatd_arg, twin=a.twin)
     else:
         report = expensive(a.tree, a.kind, a.conns, a.seconds, a.samples, extra=a.kstatd_arg, twin=a.twin)
+    if USER_SLICE is not None:
+        report["user_slice"] = str(USER_SLICE)
+        try:
+            USER_SLICE.rmdir()
+        except OSError:  # an attacker not yet reaped: the cgroup stays, empty soon
+            pass
     print(json.dumps(report))
     sys.exit(0 if report["ok"] else 1)
 
