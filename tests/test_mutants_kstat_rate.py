@@ -28,13 +28,14 @@ from kstatpy.metadata import gauge
 from kstatpy.metadata import kstat_set_meta
 from kstatpy.metadata import no_source
 from kstatpy.metadata import text
+from kstatpy.raw import CPU_STAT
 from kstatpy.records import kstat_named_init
 from kstatpy.records import kstat_named_setstr
 from kstatpy.records import kstat_timer_init
 from kstatpy.select import SelectorPatterns
 
 S = 1_000_000_000  # ns
-T0 = 1000 * S  # the clock when the kstats are created (their crtime)
+T0 = 1 * S  # the clock when the kstats are created (their crtime): early, as for most kstats
 
 
 class Host:
@@ -53,6 +54,9 @@ class Host:
         kstat_timer_init(self.timer.ks_data[0], "first")
         kstat_timer_init(self.timer.ks_data[1], "second")
         self.chain.kstat_install(self.timer)
+        # A RAW kstat kstat(8) decodes: printed as it is (RAW statistics have no metadata).
+        self.raw = self.chain.kstat_create("cpu_stat", 0, "cpu_stat0", "misc", T.RAW, CPU_STAT.size)
+        self.chain.kstat_install(self.raw)
         self.kc = kstat_open_chain(self.chain, read_chain=False)
         self.rates = RateState()
 
@@ -85,6 +89,7 @@ class Host:
         self.timer.ks_data[0].num_events = events
         self.timer.ks_data[0].min_time = 9
         self.timer.ks_data[1].num_events = 10**6  # not decoded: kstat(8) shows the first timer only
+        self.raw.ks_data[:] = CPU_STAT.pack({"idle": events, "user": 3})
 
     def report(self, at: int) -> tuple[dict[str, dict[str, str]], dict[str, bool | None], list[str]]:
         """One --rate report at clock ``at``: ({kstat: {statistic: text}}, {kstat: reset}, notes)."""
@@ -92,7 +97,7 @@ class Host:
         self.kc.chain_update()
         instances = read_instances(self.kc, [SelectorPatterns()], False)
         notes = self.rates.apply(self.kc, instances)
-        mine = [i for i in instances if i.module == "rate"]
+        mine = [i for i in instances if i.module in ("rate", "cpu_stat")]
         return {i.name: {s[0]: s[1] for s in i.stats} for i in mine}, {i.name: i.reset for i in mine}, notes
 
 
@@ -119,6 +124,7 @@ def test_every_kstat_type_first_report_then_over_the_interval(host: Host) -> Non
     assert (io["reads"], io["nread"], io["wcnt"], io["writes"]) == (r((2**32 - 50) / 2), r(2048), "0", r(1.5))
     assert (intr["hard"], intr["soft"]) == (r((2**32 - 2) / 2), r(2.5))
     assert (timer["num_events"], timer["min_time"], timer["name"]) == (r(10), "9", "first")
+    assert (got["cpu_stat0"]["idle"], got["cpu_stat0"]["user"]) == ("20", "3")
 
     # Four seconds later: (value - previous) / 4 s, 32-bit counters unwrapped.
     host.set_named(host.named, ev=5000, u32=300, i32=-(2**31) + 10, i64=2400, plain=14)
@@ -131,6 +137,7 @@ def test_every_kstat_type_first_report_then_over_the_interval(host: Host) -> Non
     assert (io["reads"], io["nread"], io["wcnt"], io["writes"]) == (r(100), r(2048), "0", r(0))
     assert (intr["hard"], intr["soft"]) == (r(2), r(0))
     assert timer["num_events"] == r(10)
+    assert (got["cpu_stat0"]["idle"], got["cpu_stat0"]["user"]) == ("60", "3")
 
 
 def test_a_64_bit_counter_that_went_back_is_a_reset_and_a_note(host: Host) -> None:
@@ -143,7 +150,7 @@ def test_a_64_bit_counter_that_went_back_is_a_reset_and_a_note(host: Host) -> No
     assert got["named"]["ev"] == r(10) and got["named"]["i64"] == r(1)  # since crtime, 4 s
     assert got["named"]["u32"] == r(5)  # the others over the interval
     assert got["io"]["nread"] == r(256) and got["io"]["reads"] == r(0)
-    assert reset == {"named": True, "io": True, "intr": False, "timer": False}
+    assert reset == {"named": True, "io": True, "intr": False, "timer": False, "cpu_stat0": False}
     assert notes == ["rate:0:io: nread went backwards; rates since crtime",  # in kstat(8)'s order
                      "rate:0:named: ev, i64 went backwards; rates since crtime"]  # fmt: skip
     # The next report is over the interval again, from the values that went back.
