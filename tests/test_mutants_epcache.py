@@ -92,6 +92,15 @@ def test_save_writes_only_what_changed(cache_dir: Path) -> None:
     assert path.stat().st_mtime_ns == 1  # a hit with nothing new is not rewritten
 
 
+def test_a_failed_rename_leaves_no_temporary_file(cache_dir: Path) -> None:
+    path = cache_dir / "entry-points.cache"
+    path.mkdir(parents=True)
+    (path / "keep").write_text("")  # a non-empty directory: rename(2) over it fails
+    cache = EntryPointCache(GROUP)
+    cache.save()  # no error
+    assert cache.dirty and os.listdir(cache_dir) == ["entry-points.cache"]
+
+
 def test_a_directory_that_cannot_be_made_is_no_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "file").write_text("")
     monkeypatch.setenv("KSTATPY_CACHE_DIR", str(tmp_path / "file" / "sub"))
@@ -117,19 +126,20 @@ def test_a_directory_only_we_may_write_is_used(cache_dir: Path, mode: int) -> No
     assert EntryPointCache(GROUP).hit
 
 
-def test_another_users_directory_or_file_is_not_trusted(cache_dir: Path) -> None:
+@pytest.mark.parametrize("uid", [1, NOBODY])
+def test_another_users_directory_or_file_is_not_trusted(cache_dir: Path, uid: int) -> None:
     need_root()
     path = saved(cache_dir)
-    os.chown(cache_dir, NOBODY, -1)
+    os.chown(cache_dir, uid, -1)
     assert not EntryPointCache(GROUP).hit
     path.unlink()
     EntryPointCache(GROUP).save()
     assert not path.exists()  # nothing written into it either
     os.chown(cache_dir, 0, -1)
     saved(cache_dir)
-    os.chown(path, NOBODY, -1)
+    os.chown(path, uid, -1)
     assert not EntryPointCache(GROUP).hit
-    os.chown(path, 0, NOBODY)  # another group owns it but may not write: fine
+    os.chown(path, 0, uid)  # another group owns it but may not write: fine
     assert EntryPointCache(GROUP).hit
 
 
@@ -296,13 +306,13 @@ def test_fingerprint_shape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     (d / "c-1.dist-infox").mkdir()
     (d / "plain.py").write_text("")
     missing = str(tmp_path / "missing")
-    got = fingerprint([str(d), missing])
-    assert got == [sys.version, [str(d), [["a-1.egg-info", 7], ["b-1.dist-info", 0]]], [missing, None]]
+    got = fingerprint([missing, str(d)])
+    assert got == [sys.version, [missing, None], [str(d), [["a-1.egg-info", 7], ["b-1.dist-info", 0]]]]
     assert fingerprint([])[0] == sys.version and len(fingerprint([])) == 1
     monkeypatch.chdir(d)
     assert fingerprint([""]) == [sys.version, ["", [["a-1.egg-info", 7], ["b-1.dist-info", 0]]]]
     monkeypatch.setattr(sys, "path", [str(d)])
-    assert fingerprint() == got[:2]
+    assert fingerprint() == [got[0], got[2]]
 
 
 # --- the file format ----------------------------------------------------------------------
