@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,54 @@ def test_without_the_audit_the_deadman_names_both_threads_and_kstat_times_out(tm
     assert "  deadlock: thread 0x" in report and "while holding mutex dls_lock" in report
     waited = float(report.split("has waited ", 1)[1].split(" s", 1)[0])
     assert waited >= 1.0
+
+
+def test_without_the_audit_the_deadman_follows_the_shared_ks_lock_cycle_in_kstatd(tmp_path: Path) -> None:
+    # The three-thread shape of tests/test_deadman.py, in a real kstatd with real kstat readers:
+    # the delete holds dls_lock and waits for the hold of summary; summary's reader holds it and
+    # waits for dls_stats_lock (the ks_lock both kstats share); link's reader holds that and
+    # waits in ks_update for dls_lock.
+    args = ("--deadman-seconds", "1", "--read-timeout", "1", "--detach-timeout", "2")
+    with running_kstatd(tmp_path, plugins=DLS, args=args, env={"DLS_ORDER": "kslock"}) as kd:
+        assert rpc(kd.socket, datalink.LINK_CREATE, {"name": "stub0"})[1] == 0
+        summary = _kid(kd.socket, "summary")
+        deleted: list[Any] = []
+
+        def delete() -> None:
+            try:
+                arg = {"name": "stub0", "wait_reader": 60, "wait_summary": 60}
+                deleted.append(rpc(kd.socket, datalink.LINK_DELETE, arg, timeout=30))
+            except (OSError, EOFError) as exc:  # kstatd stopped under it
+                deleted.append(exc)
+
+        deleter = threading.Thread(target=delete, daemon=True)
+        deleter.start()
+        env = kstatd_env({"KSTAT_SOCKET": kd.socket})
+        cmd = [sys.executable, "-m", "kstatpy.cli.kstat", "-p"]
+        reader_a = subprocess.Popen([*cmd, "dls:1:link"], cwd=str(REPO), env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while not rpc(kd.socket, datalink.LINK_ENTERED, {"name": "stub0"})[2]["entered"]:
+                assert time.monotonic() < deadline, "link's reader never entered ks_update"
+                time.sleep(0.01)  # polling with a deadline
+            reader_b = _kstat(kd.socket, "-p", "dls:1:summary")
+            out_a, err_a = reader_a.communicate(timeout=120)
+        finally:
+            if reader_a.poll() is None:
+                reader_a.kill()
+                reader_a.communicate(timeout=30)
+        for proc, out, err, name in ((reader_a, out_a, err_a, "link"), (reader_b, reader_b.stdout, reader_b.stderr, "summary")):
+            assert proc.returncode == 3, (name, err)
+            assert {line.split("\t")[0] for line in out.splitlines()} <= {f"dls:1:{name}:class", f"dls:1:{name}:crtime"}
+            assert f"kstat: dls:1:{name}: not read: its ks_update has not returned" in err, err
+        assert deleted == []  # still stuck: the deadman breaks nothing
+    err = kd.stderr
+    assert err.count("kstatd: deadman: ") == 1, err  # one report for the one stuck delete
+    report = err[err.index("kstatd: deadman: ") :]
+    assert "deadman: kstat_delete has waited " in report and f"for the hold of dls:1:summary (kid {summary};" in report
+    assert "kstat_delete(dls:1:summary), waiting" in report and "datalink:delete+0x" in report
+    assert "holding the hold of dls:1:summary" in report and "in mutex_enter(dls_stats_lock), held by thread 0x" in report
+    assert "holding mutex dls_stats_lock" in report
+    assert "blocked at datalink:link_update+0x" in report and "in mutex_enter(dls_lock), held by thread 0x" in report
+    assert "  deadlock: thread 0x" in report and "waits for the hold of dls:1:summary while holding mutex dls_lock" in report

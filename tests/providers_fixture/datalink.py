@@ -20,7 +20,11 @@ deleted by ioctls (``LINK_CREATE``, ``LINK_DELETE`` with ``{"name": ...}``) or b
 ``{"name": ..., "wait_reader": SECONDS}`` makes LINK_DELETE, holding ``dls_lock``,
 wait until a reader has entered that link's ``ks_update`` (so a test can make the
 real race happen without sleeping; not for controlled schedules, whose threads
-must block only at the framework's synchronisation points).
+must block only at the framework's synchronisation points). ``"wait_summary": SECONDS``
+then waits, still holding ``dls_lock``, until a reader holds the link's summary kstat
+(the "kslock" shape in kstatd), and ``LINK_ENTERED`` ``{"name": ...}`` answers
+``{"entered": bool}``: whether a reader has entered the ``ks_update`` of a link being
+deleted (so a test starts the summary's reader only then).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import time
 from typing import Any
 
 from kstatpy import KSTAT_DATA_UINT64
@@ -40,6 +45,7 @@ from kstatpy.kmem import KmemObject
 
 LINK_CREATE = 0x7E8149
 LINK_DELETE = 0x7E814A
+LINK_ENTERED = 0x7E814B
 KEY = "dls"
 
 
@@ -64,6 +70,7 @@ class Dls:
         self.lock = KMutex("dls_lock")
         self.stats_lock = KMutex("dls_stats_lock")  # ks_lock of every dls kstat
         self.links: dict[str, DlsLink] = {}
+        self.deleting: dict[str, DlsLink] = {}  # read without dls_lock by LINK_ENTERED (an Event)
         self.creating: set[str] = set()  # names whose kstats are being made
         self.next_id = 1
 
@@ -97,7 +104,7 @@ class Dls:
             self.creating.discard(name)
             self.links[name] = link
 
-    def delete(self, name: str, wait_reader: float = 0.0, then: Any = None) -> None:
+    def delete(self, name: str, wait_reader: float = 0.0, then: Any = None, wait_summary: float = 0.0) -> None:
         chain = self.chain
         with self.lock:
             link = self.links.pop(name, None)
@@ -105,7 +112,12 @@ class Dls:
                 raise KstatError(errno.ENOENT, f"no link {name!r}")
             if wait_reader:  # a reader that enters ks_update from now on finds dls_lock held
                 link.entered.clear()
+                self.deleting[name] = link
                 link.entered.wait(wait_reader)
+            if wait_summary:  # kstatd's "kslock" test: a reader of summary holds it now
+                deadline = time.monotonic() + wait_summary
+                while link.stats[1].e_owner is None and time.monotonic() < deadline:
+                    time.sleep(0.005)  # polling with a deadline
             if then is not None:  # in-process tests: one more thing to wait for, dls_lock held
                 then()
             rest = list(link.stats)
@@ -115,6 +127,7 @@ class Dls:
                 chain.kstat_delete(rest.pop(1))  # the bug: kstat_delete(summary) under dls_lock
         for ksp in rest:
             chain.kstat_delete(ksp)
+        self.deleting.pop(name, None)
         chain.kmem.free(link)
 
 
@@ -138,6 +151,9 @@ def kstatpy_ioctl(chain: Any, conn: Any, cmd: int, arg: Any) -> Any:
         dls.create(arg["name"])
         return 0, {}
     if cmd == LINK_DELETE:
-        dls.delete(arg["name"], float(arg.get("wait_reader", 0.0)))
+        dls.delete(arg["name"], float(arg.get("wait_reader", 0.0)), wait_summary=float(arg.get("wait_summary", 0.0)))
         return 0, {}
+    if cmd == LINK_ENTERED:
+        link = dls.deleting.get(arg["name"])
+        return 0, {"entered": link is not None and link.entered.is_set()}
     return None
