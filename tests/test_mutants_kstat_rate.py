@@ -176,6 +176,20 @@ def test_a_recreated_kstat_is_a_reset_since_its_new_crtime(host: Host) -> None:
     assert got["named"]["ev"] == r(500) and reset["named"] is False and notes == []
 
 
+def test_a_kstat_recreated_within_the_same_clock_tick_is_still_a_reset(host: Host) -> None:
+    host.set_named(host.named, ev=1000, u32=10, i32=10, i64=10)
+    host.report(T0 + 2 * S)
+    old_kid = host.named.ks_kid
+    host.chain.kstat_delete(host.named)
+    host.now = T0  # the same crtime as the one deleted: only the kid tells them apart
+    host.named = host.make_named()
+    host.set_named(host.named, ev=600, u32=10, i32=10, i64=10)
+    got, reset, notes = host.report(T0 + 3 * S)
+    assert host.named.ks_crtime == T0 and host.named.ks_kid != old_kid
+    assert got["named"]["ev"] == r(200) and reset["named"] is True  # since crtime, not (600 - 1000) / 1 s
+    assert notes == [f"rate:0:named: re-created (kid {old_kid} -> {host.named.ks_kid}); rates since its new crtime"]
+
+
 def test_a_kstat_that_left_the_chain_is_forgotten(host: Host) -> None:
     host.set_named(host.named, ev=1000, u32=10, i32=10, i64=10)
     host.report(T0 + 2 * S)
@@ -257,6 +271,10 @@ def test_an_unread_kstat_is_left_as_it_is(host: Host) -> None:
         (7, None, 64, S, 0, (0.0, False)),
         (7, None, 16, S, S, (7.0, False)),
         (2**16 + 7, 2**16 + 5, 16, S, S, (2.0, False)),
+        (5, 6, 16, S, S, (5.0, True)),  # only a 32-bit counter wraps: any other width went back
+        (7, 5, 64, 3 * S, S, (2 / 3, False)),  # a fraction, not floored
+        (7, 5, 64, 1, S, (2e9, False)),  # one ns is time passed
+        (7, None, 64, S, 1, (7e9, False)),
     ],
 )
 def test_rate_of_edges(value: int, prev: int | None, width: int, elapsed: int, since: int,
