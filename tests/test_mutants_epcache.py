@@ -101,12 +101,38 @@ def test_a_failed_rename_leaves_no_temporary_file(cache_dir: Path) -> None:
     assert cache.dirty and os.listdir(cache_dir) == ["entry-points.cache"]
 
 
+def test_the_temporary_name_is_never_written_through_a_link(cache_dir: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    saved(cache_dir)
+    (cache_dir / "entry-points.cache").unlink()
+    monkeypatch.setattr(os, "urandom", lambda n: b"\x01" * n)  # a name someone guessed
+    tmp = cache_dir / f".entry-points.cache.{'01' * 8}.tmp"
+    target = tmp_path / "victim"
+    target.write_text("untouched")
+    tmp.symlink_to(target)
+    EntryPointCache(GROUP).save()  # no error
+    assert target.read_text() == "untouched" and not (cache_dir / "entry-points.cache").exists()
+    tmp.unlink(missing_ok=True)
+    tmp.mkdir()  # a directory there: O_EXCL fails, and so does the unlink that cleans up
+    EntryPointCache(GROUP).save()  # no error
+    assert tmp.is_dir() and not (cache_dir / "entry-points.cache").exists()
+
+
 def test_a_directory_that_cannot_be_made_is_no_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "file").write_text("")
     monkeypatch.setenv("KSTATPY_CACHE_DIR", str(tmp_path / "file" / "sub"))
     cache = EntryPointCache(GROUP)
+    std = [os.fstat(fd) for fd in (0, 1, 2)]
     cache.save()  # no error
     assert cache.dirty and not cache.hit
+    assert [os.fstat(fd) for fd in (0, 1, 2)] == std  # no stray descriptor was used, nor closed
+
+
+def test_reading_never_makes_the_directory(cache_dir: Path) -> None:
+    cache = EntryPointCache(GROUP)
+    assert not cache.hit and not cache_dir.exists()  # only save makes it
+    cache.save()
+    assert cache_dir.is_dir()
 
 
 @pytest.mark.parametrize("mode", [0o775, 0o757, 0o777, 0o722])
@@ -150,6 +176,8 @@ def test_a_file_others_may_write_is_not_read(cache_dir: Path, mode: int) -> None
     assert not EntryPointCache(GROUP).hit
     path.chmod(0o600)
     assert EntryPointCache(GROUP).hit
+    path.chmod(0o755)  # execute bits are no one's business
+    assert EntryPointCache(GROUP).hit
 
 
 def test_only_a_regular_file_is_read(cache_dir: Path) -> None:
@@ -167,6 +195,14 @@ def test_only_a_regular_file_is_read(cache_dir: Path) -> None:
             os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
         except OSError:
             pass  # ENXIO: no reader waits
+    path.unlink()
+    os.mkfifo(path, 0o600)
+    fifo = os.open(path, os.O_RDWR | os.O_NONBLOCK)  # a FIFO that holds a good cache's text
+    try:
+        os.write(fifo, real.read_bytes())
+        assert not EntryPointCache(GROUP).hit
+    finally:
+        os.close(fifo)
     path.unlink()
     path.mkdir(mode=0o700)
     assert not EntryPointCache(GROUP).hit
@@ -199,6 +235,11 @@ def test_a_hit_needs_the_same_key_and_group(cache_dir: Path) -> None:
     data = loads(path.read_text())
     assert data is not None and data["key"] == repr(fingerprint()) and data["group"] == GROUP
     assert not EntryPointCache("another.group").hit
+    text = path.read_text()
+    for key, group in (("", GROUP), (data["key"], "a")):  # sorting before is not being equal
+        path.write_text(dumps({**data, "key": key, "group": group}))
+        assert not EntryPointCache(GROUP).hit, (key, group)
+    path.write_text(text)
     data["key"] = repr(fingerprint()[:-1])
     path.write_text(dumps(data))
     cache = EntryPointCache(GROUP)
@@ -325,6 +366,8 @@ def test_dumps_format_and_escapes() -> None:
     assert text == "kstatpy-epcache 2\ngroup\tg\\\\\nkey\tk\\tk\nep\tn\\n\tv\ndecl\td\t\t0\t1\n"
     assert loads(text) == {"group": "g\\", "key": "k\tk", "entry_points": [("n\n", "v")],
                            "declared": {"d": {"file": None, "mtime": 0, "modules": []}}}  # fmt: skip
+    upper = {"group": "G\\1", "key": "Key\t1", "entry_points": [], "declared": {}}
+    assert loads(dumps(upper)) == upper
     plain = {"group": "g", "key": "k", "entry_points": [], "declared": {}}
     assert dumps(plain) == "kstatpy-epcache 2\ngroup\tg\nkey\tk\n" and loads(dumps(plain)) == plain
 
@@ -345,6 +388,11 @@ def test_dumps_format_and_escapes() -> None:
         "kstatpy-epcache 2\ngroup\tg\nkey\tk\n\n",  # an empty line
         "kstatpy-epcache 2 \ngroup\tg\nkey\tk\n",
         "kstatpy-epcache 2\ngroup\tg\nkey\tk",  # no final newline
+        "kstatpy-epcache 2\ngroup\nkey\tk\n",  # a field too few
+        "kstatpy-epcache 2\ngroup\tg\nkey\tk\ndecl\ta\tb\n",  # kinds are exact names
+        "kstatpy-epcache 2\ngroup\tg\nkey\tk\nabc\tn\t\t\t0\n",
+        "kstatpy-epcache 2\ngroup\tg\nkey\tk\nzzz\tn\t\t\t0\n",
+        "kstatpy-epcache 2\ngroup\tg\nkey\tk\nep\ta\tb\t1\t0\n",
     ],
 )
 def test_loads_refuses_malformed_text(text: str) -> None:
