@@ -415,3 +415,29 @@ def test_load_value(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_value("os.path:join") is os.path.join
     with pytest.raises(AttributeError):
         load_value("kstatpy.epcache:nosuch")
+
+
+NOBODY_READS = """
+import sys
+from kstatpy.epcache import EntryPointCache, fingerprint
+if sys.argv[1] == "key":
+    print(repr(fingerprint()))
+else:
+    print(EntryPointCache("kstatpy.providers", path=sys.argv[2]).hit)
+"""
+
+
+def test_a_cache_root_owns_is_trusted_by_another_user() -> None:
+    need_root()
+    from tests.nobody import run_as_nobody
+    from tests.nobody import shared_dir
+
+    with shared_dir(0o755) as d:  # root's, 0755: a cache root wrote for everyone (a system image)
+        path = os.path.join(d, "entry-points.cache")
+        key = run_as_nobody(["-c", NOBODY_READS, "key"], capture_output=True)
+        assert key.returncode == 0, key.stderr
+        Path(path).write_text(dumps({"group": GROUP, "key": key.stdout.decode().strip(),
+                                     "entry_points": [], "declared": {}}))  # fmt: skip
+        os.chmod(path, 0o644)
+        got = run_as_nobody(["-c", NOBODY_READS, "hit", path], capture_output=True)
+        assert (got.returncode, got.stdout) == (0, b"True\n"), got.stderr
