@@ -112,6 +112,10 @@ def test_the_temporary_name_is_never_written_through_a_link(cache_dir: Path, tmp
     tmp.symlink_to(target)
     EntryPointCache(GROUP).save()  # no error
     assert target.read_text() == "untouched" and not (cache_dir / "entry-points.cache").exists()
+    tmp.unlink(missing_ok=True)  # the failed save took the link away
+    tmp.write_text("x" * 100_000)  # a file there (ours: the directory is): never written into
+    EntryPointCache(GROUP).save()
+    assert not (cache_dir / "entry-points.cache").exists()
     tmp.unlink(missing_ok=True)
     tmp.mkdir()  # a directory there: O_EXCL fails, and so does the unlink that cleans up
     EntryPointCache(GROUP).save()  # no error
@@ -441,3 +445,21 @@ def test_a_cache_root_owns_is_trusted_by_another_user() -> None:
         os.chmod(path, 0o644)
         got = run_as_nobody(["-c", NOBODY_READS, "hit", path], capture_output=True)
         assert (got.returncode, got.stdout) == (0, b"True\n"), got.stderr
+
+
+CLOSED_STDIN = """
+import os, sys
+from kstatpy.epcache import EntryPointCache
+assert sys.stdin is None  # descriptor 0 is free: the cache's directory gets it
+EntryPointCache("kstatpy.providers").save()
+print(EntryPointCache("kstatpy.providers").hit)
+"""
+
+
+def test_descriptor_0_is_a_descriptor(cache_dir: Path) -> None:
+    # A daemon may run with stdin closed: then the cache's directory opens as descriptor 0.
+    import subprocess
+
+    r = subprocess.run(["sh", "-c", 'exec "$0" -c "$1" 0<&-', sys.executable, CLOSED_STDIN],
+                       capture_output=True, timeout=60)  # fmt: skip
+    assert (r.returncode, r.stdout) == (0, b"True\n"), r.stderr
