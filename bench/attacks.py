@@ -1,14 +1,17 @@
 """Issue 21's attacks on kstatd, measured: a second user (nobody, via setpriv) attacks, root measures.
 
-    python bench/attacks.py describe-flood [--conns 64] [--seconds 10] [--tree DIR]
-    python bench/attacks.py churn [--seconds 8] [--samples 300] [--tree DIR]
-    python bench/attacks.py expensive [--kind select|read_many|describe] [--conns 64] [--tree DIR]
+    python bench/attacks.py describe-flood [--conns 64] [--seconds 10] [--kind describe|read_many] [--pieces] [--tree DIR]
+    python bench/attacks.py churn [--seconds 8] [--samples 300] [--twin] [--tree DIR]
+    python bench/attacks.py expensive [--kind select|read_many|describe] [--conns 64] [--twin] [--tree DIR]
 
-Root's samples alternate in blocks of 25 with the attackers stopped (SIGSTOP: "idle")
-and running, so both meet the same background load of a shared machine.
-``describe-flood``: nobody keeps 64 connections, each with a DESCRIBE of every kid sent
-and never read (reconnecting when kstatd closes one); kstatd's RSS is sampled (VmRSS,
-every 0.1 s) and its peak reported. ``churn``: nobody connects and closes as fast as 4
+Root's samples alternate in blocks of 25 with the attackers stopped (SIGSTOP: "idle",
+once kstatd has finished what they had asked) and running ("loaded"), so both meet the
+same background load of a shared machine; with ``--twin``, a third block times an
+identical kstatd nobody attacks while the attackers run (the machine's share of the
+delay). ``--kstatd-arg OPTION`` passes an option to the kstatd under test.
+``describe-flood``: nobody keeps 64 connections, each with a DESCRIBE (or READ_MANY) of
+every kid sent and never read (reconnecting when kstatd closes one), asking for pieces
+with ``--pieces``; kstatd's RSS is sampled (VmRSS, every 0.1 s) and its peak reported. ``churn``: nobody connects and closes as fast as 4
 processes can on the public socket; root's connect + READ round trips on the socket its
 clients use by default are timed idle and under churn (p50, p99). ``expensive``: nobody's
 64 connections loop SELECT with fresh globs, READ_MANY at the reply budget, or DESCRIBE;
@@ -67,7 +70,7 @@ def rpc(path: str, cmd: int, arg: Any = None) -> list[Any]:
 class Kstatd:
     """kstatd from ``tree`` with the system provider, default limits, in a 0755 directory."""
 
-    def __init__(self, tree: str) -> None:
+    def __init__(self, tree: str, extra: list[str] | None = None) -> None:
         self.dir = tempfile.mkdtemp(prefix="kstatpy-attack-")
         os.chmod(self.dir, 0o755)
         self.public = os.path.join(self.dir, "kstat.sock")
@@ -76,7 +79,8 @@ class Kstatd:
         os.symlink(os.path.join(tree, "providers"), os.path.join(self.shim, "kstatpy_providers"))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([tree, self.shim]), KSTATPY_DISABLE_PLUGIN_AUTOLOAD="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kstatpy.cli.kstatd", "--socket", self.public, "--plugin", "kstatpy_providers.system"],
+            [sys.executable, "-m", "kstatpy.cli.kstatd", "--socket", self.public, "--plugin", "kstatpy_providers.system",
+             *(extra or [])],
             cwd=tree, env=env, stderr=subprocess.PIPE,
         )  # fmt: skip
         priv = os.path.join(self.dir, "priv", "kstat.sock")
@@ -91,6 +95,25 @@ class Kstatd:
         time.sleep(0.3)
         #: root's socket: the privileged one where kstatd has it (this branch), else the public one
         self.root_socket = priv if os.path.exists(priv) else self.public
+
+    def cpu_ticks(self) -> int:
+        """kstatd's CPU time so far (utime + stime, clock ticks; proc(5))."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    def settle(self, most: float = 10.0) -> float:
+        """Wait until kstatd is idle (under 2 ticks in 0.1 s, twice running), at most ``most``
+        seconds: requests the attackers sent before they were stopped are finished first."""
+        t0 = time.monotonic()
+        quiet = 0
+        last = self.cpu_ticks()
+        while quiet < 2 and time.monotonic() - t0 < most:
+            time.sleep(0.1)
+            now = self.cpu_ticks()
+            quiet = quiet + 1 if now - last < 2 else 0
+            last = now
+        return time.monotonic() - t0
 
     def rss_kb(self) -> int:
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -115,16 +138,27 @@ def kids(path: str) -> list[int]:
     return [h["kid"] for h in rpc(path, READ, {"kid": 0})[2]["kstat"]["data"]]
 
 
-def nobody(code: str, *args: str) -> subprocess.Popen[bytes]:
+def replies_stats(path: str) -> dict[str, int] | None:
+    """kstatpy:0:replies (parked bytes, their peak, ...), None from a kstatd without it."""
+    hdrs = rpc(path, READ, {"kid": 0})[2]["kstat"]["data"]
+    found = [h["kid"] for h in hdrs if (h["module"], h["name"]) == ("kstatpy", "replies")]
+    if not found:
+        return None
+    return {name: value for name, _t, value in rpc(path, READ, {"kid": found[0]})[2]["kstat"]["data"]}
+
+
+def nobody(code: str, *args: str, stdout: Any = None) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.Popen([*AS_NOBODY, sys.executable, "-c", code, *args], cwd="/", env=env)
+    return subprocess.Popen([*AS_NOBODY, sys.executable, "-c", code, *args], cwd="/", env=env, stdout=stdout)
 
 
 UNREAD_DESCRIBE = r"""
 import msgpack, socket, sys, time
 path, conns, seconds, kids = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), msgpack.unpackb(bytes.fromhex(sys.argv[4]))
+cmd, pieces = int(sys.argv[5]), sys.argv[6] == "1"
 kids = (kids * (65536 // len(kids) + 1))[:65536]  # every kid, repeated to the request's limit: a reply at the budget
-body = msgpack.packb([0x4B13, 1, {"kids": kids}], use_bin_type=True)
+arg = {"kids": kids, "pieces": True} if pieces else {"kids": kids}  # pieces: asked for (docs/PROTOCOL.md §9.8)
+body = msgpack.packb([cmd, 1, arg], use_bin_type=True)
 req = len(body).to_bytes(4, "big") + body
 socks = []
 stop = time.monotonic() + seconds
@@ -165,7 +199,12 @@ while time.monotonic() < stop:
 """
 
 EXPENSIVE = r"""
-import msgpack, os, socket, sys, threading, time
+import msgpack, os, signal, socket, sys, threading, time
+done = [0]
+def report(*_):  # the requests answered, for the flood's throughput
+    print(done[0], flush=True)
+    os._exit(0)
+signal.signal(signal.SIGTERM, report)
 path, conns, seconds, kind, kids = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], msgpack.unpackb(bytes.fromhex(sys.argv[5]))
 stop = time.monotonic() + seconds
 if kind == "read_many":  # at the reply budget
@@ -194,6 +233,7 @@ def worker(i):
                 body = msgpack.packb([cmd, seq, arg], use_bin_type=True)
                 s.sendall(len(body).to_bytes(4, "big") + body)
                 n = int.from_bytes(recv_exact(s, 4), "big"); recv_exact(s, n)
+                done[0] += 1
         except (OSError, EOFError):
             time.sleep(0.05)
 for i in range(conns):
@@ -217,22 +257,41 @@ def sample_root(path: str, kid: int, n: int, spacing: float = 0.01) -> list[floa
     return out
 
 
-def interleaved(path: str, kid: int, attackers: list[subprocess.Popen[bytes]], n: int) -> tuple[list[float], list[float]]:
+def interleaved(
+    kd: Kstatd, kid: int, attackers: list[subprocess.Popen[bytes]], n: int, twin: Kstatd | None = None,
+    running: list[float] | None = None,
+) -> dict[str, Any]:
     """Root's round trips in alternating blocks, the attackers stopped (SIGSTOP) then running:
-    both sets meet the same background load of a shared machine. (idle, loaded)."""
-    idle: list[float] = []
-    loaded: list[float] = []
+    all sets meet the same background load of a shared machine.
+
+    "idle": the attackers stopped, once kstatd has finished what they had asked before
+    (its CPU time stops growing, at most 10 s: :meth:`Kstatd.settle`; blocks that did not
+    settle are counted in "unsettled"). "loaded": the attackers running. "twin": the same,
+    on ``twin``, an identical kstatd nobody attacks, sampled while the attackers run: the
+    machine's share of the delay (their CPU), without kstatd's. The seconds the attackers
+    ran are added to ``running[0]``."""
+    path = kd.root_socket
+    out: dict[str, Any] = {"idle": [], "loaded": [], "twin": [], "unsettled": 0}
     block = 25
-    while len(loaded) < n:
+    t_run = time.monotonic()
+    while len(out["loaded"]) < n:
         for a in attackers:
             os.kill(a.pid, signal.SIGSTOP)
-        time.sleep(0.3)  # what kstatd was already doing for them settles
-        idle += sample_root(path, kid, block)
+        if running is not None:
+            running[0] += time.monotonic() - t_run
+        if kd.settle() >= 10.0:  # what kstatd was already doing for them is done (or 10 s passed)
+            out["unsettled"] += 1
+        out["idle"] += sample_root(path, kid, block)
         for a in attackers:
             os.kill(a.pid, signal.SIGCONT)
+        t_run = time.monotonic()
         time.sleep(0.3)
-        loaded += sample_root(path, kid, block)
-    return idle, loaded
+        out["loaded"] += sample_root(path, kid, block)
+        if twin is not None:
+            out["twin"] += sample_root(twin.root_socket, kid, block)
+    if running is not None:
+        running[0] += time.monotonic() - t_run
+    return out
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -249,60 +308,86 @@ def misc_kid(path: str) -> int:
     return next(h["kid"] for h in hdrs if h["module"] == "unix" and h["name"] == "system_misc")
 
 
-def describe_flood(tree: str, conns: int, seconds: float) -> dict[str, Any]:
+def describe_flood(tree: str, conns: int, seconds: float, pieces: bool = False, kind: str = "describe") -> dict[str, Any]:
     kd = Kstatd(tree)
     try:
         base = kd.rss_kb()
         all_kids = msgpack.packb(kids(kd.public)).hex()
-        attacker = nobody(UNREAD_DESCRIBE, kd.public, str(conns), str(seconds), all_kids)
+        cmd = str(DESCRIBE if kind == "describe" else READ_MANY)
+        attacker = nobody(UNREAD_DESCRIBE, kd.public, str(conns), str(seconds), all_kids, cmd, "1" if pieces else "0")
         peak = base
         t_end = time.monotonic() + seconds
         while time.monotonic() < t_end:
             peak = max(peak, kd.rss_kb())
             time.sleep(0.1)
         root_ok = rpc(kd.root_socket, HELLO, {"protocol": 1})[1] == 0
+        parked = replies_stats(kd.root_socket)
         attacker.wait(30)
     finally:
         err = kd.stop()
-    return {"scenario": "describe-flood", "tree": tree, "conns": conns, "seconds": seconds,
+    return {"scenario": "describe-flood", "kind": kind, "pieces": pieces, "tree": tree, "conns": conns, "seconds": seconds,
             "rss_idle_mb": round(base / 1024, 1), "rss_peak_mb": round(peak / 1024, 1), "root_answered": root_ok,
+            "replies": parked,
             "kstatd_log_lines": err.count("\n"), "ok": peak < 200 * 1024 and root_ok}  # fmt: skip
 
 
-def churn(tree: str, seconds: float, samples: int, rate: float = 3000.0) -> dict[str, Any]:
-    kd = Kstatd(tree)
+def _ratios(r: dict[str, Any]) -> dict[str, Any]:
+    i, l_ = figures(r["idle"]), figures(r["loaded"])
+    out = {"idle": i, "loaded": l_, "unsettled_idle_blocks": r["unsettled"],
+           "p99_ratio": round(l_["p99_ms"] / max(i["p99_ms"], 0.001), 2)}  # fmt: skip
+    if r["twin"]:
+        t = out["twin"] = figures(r["twin"])
+        out["p99_ratio_to_twin"] = round(l_["p99_ms"] / max(t["p99_ms"], 0.001), 2)
+    return out
+
+
+def churn(
+    tree: str, seconds: float, samples: int, rate: float = 3000.0, extra: list[str] | None = None, twin: bool = False
+) -> dict[str, Any]:
+    kd = Kstatd(tree, extra)
+    kd2 = Kstatd(tree, extra) if twin else None
     try:
         kid = misc_kid(kd.root_socket)
+        assert kd2 is None or misc_kid(kd2.root_socket) == kid
         attackers = [nobody(CHURN, kd.public, str(seconds), str(rate / 2)) for _ in range(2)]
         time.sleep(0.5)
-        idle, loaded = interleaved(kd.root_socket, kid, attackers, samples)
+        r = _ratios(interleaved(kd, kid, attackers, samples, kd2))
         for a in attackers:
             a.kill()
             a.wait(60)
     finally:
         kd.stop()
-    i, l_ = figures(idle), figures(loaded)
-    ratio = l_["p99_ms"] / max(i["p99_ms"], 0.001)
-    return {"scenario": "churn", "tree": tree, "root_socket": kd.root_socket.rsplit("/", 2)[-2:], "idle": i,
-            "under_churn": l_, "p99_ratio": round(ratio, 2), "ok": ratio <= 3.0}  # fmt: skip
+        if kd2 is not None:
+            kd2.stop()
+    return {"scenario": "churn", "tree": tree, "kstatd_args": extra or [],
+            "root_socket": kd.root_socket.rsplit("/", 2)[-2:], **r, "ok": r["p99_ratio"] <= 3.0}  # fmt: skip
 
 
-def expensive(tree: str, kind: str, conns: int, seconds: float, samples: int) -> dict[str, Any]:
-    kd = Kstatd(tree)
+def expensive(
+    tree: str, kind: str, conns: int, seconds: float, samples: int, extra: list[str] | None = None, twin: bool = False
+) -> dict[str, Any]:
+    kd = Kstatd(tree, extra)
+    kd2 = Kstatd(tree, extra) if twin else None
     try:
         kid = misc_kid(kd.root_socket)
+        assert kd2 is None or misc_kid(kd2.root_socket) == kid
         all_kids = kids(kd.public)
-        attacker = nobody(EXPENSIVE, kd.public, str(conns), str(seconds), kind, msgpack.packb(all_kids).hex())
+        attacker = nobody(
+            EXPENSIVE, kd.public, str(conns), str(seconds), kind, msgpack.packb(all_kids).hex(), stdout=subprocess.PIPE
+        )
         time.sleep(1.0)
-        idle, loaded = interleaved(kd.root_socket, kid, [attacker], samples)
-        attacker.kill()
-        attacker.wait(30)
+        running = [1.0]
+        r = _ratios(interleaved(kd, kid, [attacker], samples, kd2, running))
+        attacker.terminate()
+        out, _ = attacker.communicate(timeout=30)
+        answered = int(out.split()[-1]) if out.split() else 0
+        flood = {"answered": answered, "per_s": round(answered / running[0], 1)}
     finally:
         kd.stop()
-    i, l_ = figures(idle), figures(loaded)
-    ratio = l_["p99_ms"] / max(i["p99_ms"], 0.001)
-    return {"scenario": f"expensive-{kind}", "tree": tree, "conns": conns, "idle": i, "under_flood": l_,
-            "p99_ratio": round(ratio, 2), "ok": ratio <= 5.0}  # fmt: skip
+        if kd2 is not None:
+            kd2.stop()
+    return {"scenario": f"expensive-{kind}", "tree": tree, "kstatd_args": extra or [], "conns": conns, **r,
+            "flood_requests": flood, "ok": r["p99_ratio"] <= 5.0}  # fmt: skip
 
 
 def main() -> None:
@@ -310,6 +395,8 @@ def main() -> None:
     sub = ap.add_subparsers(dest="what", required=True)
     p = sub.add_parser("describe-flood")
     p.add_argument("--conns", type=int, default=64)
+    p.add_argument("--kind", choices=["describe", "read_many"], default="describe")
+    p.add_argument("--pieces", action="store_true", help='the attacker asks for its replies in pieces ("pieces": true)')
     p.add_argument("--seconds", type=float, default=10.0)
     p = sub.add_parser("churn")
     p.add_argument("--seconds", type=float, default=600.0)
@@ -321,13 +408,18 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=300)
     for p in sub.choices.values():
         p.add_argument("--tree", default=str(REPO), help="the checkout whose kstatd runs (before/after)")
+        p.add_argument("--kstatd-arg", action="append", default=[], help="an option for kstatd (repeatable)")
+    for name in ("churn", "expensive"):
+        sub.choices[name].add_argument(
+            "--twin", action="store_true", help="also time an identical kstatd nobody attacks, in the same blocks"
+        )
     a = ap.parse_args()
     if a.what == "describe-flood":
-        report = describe_flood(a.tree, a.conns, a.seconds)
+        report = describe_flood(a.tree, a.conns, a.seconds, a.pieces, a.kind)
     elif a.what == "churn":
-        report = churn(a.tree, a.seconds, a.samples)
+        report = churn(a.tree, a.seconds, a.samples, extra=a.kstatd_arg, twin=a.twin)
     else:
-        report = expensive(a.tree, a.kind, a.conns, a.seconds, a.samples)
+        report = expensive(a.tree, a.kind, a.conns, a.seconds, a.samples, extra=a.kstatd_arg, twin=a.twin)
     print(json.dumps(report))
     sys.exit(0 if report["ok"] else 1)
 

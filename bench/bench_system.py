@@ -44,7 +44,6 @@ from infra import echo_server  # noqa: E402
 from infra import wait_ready  # noqa: E402
 from kstatpy_providers.system.cpustat import SYS_ORDER  # noqa: E402
 from kstatpy_providers.system.cpustat import VM_ORDER  # noqa: E402
-from kstatpy_providers.system.disk import ERR_FIELDS  # noqa: E402
 
 from kstatpy.chain import Chain  # noqa: E402
 from kstatpy.constants import KSTAT_READ  # noqa: E402
@@ -266,14 +265,12 @@ def make_floor_disk(name: str) -> Callable[[], dict[str, int]]:
     return floor
 
 
-ERR_ZERO = {f: 0 for f, _ in ERR_FIELDS}
-
-
-def make_floor_disk_err(name: str) -> Callable[[], dict[str, Any]]:
+def make_floor_disk_err(name: str, fields: list[str]) -> Callable[[], dict[str, Any]]:
     path = f"/sys/block/{name}/size"
+    zero = dict.fromkeys(fields, 0)  # the layout of the disk's module (sd's or blkdev's)
 
     def floor() -> dict[str, Any]:
-        return {**ERR_ZERO, "Device Name": name, "Size": int(rd(path)) * 512}
+        return {**zero, "Device Name": name, "Size": int(rd(path)) * 512}
 
     return floor
 
@@ -370,7 +367,7 @@ def kstat_cases(chain: Chain) -> list[tuple[str, Any, Callable[[], Any]]]:
         cases.append((f"{d.ks_module}:{d.ks_instance}:{d.ks_name} (IO, {name})", d, make_floor_disk(name)))
         err = ks(d.ks_module + "err", d.ks_instance, d.ks_name + ",err")
         if err is not None:
-            cases.append((f"{err.ks_module}:{err.ks_instance}:{err.ks_name}", err, make_floor_disk_err(name)))
+            cases.append((f"{err.ks_module}:{err.ks_instance}:{err.ks_name}", err, make_floor_disk_err(name, [k.name for k in err.ks_data])))
     for module, name in (("ip", "ip"), ("ip", "icmp"), ("tcp", "tcp"), ("udp", "udp")):
         k = ks(module, 0, name)
         if k is not None:

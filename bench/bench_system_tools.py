@@ -6,7 +6,10 @@ As bench_system.py (its ``compare``, ``rd`` and method): the floor is the least 
 that produces the same values from the same files, the records with no source included
 as constants (the kstat never writes them). Kstats: unix:0:dnlcstats (no source at all),
 unix:0:file_cache (/proc/sys/fs/file-nr), one slab cache (/proc/slabinfo, when
-readable), vmem:0:kmem_oversize (no source), zones:0:global.
+readable), vmem:0:kmem_oversize (no source), zones:0:global, fsstat's vopstats of the
+root's file-system type (no source at all), and the INTR kstat of the busiest IRQ line
+(/sys/kernel/irq/N/per_cpu_count kept open, /proc/irq/N/spurious opened each time, as
+the provider does).
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from kstatpy_providers.system.hostwide import DNLC_FIELDS  # noqa: E402
 from kstatpy_providers.system.hostwide import KMEM_FIELDS  # noqa: E402
 from kstatpy_providers.system.hostwide import VMEM_FIELDS  # noqa: E402
 from kstatpy_providers.system.hostwide import ZONE_FIELDS  # noqa: E402
+from kstatpy_providers.system.vopstats import MOUNTINFO  # noqa: E402
+from kstatpy_providers.system.vopstats import VOP_FIELDS  # noqa: E402
+from kstatpy_providers.system.vopstats import parse_mountinfo  # noqa: E402
 
 from kstatpy.chain import Chain  # noqa: E402
 from kstatpy.constants import KSTAT_READ  # noqa: E402
@@ -39,6 +45,7 @@ DNLC_ZERO = dict.fromkeys(DNLC_FIELDS, 0)
 KMEM_ZERO = dict.fromkeys(KMEM_FIELDS, 0)
 VMEM_ZERO = dict.fromkeys(VMEM_FIELDS, 0)
 ZONE_ZERO = {f: 0 for f, _ in ZONE_FIELDS}
+VOP_ZERO = dict.fromkeys(VOP_FIELDS, 0)
 NSPT = 10**9 // HZ
 
 
@@ -48,6 +55,23 @@ def floor_dnlc() -> dict[str, int]:
 
 def floor_vmem() -> dict[str, int]:
     return dict(VMEM_ZERO)
+
+
+def floor_vopstats() -> dict[str, int]:
+    return dict(VOP_ZERO)
+
+
+def make_floor_intr(irq: int) -> Callable[[], list[int]]:
+    counts, spurious = f"/sys/kernel/irq/{irq}/per_cpu_count", f"/proc/irq/{irq}/spurious"
+
+    def floor() -> list[int]:
+        hard = sum(int(c) for c in rd(counts).split(b",")) & 0xFFFFFFFF
+        with open(spurious, "rb") as f:
+            data = f.read(4096)
+        at = data.find(b"unhandled ") + 10
+        return [hard, 0, 0, int(data[at : data.find(b"\n", at)]) & 0xFFFFFFFF, 0]
+
+    return floor
 
 
 def floor_file_cache() -> dict[str, int]:
@@ -99,16 +123,26 @@ def main() -> None:
         ("vmem:0:kmem_oversize", chain.kstat_lookup_name("vmem", 0, "kmem_oversize"), floor_vmem),
         ("zones:0:global", chain.kstat_lookup_name("zones", 0, "global"), floor_zone),
     ]
+    root_type = next(t for _, point, t in parse_mountinfo(rd("/" + MOUNTINFO)) if point == "/")
+    cases.append((f"unix:0:vopstats_{root_type}", chain.kstat_lookup_name("unix", 0, f"vopstats_{root_type}"),
+                  floor_vopstats))  # fmt: skip
     caches = [k for k in chain.kstats() if k.ks_class == "kmem_cache" and k.ks_name != "file_cache"]
     if caches:
         k = caches[len(caches) // 2]  # a cache in the middle of /proc/slabinfo
         cases.append((f"unix:0:{k.ks_name} (kmem_cache)", k, make_floor_slab(k.ks_name)))
+    intrs = [k for k in chain.kstats() if k.ks_module == "irq"]
+    if intrs:
+        busiest = max(intrs, key=lambda k: sum(int(c) for c in rd(f"/sys/kernel/irq/{k.ks_instance}/per_cpu_count").split(b",")))
+        cases.append((f"irq:{busiest.ks_instance}:{busiest.ks_name} (INTR)", busiest, make_floor_intr(busiest.ks_instance)))
     print(f"## ks_update against its floor ({opts.rounds * opts.block} calls each, alternating; medians)\n")
     print("| kstat | floor µs | ks_update µs | ratio |")
     print("|---|---:|---:|---:|")
     for label, ksp, floor in cases:
-        names = {r.name for r in ksp.ks_data}
-        assert set(floor()) == names, (label, set(floor()) ^ names)
+        if ksp.ks_module == "irq":  # kstat_intr_t: five counters in order
+            assert len(floor()) == 5, label
+        else:
+            names = {r.name for r in ksp.ks_data}
+            assert set(floor()) == names, (label, set(floor()) ^ names)
         update = ksp.ks_update
         u, f = compare(lambda ksp=ksp, update=update: update(ksp, KSTAT_READ), floor, opts.rounds, opts.block)
         print(f"| `{label}` | {f:.1f} | {u:.1f} | {u / f:.2f} |")

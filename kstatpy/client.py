@@ -14,6 +14,11 @@ Copies
     entries whose kid survived (the same objects, their data and header untouched) and
     drops the others, as libkstat does.
 
+Reply shapes
+    The decoders check each field of a reply as they take it
+    (:mod:`kstatpy.client_shapes`): a result of the wrong shape is ProtocolError
+    (EPROTO), one line naming the ioctl and the socket (:meth:`KstatCtl.malformed`).
+
 Threads
     One KstatCtl may be shared by threads: the transport serialises round trips (one
     lock around send and receive) and ``_lock`` guards ``kc_chain`` and ``kc_chain_id``.
@@ -29,6 +34,11 @@ import errno
 import time
 from _thread import allocate_lock
 
+from kstatpy.client_kstat import KstatUser
+from kstatpy.client_shapes import NAMES
+from kstatpy.client_shapes import MalformedReply
+from kstatpy.client_shapes import enomem_ok
+from kstatpy.client_shapes import entries
 from kstatpy.errors import KstatError
 from kstatpy.errors import error_for_errno
 from kstatpy.named import KstatNamedData
@@ -75,103 +85,8 @@ _WRITE = 0x4B03  # KstatIoctl.WRITE
 _HELLO = 0x4B10  # KstatIoctl.HELLO
 _READ_MANY = 0x4B11  # KstatIoctl.READ_MANY
 _RAW = 0  # KstatType.RAW
-_NAMED = 1  # KstatType.NAMED
-_TIMER = 4  # KstatType.TIMER
 _RESIZABLE = 0x02 | 0x40  # KstatFlag.VAR_SIZE | KstatFlag.LONGSTRINGS
 _GLOBAL_ZONEID = 0  # GLOBAL_ZONEID
-
-
-# --- user copies ---------------------------------------------------------------
-
-
-class KstatUser:
-    """A user copy of a kstat header (``kstat_t`` in libkstat's chain) and its data."""
-
-    __slots__ = (
-        "ks_class",
-        "ks_crtime",
-        "ks_data",
-        "ks_data_size",
-        "ks_flags",
-        "ks_instance",
-        "ks_kid",
-        "ks_module",
-        "ks_name",
-        "ks_ndata",
-        "ks_snaptime",
-        "ks_type",
-    )
-
-    def __init__(self, header: dict[str, Any]) -> None:
-        self.ks_kid: int = header["kid"]
-        self.ks_module: str = header["module"]
-        self.ks_instance: int = header["instance"]
-        self.ks_name: str = header["name"]
-        self.ks_class: str = header["class"]
-        self.ks_type: int = header["type"]
-        self.ks_flags: int = header["flags"]
-        self.ks_ndata: int = header["ndata"]
-        self.ks_data_size: int = header["data_size"]
-        self.ks_crtime: int = header["crtime"]
-        self.ks_snaptime: int = header["snaptime"]
-        self.ks_data: Any = None
-
-    def __repr__(self) -> str:
-        return f"<kstat {self.ks_module}:{self.ks_instance}:{self.ks_name} kid={self.ks_kid}>"
-
-    def _fill(self, kstat: dict[str, Any]) -> None:
-        # A READ's result: the fields the driver copies back, then the data.
-        self.ks_ndata = kstat["ndata"]
-        self.ks_data_size = kstat["data_size"]
-        self.ks_flags = kstat["flags"]
-        self.ks_snaptime = kstat["snaptime"]
-        data = kstat["data"]
-        if self.ks_type == _NAMED and self.ks_kid != 0:
-            data = KstatNamedData(data)
-        self.ks_data = data
-
-    def wire_data(self) -> Any:
-        """``ks_data`` in the DATA shape of docs/PROTOCOL.md §5 (what a WRITE sends)."""
-        data = self.ks_data
-        if self.ks_type == _NAMED and data is not None:
-            return [[n, t, v] for n, t, v in named_triples(data)]
-        return data
-
-    def raw_fields(self) -> dict[str, int] | None:
-        """A decodable RAW kstat's data as {statistic: int}, named and ordered as kstat(8)
-        prints it (``kstatpy.raw``: cpu_stat, unix:sysinfo, unix:vminfo, unix:var);
-        None for any other kstat or before a read."""
-        if self.ks_type != _RAW:
-            return None
-        from kstatpy.raw import decode
-
-        return decode(self.ks_module, self.ks_name, self.ks_data)
-
-    def data_lookup(self, name: str) -> Any:
-        """kstat_data_lookup(3KSTAT): the NAMED or TIMER record called ``name``.
-
-        :raises KstatError: EINVAL for other types; KstatNotFoundError (ENOENT) when
-            no record has that name or the kstat was never read.
-        """
-        if self.ks_type == _NAMED:
-            data = self.ks_data
-            if isinstance(data, KstatNamedData):
-                found = data.find(name)
-                if found is not None:
-                    return found
-            else:
-                for rec in data or ():
-                    if rec.name == name:
-                        return rec
-        elif self.ks_type == _TIMER:
-            for rec in self.ks_data or ():
-                if rec["name"] == name:
-                    return rec
-        else:
-            raise error_for_errno(errno.EINVAL, f"kstat_data_lookup: {self!r} is neither NAMED nor TIMER")
-        raise error_for_errno(errno.ENOENT, f"kstat_data_lookup: {self!r} has no record {name!r}")
-
-
 # --- the control handle ----------------------------------------------------------
 
 
@@ -180,6 +95,8 @@ class KstatCtl:
 
     def __init__(self, transport: Any) -> None:
         self.kc_kd = transport
+        #: Replies come off a socket (any transport but the in-process one): decoders check them.
+        self.wire = not isinstance(transport, ChainTransport)
         self.kc_chain_id = 0
         self.kc_chain: list[KstatUser] = []
         self._lock = allocate_lock()  # guards kc_chain and kc_chain_id
@@ -189,6 +106,19 @@ class KstatCtl:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def malformed(self, cmd: int, exc: MalformedReply) -> KstatError:
+        """ProtocolError (EPROTO) for a reply to ``cmd`` a decoder found malformed (one line)."""
+        path = getattr(self.kc_kd, "path", None)
+        where = f"kstatd at {path}" if isinstance(path, str) else "the in-process chain"
+        return error_for_errno(errno.EPROTO, f"malformed {NAMES.get(cmd, hex(cmd))} reply from {where}: {exc}")
+
+    def kcid_of(self, cmd: int, result: dict[str, Any]) -> int:
+        """The ``kcid`` of a reply to ``cmd``; :raises ProtocolError: EPROTO, not an int."""
+        kcid: Any = result.get("kcid")
+        if type(kcid) is not int and self.wire:
+            raise self.malformed(cmd, MalformedReply("no int kcid"))
+        return kcid
 
     def ioctl(self, cmd: int, arg: dict[str, Any] | None = None) -> dict[str, Any]:
         """A raw ioctl (provider ioctls, HELLO): the result map or a typed KstatError."""
@@ -206,7 +136,7 @@ class KstatCtl:
 
     def chain_id(self) -> int:
         """KSTAT_IOC_CHAIN_ID: the kernel's current chain id."""
-        return self.kc_kd.ioctl(_CHAIN_ID, None)["kcid"]
+        return self.kcid_of(_CHAIN_ID, self.kc_kd.ioctl(_CHAIN_ID, None))
 
     def chain_update(self, timeout: float = DEFAULT_TIMEOUT) -> int:
         """kstat_chain_update(3KSTAT): 0 if the chain is unchanged, else the new kcid.
@@ -272,6 +202,8 @@ class KstatCtl:
                         continue
                 elif exc.errno == errno.ENOMEM and "data_size" in exc.extra:
                     extra = exc.extra
+                    if self.wire and not enomem_ok(extra):
+                        raise self.malformed(_READ, MalformedReply("ENOMEM fields are not ints")) from None
                     ksp.ks_data_size = extra["data_size"]
                     ksp.ks_flags = extra.get("flags", ksp.ks_flags)
                     ksp.ks_ndata = extra.get("ndata", ksp.ks_ndata)
@@ -281,8 +213,12 @@ class KstatCtl:
                         arg["data_size"] = ksp.ks_data_size
                         continue
                 raise
-            ksp._fill(result["kstat"])
-            return result["kcid"]
+            kcid = self.kcid_of(_READ, result)
+            try:
+                ksp._fill(result.get("kstat"), self.wire)
+            except MalformedReply as bad:
+                raise self.malformed(_READ, bad) from None
+            return kcid
 
     def read_many(self, ksps: Iterable[KstatUser]) -> list[tuple[int, KstatUser]]:
         """Read many kstats with KSTATPY_IOC_READ_MANY in batches of at most 65,536.
@@ -295,21 +231,27 @@ class KstatCtl:
         from kstatpy.client_select import ioctl_past_stuck  # imports kstatpy.select
 
         ksps = list(ksps)
+        wire = self.wire
         codes = [0] * len(ksps)
         pending = list(range(len(ksps)))
         while pending:
             batch = pending[:READ_MANY_BATCH]
             result = ioctl_past_stuck(self.kc_kd.ioctl, _READ_MANY, {"kids": [ksps[i].ks_kid for i in batch]})
+            if wire:
+                self.kcid_of(_READ_MANY, result)
             again: list[int] = []
             progress = False
-            for i, (code, kstat) in zip(batch, result["results"], strict=True):
-                if code == errno.E2BIG and progress:
-                    again.append(i)
-                    continue
-                progress = True
-                codes[i] = code
-                if not code:
-                    ksps[i]._fill(kstat)
+            try:
+                for i, (code, kstat) in zip(batch, entries(result, len(batch), wire), strict=True):
+                    if code == errno.E2BIG and progress:
+                        again.append(i)
+                        continue
+                    progress = True
+                    codes[i] = code
+                    if not code:
+                        ksps[i]._fill(kstat, wire)
+            except MalformedReply as bad:
+                raise self.malformed(_READ_MANY, bad) from None
             pending = again + pending[len(batch) :]
         return list(zip(codes, ksps, strict=True))
 
@@ -334,7 +276,7 @@ class KstatCtl:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                return self.kc_kd.ioctl(_WRITE, arg)["kcid"]
+                return self.kcid_of(_WRITE, self.kc_kd.ioctl(_WRITE, arg))
             except KstatError as exc:
                 if exc.errno != errno.EAGAIN or time.monotonic() + EAGAIN_RETRY > deadline:
                     raise

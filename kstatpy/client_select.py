@@ -31,6 +31,11 @@ from __future__ import annotations
 
 import errno
 
+from kstatpy.client import KstatUser
+from kstatpy.client_shapes import MalformedReply
+from kstatpy.client_shapes import check_header
+from kstatpy.client_shapes import check_kstat
+from kstatpy.client_shapes import entries
 from kstatpy.select import RegexError
 from kstatpy.select import Selection
 from kstatpy.select import SelectorPatterns
@@ -43,7 +48,6 @@ if TYPE_CHECKING:
     from typing import Any
 
     from kstatpy.client import KstatCtl
-    from kstatpy.client import KstatUser
 
 __all__ = ["STUCK_RETRIES", "ioctl_past_stuck", "select"]
 
@@ -61,7 +65,6 @@ def select(
     types: Iterable[int] | None = None,
 ) -> list[tuple[int, KstatUser, int]]:
     """See the module docstring; ``selectors`` are 1 to 4 pattern strings each (missing: ``*``)."""
-    from kstatpy.client import KstatUser
     from kstatpy.errors import KstatError
 
     sels = [list(s) for s in selectors]
@@ -94,23 +97,42 @@ def select(
         if "regerror" in exc.extra:
             raise RegexError(exc.extra["regerror"]) from None
         return _select_locally(kc, sels, ks_class, skip_name, types)
+    if kc.wire:
+        kc.kcid_of(_SELECT, result)
+    try:
+        out, unread = _decode(result, kc.wire)
+    except MalformedReply as bad:
+        raise kc.malformed(_SELECT, bad) from None
+    if unread:
+        again = kc.read_many([out[i][1] for i in unread])
+        for i, (code, ksp) in zip(unread, again, strict=True):
+            out[i] = (code, ksp, out[i][2])
+    return out
+
+
+def _decode(result: dict[str, Any], wire: bool) -> tuple[list[tuple[int, KstatUser, int]], list[int]]:
+    # The reply's entries, and the indexes of those past kstatd's reply budget (E2BIG):
+    # to be read with READ_MANY. ``wire``: checked as they are taken (KstatCtl.wire).
     out: list[tuple[int, KstatUser, int]] = []
     append = out.append
-    unread: list[int] = []  # entries past kstatd's reply budget (E2BIG): read with READ_MANY
-    for code, kstat in result["results"]:
+    unread: list[int] = []
+    for code, kstat in entries(result, None, wire):
+        if wire:
+            if code:
+                check_header(kstat)
+            else:
+                check_kstat(kstat)
+                if type(kstat.get("prev_snaptime")) is not int:
+                    raise MalformedReply("a read entry has no int prev_snaptime")
         ksp = KstatUser(kstat)
         if code:
             if code == errno.E2BIG and out:
                 unread.append(len(out))
             append((code, ksp, kstat["snaptime"]))
         else:
-            ksp._fill(kstat)
+            ksp._fill(kstat, False)  # checked above
             append((0, ksp, kstat["prev_snaptime"]))
-    if unread:
-        again = kc.read_many([out[i][1] for i in unread])
-        for i, (code, ksp) in zip(unread, again, strict=True):
-            out[i] = (code, ksp, out[i][2])
-    return out
+    return out, unread
 
 
 def ioctl_past_stuck(ioctl: Any, cmd: int, arg: Any) -> dict[str, Any]:

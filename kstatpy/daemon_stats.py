@@ -7,6 +7,10 @@
                           and ``other`` for any errno outside that table
 ``kstatpy:0:daemon``      panics, stuck_readers (now past ``--read-timeout``),
                           stuck_readers_total, read_timeout_ms
+``kstatpy:0:replies``     parked_bytes (bytes of replies waiting now for readers that
+                          have not taken them), parked_peak_bytes, refused (replies
+                          not kept over the budget: connection closed), in_pieces
+                          (replies sent in pieces, docs/PROTOCOL.md §9.8)
 
 Counting is lock-free on the request path: each connection owns a :class:`Counters`
 only its serving thread writes; ``ks_update`` sums the live connections' counters and
@@ -30,6 +34,8 @@ from kstatpy.metadata import kstat_set_meta
 from kstatpy.records import kstat_named_init
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kstatpy.chain import Chain
     from kstatpy.kstat import Kstat
 
@@ -65,6 +71,10 @@ _META = {
     ("daemon", "stuck_readers"): gauge("count", "readers now past --read-timeout in a ks_update"),
     ("daemon", "stuck_readers_total"): counter("count", "readers that went past --read-timeout"),
     ("daemon", "read_timeout_ms"): gauge("ms", "kstatd --read-timeout"),
+    ("replies", "parked_bytes"): gauge("bytes", "reply bytes waiting now for readers that have not taken them"),
+    ("replies", "parked_peak_bytes"): gauge("bytes", "the most reply bytes that have waited for readers at once"),
+    ("replies", "refused"): counter("count", "replies not kept over the reply memory budget (connection closed)"),
+    ("replies", "in_pieces"): counter("count", "replies sent in pieces (docs/PROTOCOL.md §9.8)"),
 }
 
 
@@ -172,8 +182,9 @@ class DaemonStats:
 
     # --- kstats -----------------------------------------------------------------
 
-    def install(self, chain: Chain) -> None:
-        """Create and install ``kstatpy:0:{connections,requests,errors,daemon}``."""
+    def install(self, chain: Chain, replies: Callable[[], tuple[int, int, int, int]] | None = None) -> None:
+        """Create and install ``kstatpy:0:{connections,requests,errors,daemon}``, and
+        ``kstatpy:0:replies`` from ``replies()`` when given."""
 
         def make(name: str, fields: tuple[str, ...], values: object) -> None:
             ksp = chain.kstat_create("kstatpy", 0, name, "misc", KSTAT_TYPE_NAMED, len(fields), 0)
@@ -202,6 +213,8 @@ class DaemonStats:
             ("panics", "stuck_readers", "stuck_readers_total", "read_timeout_ms"),
             lambda: (self.panics, max(self.stuck_readers, 0), self.stuck_readers_total, self.read_timeout_ms),
         )
+        if replies is not None:
+            make("replies", ("parked_bytes", "parked_peak_bytes", "refused", "in_pieces"), replies)
 
     def uninstall(self, chain: Chain) -> None:
         """Delete the kstats (clean shutdown)."""

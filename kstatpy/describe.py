@@ -21,8 +21,12 @@ has ``kind`` nil.
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from collections.abc import Container
 from collections.abc import Iterable
+from collections.abc import Iterator
+
+import msgpack
 
 from kstatpy.constants import FLAG
 from kstatpy.constants import KstatIoctl
@@ -31,6 +35,9 @@ from kstatpy.errors import KstatError
 from kstatpy.errors import error_for_errno
 from kstatpy.metadata import PSEUDO_META
 from kstatpy.metadata import kstat_meta
+from kstatpy.pieces import LazyEntries
+from kstatpy.pieces import compact_kids
+from kstatpy.pieces import entry_bytes
 from kstatpy.records import INTR_FIELDS
 from kstatpy.records import IO_FIELDS
 from kstatpy.records import READER_TYPE
@@ -52,6 +59,9 @@ MAX_DESCRIBE = 65536
 ENTRY_CHARGE = 256
 STAT_CHARGE = 64
 _DESCRIBE = int(KstatIoctl.DESCRIBE)
+#: Bytes of packed DESCs a lazy DESCRIBE keeps for kids asked again (a quarter of a piece).
+_LAZY_CACHE = 64 << 10
+_E2BIG, _EINVAL, _EAGAIN = (entry_bytes(e) for e in (errno.E2BIG, errno.EINVAL, errno.EAGAIN))
 _FIELDS = {int(KstatType.IO): IO_FIELDS, int(KstatType.INTR): INTR_FIELDS, int(KstatType.TIMER): TIMER_FIELDS}
 
 
@@ -116,7 +126,13 @@ def _charge(desc: dict[str, Any]) -> int:
 
 
 def describe_many(
-    chain: Chain, arg: Any, zoneid: int, stuck: Container[int] = (), budget: int | None = None
+    chain: Chain,
+    arg: Any,
+    zoneid: int,
+    stuck: Container[int] = (),
+    budget: int | None = None,
+    lazy: bool = False,
+    pause: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """The KSTATPY_IOC_DESCRIBE handler: ``{"kcid", "results": [[errno, DESC or nil], ...]}``.
 
@@ -125,7 +141,13 @@ def describe_many(
     ``budget`` bytes; None: unlimited): each DESC is charged about its encoded size
     (:func:`_charge`); once the charge reaches ``budget`` every later entry is
     ``[E2BIG, nil]`` (the first is always answered). A kid asked for again in one
-    request is described once (the same DESC, charged again).
+    request is described once (the same DESC, charged again). ``pause`` is called
+    between kids, where no hold or lock is held (kstatd's kstatpy.fairness.PrivFirst).
+
+    ``lazy`` (a reply sent in pieces, docs/PROTOCOL.md §9.8): ``results`` is a
+    :class:`kstatpy.pieces.LazyEntries` that describes each kid when the reply reaches
+    it; a repeated kid reuses its packed DESC while those kept total under 64 KiB,
+    and is described again beyond (the same entries, memory bounded by a piece).
 
     :raises KstatError: EINVAL (``kids`` is not an array), E2BIG (too many kids).
     """
@@ -134,10 +156,14 @@ def describe_many(
         raise KstatError(errno.EINVAL, "argument 'kids' must be an array of integers")
     if len(kids) > MAX_DESCRIBE:
         raise KstatError(errno.E2BIG, f"{len(kids)} kids in one DESCRIBE; at most {MAX_DESCRIBE}")
+    if lazy:
+        return {"kcid": chain.chain_id, "results": _describe_lazy(chain, kids, zoneid, stuck, budget)}
     results: list[list[Any]] = []
     seen: dict[int, tuple[dict[str, Any], int]] = {}  # kid -> (DESC, charge) of this request
     spent = 0
     for kid in kids:
+        if pause is not None:
+            pause()
         if budget is not None and spent >= budget:
             results.append([errno.E2BIG, None])
             continue
@@ -158,6 +184,44 @@ def describe_many(
         spent += done[1]
         results.append([0, done[0]])
     return {"kcid": chain.chain_id, "results": results}
+
+
+def _describe_lazy(
+    chain: Chain, kids: list[Any], zoneid: int, stuck: Container[int], budget: int | None
+) -> LazyEntries:
+    arr, bad = compact_kids(kids)
+
+    def produce(lazy: LazyEntries) -> Iterator[bytes]:
+        pack = msgpack.Packer(use_bin_type=True).pack
+        seen: dict[int, tuple[bytes, int]] = {}  # kid -> (packed DESC, charge), at most a piece of bytes
+        kept = 0
+        spent = 0
+        for i, kid in enumerate(arr):
+            if budget is not None and spent >= budget:
+                yield _E2BIG
+                continue
+            if bad and i in bad:
+                yield _EINVAL
+                continue
+            if kid in stuck:
+                yield _EAGAIN
+                continue
+            done = seen.get(kid)
+            if done is None:
+                try:
+                    desc = describe_kstat(chain, kid, zoneid)
+                except KstatError as exc:
+                    yield entry_bytes(exc.errno)
+                    continue
+                done = (pack(desc), _charge(desc))
+                del desc
+                if kept + len(done[0]) <= _LAZY_CACHE:
+                    seen[kid] = done
+                    kept += len(done[0])
+            spent += done[1]
+            yield b"\x92\x00" + done[0]
+
+    return LazyEntries(len(arr), produce)
 
 
 def kstat_describe(kc: Any, kids: Iterable[int]) -> list[tuple[int, dict[str, Any] | None]]:

@@ -34,9 +34,12 @@ from kstatpy.driver import read_kstat_data
 from kstatpy.driver import write_kstat_data
 from kstatpy.errors import KstatError
 from kstatpy.kmem import BadTrap
+from kstatpy.lazy_results import lazy_read_many
+from kstatpy.lazy_results import lazy_select
 from kstatpy.lazylog import get_logger
 from kstatpy.lockorder import sync_point
 from kstatpy.packed import PackedResults
+from kstatpy.pieces import wants_pieces
 from kstatpy.ratelog import ERROR
 from kstatpy.ratelog import RateLimitedLog
 
@@ -99,8 +102,13 @@ def _int_arg(arg: dict[str, Any] | None, key: str) -> int:
     return value
 
 
-def _selection_arg(arg: Any) -> Any:
+def _no_pause() -> None:
+    pass
+
+
+def _selection_arg(arg: Any, pause: Callable[[], None] = _no_pause) -> Any:
     # KSTATPY_IOC_SELECT's argument as a Selection; KstatError(EINVAL/E2BIG) when malformed.
+    # ``pause`` is called between selectors' compiles (IoctlHandler.pause).
     from kstatpy.select import Selection
     from kstatpy.select import SelectorPatterns
     from kstatpy.select import is_regex
@@ -115,7 +123,10 @@ def _selection_arg(arg: Any) -> Any:
         raise KstatError(errno.EINVAL, "argument 'selectors' must be a non-empty array")
     if len(sels) > MAX_SELECTORS:
         raise KstatError(errno.E2BIG, f"{len(sels)} selectors in one SELECT; at most {MAX_SELECTORS}")
-    patterns = [SelectorPatterns(*strings(sel, "'selectors' entry", 4)) for sel in sels]
+    patterns = []
+    for sel in sels:
+        pause()
+        patterns.append(SelectorPatterns(*strings(sel, "'selectors' entry", 4)))
     ks_class = arg.get("class", "*")
     skip_name = arg.get("skip_name")
     if type(ks_class) is not str or (skip_name is not None and type(skip_name) is not str):
@@ -173,6 +184,10 @@ class IoctlHandler:
         self.limits: dict[str, int] = {}
         #: Byte budget of one READ_MANY, SELECT or DESCRIBE reply (None: unlimited, in-process).
         self.max_reply: int | None = None
+        #: Called at the safe points of READ_MANY, SELECT and DESCRIBE, between kstats and
+        #: between selectors' compiles, where no chain lock, hold or ks_lock is held
+        #: (kstatd: kstatpy.fairness.PrivFirst.checkpoint; in-process: nothing).
+        self.pause: Callable[[], None] = _no_pause
         self._table: dict[int, Callable[[Conn, Any], dict[str, Any]]] = {
             _CHAIN_ID: self._chain_id,
             _READ: self._read,
@@ -180,7 +195,7 @@ class IoctlHandler:
             _HELLO: self._hello,
             _READ_MANY: self._read_many,
             _DESCRIBE: lambda conn, arg: describe_many(
-                self.chain, arg, conn.cred.zoneid, self.stuck, self.max_reply
+                self.chain, arg, conn.cred.zoneid, self.stuck, self.max_reply, wants_pieces(conn, arg), self.pause
             ),
             _SELECT: self._select,
         }
@@ -266,6 +281,9 @@ class IoctlHandler:
         zoneid = conn.cred.zoneid
         if self.refresh is not None and 0 in kids:
             self.refresh()
+        if wants_pieces(conn, arg):  # read as the reply is sent (docs/PROTOCOL.md §9.8)
+            lazy = lazy_read_many(kids, zoneid, self._read_one, self.max_reply, ENTRY_CHARGE)
+            return {"kcid": self.chain.chain_id, "results": lazy}
         results: list[list[Any]] | PackedResults = PackedResults() if conn.packed else []
         append = results.append
         read_one = self._read_one
@@ -275,7 +293,9 @@ class IoctlHandler:
         budget = self.max_reply
         spent = 0
         headers = None
+        pause = self.pause
         for kid in kids:
+            pause()  # a safe point: no hold between two reads
             if budget is not None and spent >= budget:
                 append([errno.E2BIG, None])
                 continue
@@ -304,7 +324,8 @@ class IoctlHandler:
         from kstatpy.select import RegexError
         from kstatpy.select import filter_named
 
-        selection = _selection_arg(arg)
+        pause = self.pause
+        selection = _selection_arg(arg, pause)
         zoneid = conn.cred.zoneid
         if self.refresh is not None:
             self.refresh()
@@ -315,6 +336,9 @@ class IoctlHandler:
                 lambda k: match(k.ks_module, k.ks_instance, k.ks_name, k.ks_class, k.ks_type),
                 selection.exact_keys(),
             )
+            if wants_pieces(conn, arg):  # read as the reply is sent (docs/PROTOCOL.md §9.8)
+                lazy = lazy_select(picked, zoneid, self._read_one, self.max_reply, ENTRY_CHARGE, filter_named, _NAMED)
+                return {"kcid": self.chain.chain_id, "results": lazy}
             results: list[list[Any]] | PackedResults = PackedResults() if conn.packed else []
             append = results.append
             read_one = self._read_one
@@ -322,6 +346,7 @@ class IoctlHandler:
             budget = self.max_reply
             spent = 0
             for header, stats in picked:
+                pause()  # a safe point: no chain lock (select_headers returned), no hold
                 if budget is not None and spent >= budget:
                     append([errno.E2BIG, header])
                     continue

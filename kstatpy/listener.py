@@ -18,10 +18,9 @@ root's clients have a listen backlog no other user can fill. ``close`` removes t
 
 from __future__ import annotations
 
+import errno
 import fcntl
-import grp
 import os
-import pwd
 import socket
 import stat
 import struct
@@ -30,9 +29,13 @@ from kstatpy.safepath import UnsafePathError
 from kstatpy.safepath import check_socket_dir
 from kstatpy.safepath import trusted_owners
 
-__all__ = ["DaemonError", "Listener", "is_privileged", "peer_cred"]
+__all__ = ["SO_PEERGROUPS", "DaemonError", "Listener", "is_privileged", "peer_cred", "peer_groups"]
 
 _UCRED = struct.Struct("3i")
+_GID = struct.Struct("I")  # gid_t
+_NGROUPS_MAX = 65536  # Linux's NGROUPS_MAX
+#: socket.SO_PEERGROUPS where Python has it, else Linux's value (asm-generic/socket.h).
+SO_PEERGROUPS: int = getattr(socket, "SO_PEERGROUPS", 59)
 
 
 class DaemonError(Exception):
@@ -44,22 +47,39 @@ def peer_cred(sock: socket.socket) -> tuple[int, int, int]:
     return _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
 
 
-def is_privileged(uid: int, gid: int, allow_uids: frozenset[int], allow_gids: frozenset[int]) -> bool:
-    """docs/PROTOCOL.md §6 in the global zone: uid 0, the daemon's uid, or ``--allow-write``."""
+def peer_groups(sock: socket.socket) -> frozenset[int]:
+    """The peer's supplementary gids as they were at ``connect()``: SO_PEERGROUPS.
+
+    The kernel's copy of the peer's credentials, taken with SO_PEERCRED's (Linux 4.13
+    and later), so no group database (NSS, /etc/group) is read per connection. An
+    older kernel (ENOPROTOOPT) or any other failure gives the empty set: only the
+    primary gid of SO_PEERCRED then counts.
+    """
+    size = 64 * _GID.size
+    while True:
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, size)
+        except OSError as exc:
+            if exc.errno == errno.ERANGE and size < _NGROUPS_MAX * _GID.size:
+                size = _NGROUPS_MAX * _GID.size  # more than 64 groups: ask once for all
+                continue
+            return frozenset()
+        return frozenset(g for (g,) in _GID.iter_unpack(raw[: len(raw) - len(raw) % _GID.size]))
+
+
+def is_privileged(
+    uid: int, gid: int, allow_uids: frozenset[int], allow_gids: frozenset[int], sock: socket.socket | None = None
+) -> bool:
+    """docs/PROTOCOL.md §6 in the global zone: uid 0, the daemon's uid, or ``--allow-write``.
+
+    A ``@GROUP`` of ``allow_gids`` (resolved to a gid once, at start-up) admits a peer
+    whose primary gid (SO_PEERCRED) or one of whose supplementary gids at connect time
+    (:func:`peer_groups` of ``sock``) is that gid: the kernel's credentials, as
+    illumos' ``crgetgroups`` of the caller, never a group database lookup.
+    """
     if uid == 0 or uid == os.geteuid() or uid in allow_uids or gid in allow_gids:
         return True
-    if allow_gids:  # supplementary groups: membership by user name
-        try:
-            user = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            return False
-        for g in allow_gids:
-            try:
-                if user in grp.getgrgid(g).gr_mem:
-                    return True
-            except KeyError:
-                pass
-    return False
+    return bool(allow_gids) and sock is not None and not allow_gids.isdisjoint(peer_groups(sock))
 
 
 class Listener:

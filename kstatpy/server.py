@@ -23,6 +23,11 @@ Deadlines (``--read-timeout``)
     thread per kstat, not one per retry. Other kstats and connections are unaffected.
     ``Session.lock`` guards ``gen`` and ``t0`` (the takeover hand-shake); replies
     are sent outside it, by the one thread that currently owns the session.
+    A reply in pieces (docs/PROTOCOL.md §9.8, :mod:`kstatpy.pieces`) reads its
+    entries as it goes: its thread appends each entry to ``Session.stream`` under the
+    lock after checking ``gen``, and the watchdog, taking over while that thread is in
+    a ``ks_update``, finishes the stream with ``[EAGAIN, ...]`` entries and sends the
+    rest from a fresh thread; the late thread then leaves without a byte.
 
 Life cycle
     :meth:`Kstatd.bind` binds every socket (refusing a live one, replacing a stale
@@ -64,6 +69,7 @@ from kstatpy.daemon_stats import SLOT_BAD_FRAME
 from kstatpy.daemon_stats import DaemonStats
 from kstatpy.daemon_stats import cmd_slot
 from kstatpy.fairness import FairGate
+from kstatpy.fairness import PrivFirst
 from kstatpy.fairness import RateLimitedLog
 from kstatpy.fairness import ReplyBudget
 from kstatpy.ioctl import DEFAULT_MAX_REPLY
@@ -76,6 +82,10 @@ from kstatpy.listener import Listener
 from kstatpy.listener import is_privileged
 from kstatpy.listener import peer_cred
 from kstatpy.packed import PackedResults
+from kstatpy.pieces import PIECE_SIZE
+from kstatpy.pieces import LazyEntries
+from kstatpy.pieces import Stream
+from kstatpy.pieces import head_and_tail
 from kstatpy.protocol import DEFAULT_MAX_REQUEST
 from kstatpy.protocol import FrameError
 from kstatpy.protocol import check_request
@@ -106,8 +116,9 @@ RECV_SIZE = 65536
 SEND_GRACE = 0.5
 #: Seconds between two "out of file descriptors" log lines (with the count refused since).
 FD_LOG_INTERVAL = 10.0
-#: The longest a public acceptor waits for busy privileged connections, each time (seconds).
-PRIV_PAUSE = 0.05
+#: A request body this large (bytes) is decoded by a public connection only at a safe
+#: point (PrivFirst): its decoding holds the GIL for a while (65,536 kids: about 1 ms).
+BIG_BODY = 64 << 10
 _TIMED = frozenset({int(KstatIoctl.READ), int(KstatIoctl.READ_MANY), int(KstatIoctl.SELECT)})
 #: Requests whose cost grows with their argument or the chain: they take turns (FairGate).
 _EXPENSIVE = frozenset({int(KstatIoctl.READ_MANY), int(KstatIoctl.SELECT), int(KstatIoctl.DESCRIBE)})
@@ -186,10 +197,11 @@ class Kstatd:
         self.replies = ReplyBudget(config.reply_memory, config.reply_memory // 2, self._trusted)
         self._errlog = RateLimitedLog(log, FD_LOG_INTERVAL)
         # Privileged connections being accepted or served: while any is, the public
-        # acceptors pause (at most PRIV_PAUSE each time), so churn on a public socket
-        # costs root's request no CPU (the GIL) beyond what is already running.
-        self._priv_busy = 0
-        self._priv_lock = threading.Lock()
+        # acceptor and public connections' expensive work wait at their safe points
+        # (kstatpy.fairness.PrivFirst, bounded), so churn and floods on the public socket
+        # cost root's request no CPU (the GIL) beyond what is already running.
+        self.first = PrivFirst()
+        self.handler.pause = self.first.checkpoint
         zone_ids = config.zone_ids()
         public = [Listener(config.socket, "global", GLOBAL_ZONEID)] + [
             Listener(path, name, zone_ids[name]) for name, path in config.zones
@@ -255,7 +267,7 @@ class Kstatd:
         """Bind if not yet done, publish the daemon's kstats and start accepting."""
         self.bind()
         self._reopen_spare()
-        self.stats.install(self.chain)
+        self.stats.install(self.chain, self._reply_figures)
         public = [lst for lst in self._listeners if not lst.priv]
         loops: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = [("accept", self._accept_loop, (public,))]
         if self._priv:
@@ -368,26 +380,20 @@ class Kstatd:
     # --- accepting --------------------------------------------------------------
 
     def _priv_mark(self, sess: Session, busy: bool) -> None:
-        # A privileged session starts or ends being busy (see _priv_busy).
+        # A privileged session starts or ends being busy (PrivFirst.begin/end): from its
+        # accept to its first reply, and from each request's decoding to its reply's send.
         if sess.busy == busy:
             return
         sess.busy = busy
-        with self._priv_lock:
-            self._priv_busy += 1 if busy else -1
-
-    def _yield_to_priv(self) -> None:
-        # Public acceptors wait while a privileged connection is busy (bounded: PRIV_PAUSE).
-        deadline = 0.0
-        while self._priv_busy > 0 and not self._stopping:
-            now = time.monotonic()
-            if not deadline:
-                deadline = now + PRIV_PAUSE
-            elif now >= deadline:
-                return
-            time.sleep(0.0005)
+        if busy:
+            self.first.begin()
+        else:
+            self.first.end()
 
     def _accept_loop(self, listeners: list[Listener]) -> None:
         public = not any(lst.priv for lst in listeners)
+        first = self.first
+        first.pausable(public)  # public accepts wait while privileged requests run (bounded)
         sel = selectors.DefaultSelector()
         sel.register(self._wake_r, selectors.EVENT_READ, None)
         for lst in listeners:
@@ -399,8 +405,7 @@ class Kstatd:
                     if lst is None:
                         return
                     sock = None
-                    if public and self._priv:
-                        self._yield_to_priv()
+                    first.checkpoint()  # a safe point: this thread holds nothing
                     try:
                         sock, _ = lst.sock.accept()
                         self._admit(sock, lst)
@@ -474,7 +479,7 @@ class Kstatd:
             return
         cfg = self.config
         trusted = lst.zoneid == GLOBAL_ZONEID and uid in (0, os.geteuid())
-        priv = lst.zoneid == GLOBAL_ZONEID and is_privileged(uid, gid, cfg.allow_uids, cfg.allow_gids)
+        priv = lst.zoneid == GLOBAL_ZONEID and is_privileged(uid, gid, cfg.allow_uids, cfg.allow_gids, sock)
         with self._lock:
             why = self._over_quota(uid, lst, trusted)
             if why is None:
@@ -537,6 +542,10 @@ class Kstatd:
         uid = conn.cred.uid
         trusted = self._trusted
         gate = self.gate
+        # Public connections' expensive work waits at safe points while privileged
+        # requests run (PrivFirst); a privileged connection's never does.
+        self.first.pausable(not sess.priv)
+        pause = self.first.checkpoint
         reply: bytes | None = None
         owner = True
         last = monotonic()  # end of the last reply (or connect): the idle clock
@@ -578,6 +587,8 @@ class Kstatd:
                             send_reply(sock, pack_frame([0, errno.ETIMEDOUT, {"error": why}], packer), frame_timeout)
                             break
                         continue
+                    if len(body) > BIG_BODY:
+                        pause()  # a safe point: nothing held
                     cmd, seq, arg = check_request(decode(body))
                     if sess.priv:
                         self._priv_mark(sess, True)
@@ -596,6 +607,7 @@ class Kstatd:
                 gated = cmd in _EXPENSIVE and uid not in trusted
                 if gated:  # other users' expensive requests take turns (kstatpy.fairness)
                     gate.acquire(uid)
+                streaming = False  # a reply in pieces: _stream releases the gate
                 try:
                     if cmd in _TIMED:
                         sess.t0 = monotonic()
@@ -604,20 +616,38 @@ class Kstatd:
                         code, result = dispatch(conn, cmd, arg)
                     except BadTrap as trap:
                         code, result = self._panic(trap)
+                    arg = body = None  # the request is not kept while its reply is made and sent
+                    lazy = not code and type(result.get("results")) is LazyEntries
                     with sess.lock:
                         if sess.gen != gen:  # the watchdog answered for us and gave the session away
                             owner = False
                             self._unstick(sess)
                             return
-                        sess.t0 = None
-                    reply = self._encode(cmd, seq, code, result, packer, count_error)
+                        if lazy:  # t0 stays: its entries are read as the reply goes
+                            sess.stream = Stream(*head_and_tail(seq, result, packer))
+                        else:
+                            sess.t0 = None
+                    if not lazy:
+                        reply = self._encode(cmd, seq, code, result, packer, count_error, pause)
                     result = None  # only the encoded reply is kept while it waits for its reader
+                    streaming = lazy
                 finally:
-                    if gated:
+                    if gated and not streaming:
                         gate.release()
+                if streaming:
+                    if not self._stream(sess, gen, frame_timeout, gated, cmd == _READ_MANY):
+                        owner = False
+                        return
+                    if sess.priv:
+                        self._priv_mark(sess, False)
+                    sess.phase = READING
+                    last = monotonic()
+                    continue
                 if reply is None:  # halting panic: no reply
                     break
                 sess.phase = SENDING
+                if cmd in _EXPENSIVE:
+                    pause()  # a safe point: the gate's slot is given back, nothing else held
                 self._send(sess, reply, frame_timeout)
                 reply = None
                 if sess.priv:
@@ -632,7 +662,9 @@ class Kstatd:
             if owner:
                 self._close_session(sess)
 
-    def _encode(self, cmd: int, seq: int, code: int, result: Any, packer: Any, count_error: Any) -> bytes | None:
+    def _encode(
+        self, cmd: int, seq: int, code: int, result: Any, packer: Any, count_error: Any, pause: Any
+    ) -> bytes | None:
         # The reply frame of a dispatched request (None: a halting panic, no reply).
         if code < 0:
             return None
@@ -650,13 +682,90 @@ class Kstatd:
                 return reply
             if cmd in _BY_ENTRY and not code and isinstance(result.get("results"), list):
                 # Entry by entry: no single C call holds the GIL for a multi-megabyte reply.
-                return pack_read_many_reply(seq, result, packer)
+                return pack_read_many_reply(seq, result, packer, pause)
             return pack_frame([seq, code, result], packer)
         except (ValueError, TypeError, OverflowError) as exc:  # e.g. a provider's lone surrogate
             count_error(errno.EIO)
             return pack_frame([seq, errno.EIO, {"error": f"reply cannot be encoded: {exc}"}], packer)
 
-    def _send(self, sess: Session, reply: bytes, timeout: float) -> None:
+    def _reply_figures(self) -> tuple[int, int, int, int]:
+        # kstatpy:0:replies (kstatpy.daemon_stats).
+        r = self.replies
+        return max(r.held, 0), r.peak, r.refused, r.in_pieces
+
+    def _stream(self, sess: Session, gen: int, timeout: float, gated: bool, count: bool) -> bool:
+        # Make and send sess.stream's reply in pieces (kstatpy.pieces): the next entry is
+        # read only once the pieces before it went, so at most a piece (or one entry
+        # larger than a piece) waits here for the reader. The gate (gated: held on entry,
+        # released here) is given up while a piece is sent. False: the watchdog took the
+        # session over (it finishes the reply); this thread must leave it alone.
+        st = sess.stream
+        assert st is not None
+        uid = sess.conn.cred.uid
+        lock = sess.lock
+        gate = self.gate
+        held = gated
+        entries = st.entries
+        buf = st.buf  # the same bytearray for the whole stream (take_full cuts it in place)
+        it = iter(entries)
+        pause = self.first.checkpoint  # PrivFirst: a public connection's reply waits for root's
+        self.replies.count_in_pieces()
+        try:
+            while True:
+                fail = 0
+                pause()  # a safe point: no lock, no hold (an entry is read inside next())
+                try:
+                    chunk = next(it, None)
+                except BadTrap as trap:
+                    code, _ = self._panic(trap)
+                    if code < 0:  # halting panic: no reply
+                        raise OSError(errno.ECONNABORTED, "panic") from None
+                    chunk, fail = None, code
+                except Exception as exc:  # a provider's bug: this entry and the rest are EIO
+                    self._errlog.error("stream", "connection %d: reply in pieces: %s", sess.conn.id, _why(exc))
+                    chunk, fail = None, errno.EIO
+                with lock:
+                    if sess.gen != gen:  # the watchdog answered the rest and gave the session away
+                        self._unstick(sess)
+                        return False
+                    if chunk is None:
+                        frames = st.rest_failed(fail) if fail else st.last_frames()
+                        sess.stream = None
+                        sess.t0 = None
+                        break
+                    buf += chunk
+                    st.done += 1
+                    if len(buf) <= PIECE_SIZE:
+                        continue
+                    frames = st.take_full()  # type: ignore[assignment]
+                if held:
+                    gate.release()
+                    held = False
+                sess.phase = SENDING
+                pause()  # a safe point: the gate's slot is given back, nothing held
+                self._send(sess, frames, timeout)
+                frames = None  # type: ignore[assignment]
+                sess.phase = DISPATCHING
+                if gated:
+                    gate.acquire(uid)
+                    held = True
+            if held:
+                gate.release()
+                held = False
+            if fail:
+                sess.counters.count_error(fail)
+            if count:
+                for err in entries.errnos:
+                    sess.counters.count_error(err)
+            sess.phase = SENDING
+            pause()
+            self._send(sess, frames, timeout)
+            return True
+        finally:
+            if held:
+                gate.release()
+
+    def _send(self, sess: Session, reply: bytes | bytearray, timeout: float) -> None:
         # One non-blocking send; a reply its reader does not take at once is parked, within
         # ReplyBudget's bounds, else its connection is closed (OSError ends the session).
         sock = sess.sock
@@ -745,6 +854,8 @@ class Kstatd:
             sess.t0 = None
             sess.gen += 1
             gen = sess.gen
+            rest = None if sess.stream is None else bytes(sess.stream.rest_failed(errno.EAGAIN))
+            sess.stream = None
             with self._lock:
                 sess.stuck_kid = kid
                 self.handler.stuck[kid] = self.handler.stuck.get(kid, 0) + 1
@@ -752,6 +863,9 @@ class Kstatd:
         finally:
             sess.lock.release()
         sess.counters.count_error(errno.EAGAIN)
+        if rest is not None:  # a reply in pieces: its other entries stand, the rest are EAGAIN
+            self._spawn(sess, gen, rest)
+            return
         msg = f"kid {kid}: ks_update has not returned after {waited:.1f} s (kstatd --read-timeout)"
         self._spawn(sess, gen, pack_frame([sess.seq, errno.EAGAIN, {"error": msg}]))
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 
 from kstatpy.ioctl import Conn
 from kstatpy.packed import PackedResults
+from kstatpy.pieces import Stream
 from kstatpy.protocol import LENGTH
 from kstatpy.protocol import BodyDecoder
 from kstatpy.protocol import FrameDecoder
@@ -52,12 +54,15 @@ def pack_packed_reply(seq: int, result: dict[str, Any], packer: msgpack.Packer) 
     return LENGTH.pack(len(body)) + body
 
 
-def pack_read_many_reply(seq: int, result: dict[str, Any], packer: msgpack.Packer) -> bytes:
+def pack_read_many_reply(
+    seq: int, result: dict[str, Any], packer: msgpack.Packer, pause: Callable[[], None] | None = None
+) -> bytes:
     """The frame of a READ_MANY reply of plain results, packed entry by entry.
 
     No single C call holds the GIL for a whole multi-megabyte reply (other connections'
     small reads go on between), and an entry object repeated in one batch (KID 0) is
-    packed once.
+    packed once. ``pause`` is called between entries (a safe point: nothing is held;
+    kstatpy.fairness.PrivFirst).
     """
     pack = packer.pack
     parts = [packer.pack_array_header(3), pack(seq), pack(0), packer.pack_map_header(len(result))]
@@ -70,6 +75,8 @@ def pack_read_many_reply(seq: int, result: dict[str, Any], packer: msgpack.Packe
         parts.append(packer.pack_array_header(len(value)))
         entry_head = packer.pack_array_header(2)
         for code, kstat in value:
+            if pause is not None:
+                pause()
             parts.append(entry_head)
             parts.append(pack(code))
             if kstat is None:
@@ -118,7 +125,7 @@ class Session:
 
     __slots__ = (
         "body_decoder", "busy", "conn", "counters", "decoder", "gen", "lock", "phase", "priv", "seq", "sock",
-        "stuck_kid", "t0", "tid",
+        "stream", "stuck_kid", "t0", "tid",
     )  # fmt: skip
 
     def __init__(self, sock: socket.socket, conn: Conn, counters: Any, max_request: int) -> None:
@@ -127,12 +134,13 @@ class Session:
         self.counters = counters
         self.decoder = FrameDecoder(max_request)
         self.body_decoder = BodyDecoder()
-        self.lock = threading.Lock()  # guards gen, t0 (watchdog vs serving thread)
+        self.lock = threading.Lock()  # guards gen, t0, stream (watchdog vs serving thread)
         self.gen = 0  # bumped when the watchdog takes the session from a stuck thread
         self.t0: float | None = None  # start of the timed request in flight
         self.seq = 0
         self.tid = 0
         self.stuck_kid: int | None = None
+        self.stream: Stream | None = None  # a reply in pieces being produced (kstatpy.pieces)
         self.phase = READING  # written by the serving thread; read by shutdown
         self.priv = False  # accepted on a privileged listener (kstatd's priv/ socket)
-        self.busy = False  # priv only: counted in Kstatd._priv_busy (accepted, or a request in flight)
+        self.busy = False  # priv only: counted in Kstatd.first (PrivFirst): accepted, or a request in flight

@@ -12,7 +12,7 @@ descriptor walk of a default path (:func:`kstatpy.safepath.open_socket_dir`), th
 server's SO_PEERCRED uid, and one deadline per request (:func:`request_timeout`).
 
 Imports: msgpack, _socket (not socket.py: it would load enum and selectors), math,
-struct, and kstatpy's errors, protocol, reply_shape and safepath only.
+struct, and kstatpy's errors, protocol and safepath only.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from kstatpy.errors import UntrustedServerError
 from kstatpy.errors import error_for_errno
 from kstatpy.protocol import LENGTH
 from kstatpy.protocol import pack_request
-from kstatpy.reply_shape import check_reply
 from kstatpy.safepath import check_socket_dir
 from kstatpy.safepath import open_socket_dir
 from kstatpy.safepath import resolve_socket_path as _resolve
@@ -68,6 +67,10 @@ MAX_REQUEST_TIMEOUT = 86400.0
 MAX_REPLY = 1 << 30
 #: Large bodies are read this much at a time, so memory follows what actually arrives.
 _CHUNK = 1 << 20
+#: A length word with this bit is a piece with more to follow (docs/PROTOCOL.md §9.8).
+_MORE = 0x8000_0000
+#: Requests whose reply this client takes in pieces (READ_MANY, SELECT, DESCRIBE).
+_PIECES = frozenset({0x4B11, 0x4B12, 0x4B13})
 
 
 def raise_for_reply(code: int, result: dict[str, Any]) -> None:
@@ -251,6 +254,35 @@ class SocketTransport:
             sock.settimeout(self._remaining())
         return buf
 
+    def _recv_reply(self, sock: _socket.socket, pieces: bool) -> bytearray:
+        # One reply's body: a whole frame, or (pieces: asked for) the pieces of
+        # docs/PROTOCOL.md §9.8 reassembled, MAX_REPLY in all. EPROTO closes the connection.
+        (word,) = LENGTH.unpack(self._recv_exact(sock, 4, self._lenbuf))
+        if not (pieces and word & _MORE):
+            if word > MAX_REPLY:
+                self._close_locked()
+                raise error_for_errno(
+                    errno.EPROTO, f"reply of {word} bytes from kstatd exceeds the client's limit of {MAX_REPLY}"
+                )
+            return self._recv_body(sock, word)
+        body = bytearray()
+        while True:
+            n = word & ~_MORE
+            if n == 0:
+                self._close_locked()
+                raise error_for_errno(errno.EPROTO, "malformed reply from kstatd: an empty piece")
+            if len(body) + n > MAX_REPLY:
+                self._close_locked()
+                raise error_for_errno(
+                    errno.EPROTO,
+                    f"reply of over {len(body) + n} bytes in pieces from kstatd exceeds the client's limit of {MAX_REPLY}",
+                )
+            body += self._recv_body(sock, n)
+            if not word & _MORE:
+                return body
+            sock.settimeout(self._remaining())
+            (word,) = LENGTH.unpack(self._recv_exact(sock, 4, self._lenbuf))
+
     def round_trip(self, cmd: int, arg: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
         """Send one request, return ``(errno, result)`` of its reply.
 
@@ -274,6 +306,9 @@ class SocketTransport:
             if sock is None:
                 raise KstatError(errno.EBADF, "kstat handle is closed")
             self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
+            pieces = cmd in _PIECES and type(arg) is dict
+            if pieces:  # this reply may come in pieces (docs/PROTOCOL.md §9.8); old kstatds ignore the key
+                arg = {**arg, "pieces": True}  # type: ignore[dict-item]
             self._deadline = monotonic() + self._timeout
             try:
                 sock.settimeout(self._timeout)
@@ -282,13 +317,7 @@ class SocketTransport:
                     sock.sendall(pack_request(cmd, seq, arg), _socket.MSG_NOSIGNAL)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # a refusal (connection cap) may be waiting to be read: read it below
-                (length,) = LENGTH.unpack(self._recv_exact(sock, 4, self._lenbuf))
-                if length > MAX_REPLY:
-                    self._close_locked()
-                    raise error_for_errno(
-                        errno.EPROTO, f"reply of {length} bytes from kstatd exceeds the client's limit of {MAX_REPLY}"
-                    )
-                body = self._recv_body(sock, length)
+                body = self._recv_reply(sock, pieces)
             except TimeoutError as exc:  # socket.timeout: the request's deadline passed
                 self._close_locked()  # a late reply would pair with the next request
                 raise self._timed_out() from exc
@@ -317,7 +346,6 @@ class SocketTransport:
     def ioctl(self, cmd: int, arg: dict[str, Any] | None = None) -> dict[str, Any]:
         """One ioctl: its result map, or the typed KstatError of its errno."""
         code, result = self.round_trip(cmd, arg)
-        check_reply(cmd, arg, code, result, self.path)  # EPROTO for a result of the wrong shape
         if code:
             raise_for_reply(code, result)
         return result

@@ -1,4 +1,4 @@
-"""The arithmetic of illumos' vmstat, mpstat, iostat -x and sar, over two kstat snapshots.
+"""The arithmetic of illumos' vmstat, mpstat, iostat -x, sar and fsstat, over kstat snapshots.
 
 Written from the tools' formulas (illumos-gate usr/src/cmd/stat/{vmstat,mpstat,iostat},
 common/acquire.c; usr/src/cmd/sa/sar.c), not their code, for the oracle tests: a
@@ -12,6 +12,7 @@ CPUs, ``sysinfo``, ``vminfo`` (RAW, decoded), ``misc`` (system_misc), ``pages``
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from kstatpy.chain import Chain
@@ -177,4 +178,68 @@ def link_rates(old: dict[str, Any], new: dict[str, Any], ifname: str) -> dict[st
     return {
         "rkB/s": (n["rbytes64"] - o["rbytes64"]) / 1024 / etime, "wkB/s": (n["obytes64"] - o["obytes64"]) / 1024 / etime,
         "rpk/s": (n["ipackets64"] - o["ipackets64"]) / etime, "wpk/s": (n["opackets64"] - o["opackets64"]) / etime,
+    }  # fmt: skip
+
+
+# --- fsstat (usr/src/cmd/stat/fsstat/fsstat.c) --------------------------------------------
+
+#: vopstats_t's members in order (illumos sys/vnode.h): fsstat copies a vopstats kstat's data
+#: into this struct and reads the counters by position
+VOPSTATS_T = (
+    "nopen", "nclose", "nread", "read_bytes", "nwrite", "write_bytes", "nioctl", "nsetfl", "ngetattr",
+    "nsetattr", "naccess", "nlookup", "ncreate", "nremove", "nlink", "nrename", "nmkdir", "nrmdir",
+    "nreaddir", "readdir_bytes", "nsymlink", "nreadlink", "nfsync", "ninactive", "nfid", "nrwlock",
+    "nrwunlock", "nseek", "ncmp", "nfrlock", "nspace", "nrealvp", "ngetpage", "nputpage", "nmap",
+    "naddmap", "ndelmap", "npoll", "ndump", "npathconf", "npageio", "ndumpctl", "ndispose",
+    "nsetsecattr", "ngetsecattr", "nshrlock", "nvnevent", "nreqzcbuf", "nretzcbuf",
+)  # fmt: skip
+#: fstypes fsstat never shows (its is_exception list)
+FSSTAT_EXCEPTIONS = ("specfs", "fifofs", "fd", "swapfs", "ctfs", "objfs", "nfsdyn")
+
+
+def fsstat_fstypes(filesystems: str) -> list[str]:
+    """fsstat's list of file-system types (sysfs(GETFSTYP) on illumos; a port's from Linux's
+    ``/proc/filesystems``), less its exceptions."""
+    types = [ln.split()[-1] for ln in filesystems.splitlines() if ln.strip()]
+    return [t for t in types if t not in FSSTAT_EXCEPTIONS]
+
+
+def fsstat_ksname(operand: str, fstypes: list[str]) -> str:
+    """set_ksnames: a type's kstat is ``vopstats_TYPE``; a path's ``vopstats_`` + its statvfs
+    f_fsid as ``%lx``; "" for an exception or a path statvfs refuses."""
+    if operand in fstypes:
+        return "vopstats_" + operand
+    if operand in FSSTAT_EXCEPTIONS:
+        return ""
+    try:
+        return f"vopstats_{os.statvfs(operand).f_fsid:x}"
+    except OSError:
+        return ""
+
+
+def fsstat_read(chain: Chain, ksname: str) -> tuple[int, ...] | None:
+    """get_vopstats: kstat_lookup(kc, NULL, -1, name) and kstat_read into a vopstats_t (the
+    counters by position); None when there is no such kstat (fsstat drops the entity)."""
+    for k in chain.kstats():
+        if k.ks_name == ksname:
+            data = chain_read(chain, k.ks_kid)["data"]
+            assert len(data) >= len(VOPSTATS_T), f"{ksname}: {len(data)} records, vopstats_t has {len(VOPSTATS_T)}"
+            return tuple(v for _, _, v in data[: len(VOPSTATS_T)])
+    return None
+
+
+def fsstat_default(old: tuple[int, ...] | None, new: tuple[int, ...]) -> dict[str, int]:
+    """dflt_display's columns (deltas; ``old`` None: the first line, since boot)."""
+    at = {name: i for i, name in enumerate(VOPSTATS_T)}
+
+    def d(name: str) -> int:
+        return new[at[name]] - (old[at[name]] if old is not None else 0)
+
+    return {
+        "new file": d("ncreate") + d("nmkdir") + d("nsymlink"), "name remov": d("nremove") + d("nrmdir"),
+        "name chng": d("nrename") + d("nlink") + d("nsymlink"),
+        "attr get": d("ngetattr") + d("naccess") + d("ngetsecattr") + d("nfid"),
+        "attr set": d("nsetattr") + d("nsetsecattr") + d("nspace"), "lookup ops": d("nlookup"),
+        "rddir ops": d("nreaddir"), "read ops": d("nread"), "read bytes": d("read_bytes"),
+        "write ops": d("nwrite"), "write bytes": d("write_bytes"),
     }  # fmt: skip

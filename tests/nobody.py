@@ -154,10 +154,16 @@ def nobody_skip() -> None:
     nobody_python()
 
 
-def run_as_nobody(argv: list[str], env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess[bytes]:
-    """Run ``python argv...`` as nobody with the copy importable (cwd: the copy)."""
+def run_as_nobody(
+    argv: list[str], env: dict[str, str] | None = None, groups: list[int] | None = None, **kw
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``python argv...`` as nobody with the copy importable (cwd: the copy).
+
+    ``groups``: nobody's supplementary gids (``setpriv --groups``) instead of none.
+    """
     kw.setdefault("timeout", 60)
-    return subprocess.run([*AS_NOBODY, nobody_python(), "-s", *argv], cwd=str(nobody_tree()), env=_env(env), **kw)
+    prefix = AS_NOBODY if groups is None else [*AS_NOBODY[:-1], "--groups", ",".join(map(str, groups))]
+    return subprocess.run([*prefix, nobody_python(), "-s", *argv], cwd=str(nobody_tree()), env=_env(env), **kw)
 
 
 #: A second unprivileged local user (no passwd entry needed): the victim of tests where

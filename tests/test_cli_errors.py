@@ -25,7 +25,8 @@ KSTAT = [PY, "-m", "kstatpy.cli.kstat"]
 KSTATD = [PY, "-m", "kstatpy.cli.kstatd"]
 VMMCTL = [PY, "-m", "kstatpy_providers.vmm.vmmctl"]
 VMM = ("kstatpy_providers.vmm.provider",)
-FATAL = {"kstat": 3, "kstatd": 1, "vmmctl": 1}
+#: kstat(8)'s fatal status, for every command (issue 21).
+FATAL = {"kstat": 3, "kstatd": 3, "vmmctl": 3}
 
 
 def env(tmp_path) -> dict[str, str]:
@@ -90,7 +91,7 @@ def test_output_to_a_closed_pipe(kd, tmp_path, prog):
     if prog == "kstat":
         assert r.returncode == -signal.SIGPIPE and r.stderr == b""  # as the C command
     else:
-        assert r.returncode == 1 and r.stderr == b""  # click's EPIPE handling
+        assert r.returncode == 3 and r.stderr == b""  # click's EPIPE handling, fatal as kstat(8)
 
 
 # --- permission -------------------------------------------------------------------------
@@ -109,7 +110,7 @@ def test_kstatd_as_nobody_where_it_may_not_create_anything(tmp_path):
     r = run_as_nobody(["-m", "kstatpy.cli.kstatd", "--socket", "/kstatpy-i13-no/kstat.sock"],
                       capture_output=True, timeout=60)  # fmt: skip
     err = one_line(r.stderr)
-    assert r.returncode == 1 and "Permission denied" in err and "/kstatpy-i13-no" in err
+    assert r.returncode == 3 and "Permission denied" in err and "/kstatpy-i13-no" in err
     assert not os.path.exists("/kstatpy-i13-no")
 
 

@@ -51,17 +51,24 @@ def test_package_reexports_resolve() -> None:
 
 
 def test_start_up_copies_of_the_constants_agree():
-    # kstatpy.client, client_select and protocol copy a few values as plain ints so
-    # that the kstat command's start-up never imports enum; they must stay equal.
+    # kstatpy.client (and its client_kstat, client_shapes), client_select and protocol copy
+    # a few values as plain ints so that the kstat command's start-up never imports enum;
+    # they must stay equal.
     from kstatpy import client
+    from kstatpy import client_kstat
     from kstatpy import client_select
+    from kstatpy import client_shapes
     from kstatpy import protocol
 
     assert (client._CHAIN_ID, client._READ, client._WRITE, client._HELLO, client._READ_MANY) == (
         c.KstatIoctl.CHAIN_ID, c.KstatIoctl.READ, c.KstatIoctl.WRITE, c.KstatIoctl.HELLO, c.KstatIoctl.READ_MANY,
     )  # fmt: skip
     assert client_select._SELECT == c.KstatIoctl.SELECT
-    assert (client._RAW, client._NAMED, client._TIMER) == (c.KstatType.RAW, c.KstatType.NAMED, c.KstatType.TIMER)
+    assert (client._RAW, client_kstat._RAW, client_kstat._NAMED, client_kstat._TIMER) == (
+        c.KstatType.RAW, c.KstatType.RAW, c.KstatType.NAMED, c.KstatType.TIMER,
+    )  # fmt: skip
+    assert client_shapes._NAMED == c.KstatType.NAMED
+    assert client_shapes.NAMES == {int(c.KstatIoctl[n]): n for n in ("CHAIN_ID", "READ", "WRITE", "READ_MANY", "SELECT")}
     assert client_select._NAMED == c.KstatType.NAMED
     assert client._RESIZABLE == c.KstatFlag.VAR_SIZE | c.KstatFlag.LONGSTRINGS
     assert client._GLOBAL_ZONEID == c.GLOBAL_ZONEID

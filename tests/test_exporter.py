@@ -183,7 +183,7 @@ def test_kstatd_metrics_on_a_busy_port_exits_1(tmp_path: Path) -> None:
             [sys.executable, "-m", "kstatpy.cli.kstatd", "--socket", str(tmp_path / "s"), "--metrics", f"127.0.0.1:{port}"],
             cwd=str(REPO), env=kstatd_env(), capture_output=True, text=True, timeout=60,
         )  # fmt: skip
-    assert r.returncode == 1, r.stderr
+    assert r.returncode == 3, r.stderr
     assert r.stderr == f"kstatd: --metrics 127.0.0.1:{port}: cannot listen: Address already in use\n"
     assert not (tmp_path / "s").exists()
 

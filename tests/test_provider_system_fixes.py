@@ -1,5 +1,5 @@
-"""Wrong numbers fixed (issue 19): runque, wlastupdate, lofi, with exact values on a fake host,
-and runque's invariants on this host."""
+"""Wrong numbers fixed (issue 19): runque, wlastupdate, lofi, the error kstats' layouts, with exact
+values on a fake host, and runque's invariants on this host."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from test_provider_system import add_disk
 from test_provider_system import attach
 from test_provider_system import build_fake_tree
 from test_provider_system import read
+from test_provider_system import types
 from test_provider_system import write
 
+from kstatpy.constants import KstatDataType
 from kstatpy.raw import SYSINFO
 
 
@@ -184,3 +186,39 @@ def test_pswitch_from_ctxt_without_schedstat(tmp_path: Path) -> None:
     assert not meta["pswitch"].no_source and meta["idlethread"].no_source  # idlethread needs schedstat
     write(fake, "proc/stat", (fake / "proc/stat").read_text().replace("ctxt 4567", "ctxt 5000"))
     assert {n: v for n, _, v in read(chain, "cpu", 0, "sys")["data"]}["pswitch"] == 5000
+
+
+def test_error_kstats_are_laid_out_as_their_illumos_driver_makes_them(tmp_path: Path) -> None:
+    """blkdev.c's bd_create_errstats: Soft, Hard, Transport Errors, then "Model" (a drive with a
+    model, as NVMe) or "Vendor" and "Product", Revision, Serial No (all STRING, never cut at 16
+    bytes), Size (UINT64), the six request errors. sd.c's keeps CHAR[16]. lofi.c makes no error
+    kstat at all: a configured loop device has its IO kstat only."""
+    fake = build_fake_tree(tmp_path / "root")
+    write(fake, "sys/block/nvme0n1/device/model", "Samsung SSD 980 PRO 1TB                 \n")
+    write(fake, "sys/block/nvme0n1/device/firmware_rev", "5B2QGXA7\n")
+    write(fake, "sys/block/nvme0n1/device/serial", "S5GXNF0R123456A     \n")
+    add_disk(fake, "vda")
+    write(fake, "sys/block/vda/device/vendor", "0x1af4\n")
+    add_disk(fake, "loop0")
+    chain, _ = attach(fake)
+    errors = ["Soft Errors", "Hard Errors", "Transport Errors"]
+    tail = ["Size", "Media Error", "Device Not Ready", "No Device", "Recoverable", "Illegal Request",
+            "Predictive Failure Analysis", "Device Name"]  # fmt: skip
+    nvme = read(chain, "blkdeverr", 1, "blkdev1,err")  # vd before nvme: vda is blkdev0
+    assert [n for n, _, _ in nvme["data"]] == [*errors, "Model", "Revision", "Serial No", *tail]
+    v = {n: value for n, _, value in nvme["data"]}
+    assert (v["Model"], v["Revision"], v["Serial No"]) == ("Samsung SSD 980 PRO 1TB", "5B2QGXA7", "S5GXNF0R123456A")
+    t = types(nvme)
+    assert {t[n] for n in ("Model", "Revision", "Serial No")} == {KstatDataType.STRING}
+    assert t["Size"] == KstatDataType.UINT64 and t["Soft Errors"] == KstatDataType.UINT32
+    vd = read(chain, "blkdeverr", 0, "blkdev0,err")
+    assert [n for n, _, _ in vd["data"]] == [*errors, "Vendor", "Product", "Revision", "Serial No", *tail]
+    assert {n: value for n, _, value in vd["data"]}["Vendor"] == "0x1af4" and types(vd)["Vendor"] == 9
+    meta = chain.kstat_lookup_name("blkdeverr", 0, "blkdev0,err").ks_meta
+    assert meta["Product"].no_source and not meta["Vendor"].no_source
+    sd = read(chain, "sderr", 0, "sd0,err")
+    assert types(sd)["Product"] == KstatDataType.CHAR and dict((n, v) for n, _, v in sd["data"])["Product"] == (
+        b"FAKE DISK 1000GB"
+    )
+    assert read(chain, "lofi", 0, "lofi0")["class"] == "disk"
+    assert not [k for k in chain.kstats() if k.ks_module == "lofierr"]

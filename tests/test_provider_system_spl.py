@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,23 @@ def test_spl_reads_follow_the_file_and_pools_come_and_go(fake: Path) -> None:
 
 def test_no_spl_tree_no_zfs_kstats(tmp_path: Path) -> None:
     chain, _ = attach(build_fake_tree(tmp_path / "root"))
+    assert not [k for k in chain.kstats() if k.ks_module.startswith("zfs")]
+
+
+def test_openzfs_loaded_after_attach_appears_and_goes_at_a_refresh(tmp_path: Path) -> None:
+    """No zfs:0:arcstats without OpenZFS (docs/SYSTEM-PROVIDER.md says why); once the module is
+    loaded (modprobe zfs makes proc/spl/kstat) the next refresh publishes its kstats, and
+    unloading it deletes them."""
+    root = build_fake_tree(tmp_path / "root")
+    chain, providers = attach(root)
+    assert chain.kstat_lookup_name("zfs", 0, "arcstats") is None
+    build_spl(root)
+    providers.refresh(chain)
+    arc = named(read(chain, "zfs", 0, "arcstats"))
+    assert list(arc)[: len(ARC_FIELDS)] == list(ARC_FIELDS) and arc["size"] == 1700  # every record, in order
+    assert chain.kstat_lookup_name("zfs/tank", 0, "io") is not None
+    shutil.rmtree(root / "proc/spl")  # rmmod zfs spl
+    providers.refresh(chain)
     assert not [k for k in chain.kstats() if k.ks_module.startswith("zfs")]
 
 

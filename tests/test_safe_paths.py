@@ -160,7 +160,7 @@ def test_kstatd_refuses_a_planted_symlink_and_touches_nothing_in_its_target():
         assert run_as_nobody(["-c", f"import os; os.symlink({target!r}, {planted!r})"]).returncode == 0
         r = run([*KSTATD, "--plugin", "tests.providers_fixture.basic", "--socket", os.path.join(planted, "kstat.sock")], env_with())
         err = r.stderr.decode()
-        assert r.returncode == 1, err
+        assert r.returncode == 3, err
         assert err.count("\n") == 1 and "symbolic link" in err and planted in err
         assert os.listdir(target) == []
         # Clients refuse it too, named or not.
@@ -174,7 +174,7 @@ def test_a_group_writable_directory_is_refused_by_both_ends(tmp_path):
     os.chmod(d, 0o775)
     sock = str(d / "kstat.sock")
     r = run([*KSTATD, "--socket", sock], env_with())
-    assert r.returncode == 1 and b"writable by others (mode 0775)" in r.stderr, r.stderr
+    assert r.returncode == 3 and b"writable by others (mode 0775)" in r.stderr, r.stderr
     with pytest.raises(UnsafePathError, match="writable by others"):
         check_socket_dir(sock, None)
     r = run([*KSTAT, "--socket", sock], env_with())
@@ -204,7 +204,7 @@ def test_kstatd_cannot_create_the_socket_directory_one_line():
         r = run_as_nobody(["-m", "kstatpy.cli.kstatd", "--socket", os.path.join(root_dir, "sub", "kstat.sock")],
                           capture_output=True, timeout=60)  # fmt: skip
     err = r.stderr.decode()
-    assert r.returncode == 1, err
+    assert r.returncode == 3, err
     assert err.count("\n") == 1 and "Permission denied" in err and "Traceback" not in err
 
 

@@ -107,7 +107,7 @@ def test_unsafe_socket_dir_is_refused(tmp_path):
         text=True,
         timeout=30,
     )
-    assert proc.returncode == 1 and str(unsafe) in proc.stderr and "writable by others" in proc.stderr
+    assert proc.returncode == 3 and str(unsafe) in proc.stderr and "writable by others" in proc.stderr
     assert list(unsafe.iterdir()) == []
 
 
@@ -127,7 +127,7 @@ def test_live_socket_is_refused(tmp_path):
             [sys.executable, "-m", "kstatpy.cli.kstatd", "--socket", first.socket, "--plugin", BASIC],
             cwd=REPO, env=kstatd_env(), capture_output=True, text=True, timeout=30,
         )  # fmt: skip
-        assert second.returncode == 1, second.stderr
+        assert second.returncode == 3, second.stderr
         assert first.socket in second.stderr and "kstatd" in second.stderr
         assert hello(first.socket)["protocol"] == 1  # the first one is untouched
         assert rpc(first.socket, CHAIN_ID)[1] == 0
@@ -140,7 +140,7 @@ def test_non_socket_path_is_refused(tmp_path):
         [sys.executable, "-m", "kstatpy.cli.kstatd", "--socket", str(path)],
         cwd=REPO, env=kstatd_env(), capture_output=True, text=True, timeout=30,
     )  # fmt: skip
-    assert proc.returncode == 1 and str(path) in proc.stderr and "not a socket" in proc.stderr
+    assert proc.returncode == 3 and str(path) in proc.stderr and "not a socket" in proc.stderr
     assert path.read_text() == "precious"
 
 

@@ -145,7 +145,7 @@ def test_a_passed_descriptor_that_is_not_our_listening_socket_is_refused(tmp_pat
         r = run_with_fd3(tmp_path, fd, None)
     finally:
         os.close(fd) if sock is None else sock.close()
-    assert r.returncode == 1 and r.stderr.startswith(f"kstatd: {why}") and r.stderr.count("\n") == 1, r.stderr
+    assert r.returncode == 3 and r.stderr.startswith(f"kstatd: {why}") and r.stderr.count("\n") == 1, r.stderr
     assert not (tmp_path / "k.sock").exists()
 
 

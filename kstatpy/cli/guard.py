@@ -2,10 +2,10 @@
 
 Standard output or error that cannot be written (a full disk: ENOSPC, EIO, a closed
 pipe) is a fatal error, reported as ``PROG: write error: <strerror>`` on stderr when
-stderr still works, with the command's fatal exit status (kstat 3, kstatd 1,
-vmmctl 1); never a traceback, never Python's "Exception ignored" at exit.
+stderr still works, with the fatal exit status every command shares with kstat(8): 3
+(issue 21); never a traceback, never Python's "Exception ignored" at exit.
 A closed pipe on stdout: ``kstat`` dies of SIGPIPE as the C command does; the click
-commands exit 1 quietly (click's own handling).
+commands exit 3 quietly (click reports nothing and would exit 1: mapped here).
 """
 
 from __future__ import annotations
@@ -19,7 +19,11 @@ import click
 
 from kstatpy.cli.output import complete_stdio
 
-__all__ = ["GuardedCommand", "GuardedGroup", "silence_stdout", "write_failed"]
+__all__ = ["FATAL", "USAGE", "GuardedCommand", "GuardedGroup", "silence_stdout", "write_failed"]
+
+#: kstat(8)'s exit statuses, shared by every console script: usage errors, fatal errors.
+USAGE = 2
+FATAL = 3
 
 
 def silence_stdout() -> None:
@@ -46,13 +50,20 @@ def write_failed(prog: str, exc: OSError, status: int) -> NoReturn:
 class _Guard:
     """Mixin for click commands: an OSError escaping click (not EPIPE) is one line."""
 
-    fatal_status = 1
+    fatal_status = FATAL
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         complete_stdio()  # unbuffered streams: no silent short writes (kstatpy.cli.output)
+        stdout = sys.stdout
         try:
             try:
                 return super().main(*args, **kwargs)  # type: ignore[misc]
+            except SystemExit as exc:
+                # click answers EPIPE by replacing sys.stdout with a wrapper that
+                # swallows the final flush, then exits 1: a fatal error, ours is 3.
+                if exc.code == 1 and sys.stdout is not stdout:
+                    raise SystemExit(self.fatal_status) from None
+                raise
             finally:
                 # Whatever ends the command (click exits with SystemExit), its output is
                 # out before the status is: a failed final flush is this command's error.

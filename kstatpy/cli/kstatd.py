@@ -1,7 +1,8 @@
 """The ``kstatd`` command: host a chain and its providers, serve them on Unix sockets.
 
-Exit status: 0 after SIGTERM/SIGINT (clean shutdown), 1 when it cannot start (the
-message names the socket), 2 on usage errors, 70 after a panic with
+Exit status (kstat(8)'s 2 and 3, issue 21): 0 after SIGTERM/SIGINT (clean shutdown),
+2 on usage errors, 3 on fatal errors: it cannot start (the message names the socket or
+address) or its own output fails (kstatpy.cli.guard), 70 after a panic with
 ``--on-panic=halt``, 75 when a provider did not detach within ``--detach-timeout``.
 ``KSTATPY_TRACE_PLUGINS`` traces go to stderr whatever ``-v`` says.
 """
@@ -16,6 +17,7 @@ import sys
 import click
 
 from kstatpy import __version__
+from kstatpy.cli.guard import FATAL
 from kstatpy.cli.guard import GuardedCommand
 from kstatpy.cli.kstatd_options import MAX_BYTES
 from kstatpy.cli.kstatd_options import MAX_CONNECTIONS
@@ -207,6 +209,14 @@ def _fix_mmap_threshold() -> None:
     show_default=True,
     help="Report a kstat_delete or hold that has waited this long, with both threads' stacks (0: off).",
 )
+@click.option(
+    "--switch-interval",
+    type=Seconds(0.00001, 0.1),
+    default=0.0005,
+    show_default=True,
+    help="Python's thread switch interval (sys.setswitchinterval): how long a thread waiting for the "
+    "interpreter lock (root's request) may wait for the running one (another user's expensive request).",
+)
 @click.option("-v", "--verbose", count=True, help="Log more (-vv: debug).")
 def main(
     socket_path: str | None,
@@ -231,6 +241,7 @@ def main(
     reserved_connections: int | None,
     kmem_history: int | None,
     deadman_seconds: float,
+    switch_interval: float,
     verbose: int,
 ) -> None:
     """kstatd: serve the kstat chain over a Unix socket (docs/PROTOCOL.md, version 1)."""
@@ -264,7 +275,7 @@ def main(
         inherited = assign(listen_fds(), {"global": path, **dict(zone_list)})
     except ActivationError as exc:
         _say(f"kstatd: {exc}\n")
-        sys.exit(1)
+        sys.exit(FATAL)
 
     from kstatpy.chain import Chain
     from kstatpy.kmem import Kmem
@@ -288,9 +299,10 @@ def main(
         chain.kmem.history_bytes = kmem_history
     providers = load_providers(modules=plugins)
     daemon = Kstatd(chain, providers, config, report=_say)
-    # A thread waiting for the GIL gets it within 0.5 ms, not 5: a small request (root's)
-    # queued behind another user's expensive one waits less (issue 21, RELIABILITY.md).
-    sys.setswitchinterval(0.0005)
+    # A thread waiting for the GIL gets it within the interval (default 0.5 ms, Python's
+    # is 5): a small request (root's) queued behind another user's expensive one waits
+    # less (issue 21; measured in RELIABILITY.md, "expensive floods").
+    sys.setswitchinterval(switch_interval)
     # Before anything can answer a client: a SIGTERM sent as soon as kstatd answers
     # must find the handler (stop() only sets a flag; serve_forever acts on it).
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
@@ -305,7 +317,7 @@ def main(
             host, port = exporter.start()
         except OSError as exc:
             _say(f"kstatd: --metrics {metrics}: cannot listen: {exc.strerror or exc}\n")
-            sys.exit(1)
+            sys.exit(FATAL)
         metrics_url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
     try:
         daemon.bind()  # before attach: a second kstatd fails here, having touched nothing
@@ -313,7 +325,7 @@ def main(
         _say(f"kstatd: {exc}\n")
         if exporter is not None:
             exporter.stop()
-        sys.exit(1)
+        sys.exit(FATAL)
     # Load and attach failures are logged once by kstatpy.plugins ("kstatd: provider ...").
     providers.attach(chain)
     _tune_gc()

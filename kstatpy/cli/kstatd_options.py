@@ -34,8 +34,8 @@ class Seconds(click.FloatRange):
 
     name = "seconds"
 
-    def __init__(self, min: float) -> None:
-        super().__init__(min, MAX_TIMEOUT)
+    def __init__(self, min: float, max: float = MAX_TIMEOUT) -> None:
+        super().__init__(min, max)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         rv = super().convert(value, param, ctx)

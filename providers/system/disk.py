@@ -15,22 +15,32 @@ Loop devices with nothing attached (``size`` 0) are not published: illumos has l
 kstats only for configured devices. One that gets a file (or loses it) is created (or
 deleted) at the next refresh.
 
-The error kstat, ``MODULEerr:N:MODULEN,err`` (class device_error), has illumos sd's
-statistics in sd's order (sddef.h, struct sd_errstats: ``iostat -e`` reads the first
-three by position as soft, hard and transport errors):
+The error kstat, ``MODULEerr:N:MODULEN,err`` (class device_error), is made as the
+illumos driver of its module makes it; ``iostat -e`` reads the first three records by
+position as soft, hard and transport errors, so both layouts begin with them:
     Soft Errors          UINT32  no source
     Hard Errors          UINT32  SCSI ``device/ioerr_cnt`` (commands completed with an
                                  error); no source where the device has none (NVMe)
     Transport Errors     UINT32  no source
+  sd, cmdk, xdf (sd.c's sd_create_errstats, struct sd_errstats):
     Vendor, Product, Revision, Serial No   CHAR[16] ``device/vendor``, ``device/model``,
                                  ``device/rev`` (else ``device/firmware_rev``),
-                                 ``device/serial``, read once (they cannot change while
-                                 the disk exists); empty and no source where sysfs lacks one
+                                 ``device/serial``
+  blkdev (blkdev.c's bd_create_errstats, struct bd_errstats):
+    Model                STRING  ``device/model`` of a device with no ``device/vendor``
+                                 (NVMe: blkdev names what its driver gives as a model)
+    or Vendor, Product   STRING  ``device/vendor``, ``device/model`` (blkdev's other branch;
+                                 illumos leaves the unused slots unnamed: left out here)
+    Revision, Serial No  STRING  as sd's, not cut at 16 bytes
+  then, both:
     Size                 UINT64  bytes: ``size`` x 512
     Media Error, Device Not Ready, No Device, Recoverable, Illegal Request,
     Predictive Failure Analysis   UINT32  no source
-then ``Device Name`` (STRING, e.g. ``sda``): the Linux block device, kstatpy's addition,
-last so illumos' positions hold. Partitions are not published (illumos: class "partition").
+The identity records are read once (they cannot change while the disk exists); empty and
+no source where sysfs lacks one. Last, ``Device Name`` (STRING, e.g. ``sda``): the Linux
+block device, kstatpy's addition, after illumos' records so their positions hold. lofi
+has no error kstat (lofi.c creates only the IO kstat), so loop devices get none.
+Partitions are not published (illumos: class "partition").
 
 Each read opens ``sys/block/NAME/stat`` only (Documentation/block/stat.rst):
     nread, nwritten  read/write sectors x 512 (the kernel's sector is 512 bytes)
@@ -83,23 +93,36 @@ _LETTER_UNIT = re.compile(r"(sd|hd|xvd)([a-z]+)")
 _LETTER_MODULE = {"sd": "sd", "hd": "cmdk", "xvd": "xdf"}
 _LOOP = re.compile(r"loop(\d+)")
 _BLKDEV_ORDER = ("vd", "nvme", "mmcblk")
-#: error kstat identity record and the files under sys/block/NAME/ it is read from, once
-_IDENTITY = (
-    ("Vendor", ("device/vendor",)),
-    ("Product", ("device/model",)),
-    ("Revision", ("device/rev", "device/firmware_rev")),
-    ("Serial No", ("device/serial",)),
-)
-#: the error kstat's records in illumos sd's order (sddef.h), then kstatpy's Device Name
-ERR_FIELDS = (
-    ("Soft Errors", KSTAT_DATA_UINT32), ("Hard Errors", KSTAT_DATA_UINT32),
-    ("Transport Errors", KSTAT_DATA_UINT32), ("Vendor", KSTAT_DATA_CHAR), ("Product", KSTAT_DATA_CHAR),
-    ("Revision", KSTAT_DATA_CHAR), ("Serial No", KSTAT_DATA_CHAR), ("Size", KSTAT_DATA_UINT64),
-    ("Media Error", KSTAT_DATA_UINT32), ("Device Not Ready", KSTAT_DATA_UINT32),
-    ("No Device", KSTAT_DATA_UINT32), ("Recoverable", KSTAT_DATA_UINT32),
-    ("Illegal Request", KSTAT_DATA_UINT32), ("Predictive Failure Analysis", KSTAT_DATA_UINT32),
-    ("Device Name", KSTAT_DATA_STRING),
+#: error kstat identity records and the files under sys/block/NAME/ each is read from, once
+_IDENTITY = {
+    "Vendor": ("device/vendor",),
+    "Product": ("device/model",),
+    "Model": ("device/model",),
+    "Revision": ("device/rev", "device/firmware_rev"),
+    "Serial No": ("device/serial",),
+}
+_ERRORS = (("Soft Errors", KSTAT_DATA_UINT32), ("Hard Errors", KSTAT_DATA_UINT32),
+           ("Transport Errors", KSTAT_DATA_UINT32))  # fmt: skip
+_REQUEST_ERRORS = (
+    ("Size", KSTAT_DATA_UINT64), ("Media Error", KSTAT_DATA_UINT32), ("Device Not Ready", KSTAT_DATA_UINT32),
+    ("No Device", KSTAT_DATA_UINT32), ("Recoverable", KSTAT_DATA_UINT32), ("Illegal Request", KSTAT_DATA_UINT32),
+    ("Predictive Failure Analysis", KSTAT_DATA_UINT32),
 )  # fmt: skip
+#: the sd error kstat's records in sd's order (sddef.h), then kstatpy's Device Name
+ERR_FIELDS = (
+    *_ERRORS, ("Vendor", KSTAT_DATA_CHAR), ("Product", KSTAT_DATA_CHAR), ("Revision", KSTAT_DATA_CHAR),
+    ("Serial No", KSTAT_DATA_CHAR), *_REQUEST_ERRORS, ("Device Name", KSTAT_DATA_STRING),
+)  # fmt: skip
+#: the blkdev error kstat's records (struct bd_errstats' order; the unnamed slots left out)
+BLKDEV_ERR_FIELDS = {
+    "Model": (*_ERRORS, ("Model", KSTAT_DATA_STRING), ("Revision", KSTAT_DATA_STRING),
+              ("Serial No", KSTAT_DATA_STRING), *_REQUEST_ERRORS, ("Device Name", KSTAT_DATA_STRING)),
+    "Vendor": (*_ERRORS, ("Vendor", KSTAT_DATA_STRING), ("Product", KSTAT_DATA_STRING),
+               ("Revision", KSTAT_DATA_STRING), ("Serial No", KSTAT_DATA_STRING), *_REQUEST_ERRORS,
+               ("Device Name", KSTAT_DATA_STRING)),
+}  # fmt: skip
+#: modules whose disks have no error kstat (illumos' lofi.c creates none)
+NO_ERR_MODULES = ("lofi",)
 #: IO kstat fields Linux has no source for (kstat_io_t's wait queue)
 IO_ABSENT = ("wtime", "wlentime", "wcnt")
 
@@ -198,7 +221,7 @@ def disk_update(ksp: Kstat, rw: int) -> int:
 class DiskErrSource:
     """The error kstat's values: identity read once, size and errors each read."""
 
-    def __init__(self, root: SysRoot, name: str, identity: dict[str, bytes], size: bool, errors: bool) -> None:
+    def __init__(self, root: SysRoot, name: str, identity: dict[str, Any], size: bool, errors: bool) -> None:
         self.root = root
         self.dir = f"sys/block/{name}/"
         self.values_fixed: dict[str, Any] = {"Device Name": name, **identity}
@@ -214,18 +237,34 @@ class DiskErrSource:
         return out
 
 
+def err_fields(root: SysRoot, name: str, module: str) -> tuple[tuple[str, int], ...]:
+    """The error kstat's records for block device ``name`` of ``module``, as its illumos
+    driver makes them: blkdev's Model layout for a device with a model and no vendor."""
+    if module != "blkdev":
+        return ERR_FIELDS
+    model = root.exists(f"sys/block/{name}/device/model") and not root.exists(f"sys/block/{name}/device/vendor")
+    return BLKDEV_ERR_FIELDS["Model" if model else "Vendor"]
+
+
 def _create_err(chain: Chain, root: SysRoot, name: str, module: str, instance: int, origin: int | None) -> Kstat:
-    identity: dict[str, bytes] = {}
-    absent = ["Soft Errors", "Transport Errors", *(f for f, _ in ERR_FIELDS[8:14])]
-    for record, rels in _IDENTITY:
+    fields = err_fields(root, name, module)
+    identity: dict[str, Any] = {}
+    absent = ["Soft Errors", "Transport Errors", *(f for f, _ in _REQUEST_ERRORS[1:])]
+    for record, data_type in fields:
+        rels = _IDENTITY.get(record)
+        if rels is None:
+            continue
         for rel in rels:
             try:
-                identity[record] = root.read_bytes(f"sys/block/{name}/{rel}").strip()[:16]
+                value = root.read_bytes(f"sys/block/{name}/{rel}").strip()
                 break
             except OSError:
                 continue
         else:
             absent.append(record)
+            continue
+        # CHAR holds 16 bytes (sd's); STRING the whole text (blkdev's)
+        identity[record] = value[:16] if data_type == KSTAT_DATA_CHAR else value.decode("utf-8", "replace")
     root.forget(f"sys/block/{name}/device/")  # read once: do not keep them open
     size = root.exists(f"sys/block/{name}/size")
     if not size:
@@ -235,7 +274,7 @@ def _create_err(chain: Chain, root: SysRoot, name: str, module: str, instance: i
         absent.append("Hard Errors")
     source = DiskErrSource(root, name, identity, size, errors)
     ename = f"{module}{instance},err"
-    return create_named(chain, f"{module}err", instance, ename, "device_error", list(ERR_FIELDS), source,
+    return create_named(chain, f"{module}err", instance, ename, "device_error", list(fields), source,
                         crtime=origin, absent=absent)  # fmt: skip
 
 
@@ -256,7 +295,7 @@ def create_disk(
         ksp.ks_update = disk_update
         made.append(install_or_delete(chain, ksp))
     try:
-        if err:
+        if err and module not in NO_ERR_MODULES:
             made.append(_create_err(chain, root, name, module, instance, origin))
     except BaseException:
         for ksp in made:

@@ -5,9 +5,10 @@ vmstat (acquire.c) retries forever without ``unix:0:dnlcstats``; sadc exits with
 each is published; a statistic with no Linux source reads 0 and is marked no source
 (kstatpy.metadata.no_source). Every record is UINT64 unless said otherwise.
 
-unix:0:dnlcstats (class misc): illumos' directory name lookup cache counters (struct
-    nc_stats, the first 14: vmstat -s reads hits and misses by position). Linux's
-    dcache keeps no hit or miss counts: every one has no source.
+unix:0:dnlcstats (class misc): illumos' directory name lookup cache counters, all 28
+    of struct nc_stats with dnlc.c's names: vmstat reads the kstat into that struct and
+    takes hits and misses by position. Linux's dcache keeps no hit or miss counts:
+    every one has no source.
 
 unix:0:file_cache (class kmem_cache): the open file table, ``proc/sys/fs/file-nr``
     ("allocated unused max"): buf_total allocated, buf_avail unused, buf_inuse
@@ -15,13 +16,15 @@ unix:0:file_cache (class kmem_cache): the open file table, ``proc/sys/fs/file-nr
 
 unix:0:NAME (class kmem_cache), one per cache of ``proc/slabinfo`` (version 2.x), when
     it is readable (root) at attach (240 kstats here: 30-90 ms of the attach on a loaded
-    host); caches created later are not added. From its line
+    host); a cache created later (a module loaded) gets its kstat at the next refresh,
+    one destroyed loses it (:class:`SlabCaches`). From its line
     (active_objs num_objs objsize objperslab pagesperslab ... num_slabs):
     buf_size objsize; slab_size pagesperslab x page size; chunk_size slab_size /
     objperslab; buf_inuse active_objs; buf_total num_objs; buf_avail num_objs -
     active_objs; slab_create num_slabs (a gauge: Linux counts slabs, not their
     creations; slab_destroy has no source, so sadc's (slab_create - slab_destroy) x
-    slab_size is the cache's memory). A cache that left reads its last values.
+    slab_size is the cache's memory). A cache that left reads its last values until the
+    next refresh deletes its kstat.
 
 vmem:0:kmem_oversize (class vmem): illumos' arena for large allocations; Linux serves
     them from the page allocator without counting them: every statistic has no source.
@@ -57,12 +60,16 @@ if TYPE_CHECKING:
     from kstatpy.chain import Chain
     from kstatpy.kstat import Kstat
 
-__all__ = ["DNLC_FIELDS", "KMEM_FIELDS", "create_hostwide", "slab_lines"]
+__all__ = ["DNLC_FIELDS", "KMEM_FIELDS", "SlabCaches", "create_hostwide", "create_slab_cache", "slab_lines"]
 
-#: unix:0:dnlcstats, in struct nc_stats' order (uts/common/sys/dnlc.h)
+#: unix:0:dnlcstats: dnlc.c's names of struct nc_stats' 28 records, in its order
+#: (uts/common/sys/dnlc.h): acquire.c kstat_reads the kstat into that struct
 DNLC_FIELDS = (
-    "hits", "misses", "enters", "dbl_enters", "long_enter", "long_look", "miss_enter",
+    "hits", "misses", "negative_cache_hits", "enters", "double_enters", "purge_total_entries",
     "purge_all", "purge_vp", "purge_vfs", "purge_fs1", "pick_free", "pick_heuristic", "pick_last",
+    "dir_hits", "dir_misses", "dir_cached_current", "dir_entries_cached_current", "dir_cached_total",
+    "dir_start_no_memory", "dir_add_no_memory", "dir_add_abort", "dir_add_max", "dir_remove_entry_fail",
+    "dir_remove_space_fail", "dir_update_fail", "dir_fini_purge", "dir_reclaim_last", "dir_reclaim_any",
 )  # fmt: skip
 #: a kmem cache's statistics in illumos' order (uts/common/os/kmem.c, kmem_cache_kstat), up
 #: to slab_destroy: every one sadc reads (it finds their positions in the first cache and
@@ -182,17 +189,16 @@ def _u64(names: tuple[str, ...]) -> list[tuple[str, int]]:
 
 
 def create_hostwide(
-    chain: Chain, root: SysRoot, origin: int, boot_time: int, taken: set[str], want: Callable[[str], bool],
-    caches: bool = True,
+    chain: Chain, root: SysRoot, origin: int, boot_time: int, want: Callable[[str], bool]
 ) -> list[Kstat]:
     """Every kstat of this module the host has the files for and ``want`` passes the module
-    of; ``taken``: unix:0 names in use; ``caches``: one kstat per slab cache too. On failure
-    the ones made are deleted and the error raised.
+    of, but the slab caches' (the provider keeps them in step: :class:`SlabCaches`). On
+    failure the ones made are deleted and the error raised.
     """
     made: list[Kstat] = []
     try:
         if want("unix"):
-            made.extend(_create_unix(chain, root, origin, taken, caches))
+            made.extend(_create_unix(chain, root, origin))
         if want("vmem"):
             made.append(create_named(chain, "vmem", 0, "kmem_oversize", "vmem", _u64(VMEM_FIELDS), _Nothing(),
                                      crtime=origin, absent=VMEM_FIELDS))  # fmt: skip
@@ -207,29 +213,68 @@ def create_hostwide(
     return made
 
 
-def _create_unix(chain: Chain, root: SysRoot, origin: int, taken: set[str], caches_too: bool) -> list[Kstat]:
+def _create_unix(chain: Chain, root: SysRoot, origin: int) -> list[Kstat]:
     made: list[Kstat] = []
     try:
         made.append(create_named(chain, "unix", 0, "dnlcstats", "misc", _u64(DNLC_FIELDS), _Nothing(),
                                  crtime=origin, absent=DNLC_FIELDS))  # fmt: skip
-        fields = _u64(KMEM_FIELDS)
         if root.exists("proc/sys/fs/file-nr"):
             absent = [f for f in KMEM_FIELDS if f not in _FILE_SOURCED]
             made.append(create_named(chain, "unix", 0, "file_cache", "kmem_cache", _u64(KMEM_FIELDS),
                                      FileNrSource(root), crtime=origin, meta=KMEM_META, absent=absent))  # fmt: skip
-        taken = {*taken, "file_cache", "dnlcstats"}
-        try:
-            caches = slab_lines(root.read_bytes("proc/slabinfo")) if caches_too else {}
-        except OSError:  # not root: no per-cache kstats
-            caches = {}
-        absent = [f for f in KMEM_FIELDS if f not in _SLAB_SOURCED]
-        meta = {**KMEM_META, **{f: no_source(None, f"illumos kmem_cache {f}: no Linux source") for f in absent}}
-        for cache in caches:
-            if cache not in taken and len(cache) < 31:
-                made.append(create_named(chain, "unix", 0, cache, "kmem_cache", fields,
-                                         SlabSource(root, cache), crtime=origin, meta=meta, absent=absent))  # fmt: skip
     except BaseException:
         for ksp in made:
             chain.kstat_delete(ksp)
         raise
     return made
+
+
+_SLAB_ABSENT = [f for f in KMEM_FIELDS if f not in _SLAB_SOURCED]
+_SLAB_META = {**KMEM_META, **{f: no_source(None, f"illumos kmem_cache {f}: no Linux source") for f in _SLAB_ABSENT}}
+
+
+def create_slab_cache(chain: Chain, root: SysRoot, cache: str, origin: int | None) -> Kstat:
+    """``unix:0:CACHE`` (class kmem_cache) fed by the cache's line of ``proc/slabinfo``."""
+    return create_named(chain, "unix", 0, cache, "kmem_cache", _u64(KMEM_FIELDS), SlabSource(root, cache),
+                        crtime=origin, meta=_SLAB_META, absent=_SLAB_ABSENT)  # fmt: skip
+
+
+class SlabCaches:
+    """Which slab caches get a kstat now: those of ``proc/slabinfo`` whose name is free
+    (not in ``taken``: the other unix:0 kstats) and shorter than KSTAT_STRLEN.
+
+    :meth:`names` reads slabinfo only when the caches may have changed: SLUB gives each
+    cache of slabinfo one directory of ``sys/kernel/slab`` (named by the cache, or by a
+    unique id whose names are symbolic links; a cache merged into another at creation is
+    a link and no line of slabinfo), so a cache created or destroyed changes that
+    directory's link count (and mtime), one stat. Without that directory (SLAB, a fake
+    tree) each call reads slabinfo. Called under the provider's lock.
+    """
+
+    def __init__(self, root: SysRoot, taken: set[str]) -> None:
+        self.root = root
+        self.taken = {*taken, "file_cache", "dnlcstats"}
+        self.signature: tuple[int, int] | None = None
+        self.read = False  # slabinfo was read once
+        self.off = False  # slabinfo was unreadable at the first call (not root): never again
+
+    def names(self) -> list[str] | None:
+        """The caches to publish, or None when nothing changed since the last call (or
+        slabinfo cannot be read: not root)."""
+        if self.off:
+            return None
+        try:
+            st = os.stat(self.root.join("sys/kernel/slab"))
+        except OSError:
+            signature = None
+        else:
+            signature = (st.st_nlink, st.st_mtime_ns)
+            if signature == self.signature:
+                return None
+        try:
+            caches = slab_lines(self.root.read_bytes("proc/slabinfo"))
+        except OSError:  # not root: no per-cache kstats
+            self.off = self.signature is None and not self.read
+            return None
+        self.signature, self.read = signature, True
+        return [c for c in caches if c not in self.taken and len(c) < 31]

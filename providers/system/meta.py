@@ -182,11 +182,12 @@ META: tuple[tuple[str, str, str, StatMeta], ...] = (
     # disks' error kstats, MODULEerr:N:MODULEN,err
     *(
         row
-        for module in ("sderr", "cmdkerr", "xdferr", "lofierr", "blkdeverr")
+        for module in ("sderr", "cmdkerr", "xdferr", "blkdeverr")
         for row in (
             (module, "*,err", "Device Name", text("the Linux block device (sys/block/NAME)")),
             (module, "*,err", "Vendor", text("vendor (device/vendor)")),
             (module, "*,err", "Product", text("model (device/model)")),
+            (module, "*,err", "Model", text("model (device/model; blkdev's NVMe layout)")),
             (module, "*,err", "Revision", text("firmware revision (device/rev or device/firmware_rev)")),
             (module, "*,err", "Serial No", text("serial number (device/serial)")),
             (module, "*,err", "Size", gauge("bytes", "capacity")),

@@ -15,8 +15,11 @@ Locking
 Refresh
     ``kstatpy_refresh`` compares what exists (the ``present`` CPU list, the entries
     of ``sys/class/net`` and ``sys/block``: one small file and two directory
-    listings) with the kstats it has, and creates or deletes the difference; the
-    chain id moves only then.
+    listings; a poll of ``proc/self/mountinfo`` for fsstat's vopstats, vopstats.py; a
+    stat of ``sys/kernel/slab`` for the slab caches, hostwide.SlabCaches, and of
+    ``proc/spl/kstat`` for OpenZFS; a listing of ``sys/kernel/irq`` for the interrupt
+    kstats, intr.py) with the kstats it has, and creates or deletes the
+    difference; the chain id moves only then.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ CPU_MODULES = ("cpu_info", "cpu", "cpu_stat")
 LINK_MODULES = ("link",)
 #: disks' IO modules (``disk.disk_module_instance``) and their error kstats' (MODULEerr)
 DISK_MODULES = ("sd", "cmdk", "xdf", "lofi", "blkdev")
-DISK_MODULES_ALL = (*DISK_MODULES, *(m + "err" for m in DISK_MODULES))
+DISK_MODULES_ALL = (*DISK_MODULES, *(m + "err" for m in DISK_MODULES if m != "lofi"))  # lofi has none
 
 
 class SystemRootError(OSError):
@@ -110,7 +113,12 @@ class SystemProvider:
         self.disks: dict[str, list[Kstat]] = {}
         self.namer: Any = None  # disk.DiskNamer, made on the first disk scan
         self.spl: dict[tuple[str, str], list[Kstat]] = {}
-        self.has_spl = False  # proc/spl/kstat existed at attach (OpenZFS loaded)
+        self.vops: dict[str, list[Kstat]] = {}  # fsstat's unix:0:vopstats_* by name
+        self.caches: dict[str, list[Kstat]] = {}  # unix:0:CACHE (kmem_cache) by slab cache
+        self.intrs: dict[tuple[int, str], list[Kstat]] = {}  # irq:N:ACTIONS by (IRQ, name)
+        self.irqs: Any = None  # intr.IrqLines when irq is wanted
+        self.slabs: Any = None  # hostwide.SlabCaches when unix is wanted
+        self.mounts: Any = None  # vopstats.Mounts when mountinfo exists and unix is wanted
         self.origin = 0
         self.vm_cpu = -1  # the CPU charged with the machine-wide VM counters
         self.detached = False
@@ -151,13 +159,23 @@ class SystemProvider:
                 from kstatpy_providers.system.hostwide import create_hostwide
                 from kstatpy_providers.system.unix import boot_time
 
-                taken = {k.ks_name for k in self.unix}
-                self.unix.extend(create_hostwide(chain, root, origin, boot_time(root), taken, self.want))
+                self.unix.extend(create_hostwide(chain, root, origin, boot_time(root), self.want))
+                if self.want("unix"):
+                    from kstatpy_providers.system.hostwide import SlabCaches
+
+                    self.slabs = SlabCaches(root, {k.ks_name for k in self.unix})
             if self.want_any(MIB2_MODULES):
                 from kstatpy_providers.system.mib2 import create_mib2
 
                 self.unix.extend(create_mib2(chain, root, origin, self.want))
-            self.has_spl = root.exists(SPL_ROOT)
+            if self.want("irq"):
+                from kstatpy_providers.system.intr import IrqLines
+
+                self.irqs = IrqLines(root)
+            if self.want("unix") and root.exists("proc/self/mountinfo"):
+                from kstatpy_providers.system.vopstats import Mounts
+
+                self.mounts = Mounts(root)
             cpus = present_cpus(root)
             self.vm_cpu = min(cpus) if cpus else -1
             self.reconcile(chain, attaching=True)
@@ -219,7 +237,8 @@ class SystemProvider:
                 chain, "link", self.links, link_names(root), lambda n: [create_link(chain, root, n, origin)],
                 lambda n: f"sys/class/net/{n}/",
             )  # fmt: skip
-        if self.has_spl:
+        # OpenZFS may be loaded (or unloaded) while the provider runs: one stat a refresh.
+        if self.spl or root.exists(SPL_ROOT):
             from kstatpy_providers.system.spl import create_spl
             from kstatpy_providers.system.spl import spl_kstats
 
@@ -229,6 +248,35 @@ class SystemProvider:
             )  # fmt: skip
         if self.want_any(DISK_MODULES_ALL):
             self._sync_disks(chain, origin)
+        if self.slabs is not None:
+            self._sync_slab_caches(chain, attaching)
+        if self.mounts is not None:
+            self._sync_vopstats(chain)
+        if self.irqs is not None:
+            from kstatpy_providers.system.intr import IRQ_ROOT
+            from kstatpy_providers.system.intr import create_intr
+
+            self._sync(chain, "interrupt", self.intrs, self.irqs.lines(),
+                       lambda k: [create_intr(chain, root, k[0], k[1], origin)],
+                       lambda k: f"{IRQ_ROOT}/{k[0]}/")  # fmt: skip
+
+    def _sync_slab_caches(self, chain: Chain, attaching: bool) -> None:
+        from kstatpy_providers.system.hostwide import create_slab_cache
+
+        names = self.slabs.names()
+        if names is not None:
+            origin = self.origin if attaching else None  # a cache made later counts from then
+            self._sync(chain, "slab cache", self.caches, names,
+                       lambda c: [create_slab_cache(chain, self.root, c, origin)])  # fmt: skip
+
+    def _sync_vopstats(self, chain: Chain) -> None:
+        from kstatpy_providers.system.vopstats import create_vopstats
+
+        try:
+            names = self.mounts.kstat_names()
+        except OSError:  # mountinfo unreadable this time: keep what there is
+            return
+        self._sync(chain, "vopstats", self.vops, names, lambda n: create_vopstats(chain, n))
 
     def _sync_disks(self, chain: Chain, origin: int | None) -> None:
         # Every disk is named (the instance numbering depends on all of them); only
@@ -282,11 +330,13 @@ class SystemProvider:
 
     def delete_all(self, chain: Chain) -> None:
         """Delete every kstat, ``unix:0:system_misc`` (the first made) last (caller holds ``lock``)."""
-        for have in (self.spl, self.disks, self.links, self.cpus):
+        for have in (self.intrs, self.vops, self.caches, self.spl, self.disks, self.links, self.cpus):
             while have:
                 for ksp in have.popitem()[1]:
                     chain.kstat_delete(ksp)
         self.detached = True
+        if self.mounts is not None:
+            self.mounts.close()
         while self.unix:
             chain.kstat_delete(self.unix.pop())
         self.root.close()

@@ -3,7 +3,8 @@
 Talks to kstatd with :class:`kstatpy.client.SocketTransport` (raw ioctl round
 trips, docs/VMM.md §5). Socket: ``--socket PATH`` (before or after the subcommand;
 after wins), else ``$KSTAT_SOCKET``, else the per-user default. Exit status: 0 done,
-1 the operation failed, 2 usage, 3 no daemon answers, 128 + the signal number when
+1 the operation failed, 2 usage, 3 fatal: no daemon answers, or vmmctl's own output
+cannot be written (kstatpy.cli.guard), 128 + the signal number when
 SIGINT or SIGTERM interrupts a command (``hold`` excepted: interrupting it is how it
 ends, with 0). Errors are one line on stderr:
 ``vmmctl: create: VM 'x' exists (EEXIST)``.
