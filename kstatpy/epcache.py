@@ -14,7 +14,8 @@ File
     renamed over the cache (a rename replaces a planted symbolic link, never writes
     through it). The cache is used only in a directory owned by root or this user and
     writable by nobody else, and read only from a regular file that is the same
-    (``fstat`` of the opened descriptor), at most :data:`MAX_CACHE_BYTES`: the cache
+    (``fstat`` of the opened descriptor, opened ``O_NONBLOCK`` so that a FIFO cannot
+    hang it), at most :data:`MAX_CACHE_BYTES`: the cache
     names modules to import, so another user's file is never trusted nor written
     (issue 21: ``sudo -E``, a shared ``KSTATPY_CACHE_DIR``). UTF-8 text, one record
     a line, fields separated by tabs (a backslash, tab or newline in a field is
@@ -56,6 +57,7 @@ _MAGIC = "kstatpy-epcache 2"
 #: The largest cache file read (bytes); a bigger one is ignored.
 MAX_CACHE_BYTES = 1 << 20
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
 def _trusted(st: os.stat_result) -> bool:
@@ -152,7 +154,8 @@ class EntryPointCache:
         if dfd < 0:
             return None
         try:
-            fd = os.open(os.path.basename(self.path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+            # O_NONBLOCK: a FIFO at the cache's path would block the open until a writer came.
+            fd = os.open(os.path.basename(self.path), _FILE_FLAGS, dir_fd=dfd)
         except OSError:
             return None
         finally:
