@@ -7,6 +7,7 @@ edges, the stack records and the exact ``::whatis`` lines (docs/KMEM.md).
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 import types
@@ -138,6 +139,7 @@ def _frame(name: str | None, func: str = "f", lasti: int = 0x2A) -> types.Simple
         ("kstatpy_providers.vmm.ops", "vmm:f+0x2a"),
         ("kstatpy_providers", "kstatpy_providers:f+0x2a"),
         ("some.pkg.mod", "mod:f+0x2a"),
+        ("a.pkg.mod", "mod:f+0x2a"),  # sorts before "kstatpy_providers"
         (None, "?:f+0x2a"),
     ],
 )
@@ -334,3 +336,32 @@ def test_lookup_by_page_finds_the_buffer_of_that_page() -> None:
 def test_a_crash_dump_record_freed_without_a_free_time_has_time_zero() -> None:
     buf = KmemBuf(0x1000, 8, "T", (), 5, 6, freed=True, cache="kmem_alloc_8")
     assert (buf.freed, buf.free_stack, buf.free_time, buf.free_thread) == (True, (), 0, 0)
+
+
+def test_importing_kmem_does_not_import_typing() -> None:
+    # The embedded kstat's start-up never imports typing (kmem's TYPE_CHECKING is its own).
+    code = "import sys, kstatpy.kmem; print('typing' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_a_freed_object_traps_every_name_but_its_class() -> None:
+    kmem = Kmem()
+    obj = kmem.zalloc(Softc)
+    kmem.free(obj)
+    assert getattr(obj, "".join(["__cl", "ass__"])).__name__ == "freed Softc"  # an equal, not interned, name
+    with pytest.raises(BadTrap, match="read A at"):  # a name sorting before "__class__"
+        _ = obj.A  # type: ignore[attr-defined]
+
+
+def test_the_default_buffer_size_is_64() -> None:
+    kmem = Kmem()
+    buf = kmem.lookup(kmem.zalloc(Plain).kmem_addr)
+    assert (buf.size, buf.cache) == (64, "kmem_alloc_64")
+
+
+def test_whatis_text_of_a_big_buffer_at_a_low_address() -> None:
+    buf = KmemBuf(0x1000, 0x3000, "Big", (), 1, 2)
+    lines = whatis_text(0x2010, buf).splitlines()
+    assert lines[0] == "2010 is 1000+1010, allocated from kmem_alloc_16384 (Big):"
+    assert lines[3] == f"{0x1000:16x} ALLC {0x1000:16x} {0x4000:16x} {0x3000:16d}"
