@@ -177,10 +177,11 @@ def test_trap_message_and_field_offsets() -> None:
         (lambda: setattr(obj, "minor", 2), "write minor", 8),
         (lambda: delattr(obj, "name"), "write name", 0),
         (lambda: plain.x, "read x", 8 * (ord("x") % 64)),
+        (lambda: plain.xy, "read xy", 8 * ((ord("x") + ord("y")) % 64)),
     ]:
         with pytest.raises(BadTrap) as info:
             access()
-        base = 0x100000 if "x" not in what else 0x100000 + 4096
+        base = 0x100000 if " x" not in what else 0x100000 + 4096
         trap = info.value
         assert (trap.what, trap.addr, trap.ksp) == (what, base + offset, None)
         assert str(trap) == f"BAD TRAP: {what} at addr=0x{base + offset:x}"
@@ -328,7 +329,7 @@ def test_whatis_text_lines_allocated_and_freed() -> None:
 
 def test_lookup_by_page_finds_the_buffer_of_that_page() -> None:
     kmem = Kmem(base=0)
-    objs = [kmem.zalloc(Softc, size=4096) for _ in range(5)]  # pages 0 to 4
+    objs = [kmem.zalloc(Softc, size=4096) for _ in range(20)]  # pages 0 to 19
     for i, obj in enumerate(objs):
         assert kmem.lookup(i * 4096 + 4).addr == obj.kmem_addr == i * 4096
 
