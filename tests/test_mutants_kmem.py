@@ -366,3 +366,11 @@ def test_whatis_text_of_a_big_buffer_at_a_low_address() -> None:
     lines = whatis_text(0x2010, buf).splitlines()
     assert lines[0] == "2010 is 1000+1010, allocated from kmem_alloc_16384 (Big):"
     assert lines[3] == f"{0x1000:16x} ALLC {0x1000:16x} {0x4000:16x} {0x3000:16d}"
+
+
+def test_lookup_past_the_end_and_into_a_later_buffer() -> None:
+    kmem = Kmem(base=0x100000)
+    small = kmem.zalloc(Softc, size=100)
+    big = kmem.zalloc(Softc, size=3 * 4096)
+    assert kmem.lookup(small.kmem_addr + 200) is None  # past the end, in the same page
+    assert kmem.lookup(big.kmem_addr + 2 * 4096 + 5).addr == big.kmem_addr  # a later page, by bisect
