@@ -12,7 +12,7 @@ TYPE_CHECKING = False  # not typing's: the kstat command's kstatd path never imp
 if TYPE_CHECKING:
     from typing import Any
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 _CONSTANTS = (
     "ALL_ZONES GLOBAL_ZONEID KSTAT_DATA_CHAR KSTAT_DATA_DOUBLE KSTAT_DATA_FLOAT KSTAT_DATA_INT32 "
