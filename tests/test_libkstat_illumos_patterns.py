@@ -35,3 +35,18 @@ def test_illumos_tools_access_patterns_hold(tmp_path: Path, patterns: Path) -> N
     checked = {line.split()[1] for line in done.stdout.splitlines()}
     assert {"dnlcstats", "sysinfo", "vminfo", "clk_intr", "deficit", "unix:0:var"} <= checked
     assert "cpu:N:sys:cpu_ticks_user" in checked and "cpu:N:vm:as_fault" in checked
+
+
+def test_illumos_tools_access_patterns_are_clean_under_address_and_leak_sanitizer(tmp_path: Path) -> None:
+    # The same program and library built with -fsanitize=address: no error, no leak.
+    from tests.libkstat_helpers import installed
+    from tests.test_libkstat_asan import ASAN
+
+    prefix = installed(asan=True)
+    exe = compile_c([SRC / "ilt_patterns.c"], tmp_path / "ilt_patterns_asan", prefix,
+                    ("-fsanitize=address", "-fno-omit-frame-pointer", "-g"))  # fmt: skip
+    with running_kstatd(tmp_path, plugins=PLUGINS) as kd:
+        done = subprocess.run([str(exe)], env=run_env(kd.socket, prefix, **ASAN), capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+    failed = [line for line in done.stdout.splitlines() if not line.startswith("ok ")]
+    assert (done.returncode, failed, done.stderr) == (0, [], ""), done.stderr[-2000:]
