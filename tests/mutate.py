@@ -45,11 +45,11 @@ TARGETS: dict[str, tuple[str | list[str], list[str]]] = {
         "pack_wraps_to_the_member_width", "fake_cpu_stat_equals_the_named_view", "live_cpu_stat_equals_the_named_view",
         "fake_sysinfo_vminfo_var", "kstat_prints_raw_kstats_through_kstatd")), "tests/test_mutants_raw.py"]),
     "kstat_rate": ("kstatpy/cli/kstat_rate.py", ["tests/test_mutants_kstat_rate.py", "tests/test_cli_rate.py"]),
-    # Not test_mdb's crash fixture (a real kstatd panicking, 12 s a run): test_mutants_crashdump builds,
-    # writes and loads dumps of real traps in-process; of kstatpy-mdb's runs only the bad-file ones.
+    # Not test_mdb's crash fixture (a real kstatd panicking, 12 s a run) nor test_root_files' hostile JSON
+    # (four kstatpy-mdb runs): test_mutants_crashdump builds, writes and loads dumps of real traps and
+    # hostile files in-process; of kstatpy-mdb's own runs only the bad and symlinked files (8 s a run).
     "crashdump": ("kstatpy/crashdump.py", ["tests/test_mdb.py::test_bad_files_exit_3_and_usage_2",
-                  *(f"tests/test_root_files.py::test_mdb_{t}" for t in ("refuses_a_symlinked_dump_and_a_huge_one",
-                                                                        "hostile_json_is_one_line")),
+                  "tests/test_root_files.py::test_mdb_refuses_a_symlinked_dump_and_a_huge_one",
                   "tests/test_mutants_crashdump.py"]),
     # In-process: test_lockorder and test_deadman; not test_lockorder_kstatd (a kstatd per test, 20 s a run).
     "lockorder": ("kstatpy/lockorder.py", ["tests/test_lockorder.py", "tests/test_deadman.py",
