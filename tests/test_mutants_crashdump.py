@@ -10,6 +10,7 @@ kstatpy-mdb relies on (size cap, symbolic links, the owner of a dump beside a re
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -172,6 +173,8 @@ def test_a_kmem_audit_dump_names_the_buffer_and_each_pointer() -> None:
     assert doc["audit"]["buffer"] == kmem_addr(sc)
     assert refs == [(kmem_addr(ksp), "ks_lock"), (kmem_addr(ksp), "ks_private")]
     assert any(":audit_trap+0x" in f["symbol"] for f in doc["stack"])
+    free = next(f for f in doc["stack"] if f["symbol"].startswith("genunix:free+0x"))
+    assert free["args"] == [f"{kmem_addr(sc):x}"]  # the raised trap's own frames, with their arguments
     bare = trap.with_traceback(None)  # the stack falls back on the refused free's
     doc = build_dump(bare, chain, "")
     assert [f["symbol"] for f in doc["stack"]] == list(trap.free_stack)
@@ -200,6 +203,7 @@ def test_a_lock_order_dump_carries_the_cycle() -> None:
     assert [(e["from"], e["to"]) for e in doc["lockorder"]["cycle"]] == [
         ("mutex dls_lock", "hold dls:*:link"), ("hold dls:*:link", "mutex dls_lock")]  # fmt: skip
     assert any(":delete+0x" in f["symbol"] for f in doc["stack"])
+    assert any(f["args"] for f in doc["stack"])  # the raised trap's own frames, not the edge's recorded stack
     doc = build_dump(trap.with_traceback(None), chain, "")
     assert [f["symbol"] for f in doc["stack"]] == list(trap.cycle[0].stack) and doc["stack"]
     assert [f["frame"] for f in doc["stack"]] == [stack_frame_addr(i) for i in range(len(doc["stack"]))]
@@ -262,7 +266,8 @@ def named_fn() -> None:
     [
         (None, "0"), (False, "0"), (True, "1"), (0, "0"), (1, "1"), (255, "ff"), (-1, "-1"), (-255, "-ff"),
         ("", '""'), ("x" * 32, '"' + "x" * 32 + '"'), ("x" * 33, "<str>"), (named_fn, "named_fn"),
-        (len, "len"), (1.5, "<float>"), ([1], "<list>"), (object(), "<object>"), (Softc, "Softc"),
+        (len, "len"), (1.5, "<float>"), (0.0, "<float>"), ([1], "<list>"), (object(), "<object>"), (Softc, "Softc"),
+        (json, "<module>"), (functools.partial(len), "<partial>"),  # named but not callable; callable, no name
     ],
 )  # fmt: skip
 def test_arguments_as_dollar_c_shows_them(value: Any, shown: str) -> None:
