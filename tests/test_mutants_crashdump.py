@@ -358,6 +358,7 @@ def test_lookup_edges_of_the_dumped_buffers(tmp_path: Path) -> None:
     assert found == {0xFFF: None, 0x1000: "A", 0x100F: "A", 0x1010: None, 0x1FFF: None, 0x2000: "Z",
                      0x2001: None, 0x3000: "B", 0x301F: "B", 0x3020: None, 0: None}  # fmt: skip
     a, _z, b = dump.buffers
+    assert load_dump(write_doc(tmp_path / "e.json")).lookup(0x1000) is None  # no buffers at all: nothing, no error
     assert (a.freed, b.freed) == (False, True)
     assert (a.alloc_stack, a.alloc_time, a.thread, a.free_stack, a.free_time, a.free_thread) == ((), 0, 0, (), 0, 0)
     assert (b.free_stack, b.free_time, b.free_thread) == ((), 0, 0) and b.cache == "kmem_alloc_32"
