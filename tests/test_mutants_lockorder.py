@@ -22,6 +22,7 @@ from kstatpy.chain import Chain
 from kstatpy.constants import ALL_ZONES
 from kstatpy.driver import read_kstat_data
 from kstatpy.kmem import Kmem
+from kstatpy.kmem import kmem_addr
 from kstatpy.kstat import KMutex
 from kstatpy.kstat import kstat_named_init
 from kstatpy.lockorder import LockOrderViolation
@@ -176,6 +177,7 @@ def test_the_search_goes_on_past_a_node_already_seen() -> None:
             pass
     assert [(e.a.name, e.b.name) for e in info.value.cycle] == [
         ("mutex a", "mutex b"), ("mutex b", "mutex x"), ("mutex x", "mutex a")]  # fmt: skip
+    assert (info.value.addr, info.value.buf, info.value.ksp) == (0, None, None)  # no kstat in a mutex-only cycle
     assert not a.held() and not b.held()
 
 
@@ -289,3 +291,77 @@ def test_a_sync_point_binds_a_fresh_thread_to_the_checker() -> None:
         join(t, 60, "the thread")
     assert seen == [w, None]
     assert edges(w) == [("mutex p", "mutex q", "mutex p", "mutex_enter(q)")]
+
+
+# --- an edge's record and the violation ----------------------------------------------------------
+
+
+def _deep(n: int, fn: Callable[[], None]) -> None:
+    if n:
+        _deep(n - 1, fn)
+    else:
+        fn()
+
+
+def test_an_edge_records_the_thread_and_twelve_frames_from_the_call_that_took_the_lock() -> None:
+    w = Witness()
+    named_mutex, site_mutex = KMutex("one"), KMutex()  # no name: the class is where it was built
+    fn = "test_an_edge_records_the_thread_and_twelve_frames_from_the_call_that_took_the_lock"
+    assert site_mutex._site[1] == fn
+    site = f"mutex {site_mutex._site[0]}:{fn}:{site_mutex._site[2]}"
+    seen: list[Any] = []
+
+    def take() -> None:
+        with named_mutex, site_mutex:
+            pass
+
+    def body() -> None:
+        w.bind_thread()
+        _deep(15, take)
+        seen.append(threading.get_ident())
+
+    t = threading.Thread(target=body, name="worker")
+    t.start()
+    join(t, 60, "the worker")
+    (edge,) = w.edges()
+    record = edge.as_json()
+    assert [s.split("+")[0] for s in record["stack"]] == ["genunix:acquire", "genunix:__enter__",
+                                                          "test_mutants_lockorder:take"] + ["test_mutants_lockorder:_deep"] * 9  # fmt: skip
+    del record["stack"]
+    assert record == {"from": "mutex one", "to": site, "held": "mutex one", "what": f"mutex_enter({site[6:]})",
+                      "thread": seen[0], "thread_name": "worker", "kstat": 0}  # fmt: skip
+
+
+def test_a_try_lock_and_a_released_lock_make_no_edge() -> None:
+    w = Witness()
+    w.bind_thread()
+    a, b = KMutex("a"), KMutex("b")
+    with a:
+        assert b.acquire(blocking=False)  # a try-lock cannot wait: no order
+        b.release()
+    with a:
+        pass
+    with b:  # a was released: nothing is held
+        pass
+    assert w.edges() == []
+
+
+def test_the_violation_names_the_kstat_its_buffer_and_the_cycle() -> None:
+    chain = Chain(kmem=Kmem(audit=True))
+    w = chain.witness
+    w.bind_thread()
+    m = KMutex("m")
+
+    def update(ksp: Any, rw: int) -> int:
+        with m:
+            return 0
+
+    ksp = named(chain, "k", None, update)
+    read(chain, ksp)  # hold lo:*:k -> mutex m
+    with pytest.raises(LockOrderViolation) as info, m:
+        read(chain, ksp)  # mutex m -> hold lo:*:k closes it
+    trap = info.value
+    assert str(trap) == "deadlock: lock order reversal: read(lo:0:k) while holding mutex m (a cycle of 2 lock classes)"
+    assert trap.what == "lock order reversal: read(lo:0:k) while holding mutex m"
+    assert trap.ksp is ksp and trap.addr == kmem_addr(ksp) != 0 and trap.buf is chain.kmem.lookup(trap.addr)
+    assert [e.kstat for e in trap.cycle] == [kmem_addr(ksp), 0]
