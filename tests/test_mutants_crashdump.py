@@ -210,50 +210,6 @@ def test_a_lock_order_dump_carries_the_cycle() -> None:
     assert all(f["args"] == [] for f in doc["stack"])
 
 
-# --- which freed buffers a dump keeps --------------------------------------------------------
-
-
-def test_the_4096_most_recent_frees_and_every_pointed_one_are_kept() -> None:
-    kmem = Kmem(history_bytes=1 << 40)  # remember every free
-    first = kmem.zalloc(Softc)  # the heap's lowest address: index 0 of the bisect
-    chain = Chain(kmem=kmem)
-    quiet = named(chain, "quiet", first)  # never read: kept only because a kstat points into it
-    sc = kmem.zalloc(Softc)
-    loud = named(chain, "loud", sc)
-    kmem.free(first)
-    kmem.free(sc)
-    old = [kmem.zalloc(Softc) for _ in range(3)]
-    for o in old:
-        kmem.free(o)
-    recent = [kmem.zalloc(Softc) for _ in range(4096)]
-    for o in recent:
-        kmem.free(o)
-    trap = page_fault(chain, loud)
-    doc = build_dump(trap, chain, "")
-    kept = {b["addr"] for b in doc["kmem"]["buffers"]}
-    assert {kmem_addr(o) for o in recent} <= kept
-    assert kmem_addr(first) in kept and kmem_addr(sc) in kept and kmem_addr(quiet) in kept
-    assert not {kmem_addr(o) for o in old} & kept
-    assert doc["kmem"]["freed_omitted"] == 3 and len(kept) == len(kmem.buffers()) - 3
-
-
-def test_a_pointer_past_a_freed_buffers_end_does_not_keep_it() -> None:
-    kmem = Kmem(history_bytes=1 << 40)
-    chain = Chain(kmem=kmem)
-    sc = kmem.zalloc(Softc)
-    ksp = named(chain, "k", sc)
-    kmem.free(sc)
-    trap = page_fault(chain, ksp)
-    trap.addr = kmem_addr(sc) + 96  # just past the buffer: inside its page, not in it
-    ksp.ks_private = None
-    for o in [kmem.zalloc(Softc) for _ in range(4096)]:
-        kmem.free(o)
-    doc = build_dump(trap, chain, "")
-    assert kmem_addr(sc) not in {b["addr"] for b in doc["kmem"]["buffers"]}
-    trap.addr = kmem_addr(sc) + 95  # its last byte
-    assert kmem_addr(sc) in {b["addr"] for b in build_dump(trap, chain, "")["kmem"]["buffers"]}
-
-
 # --- the arguments as $C shows them ----------------------------------------------------------
 
 
@@ -463,3 +419,47 @@ def test_a_report_whose_dump_vanished_between_the_looks(tmp_path: Path) -> None:
     with pytest.raises(CrashDumpError) as info:
         load_dump(report)
     assert str(info.value) == f"{report}: cannot read: No such file or directory"
+
+
+# --- which freed buffers a dump keeps (last: the slowest, 4,096 frees each) --------------------------------------------------------
+
+
+def test_the_4096_most_recent_frees_and_every_pointed_one_are_kept() -> None:
+    kmem = Kmem(history_bytes=1 << 40)  # remember every free
+    first = kmem.zalloc(Softc)  # the heap's lowest address: index 0 of the bisect
+    chain = Chain(kmem=kmem)
+    quiet = named(chain, "quiet", first)  # never read: kept only because a kstat points into it
+    sc = kmem.zalloc(Softc)
+    loud = named(chain, "loud", sc)
+    kmem.free(first)
+    kmem.free(sc)
+    old = [kmem.zalloc(Softc) for _ in range(3)]
+    for o in old:
+        kmem.free(o)
+    recent = [kmem.zalloc(Softc) for _ in range(4096)]
+    for o in recent:
+        kmem.free(o)
+    trap = page_fault(chain, loud)
+    doc = build_dump(trap, chain, "")
+    kept = {b["addr"] for b in doc["kmem"]["buffers"]}
+    assert {kmem_addr(o) for o in recent} <= kept
+    assert kmem_addr(first) in kept and kmem_addr(sc) in kept and kmem_addr(quiet) in kept
+    assert not {kmem_addr(o) for o in old} & kept
+    assert doc["kmem"]["freed_omitted"] == 3 and len(kept) == len(kmem.buffers()) - 3
+
+
+def test_a_pointer_past_a_freed_buffers_end_does_not_keep_it() -> None:
+    kmem = Kmem(history_bytes=1 << 40)
+    chain = Chain(kmem=kmem)
+    sc = kmem.zalloc(Softc)
+    ksp = named(chain, "k", sc)
+    kmem.free(sc)
+    trap = page_fault(chain, ksp)
+    trap.addr = kmem_addr(sc) + 96  # just past the buffer: inside its page, not in it
+    ksp.ks_private = None
+    for o in [kmem.zalloc(Softc) for _ in range(4096)]:
+        kmem.free(o)
+    doc = build_dump(trap, chain, "")
+    assert kmem_addr(sc) not in {b["addr"] for b in doc["kmem"]["buffers"]}
+    trap.addr = kmem_addr(sc) + 95  # its last byte
+    assert kmem_addr(sc) in {b["addr"] for b in build_dump(trap, chain, "")["kmem"]["buffers"]}
