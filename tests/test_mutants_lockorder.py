@@ -344,6 +344,8 @@ def test_a_try_lock_and_a_released_lock_make_no_edge() -> None:
     with b:  # a was released: nothing is held
         pass
     assert w.edges() == []
+    w.pop(object())  # unknown, with nothing held: ignored
+    assert curthread.st is not None and curthread.st.held == []
 
 
 def test_the_violation_names_the_kstat_its_buffer_and_the_cycle() -> None:
