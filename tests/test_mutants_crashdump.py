@@ -366,6 +366,8 @@ def test_a_dump_named_itself_never_looks_beside_it(tmp_path: Path) -> None:
          "integer string conversion: value has 5000 digits; use sys.set_int_max_str_digits() to increase the limit)"),
         (b"[]", 'not a kstatpy crash dump (no "format": "kstatpy-crashdump")'),
         (b'{"format": "kstatpy-crashdumps"}', 'not a kstatpy crash dump (no "format": "kstatpy-crashdump")'),
+        (b'{"format": "kstatpy-crash", "version": 1}', 'not a kstatpy crash dump (no "format": "kstatpy-crashdump")'),
+        (b'{"version": 1}', 'not a kstatpy crash dump (no "format": "kstatpy-crashdump")'),
         (b'{"format": "kstatpy-crashdump"}', "crash dump version None; this kstatpy-mdb reads version 1"),
         (b'{"format": "kstatpy-crashdump", "version": "1"}', "crash dump version '1'; this kstatpy-mdb reads version 1"),
         (b'{"format": "kstatpy-crashdump", "version": 2}', "crash dump version 2; this kstatpy-mdb reads version 1"),
