@@ -314,6 +314,7 @@ def test_lookup_edges_of_the_dumped_buffers(tmp_path: Path) -> None:
     assert found == {0xFFF: None, 0x1000: "A", 0x100F: "A", 0x1010: None, 0x1FFF: None, 0x2000: "Z",
                      0x2001: None, 0x3000: "B", 0x301F: "B", 0x3020: None, 0: None}  # fmt: skip
     a, _z, b = dump.buffers
+    assert dump.lookup(a.addr) is a and dump.lookup(b.addr) is b  # the very int a buffer holds
     assert load_dump(write_doc(tmp_path / "e.json")).lookup(0x1000) is None  # no buffers at all: nothing, no error
     assert (a.freed, b.freed) == (False, True)
     assert (a.alloc_stack, a.alloc_time, a.thread, a.free_stack, a.free_time, a.free_thread) == ((), 0, 0, (), 0, 0)
@@ -465,3 +466,16 @@ def test_a_pointer_past_a_freed_buffers_end_does_not_keep_it() -> None:
     assert kmem_addr(sc) not in {b["addr"] for b in doc["kmem"]["buffers"]}
     trap.addr = kmem_addr(sc) + 95  # its last byte
     assert kmem_addr(sc) in {b["addr"] for b in build_dump(trap, chain, "")["kmem"]["buffers"]}
+
+
+def test_a_trap_address_below_every_buffer_keeps_nothing_extra() -> None:
+    kmem = Kmem(history_bytes=1 << 40)
+    chain = Chain(kmem=kmem)
+    early = [kmem.zalloc(Softc) for _ in range(4096)]
+    last = kmem.zalloc(Softc)  # the highest address, freed first: the 4,097th most recent free
+    kmem.free(last)
+    for o in early:
+        kmem.free(o)
+    doc = build_dump(BadTrap(1, None, "read x"), chain, "")  # address 1: below the heap
+    assert kmem_addr(last) not in {b["addr"] for b in doc["kmem"]["buffers"]}
+    assert doc["kmem"]["freed_omitted"] == 1
