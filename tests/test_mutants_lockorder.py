@@ -10,6 +10,8 @@ a node already seen, and KMutex / ks_lock contention under a controlled schedule
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -31,6 +33,7 @@ from kstatpy.lockorder import curthread
 from kstatpy.lockorder import lock_enter
 from kstatpy.lockorder import lock_exit
 from kstatpy.lockorder import sync_point
+from kstatpy.lockorder import thread_state
 from kstatpy.testing.schedule import Scheduler
 from tests.bounded import join
 
@@ -367,3 +370,39 @@ def test_the_violation_names_the_kstat_its_buffer_and_the_cycle() -> None:
     assert trap.what == "lock order reversal: read(lo:0:k) while holding mutex m"
     assert trap.ksp is ksp and trap.addr == kmem_addr(ksp) != 0 and trap.buf is chain.kmem.lookup(trap.addr)
     assert [e.kstat for e in trap.cycle] == [kmem_addr(ksp), 0]
+
+
+def test_thread_state_is_made_only_when_asked_and_once() -> None:
+    seen: list[Any] = []
+
+    def body() -> None:
+        seen.append(thread_state())  # a fresh thread: none, and none made
+        seen.append(curthread.st)
+        st = thread_state(create=True)
+        seen.append(st is not None and thread_state(create=True) is st and thread_state() is st)
+
+    t = threading.Thread(target=body)
+    t.start()
+    join(t, 60, "the thread")
+    assert seen == [None, None, True]
+
+
+def test_a_lock_released_out_of_order_leaves_the_others_held() -> None:
+    w = Witness()
+    w.bind_thread()
+    a, b, c = KMutex("a"), KMutex("b"), KMutex("c")
+    a.acquire()
+    b.acquire()
+    c.acquire()
+    b.release()  # not the innermost: found by the search from the top
+    assert curthread.st is not None and [e[2] for e in curthread.st.held] == [a, c]
+    c.release()
+    a.release()
+    assert curthread.st.held == []
+
+
+def test_importing_the_checker_does_not_import_typing() -> None:
+    # The embedded kstat's start-up never imports typing (kstatpy.lockorder's own TYPE_CHECKING).
+    code = "import sys, kstatpy.lockorder; print('typing' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (res.returncode, res.stdout) == (0, "False\n"), res.stderr
