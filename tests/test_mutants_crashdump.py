@@ -222,7 +222,7 @@ def named_fn() -> None:
     [
         (None, "0"), (False, "0"), (True, "1"), (0, "0"), (1, "1"), (255, "ff"), (-1, "-1"), (-255, "-ff"),
         ("", '""'), ("x" * 32, '"' + "x" * 32 + '"'), ("x" * 33, "<str>"), (named_fn, "named_fn"),
-        (len, "len"), (1.5, "<float>"), (0.0, "<float>"), ([1], "<list>"), (object(), "<object>"), (Softc, "Softc"),
+        (len, "len"), (1.5, "<float>"), (0.0, "<float>"), (1.0, "<float>"), ([1], "<list>"), (object(), "<object>"), (Softc, "Softc"),
         (json, "<module>"), (functools.partial(len), "<partial>"),  # named but not callable; callable, no name
     ],
 )  # fmt: skip
@@ -307,13 +307,15 @@ def write_doc(path: Path, **extra: Any) -> Path:
 
 def test_lookup_edges_of_the_dumped_buffers(tmp_path: Path) -> None:
     bufs = [{"addr": 0x1000, "size": 16, "type": "A"}, {"addr": 0x2000, "size": 0, "type": "Z"},
-            {"addr": 0x3000, "size": 32, "type": "B", "state": "freed"}]  # fmt: skip
+            {"addr": 0x3000, "size": 32, "type": "B", "state": "freed"},
+            {"addr": 0x8000, "size": 0x8000, "type": "C"}]  # fmt: skip
     dump = load_dump(write_doc(tmp_path / "d.json", kmem={"buffers": bufs}))
     addrs = (0xFFF, 0x1000, 0x100F, 0x1010, 0x1FFF, 0x2000, 0x2001, 0x3000, 0x301F, 0x3020, 0)
     found = {a: getattr(dump.lookup(a), "type_name", None) for a in addrs}
     assert found == {0xFFF: None, 0x1000: "A", 0x100F: "A", 0x1010: None, 0x1FFF: None, 0x2000: "Z",
                      0x2001: None, 0x3000: "B", 0x301F: "B", 0x3020: None, 0: None}  # fmt: skip
-    a, _z, b = dump.buffers
+    assert [getattr(dump.lookup(x), "type_name", None) for x in (0x8000, 0xFFFF, 0x10000)] == ["C", "C", None]
+    a, _z, b, _c = dump.buffers
     assert dump.lookup(a.addr) is a and dump.lookup(b.addr) is b  # the very int a buffer holds
     assert load_dump(write_doc(tmp_path / "e.json")).lookup(0x1000) is None  # no buffers at all: nothing, no error
     assert (a.freed, b.freed) == (False, True)
@@ -340,6 +342,9 @@ def test_a_report_path_reads_the_dump_beside_it_only_from_the_same_owner(tmp_pat
     assert load_dump(dump).path == str(dump)  # named itself: the user's choice
     os.chown(report, 65534, -1)
     assert load_dump(report).path == str(dump)  # both someone else's, the same someone: read
+    os.chown(dump, 0, -1)  # the report someone else's, the dump root's: not the same owner either
+    with pytest.raises(CrashDumpError, match="owned by uid 0, not by the report's uid 65534"):
+        load_dump(report)
     os.chown(report, 0, -1)
     dump.unlink()
     os.symlink(tmp_path / "elsewhere.json", dump)  # a dangling link planted beside the report
@@ -464,6 +469,8 @@ def test_a_pointer_past_a_freed_buffers_end_does_not_keep_it() -> None:
         kmem.free(o)
     doc = build_dump(trap, chain, "")
     assert kmem_addr(sc) not in {b["addr"] for b in doc["kmem"]["buffers"]}
+    trap.addr = kmem_addr(sc) + 200  # further past it, before the next page
+    assert kmem_addr(sc) not in {b["addr"] for b in build_dump(trap, chain, "")["kmem"]["buffers"]}
     trap.addr = kmem_addr(sc) + 95  # its last byte
     assert kmem_addr(sc) in {b["addr"] for b in build_dump(trap, chain, "")["kmem"]["buffers"]}
 
@@ -479,3 +486,13 @@ def test_a_trap_address_below_every_buffer_keeps_nothing_extra() -> None:
     doc = build_dump(BadTrap(1, None, "read x"), chain, "")  # address 1: below the heap
     assert kmem_addr(last) not in {b["addr"] for b in doc["kmem"]["buffers"]}
     assert doc["kmem"]["freed_omitted"] == 1
+
+
+def test_freed_omitted_counts_every_buffer_left_out() -> None:
+    kmem = Kmem(history_bytes=1 << 40)
+    chain = Chain(kmem=kmem)
+    objs = [kmem.zalloc(Softc) for _ in range(2 * 4096 + 10)]
+    for o in objs:
+        kmem.free(o)
+    doc = build_dump(BadTrap(1, None, "read x"), chain, "")
+    assert doc["kmem"]["freed_omitted"] == 4096 + 10 == len(kmem.buffers()) - len(doc["kmem"]["buffers"])
