@@ -241,8 +241,8 @@ def test_a_heap_object_argument_is_its_address() -> None:
 class Plain:
     """Not on the heap: its ``self`` is left out of $C, as C has none."""
 
-    def method(self, ksp: Any, rw: int) -> None:
-        ksp.ks_private.count += rw
+    def method(self, ksp: Any, value: int) -> None:  # a name after "self" in string order: still shown
+        ksp.ks_private.count += value
 
 
 def test_a_methods_self_is_left_out_unless_it_is_on_the_heap() -> None:
@@ -496,3 +496,27 @@ def test_freed_omitted_counts_every_buffer_left_out() -> None:
         kmem.free(o)
     doc = build_dump(BadTrap(1, None, "read x"), chain, "")
     assert doc["kmem"]["freed_omitted"] == 4096 + 10 == len(kmem.buffers()) - len(doc["kmem"]["buffers"])
+
+
+class Big(KmemObject):
+    __slots__ = ()
+    kmem_size = 0x8000
+
+
+def test_pointers_into_a_large_buffer_and_an_empty_one() -> None:
+    kmem = Kmem(history_bytes=1 << 40)
+    chain = Chain(kmem=kmem)
+    # a buffer larger than a page at an address with its size's bit set (addr + size is not addr | size)
+    big = next(b for b in (kmem.zalloc(Big) for _ in range(16)) if kmem_addr(b) & 0x8000)
+    empty = kmem.zalloc(Softc, size=0)
+    kmem.free(big)
+    kmem.free(empty)
+    for o in [kmem.zalloc(Softc) for _ in range(4096)]:
+        kmem.free(o)
+
+    def kept(addr: int) -> set[int]:
+        return {b["addr"] for b in build_dump(BadTrap(addr, None, "read x"), chain, "")["kmem"]["buffers"]}
+
+    assert kmem_addr(big) in kept(kmem_addr(big) + 0x7FF8)  # inside it, seven pages in
+    assert kmem_addr(empty) in kept(kmem_addr(empty))  # a size-0 buffer still holds its own address
+    assert kmem_addr(empty) not in kept(kmem_addr(empty) + 1)
