@@ -47,11 +47,11 @@ TARGETS: dict[str, tuple[str | list[str], list[str]]] = {
     "kstat_rate": ("kstatpy/cli/kstat_rate.py", ["tests/test_mutants_kstat_rate.py", "tests/test_cli_rate.py"]),
     # Not test_mdb's crash fixture (a real kstatd panicking, 12 s a run) nor test_root_files' hostile JSON
     # (four kstatpy-mdb runs): test_mutants_crashdump builds, writes and loads dumps of real traps and
-    # hostile files in-process; of kstatpy-mdb's own runs only the bad and symlinked files (8 s a run).
+    # hostile files in-process; of kstatpy-mdb's own runs only the bad and symlinked files (eight runs).
     "crashdump": ("kstatpy/crashdump.py", ["tests/test_mdb.py::test_bad_files_exit_3_and_usage_2",
                   "tests/test_root_files.py::test_mdb_refuses_a_symlinked_dump_and_a_huge_one",
                   "tests/test_mutants_crashdump.py"]),
-    # In-process: test_lockorder and test_deadman; not test_lockorder_kstatd (a kstatd per test, 20 s a run).
+    # In-process: test_lockorder and test_deadman; not test_lockorder_kstatd (a kstatd per test).
     "lockorder": ("kstatpy/lockorder.py", ["tests/test_lockorder.py", "tests/test_deadman.py",
                                            "tests/test_mutants_lockorder.py"]),
     # Not test_epcache's pip installs (13 s a run: 80 min a module); test_mutants_epcache reads and
