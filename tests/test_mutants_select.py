@@ -105,6 +105,12 @@ GLOBS = [
     ("[]", "[]", False),
     ("[!", "!", False),
     ("x[ab", "x[ab", False),
+    # a bracket cut short at the end of the pattern: nothing matches, nothing is read past it
+    ("[", "[", False),
+    ("[a-", "a", False),
+    ("[a-", "[a-", False),
+    ("[a-\\", "a", False),
+    ("[\\", "\\", False),
     ("x[ab", "xa", False),
     ("[x]?*", "xy", True),
     # stars: any split, the leftmost match of each middle piece is enough
@@ -170,6 +176,13 @@ def test_is_regex_and_is_exact():
 REGEX_ERRORS = [
     ("/a\\/", select.REG_EESCAPE),
     ("/[a/", select.REG_EBRACK),
+    ("/[/", select.REG_EBRACK),  # cut short at the end: nothing is read past it
+    ("/[[/", select.REG_EBRACK),
+    ("/[a[/", select.REG_EBRACK),
+    ("/[a-/", select.REG_EBRACK),
+    ("/[a-b/", select.REG_EBRACK),
+    ("/[[:/", select.REG_EBRACK),
+    ("/a(/", select.REG_EPAREN),
     ("/[^/", select.REG_EBRACK),
     ("/[]/", select.REG_EBRACK),
     ("/[[:alpha:]/", select.REG_EBRACK),
