@@ -189,6 +189,8 @@ REGEX_ERRORS = [
     ("/[[:alpha/", select.REG_EBRACK),
     ("/[[=a/", select.REG_EBRACK),
     ("/[[:nope:]]/", select.REG_ECTYPE),
+    ("/[[::]]/", select.REG_ECTYPE),  # an empty class name is a name, not an unclosed '[:'
+    ("/[[==]]/", "invalid collating element"),
     ("/[[.ab.]]/", "invalid collating element"),
     ("/[[=ab=]]/", "invalid collating element"),
     ("/[z-a]/", select.REG_ERANGE),
