@@ -197,7 +197,6 @@ REGEX_ERRORS = [
     ("/(a/", select.REG_EPAREN),
     ("/a)/", select.REG_EPAREN),
     ("/((a)/", select.REG_EPAREN),
-    ("/()/", select.REG_EMPTY),
     ("/(a|)/", select.REG_EMPTY),
     ("/a|/", select.REG_EMPTY),
     ("/|a/", select.REG_EMPTY),
@@ -270,6 +269,8 @@ REGEXES = [
     ("/[[.^.]]/", "^", True),
     ("/[[.^.]]/", "x", False),
     ("/[[.]]/", "x", None),  # '[.' that closes nothing
+    ("/a:]b[[:digit:]]/", "a:]b7", True),  # a ':]' before the class does not close it
+    ("/a:]b[[:digit:]]/", "a:]bx", False),
     ("/a{2}/", "a", False),
     ("/a{2}/", "xaa", True),
     ("/^a{255}$/", "a" * 255, True),  # RE_DUP_MAX itself is allowed
