@@ -71,6 +71,10 @@ GLOBS = [
     ("a?c", "abbc", False),
     ("a_?", "a_b", True),
     ("a_?", "aXb", False),
+    ("1?", "1x", True),  # a character that sorts before '?' is itself
+    ("1?", "2x", False),
+    ("x.?", "x.y", True),
+    ("x.?", "xyz", False),
     # brackets
     ("[!]a]", "b", True),  # ']' first after '!' is literal too
     ("[!]a]", "]", False),
