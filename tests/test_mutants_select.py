@@ -44,6 +44,17 @@ def test_the_glob_cache_holds_exactly_1024_and_drops_the_oldest(empty_cache):
     assert "g0?*" not in empty_cache and "g1?*" in empty_cache and "new?*" in empty_cache
 
 
+def test_a_cache_a_race_left_over_its_bound_does_not_grow(empty_cache):
+    # Two threads may both see room and both insert (plain dict operations, no lock):
+    # the cache is then past its bound, and each new glob must still evict one.
+    for i in range(select._GLOB_CACHE_MAX + 1):
+        empty_cache[f"r{i}?"] = select._never
+    for i in range(3):
+        assert Pattern(f"n{i}?").match(f"n{i}x")
+    assert len(empty_cache) == select._GLOB_CACHE_MAX + 1
+    assert "r0?" not in empty_cache and "r3?" in empty_cache
+
+
 def test_a_cached_glob_is_reused_not_compiled_again(empty_cache):
     first = Pattern("a?[bc]")._match
     assert Pattern("a?[bc]")._match is first and len(empty_cache) == 1
@@ -303,6 +314,9 @@ REGEXES = [
     ("/^(ab)+$/", "aba", False),
     ("/^ab?c$/", "ac", True),
     ("/^ab*c$/", "abbc", True),
+    ("/ab*/", "a", True),  # a repetition ends a branch that is not empty
+    ("/(ab+)/", "abb", True),
+    ("/a?|b/", "b", True),
     ("/^a|b$/", "xb", True),
     ("/(^a)/", "ba", False),
     ("/a^/", "a", False),
