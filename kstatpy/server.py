@@ -155,6 +155,9 @@ class ServerConfig:
     expensive_slots: int = 1
     reply_memory: int = 64 << 20
     deadman_seconds: float = 10.0  # a hold waited for this long is reported (kstatpy.deadman); 0: off
+    # The kernel time slice asked for the threads serving privileged sockets (s; 0: the
+    # kernel's default): their wakeups preempt other users' processes (kstatpy.sched_slice).
+    priv_slice: float = 0.0001
 
     def zone_ids(self) -> dict[str, int]:
         """Zone name -> zoneid: global 0, then 1, 2, ... in the order given."""
@@ -201,6 +204,7 @@ class Kstatd:
         # (kstatpy.fairness.PrivFirst, bounded), so churn and floods on the public socket
         # cost root's request no CPU (the GIL) beyond what is already running.
         self.first = PrivFirst()
+        self._slice_logged = False  # _short_slice's one log line
         self.handler.pause = self.first.checkpoint
         zone_ids = config.zone_ids()
         public = [Listener(config.socket, "global", GLOBAL_ZONEID)] + [
@@ -379,6 +383,18 @@ class Kstatd:
 
     # --- accepting --------------------------------------------------------------
 
+    def _short_slice(self) -> None:
+        # This thread serves a privileged socket: a short time slice (ServerConfig.priv_slice),
+        # asked once per thread; a kernel that keeps none is logged once.
+        if self.config.priv_slice <= 0:
+            return
+        from kstatpy.sched_slice import request_slice
+
+        ok, why = request_slice(round(self.config.priv_slice * 1e9))
+        if not ok and not self._slice_logged:
+            self._slice_logged = True
+            log.info("--priv-slice: %s; privileged threads keep the default slice", why)
+
     def _priv_mark(self, sess: Session, busy: bool) -> None:
         # A privileged session starts or ends being busy (PrivFirst.begin/end): from its
         # accept to its first reply, and from each request's decoding to its reply's send.
@@ -393,6 +409,8 @@ class Kstatd:
     def _accept_loop(self, listeners: list[Listener]) -> None:
         public = not any(lst.priv for lst in listeners)
         first = self.first
+        if not public:
+            self._short_slice()
         first.pausable(public)  # public accepts wait while privileged requests run (bounded)
         sel = selectors.DefaultSelector()
         sel.register(self._wake_r, selectors.EVENT_READ, None)
@@ -546,6 +564,8 @@ class Kstatd:
         # requests run (PrivFirst); a privileged connection's never does.
         self.first.pausable(not sess.priv)
         pause = self.first.checkpoint
+        if sess.priv:
+            self._short_slice()
         reply: bytes | None = None
         owner = True
         last = monotonic()  # end of the last reply (or connect): the idle clock
