@@ -566,7 +566,7 @@ class Kstatd:
         pause = self.first.checkpoint
         if sess.priv:
             self._short_slice()
-        reply: bytes | None = None
+        reply: bytes | bytearray | None = None
         owner = True
         last = monotonic()  # end of the last reply (or connect): the idle clock
         frame_t0 = 0.0  # when the buffered partial request began
@@ -684,7 +684,7 @@ class Kstatd:
 
     def _encode(
         self, cmd: int, seq: int, code: int, result: Any, packer: Any, count_error: Any, pause: Any
-    ) -> bytes | None:
+    ) -> bytes | bytearray | None:
         # The reply frame of a dispatched request (None: a halting panic, no reply).
         if code < 0:
             return None
