@@ -116,9 +116,6 @@ RECV_SIZE = 65536
 SEND_GRACE = 0.5
 #: Seconds between two "out of file descriptors" log lines (with the count refused since).
 FD_LOG_INTERVAL = 10.0
-#: A request body this large (bytes) is decoded by a public connection only at a safe
-#: point (PrivFirst): its decoding holds the GIL for a while (65,536 kids: about 1 ms).
-BIG_BODY = 64 << 10
 _TIMED = frozenset({int(KstatIoctl.READ), int(KstatIoctl.READ_MANY), int(KstatIoctl.SELECT)})
 #: Requests whose cost grows with their argument or the chain: they take turns (FairGate).
 _EXPENSIVE = frozenset({int(KstatIoctl.READ_MANY), int(KstatIoctl.SELECT), int(KstatIoctl.DESCRIBE)})
@@ -592,6 +589,7 @@ class Kstatd:
                         now = monotonic()
                         if data is not None:
                             if not data:
+                                pause()  # a safe point (nothing held): the hang-up's close waits for root's request
                                 break
                             if not decoder.pending():
                                 frame_t0 = now
@@ -607,8 +605,11 @@ class Kstatd:
                             send_reply(sock, pack_frame([0, errno.ETIMEDOUT, {"error": why}], packer), frame_timeout)
                             break
                         continue
-                    if len(body) > BIG_BODY:
-                        pause()  # a safe point: nothing held
+                    # A safe point before every public request, cheap ones too (nothing
+                    # held): under churn, each session thread would take the GIL from
+                    # root's request in turn, and a big body's decoding holds it (65,536
+                    # kids: about 1 ms).
+                    pause()
                     cmd, seq, arg = check_request(decode(body))
                     if sess.priv:
                         self._priv_mark(sess, True)
