@@ -287,6 +287,8 @@ REGEXES = [
     ("/[[.^.]]/", "^", True),
     ("/[[.^.]]/", "x", False),
     ("/[[.]]/", "x", None),  # '[.' that closes nothing
+    ("/^abcdefghij[[:digit:]]$/", "abcdefghij7", True),  # a class late in a long regex
+    ("/^abcdefghij[[:digit:]]$/", "abcdefghij:", False),
     ("/a:]b[[:digit:]]/", "a:]b7", True),  # a ':]' before the class does not close it
     ("/a:]b[[:digit:]]/", "a:]bx", False),
     ("/a{2}/", "a", False),
