@@ -75,6 +75,9 @@ GLOBS = [
     ("\\a", "a", True),
     ("\\.", ".", True),
     ("\\.", "x", False),
+    ("\\*a", "*a", True),  # the quoted character only: what follows is matched too
+    ("\\*a", "*", False),
+    ("\\*a", "*b", False),
     ("x\\", "x\\", True),  # a trailing backslash is itself
     ("x\\", "x", False),
     ("a?c", "a\nc", True),  # '?' is any one character, newline too
