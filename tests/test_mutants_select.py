@@ -158,6 +158,20 @@ def test_glob_edges(pattern, text, expected):
     assert Pattern(pattern).match(text) is expected
 
 
+def test_a_long_unterminated_bracket_matches_nothing():
+    # Past 256 characters indexes are no longer shared small ints: the end test is by value.
+    for glob in ("[" + "a" * 300, "x" * 300 + "[ab", "[!" + "a-" * 200):
+        assert not Pattern(glob).match("a") and select.gmatch_to_python(glob) is None
+
+
+def test_long_patterns_end_where_they_end():
+    long = "a" * 300
+    assert Pattern(f"/^{long}$/").match(long) and not Pattern(f"/^{long}$/").match(long[1:])
+    assert Pattern(f"/^[{long}]+$/").match(long)
+    assert Pattern(long + "?").match(long + "b") and not Pattern(long + "?").match(long)
+    assert Pattern(f"[{long}]*").match("aa")
+
+
 def test_the_translated_glob_is_a_fullmatch_regex():
     # The contract of gmatch_to_python: None for a glob that never matches, else a
     # regex for fullmatch; the atomic groups keep it linear in the number of stars.
@@ -267,6 +281,9 @@ REGEXES = [
     ("/^a/", "ba", False),
     ("/^a/", "ab", True),
     ("/a.c/", "a\nc", True),
+    ("/ab./", "abc", True),  # '.' ends a branch that is not empty
+    ("/(a.)/", "ab", True),
+    ("/.|b/", "b", True),
     ("/[]a]/", "]", True),
     ("/[]a]/", "b", False),
     ("/[^]a]/", "]", False),
