@@ -170,6 +170,9 @@ def test_long_patterns_end_where_they_end():
     assert Pattern(f"/^[{long}]+$/").match(long)
     assert Pattern(long + "?").match(long + "b") and not Pattern(long + "?").match(long)
     assert Pattern(f"[{long}]*").match("aa")
+    with pytest.raises(RegexError) as info:  # unterminated after 300 characters
+        Pattern(f"/[{long}/").match("a")
+    assert str(info.value) == select.REG_EBRACK
 
 
 def test_the_translated_glob_is_a_fullmatch_regex():
