@@ -222,7 +222,7 @@ def scheduled(sched: Scheduler, bodies: dict[str, Callable[[], None]]) -> list[t
 def test_an_uncontended_kmutex_under_the_scheduler_is_taken_once() -> None:
     m = KMutex("m")
     got: list[bool] = []
-    trace = scheduled(Scheduler(1, stall=30), {"t": lambda: got.append(m.acquire()) or m.release()})
+    trace = scheduled(Scheduler(1, stall=30), {"t": lambda: got.append(m.acquire()) or m.release()})  # bounded: one thread
     assert got == [True] and trace == [("t", "mutex_enter mutex m"), ("t", "mutex_exit mutex m")]
 
 
@@ -391,9 +391,9 @@ def test_a_lock_released_out_of_order_leaves_the_others_held() -> None:
     w = Witness()
     w.bind_thread()
     a, b, c = KMutex("a"), KMutex("b"), KMutex("c")
-    a.acquire()
-    b.acquire()
-    c.acquire()
+    a.acquire()  # bounded: uncontended, one thread
+    b.acquire()  # bounded: uncontended, one thread
+    c.acquire()  # bounded: uncontended, one thread
     b.release()  # not the innermost: found by the search from the top
     assert curthread.st is not None and [e[2] for e in curthread.st.held] == [a, c]
     c.release()
