@@ -61,26 +61,26 @@ def test_a_preempted_read_adds_nothing_to_idle(monkeypatch) -> None:
 
 
 def test_real_lost_time_still_reaches_idle(monkeypatch) -> None:
-    # Time the kernel did not account (uptime runs on, the CPU's columns do not) is idle.
+    # Time the kernel did not account while the CPU idled (uptime runs on further than the
+    # CPU's columns, its idle column among them) is idle.
     monkeypatch.setattr("kstatpy_providers.system.cpustat._HZ", HZ)
     host = PreemptedHost()
     src = CpuSource(host, 0, sys=True, vm=False, charge_vm=False, clock=CpuClock(host, since_boot=True))  # type: ignore[arg-type]
     src.values()
     accounted = host.now
-    host.read_bytes = _frozen_stat(host, accounted)  # type: ignore[method-assign]
-    host.now += 300  # 3 s of unaccounted time
-    assert src.values()["cpu_ticks_idle"] == 300 - 2  # less DEFICIT_SLACK
+    host.read_bytes = _frozen_stat(host, accounted, idle=200)  # type: ignore[method-assign]
+    host.now += 300  # 3 s: 2 s of idle accounted, 1 s not
+    assert src.values()["cpu_ticks_idle"] == 200 + 100 - 2  # less DEFICIT_SLACK
 
 
-def _frozen_stat(host: PreemptedHost, accounted: int):  # type: ignore[no-untyped-def]
+def _frozen_stat(host: PreemptedHost, accounted: int, idle: int):  # type: ignore[no-untyped-def]
     real = PreemptedHost.read_bytes
 
     def read_bytes(rel: str) -> bytes:
         if rel == "proc/stat":
-            return b"cpu  %d 0 0 0 0 0 0 0 0 0\ncpu0 %d 0 0 0 0 0 0 0 0 0\nctxt 1\nprocesses 1\n" % (
-                accounted,
-                accounted,
-            )
+            return b"cpu  %d 0 0 %d 0 0 0 0 0 0\ncpu0 %d 0 0 %d 0 0 0 0 0 0\nctxt 1\nprocesses 1\n" % (
+                accounted, idle, accounted, idle,
+            )  # fmt: skip
         return real(host, rel)
 
     return read_bytes
