@@ -85,3 +85,13 @@ def test_topology_is_read_until_known_then_kept(fake: Path) -> None:
     assert (info["chip_id"], info["core_id"], info["pkg_core_id"]) == (0, 0, 0)
     write(fake, "sys/devices/system/cpu/cpu0/topology/core_id", "5\n")  # known: kept, never read again
     assert named(read(chain, "cpu_info", 0, "cpu_info0"))["pkg_core_id"] == 0
+
+
+def test_a_block_without_vendor_or_mhz(fake: Path) -> None:
+    # An arm64 cpuinfo (no vendor_id, no cpu MHz) and no cpufreq: no x86 records, clocks 0.
+    write(fake, "proc/cpuinfo", "".join(f"processor\t: {n}\nBogoMIPS\t: 50.00\nCPU implementer\t: 0x41\n\n"
+                                        for n in (0, 1)))  # fmt: skip
+    chain, _ = attach(fake)
+    info = named(read(chain, "cpu_info", 1, "cpu_info1"))
+    assert (info["clock_MHz"], info["current_clock_Hz"]) == (0, 0)
+    assert not {"cpu_type", "fpu_type", "implementation", "socket_type", "brand", "vendor_id"} & set(info)

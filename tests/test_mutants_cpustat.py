@@ -8,13 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from kstatpy_providers.system.cpustat import interrupts_column
 from kstatpy_providers.system.cpustat import stat_cpu_line
 from test_provider_system import HZ
+from test_provider_system import IDLE0
+from test_provider_system import IDLE1
 from test_provider_system import attach
 from test_provider_system import build_fake_tree
 from test_provider_system import named
 from test_provider_system import read
 from test_provider_system import write
+
+from tests.chain_io import chain_read
 
 
 @pytest.fixture
@@ -60,3 +65,43 @@ def test_every_column_counts_once_whatever_its_bits(fake: Path) -> None:
     ticks = [sys1[f"cpu_ticks_{k}"] for k in ("user", "kernel", "idle", "wait")]
     assert ticks == [14, 28, 14, 0]  # user + nice; system + irq + softirq + steal; idle + iowait
     assert sys1["cpu_nsec_intr"] == 14 * (10**9 // HZ)  # irq + softirq
+
+
+def test_guest_time_is_inside_user_and_never_counted_twice(fake: Path) -> None:
+    # proc/stat's guest column (the ninth) is already inside user: the clock's deficit sums the
+    # first eight, so 50 ticks of guest do not hide 50 ticks of lost time.
+    chain, _ = attach(fake)
+    sys1 = chain.kstat_lookup_name("cpu", 1, "sys").ks_kid
+    assert named(chain_read(chain, sys1))["cpu_ticks_idle"] == IDLE1 + 7
+    up = int(1234.56 * HZ) + 10 * HZ  # 10 s later: 50 ticks of guest (in user), 6 s idle, the rest lost
+    write(fake, "proc/uptime", f"{up // HZ}.{up % HZ:02d} 2000.00\n")
+    write(fake, "proc/stat", (
+        f"cpu  350 10 60 0 14 4 6 8 50 0\ncpu0 100 5 30 {IDLE0} 7 2 3 4 0 0\n"
+        f"cpu1 250 5 30 {IDLE1 + 6 * HZ} 7 2 3 4 50 0\nctxt 4567\nbtime 1700000000\nprocesses 100\n"
+    ))  # fmt: skip
+    got = named(chain_read(chain, sys1))
+    lost = 10 * HZ - 50 - 6 * HZ - 2  # less the slack
+    assert (got["cpu_ticks_user"], got["cpu_ticks_idle"]) == (255, IDLE1 + 7 + 6 * HZ + lost)
+
+
+def test_interrupt_lines_with_fewer_counts_are_machine_wide() -> None:
+    # Three CPUs (an odd count): ERR and MIS have one count, the machine's; never a CPU's.
+    data = (b"           CPU0       CPU1       CPU2\n"
+            b"  1:         10         20         30   IO-APIC  1-edge  i8042\n"
+            b"CAL:          4          5          6   Function call interrupts\n"
+            b"TLB:          1          1          1   TLB shootdowns\n"
+            b"ERR:        100\nMIS:        200\n")  # fmt: skip
+    assert [interrupts_column(data, c) for c in (0, 1, 2, 3)] == [(14, 4), (25, 5), (36, 6), None]
+
+
+def test_with_schedstat_the_charged_cpu_has_its_own_pswitch(fake: Path) -> None:
+    # proc/stat's machine-wide ctxt stands in for pswitch only without proc/schedstat.
+    chain, _ = attach(fake)
+    sys0 = named(read(chain, "cpu", 0, "sys"))  # cpu0 carries the machine-wide counts
+    assert (sys0["pswitch"], sys0["idlethread"], sys0["sysfork"]) == (500 + 300, 300, 100)
+
+
+def test_a_host_without_vmstat_still_reads_cpu_sys(fake: Path) -> None:
+    (fake / "proc/vmstat").unlink()
+    chain, _ = attach(fake)
+    assert named(read(chain, "cpu", 0, "sys"))["pswitch"] == 800  # cpu:N:sys never reads proc/vmstat
