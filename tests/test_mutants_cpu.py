@@ -15,6 +15,7 @@ from test_provider_system import attach
 from test_provider_system import build_fake_tree
 from test_provider_system import named
 from test_provider_system import read
+from test_provider_system import set_cpus
 from test_provider_system import write
 
 
@@ -95,3 +96,17 @@ def test_a_block_without_vendor_or_mhz(fake: Path) -> None:
     info = named(read(chain, "cpu_info", 1, "cpu_info1"))
     assert (info["clock_MHz"], info["current_clock_Hz"]) == (0, 0)
     assert not {"cpu_type", "fpu_type", "implementation", "socket_type", "brand", "vendor_id"} & set(info)
+
+
+def test_each_record_once(fake: Path) -> None:
+    chain, _ = attach(fake)
+    names = [name for name, _, _ in read(chain, "cpu_info", 1, "cpu_info1")["data"]]
+    assert len(names) == len(set(names)) == chain.kstat_lookup_name("cpu_info", 1, "cpu_info1").ks_ndata == 18
+
+
+def test_an_off_line_cpu_without_a_cpuinfo_block_reads_zero_hz(fake: Path) -> None:
+    chain, _ = attach(fake)
+    set_cpus(fake, "0-1", online="0")  # /proc/cpuinfo lists on-line CPUs only
+    write(fake, "proc/cpuinfo", CPUINFO_BLOCK.format(n=0))
+    info = named(read(chain, "cpu_info", 1, "cpu_info1"))
+    assert (info["state"], info["current_clock_Hz"], info["clock_MHz"]) == (b"off-line", 0, 2000)

@@ -13,12 +13,15 @@ from kstatpy_providers.system.cpustat import stat_cpu_line
 from test_provider_system import HZ
 from test_provider_system import IDLE0
 from test_provider_system import IDLE1
+from test_provider_system import OpenLog
 from test_provider_system import attach
 from test_provider_system import build_fake_tree
 from test_provider_system import named
+from test_provider_system import open_log  # noqa: F401  (the fixture)
 from test_provider_system import read
 from test_provider_system import write
 
+from kstatpy.raw import CPU_STAT
 from tests.chain_io import chain_read
 
 
@@ -105,3 +108,17 @@ def test_a_host_without_vmstat_still_reads_cpu_sys(fake: Path) -> None:
     (fake / "proc/vmstat").unlink()
     chain, _ = attach(fake)
     assert named(read(chain, "cpu", 0, "sys"))["pswitch"] == 800  # cpu:N:sys never reads proc/vmstat
+
+
+def test_cpu_vm_reads_only_vmstat(fake: Path, open_log: OpenLog) -> None:  # noqa: F811
+    chain, _ = attach(fake)
+    vm0 = chain.kstat_lookup_name("cpu", 0, "vm").ks_kid
+    open_log.record(lambda: chain_read(chain, vm0))
+    assert [str(Path(p).relative_to(fake)) for p in open_log.reads] == ["proc/vmstat"]
+
+
+def test_cpu_stat_wait_and_wait_io_are_zero(fake: Path) -> None:
+    # illumos has counted no wait time since Solaris 10: cpu_stat's wait and wait_io read 0.
+    chain, _ = attach(fake)
+    cs = CPU_STAT.decode(read(chain, "cpu_stat", 1, "cpu_stat1")["data"])
+    assert (cs["wait"], cs["wait_io"], cs["idle"], cs["kernel"]) == (0, 0, IDLE1 + 7, 39)
