@@ -110,3 +110,12 @@ def test_an_off_line_cpu_without_a_cpuinfo_block_reads_zero_hz(fake: Path) -> No
     write(fake, "proc/cpuinfo", CPUINFO_BLOCK.format(n=0))
     info = named(read(chain, "cpu_info", 1, "cpu_info1"))
     assert (info["state"], info["current_clock_Hz"], info["clock_MHz"]) == (b"off-line", 0, 2000)
+
+
+def test_no_core_id_reads_minus_one_and_a_malformed_count_is_left_out(fake: Path) -> None:
+    (fake / "sys/devices/system/cpu/cpu1/topology/core_id").unlink()
+    write(fake, "proc/cpuinfo", CPUINFO_BLOCK.format(n=0) + CPUINFO_BLOCK.format(n=1).replace("siblings\t: 2", "siblings\t: n/a"))
+    chain, _ = attach(fake)
+    info = named(read(chain, "cpu_info", 1, "cpu_info1"))
+    assert (info["chip_id"], info["core_id"], info["pkg_core_id"]) == (0, 1, -1)
+    assert "ncpu_per_chip" not in info and info["ncore_per_chip"] == 2
