@@ -122,3 +122,14 @@ def test_cpu_stat_wait_and_wait_io_are_zero(fake: Path) -> None:
     chain, _ = attach(fake)
     cs = CPU_STAT.decode(read(chain, "cpu_stat", 1, "cpu_stat1")["data"])
     assert (cs["wait"], cs["wait_io"], cs["idle"], cs["kernel"]) == (0, 0, IDLE1 + 7, 39)
+
+
+def test_a_schedstat_line_with_more_fields_is_read(fake: Path) -> None:
+    # A newer schedstat version may add fields after the nine: the nine are still there.
+    write(fake, "proc/schedstat", (
+        "version 16\ntimestamp 4295\ncpu0 0 0 900 300 400 100 5000 6000 500 77\n"
+        "cpu1 0 0 800 200 300 100 5000 6000 450 77\n"
+    ))  # fmt: skip
+    chain, _ = attach(fake)
+    sys1 = named(read(chain, "cpu", 1, "sys"))
+    assert (sys1["pswitch"], sys1["idlethread"]) == (450 + 200, 200)
