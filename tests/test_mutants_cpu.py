@@ -74,6 +74,7 @@ def test_cpuid_signature_extended_family_past_thirty() -> None:
     # Extended family is family - 15 (8 bits), not family mod 15: 30 is 15 + 15.
     assert cpuid_signature(30, 0, 0) == 0xF00F00
     assert cpuid_signature(270, 0x71, 0) == 0xFF70F10  # the largest: extended family 0xFF
+    assert cpuid_signature(6, 0x9F, 15) == 0x906FF  # the low nibbles at their largest
 
 
 def test_topology_is_read_until_known_then_kept(fake: Path) -> None:
