@@ -74,6 +74,7 @@ def test_cpuid_signature_extended_family_past_thirty() -> None:
     # Extended family is family - 15 (8 bits), not family mod 15: 30 is 15 + 15.
     assert cpuid_signature(30, 0, 0) == 0xF00F00
     assert cpuid_signature(270, 0x71, 0) == 0xFF70F10  # the largest: extended family 0xFF
+    assert cpuid_signature(6, 0x9F, 15) == 0x906FF  # the low nibbles at their largest
 
 
 def test_topology_is_read_until_known_then_kept(fake: Path) -> None:
@@ -119,3 +120,10 @@ def test_no_core_id_reads_minus_one_and_a_malformed_count_is_left_out(fake: Path
     info = named(read(chain, "cpu_info", 1, "cpu_info1"))
     assert (info["chip_id"], info["core_id"], info["pkg_core_id"]) == (0, 1, -1)
     assert "ncpu_per_chip" not in info and info["ncore_per_chip"] == 2
+
+
+def test_a_block_without_mhz_never_takes_the_next_cpus(fake: Path) -> None:
+    chain, _ = attach(fake)
+    write(fake, "proc/cpuinfo", CPUINFO_BLOCK.format(n=0).replace("cpu MHz\t\t: 1999.998\n", "") + CPUINFO_BLOCK.format(n=1))
+    assert named(read(chain, "cpu_info", 0, "cpu_info0"))["current_clock_Hz"] == 0
+    assert named(read(chain, "cpu_info", 1, "cpu_info1"))["current_clock_Hz"] == 1_999_998_000
