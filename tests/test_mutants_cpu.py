@@ -127,3 +127,18 @@ def test_a_block_without_mhz_never_takes_the_next_cpus(fake: Path) -> None:
     write(fake, "proc/cpuinfo", CPUINFO_BLOCK.format(n=0).replace("cpu MHz\t\t: 1999.998\n", "") + CPUINFO_BLOCK.format(n=1))
     assert named(read(chain, "cpu_info", 0, "cpu_info0"))["current_clock_Hz"] == 0
     assert named(read(chain, "cpu_info", 1, "cpu_info1"))["current_clock_Hz"] == 1_999_998_000
+
+
+def test_a_cpu_off_line_at_attach_began_its_state_at_the_first_read(fake: Path) -> None:
+    set_cpus(fake, "0-1", online="0")
+    chain, _ = attach(fake)
+    info = named(read(chain, "cpu_info", 1, "cpu_info1"))
+    assert info["state"] == b"off-line" and info["state_begin"] > 1700000000  # not the boot: on-line since boot only
+
+
+def test_core_id_is_the_lowest_sibling_and_minus_one_without_siblings(fake: Path) -> None:
+    write(fake, "sys/devices/system/cpu/cpu1/topology/thread_siblings_list", "0-1\n")  # two threads, one core
+    (fake / "sys/devices/system/cpu/cpu0/topology/thread_siblings_list").unlink()
+    chain, _ = attach(fake)
+    assert named(read(chain, "cpu_info", 1, "cpu_info1"))["core_id"] == 0
+    assert named(read(chain, "cpu_info", 0, "cpu_info0"))["core_id"] == -1
