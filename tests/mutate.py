@@ -84,6 +84,24 @@ TARGETS: dict[str, tuple[str | list[str], list[str]]] = {
             ["tests/test_vmm_privilege.py", "tests/test_vmm_lifecycle.py", "tests/test_mutants_vmm.py"]),
     "vmm_state": ("providers/vmm/state.py",
                   ["tests/test_vmm_lifecycle.py", "tests/test_vmm_privilege.py", "tests/test_mutants_vmm_state.py"]),
+    # The fake-host tests that reach cpustat.py, in-process (1.5 s of CPU a run). Left out: the
+    # live-host tests (each attaches the whole provider to the real /proc: 2.6 s of CPU a run with
+    # them), the live 3 s measurement test_cpu_time_adds_up_to_elapsed_time, and the fd stress
+    # test_kept_open_files_are_closed_only_after_their_readers (3 s; it races links, not CPUs).
+    "cpustat": ("providers/system/cpustat.py", [
+        "tests/test_provider_system_clock.py", "tests/test_mutants_cpustat.py",
+        *(f"tests/test_provider_system_cpu.py::test_{t}" for t in (
+            "fake_cpu_sys_vm_and_cpu_stat_exact", "time_linux_loses_goes_to_idle", "off_line_cpu_keeps_its_last_values",
+            "fake_crtime_is_the_fake_boot")),
+        *(f"tests/test_provider_system_fixes.py::test_{t}" for t in (
+            "tlb_shootdowns_are_not_counted_twice", "pswitch_from_ctxt_without_schedstat")),
+        *(f"tests/test_provider_system.py::test_{t}" for t in (
+            "fake_tree_values_follow_the_mapping", "cpu_goes_and_comes_back")),
+        "tests/test_provider_system_raw.py::test_fake_cpu_stat_equals_the_named_view"]),
+    # The tests that read cpu_info, fake host and live; not test_provider_system_tools' tool runs.
+    "cpu": ("providers/system/cpu.py", ["tests/test_mutants_cpu.py", *(f"tests/test_provider_system.py::test_{t}" for t in (
+        "cpu_info_matches_cpuinfo", "fake_tree_values_follow_the_mapping", "cpuid_signature_from_family_model_stepping",
+        "offline_cpu_state_changes_state_begin", "cpu_goes_and_comes_back"))]),
 }
 
 
