@@ -66,6 +66,12 @@ TARGETS: dict[str, tuple[str | list[str], list[str]]] = {
         "metric_names_follow_prometheus_conventions", "parse_options", "families_types_units_labels_and_zones",
         "select_limits_what_is_read", "a_slowloris_metrics_connection_is_closed_and_scrapes_go_on")),
         "tests/test_mutants_exporter.py"]),
+    # The metrics server: the in-process slowloris tests, and test_exporter_http's kstatd (its paths).
+    "exporter_http": ("kstatpy/exporter_http.py", [
+        "tests/test_exporter.py::test_a_slowloris_metrics_connection_is_closed_and_scrapes_go_on",
+        "tests/test_fairness.py::test_a_scrape_is_answered_during_a_slowloris_that_fills_every_slot",
+        "tests/test_fairness.py::test_a_slowloris_that_sends_its_request_line_then_dribbles_headers_is_still_one",
+        "tests/test_exporter_http.py", "tests/test_mutants_exporter_http.py"]),
 }
 
 
