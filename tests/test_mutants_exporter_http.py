@@ -178,7 +178,10 @@ class Announcing:
         self.lock.release()
 
 
-def test_with_every_slot_answering_one_more_is_closed_unanswered(stuck: Stuck) -> None:
+def test_with_every_slot_answering_one_more_is_closed_unanswered(
+    stuck: Stuck, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="kstatpy.exporter")
     first = stuck.scrape_in_thread()  # slot 1: answering, inside the provider
     lock = Announcing(stuck.exp.collector._lock)
     stuck.exp.collector._lock, stuck.exp.collector.lock_timeout = lock, 60.0  # type: ignore[assignment]
@@ -195,6 +198,7 @@ def test_with_every_slot_answering_one_more_is_closed_unanswered(stuck: Stuck) -
         with stuck.connect() as extra:
             extra.sendall(b"GET / HTTP/1.0\r\n\r\n")
             assert read_all(extra) == b""  # no one still sending a request to displace: refused
+        assert not [r for r in caplog.records if r.name == "kstatpy.exporter"]  # a refusal, not an error
     finally:
         stuck.released.set()
         join(first, 60, "the released scrape")
@@ -234,3 +238,30 @@ def test_a_dropped_connection_is_logged_at_debug_not_printed(capfd: pytest.Captu
         logger.removeHandler(handler)
         logger.setLevel(level)
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_connection_whose_thread_cannot_start_gives_its_slot_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The thread of a connection that cannot start (threads exhausted) takes no slot with it.
+    import socketserver
+
+    real = socketserver.ThreadingMixIn.process_request
+    failed = threading.Event()
+
+    def once(self: Any, request: Any, client_address: Any) -> None:
+        if not failed.is_set():
+            failed.set()
+            raise RuntimeError("can't start new thread")
+        real(self, request, client_address)
+
+    monkeypatch.setattr(socketserver.ThreadingMixIn, "process_request", once)
+    exp = Exporter(IoctlHandler(Chain(), None), "127.0.0.1", 0, [], conn_timeout=60.0, max_connections=1)
+    host, port = exp.start()
+    try:
+        with socket.create_connection((host, port), timeout=30) as first:
+            first.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert read_all(first) == b""  # closed: its thread never started
+        assert failed.is_set()
+        with urllib.request.urlopen(f"http://{host}:{port}/", timeout=30) as resp:
+            assert resp.status == 200  # the one slot is free (given back before the refusal)
+    finally:
+        exp.stop()
