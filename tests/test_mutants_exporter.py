@@ -340,6 +340,31 @@ def test_metadata_follows_a_recreated_kstat_and_is_forgotten_with_it() -> None:
         exp.stop()
 
 
+def test_a_kstat_deleted_between_its_read_and_its_describe_is_exported_untyped() -> None:
+    # READ_MANY read kstat a, then b's ks_update deletes a: DESCRIBE of a answers ENXIO. a's
+    # values of this scrape are still exported, without metadata; the scrape does not fail.
+    chain = Chain()
+    a = named(chain, "g", 0, "a", [("x", D.UINT64, 5)], {"x": counter("count", "x")})
+    b = named(chain, "g", 0, "b", [("x", D.UINT64, 6)])
+    deleted: list[Any] = []
+
+    def delete_a(ksp: Any, rw: int) -> int:
+        if not deleted:
+            deleted.append(a)
+            chain.kstat_delete(a)
+        return 0
+
+    b.ks_update = delete_a
+    exp = exporter(chain)
+    try:
+        fams = scrape(exp)
+        assert deleted and fams["kstat_g_x"].type == "unknown"
+        assert values(fams) == {"kstat_g_x": {("g", "0", "a", "misc"): 5, ("g", "0", "b", "misc"): 6}}
+        assert own(fams, "scrape_errors") == 0 and own(fams, "kstats") == 2
+    finally:
+        exp.stop()
+
+
 # --- scrapes that fail ----------------------------------------------------------------------
 
 
