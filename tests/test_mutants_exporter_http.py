@@ -13,6 +13,8 @@ import logging
 import re
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import urllib.request
 import wsgiref.util
@@ -71,6 +73,12 @@ def test_the_routes_as_a_wsgi_app() -> None:
     assert (status, body) == ("404 Not Found", NOT_FOUND)
     assert headers == {"Content-Type": "text/plain; charset=utf-8", "Content-Length": str(len(NOT_FOUND))}
     assert call(app, "/nope", "HEAD")[2] == b""
+    assert call(app, "/", "POST")[2] == LANDING_PAGE  # any other method: the GET answer
+    assert call(app, "/nope", "PUT")[2] == NOT_FOUND
+    assert call(app, "*")[:2] == (
+        "404 Not Found",
+        {"Content-Type": "text/plain; charset=utf-8", "Content-Length": str(len(NOT_FOUND))},
+    )  # OPTIONS *'s path
     status, headers, body = call(app, "/metrics")  # prometheus-client's exposition, of an empty registry
     assert status == "200 OK" and headers["Content-Type"].startswith("text/plain; version=0.0.4"), headers
     assert body == b""
@@ -265,3 +273,15 @@ def test_a_connection_whose_thread_cannot_start_gives_its_slot_back(monkeypatch:
             assert resp.status == 200  # the one slot is free (given back before the refusal)
     finally:
         exp.stop()
+
+
+def test_the_serving_thread_never_keeps_a_process_alive() -> None:
+    # kstatd stops the exporter on its way out; a process that never does still exits.
+    code = (
+        "from kstatpy.chain import Chain\n"
+        "from kstatpy.exporter import Exporter\n"
+        "from kstatpy.ioctl import IoctlHandler\n"
+        "print(Exporter(IoctlHandler(Chain(), None), '127.0.0.1', 0).start()[1] > 0)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=str(REPO), capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (0, "True\n"), r.stderr
