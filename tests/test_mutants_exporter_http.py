@@ -239,6 +239,7 @@ def test_a_dropped_connection_is_logged_at_debug_not_printed(capfd: pytest.Captu
         s.close()  # a reset: the server's read of the headers fails
         wait(seen, 30, "the dropped connection's log line")
         assert records[0].levelno == logging.DEBUG and "dropped" in records[0].getMessage()
+        assert records[0].exc_info is not None and records[0].exc_info[0] is ConnectionResetError  # why, for debugging
         with urllib.request.urlopen(f"http://{host}:{port}/", timeout=30) as resp:
             assert resp.status == 200
     finally:
