@@ -276,13 +276,36 @@ def test_a_connection_whose_thread_cannot_start_gives_its_slot_back(monkeypatch:
         exp.stop()
 
 
-def test_the_serving_thread_never_keeps_a_process_alive() -> None:
-    # kstatd stops the exporter on its way out; a process that never does still exits.
-    code = (
-        "from kstatpy.chain import Chain\n"
-        "from kstatpy.exporter import Exporter\n"
-        "from kstatpy.ioctl import IoctlHandler\n"
-        "print(Exporter(IoctlHandler(Chain(), None), '127.0.0.1', 0).start()[1] > 0)\n"
-    )
-    r = subprocess.run([sys.executable, "-c", code], cwd=str(REPO), capture_output=True, text=True, timeout=60)
+CHILD = """
+import socket, sys, threading
+from kstatpy.chain import Chain
+from kstatpy.constants import KstatDataType as D, KstatType as T
+from kstatpy.exporter import Exporter
+from kstatpy.ioctl import IoctlHandler
+from kstatpy.records import kstat_named_init
+entered = threading.Event()
+def update(ksp, rw):
+    entered.set()
+    threading.Event().wait(300)  # bounded: the process exits long before
+    return 0
+chain = Chain()
+ksp = chain.kstat_create("stuck", 0, "k", "misc", T.NAMED, 1)
+kstat_named_init(ksp.ks_data[0], "x", D.UINT64)
+ksp.ks_update = update
+chain.kstat_install(ksp)
+host, port = Exporter(IoctlHandler(chain, None), "127.0.0.1", 0, conn_timeout=300.0).start()
+if sys.argv[1] == "scrape":  # a connection in progress: its thread and its deadline timer running
+    s = socket.create_connection((host, port), timeout=30)
+    s.sendall(b"GET /metrics HTTP/1.0\\r\\n\\r\\n")
+    print(entered.wait(60))
+else:
+    print(port > 0)
+"""
+
+
+@pytest.mark.parametrize("what", ["idle", "scrape"])
+def test_the_server_never_keeps_a_process_alive(what: str) -> None:
+    # kstatd stops the exporter on its way out; a process that never does, even with a
+    # scrape in progress (its thread, its 300 s deadline timer), still exits at once.
+    r = subprocess.run([sys.executable, "-c", CHILD, what], cwd=str(REPO), capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stdout) == (0, "True\n"), r.stderr
