@@ -158,6 +158,8 @@ def test_io_intr_and_timer_kstats_export_their_fields() -> None:
     chain.kstat_install(timer)
     raw = chain.kstat_create("r", 0, "raw0", "misc", T.RAW, 16)
     chain.kstat_install(raw)
+    for t in (T.TIMER, T.NAMED):  # no records at all: read, nothing to export
+        chain.kstat_install(chain.kstat_create("empty", int(t), "none", "misc", t, 0))
     exp = exporter(chain)
     try:
         fams = scrape(exp)
@@ -177,7 +179,7 @@ def test_io_intr_and_timer_kstats_export_their_fields() -> None:
         assert len([n for n in got if n.startswith("kstat_d_")]) == 12
         assert len([n for n in got if n.startswith("kstat_tm_")]) == 7
         assert not [n for n in got if n.startswith(("kstat_r_", "kstat_unix_"))]  # RAW, and unix:0:kstat_types
-        assert own(fams, "kstats") == 3
+        assert own(fams, "kstats") == 5
         assert own(fams, "series") == 12 + 5 + 7 == sum(len(v) for v in got.values())
         assert own(fams, "scrape_errors") == 0
     finally:
@@ -280,16 +282,19 @@ def test_failed_reads_duplicates_and_type_conflicts_are_counted() -> None:
     # One family name, typed two ways by two kstats: the first kept.
     named(chain, "e", 1, "a", [("level", D.UINT64, 5)], {"level": counter("count", "as a counter")})
     named(chain, "e", 2, "b", [("level", D.UINT64, 6)], {"level": gauge("count", "as a gauge")})
+    named(chain, "e", 3, "c", [("depth", D.UINT64, 7)], {"depth": gauge("count", "as a gauge")})  # the other way
+    named(chain, "e", 4, "d", [("depth", D.UINT64, 8)], {"depth": counter("count", "as a counter")})
     exp = exporter(chain)
     try:
         fams = scrape(exp)
         got = values(fams)
         assert got["kstat_e_hits"] == {("e", "0", "dup", "misc"): 1}, got  # the first kept
         assert got["kstat_e_level_total"] == {("e", "1", "a", "misc"): 5}, got
-        assert "kstat_e_level" not in got and "kstat_e_x" not in got
-        assert own(fams, "scrape_errors") == 4 + 1 + 1  # failed reads, the duplicate, the type conflict
-        assert own(fams, "kstats") == 3 and own(fams, "series") == 2
-        assert own(scrape(exp), "scrape_errors") == 12  # since start
+        assert got["kstat_e_depth"] == {("e", "3", "c", "misc"): 7}, got
+        assert "kstat_e_level" not in got and "kstat_e_depth_total" not in got and "kstat_e_x" not in got
+        assert own(fams, "scrape_errors") == 4 + 1 + 2  # failed reads, the duplicate, the type conflicts
+        assert own(fams, "kstats") == 5 and own(fams, "series") == 3
+        assert own(scrape(exp), "scrape_errors") == 14  # since start
     finally:
         exp.stop()
 
