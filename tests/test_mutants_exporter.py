@@ -115,7 +115,7 @@ def test_metric_names_at_their_edges() -> None:
     assert metric_name("c", "speed_hz", "bytes") == "kstat_c_speed_hz_bytes"
     # _total is a counter's (the default typ) alone.
     assert metric_name("m", "buf_total", "") == "kstat_m_buf_total"
-    for typ in ("gauge", "info", "unknown"):
+    for typ in ("gauge", "info", "unknown", "any"):  # any typ but counter, whichever way it sorts
         assert metric_name("m", "buf_total", "", typ) == "kstat_m_buf_total_value", typ
     assert metric_name("m", "buf_totals", "", "gauge") == "kstat_m_buf_totals"
 
