@@ -274,7 +274,7 @@ def test_an_unnamed_record_and_a_nameless_kstat_family() -> None:
 
 def test_failed_reads_duplicates_and_type_conflicts_are_counted() -> None:
     chain = Chain()
-    for inst in range(4):  # four reads fail (more than succeed): no series, four errors
+    for inst in range(6):  # six reads fail, more than succeed (n - r and n % r differ): no series, six errors
         bad = named(chain, "e", inst, "bad", [("x", D.UINT64, 1)])
         bad.ks_update = lambda ksp, rw: errno.EIO
     # "Hits" and "hits" make one family name and one series: the second is a duplicate.
@@ -292,9 +292,9 @@ def test_failed_reads_duplicates_and_type_conflicts_are_counted() -> None:
         assert got["kstat_e_level_total"] == {("e", "1", "a", "misc"): 5}, got
         assert got["kstat_e_depth"] == {("e", "3", "c", "misc"): 7}, got
         assert "kstat_e_level" not in got and "kstat_e_depth_total" not in got and "kstat_e_x" not in got
-        assert own(fams, "scrape_errors") == 4 + 1 + 2  # failed reads, the duplicate, the type conflicts
+        assert own(fams, "scrape_errors") == 6 + 1 + 2  # failed reads, the duplicate, the type conflicts
         assert own(fams, "kstats") == 5 and own(fams, "series") == 3
-        assert own(scrape(exp), "scrape_errors") == 14  # since start
+        assert own(scrape(exp), "scrape_errors") == 18  # since start
     finally:
         exp.stop()
 
