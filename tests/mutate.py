@@ -45,7 +45,15 @@ TARGETS: dict[str, tuple[str | list[str], list[str]]] = {
         "pack_wraps_to_the_member_width", "fake_cpu_stat_equals_the_named_view", "live_cpu_stat_equals_the_named_view",
         "fake_sysinfo_vminfo_var", "kstat_prints_raw_kstats_through_kstatd")), "tests/test_mutants_raw.py"]),
     "kstat_rate": ("kstatpy/cli/kstat_rate.py", ["tests/test_mutants_kstat_rate.py", "tests/test_cli_rate.py"]),
-    "crashdump": ("kstatpy/crashdump.py", ["tests/test_mdb.py", "tests/test_mutants_crashdump.py"]),
+    # Not test_mdb's crash fixture (a real kstatd panicking, 12 s a run) nor test_root_files' hostile JSON
+    # (four kstatpy-mdb runs): test_mutants_crashdump builds, writes and loads dumps of real traps and
+    # hostile files in-process; of kstatpy-mdb's own runs only the bad and symlinked files (eight runs).
+    "crashdump": ("kstatpy/crashdump.py", ["tests/test_mdb.py::test_bad_files_exit_3_and_usage_2",
+                  "tests/test_root_files.py::test_mdb_refuses_a_symlinked_dump_and_a_huge_one",
+                  "tests/test_mutants_crashdump.py"]),
+    # In-process: test_lockorder and test_deadman; not test_lockorder_kstatd (a kstatd per test).
+    "lockorder": ("kstatpy/lockorder.py", ["tests/test_lockorder.py", "tests/test_deadman.py",
+                                           "tests/test_mutants_lockorder.py"]),
     # Not test_epcache's pip installs (13 s a run: 80 min a module); test_mutants_epcache reads and
     # writes real cache files in-process instead.
     "epcache": ("kstatpy/epcache.py", [*(f"tests/test_epcache.py::test_{t}" for t in (
@@ -53,7 +61,25 @@ TARGETS: dict[str, tuple[str | list[str], list[str]]] = {
         "cache_file_round_trip_and_malformed_files")), "tests/test_mutants_epcache.py"]),
     # test_kmem_audit, test_memory and test_lifetime reach the heap too but take 18 s a run (2 s without them).
     "kmem": ("kstatpy/kmem.py", ["tests/test_kmem.py", "tests/test_escaped_mutations.py", "tests/test_mutants_kmem.py"]),
-    "select": ("kstatpy/select.py", ["tests/test_select.py", "tests/test_cli_select.py", "tests/test_mutants_select.py"]),
+    # In-process tests only (the chain's own ioctl layer runs SELECT): not test_select's kstatd-fixture tests (the
+    # same matching in a subprocess, 30 s a run with the fixture's teardown) nor test_cli_select's two interval
+    # tests (one second of sleep each, no selection of their own); the hypothesis comparison last (2 s).
+    "select": ("kstatpy/select.py", ["tests/test_cli_args.py", *(f"tests/test_select.py::test_{t}" for t in (
+        "globs_match_in_polynomial_time", "globs_agree_with_fnmatch_on_stars_and_question_marks",
+        "golden_cases_select_equals_whole_chain", "bad_regex_after_output_prints_the_same_prefix",
+        "select_reads_only_what_matches", "select_answers_kid_order_and_filters", "select_prev_snaptime_and_failed_reads",
+        "select_refuses_regexes_and_the_client_matches_them_itself", "select_malformed_arguments",
+        "select_limits_are_inclusive", "client_refuses_an_empty_selector",
+        "select_too_big_for_kstatd_is_selected_by_the_client", "select_on_an_old_server_falls_back_to_the_chain",
+        "select_past_the_reply_budget_reads_the_rest")), *(f"tests/test_cli_select.py::test_{t}" for t in (
+        "selector_matrix", "duplicates_across_selectors_print_twice_grouped_by_selector",
+        "statistic_filter_suppresses_whole_instance", "statistic_case_sensitive_glob",
+        "class_pattern_combines_with_operands", "quiet_prints_nothing_but_sets_status", "parseable_list_values_only",
+        "only_selected_kstats_are_read", "failed_read_keeps_instance_with_crtime_and_class",
+        "quiet_with_timestamps_still_prints_them", "header_widths_count_bytes_like_c")),
+        "tests/test_fairness.py::test_the_glob_cache_is_bounded_and_reused",
+        "tests/test_select.py::test_select_races_with_delete_one_hold_at_a_time",
+        "tests/test_select.py::test_random_selectors_select_equals_whole_chain", "tests/test_mutants_select.py"]),
     "vmm": (["providers/vmm/ops.py", "providers/vmm/provider.py"],  # teardown order and privileges
             ["tests/test_vmm_privilege.py", "tests/test_vmm_lifecycle.py", "tests/test_mutants_vmm.py"]),
     "vmm_state": ("providers/vmm/state.py",
