@@ -102,6 +102,20 @@ TARGETS: dict[str, tuple[str | list[str], list[str]]] = {
     "cpu": ("providers/system/cpu.py", ["tests/test_mutants_cpu.py", *(f"tests/test_provider_system.py::test_{t}" for t in (
         "cpu_info_matches_cpuinfo", "fake_tree_values_follow_the_mapping", "cpuid_signature_from_family_model_stepping",
         "offline_cpu_state_changes_state_begin", "cpu_goes_and_comes_back"))]),
+    # test_exporter's in-process tests only (11.5 s a run with its kstatd ones, at load 8). Left out:
+    # test_prometheus_e2e (a real Prometheus), test_scrapes_while_vms_come_and_go (a 5.6 s churn stress),
+    # the tests that start a kstatd (CLI wiring, usage errors, the panic paths: test_mutants_exporter
+    # scrapes a use-after-free in-process instead).
+    "exporter": ("kstatpy/exporter.py", [*(f"tests/test_exporter.py::test_{t}" for t in (
+        "metric_names_follow_prometheus_conventions", "parse_options", "families_types_units_labels_and_zones",
+        "select_limits_what_is_read", "a_slowloris_metrics_connection_is_closed_and_scrapes_go_on")),
+        "tests/test_mutants_exporter.py"]),
+    # The metrics server: the in-process slowloris tests, and test_exporter_http's kstatd (its paths).
+    "exporter_http": ("kstatpy/exporter_http.py", [
+        "tests/test_exporter.py::test_a_slowloris_metrics_connection_is_closed_and_scrapes_go_on",
+        "tests/test_fairness.py::test_a_scrape_is_answered_during_a_slowloris_that_fills_every_slot",
+        "tests/test_fairness.py::test_a_slowloris_that_sends_its_request_line_then_dribbles_headers_is_still_one",
+        "tests/test_exporter_http.py", "tests/test_mutants_exporter_http.py"]),
 }
 
 
