@@ -149,3 +149,36 @@ def test_stress_two_kstats_of_a_stalling_cpu(monkeypatch) -> None:
     for t in threads:
         join(t, 60, "a reader's 400 reads")
     assert errors == []
+
+
+def test_time_suspended_counts_nowhere(monkeypatch) -> None:
+    # A suspend: /proc/uptime (CLOCK_BOOTTIME) runs on, the CPU's columns and CLOCK_MONOTONIC
+    # (kstat's snaptime) do not. Neither idle nor kernel may take the time, or a suspended
+    # laptop's mpstat shows its CPUs busy (kernel) for the whole suspend.
+    monkeypatch.setattr("kstatpy_providers.system.cpustat._HZ", HZ)
+    host = PreemptedHost()
+    asleep = [0]
+    clock = CpuClock(host, since_boot=True, suspended=lambda: asleep[0])  # type: ignore[arg-type]
+    src = CpuSource(host, 0, sys=True, vm=False, charge_vm=False, clock=clock)  # type: ignore[arg-type]
+    before = src.values()
+    accounted = host.now
+    host.read_bytes = _frozen_stat(host, accounted, idle=0)  # type: ignore[method-assign]
+    host.now += 6_000  # a minute asleep
+    asleep[0] += 6_000
+    after = src.values()
+    for state in ("idle", "user", "kernel"):
+        assert after[f"cpu_ticks_{state}"] == before[f"cpu_ticks_{state}"], (state, before, after)
+
+
+def test_the_hosts_own_suspended_time_is_boottime_less_monotonic() -> None:
+    from kstatpy_providers.system import cpustat
+
+    lo = int((time.clock_gettime(time.CLOCK_BOOTTIME) - time.clock_gettime(time.CLOCK_MONOTONIC)) * cpustat._HZ)
+    got = cpustat.suspended_ticks()
+    hi = int((time.clock_gettime(time.CLOCK_BOOTTIME) - time.clock_gettime(time.CLOCK_MONOTONIC)) * cpustat._HZ)
+    assert min(lo, hi) - 1 <= got <= max(lo, hi) + 1
+    # The real root asks the host; a fake tree has never been suspended.
+    from kstatpy_providers.system.source import SysRoot
+
+    assert cpustat.CpuClock(SysRoot("/"), since_boot=True).suspended is cpustat.suspended_ticks
+    assert cpustat.CpuClock(PreemptedHost(), since_boot=True).suspended() == 0  # type: ignore[arg-type]

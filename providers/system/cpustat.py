@@ -66,6 +66,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import time
 
 from kstatpy_providers.system.parse import interrupts_column
 from kstatpy_providers.system.parse import schedstat_cpu
@@ -80,6 +81,7 @@ from kstatpy.raw import CPU_STAT
 
 TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up path
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from kstatpy.chain import Chain
@@ -176,13 +178,21 @@ def cpu_times(t: list[int], nspt: int) -> dict[str, int]:
 DEFICIT_SLACK = 2
 
 
+def suspended_ticks() -> int:
+    """Ticks this host has spent suspended since boot (CLOCK_BOOTTIME - CLOCK_MONOTONIC)."""
+    return int((time.clock_gettime(time.CLOCK_BOOTTIME) - time.clock_gettime(time.CLOCK_MONOTONIC)) * _HZ)
+
+
 class CpuClock:
     """The time Linux has not accounted to one CPU (module docstring), shared by the CPU's
     kstats so cpu:N:sys and cpu_stat agree. ``lock`` guards every field and is held across
     :meth:`sample`'s two reads, so the state only moves forward with the files."""
 
-    def __init__(self, root: SysRoot, since_boot: bool) -> None:
+    def __init__(self, root: SysRoot, since_boot: bool, suspended: Callable[[], int] | None = None) -> None:
         self.root = root
+        #: ticks the host has been suspended since boot: ``proc/uptime`` counts them, the
+        #: CPU's columns and kstat's snaptime (CLOCK_MONOTONIC) do not. A fake tree has none.
+        self.suspended = suspended or (suspended_ticks if getattr(root, "real", False) else lambda: 0)
         self.base: int | None = 0 if since_boot else None
         self.lost = 0  # ticks added to idle; never decreases
         self.pending = 0  # ticks added to kernel until the CPU's steal column charges them
@@ -195,10 +205,12 @@ class CpuClock:
         ``proc/uptime`` is read first: a preemption between the reads shrinks the deficit."""
         with self.lock:
             up = self.root.read_bytes("proc/uptime")
+            # After the uptime: a suspend in between then shrinks the deficit, never grows it.
+            asleep = self.suspended()
             stat = self.root.read_bytes("proc/stat")
             t = stat_cpu_line(stat, cpu)
             if t is not None:
-                self._account(t, int(float(up[: up.index(b" ")]) * _HZ))
+                self._account(t, int(float(up[: up.index(b" ")]) * _HZ) - asleep)
             return stat, t
 
     def _account(self, t: list[int], uptime: int) -> None:
