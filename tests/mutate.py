@@ -58,6 +58,26 @@ TARGETS: dict[str, tuple[str | list[str], list[str]]] = {
             ["tests/test_vmm_privilege.py", "tests/test_vmm_lifecycle.py", "tests/test_mutants_vmm.py"]),
     "vmm_state": ("providers/vmm/state.py",
                   ["tests/test_vmm_lifecycle.py", "tests/test_vmm_privilege.py", "tests/test_mutants_vmm_state.py"]),
+    # Transport: the in-process and fake-server tests of the client's caps and deadlines; not
+    # test_read_many_batches (4 s: client batching), the CLI subprocess tests of test_client_contract
+    # and test_hostile_server (0.4 s each), test_pieces' stress and kstatd-side tests (30 s in all).
+    "transport": ("kstatpy/transport.py", [
+        *(f"tests/test_client.py::test_{t}" for t in (
+            "import_is_light", "open_errors", "env_socket_is_used", "read_errors", "write", "threads_share_one_handle",
+            "in_process_transport_matches_the_socket", "closed_handle_is_ebadf")),
+        *(f"tests/test_client_contract.py::test_{t}" for t in (
+            "default_timeout_and_its_validation", "kstat_timeout_takes_what_libkstat_takes",
+            "the_deadline_covers_the_whole_reply_not_each_recv", "a_regular_file_as_socket_says_not_a_socket",
+            "the_trust_uid_options_are_validated", "the_walk_checks_every_ancestor")),
+        "tests/test_hostile_server.py::test_client_refuses_a_reply_over_its_cap_without_allocating_it",
+        "tests/test_hostile_server.py::test_a_large_reply_under_the_cap_is_read_whole",
+        "tests/test_client_reply_fuzz.py::test_a_reply_for_another_kstat_is_a_protocol_error",
+        *(f"tests/test_pieces.py::test_{t}" for t in (
+            "the_client_reassembles_pieces_from_any_server", "malformed_piece_sequences_are_eproto",
+            "pieces_to_a_request_that_did_not_ask_are_eproto", "a_server_that_closes_mid_pieces_is_unavailable",
+            "the_client_asks_for_pieces_only_where_kstatd_makes_them", "one_deadline_covers_every_piece",
+            "piece_frames_cut_anywhere_and_join_back")),
+        "tests/test_mutants_transport.py"]),
 }
 
 
