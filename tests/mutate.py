@@ -43,7 +43,12 @@ TARGETS: dict[str, tuple[str | list[str] | dict, list[str]]] = {
     "cred": ("kstatpy/cred.py", ["tests/test_mutants_cred.py", "tests/test_vmm_privilege.py"]),
     "kmem_audit": ("kstatpy/kmem_audit.py", ["tests/test_kmem_audit.py", "tests/test_mutants_kmem_audit.py"]),
     "safepath": ("kstatpy/safepath.py", ["tests/test_safe_paths.py", "tests/test_mutants_safepath.py"]),
-    "session": ("kstatpy/session.py", ["tests/test_session.py", "tests/test_fair_sharing.py"]),
+    # test_fair_sharing's three slot-losing tests only (its quota and idle-timeout ones are
+    # server_limits' and the server's: 14 s a run, 4 s without them).
+    "session": ("kstatpy/session.py", ["tests/test_session.py", "tests/test_packed_results.py", *(
+        f"tests/test_fair_sharing.py::test_{t}" for t in (
+            "idle_connection_is_told_etimedout_and_closed", "one_byte_per_tick_half_frame_is_cut_at_the_frame_timeout",
+            "a_client_that_does_not_read_its_replies_loses_its_slot")), "tests/test_mutants_session.py"]),
     # The attach-error tests of test_provider_system_raw never reach a layout (3.6 s a run).
     "raw": ("kstatpy/raw.py", [*(f"tests/test_provider_system_raw.py::test_{t}" for t in (
         "layout_sizes_and_offsets_are_illumos_lp64", "layout_lookup_is_kstat8s_digit_free_prefix_match",
@@ -82,6 +87,19 @@ TARGETS: dict[str, tuple[str | list[str] | dict, list[str]]] = {
             "pieces_to_a_request_that_did_not_ask_are_eproto", "a_server_that_closes_mid_pieces_is_unavailable",
             "one_deadline_covers_every_piece")),
         "tests/test_mutants_transport.py"]),
+    # server.py's limits only: the connection caps and per-uid/zone quotas (admit, refuse,
+    # release on close), the accept path's error handling (fd exhaustion, the spare fd), the
+    # config's limit defaults and the big-body threshold. Tests: test_fair_sharing's quota and
+    # fd-limit tests (not its timeout ones: session's), not test_server (6 s, reaches no limit).
+    "server_limits": ({"file": "kstatpy/server.py", "only": [
+        "BIG_BODY", "FD_LOG_INTERVAL", "ServerConfig", "Kstatd._accept_loop", "Kstatd._refuse", "Kstatd._shed",
+        "Kstatd._reopen_spare", "Kstatd._admit", "Kstatd._over_quota", "Kstatd._close_session"]}, [
+        *(f"tests/test_fair_sharing.py::test_{t}" for t in (
+            "nobody_cannot_lock_root_out_with_idle_sockets", "a_zone_socket_cannot_lock_out_the_global_zone",
+            "root_keeps_its_reserve_when_other_users_fill_the_rest",
+            "every_refusal_counts_in_errors_ebusy_and_connections_refused",
+            "clients_beyond_the_fd_limit_are_told_ebusy_and_the_log_stays_quiet")),
+        "tests/test_mutants_server_limits.py"]),
 }
 
 
