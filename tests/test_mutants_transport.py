@@ -176,3 +176,35 @@ def test_the_deadline_shrinks_within_one_frame_not_only_between_frames(tmp_path:
         done.set()
         t.close()
         lsock.close()
+
+
+def test_a_frame_that_arrives_in_parts_is_put_together(tmp_path: Path) -> None:
+    # A 63-byte body (all one bits) whose first byte comes alone, the rest 0.3 s later:
+    # the read resumes where it stopped, asking for no more than the frame's remainder.
+    path = str(tmp_path / "parts.sock")
+    lsock = socket.socket(socket.AF_UNIX)
+    lsock.bind(path)
+    lsock.listen(4)
+    done = threading.Event()
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = lsock.accept()
+            with conn:
+                conn.settimeout(10)
+                (n,) = LENGTH.unpack(recv_exact(conn, 4))
+                _cmd, seq, _arg = msgpack.unpackb(recv_exact(conn, n), raw=False)
+                body = body_of(63, seq)
+                conn.sendall(LENGTH.pack(len(body)) + body[:1])
+                if not done.wait(0.3):
+                    conn.sendall(body[1:])
+                done.wait(10)  # keep the connection until the client is done
+
+    threading.Thread(target=serve, daemon=True).start()
+    t = SocketTransport(path, timeout=10)
+    try:
+        assert t.ioctl(CHAIN_ID)["kcid"] == 1
+    finally:
+        done.set()
+        t.close()
+        lsock.close()
