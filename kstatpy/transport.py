@@ -258,7 +258,7 @@ class SocketTransport:
         # One reply's body: a whole frame, or (pieces: asked for) the pieces of
         # docs/PROTOCOL.md §9.8 reassembled, MAX_REPLY in all. EPROTO closes the connection.
         (word,) = LENGTH.unpack(self._recv_exact(sock, 4, self._lenbuf))
-        if not (pieces and word | _MORE):
+        if not (pieces and word & _MORE):
             if word > MAX_REPLY:
                 self._close_locked()
                 raise error_for_errno(
