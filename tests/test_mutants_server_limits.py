@@ -1,0 +1,201 @@
+"""kstatd's connection limits at their edges (issue 23: server.py's limit-carrying parts).
+
+An in-process :class:`Kstatd` on real Unix sockets in tmp_path (fast: no daemon to spawn),
+small limits: the connection cap and the zone quota admit exactly their number and refuse
+the next with EBUSY naming the option; a closed connection frees its slot and leaves no
+counter behind; the embedded server's limits are the kstatd command's defaults.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kstatd_fixture import read_reply
+
+from kstatpy.chain import Chain
+from kstatpy.protocol import pack_request
+from kstatpy.server import Kstatd
+from kstatpy.server import ServerConfig
+
+HELLO = 0x4B10
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Kstatd]:
+    cfg = ServerConfig(
+        socket=str(tmp_path / "k.sock"), zones=[("z1", str(tmp_path / "z1.sock"))], priv_sockets=False,
+        max_connections=5, reserved_connections=1, max_per_uid=2, max_per_zone=2, deadman_seconds=0,
+    )  # fmt: skip
+    kd = Kstatd(Chain(), None, cfg)
+    kd.start()
+    yield kd
+    kd.stop()
+    kd.shutdown(grace=1.0)
+
+
+def connect(path: str) -> tuple[socket.socket, list]:
+    """A connection and the reply to its first request (HELLO), or kstatd's refusal."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(path)
+    s.sendall(pack_request(HELLO, 1, {"protocol": 1}))
+    return s, read_reply(s)
+
+
+def drained(kd: Kstatd) -> None:
+    with kd._sessions_cv:
+        assert kd._sessions_cv.wait_for(lambda: not kd._sessions, timeout=10), "sessions did not close within 10 s"
+
+
+def test_the_connection_cap_admits_exactly_max_connections(daemon: Kstatd) -> None:
+    path = daemon.config.socket
+    socks = []
+    try:
+        for _ in range(5):  # root: the reserve is its own, only the total counts
+            s, (seq, code, result) = connect(path)
+            socks.append(s)
+            assert (seq, code) == (1, 0), result
+        s, (seq, code, result) = connect(path)
+        socks.append(s)
+        assert (seq, code) == (0, errno.EBUSY)
+        assert result["error"] == "too many connections (kstatd --max-connections 5)"
+        socks.pop(0).close()  # one slot frees: the next connection is served
+        with daemon._sessions_cv:
+            assert daemon._sessions_cv.wait_for(lambda: len(daemon._sessions) == 4, timeout=10)
+        s, (seq, code, result) = connect(path)
+        socks.append(s)
+        assert (seq, code) == (1, 0), result
+    finally:
+        for s in socks:
+            s.close()
+    drained(daemon)
+    assert daemon._per_uid == {} and daemon._per_zone == {}  # no counter left at 0: one per uid ever seen
+
+
+def test_the_zone_quota_admits_exactly_max_per_zone_and_the_global_zone_keeps_its_slots(daemon: Kstatd) -> None:
+    zone = daemon.config.zones[0][1]
+    socks = []
+    try:
+        for _ in range(2):
+            s, (seq, code, result) = connect(zone)
+            socks.append(s)
+            assert (seq, code) == (1, 0), result
+        s, (seq, code, result) = connect(zone)
+        socks.append(s)
+        assert (seq, code) == (0, errno.EBUSY)
+        assert result["error"] == "too many connections from zone z1 (kstatd --max-per-zone 2)"
+        s, (seq, code, result) = connect(daemon.config.socket)  # the global zone's socket is not the zone's
+        socks.append(s)
+        assert (seq, code) == (1, 0), result
+        assert daemon._per_zone == {1: 2, 0: 1}
+    finally:
+        for s in socks:
+            s.close()
+    drained(daemon)
+    assert daemon._per_uid == {} and daemon._per_zone == {}
+
+
+def test_over_quota_edges_for_another_user(daemon: Kstatd) -> None:
+    # Another user (not root, not kstatd's uid) at each edge: 3 of 5 taken leaves it one
+    # (the last is root's reserve); its own 2 connections are its quota.
+    lst = daemon._listeners[0]
+    path = daemon.config.socket
+    socks = []
+    try:
+        with daemon._lock:
+            assert daemon._over_quota(65534, lst, False) is None
+        for _ in range(3):
+            socks.append(connect(path)[0])
+        with daemon._sessions_cv:
+            assert daemon._sessions_cv.wait_for(lambda: len(daemon._sessions) == 3, timeout=10)
+        with daemon._lock:
+            assert daemon._over_quota(65534, lst, False) is None  # 3 < 5 - 1
+            assert daemon._over_quota(0, lst, True) is None
+        socks.append(connect(path)[0])
+        with daemon._sessions_cv:
+            assert daemon._sessions_cv.wait_for(lambda: len(daemon._sessions) == 4, timeout=10)
+        with daemon._lock:
+            assert daemon._over_quota(65534, lst, False) == (
+                "too many connections: the last 1 of 5 are kept for root and kstatd's user "
+                "(kstatd --reserved-connections)"
+            )
+            assert daemon._over_quota(0, lst, True) is None  # root takes the reserve
+            daemon._per_uid[65534] = 1  # (as if) its first connection were open
+            daemon._sessions.discard(next(iter(daemon._sessions)))
+            assert daemon._over_quota(65534, lst, False) is None  # 1 of its 2
+            daemon._per_uid[65534] = 2
+            assert daemon._over_quota(65534, lst, False) == "too many connections from uid 65534 (kstatd --max-per-uid 2)"
+            assert daemon._over_quota(0, lst, False) is None  # root has no per-uid quota
+            del daemon._per_uid[65534]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_an_embedded_kstatd_gets_the_kstatd_commands_limits() -> None:
+    # kstatpy.embed.serve() and in-process users build ServerConfig with its defaults; the
+    # kstatd command's are documented (docs/KSTATD.md): the two must not drift apart.
+    from kstatpy.cli.kstatd import main
+
+    opts = {p.name: p.default for p in main.params}
+    cfg = ServerConfig(socket="x")
+    for name in ("max_request", "max_reply", "max_connections", "read_timeout", "on_panic", "detach_timeout",
+                 "idle_timeout", "frame_timeout", "deadman_seconds"):  # fmt: skip
+        assert getattr(cfg, name) == opts[name], name
+    assert cfg.max_per_uid == cfg.max_per_zone == opts["max_connections"] // 4  # "a quarter"
+    assert cfg.reserved_connections == min(16, opts["max_connections"] // 8)  # "an eighth, at most 16"
+    # Not options: one expensive request of other users at a time, 64 MiB of parked replies.
+    assert cfg.expensive_slots == 1 and cfg.reply_memory == 64 << 20
+    assert cfg.zones == [] and cfg.allow_uids == frozenset() and cfg.priv_sockets is None
+    assert ServerConfig(socket="y", zones=[("a", "p"), ("b", "q")]).zone_ids() == {"global": 0, "a": 1, "b": 2}
+
+
+def test_a_connection_whose_admission_fails_is_closed_not_left_waiting(daemon: Kstatd, monkeypatch) -> None:
+    # A MemoryError while admitting costs that connection: its client reads EOF at once
+    # (not its own 10 s timeout: kstatd must close what it accepted), the next is served.
+    real_admit = daemon._admit
+    fail = [True]
+
+    def admit(sock: socket.socket, lst: object) -> None:
+        if fail.pop() if fail else False:
+            raise MemoryError()
+        real_admit(sock, lst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(daemon, "_admit", admit)
+    monkeypatch.setattr("kstatpy.server.time.sleep", lambda s: None)  # the back-off after a MemoryError
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(daemon.config.socket)
+        assert s.recv(1) == b""  # EOF: a mutant that keeps the socket open times out here
+    s, (seq, code, result) = connect(daemon.config.socket)
+    s.close()
+    assert (seq, code) == (1, 0), result
+
+
+def test_public_accepts_pause_for_privileged_requests_and_privileged_accepts_do_not(tmp_path: Path, monkeypatch) -> None:
+    # kstatpy.fairness.PrivFirst: the public acceptor's checkpoints may pause it while root's
+    # requests run; the privileged acceptor's never do (it serves root).
+    kd = Kstatd(Chain(), None, ServerConfig(socket=str(tmp_path / "k.sock"), priv_sockets=True, deadman_seconds=0))
+    seen: dict[str, bool] = {}
+    real = kd.first.pausable
+
+    def pausable(on: bool) -> None:
+        seen[threading.current_thread().name] = on
+        real(on)
+
+    monkeypatch.setattr(kd.first, "pausable", pausable)
+    kd.start()
+    try:
+        assert kd.priv_paths, "no privileged socket"
+        connect(kd.config.socket)[0].close()  # both acceptors are running by now
+        connect(kd.priv_paths[0])[0].close()
+        assert {k: v for k, v in seen.items() if k.startswith("kstatd-accept")} == {
+            "kstatd-accept": True, "kstatd-accept-priv": False}  # fmt: skip
+    finally:
+        kd.stop()
+        kd.shutdown(grace=1.0)
