@@ -18,6 +18,8 @@ import pytest
 from kstatd_fixture import read_reply
 
 from kstatpy.chain import Chain
+from kstatpy.hookspecs import hookimpl
+from kstatpy.plugins import load_providers
 from kstatpy.protocol import pack_request
 from kstatpy.server import Kstatd
 from kstatpy.server import ServerConfig
@@ -25,13 +27,29 @@ from kstatpy.server import ServerConfig
 HELLO = 0x4B10
 
 
+class Closes:
+    """A provider that counts the connections closed (kstatpy_conn_close)."""
+
+    def __init__(self) -> None:
+        self.closed: list[int] = []
+
+    @hookimpl
+    def kstatpy_conn_close(self, chain: Chain, conn: object) -> None:
+        self.closed.append(conn.id)  # type: ignore[attr-defined]
+
+
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Kstatd]:
+def closes() -> Closes:
+    return Closes()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, closes: Closes) -> Iterator[Kstatd]:
     cfg = ServerConfig(
         socket=str(tmp_path / "k.sock"), zones=[("z1", str(tmp_path / "z1.sock"))], priv_sockets=False,
-        max_connections=5, reserved_connections=1, max_per_uid=2, max_per_zone=2, deadman_seconds=0,
+        max_connections=5, reserved_connections=1, max_per_uid=2, max_per_zone=1, deadman_seconds=0,
     )  # fmt: skip
-    kd = Kstatd(Chain(), None, cfg)
+    kd = Kstatd(Chain(), load_providers(autoload=False, plugins=[("closes", closes)]), cfg)
     kd.start()
     yield kd
     kd.stop()
@@ -52,7 +70,7 @@ def drained(kd: Kstatd) -> None:
         assert kd._sessions_cv.wait_for(lambda: not kd._sessions, timeout=10), "sessions did not close within 10 s"
 
 
-def test_the_connection_cap_admits_exactly_max_connections(daemon: Kstatd) -> None:
+def test_the_connection_cap_admits_exactly_max_connections(daemon: Kstatd, closes: Closes) -> None:
     path = daemon.config.socket
     socks = []
     try:
@@ -67,6 +85,7 @@ def test_the_connection_cap_admits_exactly_max_connections(daemon: Kstatd) -> No
         socks.pop(0).close()  # one slot frees: the next connection is served
         with daemon._sessions_cv:
             assert daemon._sessions_cv.wait_for(lambda: len(daemon._sessions) == 4, timeout=10)
+        assert daemon._per_uid == {0: 4} and daemon._per_zone == {0: 4}  # one closed: one down
         s, (seq, code, result) = connect(path)
         socks.append(s)
         assert (seq, code) == (1, 0), result
@@ -75,24 +94,25 @@ def test_the_connection_cap_admits_exactly_max_connections(daemon: Kstatd) -> No
             s.close()
     drained(daemon)
     assert daemon._per_uid == {} and daemon._per_zone == {}  # no counter left at 0: one per uid ever seen
+    assert len(set(closes.closed)) == len(closes.closed) == 6  # providers heard of every close (none refused)
 
 
 def test_the_zone_quota_admits_exactly_max_per_zone_and_the_global_zone_keeps_its_slots(daemon: Kstatd) -> None:
     zone = daemon.config.zones[0][1]
     socks = []
     try:
-        for _ in range(2):
-            s, (seq, code, result) = connect(zone)
-            socks.append(s)
-            assert (seq, code) == (1, 0), result
+        s, (seq, code, result) = connect(zone)  # a quota of 1: the first is admitted
+        socks.append(s)
+        assert (seq, code) == (1, 0), result
         s, (seq, code, result) = connect(zone)
         socks.append(s)
         assert (seq, code) == (0, errno.EBUSY)
-        assert result["error"] == "too many connections from zone z1 (kstatd --max-per-zone 2)"
+        assert result["error"] == "too many connections from zone z1 (kstatd --max-per-zone 1)"
         s, (seq, code, result) = connect(daemon.config.socket)  # the global zone's socket is not the zone's
         socks.append(s)
         assert (seq, code) == (1, 0), result
-        assert daemon._per_zone == {1: 2, 0: 1}
+        assert daemon._per_zone == {1: 1, 0: 1}
+        assert sorted(s.priv for s in daemon._sessions) == [False, False]  # public sockets: no PrivFirst
     finally:
         for s in socks:
             s.close()
