@@ -61,7 +61,10 @@ def connect(path: str) -> tuple[socket.socket, list]:
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(10)
     s.connect(path)
-    s.sendall(pack_request(HELLO, 1, {"protocol": 1}))
+    try:
+        s.sendall(pack_request(HELLO, 1, {"protocol": 1}))
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused and closed before the request went: the refusal is waiting to be read
     return s, read_reply(s)
 
 
