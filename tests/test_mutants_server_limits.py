@@ -217,6 +217,17 @@ def test_public_accepts_pause_for_privileged_requests_and_privileged_accepts_do_
         assert kd.priv_paths, "no privileged socket"
         connect(kd.config.socket)[0].close()  # both acceptors are running by now
         connect(kd.priv_paths[0])[0].close()
+        # A privileged connection counts in PrivFirst from its accept to its first reply.
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(kd.priv_paths[0])
+            with kd._sessions_cv:
+                assert kd._sessions_cv.wait_for(lambda: any(x.priv for x in kd._sessions), timeout=10)
+            assert kd.first.busy == 1
+            s.sendall(pack_request(HELLO, 1, {"protocol": 1}))
+            assert read_reply(s)[:2] == [1, 0]
+            with kd.first._cv:
+                assert kd.first._cv.wait_for(lambda: not kd.first.busy, timeout=10), "still counted after its reply"
         assert {k: v for k, v in seen.items() if k.startswith("kstatd-accept")} == {
             "kstatd-accept": True, "kstatd-accept-priv": False}  # fmt: skip
     finally:

@@ -8,17 +8,25 @@ idle clients or for clients that do not read (the session phases tell them apart
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 import struct
+import threading
 import time
 
 import msgpack
 import pytest
+from kstatd_fixture import read_reply
 from kstatd_fixture import rpc
 from kstatd_fixture import running_kstatd
 
+from kstatpy.chain import Chain
+from kstatpy.protocol import pack_request
+from kstatpy.server import Kstatd
+from kstatpy.server import ServerConfig
 from kstatpy.session import pack_read_many_reply
+from kstatpy.session import send_reply
 from kstatpy.session import set_recv_timeout
 
 READ, DESCRIBE = 0x4B02, 0x4B13
@@ -92,3 +100,55 @@ def test_sigterm_does_not_wait_for_idle_clients_or_clients_that_do_not_read(tmp_
         stuck.close()
     assert status == 0, kd.stderr
     assert elapsed < 15, f"SIGTERM took {elapsed:.1f} s: kstatd waited for clients that were not dispatching"
+
+
+def test_a_reply_sent_into_a_full_buffer_arrives_whole() -> None:
+    # The non-blocking first send() sends nothing (the buffer is full): the timed
+    # sendall must then send all of it, from its first byte.
+    a, b = socket.socketpair()
+    filler = 0
+    a.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            filler += a.send(b"\0" * 4096)
+    data = bytes(range(256)) * 64
+    got = bytearray()
+
+    def reader() -> None:
+        while len(got) < filler + len(data):
+            chunk = b.recv(1 << 16)
+            if not chunk:
+                return
+            got.extend(chunk)
+
+    with a, b:
+        set_recv_timeout(a, 5)  # blocking again, as kstatd's sockets are
+        b.settimeout(30)
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        send_reply(a, data, 30.0)
+        t.join(30)
+        assert not t.is_alive(), "the reader did not get the reply within 30 s"
+    assert bytes(got[filler:]) == data
+
+
+def test_a_privileged_session_counts_for_privfirst_from_its_accept_to_its_first_reply(tmp_path) -> None:
+    # Session.busy starts False: the accept's begin() is then counted once, and the
+    # first reply's end() takes it off (a session born busy would skip both halves wrong).
+    kd = Kstatd(Chain(), None, ServerConfig(socket=str(tmp_path / "k.sock"), priv_sockets=True, deadman_seconds=0))
+    kd.start()
+    try:
+        assert kd.priv_paths, "no privileged socket"
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(kd.priv_paths[0])
+            with kd._sessions_cv:
+                assert kd._sessions_cv.wait_for(lambda: any(x.priv for x in kd._sessions), timeout=10)
+            assert kd.first.busy == 1
+            s.sendall(pack_request(0x4B10, 1, {"protocol": 1}))
+            assert read_reply(s)[:2] == [1, 0]
+            with kd.first._cv:
+                assert kd.first._cv.wait_for(lambda: not kd.first.busy, timeout=10), "still counted after its reply"
+    finally:
+        kd.stop()
+        kd.shutdown(grace=1.0)
