@@ -81,8 +81,8 @@ def test_the_connection_cap_admits_exactly_max_connections(daemon: Kstatd, close
             s, (seq, code, result) = connect(path)
             socks.append(s)
             assert (seq, code) == (1, 0), result
-        s, (seq, code, result) = connect(path)
-        socks.append(s)
+        refused, (seq, code, result) = connect(path)
+        refused.close()
         assert (seq, code) == (0, errno.EBUSY)
         assert result["error"] == "too many connections (kstatd --max-connections 5)"
         socks.pop(0).close()  # one slot frees: the next connection is served
@@ -92,6 +92,11 @@ def test_the_connection_cap_admits_exactly_max_connections(daemon: Kstatd, close
         s, (seq, code, result) = connect(path)
         socks.append(s)
         assert (seq, code) == (1, 0), result
+        while socks:  # each close takes one off, down to the last
+            socks.pop().close()
+            with daemon._sessions_cv:
+                assert daemon._sessions_cv.wait_for(lambda: len(daemon._sessions) == len(socks), timeout=10)
+            assert daemon._per_uid == ({0: len(socks)} if socks else {}), len(socks)
     finally:
         for s in socks:
             s.close()
@@ -217,6 +222,7 @@ def test_public_accepts_pause_for_privileged_requests_and_privileged_accepts_do_
         assert kd.priv_paths, "no privileged socket"
         connect(kd.config.socket)[0].close()  # both acceptors are running by now
         connect(kd.priv_paths[0])[0].close()
+        drained(kd)  # the two above are gone: the session seen below is the new one
         # A privileged connection counts in PrivFirst from its accept to its first reply.
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(10)

@@ -208,3 +208,17 @@ def test_a_frame_that_arrives_in_parts_is_put_together(tmp_path: Path) -> None:
         done.set()
         t.close()
         lsock.close()
+
+
+def test_an_empty_piece_is_eproto_even_when_the_rest_is_a_good_reply(tmp_path: Path) -> None:
+    # docs/PROTOCOL.md §9.8: a piece is never empty. Here the rest would make a valid reply.
+    def answer(seq: int) -> bytes:
+        body = body_of(64, seq)
+        return LENGTH.pack(MORE | 10) + body[:10] + LENGTH.pack(MORE) + LENGTH.pack(54) + body[10:]
+
+    with fake_kstatd(tmp_path, answer) as path:
+        t = SocketTransport(path)
+        with pytest.raises(KstatError) as ei:
+            t.ioctl(READ_MANY, {"kids": [1]})
+        assert ei.value.errno == errno.EPROTO and ei.value.message == "malformed reply from kstatd: an empty piece"
+        assert t._sock is None
