@@ -9,6 +9,7 @@ counter behind; the embedded server's limits are the kstatd command's defaults.
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from kstatpy.protocol import pack_request
 from kstatpy.server import Kstatd
 from kstatpy.server import ServerConfig
 
-HELLO = 0x4B10
+HELLO, WRITE = 0x4B10, 0x4B03
 
 
 class Closes:
@@ -120,6 +121,11 @@ def test_the_zone_quota_admits_exactly_max_per_zone_and_the_global_zone_keeps_it
         socks.append(s)
         assert (seq, code) == (1, 0), result
         assert daemon._per_zone == {1: 1, 0: 1}
+        # Root on the zone's socket is that zone's, unprivileged: a write is EPERM before
+        # anything else; on the global socket it is privileged (a malformed write: EINVAL).
+        for sock, want in ((socks[0], errno.EPERM), (socks[2], errno.EINVAL)):
+            sock.sendall(pack_request(WRITE, 2, None))
+            assert read_reply(sock)[:2] == [2, want]
         assert sorted(s.priv for s in daemon._sessions) == [False, False]  # public sockets: no PrivFirst
     finally:
         for s in socks:
@@ -163,6 +169,20 @@ def test_over_quota_edges_for_another_user(daemon: Kstatd) -> None:
     finally:
         for s in socks:
             s.close()
+
+
+def test_out_of_descriptors_is_logged_once_per_interval_with_the_count(daemon: Kstatd, caplog) -> None:
+    # _shed: accept() failed with EMFILE and nobody is waiting any more (the client left):
+    # the spare descriptor is closed and reopened, the loop goes on; the log line comes at
+    # most every FD_LOG_INTERVAL (10 s) and counts the refusals since the last one.
+    lst = daemon._listeners[0]
+    with caplog.at_level(logging.ERROR, logger="kstatpy.server"):
+        for _ in range(3):
+            daemon._shed(lst, OSError(errno.EMFILE, "Too many open files"))
+            assert daemon._spare_fd >= 0
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("accept on")]
+    assert lines == [f"accept on {lst.path}: Too many open files (1 connections refused since the last report)"]
+    assert daemon._fd_refused == 2  # counted for the next report
 
 
 def test_an_embedded_kstatd_gets_the_kstatd_commands_limits() -> None:
