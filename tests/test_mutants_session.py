@@ -139,6 +139,15 @@ def test_a_privileged_session_counts_for_privfirst_from_its_accept_to_its_first_
     kd.start()
     try:
         assert kd.priv_paths, "no privileged socket"
+        with socket.socket(socket.AF_UNIX) as pub:  # a public session is not privileged, nor counted
+            pub.settimeout(10)
+            pub.connect(kd.config.socket)
+            pub.sendall(pack_request(0x4B10, 1, {"protocol": 1}))
+            assert read_reply(pub)[:2] == [1, 0]
+            with kd._sessions_cv:
+                assert [x.priv for x in kd._sessions] == [False] and kd.first.busy == 0
+        with kd._sessions_cv:
+            assert kd._sessions_cv.wait_for(lambda: not kd._sessions, timeout=10), "the public session did not close"
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(10)
             s.connect(kd.priv_paths[0])
