@@ -22,6 +22,7 @@ from kstatpy.chain import Chain
 from kstatpy.hookspecs import hookimpl
 from kstatpy.plugins import load_providers
 from kstatpy.protocol import pack_request
+from kstatpy.server import FD_LOG_INTERVAL
 from kstatpy.server import Kstatd
 from kstatpy.server import ServerConfig
 
@@ -134,6 +135,22 @@ def test_the_zone_quota_admits_exactly_max_per_zone_and_the_global_zone_keeps_it
     assert daemon._per_uid == {} and daemon._per_zone == {}
 
 
+def test_root_on_a_zone_socket_does_not_take_the_reserve(daemon: Kstatd) -> None:
+    # The reserve is the global zone's root's: 4 of 5 taken, root on the zone's socket is refused.
+    socks = []
+    try:
+        for _ in range(4):
+            s, (seq, code, result) = connect(daemon.config.socket)
+            socks.append(s)
+            assert (seq, code) == (1, 0), result
+        s, (seq, code, result) = connect(daemon.config.zones[0][1])
+        socks.append(s)
+        assert (seq, code) == (0, errno.EBUSY) and "the last 1 of 5" in result["error"], result
+    finally:
+        for s in socks:
+            s.close()
+
+
 def test_over_quota_edges_for_another_user(daemon: Kstatd) -> None:
     # Another user (not root, not kstatd's uid) at each edge: 3 of 5 taken leaves it one
     # (the last is root's reserve); its own 2 connections are its quota.
@@ -159,6 +176,9 @@ def test_over_quota_edges_for_another_user(daemon: Kstatd) -> None:
                 "(kstatd --reserved-connections)"
             )
             assert daemon._over_quota(0, lst, True) is None  # root takes the reserve
+            daemon.config.reserved_connections = 2  # 4 open, over the 3 others may use
+            assert "the last 2 of 5" in (daemon._over_quota(65534, lst, False) or "")
+            daemon.config.reserved_connections = 1
             daemon._per_uid[65534] = 1  # (as if) its first connection were open
             daemon._sessions.discard(next(iter(daemon._sessions)))
             assert daemon._over_quota(65534, lst, False) is None  # 1 of its 2
@@ -183,6 +203,9 @@ def test_out_of_descriptors_is_logged_once_per_interval_with_the_count(daemon: K
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("accept on")]
     assert lines == [f"accept on {lst.path}: Too many open files (1 connections refused since the last report)"]
     assert daemon._fd_refused == 2  # counted for the next report
+    daemon._shed(lst, OSError(errno.ENOBUFS, "No buffer space available"))  # not the fd limit: a back-off
+    assert daemon._fd_refused == 3 and daemon._spare_fd >= 0
+    assert FD_LOG_INTERVAL == 10.0  # docs/KSTATD.md: "at most every 10 s"
 
 
 def test_an_embedded_kstatd_gets_the_kstatd_commands_limits() -> None:
