@@ -1,8 +1,8 @@
 """Issue 21's attacks on kstatd, measured: a second user (nobody, via setpriv) attacks, root measures.
 
     python bench/attacks.py describe-flood [--conns 64] [--seconds 10] [--kind describe|read_many] [--pieces] [--tree DIR]
-    python bench/attacks.py churn [--seconds 8] [--samples 300] [--twin] [--user-slice] [--tree DIR]
-    python bench/attacks.py expensive [--kind select|read_many|describe] [--conns 64] [--twin] [--user-slice] [--tree DIR]
+    python bench/attacks.py churn [--seconds 8] [--samples 300] [--twin] [--user-slice] [--command] [--tree DIR]
+    python bench/attacks.py expensive [--kind select|read_many|describe] [--conns 64] [--twin] [--user-slice] [--command] [--tree DIR]
 
 Root's samples alternate in blocks of 25 with the attackers stopped (SIGSTOP: "idle",
 once kstatd has finished what they had asked) and running ("loaded"), so both meet the
@@ -16,7 +16,9 @@ attacker's many processes. ``--kstatd-arg OPTION`` passes an option to the kstat
 every kid sent and never read (reconnecting when kstatd closes one), asking for pieces
 with ``--pieces``; kstatd's RSS is sampled (VmRSS, every 0.1 s) and its peak reported. ``churn``: nobody connects and closes as fast as 4
 processes can on the public socket; root's connect + READ round trips on the socket its
-clients use by default are timed idle and under churn (p50, p99). ``expensive``: nobody's
+clients use by default are timed idle and under churn (p50, p99); with ``--command``
+each of root's samples is a whole run of the ``kstat`` command instead (the issue's
+measure: its start-up, connect, read and print). ``expensive``: nobody's
 64 connections loop SELECT with fresh globs, READ_MANY at the reply budget, or DESCRIBE;
 root's round trips are timed idle and under the flood. kstatd runs with the system
 provider and default limits, from ``--tree`` (default this checkout: "before" is another
@@ -266,14 +268,38 @@ time.sleep(seconds)
 """
 
 
+#: With ``--command``: root's sample is a run of the ``kstat`` command (the checkout's), not a
+#: library round trip: ``kstat --socket ROOT_SOCKET -p unix:0:system_misc:nproc``.
+COMMAND: list[str] | None = None
+COMMAND_ENV: dict[str, str] | None = None  # PYTHONPATH=TREE: the client of the checkout under test
+
+
+def kstat_command() -> list[str]:
+    """``kstat`` as root runs it: the console script beside this interpreter, or ``-m``."""
+    script = Path(sys.executable).parent / "kstat"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "kstatpy.cli.kstat"]
+
+
+def run_command(path: str) -> None:
+    assert COMMAND is not None
+    done = subprocess.run([*COMMAND, "--socket", path, "-p", "unix:0:system_misc:nproc"], capture_output=True,
+                          timeout=60, env=COMMAND_ENV)  # fmt: skip
+    if done.returncode != 0 or not done.stdout.startswith(b"unix:0:system_misc:nproc\t"):
+        raise OSError(f"kstat exited {done.returncode}: {done.stderr.decode(errors='replace').strip()[:200]}")
+
+
 def sample_root(path: str, kid: int, n: int, spacing: float = 0.01) -> list[float]:
-    """Root's round trips: connect, READ of one kstat, close (seconds each)."""
+    """Root's round trips: connect, READ of one kstat, close (seconds each); with
+    ``--command``, a whole run of the ``kstat`` command instead."""
     out = []
     for _ in range(n):
         t0 = time.perf_counter()
         try:
-            rpc(path, READ, {"kid": kid})
-        except (OSError, EOFError):
+            if COMMAND is not None:
+                run_command(path)
+            else:
+                rpc(path, READ, {"kid": kid})
+        except (OSError, EOFError, subprocess.TimeoutExpired):
             out.append(60.0)
             continue
         out.append(time.perf_counter() - t0)
@@ -441,16 +467,25 @@ def main() -> None:
             "--user-slice", action="store_true",
             help="run nobody's attackers in a CPU cgroup of their own, as systemd's user-UID.slice does",
         )  # fmt: skip
+        sub.choices[name].add_argument(
+            "--command", action="store_true",
+            help="root's sample is a run of the kstat command (start-up included), not a library round trip",
+        )  # fmt: skip
     a = ap.parse_args()
-    global USER_SLICE
+    global USER_SLICE, COMMAND, COMMAND_ENV
     if getattr(a, "user_slice", False):
         USER_SLICE = make_user_slice()
+    if getattr(a, "command", False):
+        COMMAND = kstat_command()
+        COMMAND_ENV = dict(os.environ, PYTHONPATH=a.tree)
     if a.what == "describe-flood":
         report = describe_flood(a.tree, a.conns, a.seconds, a.pieces, a.kind)
     elif a.what == "churn":
         report = churn(a.tree, a.seconds, a.samples, extra=a.kstatd_arg, twin=a.twin)
     else:
         report = expensive(a.tree, a.kind, a.conns, a.seconds, a.samples, extra=a.kstatd_arg, twin=a.twin)
+    if COMMAND is not None:
+        report["root_sample"] = "kstat command"
     if USER_SLICE is not None:
         report["user_slice"] = str(USER_SLICE)
         try:

@@ -20,9 +20,9 @@
 :class:`PrivFirst`
     Privileged requests first: while any request on a privileged socket (root's, a zone
     admin's; :mod:`kstatpy.listener`) is in flight, the other work that opts in (the
-    public accept loop; expensive requests of public connections: SELECT's compiles and
-    reads, READ_MANY, DESCRIBE, their reply packing and sending) waits at its next safe
-    point, so a privileged request does not queue for the GIL behind it (CPython hands
+    public accept loop; every request and hang-up of public connections, and inside
+    their expensive requests: SELECT's compiles and reads, READ_MANY, DESCRIBE, their
+    reply packing and sending) waits at its next safe point, so a privileged request does not queue for the GIL behind it (CPython hands
     the GIL over only every switch interval, and to no thread in particular).
 
     The bound (a flood of privileged requests never starves the others): one pause

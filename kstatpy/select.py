@@ -233,15 +233,15 @@ def ere_to_python(regex: str) -> str:
             out.append(text)
             can_repeat, branch_empty = True, False
         elif c == "(":
-            if i < n and regex[i] in "*+?{":
-                raise RegexError(REG_BADRPT)
+            # What follows is an operand as at the start: "(*" is REG_BADRPT below, "({1"
+            # too, but "({a" is a literal '{' (regcomp's p_ere_exp).
             depth += 1
             out.append("(?:")
             can_repeat, branch_empty = False, True
         elif c == ")":
             if depth == 0:
                 raise RegexError(REG_EPAREN)
-            if branch_empty:
+            if branch_empty and out[-1] != "(?:":  # "()" is an empty group; "(a|)" is REG_EMPTY
                 raise RegexError(REG_EMPTY)
             depth -= 1
             out.append(")")

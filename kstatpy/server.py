@@ -116,9 +116,6 @@ RECV_SIZE = 65536
 SEND_GRACE = 0.5
 #: Seconds between two "out of file descriptors" log lines (with the count refused since).
 FD_LOG_INTERVAL = 10.0
-#: A request body this large (bytes) is decoded by a public connection only at a safe
-#: point (PrivFirst): its decoding holds the GIL for a while (65,536 kids: about 1 ms).
-BIG_BODY = 64 << 10
 _TIMED = frozenset({int(KstatIoctl.READ), int(KstatIoctl.READ_MANY), int(KstatIoctl.SELECT)})
 #: Requests whose cost grows with their argument or the chain: they take turns (FairGate).
 _EXPENSIVE = frozenset({int(KstatIoctl.READ_MANY), int(KstatIoctl.SELECT), int(KstatIoctl.DESCRIBE)})
@@ -155,6 +152,9 @@ class ServerConfig:
     expensive_slots: int = 1
     reply_memory: int = 64 << 20
     deadman_seconds: float = 10.0  # a hold waited for this long is reported (kstatpy.deadman); 0: off
+    # The kernel time slice asked for the threads serving privileged sockets (s; 0: the
+    # kernel's default): their wakeups preempt other users' processes (kstatpy.sched_slice).
+    priv_slice: float = 0.0001
 
     def zone_ids(self) -> dict[str, int]:
         """Zone name -> zoneid: global 0, then 1, 2, ... in the order given."""
@@ -201,6 +201,7 @@ class Kstatd:
         # (kstatpy.fairness.PrivFirst, bounded), so churn and floods on the public socket
         # cost root's request no CPU (the GIL) beyond what is already running.
         self.first = PrivFirst()
+        self._slice_logged = False  # _short_slice's one log line
         self.handler.pause = self.first.checkpoint
         zone_ids = config.zone_ids()
         public = [Listener(config.socket, "global", GLOBAL_ZONEID)] + [
@@ -379,6 +380,18 @@ class Kstatd:
 
     # --- accepting --------------------------------------------------------------
 
+    def _short_slice(self) -> None:
+        # This thread serves a privileged socket: a short time slice (ServerConfig.priv_slice),
+        # asked once per thread; a kernel that keeps none is logged once.
+        if self.config.priv_slice <= 0:
+            return
+        from kstatpy.sched_slice import request_slice
+
+        ok, why = request_slice(round(self.config.priv_slice * 1e9))
+        if not ok and not self._slice_logged:
+            self._slice_logged = True
+            log.info("--priv-slice: %s; privileged threads keep the default slice", why)
+
     def _priv_mark(self, sess: Session, busy: bool) -> None:
         # A privileged session starts or ends being busy (PrivFirst.begin/end): from its
         # accept to its first reply, and from each request's decoding to its reply's send.
@@ -393,6 +406,8 @@ class Kstatd:
     def _accept_loop(self, listeners: list[Listener]) -> None:
         public = not any(lst.priv for lst in listeners)
         first = self.first
+        if not public:
+            self._short_slice()
         first.pausable(public)  # public accepts wait while privileged requests run (bounded)
         sel = selectors.DefaultSelector()
         sel.register(self._wake_r, selectors.EVENT_READ, None)
@@ -546,7 +561,9 @@ class Kstatd:
         # requests run (PrivFirst); a privileged connection's never does.
         self.first.pausable(not sess.priv)
         pause = self.first.checkpoint
-        reply: bytes | None = None
+        if sess.priv:
+            self._short_slice()
+        reply: bytes | bytearray | None = None
         owner = True
         last = monotonic()  # end of the last reply (or connect): the idle clock
         frame_t0 = 0.0  # when the buffered partial request began
@@ -572,6 +589,7 @@ class Kstatd:
                         now = monotonic()
                         if data is not None:
                             if not data:
+                                pause()  # a safe point (nothing held): the hang-up's close waits for root's request
                                 break
                             if not decoder.pending():
                                 frame_t0 = now
@@ -587,8 +605,11 @@ class Kstatd:
                             send_reply(sock, pack_frame([0, errno.ETIMEDOUT, {"error": why}], packer), frame_timeout)
                             break
                         continue
-                    if len(body) > BIG_BODY:
-                        pause()  # a safe point: nothing held
+                    # A safe point before every public request, cheap ones too (nothing
+                    # held): under churn, each session thread would take the GIL from
+                    # root's request in turn, and a big body's decoding holds it (65,536
+                    # kids: about 1 ms).
+                    pause()
                     cmd, seq, arg = check_request(decode(body))
                     if sess.priv:
                         self._priv_mark(sess, True)
@@ -664,7 +685,7 @@ class Kstatd:
 
     def _encode(
         self, cmd: int, seq: int, code: int, result: Any, packer: Any, count_error: Any, pause: Any
-    ) -> bytes | None:
+    ) -> bytes | bytearray | None:
         # The reply frame of a dispatched request (None: a halting panic, no reply).
         if code < 0:
             return None

@@ -39,24 +39,40 @@ __all__ = [
 READING, DISPATCHING, SENDING = 0, 1, 2
 
 
-def pack_packed_reply(seq: int, result: dict[str, Any], packer: msgpack.Packer) -> bytes:
+def _frame_head() -> bytearray:
+    # A reply frame is built in place: its length word first (filled in by _frame_done),
+    # then each part appended. No C call copies the whole multi-megabyte reply while
+    # holding the GIL (b"".join, then length + body, did it twice), so root's request
+    # waits at most for one part (issue 21).
+    return bytearray(LENGTH.size)
+
+
+def _frame_done(out: bytearray) -> bytearray:
+    LENGTH.pack_into(out, 0, len(out) - LENGTH.size)
+    return out
+
+
+def pack_packed_reply(seq: int, result: dict[str, Any], packer: msgpack.Packer) -> bytearray:
     """The frame of a READ_MANY or SELECT reply whose results the handler packed as it read them."""
     pack = packer.pack
-    parts = [packer.pack_array_header(3), pack(seq), pack(0), packer.pack_map_header(len(result))]
+    out = _frame_head()
+    out += packer.pack_array_header(3)
+    out += pack(seq)
+    out += pack(0)
+    out += packer.pack_map_header(len(result))
     for key, value in result.items():
-        parts.append(pack(key))
+        out += pack(key)
         if isinstance(value, PackedResults):
-            parts.append(packer.pack_array_header(value.n))
-            parts.append(value.buf)
+            out += packer.pack_array_header(value.n)
+            out += value.buf  # the one copy of the results (no join, then no length + body)
         else:
-            parts.append(pack(value))
-    body = b"".join(parts)
-    return LENGTH.pack(len(body)) + body
+            out += pack(value)
+    return _frame_done(out)
 
 
 def pack_read_many_reply(
     seq: int, result: dict[str, Any], packer: msgpack.Packer, pause: Callable[[], None] | None = None
-) -> bytes:
+) -> bytearray:
     """The frame of a READ_MANY reply of plain results, packed entry by entry.
 
     No single C call holds the GIL for a whole multi-megabyte reply (other connections'
@@ -65,29 +81,32 @@ def pack_read_many_reply(
     kstatpy.fairness.PrivFirst).
     """
     pack = packer.pack
-    parts = [packer.pack_array_header(3), pack(seq), pack(0), packer.pack_map_header(len(result))]
+    out = _frame_head()
+    out += packer.pack_array_header(3)
+    out += pack(seq)
+    out += pack(0)
+    out += packer.pack_map_header(len(result))
     packed: dict[int, bytes] = {}
     for key, value in result.items():
-        parts.append(pack(key))
+        out += pack(key)
         if key != "results":
-            parts.append(pack(value))
+            out += pack(value)
             continue
-        parts.append(packer.pack_array_header(len(value)))
+        out += packer.pack_array_header(len(value))
         entry_head = packer.pack_array_header(2)
         for code, kstat in value:
             if pause is not None:
                 pause()
-            parts.append(entry_head)
-            parts.append(pack(code))
+            out += entry_head
+            out += pack(code)
             if kstat is None:
-                parts.append(pack(None))
+                out += pack(None)
                 continue
             body = packed.get(id(kstat))
             if body is None:
                 body = packed[id(kstat)] = pack(kstat)
-            parts.append(body)
-    body = b"".join(parts)
-    return LENGTH.pack(len(body)) + body
+            out += body
+    return _frame_done(out)
 
 
 def set_recv_timeout(sock: socket.socket, seconds: float) -> None:

@@ -55,7 +55,15 @@ TARGETS: dict[str, tuple[str | list[str] | dict, list[str]]] = {
         "pack_wraps_to_the_member_width", "fake_cpu_stat_equals_the_named_view", "live_cpu_stat_equals_the_named_view",
         "fake_sysinfo_vminfo_var", "kstat_prints_raw_kstats_through_kstatd")), "tests/test_mutants_raw.py"]),
     "kstat_rate": ("kstatpy/cli/kstat_rate.py", ["tests/test_mutants_kstat_rate.py", "tests/test_cli_rate.py"]),
-    "crashdump": ("kstatpy/crashdump.py", ["tests/test_mdb.py", "tests/test_mutants_crashdump.py"]),
+    # Not test_mdb's crash fixture (a real kstatd panicking, 12 s a run) nor test_root_files' hostile JSON
+    # (four kstatpy-mdb runs): test_mutants_crashdump builds, writes and loads dumps of real traps and
+    # hostile files in-process; of kstatpy-mdb's own runs only the bad and symlinked files (eight runs).
+    "crashdump": ("kstatpy/crashdump.py", ["tests/test_mdb.py::test_bad_files_exit_3_and_usage_2",
+                  "tests/test_root_files.py::test_mdb_refuses_a_symlinked_dump_and_a_huge_one",
+                  "tests/test_mutants_crashdump.py"]),
+    # In-process: test_lockorder and test_deadman; not test_lockorder_kstatd (a kstatd per test).
+    "lockorder": ("kstatpy/lockorder.py", ["tests/test_lockorder.py", "tests/test_deadman.py",
+                                           "tests/test_mutants_lockorder.py"]),
     # Not test_epcache's pip installs (13 s a run: 80 min a module); test_mutants_epcache reads and
     # writes real cache files in-process instead.
     "epcache": ("kstatpy/epcache.py", [*(f"tests/test_epcache.py::test_{t}" for t in (
@@ -63,11 +71,61 @@ TARGETS: dict[str, tuple[str | list[str] | dict, list[str]]] = {
         "cache_file_round_trip_and_malformed_files")), "tests/test_mutants_epcache.py"]),
     # test_kmem_audit, test_memory and test_lifetime reach the heap too but take 18 s a run (2 s without them).
     "kmem": ("kstatpy/kmem.py", ["tests/test_kmem.py", "tests/test_escaped_mutations.py", "tests/test_mutants_kmem.py"]),
-    "select": ("kstatpy/select.py", ["tests/test_select.py", "tests/test_cli_select.py", "tests/test_mutants_select.py"]),
+    # In-process tests only (the chain's own ioctl layer runs SELECT): not test_select's kstatd-fixture tests (the
+    # same matching in a subprocess, 30 s a run with the fixture's teardown) nor test_cli_select's two interval
+    # tests (one second of sleep each, no selection of their own); the hypothesis comparison last (2 s).
+    "select": ("kstatpy/select.py", ["tests/test_cli_args.py", *(f"tests/test_select.py::test_{t}" for t in (
+        "globs_match_in_polynomial_time", "globs_agree_with_fnmatch_on_stars_and_question_marks",
+        "golden_cases_select_equals_whole_chain", "bad_regex_after_output_prints_the_same_prefix",
+        "select_reads_only_what_matches", "select_answers_kid_order_and_filters", "select_prev_snaptime_and_failed_reads",
+        "select_refuses_regexes_and_the_client_matches_them_itself", "select_malformed_arguments",
+        "select_limits_are_inclusive", "client_refuses_an_empty_selector",
+        "select_too_big_for_kstatd_is_selected_by_the_client", "select_on_an_old_server_falls_back_to_the_chain",
+        "select_past_the_reply_budget_reads_the_rest")), *(f"tests/test_cli_select.py::test_{t}" for t in (
+        "selector_matrix", "duplicates_across_selectors_print_twice_grouped_by_selector",
+        "statistic_filter_suppresses_whole_instance", "statistic_case_sensitive_glob",
+        "class_pattern_combines_with_operands", "quiet_prints_nothing_but_sets_status", "parseable_list_values_only",
+        "only_selected_kstats_are_read", "failed_read_keeps_instance_with_crtime_and_class",
+        "quiet_with_timestamps_still_prints_them", "header_widths_count_bytes_like_c")),
+        "tests/test_fairness.py::test_the_glob_cache_is_bounded_and_reused",
+        "tests/test_select.py::test_select_races_with_delete_one_hold_at_a_time",
+        "tests/test_select.py::test_random_selectors_select_equals_whole_chain", "tests/test_mutants_select.py"]),
     "vmm": (["providers/vmm/ops.py", "providers/vmm/provider.py"],  # teardown order and privileges
             ["tests/test_vmm_privilege.py", "tests/test_vmm_lifecycle.py", "tests/test_mutants_vmm.py"]),
     "vmm_state": ("providers/vmm/state.py",
                   ["tests/test_vmm_lifecycle.py", "tests/test_vmm_privilege.py", "tests/test_mutants_vmm_state.py"]),
+    # The fake-host tests that reach cpustat.py, in-process (1.5 s of CPU a run). Left out: the
+    # live-host tests (each attaches the whole provider to the real /proc: 2.6 s of CPU a run with
+    # them), the live 3 s measurement test_cpu_time_adds_up_to_elapsed_time, and the fd stress
+    # test_kept_open_files_are_closed_only_after_their_readers (3 s; it races links, not CPUs).
+    "cpustat": ("providers/system/cpustat.py", [
+        "tests/test_provider_system_clock.py", "tests/test_mutants_cpustat.py",
+        *(f"tests/test_provider_system_cpu.py::test_{t}" for t in (
+            "fake_cpu_sys_vm_and_cpu_stat_exact", "time_linux_loses_goes_to_idle", "off_line_cpu_keeps_its_last_values",
+            "fake_crtime_is_the_fake_boot")),
+        *(f"tests/test_provider_system_fixes.py::test_{t}" for t in (
+            "tlb_shootdowns_are_not_counted_twice", "pswitch_from_ctxt_without_schedstat")),
+        *(f"tests/test_provider_system.py::test_{t}" for t in (
+            "fake_tree_values_follow_the_mapping", "cpu_goes_and_comes_back")),
+        "tests/test_provider_system_raw.py::test_fake_cpu_stat_equals_the_named_view"]),
+    # The tests that read cpu_info, fake host and live; not test_provider_system_tools' tool runs.
+    "cpu": ("providers/system/cpu.py", ["tests/test_mutants_cpu.py", *(f"tests/test_provider_system.py::test_{t}" for t in (
+        "cpu_info_matches_cpuinfo", "fake_tree_values_follow_the_mapping", "cpuid_signature_from_family_model_stepping",
+        "offline_cpu_state_changes_state_begin", "cpu_goes_and_comes_back"))]),
+    # test_exporter's in-process tests only (11.5 s a run with its kstatd ones, at load 8). Left out:
+    # test_prometheus_e2e (a real Prometheus), test_scrapes_while_vms_come_and_go (a 5.6 s churn stress),
+    # the tests that start a kstatd (CLI wiring, usage errors, the panic paths: test_mutants_exporter
+    # scrapes a use-after-free in-process instead).
+    "exporter": ("kstatpy/exporter.py", [*(f"tests/test_exporter.py::test_{t}" for t in (
+        "metric_names_follow_prometheus_conventions", "parse_options", "families_types_units_labels_and_zones",
+        "select_limits_what_is_read", "a_slowloris_metrics_connection_is_closed_and_scrapes_go_on")),
+        "tests/test_mutants_exporter.py"]),
+    # The metrics server: the in-process slowloris tests, and test_exporter_http's kstatd (its paths).
+    "exporter_http": ("kstatpy/exporter_http.py", [
+        "tests/test_exporter.py::test_a_slowloris_metrics_connection_is_closed_and_scrapes_go_on",
+        "tests/test_fairness.py::test_a_scrape_is_answered_during_a_slowloris_that_fills_every_slot",
+        "tests/test_fairness.py::test_a_slowloris_that_sends_its_request_line_then_dribbles_headers_is_still_one",
+        "tests/test_exporter_http.py", "tests/test_mutants_exporter_http.py"]),
     # Transport: only its caps and deadlines (frame and piece size caps, the timeout's validation,
     # the whole-request deadline); the connect and trust path is safepath's and cred's. Tests: the
     # client-side ones of those (in-process or a fake server); not test_client's kstatd reads, the CLI
@@ -89,10 +147,10 @@ TARGETS: dict[str, tuple[str | list[str] | dict, list[str]]] = {
         "tests/test_mutants_transport.py"]),
     # server.py's limits only: the connection caps and per-uid/zone quotas (admit, refuse,
     # release on close), the accept path's error handling (fd exhaustion, the spare fd), the
-    # config's limit defaults and the big-body threshold. Tests: test_fair_sharing's quota and
+    # config's limit defaults (and BIG_BODY until main removed it). Tests: test_fair_sharing's quota and
     # fd-limit tests (not its timeout ones: session's), not test_server (6 s, reaches no limit).
     "server_limits": ({"file": "kstatpy/server.py", "only": [
-        "BIG_BODY", "FD_LOG_INTERVAL", "ServerConfig", "Kstatd._accept_loop", "Kstatd._refuse", "Kstatd._shed",
+        "FD_LOG_INTERVAL", "ServerConfig", "Kstatd._accept_loop", "Kstatd._refuse", "Kstatd._shed",
         "Kstatd._reopen_spare", "Kstatd._admit", "Kstatd._over_quota", "Kstatd._close_session"]}, [
         *(f"tests/test_fair_sharing.py::test_{t}" for t in (
             "nobody_cannot_lock_root_out_with_idle_sockets", "a_zone_socket_cannot_lock_out_the_global_zone",

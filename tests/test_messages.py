@@ -33,7 +33,8 @@ def test_vmmctl_run_times_are_finite_and_bounded(tmp_path, option, value):
     [("--max-request", "0"), ("--max-request", "99999999999"), ("--max-connections", "0"),
      ("--max-connections", "10000000"), ("--max-reply", "99999999999"), ("--max-per-uid", "10000000"),
      ("--max-per-zone", "0"), ("--reserved-connections", "10000000"), ("--switch-interval", "0"),
-     ("--switch-interval", "nan"), ("--switch-interval", "1")],
+     ("--switch-interval", "nan"), ("--switch-interval", "1"), ("--priv-slice", "0.5"), ("--priv-slice", "nan"),
+     ("--priv-slice", "-1")],
 )  # fmt: skip
 def test_kstatd_sizes_and_counts_are_bounded(tmp_path, option, value):
     r = run([*KSTATD, "--socket", str(tmp_path / "k.sock"), option, value])

@@ -184,6 +184,36 @@ def test_public_read_many_pauses_while_roots_read_is_in_flight():
             _stop(kd, release)
 
 
+def test_every_public_request_and_hang_up_waits_while_roots_read_is_in_flight():
+    # Cheap requests too (a READ of one kstat), and a connection's hang-up (its close and
+    # bookkeeping): under connection churn, every public session thread would otherwise
+    # take the GIL from root's request in turn. Both sessions are accepted before root's
+    # read goes in flight (the accept loop waits too).
+    with shared_dir() as d:
+        kd, release, hang_kid, ok_kid = _daemon(d, burst=60.0)
+        try:
+            reader = _send(kd.config.socket, READ, {"kid": ok_kid})
+            assert within(30, "the public READ's reply", read_reply, reader)[1] == 0
+            leaver = _send(kd.config.socket, READ, {"kid": ok_kid})
+            assert within(30, "the other public READ's reply", read_reply, leaver)[1] == 0
+            root = _send(kd.priv_paths[0], READ, {"kid": hang_kid})  # in flight until released
+            _poll("root's request in flight", lambda: kd.first.busy >= 1)
+            reader.sendall(pack_request(READ, 2, {"kid": ok_kid}))
+            _poll("the public READ's pause", lambda: kd.first.waiting == 1)
+            assert select.select([reader], [], [], 0)[0] == []  # paused: no reply yet
+            leaver.close()
+            _poll("the hang-up's pause", lambda: kd.first.waiting == 2)
+            release.set()
+            assert within(30, "root's reply", read_reply, root)[1] == 0
+            assert within(30, "the public READ's reply after root's", read_reply, reader)[:2] == [2, 0]
+            _poll("both pauses over", lambda: kd.first.waiting == 0)
+            assert kd.first.cut == 0 and kd.first.pauses >= 2
+            root.close()
+            reader.close()
+        finally:
+            _stop(kd, release)
+
+
 def test_a_privileged_request_that_never_ends_does_not_stop_public_work():
     # The bound, in kstatd: root's read hangs; the public READ_MANY, SELECT and DESCRIBE
     # are answered all the same, their pauses cut by the bound.

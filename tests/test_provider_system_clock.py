@@ -9,8 +9,13 @@ advances as files are read, so the preemption is exact and repeatable.
 
 from __future__ import annotations
 
+import threading
+import time
+
 from kstatpy_providers.system.cpustat import CpuClock
 from kstatpy_providers.system.cpustat import CpuSource
+
+from tests.bounded import join
 
 HZ = 100
 
@@ -61,26 +66,86 @@ def test_a_preempted_read_adds_nothing_to_idle(monkeypatch) -> None:
 
 
 def test_real_lost_time_still_reaches_idle(monkeypatch) -> None:
-    # Time the kernel did not account (uptime runs on, the CPU's columns do not) is idle.
+    # Time the kernel did not account while the CPU idled (uptime runs on further than the
+    # CPU's columns, its idle column among them) is idle.
     monkeypatch.setattr("kstatpy_providers.system.cpustat._HZ", HZ)
     host = PreemptedHost()
     src = CpuSource(host, 0, sys=True, vm=False, charge_vm=False, clock=CpuClock(host, since_boot=True))  # type: ignore[arg-type]
     src.values()
     accounted = host.now
-    host.read_bytes = _frozen_stat(host, accounted)  # type: ignore[method-assign]
-    host.now += 300  # 3 s of unaccounted time
-    assert src.values()["cpu_ticks_idle"] == 300 - 2  # less DEFICIT_SLACK
+    host.read_bytes = _frozen_stat(host, accounted, idle=200)  # type: ignore[method-assign]
+    host.now += 300  # 3 s: 2 s of idle accounted, 1 s not
+    assert src.values()["cpu_ticks_idle"] == 200 + 100 - 2  # less DEFICIT_SLACK
 
 
-def _frozen_stat(host: PreemptedHost, accounted: int):  # type: ignore[no-untyped-def]
+def _frozen_stat(host: PreemptedHost, accounted: int, idle: int):  # type: ignore[no-untyped-def]
     real = PreemptedHost.read_bytes
 
     def read_bytes(rel: str) -> bytes:
         if rel == "proc/stat":
-            return b"cpu  %d 0 0 0 0 0 0 0 0 0\ncpu0 %d 0 0 0 0 0 0 0 0 0\nctxt 1\nprocesses 1\n" % (
-                accounted,
-                accounted,
-            )
+            return b"cpu  %d 0 0 %d 0 0 0 0 0 0\ncpu0 %d 0 0 %d 0 0 0 0 0 0\nctxt 1\nprocesses 1\n" % (
+                accounted, idle, accounted, idle,
+            )  # fmt: skip
         return real(host, rel)
 
     return read_bytes
+
+
+class StallingHost:
+    """A busy vCPU (every tick user time) that the hypervisor stops for 5 of every 12 ticks:
+    its columns stand still, then the next tick charges the stop as steal. Each read of
+    ``proc/uptime`` is a tick; ``lock`` makes the host's every read one instant."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 10_000
+        self.user = self.steal = 10_000 // 2
+
+    def read_bytes(self, rel: str) -> bytes:
+        time.sleep(0)  # let the other reader in between any two reads (the GIL switches here)
+        with self.lock:
+            if rel == "proc/uptime":
+                self.now += 1
+                if self.now % 12 == 0:  # the vCPU runs again: the stop is charged as steal
+                    self.steal = self.now - self.user
+                elif self.now % 12 < 7:
+                    self.user += 1
+                return b"%d.%02d 0.00\n" % divmod(self.now, HZ)
+            if rel == "proc/stat":
+                t = b"%d 0 0 0 0 0 0 %d 0 0" % (self.user, self.steal)
+                return b"cpu  " + t + b"\ncpu0 " + t + b"\nctxt 1\nprocesses 1\n"
+            raise FileNotFoundError(rel)
+
+    def exists(self, rel: str) -> bool:
+        return rel in ("proc/uptime", "proc/stat")
+
+    def read_int_or(self, rel: str, default: int | None) -> int | None:
+        return default
+
+
+def test_stress_two_kstats_of_a_stalling_cpu(monkeypatch) -> None:
+    """Stress: cpu:N:sys and cpu_stat of one CPU read at once, from two threads, while the
+    vCPU stalls and its steal comes in: idle never gets a tick (the CPU never idled), no
+    counter of either kstat goes back, and no read counts more ticks than the uptime.
+    The clock's lock, held across its two reads, keeps each sample whole."""
+    monkeypatch.setattr("kstatpy_providers.system.cpustat._HZ", HZ)
+    host = StallingHost()
+    clock = CpuClock(host, since_boot=True)  # type: ignore[arg-type]
+    sources = [CpuSource(host, 0, sys=True, vm=False, charge_vm=False, clock=clock) for _ in range(2)]  # type: ignore[arg-type]
+    errors: list[str] = []
+
+    def reader(src: CpuSource) -> None:
+        prev = (0, 0, 0)
+        for _ in range(400):
+            v = src.values()
+            got = (v["cpu_ticks_idle"], v["cpu_ticks_user"], v["cpu_ticks_kernel"])
+            if got[0] or any(g < p for g, p in zip(got, prev, strict=True)) or sum(got) > host.now:
+                errors.append(f"{prev} then {got} (idle, user, kernel) at uptime {host.now}")
+            prev = got
+
+    threads = [threading.Thread(target=reader, args=(s,)) for s in sources]
+    for t in threads:
+        t.start()
+    for t in threads:
+        join(t, 60, "a reader's 400 reads")
+    assert errors == []

@@ -217,6 +217,14 @@ def _fix_mmap_threshold() -> None:
     help="Python's thread switch interval (sys.setswitchinterval): how long a thread waiting for the "
     "interpreter lock (root's request) may wait for the running one (another user's expensive request).",
 )
+@click.option(
+    "--priv-slice",
+    type=Seconds(0, 0.1),
+    default=0.0001,
+    show_default=True,
+    help="The kernel time slice asked for the threads serving privileged sockets (Linux 6.12+; 0: the "
+    "kernel's default): root's requests preempt other users' processes sooner, with no more CPU.",
+)
 @click.option("-v", "--verbose", count=True, help="Log more (-vv: debug).")
 def main(
     socket_path: str | None,
@@ -242,6 +250,7 @@ def main(
     kmem_history: int | None,
     deadman_seconds: float,
     switch_interval: float,
+    priv_slice: float,
     verbose: int,
 ) -> None:
     """kstatd: serve the kstat chain over a Unix socket (docs/PROTOCOL.md, version 1)."""
@@ -291,7 +300,7 @@ def main(
         detach_timeout=detach_timeout, idle_timeout=idle_timeout, frame_timeout=frame_timeout,
         max_per_uid=max_per_uid, max_per_zone=max_per_zone, reserved_connections=reserved_connections,
         inherited=inherited,
-        deadman_seconds=deadman_seconds,
+        deadman_seconds=deadman_seconds, priv_slice=priv_slice,
     )  # fmt: skip
     chain = Chain(kmem=Kmem(audit=kmem_audit), config={"vmm_teardown": vmm_teardown, "zones": config.zone_ids()})
     trace_to_stderr("kstatd")  # $KSTATPY_TRACE_PLUGINS: whatever -v says

@@ -17,14 +17,14 @@ CPU time (``proc/stat``'s ``cpuN`` line, USER_HZ ticks), mapped as illumos accou
   charged to kernel: illumos has no steal state, the CPU was busy, and neither
   user nor idle would be true.
   Time Linux loses: with a tickless idle, Linux's idle and iowait accounting loses
-  time while tasks wait for I/O (measured here: 7-13% of a CPU under an fsync
-  loop; busy time is tick-sampled and complete). :class:`CpuClock` adds what is
-  missing to idle: the deficit D = uptime ticks - the sum of the CPU's eight time
-  columns, less 2 ticks of sampling slack, never decreasing. A CPU on-line at
-  attach is taken as on-line since boot (as cpu_info's state_begin does); one
-  added later counts from its first read. So idle + user + kernel ticks add up
-  to the time elapsed, as on illumos. (``proc/uptime`` counts time suspended, so
-  a host that suspends gets that time as idle.)
+  time while tasks wait for I/O (measured here: 7-13% of a CPU under an fsync loop).
+  :class:`CpuClock` adds what is missing, the growth of the deficit D = uptime ticks -
+  the sum of the CPU's eight time columns, less 2 ticks of sampling slack: to idle for
+  good, up to what the CPU idled since the last read; the rest (a busy vCPU its
+  hypervisor kept from running, whose steal Linux charges at its next tick) to kernel
+  until the steal column charges it. A CPU on-line at attach counts from boot (as
+  cpu_info's state_begin does); one added later from its first read. So idle + user +
+  kernel ticks add up to the time elapsed, as on illumos.
 
 Other cpu:N:sys counters, per CPU. Every record of illumos' cpu_sys_stats_ks_data is
 published, in its order (mpstat and vmstat look them up without checking); a record this
@@ -67,6 +67,7 @@ import errno
 import os
 import threading
 
+from kstatpy_providers.system.parse import interrupts_column
 from kstatpy_providers.system.parse import schedstat_cpu
 from kstatpy_providers.system.parse import vmstat
 from kstatpy_providers.system.source import SysRoot
@@ -135,8 +136,6 @@ VM_SOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 _KB_FIELDS = ("pgpgin", "pgpgout")
-_XCALL_LINE = b"CAL:"
-_SUBCOUNT_LINES = (b"TLB:",)  # counts of work done inside interrupts another line counts
 
 
 def hz() -> int:
@@ -173,63 +172,53 @@ def cpu_times(t: list[int], nspt: int) -> dict[str, int]:
     }  # fmt: skip
 
 
-def interrupts_column(data: bytes, cpu: int) -> tuple[int, int] | None:
-    """(sum, CAL) of CPU ``cpu``'s column of ``/proc/interrupts`` or ``/proc/softirqs``.
-
-    The header names the on-line CPUs' columns; lines with fewer counts (ERR, MIS)
-    are machine-wide totals and are skipped, and so is TLB (flushes counted inside
-    CAL's interrupts). None: the CPU has no column (off-line).
-    """
-    lines = data.split(b"\n")
-    header = lines[0].split()
-    try:
-        col = header.index(b"CPU%d" % cpu) + 1
-    except ValueError:
-        return None
-    need = len(header) + 1
-    total = xcalls = 0
-    for line in lines[1:]:
-        parts = line.split(None, need)
-        if len(parts) >= need:
-            if parts[0] in _SUBCOUNT_LINES:
-                continue
-            v = int(parts[col])
-            total += v
-            if parts[0] == _XCALL_LINE:
-                xcalls = v
-    return total, xcalls
-
-
 #: ticks of sampling noise between the uptime clock and the tick-sampled columns
 DEFICIT_SLACK = 2
 
 
 class CpuClock:
-    """The time Linux failed to account to one CPU (module docstring), shared by the
-    CPU's kstats so cpu:N:sys and cpu_stat agree. ``lock`` guards ``worst``."""
+    """The time Linux has not accounted to one CPU (module docstring), shared by the CPU's
+    kstats so cpu:N:sys and cpu_stat agree. ``lock`` guards every field and is held across
+    :meth:`sample`'s two reads, so the state only moves forward with the files."""
 
     def __init__(self, root: SysRoot, since_boot: bool) -> None:
         self.root = root
         self.base: int | None = 0 if since_boot else None
-        self.worst = 0
+        self.lost = 0  # ticks added to idle; never decreases
+        self.pending = 0  # ticks added to kernel until the CPU's steal column charges them
+        self.idle = self.steal = 0  # idle + iowait, and steal, at the last sample
         self.lock = threading.Lock()
 
-    def uptime(self) -> int:
-        """``proc/uptime`` in ticks, read before the ``proc/stat`` line given to :meth:`lost`."""
-        up = self.root.read_bytes("proc/uptime")
-        return int(float(up[: up.index(b" ")]) * _HZ)
+    def sample(self, cpu: int) -> tuple[bytes, list[int] | None]:
+        """``proc/stat`` and CPU ``cpu``'s line of it, the time not accounted added in.
 
-    def lost(self, t: list[int], uptime: int) -> int:
-        """Ticks to add to idle, given the CPU's ``proc/stat`` line ``t`` and the :meth:`uptime`
-        read before it (a preemption between the reads then shrinks the deficit, never grows it)."""
-        deficit = uptime - sum(t[:8])
+        ``proc/uptime`` is read first: a preemption between the reads shrinks the deficit."""
         with self.lock:
-            if self.base is None:
-                self.base = deficit
-            lost = deficit - self.base - DEFICIT_SLACK
-            if lost > self.worst:
-                self.worst = lost
-            return self.worst
+            up = self.root.read_bytes("proc/uptime")
+            stat = self.root.read_bytes("proc/stat")
+            t = stat_cpu_line(stat, cpu)
+            if t is not None:
+                self._account(t, int(float(up[: up.index(b" ")]) * _HZ))
+            return stat, t
+
+    def _account(self, t: list[int], uptime: int) -> None:
+        # A CPU that idled since the last sample lost the time in tickless idle: idle gets it
+        # for good. One that did not idle was kept from running (a vCPU the hypervisor
+        # preempted: Linux charges the steal at its next tick): kernel holds the time until
+        # then; ratcheted into idle, it was counted twice once the steal came.
+        deficit = uptime - sum(t[:8])
+        if self.base is None:
+            self.base = deficit
+        idle, steal = t[3] + t[4], t[7]
+        self.pending = max(0, self.pending - max(0, steal - self.steal))
+        idled = max(0, idle - self.idle)
+        self.idle, self.steal = max(self.idle, idle), max(self.steal, steal)
+        gap = deficit - self.base - DEFICIT_SLACK - self.lost - self.pending
+        if gap > 0:
+            self.lost += min(gap, idled)
+            self.pending += gap - min(gap, idled)
+        t[3] += self.lost
+        t[7] += self.pending
 
 
 class CpuSource:
@@ -302,12 +291,12 @@ class CpuSource:
     def values(self) -> dict[str, Any]:
         root, cpu, last = self.root, self.cpu, self.last
         if self.sys:
-            up = self.clock.uptime() if self.clock is not None else 0
-            stat = root.read_bytes("proc/stat")
-            t = stat_cpu_line(stat, cpu)
+            if self.clock is not None:
+                stat, t = self.clock.sample(cpu)
+            else:
+                stat = root.read_bytes("proc/stat")
+                t = stat_cpu_line(stat, cpu)
             if t is not None:
-                if self.clock is not None:
-                    t[3] += self.clock.lost(t, up)
                 last.update(cpu_times(t, self.nspt))
             if self.interrupts:
                 col = interrupts_column(root.read_bytes("proc/interrupts"), cpu)

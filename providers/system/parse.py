@@ -10,7 +10,10 @@ TYPE_CHECKING = False  # not typing's: kept off the embedded kstat's start-up pa
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["find_ints", "parse_cpu_list", "schedstat_cpu", "vmstat"]
+__all__ = ["find_ints", "interrupts_column", "parse_cpu_list", "schedstat_cpu", "vmstat"]
+
+_XCALL_LINE = b"CAL:"
+_SUBCOUNT_LINES = (b"TLB:",)  # counts of work done inside interrupts another line counts
 
 
 def find_ints(data: bytes, keys: Iterable[bytes]) -> dict[bytes, int]:
@@ -58,3 +61,30 @@ def vmstat(data: bytes) -> dict[bytes, int]:
     """``/proc/vmstat`` as {key: count}."""
     it = iter(data.split())
     return {k: int(v) for k, v in zip(it, it, strict=False)}
+
+
+def interrupts_column(data: bytes, cpu: int) -> tuple[int, int] | None:
+    """(sum, CAL) of CPU ``cpu``'s column of ``/proc/interrupts`` or ``/proc/softirqs``.
+
+    The header names the on-line CPUs' columns; lines with fewer counts (ERR, MIS)
+    are machine-wide totals and are skipped, and so is TLB (flushes counted inside
+    CAL's interrupts). None: the CPU has no column (off-line).
+    """
+    lines = data.split(b"\n")
+    header = lines[0].split()
+    try:
+        col = header.index(b"CPU%d" % cpu) + 1
+    except ValueError:
+        return None
+    need = len(header) + 1
+    total = xcalls = 0
+    for line in lines[1:]:
+        parts = line.split(None, need)
+        if len(parts) >= need:
+            if parts[0] in _SUBCOUNT_LINES:
+                continue
+            v = int(parts[col])
+            total += v
+            if parts[0] == _XCALL_LINE:
+                xcalls = v
+    return total, xcalls
