@@ -11,6 +11,11 @@ Not run by CI: a module takes minutes to an hour. docs/TESTING.md records the sc
     python tests/mutate.py --before cred     without tests/test_mutants_*.py (the "before" score)
     python tests/mutate.py --survivors cred  run only the last run's survivors again (after adding tests)
 
+A module's source may be ``{"file": F, "only": ["Class.method", "Class", "function", "CONSTANT"]}``:
+then only the mutants inside those definitions (or module-level assignments) run; the others
+are recorded SKIPPED in the session database before ``cosmic-ray exec`` and reported as
+left out, not killed (:func:`outside_only`).
+
 cosmic-ray mutates the source file IN PLACE while a test command runs, and restores it
 after each mutant. So: a clean file (``git diff`` empty) is required before the run,
 do not edit or commit that file while it runs, and do not run other tests from the
@@ -34,11 +39,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 #: module name -> (source file or files, test files that cover it). Only these tests run per
 #: mutant; a test file that does not exist yet is left out. Smallest and least shared first.
-TARGETS: dict[str, tuple[str | list[str], list[str]]] = {
+TARGETS: dict[str, tuple[str | list[str] | dict, list[str]]] = {
     "cred": ("kstatpy/cred.py", ["tests/test_mutants_cred.py", "tests/test_vmm_privilege.py"]),
     "kmem_audit": ("kstatpy/kmem_audit.py", ["tests/test_kmem_audit.py", "tests/test_mutants_kmem_audit.py"]),
     "safepath": ("kstatpy/safepath.py", ["tests/test_safe_paths.py", "tests/test_mutants_safepath.py"]),
-    "session": ("kstatpy/session.py", ["tests/test_session.py", "tests/test_fair_sharing.py"]),
+    # test_fair_sharing's three slot-losing tests only (its quota and idle-timeout ones are
+    # server_limits' and the server's: 14 s a run, 4 s without them).
+    "session": ("kstatpy/session.py", ["tests/test_session.py", "tests/test_packed_results.py", *(
+        f"tests/test_fair_sharing.py::test_{t}" for t in (
+            "idle_connection_is_told_etimedout_and_closed", "one_byte_per_tick_half_frame_is_cut_at_the_frame_timeout",
+            "a_client_that_does_not_read_its_replies_loses_its_slot")), "tests/test_mutants_session.py"]),
     # The attach-error tests of test_provider_system_raw never reach a layout (3.6 s a run).
     "raw": ("kstatpy/raw.py", [*(f"tests/test_provider_system_raw.py::test_{t}" for t in (
         "layout_sizes_and_offsets_are_illumos_lp64", "layout_lookup_is_kstat8s_digit_free_prefix_match",
@@ -116,6 +126,38 @@ TARGETS: dict[str, tuple[str | list[str], list[str]]] = {
         "tests/test_fairness.py::test_a_scrape_is_answered_during_a_slowloris_that_fills_every_slot",
         "tests/test_fairness.py::test_a_slowloris_that_sends_its_request_line_then_dribbles_headers_is_still_one",
         "tests/test_exporter_http.py", "tests/test_mutants_exporter_http.py"]),
+    # Transport: only its caps and deadlines (frame and piece size caps, the timeout's validation,
+    # the whole-request deadline); the connect and trust path is safepath's and cred's. Tests: the
+    # client-side ones of those (in-process or a fake server); not test_client's kstatd reads, the CLI
+    # subprocess tests of test_client_contract and test_hostile_server (0.4 s each), test_pieces' stress.
+    "transport": ({"file": "kstatpy/transport.py", "only": [
+        "DEFAULT_REQUEST_TIMEOUT", "MAX_REQUEST_TIMEOUT", "MAX_REPLY", "_CHUNK", "_MORE", "request_timeout",
+        "SocketTransport._remaining", "SocketTransport._recv_exact", "SocketTransport._recv_body",
+        "SocketTransport._recv_reply", "SocketTransport._timed_out", "_timeval"]}, [
+        "tests/test_client.py::test_read_errors",
+        *(f"tests/test_client_contract.py::test_{t}" for t in (
+            "default_timeout_and_its_validation", "kstat_timeout_takes_what_libkstat_takes",
+            "the_deadline_covers_the_whole_reply_not_each_recv")),
+        "tests/test_hostile_server.py::test_client_refuses_a_reply_over_its_cap_without_allocating_it",
+        "tests/test_hostile_server.py::test_a_large_reply_under_the_cap_is_read_whole",
+        *(f"tests/test_pieces.py::test_{t}" for t in (
+            "the_client_reassembles_pieces_from_any_server", "malformed_piece_sequences_are_eproto",
+            "pieces_to_a_request_that_did_not_ask_are_eproto", "a_server_that_closes_mid_pieces_is_unavailable",
+            "one_deadline_covers_every_piece")),
+        "tests/test_mutants_transport.py"]),
+    # server.py's limits only: the connection caps and per-uid/zone quotas (admit, refuse,
+    # release on close), the accept path's error handling (fd exhaustion, the spare fd), the
+    # config's limit defaults (and BIG_BODY until main removed it). Tests: test_fair_sharing's quota and
+    # fd-limit tests (not its timeout ones: session's), not test_server (6 s, reaches no limit).
+    "server_limits": ({"file": "kstatpy/server.py", "only": [
+        "FD_LOG_INTERVAL", "ServerConfig", "Kstatd._accept_loop", "Kstatd._refuse", "Kstatd._shed",
+        "Kstatd._reopen_spare", "Kstatd._admit", "Kstatd._over_quota", "Kstatd._close_session"]}, [
+        *(f"tests/test_fair_sharing.py::test_{t}" for t in (
+            "nobody_cannot_lock_root_out_with_idle_sockets", "a_zone_socket_cannot_lock_out_the_global_zone",
+            "root_keeps_its_reserve_when_other_users_fill_the_rest",
+            "every_refusal_counts_in_errors_ebusy_and_connections_refused",
+            "clients_beyond_the_fd_limit_are_told_ebusy_and_the_log_stays_quiet")),
+        "tests/test_mutants_server_limits.py"]),
 }
 
 
@@ -132,7 +174,63 @@ def _pytest(files: list[str], timeout: float) -> list[str]:
 
 def _sources(name: str) -> list[str]:
     source = TARGETS[name][0]
+    if isinstance(source, dict):
+        return [source["file"]]
     return [source] if isinstance(source, str) else list(source)
+
+
+def _definitions(text: str) -> dict[str, tuple[tuple[int, int], tuple[int, int]]]:
+    """Qualified name -> (start, end) (line, column) span of every class, function and method
+    (``Class.method``, nested ones ``outer.inner``) and every module-level assignment's name."""
+    import ast
+
+    spans: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {}
+
+    def span(node: ast.AST) -> tuple[tuple[int, int], tuple[int, int]]:
+        return (node.lineno, node.col_offset), (node.end_lineno or node.lineno, node.end_col_offset or 0)  # type: ignore[attr-defined]
+
+    def walk(body: list[ast.stmt], prefix: str) -> None:
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                spans[prefix + node.name] = span(node)
+                walk(node.body, f"{prefix}{node.name}.")
+            elif not prefix and isinstance(node, (ast.Assign, ast.AnnAssign)):
+                for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                    if isinstance(target, ast.Name):
+                        spans[target.id] = span(node)
+
+    walk(ast.parse(text).body, "")
+    return spans
+
+
+def outside_only(text: str, only: list[str], mutants: list[tuple[str, tuple[int, int]]]) -> list[str]:
+    """The job ids of ``mutants`` ((job id, start (line, column))) that start outside every
+    definition named in ``only`` (see :func:`_definitions`) of the module source ``text``.
+
+    :raises ValueError: a name in ``only`` is not defined in the module (a typo would
+        otherwise leave every mutant out silently).
+    """
+    spans = _definitions(text)
+    unknown = [n for n in only if n not in spans]
+    if unknown:
+        raise ValueError(f"not defined in the module: {', '.join(unknown)}")
+    keep = [spans[n] for n in only]
+    return [job for job, start in mutants if not any(a <= tuple(start) < b for a, b in keep)]
+
+
+def _skip_outside(db: Path, source: dict) -> int:
+    # Record every mutant outside source["only"] as SKIPPED, as cosmic-ray's own filters do:
+    # `cosmic-ray exec` then runs only the others. Returns how many were skipped.
+    from cosmic_ray.work_db import WorkDB
+    from cosmic_ray.work_db import use_db
+    from cosmic_ray.work_item import WorkerOutcome
+    from cosmic_ray.work_item import WorkResult
+
+    with use_db(str(db), WorkDB.Mode.open) as wdb:
+        mutants = [(item.job_id, item.mutations[0].start_pos) for item in wdb.work_items]
+        skip = outside_only((REPO / source["file"]).read_text(), source["only"], mutants)
+        wdb.set_multiple_results(skip, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+    return len(skip)
 
 
 def _clean(sources: list[str]) -> bool:
@@ -157,7 +255,7 @@ def _annotations(path: Path) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     return spans
 
 
-def summarize(db: Path, source: str | list[str]) -> dict:
+def summarize(db: Path, source: str | list[str] | dict) -> dict:
     """Counts and survivors of a finished session database.
 
     A survivor inside an annotation is counted apart (``annotations``): with
@@ -167,15 +265,18 @@ def summarize(db: Path, source: str | list[str]) -> dict:
     from cosmic_ray.work_db import WorkDB
     from cosmic_ray.work_db import use_db
     from cosmic_ray.work_item import TestOutcome
+    from cosmic_ray.work_item import WorkerOutcome
 
     counts = {"mutants": 0, "killed": 0, "timeouts": 0, "survived": 0, "incompetent": 0, "pending": 0,
-              "annotations": 0}  # fmt: skip
+              "annotations": 0, "left_out": 0}  # fmt: skip
     survivors = []
     notes: dict[str, list] = {}
     with use_db(str(db), WorkDB.Mode.open) as wdb:
         counts["mutants"] = wdb.num_work_items
         for item, result in wdb.completed_work_items:
-            if result.test_outcome == TestOutcome.KILLED:
+            if result.worker_outcome == WorkerOutcome.SKIPPED:  # outside the module's "only" names
+                counts["left_out"] += 1
+            elif result.test_outcome == TestOutcome.KILLED:
                 counts["timeouts" if result.output == "timeout" else "killed"] += 1
             elif result.test_outcome == TestOutcome.SURVIVED:
                 counts["survived"] += 1
@@ -188,7 +289,8 @@ def summarize(db: Path, source: str | list[str]) -> dict:
                                   "occurrence": m.occurrence, "diff": result.diff})  # fmt: skip
             else:
                 counts["incompetent"] += 1
-        counts["pending"] = counts["mutants"] - sum(counts[k] for k in ("killed", "timeouts", "survived", "incompetent"))
+        done = ("killed", "timeouts", "survived", "incompetent", "left_out")
+        counts["pending"] = counts["mutants"] - sum(counts[k] for k in done)
     scored = counts["killed"] + counts["timeouts"] + counts["survived"]
     counts["score"] = round(100 * (counts["killed"] + counts["timeouts"]) / scored, 1) if scored else None
     runtime = scored - counts["annotations"]
@@ -201,7 +303,9 @@ def summarize(db: Path, source: str | list[str]) -> dict:
 
 def report(name: str, summary: dict) -> None:
     c = summary["counts"]
-    print(f"{name} ({summary['module']}): {c['mutants']} mutants, killed {c['killed']}, timeouts {c['timeouts']}, "
+    left = f" ({c['left_out']} left out: outside {', '.join(summary['module']['only'])})" if c.get("left_out") else ""
+    module = summary["module"]["file"] if isinstance(summary["module"], dict) else summary["module"]
+    print(f"{name} ({module}): {c['mutants']} mutants{left}, killed {c['killed']}, timeouts {c['timeouts']}, "
           f"survived {c['survived']}, incompetent {c['incompetent']}, pending {c['pending']}: {c['score']}% killed; "
           f"{c.get('annotations', 0)} of the survivors in annotations, without them "
           f"{c.get('score_without_annotations')}% killed")  # fmt: skip
@@ -230,7 +334,9 @@ def run(name: str, survivors: bool = False, before: bool = False) -> int:
     sources, files = _sources(name), _tests(TARGETS[name][1])
     if before:  # the score before the survivors' own tests were written
         files = [f for f in files if not Path(f).name.startswith("test_mutants_")]
-    source = sources[0] if len(sources) == 1 else sources
+    source: str | list[str] | dict = sources[0] if len(sources) == 1 else sources
+    if isinstance(TARGETS[name][0], dict):
+        source = TARGETS[name][0]
     work = REPO / ".mutation" / name
     work.mkdir(parents=True, exist_ok=True)
     if not _clean(sources):
@@ -265,7 +371,7 @@ def run(name: str, survivors: bool = False, before: bool = False) -> int:
     config = work / "config.toml"
     config.write_text(
         "[cosmic-ray]\n"
-        f"module-path = {json.dumps(source)}\n"  # a string or a list: both are TOML
+        f"module-path = {json.dumps(sources[0] if len(sources) == 1 else sources)}\n"  # a string or a list: both are TOML
         f"timeout = {timeout:.0f}\n"
         "excluded-modules = []\n"
         f"test-command = {json.dumps(command)}\n"
@@ -286,6 +392,9 @@ def run(name: str, survivors: bool = False, before: bool = False) -> int:
     try:
         if not survivors:
             subprocess.run(["nice", "-n", "10", *cr, "init", str(config), str(db)], cwd=REPO, check=True, timeout=600)
+            if isinstance(source, dict):
+                print(f"mutate: {name}: {_skip_outside(db, source)} mutants outside {', '.join(source['only'])} "
+                      "left out", flush=True)  # fmt: skip
         exe = ["nice", "-n", "10", *cr, "exec", str(config), str(db)]
         subprocess.run(exe, cwd=REPO, check=True)  # bounded: cosmic-ray stops each mutant's tests at `timeout`
     finally:

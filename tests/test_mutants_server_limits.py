@@ -1,0 +1,284 @@
+"""kstatd's connection limits at their edges (issue 23: server.py's limit-carrying parts).
+
+An in-process :class:`Kstatd` on real Unix sockets in tmp_path (fast: no daemon to spawn),
+small limits: the connection cap and the zone quota admit exactly their number and refuse
+the next with EBUSY naming the option; a closed connection frees its slot and leaves no
+counter behind; the embedded server's limits are the kstatd command's defaults.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kstatd_fixture import read_reply
+
+from kstatpy.chain import Chain
+from kstatpy.hookspecs import hookimpl
+from kstatpy.plugins import load_providers
+from kstatpy.protocol import pack_request
+from kstatpy.server import FD_LOG_INTERVAL
+from kstatpy.server import Kstatd
+from kstatpy.server import ServerConfig
+
+HELLO, WRITE = 0x4B10, 0x4B03
+
+
+class Closes:
+    """A provider that counts the connections closed (kstatpy_conn_close)."""
+
+    def __init__(self) -> None:
+        self.closed: list[int] = []
+
+    @hookimpl
+    def kstatpy_conn_close(self, chain: Chain, conn: object) -> None:
+        self.closed.append(conn.id)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def closes() -> Closes:
+    return Closes()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, closes: Closes) -> Iterator[Kstatd]:
+    cfg = ServerConfig(
+        socket=str(tmp_path / "k.sock"), zones=[("z1", str(tmp_path / "z1.sock"))], priv_sockets=False,
+        max_connections=5, reserved_connections=1, max_per_uid=2, max_per_zone=1, deadman_seconds=0,
+    )  # fmt: skip
+    kd = Kstatd(Chain(), load_providers(autoload=False, plugins=[("closes", closes)]), cfg)
+    kd.start()
+    yield kd
+    kd.stop()
+    kd.shutdown(grace=1.0)
+
+
+def connect(path: str) -> tuple[socket.socket, list]:
+    """A connection and the reply to its first request (HELLO), or kstatd's refusal."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(path)
+    try:
+        s.sendall(pack_request(HELLO, 1, {"protocol": 1}))
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused and closed before the request went: the refusal is waiting to be read
+    return s, read_reply(s)
+
+
+def drained(kd: Kstatd) -> None:
+    with kd._sessions_cv:
+        assert kd._sessions_cv.wait_for(lambda: not kd._sessions, timeout=10), "sessions did not close within 10 s"
+
+
+def test_the_connection_cap_admits_exactly_max_connections(daemon: Kstatd, closes: Closes) -> None:
+    path = daemon.config.socket
+    socks = []
+    try:
+        for _ in range(5):  # root: the reserve is its own, only the total counts
+            s, (seq, code, result) = connect(path)
+            socks.append(s)
+            assert (seq, code) == (1, 0), result
+        refused, (seq, code, result) = connect(path)
+        refused.close()
+        assert (seq, code) == (0, errno.EBUSY)
+        assert result["error"] == "too many connections (kstatd --max-connections 5)"
+        socks.pop(0).close()  # one slot frees: the next connection is served
+        with daemon._sessions_cv:
+            assert daemon._sessions_cv.wait_for(lambda: len(daemon._sessions) == 4, timeout=10)
+        assert daemon._per_uid == {0: 4} and daemon._per_zone == {0: 4}  # one closed: one down
+        s, (seq, code, result) = connect(path)
+        socks.append(s)
+        assert (seq, code) == (1, 0), result
+        while socks:  # each close takes one off, down to the last
+            socks.pop().close()
+            with daemon._sessions_cv:
+                assert daemon._sessions_cv.wait_for(lambda: len(daemon._sessions) == len(socks), timeout=10)
+            assert daemon._per_uid == ({0: len(socks)} if socks else {}), len(socks)
+    finally:
+        for s in socks:
+            s.close()
+    drained(daemon)
+    assert daemon._per_uid == {} and daemon._per_zone == {}  # no counter left at 0: one per uid ever seen
+    assert len(set(closes.closed)) == len(closes.closed) == 6  # providers heard of every close (none refused)
+
+
+def test_the_zone_quota_admits_exactly_max_per_zone_and_the_global_zone_keeps_its_slots(daemon: Kstatd) -> None:
+    zone = daemon.config.zones[0][1]
+    socks = []
+    try:
+        s, (seq, code, result) = connect(zone)  # a quota of 1: the first is admitted
+        socks.append(s)
+        assert (seq, code) == (1, 0), result
+        s, (seq, code, result) = connect(zone)
+        socks.append(s)
+        assert (seq, code) == (0, errno.EBUSY)
+        assert result["error"] == "too many connections from zone z1 (kstatd --max-per-zone 1)"
+        s, (seq, code, result) = connect(daemon.config.socket)  # the global zone's socket is not the zone's
+        socks.append(s)
+        assert (seq, code) == (1, 0), result
+        assert daemon._per_zone == {1: 1, 0: 1}
+        # Root on the zone's socket is that zone's, unprivileged: a write is EPERM before
+        # anything else; on the global socket it is privileged (a malformed write: EINVAL).
+        for sock, want in ((socks[0], errno.EPERM), (socks[2], errno.EINVAL)):
+            sock.sendall(pack_request(WRITE, 2, None))
+            assert read_reply(sock)[:2] == [2, want]
+        assert sorted(s.priv for s in daemon._sessions) == [False, False]  # public sockets: no PrivFirst
+    finally:
+        for s in socks:
+            s.close()
+    drained(daemon)
+    assert daemon._per_uid == {} and daemon._per_zone == {}
+
+
+def test_root_on_a_zone_socket_does_not_take_the_reserve(daemon: Kstatd) -> None:
+    # The reserve is the global zone's root's: 4 of 5 taken, root on the zone's socket is refused.
+    socks = []
+    try:
+        for _ in range(4):
+            s, (seq, code, result) = connect(daemon.config.socket)
+            socks.append(s)
+            assert (seq, code) == (1, 0), result
+        s, (seq, code, result) = connect(daemon.config.zones[0][1])
+        socks.append(s)
+        assert (seq, code) == (0, errno.EBUSY) and "the last 1 of 5" in result["error"], result
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_over_quota_edges_for_another_user(daemon: Kstatd) -> None:
+    # Another user (not root, not kstatd's uid) at each edge: 3 of 5 taken leaves it one
+    # (the last is root's reserve); its own 2 connections are its quota.
+    lst = daemon._listeners[0]
+    path = daemon.config.socket
+    socks = []
+    try:
+        with daemon._lock:
+            assert daemon._over_quota(65534, lst, False) is None
+        for _ in range(3):
+            socks.append(connect(path)[0])
+        with daemon._sessions_cv:
+            assert daemon._sessions_cv.wait_for(lambda: len(daemon._sessions) == 3, timeout=10)
+        with daemon._lock:
+            assert daemon._over_quota(65534, lst, False) is None  # 3 < 5 - 1
+            assert daemon._over_quota(0, lst, True) is None
+        socks.append(connect(path)[0])
+        with daemon._sessions_cv:
+            assert daemon._sessions_cv.wait_for(lambda: len(daemon._sessions) == 4, timeout=10)
+        with daemon._lock:
+            assert daemon._over_quota(65534, lst, False) == (
+                "too many connections: the last 1 of 5 are kept for root and kstatd's user "
+                "(kstatd --reserved-connections)"
+            )
+            assert daemon._over_quota(0, lst, True) is None  # root takes the reserve
+            daemon.config.reserved_connections = 2  # 4 open, over the 3 others may use
+            assert "the last 2 of 5" in (daemon._over_quota(65534, lst, False) or "")
+            daemon.config.reserved_connections = 1
+            daemon._per_uid[65534] = 1  # (as if) its first connection were open
+            daemon._sessions.discard(next(iter(daemon._sessions)))
+            assert daemon._over_quota(65534, lst, False) is None  # 1 of its 2
+            daemon._per_uid[65534] = 2
+            assert daemon._over_quota(65534, lst, False) == "too many connections from uid 65534 (kstatd --max-per-uid 2)"
+            assert daemon._over_quota(0, lst, False) is None  # root has no per-uid quota
+            del daemon._per_uid[65534]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_out_of_descriptors_is_logged_once_per_interval_with_the_count(daemon: Kstatd, caplog) -> None:
+    # _shed: accept() failed with EMFILE and nobody is waiting any more (the client left):
+    # the spare descriptor is closed and reopened, the loop goes on; the log line comes at
+    # most every FD_LOG_INTERVAL (10 s) and counts the refusals since the last one.
+    lst = daemon._listeners[0]
+    with caplog.at_level(logging.ERROR, logger="kstatpy.server"):
+        for _ in range(3):
+            daemon._shed(lst, OSError(errno.EMFILE, "Too many open files"))
+            assert daemon._spare_fd >= 0
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("accept on")]
+    assert lines == [f"accept on {lst.path}: Too many open files (1 connections refused since the last report)"]
+    assert daemon._fd_refused == 2  # counted for the next report
+    daemon._shed(lst, OSError(errno.ENOBUFS, "No buffer space available"))  # not the fd limit: a back-off
+    assert daemon._fd_refused == 3 and daemon._spare_fd >= 0
+    assert FD_LOG_INTERVAL == 10.0  # docs/KSTATD.md: "at most every 10 s"
+
+
+def test_an_embedded_kstatd_gets_the_kstatd_commands_limits() -> None:
+    # kstatpy.embed.serve() and in-process users build ServerConfig with its defaults; the
+    # kstatd command's are documented (docs/KSTATD.md): the two must not drift apart.
+    from kstatpy.cli.kstatd import main
+
+    opts = {p.name: p.default for p in main.params}
+    cfg = ServerConfig(socket="x")
+    for name in ("max_request", "max_reply", "max_connections", "read_timeout", "on_panic", "detach_timeout",
+                 "idle_timeout", "frame_timeout", "deadman_seconds"):  # fmt: skip
+        assert getattr(cfg, name) == opts[name], name
+    assert cfg.max_per_uid == cfg.max_per_zone == opts["max_connections"] // 4  # "a quarter"
+    assert cfg.reserved_connections == min(16, opts["max_connections"] // 8)  # "an eighth, at most 16"
+    # Not options: one expensive request of other users at a time, 64 MiB of parked replies.
+    assert cfg.expensive_slots == 1 and cfg.reply_memory == 64 << 20
+    assert cfg.zones == [] and cfg.allow_uids == frozenset() and cfg.priv_sockets is None
+    assert ServerConfig(socket="y", zones=[("a", "p"), ("b", "q")]).zone_ids() == {"global": 0, "a": 1, "b": 2}
+
+
+def test_a_connection_whose_admission_fails_is_closed_not_left_waiting(daemon: Kstatd, monkeypatch) -> None:
+    # A MemoryError while admitting costs that connection: its client reads EOF at once
+    # (not its own 10 s timeout: kstatd must close what it accepted), the next is served.
+    real_admit = daemon._admit
+    fail = [True]
+
+    def admit(sock: socket.socket, lst: object) -> None:
+        if fail.pop() if fail else False:
+            raise MemoryError()
+        real_admit(sock, lst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(daemon, "_admit", admit)
+    monkeypatch.setattr("kstatpy.server.time.sleep", lambda s: None)  # the back-off after a MemoryError
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(daemon.config.socket)
+        assert s.recv(1) == b""  # EOF: a mutant that keeps the socket open times out here
+    s, (seq, code, result) = connect(daemon.config.socket)
+    s.close()
+    assert (seq, code) == (1, 0), result
+
+
+def test_public_accepts_pause_for_privileged_requests_and_privileged_accepts_do_not(tmp_path: Path, monkeypatch) -> None:
+    # kstatpy.fairness.PrivFirst: the public acceptor's checkpoints may pause it while root's
+    # requests run; the privileged acceptor's never do (it serves root).
+    kd = Kstatd(Chain(), None, ServerConfig(socket=str(tmp_path / "k.sock"), priv_sockets=True, deadman_seconds=0))
+    seen: dict[str, bool] = {}
+    real = kd.first.pausable
+
+    def pausable(on: bool) -> None:
+        seen[threading.current_thread().name] = on
+        real(on)
+
+    monkeypatch.setattr(kd.first, "pausable", pausable)
+    kd.start()
+    try:
+        assert kd.priv_paths, "no privileged socket"
+        connect(kd.config.socket)[0].close()  # both acceptors are running by now
+        connect(kd.priv_paths[0])[0].close()
+        drained(kd)  # the two above are gone: the session seen below is the new one
+        # A privileged connection counts in PrivFirst from its accept to its first reply.
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(kd.priv_paths[0])
+            with kd._sessions_cv:
+                assert kd._sessions_cv.wait_for(lambda: any(x.priv for x in kd._sessions), timeout=10)
+            assert kd.first.busy == 1
+            s.sendall(pack_request(HELLO, 1, {"protocol": 1}))
+            assert read_reply(s)[:2] == [1, 0]
+            with kd.first._cv:
+                assert kd.first._cv.wait_for(lambda: not kd.first.busy, timeout=10), "still counted after its reply"
+        assert {k: v for k, v in seen.items() if k.startswith("kstatd-accept")} == {
+            "kstatd-accept": True, "kstatd-accept-priv": False}  # fmt: skip
+    finally:
+        kd.stop()
+        kd.shutdown(grace=1.0)
