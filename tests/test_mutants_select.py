@@ -7,6 +7,10 @@ All in-process: select.py imports nothing from kstatpy, and kstatd runs the same
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from kstatpy import select
@@ -18,6 +22,8 @@ from kstatpy.select import filter_named
 from kstatpy.select import is_exact
 from kstatpy.select import is_regex
 from kstatpy.select import operand_fields
+
+REPO = Path(__file__).resolve().parent.parent
 
 # A mutant that loops for ever fails here in 30 s instead of at the run's 60 s bound.
 pytestmark = pytest.mark.timeout(30)
@@ -89,6 +95,12 @@ GLOBS = [
     ("1?", "2x", False),
     ("x.?", "x.y", True),
     ("x.?", "xyz", False),
+    ("a(?", "a(x", True),  # only '*' is a star: '(' and the others before it are themselves
+    ("a(?", "abc", False),
+    ("a|?", "a|x", True),  # the characters after '_' are quoted too: '|' and '{' are re's
+    ("a|?", "x", False),
+    ("x{2}?", "x{2}y", True),
+    ("x{2}?", "xxy", False),
     # brackets
     ("[!]a]", "b", True),  # ']' first after '!' is literal too
     ("[!]a]", "]", False),
@@ -96,6 +108,8 @@ GLOBS = [
     ("[^a]", "^", True),  # gmatch negates with '!' only: '^' is a member
     ("[^a]", "a", True),
     ("[^a]", "b", False),
+    ("[ a]", " ", True),  # only '!' negates: a space is a member
+    ("[ a]", "b", False),
     ("[a\\]]", "]", True),  # a quoted ']' inside
     ("[a\\]]", "a", True),
     ("[a\\]]", "a]", False),
@@ -103,6 +117,9 @@ GLOBS = [
     ("[\\\\]", "x", False),
     ("[a-\\z]", "m", True),  # a quoted range end
     ("[a-\\z]", "\\", False),
+    ("[#-\\]]", "A", True),  # a quoted ']' ends the range, not the bracket
+    ("[#-\\]]", "]", True),
+    ("[#-\\]]", "A]", False),
     ("[\\a-c]", "b", True),  # a quoted range start
     ("[c-a]", "b", False),  # a reversed range has no member
     ("[c-a]", "c", False),
@@ -115,6 +132,8 @@ GLOBS = [
     ("[a-a]", "b", False),
     ("[a-c]", "c", True),
     ("[a-c]", "-", False),
+    ("[a,c]", ",", True),  # only '-' makes a range: ',' sorts before it
+    ("[a,c]", "b", False),
     ("[ab-]", "-", True),  # '-' before ']' is literal
     ("[ab-]", "c", False),
     ("[-a]", "-", True),
@@ -128,6 +147,7 @@ GLOBS = [
     ("[a-", "a", False),
     ("[a-", "[a-", False),
     ("[a-\\", "a", False),
+    ("[ab-", "a", False),  # a '-' last at an odd offset
     ("[\\", "\\", False),
     ("x[ab", "xa", False),
     ("[x]?*", "xy", True),
@@ -160,7 +180,14 @@ def test_glob_edges(pattern, text, expected):
 
 def test_a_long_unterminated_bracket_matches_nothing():
     # Past 256 characters indexes are no longer shared small ints: the end test is by value.
-    for glob in ("[" + "a" * 300, "x" * 300 + "[ab", "[!" + "a-" * 200):
+    for glob in (
+        "[" + "a" * 300,
+        "x" * 300 + "[ab",
+        "[!" + "a-" * 200,
+        "x" * 300 + "[",
+        "[" + "a" * 300 + "\\",
+        "[" + "b" * 300 + "a-\\",
+    ):
         assert not Pattern(glob).match("a") and select.gmatch_to_python(glob) is None
 
 
@@ -170,9 +197,15 @@ def test_long_patterns_end_where_they_end():
     assert Pattern(f"/^[{long}]+$/").match(long)
     assert Pattern(long + "?").match(long + "b") and not Pattern(long + "?").match(long)
     assert Pattern(f"[{long}]*").match("aa")
-    with pytest.raises(RegexError) as info:  # unterminated after 300 characters
-        Pattern(f"/[{long}/").match("a")
-    assert str(info.value) == select.REG_EBRACK
+    assert Pattern(f"/{long}{{/").match(long + "{") and not Pattern(f"/{long}{{/").match(long)  # a '{' last
+    assert Pattern(long + "\\").match(long + "\\") and not Pattern(long + "\\").match(long)  # a trailing backslash
+    for unterminated in (f"/[{long}/", f"/[{long}[/", f"/{long}[/"):  # after 300 characters, a '[' last
+        with pytest.raises(RegexError) as info:
+            Pattern(unterminated).match("a")
+        assert str(info.value) == select.REG_EBRACK
+    with pytest.raises(RegexError) as info:  # a trailing backslash after 300 characters
+        Pattern(f"/{long}\\/").match("a")
+    assert str(info.value) == select.REG_EESCAPE
 
 
 def test_the_translated_glob_is_a_fullmatch_regex():
@@ -202,6 +235,8 @@ def test_fast_paths_agree_with_the_glob():
 def test_is_regex_and_is_exact():
     assert is_regex("//") and is_regex("/a/") and not is_regex("/") and not is_regex("a/")
     assert not is_regex("/a") and not is_regex("")
+    assert not is_regex(".a/") and not Pattern(".a/").match("xa") and Pattern(".a/").match(".a/")
+    assert not is_regex("/a.") and not is_regex("/a-") and Pattern("/a.").match("/a.") and not Pattern("/a.").match("a")
     assert is_exact("/") and is_exact("a?[b]") and is_exact("")
     assert not is_exact("*") and not is_exact("//")
 
@@ -216,6 +251,7 @@ REGEX_ERRORS = [
     ("/[a[/", select.REG_EBRACK),
     ("/[a-/", select.REG_EBRACK),
     ("/[a-b/", select.REG_EBRACK),
+    ("/[ab-/", select.REG_EBRACK),  # a '-' last at an odd offset: nothing past it read either
     ("/[[:/", select.REG_EBRACK),
     ("/a(/", select.REG_EPAREN),
     ("/[^/", select.REG_EBRACK),
@@ -229,9 +265,12 @@ REGEX_ERRORS = [
     ("/[[.ab.]]/", "invalid collating element"),
     ("/[[=ab=]]/", "invalid collating element"),
     ("/[z-a]/", select.REG_ERANGE),
+    ("/[c-a/", select.REG_ERANGE),  # a reversed range last: its error comes before the bracket's
     ("/(a/", select.REG_EPAREN),
     ("/a)/", select.REG_EPAREN),
     ("/((a)/", select.REG_EPAREN),
+    ("/a)(b/", select.REG_EPAREN),  # an unmatched ')' is the error, whatever follows
+    ("/a)[/", select.REG_EPAREN),
     ("/(a|)/", select.REG_EMPTY),
     ("/(|a)/", select.REG_EMPTY),
     ("/a(|)/", select.REG_EMPTY),
@@ -279,6 +318,10 @@ REGEXES = [
     ("/\\w/", "_", False),
     ("/\\./", ".", True),
     ("/\\./", "x", False),
+    ("/^\\.x$/", ".x", True),  # what follows the escaped character is read too
+    ("/^\\.*$/", "..", True),  # an escaped character is an operand a repetition may follow
+    ("/^a.*b$/", "axxb", True),  # '.' is an operand a repetition may follow
+    ("/^.+$/", "", False),
     ("/a$/", "xa", True),
     ("/a$/", "a\n", False),  # '$' is the end of the string, not before a newline
     ("/^a/", "ba", False),
@@ -295,12 +338,22 @@ REGEXES = [
     ("/[^a]/", "ab", True),
     ("/[a-c]/", "b", True),
     ("/[a-c]/", "-", False),
+    ("/^[a,c]$/", ",", True),  # only '-' makes a range: ',' sorts before it
+    ("/^[a,c]$/", "b", False),
+    ("/^[x.]$/", ".", True),  # only after a '[' do ':', '=', '.' open a class or symbol
+    ("/^[x:=]$/", "=", True),
+    ("/^[A.]$/", ".", True),
+    ("/^[1:]$/", ":", True),
     ("/[a-a]/", "a", True),
     ("/[ab-]/", "-", True),
     ("/[ab-]/", "c", False),
     ("/[\\]/", "\\", True),  # backslash is literal in a bracket
     ("/[[:digit:]]/", "7", True),
     ("/[[:digit:]]/", "x", False),
+    ("/x[[:digit:]]/", "x7", True),  # a class at any offset (here 2)
+    ("/xy[[:digit:]]/", "xy7", True),
+    ("/x[[=a=]]/", "xa", True),
+    ("/x[[.-.]]/", "x-", True),
     ("/[[:upper:]x]/", "x", True),
     ("/[[:upper:]x]/", "y", False),
     ("/[[=a=]]/", "a", True),
@@ -309,11 +362,17 @@ REGEXES = [
     ("/[[.-.]]/", "x", False),
     ("/[[.^.]]/", "^", True),
     ("/[[.^.]]/", "x", False),
+    ("/x[[.].]]/", "x]", True),  # ']' as a collating symbol: its '.]' is the one after it
+    ("/x[[.].]]/", "x.", False),
     ("/[[.]]/", "x", None),  # '[.' that closes nothing
     ("/^abcdefghij[[:digit:]]$/", "abcdefghij7", True),  # a class late in a long regex
     ("/^abcdefghij[[:digit:]]$/", "abcdefghij:", False),
+    ("/^[!-[:alpha:]]$/", "a]", True),  # a range ends at '[': ":alpha:" are members, then a ']'
+    ("/^[!-[:alpha:]]$/", "a", False),
+    ("/^[!-[:alpha:]]$/", '"]', True),
     ("/a:]b[[:digit:]]/", "a:]b7", True),  # a ':]' before the class does not close it
     ("/a:]b[[:digit:]]/", "a:]bx", False),
+    ("/abcdef:]g[[:digit:]]/", "abcdef:]g7", True),
     ("/a{2}/", "a", False),
     ("/a{2}/", "xaa", True),
     ("/^a{255}$/", "a" * 255, True),  # RE_DUP_MAX itself is allowed
@@ -321,10 +380,13 @@ REGEXES = [
     ("/^a{2,}$/", "aaaa", True),
     ("/^a{2,}$/", "a", False),
     ("/^a{1,2}$/", "aaa", False),
+    ("/^a{2,2}$/", "aa", True),  # a bound of equal ends is allowed
+    ("/^a{2,2}$/", "aaa", False),
     ("/a{/", "a{", True),  # '{' not followed by a digit is literal
     ("/a{,2}/", "a{,2}", True),
     ("/a{,2}/", "aa", False),
     ("/^{/", "{", True),
+    ("/^x{*$/", "x{{", True),  # a literal '{' is an operand a repetition may follow
     # illumos regcomp: '{' right after '(' is a literal unless a digit follows, and "()"
     # is an empty group (REG_EMPTY is for an empty branch only)
     ("/({a)/", "x{a", True),
@@ -347,6 +409,8 @@ REGEXES = [
     ("/a^/", "a", False),
     ("/a_b/", "a_b", True),
     ("/a-b/", "a-b", True),
+    ("/a-b/", "axb", False),  # an ordinary character matches itself only
+    ("/a,b/", "axb", False),
     ("/a b/", "a b", True),
 ]
 
@@ -404,6 +468,9 @@ def test_selector_patterns_from_a_selector_object():
         (("unix", "01", "x"), None),  # matches the text "01", which no instance prints as
         (("unix", " 1", "x"), None),
         (("unix", "+1", "x"), None),
+        (("unix", "1 ", "x"), None),  # int() takes these, but the instance prints as "1", "10", "3"
+        (("unix", "1_0", "x"), None),
+        (("unix", "\u0663", "x"), None),
         (("unix", "x", "x"), None),
         (("unix", "*", "x"), None),
         (("unix", "1?", "x"), None),
@@ -515,7 +582,10 @@ def test_selection_evaluates_regexes_in_kstat8s_order():
     ):
         with pytest.raises(RegexError):
             _m(Selection(sels, ks_class=cls))
-    # The class is evaluated only for a selector whose other fields match.
+    # The class is evaluated only for a selector whose other fields match; one it fails
+    # does not stop the next selector's patterns from being evaluated.
+    with pytest.raises(RegexError):
+        _m(Selection([SelectorPatterns("unix"), SelectorPatterns(bad)], ks_class="disk"))
     assert _m(Selection([SelectorPatterns("sd")], ks_class=bad)) is False
     # Types and skip_name come first: a kstat they drop evaluates nothing.
     assert _m(Selection([SelectorPatterns(bad)], types=frozenset({2}))) is False
@@ -536,3 +606,57 @@ def test_filter_named():
     assert filter_named(data, [Pattern("a*").match, Pattern("c?").match]) == [data[0], data[2]]
     assert filter_named(data, [Pattern("x").match, Pattern("y").match]) == []
     assert filter_named(data, [Pattern("*").match, Pattern("b2").match]) == data
+
+
+# --- the glob cache when another thread changes it mid-eviction ------------------------
+
+
+class _RacedCache(dict):
+    """The glob cache as a thread that changes it between the bound check and the
+    eviction leaves it: ``race`` runs when the evicting thread starts iterating
+    (``next(iter(cache))``), as the other thread's change would land there."""
+
+    def __init__(self, race):
+        super().__init__((f"old{i}?", select._never) for i in range(select._GLOB_CACHE_MAX))
+        self.race = race
+
+    def __iter__(self):
+        return self.race(self)
+
+
+def _other_thread_evicted_the_oldest(cache):
+    # The evicting thread has read the oldest key; the other one deletes it first.
+    oldest = next(dict.__iter__(cache))
+    del cache[oldest]
+    return iter([oldest])
+
+
+def _other_thread_emptied_it(cache):
+    cache.clear()
+    return dict.__iter__(cache)
+
+
+def _other_thread_inserted_one(cache):
+    it = dict.__iter__(cache)
+    cache["raced?"] = select._never  # the dict changes size under the iterator
+    return it
+
+
+@pytest.mark.parametrize(
+    "race", [_other_thread_evicted_the_oldest, _other_thread_emptied_it, _other_thread_inserted_one]
+)
+def test_a_glob_compiled_while_another_thread_changes_the_cache_still_matches(monkeypatch, race):
+    # KeyError, StopIteration, RuntimeError: each is what that race raises in the eviction;
+    # the glob is compiled and cached all the same, never an error to the selector.
+    cache = _RacedCache(race)
+    monkeypatch.setattr(select, "_GLOB_CACHE", cache)
+    assert Pattern("new?").match("newx") and not Pattern("new?").match("new")
+    assert "new?" in cache
+
+
+def test_importing_select_does_not_import_typing():
+    # kstat's start-up path (select.py's TYPE_CHECKING flag: its annotations' names only).
+    code = "import sys, kstatpy.select; print('typing' in sys.modules)"
+    got = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=str(REPO), env={"PYTHONPATH": str(REPO)})  # fmt: skip
+    assert (got.returncode, got.stdout) == (0, "False\n"), got.stderr
