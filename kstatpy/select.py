@@ -91,7 +91,7 @@ def is_exact(text: str) -> bool:
 
 
 def _esc(c: str) -> str:
-    return "\\" + c if c in "\\]^-[" else c
+    return "\\" + c if c in "\\]^-[&~|" else c  # re reads "&&", "~~", "||" as set operators to come
 
 
 def gmatch_to_python(pattern: str) -> str | None:
@@ -279,8 +279,8 @@ def ere_to_python(regex: str) -> str:
             out.append("^")
             can_repeat, branch_empty = False, False
         elif c == "$":
-            out.append("\\Z")
-            can_repeat, branch_empty = False, False
+            out.append("(?:\\Z)")  # an operand: regcomp repeats a '$' ("$*", "a$+"), re no bare \Z
+            can_repeat, branch_empty = True, False
         elif c == ".":
             out.append(".")
             can_repeat, branch_empty = True, False

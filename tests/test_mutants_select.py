@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -287,6 +288,7 @@ REGEX_ERRORS = [
     ("/({1}a)/", select.REG_BADRPT),
     ("/a|*b/", select.REG_BADRPT),
     ("/^*/", select.REG_BADRPT),
+    ("/a$**/", select.REG_BADRPT),
     ("/{1}/", select.REG_BADRPT),
     ("/a{1}{2}/", select.REG_BADRPT),
     ("/a{1}*/", select.REG_BADRPT),
@@ -407,6 +409,13 @@ REGEXES = [
     ("/^a|b$/", "xb", True),
     ("/(^a)/", "ba", False),
     ("/a^/", "a", False),
+    # illumos regcomp repeats a '$' (only '^' is REG_BADRPT): "$*" matches anywhere, "$+"
+    # at the end, and a second repetition is REG_BADRPT as after any operand
+    ("/a$*/", "ab", True),
+    ("/a$+/", "ab", False),
+    ("/a$+/", "xa", True),
+    ("/^a${2}$/", "a", True),
+    ("/a$?b/", "ab", True),
     ("/a_b/", "a_b", True),
     ("/a-b/", "a-b", True),
     ("/a-b/", "axb", False),  # an ordinary character matches itself only
@@ -660,3 +669,16 @@ def test_importing_select_does_not_import_typing():
     got = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=str(REPO), env={"PYTHONPATH": str(REPO)})  # fmt: skip
     assert (got.returncode, got.stdout) == (0, "False\n"), got.stderr
+
+
+@pytest.mark.parametrize(
+    ("pattern", "member"),
+    [("u[n||x]ix", "|"), ("u[n&&x]ix", "&"), ("u[n~~x]ix", "~"), ("/^u[n||x]ix$/", "|"), ("/^u[n&&x]ix$/", "&")],
+)
+def test_doubled_set_operators_in_a_bracket_are_members_without_a_warning(empty_cache, pattern, member):
+    # Python's re reads "||", "&&", "~~" in a set as operators to come and warns
+    # (FutureWarning), which kstat and kstatd would print on stderr: they are quoted.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pat = Pattern(pattern)
+        assert pat.match("unix") and pat.match(f"u{member}ix") and not pat.match("ubix")
