@@ -22,7 +22,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from kstatpy import __version__
 
-__all__ = ["LANDING_PAGE", "METRICS_CONN_TIMEOUT", "METRICS_MAX_CONNECTIONS", "metrics_app", "routes", "start_server"]
+__all__ = ["LANDING_PAGE", "METRICS_CONN_TIMEOUT", "METRICS_MAX_CONNECTIONS", "SLOT_WAIT", "metrics_app", "routes", "start_server"]
 
 LANDING_PAGE = f"""<!DOCTYPE html>
 <html lang="en">

@@ -33,6 +33,7 @@ from kstatpy.exporter import Exporter
 from kstatpy.exporter_http import LANDING_PAGE
 from kstatpy.exporter_http import METRICS_CONN_TIMEOUT
 from kstatpy.exporter_http import METRICS_MAX_CONNECTIONS
+from kstatpy.exporter_http import SLOT_WAIT
 from kstatpy.exporter_http import metrics_app
 from kstatpy.ioctl import IoctlHandler
 from kstatpy.records import kstat_named_init
@@ -90,6 +91,8 @@ def test_the_documented_limits_are_the_defaults() -> None:
     m = re.search(r"serves at most (\d+) connections at once, whatever the path, and gives\s+each (\d+) seconds", text)
     assert m is not None
     assert (int(m.group(1)), float(m.group(2))) == (METRICS_MAX_CONNECTIONS, METRICS_CONN_TIMEOUT)
+    # And the wait at the cap for an answering slot: "waits up to a second".
+    assert re.search(r"one more waits up to a second\s+for a slot", text) is not None and SLOT_WAIT == 1.0
     exp = Exporter(IoctlHandler(Chain(), None), "127.0.0.1", 0)
     try:
         assert (exp.max_connections, exp.conn_timeout) == (METRICS_MAX_CONNECTIONS, METRICS_CONN_TIMEOUT)
