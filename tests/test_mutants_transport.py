@@ -193,3 +193,27 @@ def test_an_empty_piece_is_eproto_even_when_the_rest_is_a_good_reply(tmp_path: P
             t.ioctl(READ_MANY, {"kids": [1]})
         assert ei.value.errno == errno.EPROTO and ei.value.message == "malformed reply from kstatd: an empty piece"
         assert t._sock is None
+
+
+@pytest.mark.parametrize(("late", "in_time"), [(10 - 0.25, True), (10.0, False), (10 + 0.25, False)])
+def test_the_deadline_to_the_last_fraction_of_a_second(tmp_path: Path, monkeypatch, late: float, in_time: bool) -> None:
+    # The transport's clock is faked: the server moves it on by ``late`` before it answers,
+    # so the client finds the length word with a quarter second of its 10 s left (the body is
+    # read: its recv is armed with that quarter second), exactly none left, or a quarter
+    # second past it (ETIMEDOUT, the connection closed). No real time passes.
+    now = [1000.0]
+    monkeypatch.setattr(transport, "monotonic", lambda: now[0])
+
+    def answer(seq: int) -> bytes:
+        now[0] += late
+        return whole(200)(seq)
+
+    with fake_kstatd(tmp_path, answer) as path:
+        t = SocketTransport(path, timeout=10)
+        if in_time:
+            assert t.ioctl(CHAIN_ID)["kcid"] == 1
+            t.close()
+            return
+        with pytest.raises(RequestTimeoutError):
+            t.ioctl(CHAIN_ID)
+        assert t._sock is None
