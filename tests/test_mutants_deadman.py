@@ -14,6 +14,7 @@ a worker waits for it (``chain.waits``), and the test releases it at the end.
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
@@ -192,6 +193,14 @@ def test_the_report_orders_its_waiters_and_names_kstatds_reader_as_the_holder() 
         text = wait_report(chain, kid, [(d.ident, "kstat_delete", 2.0)], 1.5, reading={me + 1: kid})
         assert f"  holder: thread 0x{me:x} ({name}): holder, holding the hold of dm:0:k" in text
         assert text.count("  waiter: ") == 3 and "(reader-1): read(dm:0:k), waiting " in text
+        # A late waiter's wait is counted from its start in chain.waits: make reader-1's
+        # 1000 s old (no sleeping), and the report says so.
+        with chain.lock:
+            ksp, why, since = chain.waits[r1.ident]
+            chain.waits[r1.ident] = (ksp, why, since - 1000.0)
+        text = wait_report(chain, kid, [(d.ident, "kstat_delete", 2.0)], 1.5)
+        waited = float(re.search(r"\(reader-1\): read\(dm:0:k\), waiting ([0-9.]+) s\n", text).group(1))  # type: ignore[union-attr]
+        assert 1000.0 <= waited < 1100.0, text
         assert "holder, holding" in wait_report(chain, kid, given, 1.5)
         chain.kstat_rele(k)
 
