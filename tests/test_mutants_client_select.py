@@ -24,6 +24,10 @@ from typing import Any
 import msgpack
 import pytest
 from cli_chain import build_chain
+from test_client_malformed import GOOD_ID
+from test_client_malformed import KSTAT
+from test_client_malformed import scripted
+from test_hostile_server import fake_kstatd
 
 from kstatpy.chain import Chain
 from kstatpy.client import KstatCtl
@@ -34,6 +38,7 @@ from kstatpy.client_select import ioctl_past_stuck
 from kstatpy.constants import KstatDataType as D
 from kstatpy.constants import KstatType as T
 from kstatpy.errors import KstatError
+from kstatpy.errors import ProtocolError
 from kstatpy.ioctl import IoctlHandler
 from kstatpy.kstat import kstat_named_init
 from kstatpy.server import Kstatd
@@ -110,6 +115,14 @@ def test_a_class_glob_goes_to_kstatd_and_a_class_regex_is_matched_here(chain: Ch
     sent = Counting(by_regex)
     assert seen(by_regex.select([["*"]], ks_class="/^misc$/")) == got
     assert SELECT not in sent.cmds() and by_regex.kc_chain  # selected here, from the chain
+    # A class that sorts before "*" goes too; only "*" itself is left out.
+    odd = chain.kstat_create("odd", 0, "one", "!odd", T.NAMED, 1)
+    kstat_named_init(odd.ks_data[0], "v", D.UINT32)
+    chain.kstat_install(odd)
+    kc = kstat_open_chain(chain, read_chain=False)
+    sent = Counting(kc)
+    assert [k.ks_module for _, k, _ in kc.select([["*"]], ks_class="!odd")] == ["odd"]
+    assert sent.sent == [(SELECT, {"selectors": [["*"]], "class": "!odd"})]
 
 
 def test_a_skip_name_glob_goes_to_kstatd_and_a_skip_name_regex_is_matched_here(chain: Chain) -> None:
@@ -204,6 +217,29 @@ def test_a_select_on_the_wire_is_checked_and_filled(wire: KstatCtl) -> None:
     assert all(type(p) is int for _, _, p in out) and not wire.kc_chain
 
 
+def test_a_select_reply_without_an_int_kcid_is_a_protocol_error(tmp_path: Path) -> None:
+    # As every other reply off a socket (test_client_malformed): the kcid is checked too.
+    for i, kcid in enumerate(("1", None, [1])):
+        replies = [GOOD_ID, (0, {"kcid": kcid, "results": [[0, {**KSTAT, "prev_snaptime": 1}]]})]
+        (tmp_path / str(i)).mkdir()
+        with fake_kstatd(tmp_path / str(i), scripted(replies)) as path:
+            kc = kstat_open(path, read_chain=False)
+            try:
+                with pytest.raises(ProtocolError) as info:
+                    kc.select([["test"]])
+            finally:
+                kc.close()
+        assert info.value.errno == errno.EPROTO and "SELECT" in info.value.message and "kcid" in info.value.message
+    with fake_kstatd(
+        tmp_path, scripted([GOOD_ID, (0, {"kcid": 1, "results": [[0, {**KSTAT, "prev_snaptime": 1}]]})])
+    ) as path:
+        kc = kstat_open(path, read_chain=False)
+        try:
+            assert [(c, k.ks_name, p) for c, k, p in kc.select([["test"]])] == [(0, "n", 1)]
+        finally:
+            kc.close()
+
+
 # --- retries past a stuck kstat -----------------------------------------------------------
 
 
@@ -235,7 +271,7 @@ def test_a_whole_request_eagain_is_asked_again_at_most_stuck_retries_times(chain
         kc.select([["unix", "0", "system_misc"]])
     assert info.value.errno == errno.EAGAIN and calls == [SELECT] * (STUCK_RETRIES + 1)
     # Another errno is not asked again.
-    for code in (errno.EIO, errno.ENXIO, errno.EBUSY):
+    for code in (errno.EIO, errno.ENXIO, errno.EBUSY, errno.EPROTO, errno.ETIMEDOUT):
         kc = kstat_open_chain(chain, read_chain=False)
         calls = _stuck(kc, 1, code)
         with pytest.raises(KstatError) as info:

@@ -194,13 +194,18 @@ def test_the_report_orders_its_waiters_and_names_kstatds_reader_as_the_holder() 
         assert f"  holder: thread 0x{me:x} ({name}): holder, holding the hold of dm:0:k" in text
         assert text.count("  waiter: ") == 3 and "(reader-1): read(dm:0:k), waiting " in text
         # A late waiter's wait is counted from its start in chain.waits: make reader-1's
-        # 1000 s old (no sleeping), and the report says so.
+        # start a third of the clock's value (a wait long ago; no sleeping), and the
+        # report says how long: `now - since`, between the clock before and after.
         with chain.lock:
             ksp, why, since = chain.waits[r1.ident]
-            chain.waits[r1.ident] = (ksp, why, since - 1000.0)
+            since = since / 3
+            chain.waits[r1.ident] = (ksp, why, since)
+        before = time.monotonic()
         text = wait_report(chain, kid, [(d.ident, "kstat_delete", 2.0)], 1.5)
-        waited = float(re.search(r"\(reader-1\): read\(dm:0:k\), waiting ([0-9.]+) s\n", text).group(1))  # type: ignore[union-attr]
-        assert 1000.0 <= waited < 1100.0, text
+        after = time.monotonic()
+        found = re.search(r"\(reader-1\): read\(dm:0:k\), waiting ([0-9.]+) s\n", text)
+        assert found is not None, text
+        assert before - since - 0.05 <= float(found.group(1)) <= after - since + 0.05, (text, before, after, since)
         assert "holder, holding" in wait_report(chain, kid, given, 1.5)
         chain.kstat_rele(k)
 
@@ -340,7 +345,7 @@ def test_a_kstat_deleted_while_the_report_is_written_does_not_trap_the_report() 
         join(h, 30, "the holder")
 
 
-def _update_stats(chain: Any, ksp: Any, m: Any, holding: threading.Event, done: threading.Event) -> None:
+def update_stats(chain: Any, ksp: Any, m: Any, holding: threading.Event, done: threading.Event) -> None:
     # A provider function that holds its own KMutex `m` and a hold, blocked on something else.
     with m:
         _hold(chain, ksp)
@@ -365,7 +370,7 @@ def test_only_a_kmutex_being_entered_is_what_the_holder_is_blocked_on() -> None:
     m = KMutex("provider_lock")
     sem = threading.Semaphore(0)
     holding, holding2, done = threading.Event(), threading.Event(), threading.Event()
-    t = threading.Thread(target=_update_stats, args=(chain, k, m, holding, done), name="updater", daemon=True)
+    t = threading.Thread(target=update_stats, args=(chain, k, m, holding, done), name="updater", daemon=True)
     u = threading.Thread(target=_wait_on_semaphore, args=(chain, s, sem, holding2), name="sem-waiter", daemon=True)
     try:
         t.start()
@@ -379,7 +384,7 @@ def test_only_a_kmutex_being_entered_is_what_the_holder_is_blocked_on() -> None:
                 lines = wait_report(chain, k.ks_kid, [(r.ident, "read", 5.0)], 1.0).splitlines()
                 holder = f"  holder: thread 0x{t.ident:x} (updater): holder, holding the hold of dm:0:k"
                 blocked = lines[lines.index(holder) + 1]
-                assert blocked.startswith("        blocked at test_mutants_deadman:_update_stats+0x"), blocked
+                assert blocked.startswith("        blocked at test_mutants_deadman:update_stats+0x"), blocked
                 assert ", in " not in blocked, blocked  # not "in mutex_enter(provider_lock)"
                 lines = wait_report(chain, s.ks_kid, [(r2.ident, "read", 5.0)], 1.0).splitlines()
                 holder = f"  holder: thread 0x{u.ident:x} (sem-waiter): holder, holding the hold of dm:0:s"
