@@ -187,6 +187,22 @@ def test_a_failed_read_after_a_read_one_is_not_asked_again(chain: Chain) -> None
     assert out[0][0] == 0 and sent.cmds() == [SELECT]
 
 
+def test_entries_past_the_reply_budget_keep_their_prev_snaptime(kc: KstatCtl) -> None:
+    # Entries kstatd left unread (E2BIG past --max-reply) are read with READ_MANY; their
+    # prev_snaptime is still the one SELECT listed (the snaptime before this read).
+    chain: Chain = kc.kc_kd.handler.chain
+    handler: IoctlHandler = kc.kc_kd.handler
+    handler.max_reply = 1  # every entry after the first is over budget
+    cases = [k for k in chain.kstats() if k.ks_module == "case"]
+    for i, k in enumerate(cases):
+        k.ks_snaptime = 500 + i
+    sent = Counting(kc)
+    out = kc.select([["case"]])
+    assert [(c, k.ks_instance, p) for c, k, p in out] == [(0, k.ks_instance, 500 + i) for i, k in enumerate(cases)]
+    assert all(k.ks_snaptime > 1000 for _, k, _ in out)  # each read now
+    assert sent.cmds()[0] == SELECT and set(sent.cmds()[1:]) == {0x4B11}  # the rest: READ_MANY (one a batch here)
+
+
 def test_importing_client_select_imports_no_typing() -> None:
     # It is on the kstat command's start-up path (tests/test_startup.py): its imports for
     # annotations only stay behind TYPE_CHECKING, which is False at run time.
