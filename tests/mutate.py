@@ -65,7 +65,7 @@ TARGETS: dict[str, tuple[str | list[str] | dict, list[str]]] = {
     "lockorder": ("kstatpy/lockorder.py", ["tests/test_lockorder.py", "tests/test_deadman.py",
                                            "tests/test_mutants_lockorder.py"]),
     # In-process: test_deadman, test_lockorder (the race harness's deadman) and test_schedule's two
-    # deadlock reports (thread_stack); not test_lockorder_kstatd (a kstatd per test, 2 x 8 s) nor
+    # deadlock reports (thread_stack); not test_lockorder_kstatd (a kstatd per test: 21 s a run) nor
     # test_schedule's other seven (its 5 s stall test and the passing schedules: no report).
     "deadman": ("kstatpy/deadman.py", ["tests/test_deadman.py", "tests/test_lockorder.py", *(
         f"tests/test_schedule.py::test_{t}" for t in (
