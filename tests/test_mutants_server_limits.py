@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import errno
 import logging
+import select
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgpack
 import pytest
 from kstatd_fixture import read_reply
 
@@ -284,3 +287,106 @@ def test_public_accepts_pause_for_privileged_requests_and_privileged_accepts_do_
     finally:
         kd.stop()
         kd.shutdown(grace=1.0)
+
+
+# --- the reply budget (Kstatd._send, kstatpy.fairness.ReplyBudget) -------------------------
+
+READ = 0x4B02
+
+
+@pytest.fixture
+def budget_daemon(tmp_path: Path) -> Iterator[Kstatd]:
+    # A frame timeout far past the tests' bounds: a reply over the budget must cost its
+    # connection at once, not wait. (The budget itself is set by each test.)
+    cfg = ServerConfig(socket=str(tmp_path / "k.sock"), priv_sockets=False, deadman_seconds=0, read_timeout=0.5,
+                       frame_timeout=60.0)  # fmt: skip
+    kd = Kstatd(Chain(), None, cfg)
+    kd.start()
+    yield kd
+    kd.stop()
+    kd.shutdown(grace=1.0)
+
+
+def _unread_requests(s: socket.socket, stop) -> int:
+    """Send READ kid 0 requests (seq 1, 2, ...) on ``s`` without reading any reply, until
+    ``stop()`` or kstatd closes the connection; how many went. Bounded: 10 s."""
+    s.setblocking(False)
+    seq = 0
+    deadline = time.monotonic() + 10
+    while not stop():
+        assert time.monotonic() < deadline, "kstatd neither parked nor refused a reply within 10 s"
+        req = pack_request(READ, seq + 1, {"kid": 0})
+        try:
+            n = s.send(req)
+        except BlockingIOError:
+            select.select([], [s], [], 0.05)  # kstatd reads requests only as its replies go
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        assert n == len(req), "a request cut in two"  # small frames on a Unix socket go whole
+        seq += 1
+    s.settimeout(10)
+    return seq
+
+
+def test_a_reply_that_fits_the_socket_buffer_is_never_parked_whatever_its_size(budget_daemon: Kstatd) -> None:
+    # Only a reply its reader does not take at once is counted: one larger than another
+    # user's whole budget still goes when the socket buffer takes it.
+    kd = budget_daemon
+    kd.replies.trusted = frozenset()  # the in-process client is root: as if it were another user
+    kd.replies.total = kd.replies.per_uid = 64
+    s, (seq, code, _result) = connect(kd.config.socket)
+    with s:
+        s.sendall(pack_request(READ, 2, {"kid": 0}))
+        seq, code, result = read_reply(s)
+        assert (seq, code) == (2, 0), result
+        assert len(msgpack.packb(result)) > 64
+    assert (kd.replies.refused, kd.replies.peak, kd.replies.held) == (0, 0, 0)
+    drained(kd)
+
+
+def test_a_reply_over_another_users_budget_closes_its_connection_at_once(budget_daemon: Kstatd) -> None:
+    kd = budget_daemon
+    kd.replies.trusted = frozenset()  # as if root were another user (the budget is for others)
+    kd.replies.total = kd.replies.per_uid = 64  # under one reply: the first one parked is over it
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(kd.config.socket)
+    with s:
+        sent = _unread_requests(s, lambda: kd.replies.refused > 0)
+        with kd._sessions_cv:  # closed at once: not after the 60 s frame timeout
+            assert kd._sessions_cv.wait_for(lambda: not kd._sessions, timeout=10), "the connection was kept"
+        got = 0
+        try:
+            while True:  # the replies that went, in order, then EOF (ECONNRESET: requests were left unread)
+                seq, code, _result = read_reply(s)
+                assert (seq, code) == (got + 1, 0)
+                got += 1
+        except (EOFError, ConnectionResetError):
+            pass
+        assert got < sent
+    assert kd.replies.refused == 1 and kd.replies.held == 0 and kd.replies.parked == 0
+
+
+def test_a_reply_its_reader_takes_late_is_parked_then_sent_whole(budget_daemon: Kstatd) -> None:
+    # Root's replies are never refused: a reply the socket buffer does not take is parked
+    # (counted), sent whole as the reader reads, and its bytes are freed once it went.
+    kd = budget_daemon
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(10)
+    s.connect(kd.config.socket)
+    with s:
+        sent = _unread_requests(s, lambda: kd.replies.held > 0)
+        assert kd.replies.held > 0 and kd.replies._by_uid == {0: kd.replies.held}
+        assert kd.replies.parked == 0  # root's bytes count for root, never in others' total
+        for i in range(1, sent + 1):
+            seq, code, result = read_reply(s)
+            assert (seq, code) == (i, 0), (i, result)
+            assert any(h["module"] == "kstatpy" for h in result["kstat"]["data"])
+        s.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            s.recv(1)  # nothing more: no reply twice, none cut
+    with kd._sessions_cv:
+        assert kd._sessions_cv.wait_for(lambda: kd.replies.held == 0 or not kd._sessions, timeout=10)
+    assert kd.replies.held == 0 and kd.replies._by_uid == {} and kd.replies.refused == 0
+    assert kd.replies.peak > 0
