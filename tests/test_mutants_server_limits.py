@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import select
 import socket
 import threading
@@ -211,6 +212,20 @@ def test_out_of_descriptors_is_logged_once_per_interval_with_the_count(daemon: K
     assert daemon._fd_refused == 3 and daemon._spare_fd >= 0
     assert FD_LOG_INTERVAL == 10.0  # docs/KSTATD.md: "at most every 10 s"
 
+
+
+def test_at_the_fd_limit_with_no_spare_descriptor_the_acceptor_backs_off_and_reopens_it(daemon: Kstatd) -> None:
+    # The spare could not be reopened (every descriptor in use): the next EMFILE has nothing
+    # to shed with. _shed must back off and try to reopen it, never close descriptor -1
+    # (EBADF out of the accept loop's handler would end the accept thread: no more clients).
+    lst = daemon._listeners[0]
+    os.close(daemon._spare_fd)
+    daemon._spare_fd = -1
+    daemon._shed(lst, OSError(errno.EMFILE, "Too many open files"))
+    assert daemon._spare_fd >= 0  # reopened once a descriptor was free again
+    s, (seq, code, result) = connect(daemon.config.socket)  # the acceptor still serves
+    s.close()
+    assert (seq, code) == (1, 0), result
 
 def test_an_embedded_kstatd_gets_the_kstatd_commands_limits() -> None:
     # kstatpy.embed.serve() and in-process users build ServerConfig with its defaults; the
