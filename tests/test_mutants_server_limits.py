@@ -23,14 +23,16 @@ import pytest
 from kstatd_fixture import read_reply
 
 from kstatpy.chain import Chain
+from kstatpy.constants import KSTAT_TYPE_NAMED
 from kstatpy.hookspecs import hookimpl
+from kstatpy.kmem import BadTrap
 from kstatpy.plugins import load_providers
 from kstatpy.protocol import pack_request
 from kstatpy.server import FD_LOG_INTERVAL
 from kstatpy.server import Kstatd
 from kstatpy.server import ServerConfig
 
-HELLO, WRITE = 0x4B10, 0x4B03
+HELLO, READ, WRITE = 0x4B10, 0x4B02, 0x4B03
 
 
 class Closes:
@@ -227,6 +229,51 @@ def test_at_the_fd_limit_with_no_spare_descriptor_the_acceptor_backs_off_and_reo
     s.close()
     assert (seq, code) == (1, 0), result
 
+
+def test_a_per_uid_quota_of_one_admits_another_users_first_connection(daemon: Kstatd) -> None:
+    # kstatd's smallest --max-per-uid: a uid with no connection yet counts 0, not 1.
+    lst = daemon._listeners[0]
+    daemon.config.max_per_uid = 1
+    with daemon._lock:
+        assert daemon._over_quota(65534, lst, False) is None
+        daemon._per_uid[65534] = 1
+        assert daemon._over_quota(65534, lst, False) == "too many connections from uid 65534 (kstatd --max-per-uid 1)"
+        del daemon._per_uid[65534]
+
+
+def test_after_a_halting_panic_providers_hear_of_no_more_closes(tmp_path: Path, closes: Closes) -> None:
+    # --on-panic=halt: the heap is suspect, so the connections closed on the way down are
+    # not handed to the providers' conn_close (which could free what a kstat points at).
+    chain = Chain()
+    ksp = chain.kstat_create("t", 0, "trap", "misc", KSTAT_TYPE_NAMED, 0, 0)
+
+    def trap(ksp: object, rw: int) -> int:
+        raise BadTrap(1, None, "read x")
+
+    ksp.ks_update = trap
+    chain.kstat_install(ksp)
+    cfg = ServerConfig(socket=str(tmp_path / "k.sock"), priv_sockets=False, deadman_seconds=0, read_timeout=0.5,
+                       crash_dir=str(tmp_path), on_panic="halt")  # fmt: skip
+    reports: list[str] = []
+    kd = Kstatd(chain, load_providers(autoload=False, plugins=[("closes", closes)]), cfg, report=reports.append)
+    kd.start()
+    try:
+        connect(cfg.socket)[0].close()  # before the panic: heard
+        drained(kd)
+        assert len(closes.closed) == 1
+        s, (seq, code, result) = connect(cfg.socket)
+        with s:
+            assert (seq, code) == (1, 0), result
+            s.sendall(pack_request(READ, 2, {"kid": ksp.ks_kid}))
+            with pytest.raises((EOFError, ConnectionResetError)):
+                read_reply(s)  # a halting panic: no reply, the connection goes
+        drained(kd)
+        assert kd._panicked and reports and "BAD TRAP" in reports[0]
+        assert len(closes.closed) == 1, "a close after the halting panic reached the providers"
+    finally:
+        kd.stop()
+        kd.shutdown(grace=1.0)
+
 def test_an_embedded_kstatd_gets_the_kstatd_commands_limits() -> None:
     # kstatpy.embed.serve() and in-process users build ServerConfig with its defaults; the
     # kstatd command's are documented (docs/KSTATD.md): the two must not drift apart.
@@ -305,8 +352,6 @@ def test_public_accepts_pause_for_privileged_requests_and_privileged_accepts_do_
 
 
 # --- the reply budget (Kstatd._send, kstatpy.fairness.ReplyBudget) -------------------------
-
-READ = 0x4B02
 
 
 @pytest.fixture
