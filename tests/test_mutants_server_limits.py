@@ -450,3 +450,27 @@ def test_a_reply_its_reader_takes_late_is_parked_then_sent_whole(budget_daemon: 
         assert kd._sessions_cv.wait_for(lambda: kd.replies.held == 0 or not kd._sessions, timeout=10)
     assert kd.replies.held == 0 and kd.replies._by_uid == {} and kd.replies.refused == 0
     assert kd.replies.peak > 0
+
+
+def test_a_privileged_connection_that_hangs_up_before_asking_stops_counting_for_privfirst(tmp_path: Path) -> None:
+    # Counted busy from its accept; its close must end that, else every public request
+    # would wait at its safe points (PrivFirst) for a root request that never comes.
+    kd = Kstatd(Chain(), None, ServerConfig(socket=str(tmp_path / "k.sock"), priv_sockets=True, deadman_seconds=0,
+                                            read_timeout=0.5))  # fmt: skip
+    kd.start()
+    try:
+        assert kd.priv_paths, "no privileged socket"
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(kd.priv_paths[0])
+            with kd._sessions_cv:  # _admit does not notify: look every 10 ms, 10 s at most
+                assert any(
+                    kd._sessions_cv.wait_for(lambda: any(x.priv for x in kd._sessions), timeout=0.01)
+                    for _ in range(1000)
+                ), "the privileged session was not admitted within 10 s"
+            assert kd.first.busy == 1
+        drained(kd)  # hung up without a request
+        assert kd.first.busy == 0, "a closed privileged session still counts as busy"
+    finally:
+        kd.stop()
+        kd.shutdown(grace=1.0)
