@@ -241,9 +241,11 @@ def test_a_per_uid_quota_of_one_admits_another_users_first_connection(daemon: Ks
         del daemon._per_uid[65534]
 
 
-def test_after_a_halting_panic_providers_hear_of_no_more_closes(tmp_path: Path, closes: Closes) -> None:
+@pytest.mark.parametrize("halt", ["halt", "".join(["ha", "lt"])], ids=["literal", "built"])
+def test_after_a_halting_panic_providers_hear_of_no_more_closes(tmp_path: Path, closes: Closes, halt: str) -> None:
     # --on-panic=halt: the heap is suspect, so the connections closed on the way down are
     # not handed to the providers' conn_close (which could free what a kstat points at).
+    # An embedder's on_panic (kstatpy.embed.serve) is any equal string, not the literal.
     chain = Chain()
     ksp = chain.kstat_create("t", 0, "trap", "misc", KSTAT_TYPE_NAMED, 0, 0)
 
@@ -253,7 +255,7 @@ def test_after_a_halting_panic_providers_hear_of_no_more_closes(tmp_path: Path, 
     ksp.ks_update = trap
     chain.kstat_install(ksp)
     cfg = ServerConfig(socket=str(tmp_path / "k.sock"), priv_sockets=False, deadman_seconds=0, read_timeout=0.5,
-                       crash_dir=str(tmp_path), on_panic="halt")  # fmt: skip
+                       crash_dir=str(tmp_path), on_panic=halt)  # fmt: skip
     reports: list[str] = []
     kd = Kstatd(chain, load_providers(autoload=False, plugins=[("closes", closes)]), cfg, report=reports.append)
     kd.start()
@@ -274,6 +276,41 @@ def test_after_a_halting_panic_providers_hear_of_no_more_closes(tmp_path: Path, 
         kd.stop()
         kd.shutdown(grace=1.0)
 
+
+def test_a_refusal_to_a_client_already_gone_is_counted_and_closed_quietly(daemon: Kstatd) -> None:
+    # _refuse runs on the accept path (and inside the accept loop's fd-limit handler): a
+    # client that hung up before its EBUSY went (EPIPE) must cost nothing but its socket.
+    a, b = socket.socketpair()
+    b.close()
+    before = daemon.stats.connections_refused
+    daemon._refuse(a, "too many connections")
+    assert a.fileno() == -1 and daemon.stats.connections_refused == before + 1
+
+
+def test_at_the_fd_limit_the_spare_that_cannot_be_reopened_is_tried_again_later(daemon: Kstatd) -> None:
+    # A real EMFILE: the soft RLIMIT_NOFILE lowered to the lowest free descriptor. With no
+    # spare to shed, _shed backs off and its reopen fails quietly (an OSError out of the
+    # accept loop's handler would end the accept thread); the next one, with room, reopens it.
+    import resource
+
+    lst = daemon._listeners[0]
+    os.close(daemon._spare_fd)
+    daemon._spare_fd = -1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest = os.open(os.devnull, os.O_RDONLY)
+    os.close(lowest)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))
+    try:
+        with pytest.raises(OSError) as full:
+            os.close(os.open(os.devnull, os.O_RDONLY))
+        assert full.value.errno == errno.EMFILE
+        daemon._shed(lst, OSError(errno.EMFILE, "Too many open files"))
+        assert daemon._spare_fd == -1
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    daemon._shed(lst, OSError(errno.EMFILE, "Too many open files"))
+    assert daemon._spare_fd >= 0
+
 def test_an_embedded_kstatd_gets_the_kstatd_commands_limits() -> None:
     # kstatpy.embed.serve() and in-process users build ServerConfig with its defaults; the
     # kstatd command's are documented (docs/KSTATD.md): the two must not drift apart.
@@ -282,7 +319,7 @@ def test_an_embedded_kstatd_gets_the_kstatd_commands_limits() -> None:
     opts = {p.name: p.default for p in main.params}
     cfg = ServerConfig(socket="x")
     for name in ("max_request", "max_reply", "max_connections", "read_timeout", "on_panic", "detach_timeout",
-                 "idle_timeout", "frame_timeout", "deadman_seconds"):  # fmt: skip
+                 "idle_timeout", "frame_timeout", "deadman_seconds", "priv_slice"):  # fmt: skip
         assert getattr(cfg, name) == opts[name], name
     assert cfg.max_per_uid == cfg.max_per_zone == opts["max_connections"] // 4  # "a quarter"
     assert cfg.reserved_connections == min(16, opts["max_connections"] // 8)  # "an eighth, at most 16"
