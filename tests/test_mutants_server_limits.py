@@ -8,6 +8,7 @@ counter behind; the embedded server's limits are the kstatd command's defaults.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -508,6 +509,154 @@ def test_a_privileged_connection_that_hangs_up_before_asking_stops_counting_for_
             assert kd.first.busy == 1
         drained(kd)  # hung up without a request
         assert kd.first.busy == 0, "a closed privileged session still counts as busy"
+    finally:
+        kd.stop()
+        kd.shutdown(grace=1.0)
+
+
+def test_a_client_refused_at_the_fd_limit_reads_why_in_plain_words(daemon: Kstatd, tmp_path: Path) -> None:
+    # _shed at EMFILE with a client waiting: the spare makes room to accept it and tell it
+    # EBUSY with the system's words (strerror), then the spare is taken again. (A listening
+    # socket of its own: the daemon's acceptor would take the client first.)
+    path = str(tmp_path / "shed.sock")
+    with socket.socket(socket.AF_UNIX) as srv, socket.socket(socket.AF_UNIX) as client:
+        srv.bind(path)
+        srv.listen(4)
+        srv.setblocking(False)
+        client.settimeout(10)
+        client.connect(path)
+        lst = type("L", (), {"sock": srv, "path": path})()
+        spare = daemon._spare_fd
+        daemon._shed(lst, OSError(errno.EMFILE, "Too many open files"))  # type: ignore[arg-type]
+        assert read_reply(client) == [0, errno.EBUSY, {
+            "error": "kstatd is out of file descriptors (Too many open files); try again later"}]  # fmt: skip
+        assert client.recv(1) == b""  # then closed
+        assert daemon._spare_fd >= 0 and daemon._spare_fd == spare  # the same slot, taken again
+
+
+def test_a_back_off_that_is_not_the_fd_limit_keeps_the_spare_and_leaks_nothing(daemon: Kstatd) -> None:
+    lst = daemon._listeners[0]
+    spare = daemon._spare_fd
+    fds = _devnull_fds()
+    for _ in range(3):
+        daemon._shed(lst, OSError(errno.ENOBUFS, "No buffer space available"))
+    assert daemon._spare_fd == spare and _devnull_fds() == fds
+
+
+def _devnull_fds() -> list[int]:
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, gone already
+            if os.readlink(f"/proc/self/fd/{fd}") == os.devnull:
+                out.append(int(fd))
+    return sorted(out)
+
+
+def test_root_keeps_the_reserve_when_kstatd_runs_as_another_user(tmp_path: Path, monkeypatch) -> None:
+    # The reserve is root's and kstatd's own uid's: with kstatd as (say) uid 65534, root
+    # still takes it. (In-process the daemon is root: its euid is what os.geteuid tells it.)
+    monkeypatch.setattr("kstatpy.server.os.geteuid", lambda: 65534)
+    cfg = ServerConfig(socket=str(tmp_path / "k.sock"), priv_sockets=False, deadman_seconds=0, read_timeout=0.5,
+                       max_connections=2, reserved_connections=1)  # fmt: skip
+    kd = Kstatd(Chain(), None, cfg)
+    kd.start()
+    socks = []
+    try:
+        for _ in range(2):
+            s, (seq, code, result) = connect(cfg.socket)
+            socks.append(s)
+            assert (seq, code) == (1, 0), result  # the second is the reserve: root's
+    finally:
+        for s in socks:
+            s.close()
+        kd.stop()
+        kd.shutdown(grace=1.0)
+
+
+def test_caps_past_256_are_compared_by_value(daemon: Kstatd) -> None:
+    # Counts are ints computed at run time; a cap over 256 is no cached small int.
+    lst, zone = daemon._listeners
+    cap = int("300")
+    daemon.config.max_connections, daemon.config.max_per_zone = cap, cap
+    daemon.config.reserved_connections = 0
+    fake = [object() for _ in range(cap)]
+    with daemon._lock:
+        try:
+            daemon._sessions.update(fake)  # type: ignore[arg-type]
+            assert daemon._over_quota(0, lst, True) == "too many connections (kstatd --max-connections 300)"
+            daemon._sessions.difference_update(fake[:1])  # type: ignore[arg-type]
+            daemon._per_zone[zone.zoneid] = len(fake) - 1 + 1
+            assert daemon._over_quota(0, zone, False) == "too many connections from zone z1 (kstatd --max-per-zone 300)"
+        finally:
+            daemon._sessions.difference_update(fake)  # type: ignore[arg-type]
+            daemon._per_zone.pop(zone.zoneid, None)
+
+
+def test_a_reply_into_a_full_socket_buffer_is_parked_and_arrives_whole(daemon: Kstatd) -> None:
+    # send() finds no room at all (EAGAIN): nothing of the reply went, so all of it is
+    # parked and sent as the reader reads. A real Session on a socket pair.
+    from kstatpy.ioctl import Conn
+    from kstatpy.ioctl import Cred
+    from kstatpy.session import Session
+
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        filler = 0
+        while True:  # fill the buffer until the kernel takes nothing more
+            try:
+                filler += a.send(b"x" * 4096)
+            except BlockingIOError:
+                break
+        a.setblocking(True)
+        sess = Session(a, Conn(Cred(uid=0)), daemon.stats.conn_open(), 1 << 20)
+        reply = bytes(range(256)) * 64
+        t = threading.Thread(target=daemon._send, args=(sess, reply, 10.0))
+        t.start()
+        deadline = time.monotonic() + 10
+        while daemon.replies.held != len(reply):  # parked whole before the reader reads a byte
+            assert time.monotonic() < deadline, "the reply was not parked within 10 s"
+            time.sleep(0.005)  # polling with a deadline, not synchronisation
+        b.settimeout(10)
+        got = bytearray()
+        while len(got) < filler + len(reply):
+            chunk = b.recv(65536)
+            assert chunk, "the reply was cut"
+            got += chunk
+        t.join(10)
+        assert not t.is_alive()
+        assert bytes(got[filler:]) == reply and got[:filler] == b"x" * filler
+    assert daemon.replies.held == 0 and daemon.replies.peak == len(reply)
+
+
+def _slice_of(tid: int) -> int:
+    with open(f"/proc/self/task/{tid}/sched") as f:
+        return next(int(line.split(":")[1]) for line in f if line.startswith("se.slice"))
+
+
+def test_only_the_privileged_acceptor_asks_for_the_short_slice(tmp_path: Path) -> None:
+    # --priv-slice is for the threads that serve root: the privileged acceptor, never the
+    # public one (whose churn must not preempt other processes sooner).
+    from kstatpy.sched_slice import request_slice
+
+    kept: list[bool] = []
+    probe = threading.Thread(target=lambda: kept.append(request_slice(3_000_000)[0]))  # does the kernel keep slices?
+    probe.start()
+    probe.join(10)
+    kd = Kstatd(Chain(), None, ServerConfig(socket=str(tmp_path / "k.sock"), priv_sockets=True, deadman_seconds=0,
+                                            read_timeout=0.5, priv_slice=0.002))  # fmt: skip
+    kd.start()
+    try:
+        assert kd.priv_paths, "no privileged socket"
+        connect(kd.priv_paths[0])[0].close()  # both acceptors are in their loops by now
+        connect(kd.config.socket)[0].close()
+        tids = {t.name: t.native_id for t in threading.enumerate() if t.name.startswith("kstatd-accept")}
+        assert set(tids) == {"kstatd-accept", "kstatd-accept-priv"}
+        if kept and kept[0]:
+            assert _slice_of(tids["kstatd-accept-priv"]) == 2_000_000  # type: ignore[arg-type]
+            assert _slice_of(tids["kstatd-accept"]) != 2_000_000  # type: ignore[arg-type]
+        else:  # a kernel that keeps no slice: nothing changes
+            assert _slice_of(tids["kstatd-accept-priv"]) == _slice_of(tids["kstatd-accept"])  # type: ignore[arg-type]
     finally:
         kd.stop()
         kd.shutdown(grace=1.0)
