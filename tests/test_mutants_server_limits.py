@@ -312,6 +312,51 @@ def test_at_the_fd_limit_the_spare_that_cannot_be_reopened_is_tried_again_later(
     daemon._shed(lst, OSError(errno.EMFILE, "Too many open files"))
     assert daemon._spare_fd >= 0
 
+
+def test_an_accept_error_that_is_not_the_fd_limit_refuses_no_one(daemon: Kstatd, tmp_path: Path) -> None:
+    # ENOBUFS and the like: a back-off, the waiting client stays in the backlog (served
+    # later), never accepted and told "out of file descriptors".
+    path = str(tmp_path / "shed.sock")
+    with socket.socket(socket.AF_UNIX) as srv, socket.socket(socket.AF_UNIX) as client:
+        srv.bind(path)
+        srv.listen(4)
+        srv.setblocking(False)
+        client.connect(path)
+        lst = type("L", (), {"sock": srv, "path": path})()
+        daemon._shed(lst, OSError(errno.ENOBUFS, "No buffer space available"))  # type: ignore[arg-type]
+        client.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            client.recv(1)  # no EBUSY, no close
+        srv.accept()[0].close()  # still waiting in the backlog
+    assert daemon.stats.connections_refused == 0
+
+
+class ClosePanics:
+    """A provider whose conn_close touches freed memory (a BadTrap)."""
+
+    @hookimpl
+    def kstatpy_conn_close(self, chain: Chain, conn: object) -> None:
+        raise BadTrap(1, None, "read x")
+
+
+def test_a_panic_in_a_providers_conn_close_is_handled_and_the_slot_freed(tmp_path: Path) -> None:
+    cfg = ServerConfig(socket=str(tmp_path / "k.sock"), priv_sockets=False, deadman_seconds=0, read_timeout=0.5,
+                       crash_dir=str(tmp_path), on_panic="continue")  # fmt: skip
+    reports: list[str] = []
+    kd = Kstatd(Chain(), load_providers(autoload=False, plugins=[("panics", ClosePanics())]), cfg, report=reports.append)
+    kd.start()
+    try:
+        connect(cfg.socket)[0].close()
+        drained(kd)  # its slot is free, and its counters closed
+        assert kd._per_uid == {} and kd.stats.connections_current == 0
+        assert kd.stats.panics == 1 and "BAD TRAP" in reports[0]
+        s, (seq, code, result) = connect(cfg.socket)  # kstatd goes on (--on-panic=continue)
+        s.close()
+        assert (seq, code) == (1, 0), result
+    finally:
+        kd.stop()
+        kd.shutdown(grace=1.0)
+
 def test_an_embedded_kstatd_gets_the_kstatd_commands_limits() -> None:
     # kstatpy.embed.serve() and in-process users build ServerConfig with its defaults; the
     # kstatd command's are documented (docs/KSTATD.md): the two must not drift apart.
@@ -342,7 +387,8 @@ def test_a_connection_whose_admission_fails_is_closed_not_left_waiting(daemon: K
         real_admit(sock, lst)  # type: ignore[arg-type]
 
     monkeypatch.setattr(daemon, "_admit", admit)
-    monkeypatch.setattr("kstatpy.server.time.sleep", lambda s: None)  # the back-off after a MemoryError
+    # The real back-off after a MemoryError (10 ms): a bad one (negative: ValueError inside
+    # the handler) would end the accept thread, and the next connection would wait.
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(10)
         s.connect(daemon.config.socket)
@@ -553,19 +599,19 @@ def _devnull_fds() -> list[int]:
 
 
 def test_root_keeps_the_reserve_when_kstatd_runs_as_another_user(tmp_path: Path, monkeypatch) -> None:
-    # The reserve is root's and kstatd's own uid's: with kstatd as (say) uid 65534, root
-    # still takes it. (In-process the daemon is root: its euid is what os.geteuid tells it.)
+    # The reserve, and no per-uid quota, are root's and kstatd's own uid's: with kstatd as
+    # (say) uid 65534, root still has both. (In-process the daemon is root: its euid is what os.geteuid tells it.)
     monkeypatch.setattr("kstatpy.server.os.geteuid", lambda: 65534)
     cfg = ServerConfig(socket=str(tmp_path / "k.sock"), priv_sockets=False, deadman_seconds=0, read_timeout=0.5,
-                       max_connections=2, reserved_connections=1)  # fmt: skip
+                       max_connections=3, reserved_connections=1, max_per_uid=1)  # fmt: skip
     kd = Kstatd(Chain(), None, cfg)
     kd.start()
     socks = []
     try:
-        for _ in range(2):
+        for _ in range(3):
             s, (seq, code, result) = connect(cfg.socket)
             socks.append(s)
-            assert (seq, code) == (1, 0), result  # the second is the reserve: root's
+            assert (seq, code) == (1, 0), result  # past the per-uid quota, then the reserve: root's
     finally:
         for s in socks:
             s.close()
