@@ -633,9 +633,13 @@ def test_caps_past_256_are_compared_by_value(daemon: Kstatd) -> None:
             daemon._sessions.difference_update(fake[:1])  # type: ignore[arg-type]
             daemon._per_zone[zone.zoneid] = len(fake) - 1 + 1
             assert daemon._over_quota(0, zone, False) == "too many connections from zone z1 (kstatd --max-per-zone 300)"
+            daemon.config.max_per_uid = cap
+            daemon._per_uid[65534] = len(fake) - 1 + 1
+            assert daemon._over_quota(65534, lst, False) == "too many connections from uid 65534 (kstatd --max-per-uid 300)"
         finally:
             daemon._sessions.difference_update(fake)  # type: ignore[arg-type]
             daemon._per_zone.pop(zone.zoneid, None)
+            daemon._per_uid.pop(65534, None)
 
 
 def test_a_reply_into_a_full_socket_buffer_is_parked_and_arrives_whole(daemon: Kstatd) -> None:
