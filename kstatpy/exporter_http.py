@@ -22,7 +22,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from kstatpy import __version__
 
-__all__ = ["LANDING_PAGE", "METRICS_CONN_TIMEOUT", "METRICS_MAX_CONNECTIONS", "metrics_app", "routes", "start_server"]
+__all__ = ["LANDING_PAGE", "METRICS_CONN_TIMEOUT", "METRICS_MAX_CONNECTIONS", "SLOT_WAIT", "metrics_app", "routes", "start_server"]
 
 LANDING_PAGE = f"""<!DOCTYPE html>
 <html lang="en">
@@ -72,6 +72,10 @@ METRICS_CONN_TIMEOUT = 10.0
 #: Connections served at once. At the cap, a new connection takes the place of the oldest
 #: one still sending its request (a slowloris), so a scrape is served during one.
 METRICS_MAX_CONNECTIONS = 16
+#: Seconds a new connection over the cap waits for a slot before it is closed unanswered:
+#: after a slowloris is cut to make room, or while every slot is answering and one may be
+#: just finishing.
+SLOT_WAIT = 1.0
 
 
 def start_server(host: str, port: int, registry: CollectorRegistry, timeout: float,
@@ -79,9 +83,10 @@ def start_server(host: str, port: int, registry: CollectorRegistry, timeout: flo
     """prometheus-client's start_http_server, bounded; returns (server, serving thread)."""
     # Bounded: a whole-connection deadline (a
     # timer shuts the socket down), a per-read socket timeout, and a semaphore taken at
-    # accept, released when the connection's thread ends. prometheus-client still does
-    # the exposition. ``reading``: connections whose request is not parsed yet, by the
-    # time they were accepted (guarded by ``lock``).
+    # accept, released when the connection's answer is written, before its socket is
+    # closed (a client that has its whole answer and connects again at once finds its
+    # slot free). prometheus-client still does the exposition. ``reading``: connections
+    # whose request is not parsed yet, by the time they were accepted (guarded by ``lock``).
     import socket as socket_mod
     from wsgiref.simple_server import make_server
 
@@ -117,7 +122,10 @@ def start_server(host: str, port: int, registry: CollectorRegistry, timeout: flo
                         reading.pop(victim)
                 if victim is not None:
                     cut(victim)  # its thread ends and frees a slot
-                if victim is None or not slots.acquire(timeout=1.0):
+                # With no victim, every slot is answering: one of them may be giving its
+                # slot back this moment (its client already has the whole answer), so wait
+                # a bounded while before refusing, as after a cut.
+                if not slots.acquire(timeout=SLOT_WAIT):
                     self.shutdown_request(request)  # over the cap: refused
                     return
             with lock:
@@ -131,16 +139,21 @@ def start_server(host: str, port: int, registry: CollectorRegistry, timeout: flo
                 raise
 
         def process_request_thread(self, request: Any, client_address: Any) -> None:
+            # socketserver's, but the slot is given back before the socket is shut down and
+            # closed, not after: the client sees its connection end only once its slot is free.
             deadline = threading.Timer(timeout, cut, args=(request,))
             deadline.daemon = True
             deadline.start()
             try:
-                super().process_request_thread(request, client_address)
+                self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
             finally:
                 deadline.cancel()
                 with lock:
                     reading.pop(request, None)
                 slots.release()
+                self.shutdown_request(request)
 
         def handle_error(self, request: Any, client_address: Any) -> None:
             log.debug("metrics connection from %s dropped", client_address, exc_info=True)

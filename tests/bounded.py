@@ -8,12 +8,17 @@ tests/test_bounded_waits.py scans tests/ for unbounded calls.
 its result, or fails the test with "``what`` did not happen within ``timeout`` s". The
 thread may stay blocked after a failure (e.g. on a pipe): the caller's ``finally``
 kills the process that owns it (:func:`reap`), which ends the read.
+
+``poll(what, cond, timeout)`` is for a state another thread or process reaches with no
+event to wait on (a statistic, the kernel's view in /proc): ``cond()`` is called every
+``every`` seconds until it returns something true, which is returned.
 """
 
 from __future__ import annotations
 
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from typing import TypeVar
@@ -64,3 +69,15 @@ def reap(proc: subprocess.Popen, timeout: float = 10.0) -> tuple[Any, Any]:
         return proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         pytest.fail(f"pid {proc.pid} did not exit within {timeout} s of SIGKILL", pytrace=False)
+
+
+def poll(what: str, cond: Callable[[], T], timeout: float = 30.0, every: float = 0.01) -> T:
+    """``cond()``'s first true result, polled every ``every`` s; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {timeout} s", pytrace=False)
+        time.sleep(every)  # polling with a deadline, not synchronisation

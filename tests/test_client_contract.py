@@ -23,12 +23,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import msgpack
 import pytest
 from kstatd_fixture import REPO
 from kstatd_fixture import hello
 from kstatd_fixture import kstatd_env
-from kstatd_fixture import recv_exact
 from kstatd_fixture import running_kstatd
 from nobody import AS_NOBODY
 from nobody import NOBODY_UID
@@ -37,12 +35,12 @@ from nobody import nobody_skip
 from nobody import popen_as_nobody
 from nobody import run_as_nobody
 from nobody import shared_dir
+from test_hostile_server import one_request_server
 
 from kstatpy.client import kstat_open
 from kstatpy.errors import KstatError
 from kstatpy.errors import RequestTimeoutError
 from kstatpy.errors import ServerUnavailableError
-from kstatpy.protocol import LENGTH
 from kstatpy.protocol import pack_frame
 from kstatpy.safepath import PRIV_SOCKET
 from kstatpy.safepath import PUBLIC_SOCKET
@@ -403,32 +401,17 @@ def test_a_full_backlog_is_waited_for_until_the_deadline(tmp_path):
 
 def test_the_deadline_covers_the_whole_reply_not_each_recv(tmp_path):
     # A server that trickles its reply one byte every 0.2 s: a per-recv timeout never fires.
-    path = str(tmp_path / "slow.sock")
-    lsock = socket.socket(socket.AF_UNIX)
-    lsock.bind(path)
-    lsock.listen(4)
-    done = threading.Event()
+    def send(conn: socket.socket, seq: int, done: threading.Event) -> None:
+        for b in pack_frame([seq, 0, {"kcid": 1, "pad": "x" * 64}]):
+            if done.wait(0.2):
+                return
+            conn.sendall(bytes([b]))
 
-    def serve() -> None:
-        with contextlib.suppress(OSError):
-            conn, _ = lsock.accept()
-            with conn:
-                (n,) = LENGTH.unpack(recv_exact(conn, 4))
-                _cmd, seq, _arg = msgpack.unpackb(recv_exact(conn, n), raw=False)
-                for b in pack_frame([seq, 0, {"kcid": 1, "pad": "x" * 64}]):
-                    if done.wait(0.2):
-                        return
-                    conn.sendall(bytes([b]))
-
-    threading.Thread(target=serve, daemon=True).start()
-    t0 = time.monotonic()
-    try:
+    with one_request_server(tmp_path, send) as path:
+        t0 = time.monotonic()
         with pytest.raises(RequestTimeoutError):
             kstat_open(path, timeout=1, read_chain=False)
         assert time.monotonic() - t0 < 5
-    finally:
-        done.set()
-        lsock.close()
 
 
 # --- 5. messages -------------------------------------------------------------------------

@@ -76,6 +76,40 @@ def fake_kstatd(tmp_path: Path, answer: Answer) -> Iterator[str]:
         t.join(5)
 
 
+Paced = Callable[[socket.socket, int, threading.Event], None]  # (connection, request seq, done)
+
+
+@contextlib.contextmanager
+def one_request_server(tmp_path: Path, send: Paced) -> Iterator[str]:
+    """A server on ``tmp_path/paced.sock`` for one connection and one request.
+
+    It reads the request and calls ``send(conn, seq, done)``, which writes the answer at
+    its own pace, waiting with ``done.wait(gap)``: ``done`` is set when the ``with`` block
+    ends, so the serving thread stops at once. The connection has a 10 s socket timeout.
+    """
+    path = str(tmp_path / "paced.sock")
+    lsock = socket.socket(socket.AF_UNIX)
+    lsock.bind(path)
+    lsock.listen(4)
+    done = threading.Event()
+
+    def serve() -> None:
+        with contextlib.suppress(OSError, EOFError):
+            conn, _ = lsock.accept()
+            with conn:
+                conn.settimeout(10)
+                (n,) = LENGTH.unpack(recv_exact(conn, 4))
+                _cmd, seq, _arg = msgpack.unpackb(recv_exact(conn, n), raw=False)
+                send(conn, seq, done)
+
+    threading.Thread(target=serve, daemon=True, name="one-request server").start()
+    try:
+        yield path
+    finally:
+        done.set()
+        lsock.close()
+
+
 def reply(result: object, code: object = 0) -> Answer:
     return lambda seq: pack_frame([seq, code, result])
 

@@ -142,3 +142,21 @@ def test_core_id_is_the_lowest_sibling_and_minus_one_without_siblings(fake: Path
     chain, _ = attach(fake)
     assert named(read(chain, "cpu_info", 1, "cpu_info1"))["core_id"] == 0
     assert named(read(chain, "cpu_info", 0, "cpu_info0"))["core_id"] == -1
+
+
+def test_a_cpufreq_maximum_between_two_mhz_is_rounded_down(fake: Path) -> None:
+    # cpuinfo_max_freq is in kHz; clock_MHz (a LONG) and the implementation's clock are whole MHz.
+    write(fake, "sys/devices/system/cpu/cpu1/cpufreq/cpuinfo_max_freq", "2400500\n")
+    chain, _ = attach(fake)
+    info = named(read(chain, "cpu_info", 1, "cpu_info1"))
+    assert info["clock_MHz"] == 2400 and type(info["clock_MHz"]) is int, info["clock_MHz"]
+    assert info["implementation"].endswith(" clock 2400 MHz)"), info["implementation"]
+
+
+def test_a_host_without_an_online_file_has_every_present_cpu_on_line(fake: Path) -> None:
+    # Kernels without CPU hotplug have no sys/devices/system/cpu/online: every CPU is on-line.
+    (fake / "sys/devices/system/cpu/online").unlink()
+    chain, _ = attach(fake)
+    for cpu in (0, 1):
+        info = named(read(chain, "cpu_info", cpu, f"cpu_info{cpu}"))
+        assert info["state"] == b"on-line" and info["state_begin"] == 1700000000, (cpu, info["state"])

@@ -1,15 +1,23 @@
 """providers/system/cpustat.py at its edges (mutation testing survivors, docs/TESTING.md):
 a ``proc/stat`` cpu line shorter than ten columns, schedstats turned off, a vmstat
-without pgmajfault. Every test reads a fake host's real files through a real chain,
-or calls the parser on the bytes a kernel writes."""
+without pgmajfault; and CpuClock's accounting of the time Linux loses, step by step
+(a CPU short of its uptime since boot, iowait as idle time, a stall paid back by steal,
+a hot-added CPU, a suspend). Every test reads a fake host's real files through a real
+chain (the suspend: through the clock itself, with a fake suspended-time clock), or
+calls the parser on the bytes a kernel writes."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from kstatpy_providers.system import cpustat
+from kstatpy_providers.system.cpustat import CpuClock
+from kstatpy_providers.system.cpustat import CpuSource
 from kstatpy_providers.system.cpustat import interrupts_column
 from kstatpy_providers.system.cpustat import stat_cpu_line
+from kstatpy_providers.system.source import SysRoot
 from test_provider_system import HZ
 from test_provider_system import IDLE0
 from test_provider_system import IDLE1
@@ -19,6 +27,7 @@ from test_provider_system import build_fake_tree
 from test_provider_system import named
 from test_provider_system import open_log  # noqa: F401  (the fixture)
 from test_provider_system import read
+from test_provider_system import set_cpus
 from test_provider_system import write
 
 from kstatpy.raw import CPU_STAT
@@ -133,3 +142,164 @@ def test_a_schedstat_line_with_more_fields_is_read(fake: Path) -> None:
     chain, _ = attach(fake)
     sys1 = named(read(chain, "cpu", 1, "sys"))
     assert (sys1["pswitch"], sys1["idlethread"]) == (450 + 200, 200)
+
+
+def test_a_cpu_line_at_the_end_of_the_file_and_of_four_columns() -> None:
+    # Linux 2.4 wrote four columns (user nice system idle); a line with no newline after it
+    # (the file's last) is read to its last digit.
+    assert stat_cpu_line(b"cpu  2 4 6 8\ncpu0 1 2 3 4\n", 0) == [1, 2, 3, 4, 0, 0, 0, 0, 0, 0]
+    assert stat_cpu_line(b"cpu  2 4 6 8\ncpu0 1 2 3 40", 0) == [1, 2, 3, 40, 0, 0, 0, 0, 0, 0]
+
+
+def test_a_schedstat_without_the_cpu_or_with_eight_fields_keeps_pswitch(fake: Path) -> None:
+    # A CPU schedstat does not list yet, or a line short of the nine counters: nothing read,
+    # the last values kept (0: never read).
+    write(fake, "proc/schedstat", "version 15\ntimestamp 4295\ncpu0 0 0 900 300 400 100 5000 6000\n")
+    chain, _ = attach(fake)
+    for cpu in (0, 1):
+        sys_n = named(read(chain, "cpu", cpu, "sys"))
+        assert (sys_n["pswitch"], sys_n["idlethread"]) == (0, 0), cpu
+
+
+def test_a_vmstat_key_gone_after_attach_counts_nothing(fake: Path) -> None:
+    chain, _ = attach(fake)
+    write(fake, "proc/vmstat", "pgpgin 4000\npgpgout 8000\npgfault 1000\npgmajfault 10\npgsteal_kswapd 50\n")
+    vm0 = named(read(chain, "cpu", 0, "vm"))
+    assert (vm0["dfree"], vm0["scan"], vm0["anonpgin"]) == (50, 0, 0)  # pgsteal_direct, pgscan_*, pswpin gone
+
+
+# --- CpuClock, step by step --------------------------------------------------------
+# Ticks of 1/100 s (USER_HZ on Linux). A step writes proc/uptime and both CPUs' lines of
+# proc/stat; cpu:N:sys then shows idle (+ the lost time), user, kernel (+ the time held
+# until steal pays it) and the interrupt time, exactly. A CPU's clock takes its first
+# sample at the CPU's first read (not at attach).
+
+
+def _cols(user: int = 0, idle: int = 0, iowait: int = 0, steal: int = 0) -> list[int]:
+    return [user, 0, 0, idle, iowait, 0, 0, steal, 0, 0]
+
+
+def _step(fake: Path, uptime: int, cpu0: list[int], cpu1: list[int] | None = None) -> None:
+    cpu1 = cpu1 or cpu0
+    line = " ".join
+    write(fake, "proc/uptime", f"{uptime // 100}.{uptime % 100:02d} 0.00\n")
+    write(fake, "proc/stat", (
+        f"cpu  {line(str(a + b) for a, b in zip(cpu0, cpu1, strict=True))}\n"
+        f"cpu0 {line(map(str, cpu0))}\ncpu1 {line(map(str, cpu1))}\n"
+        "ctxt 4567\nbtime 1700000000\nprocesses 100\n"
+    ))  # fmt: skip
+
+
+def _ticks(chain, cpu: int) -> tuple[int, int, int, int]:  # type: ignore[no-untyped-def]
+    v = named(read(chain, "cpu", cpu, "sys"))
+    return v["cpu_ticks_idle"], v["cpu_ticks_user"], v["cpu_ticks_kernel"], v["cpu_nsec_intr"]
+
+
+@pytest.fixture
+def hz100(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpustat, "_HZ", 100)  # proc/uptime's seconds in the ticks the steps use
+
+
+def test_since_boot_a_deficit_beyond_the_idle_column_is_kernel(fake: Path, hz100: None) -> None:
+    # Early in boot: 10 s up, 3 s of user and 0.5 s of idle accounted. A CPU on-line at attach
+    # counts from boot: of the 6.5 s missing, idle takes what the CPU idled (50), kernel the
+    # rest (less the slack of 2) until steal pays it.
+    _step(fake, 1000, _cols(user=300, idle=50))
+    chain, _ = attach(fake)
+    assert _ticks(chain, 0) == (100, 300, 598, 0)
+
+
+def test_iowait_is_time_idled(fake: Path, hz100: None) -> None:
+    # 4 s later: cpu0 idled 30 + iowait 120 and lost 150 ticks (all idle); cpu1 idled 120 +
+    # iowait 30 and lost 250: 150 to idle, 100 to kernel.
+    _step(fake, 1600, _cols(user=1000, idle=500, iowait=100))
+    chain, _ = attach(fake)
+    assert (_ticks(chain, 0), _ticks(chain, 1)) == ((600, 1000, 0, 0), (600, 1000, 0, 0))  # each clock's first read
+    _step(fake, 2002, _cols(user=1100, idle=530, iowait=220), _cols(user=1000, idle=620, iowait=130))
+    assert (_ticks(chain, 0), _ticks(chain, 1)) == ((900, 1100, 0, 0), (900, 1000, 100, 0))
+
+
+def test_a_stall_is_kernel_until_steal_pays_it(fake: Path, hz100: None) -> None:
+    _step(fake, 1505, _cols(user=1000, idle=500, steal=5))
+    chain, _ = attach(fake)
+    assert _ticks(chain, 0) == (500, 1000, 5, 0)
+    _step(fake, 1605, _cols(user=1060, idle=500, steal=5))  # 40 ticks stalled, no idle: kernel
+    assert _ticks(chain, 0) == (500, 1060, 5 + 38, 0)
+    _step(fake, 1705, _cols(user=1100, idle=535, steal=35))  # steal pays 30; 25 lost while idling
+    assert _ticks(chain, 0) == (560, 1100, 35 + 8, 0)
+    _step(fake, 1805, _cols(user=1145, idle=565, steal=35))  # no steal: 25 lost, idled 30
+    assert _ticks(chain, 0) == (615, 1145, 35 + 8, 0)
+    _step(fake, 1905, _cols(user=1195, idle=615, steal=33))  # steal column 2 back: nothing paid
+    assert _ticks(chain, 0) == (667, 1195, 33 + 8, 0)
+
+
+def test_a_hot_added_cpu_counts_its_lost_time_from_its_first_read(fake: Path, hz100: None) -> None:
+    # cpu1 comes on-line after attach 35 s short of its uptime: that is not counted; 30 ticks
+    # lost after its first read (while it idled 20) are: 20 to idle, 10 to kernel.
+    set_cpus(fake, "0")
+    _step(fake, 5000, _cols(user=1000, idle=500))
+    chain, providers = attach(fake)
+    set_cpus(fake, "0-1")
+    providers.refresh(chain)
+    assert _ticks(chain, 1) == (500, 1000, 0, 0)
+    _step(fake, 5100, _cols(user=1050, idle=520))
+    assert _ticks(chain, 1) == (540, 1050, 8, 0)
+    # cpu0, on-line since boot, read first now: the 35 s (and the 30 ticks) count, up to its idle
+    assert _ticks(chain, 0) == (1040, 1050, 3008, 0)
+
+
+def test_one_tick_past_the_slack_is_lost(fake: Path, hz100: None) -> None:
+    _step(fake, 1500, _cols(user=1000, idle=500))
+    chain, _ = attach(fake)
+    assert _ticks(chain, 0) == (500, 1000, 0, 0)
+    _step(fake, 1603, _cols(user=1050, idle=550))  # 3 ticks missing: 1 past the slack
+    assert _ticks(chain, 0) == (551, 1050, 0, 0)
+
+
+def test_an_idle_column_going_back_is_held_and_counted_once(fake: Path, hz100: None) -> None:
+    # 8 ticks lost while idling go to idle for good; then idle + iowait goes 15 ticks back
+    # (proc(5): iowait may decrease). cpu_ticks_idle never goes back (illumos' counters do
+    # not; an unsigned delta would wrap): it is held at 578, and the 15 held ticks are not
+    # lost time too (kernel gets none of them). Once the columns pass the mark, the hold is
+    # gone and nothing is counted twice.
+    _step(fake, 1500, _cols(user=1000, idle=500, iowait=10))
+    chain, _ = attach(fake)
+    assert _ticks(chain, 0) == (510, 1000, 0, 0)
+    _step(fake, 1630, _cols(user=1050, idle=560, iowait=10))
+    assert _ticks(chain, 0) == (570 + 8, 1050, 0, 0)
+    _step(fake, 1730, _cols(user=1160, idle=555, iowait=0))
+    assert _ticks(chain, 0) == (570 + 8, 1160, 0, 0)
+    _step(fake, 1830, _cols(user=1220, idle=600, iowait=0))
+    assert _ticks(chain, 0) == (600 + 8, 1220, 0, 0)
+
+
+def _fake_time(monkeypatch: pytest.MonkeyPatch, boottime: float, monotonic: float) -> None:
+    clocks = {1: boottime, 2: monotonic}
+    monkeypatch.setattr(cpustat, "time", SimpleNamespace(CLOCK_BOOTTIME=1, CLOCK_MONOTONIC=2, clock_gettime=clocks.get))
+
+
+def test_suspended_ticks_are_boottime_less_monotonic(monkeypatch: pytest.MonkeyPatch, hz100: None) -> None:
+    _fake_time(monkeypatch, boottime=1000.5, monotonic=990.25)  # 10.25 s suspended
+    assert cpustat.suspended_ticks() == 1025
+
+    class Duck:  # a root that is not a SysRoot: not the host's, never suspended
+        pass
+
+    assert CpuClock(Duck(), since_boot=True).suspended() == 0  # type: ignore[arg-type]
+
+
+def test_suspended_time_is_in_no_state_but_lost_time_still_is(fake: Path, hz100: None) -> None:
+    # 10 s suspended before the first read, 56 s more before the second, 30 ticks lost while
+    # idling besides: only those reach idle.
+    asleep = [1000]
+    _step(fake, 2500, _cols(user=1000, idle=500))
+    root = SysRoot(str(fake))
+    clock = CpuClock(root, since_boot=True, suspended=lambda: asleep[0])
+    src = CpuSource(root, 0, sys=True, vm=False, charge_vm=False, clock=clock)
+    first = dict(src.values())
+    assert (first["cpu_ticks_idle"], first["cpu_ticks_kernel"]) == (500, 0)
+    asleep[0] = 6600
+    _step(fake, 8230, _cols(user=1050, idle=550))
+    second = src.values()
+    assert (second["cpu_ticks_idle"], second["cpu_ticks_user"], second["cpu_ticks_kernel"]) == (578, 1050, 0)
+    root.close()

@@ -33,6 +33,7 @@ from kstatpy.exporter import Exporter
 from kstatpy.exporter_http import LANDING_PAGE
 from kstatpy.exporter_http import METRICS_CONN_TIMEOUT
 from kstatpy.exporter_http import METRICS_MAX_CONNECTIONS
+from kstatpy.exporter_http import SLOT_WAIT
 from kstatpy.exporter_http import metrics_app
 from kstatpy.ioctl import IoctlHandler
 from kstatpy.records import kstat_named_init
@@ -90,6 +91,8 @@ def test_the_documented_limits_are_the_defaults() -> None:
     m = re.search(r"serves at most (\d+) connections at once, whatever the path, and gives\s+each (\d+) seconds", text)
     assert m is not None
     assert (int(m.group(1)), float(m.group(2))) == (METRICS_MAX_CONNECTIONS, METRICS_CONN_TIMEOUT)
+    # And the wait at the cap for an answering slot: "waits up to a second".
+    assert re.search(r"one more waits up to a second\s+for a slot", text) is not None and SLOT_WAIT == 1.0
     exp = Exporter(IoctlHandler(Chain(), None), "127.0.0.1", 0)
     try:
         assert (exp.max_connections, exp.conn_timeout) == (METRICS_MAX_CONNECTIONS, METRICS_CONN_TIMEOUT)
@@ -309,3 +312,95 @@ def test_the_server_never_keeps_a_process_alive(what: str) -> None:
     # scrape in progress (its thread, its 300 s deadline timer), still exits at once.
     r = subprocess.run([sys.executable, "-c", CHILD, what], cwd=str(REPO), capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stdout) == (0, "True\n"), r.stderr
+
+
+def read_answer(s: socket.socket) -> bytes:
+    """One HTTP answer read to its ``Content-Length``, as urllib does: not waiting for the close."""
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(65536)
+        if not chunk:
+            return head  # closed early: whatever came (nothing, for a refusal)
+        head += chunk
+    head, _, body = head.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?im)^content-length:\s*(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        chunk = s.recv(65536)
+        assert chunk, "the answer ended before its Content-Length"
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def test_a_slot_is_free_before_its_connection_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One slot. The first connection's close is held (after its shutdown, which the client
+    # sees as the end): its slot must already be back, so a client that connects again at
+    # once is answered, not refused (the slot used to come back only after the close).
+    import socketserver
+
+    real_close = socketserver.TCPServer.close_request
+    holding, let_go = threading.Event(), threading.Event()
+
+    def held_close(self: Any, request: Any) -> None:
+        if not holding.is_set():
+            holding.set()
+            let_go.wait(60)  # bounded: the test lets it go
+        real_close(self, request)
+
+    monkeypatch.setattr(socketserver.TCPServer, "close_request", held_close)
+    exp = Exporter(IoctlHandler(Chain(), None), "127.0.0.1", 0, [], conn_timeout=60.0, max_connections=1)
+    host, port = exp.start()
+    try:
+        with socket.create_connection((host, port), timeout=30) as first:
+            first.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert read_all(first).startswith(b"HTTP/1.0 200 ")  # to the end: shut down
+        wait(holding, 30, "the first connection's close")
+        with socket.create_connection((host, port), timeout=30) as again:
+            again.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert read_answer(again).startswith(b"HTTP/1.0 200 "), "refused: the slot was still held"
+    finally:
+        let_go.set()
+        exp.stop()
+
+
+def test_a_connection_at_the_cap_waits_for_an_answering_slot_to_finish(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One slot, answering: its client has the whole answer (read to Content-Length) but the
+    # connection's thread has not finished. A client connecting again now is no slowloris
+    # to cut in for; it waits (SLOT_WAIT) for the slot instead of being refused at once.
+    import socketserver
+
+    import kstatpy.exporter_http as eh
+
+    full, let_go = threading.Event(), threading.Event()
+
+    class Watched(threading.BoundedSemaphore):
+        def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+            got = super().acquire(blocking, timeout)
+            if not got and not blocking:
+                full.set()  # the accept path found every slot taken
+            return got
+
+    real_finish = socketserver.StreamRequestHandler.finish
+
+    def held_finish(self: Any) -> None:
+        real_finish(self)  # the answer is written and flushed
+        if not let_go.is_set():
+            let_go.wait(60)  # bounded: the test lets it go
+
+    monkeypatch.setattr(socketserver.StreamRequestHandler, "finish", held_finish)
+    monkeypatch.setattr(eh, "SLOT_WAIT", 60.0)  # the test, not the clock, decides when the slot frees
+    with monkeypatch.context() as m:
+        m.setattr(threading, "BoundedSemaphore", Watched)
+        exp = Exporter(IoctlHandler(Chain(), None), "127.0.0.1", 0, [], conn_timeout=60.0, max_connections=1)
+        host, port = exp.start()
+    try:
+        with socket.create_connection((host, port), timeout=30) as first:
+            first.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert read_answer(first).startswith(b"HTTP/1.0 200 ")
+            with socket.create_connection((host, port), timeout=30) as again:
+                again.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                wait(full, 30, "the second connection finding the one slot taken")
+                let_go.set()  # the first connection's thread ends: its slot comes back
+                assert read_answer(again).startswith(b"HTTP/1.0 200 "), "refused instead of waiting for the slot"
+    finally:
+        let_go.set()
+        exp.stop()

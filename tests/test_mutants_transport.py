@@ -8,7 +8,6 @@ costs memory only as its bytes arrive; the documented defaults and bounds hold.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import socket
 import struct
@@ -19,8 +18,8 @@ from pathlib import Path
 import msgpack
 import pytest
 from kstatd_fixture import REPO
-from kstatd_fixture import recv_exact
 from test_hostile_server import fake_kstatd
+from test_hostile_server import one_request_server
 
 from kstatpy import transport
 from kstatpy.errors import KstatError
@@ -147,67 +146,39 @@ def test_connect_is_bounded_by_the_request_timeout_in_so_sndtimeo(tmp_path: Path
 def test_the_deadline_shrinks_within_one_frame_not_only_between_frames(tmp_path: Path) -> None:
     # The length word at once, then the body a byte every 0.25 s (10 s in all): each recv
     # waits less than the gap only if the deadline is re-armed inside the frame's read.
-    path = str(tmp_path / "slow.sock")
-    lsock = socket.socket(socket.AF_UNIX)
-    lsock.bind(path)
-    lsock.listen(4)
-    done = threading.Event()
+    def send(conn: socket.socket, seq: int, done: threading.Event) -> None:
+        body = body_of(40, seq)
+        conn.sendall(LENGTH.pack(len(body)))
+        for b in body:
+            if done.wait(0.25):
+                return
+            conn.sendall(bytes([b]))
 
-    def serve() -> None:
-        with contextlib.suppress(OSError):
-            conn, _ = lsock.accept()
-            with conn:
-                conn.settimeout(10)
-                (n,) = LENGTH.unpack(recv_exact(conn, 4))
-                _cmd, seq, _arg = msgpack.unpackb(recv_exact(conn, n), raw=False)
-                body = body_of(40, seq)
-                conn.sendall(LENGTH.pack(len(body)))
-                for b in body:
-                    if done.wait(0.25):
-                        return
-                    conn.sendall(bytes([b]))
-
-    threading.Thread(target=serve, daemon=True).start()
-    t = SocketTransport(path, timeout=1)
-    try:
-        with pytest.raises(RequestTimeoutError):
-            t.ioctl(CHAIN_ID)
-    finally:
-        done.set()
-        t.close()
-        lsock.close()
+    with one_request_server(tmp_path, send) as path:
+        t = SocketTransport(path, timeout=1)
+        try:
+            with pytest.raises(RequestTimeoutError):
+                t.ioctl(CHAIN_ID)
+        finally:
+            t.close()
 
 
 def test_a_frame_that_arrives_in_parts_is_put_together(tmp_path: Path) -> None:
     # A 63-byte body (all one bits) whose first byte comes alone, the rest 0.3 s later:
     # the read resumes where it stopped, asking for no more than the frame's remainder.
-    path = str(tmp_path / "parts.sock")
-    lsock = socket.socket(socket.AF_UNIX)
-    lsock.bind(path)
-    lsock.listen(4)
-    done = threading.Event()
+    def send(conn: socket.socket, seq: int, done: threading.Event) -> None:
+        body = body_of(63, seq)
+        conn.sendall(LENGTH.pack(len(body)) + body[:1])
+        if not done.wait(0.3):
+            conn.sendall(body[1:])
+        done.wait(10)  # keep the connection until the client is done
 
-    def serve() -> None:
-        with contextlib.suppress(OSError):
-            conn, _ = lsock.accept()
-            with conn:
-                conn.settimeout(10)
-                (n,) = LENGTH.unpack(recv_exact(conn, 4))
-                _cmd, seq, _arg = msgpack.unpackb(recv_exact(conn, n), raw=False)
-                body = body_of(63, seq)
-                conn.sendall(LENGTH.pack(len(body)) + body[:1])
-                if not done.wait(0.3):
-                    conn.sendall(body[1:])
-                done.wait(10)  # keep the connection until the client is done
-
-    threading.Thread(target=serve, daemon=True).start()
-    t = SocketTransport(path, timeout=10)
-    try:
-        assert t.ioctl(CHAIN_ID)["kcid"] == 1
-    finally:
-        done.set()
-        t.close()
-        lsock.close()
+    with one_request_server(tmp_path, send) as path:
+        t = SocketTransport(path, timeout=10)
+        try:
+            assert t.ioctl(CHAIN_ID)["kcid"] == 1
+        finally:
+            t.close()
 
 
 def test_an_empty_piece_is_eproto_even_when_the_rest_is_a_good_reply(tmp_path: Path) -> None:
@@ -221,4 +192,28 @@ def test_an_empty_piece_is_eproto_even_when_the_rest_is_a_good_reply(tmp_path: P
         with pytest.raises(KstatError) as ei:
             t.ioctl(READ_MANY, {"kids": [1]})
         assert ei.value.errno == errno.EPROTO and ei.value.message == "malformed reply from kstatd: an empty piece"
+        assert t._sock is None
+
+
+@pytest.mark.parametrize(("late", "in_time"), [(10 - 0.25, True), (10.0, False), (10 + 0.25, False)])
+def test_the_deadline_to_the_last_fraction_of_a_second(tmp_path: Path, monkeypatch, late: float, in_time: bool) -> None:
+    # The transport's clock is faked: the server moves it on by ``late`` before it answers,
+    # so the client finds the length word with a quarter second of its 10 s left (the body is
+    # read: its recv is armed with that quarter second), exactly none left, or a quarter
+    # second past it (ETIMEDOUT, the connection closed). No real time passes.
+    now = [1000.0]
+    monkeypatch.setattr(transport, "monotonic", lambda: now[0])
+
+    def answer(seq: int) -> bytes:
+        now[0] += late
+        return whole(200)(seq)
+
+    with fake_kstatd(tmp_path, answer) as path:
+        t = SocketTransport(path, timeout=10)
+        if in_time:
+            assert t.ioctl(CHAIN_ID)["kcid"] == 1
+            t.close()
+            return
+        with pytest.raises(RequestTimeoutError):
+            t.ioctl(CHAIN_ID)
         assert t._sock is None

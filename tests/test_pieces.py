@@ -21,6 +21,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from bounded import poll
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
@@ -89,17 +90,6 @@ def read_frames(s: socket.socket) -> tuple[list[int], Any]:
             return words, msgpack.unpackb(body, raw=False)
 
 
-def wait_for(what: str, check: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {timeout} s", pytrace=False)
-        time.sleep(0.05)  # polling a statistic with a deadline
-
-
 @pytest.fixture(scope="module")
 def kd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     with running_kstatd(tmp_path_factory.mktemp("pieces"), plugins=SYSTEM) as kd:
@@ -120,20 +110,20 @@ def test_a_reader_that_reads_nothing_costs_kstatd_one_piece_and_frees_it_when_it
     # The same request without pieces parks a whole reply: the statistic sees it.
     s = send(kd.socket, DESCRIBE, {"kids": kids})
     try:
-        whole = wait_for("a whole unread reply parked", lambda: replies_stats(kd.socket)["parked_bytes"] - base)
+        whole = poll("a whole unread reply parked", lambda: replies_stats(kd.socket)["parked_bytes"] - base)
         assert whole > 2 * PIECE_SIZE, whole
     finally:
         s.close()
-    wait_for("the whole reply freed", lambda: replies_stats(kd.socket)["parked_bytes"] == base)
+    poll("the whole reply freed", lambda: replies_stats(kd.socket)["parked_bytes"] == base)
     s = send(kd.socket, DESCRIBE, {"kids": kids, "pieces": True})
     try:
-        held = wait_for("an unread piece parked", lambda: replies_stats(kd.socket)["parked_bytes"] - base)
+        held = poll("an unread piece parked", lambda: replies_stats(kd.socket)["parked_bytes"] - base)
         time.sleep(1.0)  # kstatd would make more pieces now if it did not wait for this reader
         held = replies_stats(kd.socket)["parked_bytes"] - base
         assert 0 < held <= PIECE_SIZE + 4, held
     finally:
         s.close()  # dies mid-reply
-    wait_for("the piece freed", lambda: replies_stats(kd.socket)["parked_bytes"] == base)
+    poll("the piece freed", lambda: replies_stats(kd.socket)["parked_bytes"] == base)
     assert rpc(kd.socket, READ, {"kid": all_kids[1]})[1] == 0  # kstatd serves on
 
 
@@ -413,7 +403,7 @@ def test_stress_takeovers_mid_reply_leave_every_reply_whole(tmp_path: Path):
         assert not any(t.is_alive() for t in threads), "clients did not finish within 240 s"
         assert failures == [], failures[:5]
         assert tails[0] > 0  # take-overs did happen mid-reply
-        wait_for(
+        poll(
             "the stuck readers to return",
             lambda: (
                 dict((n, v) for n, _t, v in rpc(kd.socket, READ, {"kid": daemon_kid(hdrs)})[2]["kstat"]["data"])[

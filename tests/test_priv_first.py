@@ -14,9 +14,9 @@ import select
 import socket
 import subprocess
 import threading
-import time
 
 import pytest
+from bounded import poll
 from bounded import within
 from kstatd_fixture import read_reply
 from nobody import _env
@@ -37,15 +37,6 @@ from kstatpy.server import Kstatd
 from kstatpy.server import ServerConfig
 
 READ, READ_MANY, SELECT, DESCRIBE = 0x4B02, 0x4B11, 0x4B12, 0x4B13
-
-
-def _poll(what: str, cond, timeout: float = 30.0) -> None:
-    # A state another thread reaches: polled, bounded (the test fails naming it).
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {timeout} s", pytrace=False)
-        time.sleep(0.002)
 
 
 # --- the gate alone ------------------------------------------------------------------------
@@ -69,7 +60,7 @@ def test_a_safe_point_waits_while_a_privileged_request_runs_and_goes_on_after_it
     first.begin()
     t = threading.Thread(target=public, daemon=True)
     t.start()
-    _poll("the public thread's pause", lambda: first.waiting == 1)
+    poll("the public thread's pause", lambda: first.waiting == 1)
     within(30, "a privileged thread's checkpoint", privileged_thread)
     assert passed == ["privileged"]  # the public one still waits
     first.end()
@@ -168,9 +159,9 @@ def test_public_read_many_pauses_while_roots_read_is_in_flight():
         kd, release, hang_kid, ok_kid = _daemon(d, burst=60.0)
         try:
             root = _send(kd.priv_paths[0], READ, {"kid": hang_kid})  # in flight until released
-            _poll("root's request in flight", lambda: kd.first.busy >= 1)
+            poll("root's request in flight", lambda: kd.first.busy >= 1)
             public = _send(kd.config.socket, READ_MANY, {"kids": [ok_kid] * 1000})
-            _poll("the public READ_MANY's pause", lambda: kd.first.waiting == 1)
+            poll("the public READ_MANY's pause", lambda: kd.first.waiting == 1)
             assert select.select([public], [], [], 0)[0] == []  # paused: no reply yet
             release.set()
             assert within(30, "root's reply", read_reply, root)[1] == 0
@@ -179,7 +170,7 @@ def test_public_read_many_pauses_while_roots_read_is_in_flight():
             assert kd.first.cut == 0 and kd.first.pauses >= 1
             root.close()
             public.close()
-            _poll("no privileged request left in flight", lambda: kd.first.busy == 0)
+            poll("no privileged request left in flight", lambda: kd.first.busy == 0)
         finally:
             _stop(kd, release)
 
@@ -197,16 +188,16 @@ def test_every_public_request_and_hang_up_waits_while_roots_read_is_in_flight():
             leaver = _send(kd.config.socket, READ, {"kid": ok_kid})
             assert within(30, "the other public READ's reply", read_reply, leaver)[1] == 0
             root = _send(kd.priv_paths[0], READ, {"kid": hang_kid})  # in flight until released
-            _poll("root's request in flight", lambda: kd.first.busy >= 1)
+            poll("root's request in flight", lambda: kd.first.busy >= 1)
             reader.sendall(pack_request(READ, 2, {"kid": ok_kid}))
-            _poll("the public READ's pause", lambda: kd.first.waiting == 1)
+            poll("the public READ's pause", lambda: kd.first.waiting == 1)
             assert select.select([reader], [], [], 0)[0] == []  # paused: no reply yet
             leaver.close()
-            _poll("the hang-up's pause", lambda: kd.first.waiting == 2)
+            poll("the hang-up's pause", lambda: kd.first.waiting == 2)
             release.set()
             assert within(30, "root's reply", read_reply, root)[1] == 0
             assert within(30, "the public READ's reply after root's", read_reply, reader)[:2] == [2, 0]
-            _poll("both pauses over", lambda: kd.first.waiting == 0)
+            poll("both pauses over", lambda: kd.first.waiting == 0)
             assert kd.first.cut == 0 and kd.first.pauses >= 2
             root.close()
             reader.close()
@@ -221,7 +212,7 @@ def test_a_privileged_request_that_never_ends_does_not_stop_public_work():
         kd, release, hang_kid, ok_kid = _daemon(d)
         try:
             root = _send(kd.priv_paths[0], READ, {"kid": hang_kid})
-            _poll("root's request in flight", lambda: kd.first.busy >= 1)
+            poll("root's request in flight", lambda: kd.first.busy >= 1)
             for cmd, arg in [
                 (READ_MANY, {"kids": [ok_kid] * 2000}),
                 (DESCRIBE, {"kids": [ok_kid] * 2000}),
@@ -260,7 +251,7 @@ def test_every_expensive_request_reaches_a_safe_point_per_kstat(cmd, arg, least)
             if arg.get("kids") == "OK*40":
                 arg = {**arg, "kids": [ok_kid] * 40}
             root = _send(kd.priv_paths[0], READ, {"kid": hang_kid})
-            _poll("root's request in flight", lambda: kd.first.busy >= 1)
+            poll("root's request in flight", lambda: kd.first.busy >= 1)
             before = kd.first.pauses
             with _send(kd.config.socket, cmd, arg) as public:
                 _, code, result = within(60, f"public 0x{cmd:x}", read_reply, public)
@@ -333,7 +324,7 @@ def test_stress_many_uids_and_root():
                 out, err = p.communicate(timeout=240)
                 assert p.returncode == 0 and out == b"ok\n", err.decode(errors="replace")[-2000:]
             assert not errors, errors[:5]
-            _poll("no privileged request left in flight", lambda: kd.first.busy == 0)
+            poll("no privileged request left in flight", lambda: kd.first.busy == 0)
             assert kd.first.waiting == 0
         finally:
             for p in procs:
@@ -349,7 +340,7 @@ def test_a_public_request_with_a_bad_kid_is_still_answered_while_root_waits():
         kd, release, hang_kid, ok_kid = _daemon(d)
         try:
             root = _send(kd.priv_paths[0], READ, {"kid": hang_kid})
-            _poll("root's request in flight", lambda: kd.first.busy >= 1)
+            poll("root's request in flight", lambda: kd.first.busy >= 1)
             with _send(kd.config.socket, READ_MANY, {"kids": ["x", 999_999, ok_kid]}) as public:
                 _, code, result = within(30, "the public READ_MANY's reply", read_reply, public)
             assert code == 0 and [e[0] for e in result["results"]] == [errno.EINVAL, errno.ENXIO, 0]

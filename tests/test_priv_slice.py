@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import time
 
 import msgpack
 import pytest
+from bounded import poll
 
 from kstatpy.sched_slice import MIN_SLICE_NS
 from kstatpy.sched_slice import request_slice
@@ -68,17 +68,6 @@ def connect(path: str) -> socket.socket:
     return s
 
 
-def wait_for(what: str, cond, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {timeout} s", pytrace=False)
-        time.sleep(0.02)  # polling the kernel's view with a deadline, not synchronisation
-
-
 def test_request_slice_sets_the_calling_threads_slice_within_the_kernels_bounds():
     def ask(ns: int) -> tuple[tuple[bool, str], int]:
         return request_slice(ns), _own_slice()
@@ -119,15 +108,22 @@ def test_kstatd_gives_its_privileged_threads_the_short_slice_and_no_other(tmp_pa
                 return
             assert default != 100_000
             # The privileged acceptor and this connection's session: 0.1 ms (the default --priv-slice).
-            wait_for("two threads at 0.1 ms", lambda: len(_short(pid)) == 2)
+            poll("two threads at 0.1 ms", lambda: len(_short(pid)) == 2)
             short = _short(pid)
+            mid = slices(pid)
             with connect(kd.socket):  # a public session: a new thread at the default slice
-                now = slices(pid)
+                # Its thread starts after connect() returns (and a start-up thread may have
+                # ended meanwhile): wait for a thread that was not there before.
+                def with_public() -> dict[int, int]:
+                    now = slices(pid)
+                    return now if set(now) - set(mid) else {}
+
+                now = poll("the public session's thread", with_public)
                 assert sorted(t for t, v in now.items() if v == 100_000) == short
-                assert len(now) >= len(before) + 2 and set(now.values()) == {default, 100_000}
+                assert {now[t] for t in set(now) - set(mid)} == {default} and set(now.values()) == {default, 100_000}
             root_conn.close()
             # The session's thread ends with its connection; the acceptor keeps its slice.
-            wait_for("the privileged session's thread to end", lambda: len(_short(pid)) == 1)
+            poll("the privileged session's thread to end", lambda: len(_short(pid)) == 1)
         assert "--priv-slice" not in kd.stderr
 
 

@@ -135,6 +135,12 @@ def test_stress_two_kstats_of_a_stalling_cpu(monkeypatch) -> None:
     errors: list[str] = []
 
     def reader(src: CpuSource) -> None:
+        try:
+            read(src)
+        except Exception as exc:  # a reader that dies must fail the test, not end it early
+            errors.append(repr(exc))
+
+    def read(src: CpuSource) -> None:
         prev = (0, 0, 0)
         for _ in range(400):
             v = src.values()
@@ -160,7 +166,7 @@ def test_time_suspended_counts_nowhere(monkeypatch) -> None:
     asleep = [0]
     clock = CpuClock(host, since_boot=True, suspended=lambda: asleep[0])  # type: ignore[arg-type]
     src = CpuSource(host, 0, sys=True, vm=False, charge_vm=False, clock=clock)  # type: ignore[arg-type]
-    before = src.values()
+    before = dict(src.values())  # values() answers its own dict, updated in place
     accounted = host.now
     host.read_bytes = _frozen_stat(host, accounted, idle=0)  # type: ignore[method-assign]
     host.now += 6_000  # a minute asleep
