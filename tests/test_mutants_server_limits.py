@@ -25,6 +25,7 @@ from kstatd_fixture import read_reply
 
 from kstatpy.chain import Chain
 from kstatpy.constants import KSTAT_TYPE_NAMED
+from kstatpy.daemon_stats import ERRNO_SLOTS
 from kstatpy.hookspecs import hookimpl
 from kstatpy.kmem import BadTrap
 from kstatpy.plugins import load_providers
@@ -510,6 +511,9 @@ def test_a_reply_over_another_users_budget_closes_its_connection_at_once(budget_
             pass
         assert got < sent
     assert kd.replies.refused == 1 and kd.replies.held == 0 and kd.replies.parked == 0
+    # Counted once, in replies:refused: no EBUSY was sent, so neither connections:refused
+    # nor errors:EBUSY (docs/KSTATD.md: those count EBUSY refusals only).
+    assert kd.stats.connections_refused == 0 and kd.stats._closed.errors[ERRNO_SLOTS[errno.EBUSY]] == 0
 
 
 def test_a_reply_its_reader_takes_late_is_parked_then_sent_whole(budget_daemon: Kstatd) -> None:
