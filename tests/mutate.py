@@ -164,14 +164,18 @@ TARGETS: dict[str, tuple[str | list[str] | dict, list[str]]] = {
             "one_deadline_covers_every_piece")),
         "tests/test_mutants_transport.py"]),
     # server.py's limits only: the connection caps and per-uid/zone quotas (admit, refuse,
-    # release on close), the accept path's error handling (fd exhaustion, the spare fd), the
-    # config's limit defaults (and BIG_BODY until main removed it). Tests: test_fair_sharing's quota and
-    # fd-limit tests (not its timeout ones: session's), not test_server (6 s, reaches no limit).
+    # release on close), the reply budget's use (_send parks a reply its reader does not take,
+    # or closes the connection), the accept path's error handling (fd exhaustion, the spare
+    # fd), the config's limit defaults (and BIG_BODY until main removed it). Not _short_slice
+    # (--priv-slice asks for a time slice, it bounds nothing; test_priv_slice reads it from a
+    # kstatd). Tests: test_mutants_server_limits (an in-process Kstatd), test_fair_sharing's
+    # tests with another user (nobody) and the fd limit (a kstatd each); not its 256-socket
+    # and zone tests (2 s: the in-process quota tests check the same edges), nor its timeout
+    # tests (session's), nor test_server (6 s, reaches no limit).
     "server_limits": ({"file": "kstatpy/server.py", "only": [
         "FD_LOG_INTERVAL", "ServerConfig", "Kstatd._accept_loop", "Kstatd._refuse", "Kstatd._shed",
-        "Kstatd._reopen_spare", "Kstatd._admit", "Kstatd._over_quota", "Kstatd._close_session"]}, [
+        "Kstatd._reopen_spare", "Kstatd._admit", "Kstatd._over_quota", "Kstatd._send", "Kstatd._close_session"]}, [
         *(f"tests/test_fair_sharing.py::test_{t}" for t in (
-            "nobody_cannot_lock_root_out_with_idle_sockets", "a_zone_socket_cannot_lock_out_the_global_zone",
             "root_keeps_its_reserve_when_other_users_fill_the_rest",
             "every_refusal_counts_in_errors_ebusy_and_connections_refused",
             "clients_beyond_the_fd_limit_are_told_ebusy_and_the_log_stays_quiet")),

@@ -5,7 +5,8 @@ between reads). Every counter counts from boot, so every kstat here has its
 ``crtime`` at the boot origin of ``snaptime``'s clock (:func:`boot_origin`).
 
 CPU time (``proc/stat``'s ``cpuN`` line, USER_HZ ticks), mapped as illumos accounts it:
-    cpu_ticks_idle    idle + iowait       (illumos: time waiting for I/O is idle)
+    cpu_ticks_idle    idle + iowait       (illumos: time waiting for I/O is idle), held at
+                                          its highest when iowait goes back (CpuClock)
     cpu_ticks_user    user + nice         (the kernel already counts guest and
                                            guest_nice inside user and nice)
     cpu_ticks_kernel  system + irq + softirq + steal
@@ -218,18 +219,22 @@ class CpuClock:
         # for good. One that did not idle was kept from running (a vCPU the hypervisor
         # preempted: Linux charges the steal at its next tick): kernel holds the time until
         # then; ratcheted into idle, it was counted twice once the steal came.
-        deficit = uptime - sum(t[:8])
-        if self.base is None:
-            self.base = deficit
+        # idle + iowait may go back (proc(5): iowait can decrease); illumos' counters never
+        # do, and a tool's unsigned delta would wrap. So it is held at its high-water mark
+        # (``hold``) until the columns catch up, and the held ticks count as accounted.
         idle, steal = t[3] + t[4], t[7]
         self.pending = max(0, self.pending - max(0, steal - self.steal))
         idled = max(0, idle - self.idle)
         self.idle, self.steal = max(self.idle, idle), max(self.steal, steal)
+        hold = self.idle - idle
+        deficit = uptime - sum(t[:8]) - hold
+        if self.base is None:
+            self.base = deficit
         gap = deficit - self.base - DEFICIT_SLACK - self.lost - self.pending
         if gap > 0:
             self.lost += min(gap, idled)
             self.pending += gap - min(gap, idled)
-        t[3] += self.lost
+        t[3] += self.lost + hold
         t[7] += self.pending
 
 
