@@ -138,12 +138,9 @@ def wait_report(chain: Any, kid: int, waiters: list[tuple[int, str, float]], thr
         where, on, nxt = _blocked_on(frame, chain)
         nholds = on[len("mutex_enter(") : -1] if on else ""
         if hop in waits:  # itself waiting for another kstat's hold
+            # `waits` is a copy: that kstat may have been deleted (and freed) since.
             other, why, _ = waits[hop]
-            on, nxt, nholds = (
-                f"{why}: the hold of {kstat_label(other)}",
-                other.e_owner,
-                f"the hold of {kstat_label(other)}",
-            )
+            on, nxt, nholds = f"{why}: the hold of {_label(other)}", _owner(other), f"the hold of {_label(other)}"
         elif on:
             nholds = f"mutex {nholds}"
         lines.append(f"        blocked at {where or '?'}" + (f", in {on}, held by {_who(nxt, names)}" if on else ""))
@@ -182,8 +179,9 @@ class Deadman:
         keys = set()
         n = 0
         for kid, waiters in stuck.items():
-            ksp = self.chain.kstat_lookup_kid(kid)
-            key = (kid, ksp.e_owner if ksp is not None else None)
+            with self.chain.lock:  # a kstat still on the chain is not freed while it is held
+                ksp = self.chain.kstat_lookup_kid(kid)
+                key = (kid, ksp.e_owner if ksp is not None else None)
             keys.add(key)
             if key in self._reported:
                 continue

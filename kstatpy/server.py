@@ -798,8 +798,7 @@ class Kstatd:
             return
         uid = sess.conn.cred.uid
         size = len(reply)
-        if not self.replies.park(uid, size):
-            self.stats.refused()
+        if not self.replies.park(uid, size):  # counted in replies:refused (no EBUSY is sent)
             raise OSError(errno.ENOBUFS, "reply memory for readers that do not read is used up")
         try:
             send_reply(sock, memoryview(reply)[n:], timeout)

@@ -64,6 +64,24 @@ TARGETS: dict[str, tuple[str | list[str] | dict, list[str]]] = {
     # In-process: test_lockorder and test_deadman; not test_lockorder_kstatd (a kstatd per test).
     "lockorder": ("kstatpy/lockorder.py", ["tests/test_lockorder.py", "tests/test_deadman.py",
                                            "tests/test_mutants_lockorder.py"]),
+    # In-process: test_deadman, test_lockorder (the race harness's deadman) and test_schedule's two
+    # deadlock reports (thread_stack); not test_lockorder_kstatd (a kstatd per test: 21 s a run) nor
+    # test_schedule's other seven (its 5 s stall test and the passing schedules: no report).
+    "deadman": ("kstatpy/deadman.py", ["tests/test_deadman.py", "tests/test_lockorder.py", *(
+        f"tests/test_schedule.py::test_{t}" for t in (
+            "8149_without_the_checker_is_found_as_a_deadlock_and_replays",
+            "the_cycle_through_a_shared_ks_lock_is_found_as_a_three_thread_deadlock")), "tests/test_mutants_deadman.py"]),
+    # In-process (kstat_open_chain: the chain's own ioctl layer answers SELECT) and a fake kstatd
+    # for the wire checks; not test_select's kstatd-fixture tests nor test_cli_stuck (a kstatd with
+    # --read-timeout 1 per test: test_mutants_client_select drives ioctl_past_stuck in-process).
+    "client_select": ("kstatpy/client_select.py", [*(f"tests/test_select.py::test_{t}" for t in (
+        "golden_cases_select_equals_whole_chain", "select_reads_only_what_matches",
+        "select_answers_kid_order_and_filters", "select_prev_snaptime_and_failed_reads",
+        "select_refuses_regexes_and_the_client_matches_them_itself", "client_refuses_an_empty_selector",
+        "select_too_big_for_kstatd_is_selected_by_the_client", "select_on_an_old_server_falls_back_to_the_chain",
+        "select_past_the_reply_budget_reads_the_rest", "select_races_with_delete_one_hold_at_a_time")),
+        "tests/test_client_malformed.py", "tests/test_client_reply_fuzz.py::test_fuzzed_results_are_protocol_errors_or_well_typed[select]",
+        "tests/test_select.py::test_random_selectors_select_equals_whole_chain", "tests/test_mutants_client_select.py"]),
     # Not test_epcache's pip installs (13 s a run: 80 min a module); test_mutants_epcache reads and
     # writes real cache files in-process instead.
     "epcache": ("kstatpy/epcache.py", [*(f"tests/test_epcache.py::test_{t}" for t in (
@@ -146,14 +164,18 @@ TARGETS: dict[str, tuple[str | list[str] | dict, list[str]]] = {
             "one_deadline_covers_every_piece")),
         "tests/test_mutants_transport.py"]),
     # server.py's limits only: the connection caps and per-uid/zone quotas (admit, refuse,
-    # release on close), the accept path's error handling (fd exhaustion, the spare fd), the
-    # config's limit defaults (and BIG_BODY until main removed it). Tests: test_fair_sharing's quota and
-    # fd-limit tests (not its timeout ones: session's), not test_server (6 s, reaches no limit).
+    # release on close), the reply budget's use (_send parks a reply its reader does not take,
+    # or closes the connection), the accept path's error handling (fd exhaustion, the spare
+    # fd), the config's limit defaults (and BIG_BODY until main removed it). Not _short_slice
+    # (--priv-slice asks for a time slice, it bounds nothing; test_priv_slice reads it from a
+    # kstatd). Tests: test_mutants_server_limits (an in-process Kstatd), test_fair_sharing's
+    # tests with another user (nobody) and the fd limit (a kstatd each); not its 256-socket
+    # and zone tests (2 s: the in-process quota tests check the same edges), nor its timeout
+    # tests (session's), nor test_server (6 s, reaches no limit).
     "server_limits": ({"file": "kstatpy/server.py", "only": [
         "FD_LOG_INTERVAL", "ServerConfig", "Kstatd._accept_loop", "Kstatd._refuse", "Kstatd._shed",
-        "Kstatd._reopen_spare", "Kstatd._admit", "Kstatd._over_quota", "Kstatd._close_session"]}, [
+        "Kstatd._reopen_spare", "Kstatd._admit", "Kstatd._over_quota", "Kstatd._send", "Kstatd._close_session"]}, [
         *(f"tests/test_fair_sharing.py::test_{t}" for t in (
-            "nobody_cannot_lock_root_out_with_idle_sockets", "a_zone_socket_cannot_lock_out_the_global_zone",
             "root_keeps_its_reserve_when_other_users_fill_the_rest",
             "every_refusal_counts_in_errors_ebusy_and_connections_refused",
             "clients_beyond_the_fd_limit_are_told_ebusy_and_the_log_stays_quiet")),
