@@ -11,12 +11,14 @@ tests/libkstat/lkt.c (one command per line, answers end with ".").
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from kstatpy.raw import CPU_STAT
@@ -24,6 +26,7 @@ from kstatpy.raw import LAYOUTS
 from kstatpy.raw import SYSINFO
 from kstatpy.raw import VAR
 from kstatpy.raw import VMINFO
+from tests.bounded import join
 from tests.bounded import within
 
 HERE = Path(__file__).resolve().parent
@@ -126,7 +129,12 @@ def driver_binary(asan: bool = False) -> Path:
 
 
 class Driver:
-    """A running lkt: ``cmd("open 0")`` -> its answer's lines."""
+    """A running lkt: ``cmd("open 0")`` -> its answer's lines.
+
+    Its stderr is read all along by a thread (``close()`` returns it): libkstat says one
+    line per refusal, and a command of a thousand refused opens would otherwise fill the
+    pipe and block lkt in the middle of its answer.
+    """
 
     def __init__(self, env: dict[str, str], argv_prefix: tuple[str, ...] = (), asan: bool = False) -> None:
         self.proc = subprocess.Popen(
@@ -137,6 +145,18 @@ class Driver:
             stderr=subprocess.PIPE,
             text=True,
         )
+        self._err: list[str] = []
+        self._err_reader = threading.Thread(target=self._read_err, name="lkt stderr", daemon=True)
+        self._err_reader.start()
+
+    def _read_err(self) -> None:
+        assert self.proc.stderr
+        for line in self.proc.stderr:  # bounded: ends at lkt's exit (or kill)
+            self._err.append(line)
+
+    def _collected_err(self) -> str:
+        join(self._err_reader, 60, "the end of lkt's stderr")
+        return "".join(self._err)
 
     def cmd(self, line: str, timeout: float = 120) -> list[str]:
         assert self.proc.stdin and self.proc.stdout
@@ -146,8 +166,8 @@ class Driver:
         while True:
             got = within(timeout, f"lkt's answer to {line!r}", self.proc.stdout.readline)
             if not got:
-                _, err = self.proc.communicate(timeout=60)
-                raise EOFError(f"lkt exited ({self.proc.returncode}) during {line!r}: {err}")
+                self.proc.wait(60)
+                raise EOFError(f"lkt exited ({self.proc.returncode}) during {line!r}: {self._collected_err()}")
             got = got.rstrip("\n")
             if got == ".":
                 return out
@@ -160,8 +180,12 @@ class Driver:
 
     def close(self) -> tuple[int, str]:
         """Quit; (exit status, stderr)."""
-        _, err = self.proc.communicate("quit\n", timeout=120)
-        return self.proc.returncode, err
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.close()
+        within(120, "lkt's exit after quit", self.proc.stdout.read)
+        self.proc.wait(60)
+        return self.proc.returncode, self._collected_err()
 
     def __enter__(self) -> Driver:
         return self
@@ -169,4 +193,9 @@ class Driver:
     def __exit__(self, *exc: object) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.communicate(timeout=60)
+            self.proc.wait(60)
+        self._err_reader.join(60)  # bounded: the pipe's writer is gone
+        for f in (self.proc.stdin, self.proc.stdout):
+            if f is not None and not f.closed:
+                with contextlib.suppress(OSError):
+                    f.close()

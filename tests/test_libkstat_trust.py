@@ -308,6 +308,33 @@ def test_raced_spoof_of_the_default_path_never_reaches_the_victim() -> None:
     assert counts.get("EACCES", 0) > 0, got  # the race was run: nobody's directory was seen and refused
 
 
+def test_a_thousand_refusals_in_one_command_do_not_block_the_driver() -> None:
+    # Each refused open says one line on stderr (about 130 bytes): a thousand are twice a
+    # pipe's 64 KiB. The raced test above meets that count whenever the renamer leaves
+    # nobody's directory in place longer (under load); lkt then blocked on its stderr
+    # while the test waited for its answer (280 s). Here every open is refused, at once.
+    nobody_skip()
+    uid = 40000 + (os.getpid() + 1) % 20000
+    default_dir = f"/tmp/kstatpy-{uid}"
+    shutil.rmtree(default_dir, ignore_errors=True)
+    os.mkdir(default_dir, 0o700)
+    try:
+        os.chown(default_dir, NOBODY_UID, NOBODY_UID)
+        env = run_env(None)
+        for name in ("KSTAT_SOCKET", "XDG_RUNTIME_DIR"):
+            env.pop(name, None)
+        victim = ("setpriv", "--reuid", str(uid), "--regid", str(uid), "--clear-groups")
+        with Driver(env, argv_prefix=victim) as d:
+            got = d.cmd(f"opens 0 {OPENS}", timeout=60)
+            code, err = d.close()
+    finally:
+        shutil.rmtree(default_dir, ignore_errors=True)
+    assert got == ["ok 0", f"EACCES {OPENS}"] and code == 0, got
+    lines = err.splitlines()
+    assert len(lines) == OPENS and len(err) > 65536, len(err)
+    assert all("owned by uid" in line and line.startswith(default_dir) for line in lines), lines[0]
+
+
 def test_roots_default_follows_kstatpy_rundir_as_the_python_client_does(tmp_path) -> None:
     # Root's default is $KSTATPY_RUNDIR/priv/kstat.sock (kstatpy.safepath.root_run_dir) in C too.
     if os.geteuid() != 0:
