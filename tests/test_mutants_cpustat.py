@@ -273,6 +273,18 @@ def test_an_idle_column_going_back_is_held_and_counted_once(fake: Path, hz100: N
     assert _ticks(chain, 0) == (600 + 8, 1220, 0, 0)
 
 
+def test_time_not_idled_while_idle_goes_back_is_kernel_and_the_hold_is_not_lost_time(fake: Path, hz100: None) -> None:
+    # As above, but in the read where idle + iowait goes 15 back, uptime runs 130 ticks on
+    # and user only 50: the CPU idled nothing, so the 80 not accounted (past the slack and
+    # the 8 lost before) are kernel until steal pays them; the 15 held are neither.
+    _step(fake, 1500, _cols(user=1000, idle=500, iowait=10))
+    chain, _ = attach(fake)
+    _step(fake, 1630, _cols(user=1050, idle=560, iowait=10))
+    assert _ticks(chain, 0) == (570 + 8, 1050, 0, 0)
+    _step(fake, 1760, _cols(user=1100, idle=555, iowait=0))
+    assert _ticks(chain, 0) == (570 + 8, 1100, 80, 0)
+
+
 def _fake_time(monkeypatch: pytest.MonkeyPatch, boottime: float, monotonic: float) -> None:
     clocks = {1: boottime, 2: monotonic}
     monkeypatch.setattr(cpustat, "time", SimpleNamespace(CLOCK_BOOTTIME=1, CLOCK_MONOTONIC=2, clock_gettime=clocks.get))
