@@ -72,9 +72,8 @@ METRICS_CONN_TIMEOUT = 10.0
 #: Connections served at once. At the cap, a new connection takes the place of the oldest
 #: one still sending its request (a slowloris), so a scrape is served during one.
 METRICS_MAX_CONNECTIONS = 16
-#: Seconds a new connection over the cap waits for a slot before it is closed unanswered:
-#: after a slowloris is cut to make room, or while every slot is answering and one may be
-#: just finishing.
+#: Seconds a new connection over the cap waits for the slot of the slowloris cut to make
+#: room for it (its thread ends at once) before it is closed unanswered.
 SLOT_WAIT = 1.0
 
 
@@ -84,8 +83,8 @@ def start_server(host: str, port: int, registry: CollectorRegistry, timeout: flo
     # Bounded: a whole-connection deadline (a
     # timer shuts the socket down), a per-read socket timeout, and a semaphore taken at
     # accept, released when the connection's answer is written, before its socket is
-    # closed (a client that has its whole answer and connects again at once finds its
-    # slot free). prometheus-client still does the exposition. ``reading``: connections
+    # shut down (a client that reads its answer to the end and connects again at once
+    # finds its slot free). prometheus-client still does the exposition. ``reading``: connections
     # whose request is not parsed yet, by the time they were accepted (guarded by ``lock``).
     import socket as socket_mod
     from wsgiref.simple_server import make_server
@@ -122,10 +121,11 @@ def start_server(host: str, port: int, registry: CollectorRegistry, timeout: flo
                         reading.pop(victim)
                 if victim is not None:
                     cut(victim)  # its thread ends and frees a slot
-                # With no victim, every slot is answering: one of them may be giving its
-                # slot back this moment (its client already has the whole answer), so wait
-                # a bounded while before refusing, as after a cut.
-                if not slots.acquire(timeout=SLOT_WAIT):
+                # With no victim every slot is answering: refused at once. Waiting here for
+                # one to finish would hold the accept loop, and a user who keeps every slot
+                # answering (never reading) would keep the listen queue full with one
+                # connection a second: scrapes would hang in it, not fail at once.
+                if victim is None or not slots.acquire(timeout=SLOT_WAIT):
                     self.shutdown_request(request)  # over the cap: refused
                     return
             with lock:

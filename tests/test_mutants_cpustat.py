@@ -229,8 +229,10 @@ def test_a_stall_is_kernel_until_steal_pays_it(fake: Path, hz100: None) -> None:
     assert _ticks(chain, 0) == (560, 1100, 35 + 8, 0)
     _step(fake, 1805, _cols(user=1145, idle=565, steal=35))  # no steal: 25 lost, idled 30
     assert _ticks(chain, 0) == (615, 1145, 35 + 8, 0)
-    _step(fake, 1905, _cols(user=1195, idle=615, steal=33))  # steal column 2 back: nothing paid
-    assert _ticks(chain, 0) == (667, 1195, 33 + 8, 0)
+    # Steal column 2 back: nothing paid, and kernel does not go back (the 2 are added back,
+    # not lost time: idle gets the 50 it idled, not 52).
+    _step(fake, 1905, _cols(user=1195, idle=615, steal=33))
+    assert _ticks(chain, 0) == (665, 1195, 33 + 8 + 2, 0)
 
 
 def test_a_hot_added_cpu_counts_its_lost_time_from_its_first_read(fake: Path, hz100: None) -> None:
@@ -256,27 +258,55 @@ def test_one_tick_past_the_slack_is_lost(fake: Path, hz100: None) -> None:
     assert _ticks(chain, 0) == (551, 1050, 0, 0)
 
 
-def test_an_idle_column_going_back_is_held_and_counted_once(fake: Path, hz100: None) -> None:
+def test_an_idle_column_going_back_is_added_back_and_counted_once(fake: Path, hz100: None) -> None:
     # 8 ticks lost while idling go to idle for good; then idle + iowait goes 15 ticks back
     # (proc(5): iowait may decrease). cpu_ticks_idle never goes back (illumos' counters do
-    # not; an unsigned delta would wrap): it is held at 578, and the 15 held ticks are not
-    # lost time too (kernel gets none of them). Once the columns pass the mark, the hold is
-    # gone and nothing is counted twice.
+    # not; an unsigned delta would wrap): the 15 are added back from then on, so idle's
+    # deltas are the columns' again from the next read, and the 15 are not lost time too
+    # (kernel gets none of them).
     _step(fake, 1500, _cols(user=1000, idle=500, iowait=10))
     chain, _ = attach(fake)
     assert _ticks(chain, 0) == (510, 1000, 0, 0)
     _step(fake, 1630, _cols(user=1050, idle=560, iowait=10))
     assert _ticks(chain, 0) == (570 + 8, 1050, 0, 0)
     _step(fake, 1730, _cols(user=1160, idle=555, iowait=0))
-    assert _ticks(chain, 0) == (570 + 8, 1160, 0, 0)
+    assert _ticks(chain, 0) == (555 + 8 + 15, 1160, 0, 0)
     _step(fake, 1830, _cols(user=1220, idle=600, iowait=0))
-    assert _ticks(chain, 0) == (600 + 8, 1220, 0, 0)
+    assert _ticks(chain, 0) == (600 + 8 + 15, 1220, 0, 0)
 
 
-def test_time_not_idled_while_idle_goes_back_is_kernel_and_the_hold_is_not_lost_time(fake: Path, hz100: None) -> None:
+def test_a_cpu_idling_after_its_idle_column_went_back_shows_idle_not_kernel(fake: Path, hz100: None) -> None:
+    # Nothing lost: the columns add up to the uptime at every read. idle + iowait goes 50
+    # back, then the CPU idles 40 ticks and 60 more: idle grows by exactly that, kernel
+    # stays 0, and idle + user + kernel is the uptime (from the session-7 review: holding
+    # idle at its highest instead charged those 40 ticks to kernel for good).
+    _step(fake, 1600, _cols(user=1000, idle=500, iowait=100))
+    chain, _ = attach(fake)
+    assert _ticks(chain, 0) == (600, 1000, 0, 0)
+    _step(fake, 1600, _cols(user=1000, idle=500, iowait=50))
+    assert _ticks(chain, 0) == (600, 1000, 0, 0)
+    _step(fake, 1640, _cols(user=1000, idle=540, iowait=50))
+    assert _ticks(chain, 0) == (640, 1000, 0, 0)
+    _step(fake, 1700, _cols(user=1000, idle=600, iowait=50))
+    assert _ticks(chain, 0) == (700, 1000, 0, 0)
+
+
+def test_user_and_kernel_columns_going_back_never_show_going_back(fake: Path, hz100: None) -> None:
+    # The same for the other states: user (user + nice) and kernel (here steal) going back
+    # are added back; the time still adds up (no lost time is made of the drops).
+    _step(fake, 1600, _cols(user=1000, idle=500, steal=100))
+    chain, _ = attach(fake)
+    assert _ticks(chain, 0) == (500, 1000, 100, 0)
+    _step(fake, 1700, _cols(user=990, idle=600, steal=90))
+    assert _ticks(chain, 0) == (600, 1000, 100, 0)
+    _step(fake, 1800, _cols(user=1040, idle=650, steal=90))
+    assert _ticks(chain, 0) == (650, 1050, 100, 0)
+
+
+def test_time_not_idled_while_idle_goes_back_is_kernel_and_the_drop_is_not_lost_time(fake: Path, hz100: None) -> None:
     # As above, but in the read where idle + iowait goes 15 back, uptime runs 130 ticks on
     # and user only 50: the CPU idled nothing, so the 80 not accounted (past the slack and
-    # the 8 lost before) are kernel until steal pays them; the 15 held are neither.
+    # the 8 lost before) are kernel until steal pays them; the 15 added back are neither.
     _step(fake, 1500, _cols(user=1000, idle=500, iowait=10))
     chain, _ = attach(fake)
     _step(fake, 1630, _cols(user=1050, idle=560, iowait=10))

@@ -5,8 +5,7 @@ between reads). Every counter counts from boot, so every kstat here has its
 ``crtime`` at the boot origin of ``snaptime``'s clock (:func:`boot_origin`).
 
 CPU time (``proc/stat``'s ``cpuN`` line, USER_HZ ticks), mapped as illumos accounts it:
-    cpu_ticks_idle    idle + iowait       (illumos: time waiting for I/O is idle), held at
-                                          its highest when iowait goes back (CpuClock)
+    cpu_ticks_idle    idle + iowait       (illumos: time waiting for I/O is idle)
     cpu_ticks_user    user + nice         (the kernel already counts guest and
                                            guest_nice inside user and nice)
     cpu_ticks_kernel  system + irq + softirq + steal
@@ -25,7 +24,8 @@ CPU time (``proc/stat``'s ``cpuN`` line, USER_HZ ticks), mapped as illumos accou
   hypervisor kept from running, whose steal Linux charges at its next tick) to kernel
   until the steal column charges it. A CPU on-line at attach counts from boot (as
   cpu_info's state_begin does); one added later from its first read. So idle + user +
-  kernel ticks add up to the time elapsed, as on illumos.
+  kernel ticks add up to the time elapsed, as on illumos. No state goes back: when a
+  state's columns do (iowait may decrease, proc(5)), the drop is added back from then on.
 
 Other cpu:N:sys counters, per CPU. Every record of illumos' cpu_sys_stats_ks_data is
 published, in its order (mpstat and vmstat look them up without checking); a record this
@@ -177,6 +177,8 @@ def cpu_times(t: list[int], nspt: int) -> dict[str, int]:
 
 #: ticks of sampling noise between the uptime clock and the tick-sampled columns
 DEFICIT_SLACK = 2
+#: the columns of a ``cpuN`` line summed into each published state: idle, user, kernel
+_STATES = ((3, 4), (0, 1), (2, 5, 6, 7))
 
 
 def suspended_ticks() -> int:
@@ -197,7 +199,9 @@ class CpuClock:
         self.base: int | None = 0 if since_boot else None
         self.lost = 0  # ticks added to idle; never decreases
         self.pending = 0  # ticks added to kernel until the CPU's steal column charges them
-        self.idle = self.steal = 0  # idle + iowait, and steal, at the last sample
+        self.steal = 0  # the highest steal column seen (what paid ``pending`` so far)
+        self.last = [0, 0, 0]  # idle, user, kernel: each state's columns summed, last sample
+        self.back = [0, 0, 0]  # each state's drops so far, added back: no state goes back
         self.lock = threading.Lock()
 
     def sample(self, cpu: int) -> tuple[bytes, list[int] | None]:
@@ -219,22 +223,28 @@ class CpuClock:
         # for good. One that did not idle was kept from running (a vCPU the hypervisor
         # preempted: Linux charges the steal at its next tick): kernel holds the time until
         # then; ratcheted into idle, it was counted twice once the steal came.
-        # idle + iowait may go back (proc(5): iowait can decrease); illumos' counters never
-        # do, and a tool's unsigned delta would wrap. So it is held at its high-water mark
-        # (``hold``) until the columns catch up, and the held ticks count as accounted.
-        idle, steal = t[3] + t[4], t[7]
+        # A state's columns may go back (proc(5): iowait can decrease; a CPU hotplug can
+        # reset them): illumos' counters never do, and a tool's unsigned delta would wrap.
+        # Each drop is added back from then on (``back``): the state's deltas stay right
+        # from the next read, and the time added back counts as accounted.
+        sums = [sum(t[i] for i in cols) for cols in _STATES]
+        steal = t[7]
         self.pending = max(0, self.pending - max(0, steal - self.steal))
-        idled = max(0, idle - self.idle)
-        self.idle, self.steal = max(self.idle, idle), max(self.steal, steal)
-        hold = self.idle - idle
-        deficit = uptime - sum(t[:8]) - hold
+        self.steal = max(self.steal, steal)
+        idled = max(0, sums[0] - self.last[0])
+        for k in range(3):
+            self.back[k] += max(0, self.last[k] - sums[k])
+        self.last = sums
+        deficit = uptime - sum(sums) - sum(self.back)
         if self.base is None:
             self.base = deficit
         gap = deficit - self.base - DEFICIT_SLACK - self.lost - self.pending
         if gap > 0:
             self.lost += min(gap, idled)
             self.pending += gap - min(gap, idled)
-        t[3] += self.lost + hold
+        t[3] += self.lost + self.back[0]
+        t[0] += self.back[1]
+        t[2] += self.back[2]
         t[7] += self.pending
 
 
