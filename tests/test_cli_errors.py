@@ -71,9 +71,17 @@ def test_output_to_a_full_disk_is_one_line_and_fatal(kd, tmp_path, prog):
 
 
 @pytest.mark.parametrize("prog", ["kstat", "kstatd", "vmmctl"])
-def test_output_and_errors_to_a_full_disk_exit_fatal_in_silence(kd, tmp_path, prog):
+@pytest.mark.parametrize("unbuffered", ["1", None])
+def test_output_and_errors_to_a_full_disk_exit_fatal_in_silence(kd, tmp_path, prog, unbuffered):
+    # With and without PYTHONUNBUFFERED (a user's shell has none): buffered, the error line
+    # that stderr could not take stayed in its buffer, and the interpreter's last flush
+    # made the exit status 120.
+    e = env(tmp_path)
+    e.pop("PYTHONUNBUFFERED", None)
+    if unbuffered:
+        e["PYTHONUNBUFFERED"] = unbuffered
     with open("/dev/full", "wb") as full:
-        r = subprocess.run(commands(kd.socket)[prog], stdout=full, stderr=full, env=env(tmp_path),
+        r = subprocess.run(commands(kd.socket)[prog], stdout=full, stderr=full, env=e,
                            cwd=str(REPO), timeout=60)  # fmt: skip
     assert r.returncode == FATAL[prog]
 

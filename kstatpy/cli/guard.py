@@ -26,24 +26,28 @@ USAGE = 2
 FATAL = 3
 
 
-def silence_stdout() -> None:
-    """Point fd 1 at /dev/null, so the interpreter's final flush cannot fail again."""
+def silence_stdout(fd: int = 1) -> None:
+    """Point ``fd`` (stdout) at /dev/null, so the interpreter's final flush cannot fail again."""
     try:
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, 1)
-        os.close(fd)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
     except OSError:
         pass
 
 
 def write_failed(prog: str, exc: OSError, status: int) -> NoReturn:
-    """Report a failed write of the command's output in one line and exit ``status``."""
+    """Report a failed write of the command's output in one line and exit ``status``.
+
+    When stderr fails too (both on a full disk), its unwritten line stays in the stream's
+    buffer: stderr is pointed at /dev/null as well, or the interpreter's final flush would
+    fail and exit 120 instead of ``status`` (seen without PYTHONUNBUFFERED)."""
     silence_stdout()
     try:
         sys.stderr.write(f"{prog}: write error: {exc.strerror or exc}\n")
         sys.stderr.flush()
     except OSError:
-        pass
+        silence_stdout(2)
     sys.exit(status)
 
 
