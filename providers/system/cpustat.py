@@ -16,16 +16,14 @@ CPU time (``proc/stat``'s ``cpuN`` line, USER_HZ ticks), mapped as illumos accou
   Steal (time a hypervisor ran something else while this CPU wanted to run) is
   charged to kernel: illumos has no steal state, the CPU was busy, and neither
   user nor idle would be true.
-  Time Linux loses: with a tickless idle, Linux's idle and iowait accounting loses
-  time while tasks wait for I/O (measured here: 7-13% of a CPU under an fsync loop).
-  :class:`CpuClock` adds what is missing, the growth of the deficit D = uptime ticks -
-  the sum of the CPU's eight time columns, less 2 ticks of sampling slack: to idle for
-  good, up to what the CPU idled since the last read; the rest (a busy vCPU its
-  hypervisor kept from running, whose steal Linux charges at its next tick) to kernel
-  until the steal column charges it. A CPU on-line at attach counts from boot (as
-  cpu_info's state_begin does); one added later from its first read. So idle + user +
-  kernel ticks add up to the time elapsed, as on illumos. No state goes back: when a
-  state's columns do (iowait may decrease, proc(5)), the drop is added back from then on.
+  Time Linux loses (a tickless idle loses some while tasks wait for I/O: 7-13% of a CPU
+  under an fsync loop): :class:`CpuClock` adds the growth of the deficit (uptime ticks
+  less the CPU's eight columns, less 2 ticks of slack) to idle, up to what the CPU idled
+  since the last read, the rest (a vCPU its hypervisor stalled: steal comes at its next
+  tick) to kernel until the steal column pays it. A CPU on-line at attach counts from
+  boot (as cpu_info's state_begin), a later one from its first read. No state goes back:
+  a drop in a state's columns (iowait may decrease, proc(5)) is added back from then on.
+  So idle + user + kernel ticks add up to the time elapsed, as on illumos.
 
 Other cpu:N:sys counters, per CPU. Every record of illumos' cpu_sys_stats_ks_data is
 published, in its order (mpstat and vmstat look them up without checking); a record this
@@ -88,17 +86,8 @@ if TYPE_CHECKING:
     from kstatpy.chain import Chain
     from kstatpy.kstat import Kstat
 
-__all__ = [
-    "SYS_ORDER",
-    "VM_ORDER",
-    "CpuClock",
-    "CpuSource",
-    "create_cpu_stat",
-    "create_cpu_sys",
-    "create_cpu_vm",
-    "hz",
-    "interrupts_column",
-]
+__all__ = ["SYS_ORDER", "VM_ORDER", "CpuClock", "CpuSource", "create_cpu_stat", "create_cpu_sys", "create_cpu_vm",
+           "hz", "interrupts_column"]  # fmt: skip
 
 #: cpu:N:sys records in illumos' order (uts/common/os/cpu.c, cpu_sys_stats_ks_data): every
 #: one is published; those without a source on this host read 0, marked no source.
