@@ -182,6 +182,20 @@ def popen_as_nobody(argv: list[str], env: dict[str, str] | None = None, **kw) ->
     return subprocess.Popen([*AS_NOBODY, nobody_python(), "-s", *argv], cwd=str(nobody_tree()), env=_env(env), **kw)
 
 
+def run_as(
+    prefix: list[str], argv: list[str], env: dict[str, str], timeout: float = 60, text: bool = False
+) -> subprocess.CompletedProcess:
+    """Run ``python argv...`` under ``prefix`` (:data:`AS_NOBODY`, :func:`as_victim`) from the
+    world-readable copy, output captured: the interpreter another user can run, ``-s``, cwd
+    the copy, ``env`` as given but PYTHONPATH the copy (never the checkout or the venv, which
+    another user may not be able to read: a clone under root's 0700 home)."""
+    e = dict(env)
+    e["PYTHONPATH"] = os.pathsep.join(nobody_path())
+    e.pop("VIRTUAL_ENV", None)
+    return subprocess.run([*prefix, nobody_python(), "-s", *argv], cwd=str(nobody_tree()), env=e,
+                          capture_output=True, timeout=timeout, text=text)  # fmt: skip
+
+
 @contextmanager
 def shared_dir(mode: int = 0o755) -> Iterator[str]:
     """A fresh directory outside pytest's 0700 tree, with ``mode``; removed after."""

@@ -33,6 +33,7 @@ from nobody import NOBODY_UID
 from nobody import as_victim
 from nobody import nobody_skip
 from nobody import popen_as_nobody
+from nobody import run_as
 from nobody import run_as_nobody
 from nobody import shared_dir
 from test_hostile_server import one_request_server
@@ -263,7 +264,7 @@ def test_raced_spoof_of_the_default_path_never_reaches_the_victim():
         wait_for(f"{lair}/kstat.sock", fake, "nobody's kstatd")
         renamer = popen_as_nobody(["-c", RACE_RENAMER, lair, default_dir, "120"])
         env = env_with(XDG_RUNTIME_DIR=None, KSTAT_TIMEOUT="5")
-        r = run([*as_victim(uid), PY, "-c", RACE_VICTIM, "1000"], env, timeout=300)
+        r = run_as(as_victim(uid), ["-c", RACE_VICTIM, "1000"], env, timeout=300)
         assert r.returncode == 0, r.stderr
         seen = json.loads(r.stdout)
         assert sum(seen.values()) == 1000
@@ -438,11 +439,9 @@ def test_nobody_cannot_reach_the_privileged_socket_of_a_named_kstatd():
     nobody_skip()
     with shared_dir(0o755) as d, running_kstatd(d, plugins=[BASIC]) as kd:
         priv = os.path.join(d, "priv", "kstat.sock")
-        r = subprocess.run([*AS_NOBODY, *KSTAT, "--socket", priv, "-p"], cwd=str(REPO), env=env_with(),
-                           capture_output=True, timeout=60)  # fmt: skip
+        r = run_as(AS_NOBODY, ["-m", "kstatpy.cli.kstat", "--socket", priv, "-p"], env_with())
         assert r.returncode == 3 and b"Permission denied" in r.stderr, r.stderr
-        r = subprocess.run([*AS_NOBODY, *KSTAT, "--socket", kd.socket, "-l", "test:0:strings"], cwd=str(REPO),
-                           env=env_with(), capture_output=True, timeout=60)  # fmt: skip
+        r = run_as(AS_NOBODY, ["-m", "kstatpy.cli.kstat", "--socket", kd.socket, "-l", "test:0:strings"], env_with())
         assert r.returncode == 0 and r.stdout.startswith(b"test:0:strings:"), r.stderr
     assert Path(d).exists() is False or not os.path.exists(priv)
 

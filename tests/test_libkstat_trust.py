@@ -24,6 +24,7 @@ from tests.nobody import AS_NOBODY
 from tests.nobody import NOBODY_UID
 from tests.nobody import nobody_skip
 from tests.nobody import popen_as_nobody
+from tests.nobody import run_as
 from tests.nobody import shared_dir
 
 OTHER_UID = 12345  # a uid that is neither root nor nobody
@@ -75,8 +76,10 @@ def python_says(env: dict[str, str], as_nobody: bool = False) -> tuple[int, str]
         "try:\n    kstat_open().close(); print(0); print('')\n"
         "except KstatError as e:\n    print(e.errno); print(e.message)\n"
     )
-    prefix = list(AS_NOBODY) if as_nobody else []
-    out = subprocess.run([*prefix, sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    if as_nobody:  # from the world-readable copy: nobody may not read the checkout
+        out = run_as(AS_NOBODY, ["-c", code], env, timeout=120, text=True)
+    else:
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     errno_, message = out.stdout.split("\n", 1)
     return int(errno_), message.rstrip("\n")

@@ -21,6 +21,7 @@ from kstatd_fixture import running_kstatd
 from nobody import NOBODY_UID
 from nobody import as_victim
 from nobody import popen_as_nobody
+from nobody import run_as
 from nobody import run_as_nobody
 from nobody import shared_dir
 
@@ -84,7 +85,7 @@ def test_default_path_without_xdg_is_per_uid():
 def test_vmmctl_refuses_a_default_socket_nobody_controls(nobody_kstatd):
     # The victim is a non-root user: root's default is /run/kstatpy/priv, never $XDG_RUNTIME_DIR.
     xdg, _sock = nobody_kstatd
-    r = run([*as_victim(), *VMMCTL, "list"], env_with(XDG_RUNTIME_DIR=xdg))
+    r = run_as(as_victim(), ["-m", "kstatpy_providers.vmm.vmmctl", "list"], env_with(XDG_RUNTIME_DIR=xdg))
     err = r.stderr.decode()
     assert r.returncode == 3, err
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -104,7 +105,7 @@ def test_kstat_reads_in_process_when_nobody_squats_the_default(nobody_kstatd):
     # not stop the victim's kstat): one line on stderr, then the host read in-process.
     xdg, _sock = nobody_kstatd
     env = env_with(XDG_RUNTIME_DIR=xdg, KSTATPY_DISABLE_PLUGIN_AUTOLOAD=None, KSTATPY_CACHE_DIR=xdg + "/victim-cache")
-    r = run([*as_victim(), *KSTAT, "-p", "unix:0:system_misc:ncpus", "kstatpy:::"], env)
+    r = run_as(as_victim(), ["-m", "kstatpy.cli.kstat", "-p", "unix:0:system_misc:ncpus", "kstatpy:::"], env)
     err = r.stderr.decode()
     assert r.returncode == 0, err
     assert err.count("\n") == 1 and "Traceback" not in err and "reading in-process" in err
@@ -122,7 +123,7 @@ def test_kstat_open_refuses_a_default_socket_nobody_controls(nobody_kstatd):
         "try:\n    kstat_open()\n"
         "except UnsafePathError as exc:\n    print(exc.errno == errno.EACCES)\n"
     )
-    r = run([*as_victim(), sys.executable, "-c", code], env_with(XDG_RUNTIME_DIR=xdg))
+    r = run_as(as_victim(), ["-c", code], env_with(XDG_RUNTIME_DIR=xdg))
     assert r.stdout == b"True\n", r.stderr
 
 
@@ -150,7 +151,8 @@ def test_a_named_socket_of_another_user_needs_an_opt_in(nobody_kstatd):
     assert b"vmm provider is not loaded" in r.stderr, r.stderr  # it asked nobody's kstatd
     kstat_open(sock, trust=[NOBODY_UID]).close()
     # The opt-in never applies to a default path: nobody cannot be trusted there by accident.
-    r = run([*as_victim(), *KSTAT, "-p", "kstatpy:::"], env_with(XDG_RUNTIME_DIR=_xdg, KSTAT_TRUST_UID=str(NOBODY_UID)))
+    r = run_as(as_victim(), ["-m", "kstatpy.cli.kstat", "-p", "kstatpy:::"],
+               env_with(XDG_RUNTIME_DIR=_xdg, KSTAT_TRUST_UID=str(NOBODY_UID)))
     assert b"kstatpy:0:" not in r.stdout
 
 
