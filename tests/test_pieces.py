@@ -27,10 +27,12 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 from kstatd_fixture import REPO
+from kstatd_fixture import recv_exact
 from kstatd_fixture import rpc
 from kstatd_fixture import running_kstatd
 from nobody import nobody_skip
 from test_hostile_server import fake_kstatd
+from test_hostile_server import one_request_server
 
 from kstatpy import transport
 from kstatpy.errors import KstatError
@@ -66,16 +68,6 @@ def send(path: str, cmd: int, arg: Any, seq: int = 1) -> socket.socket:
     body = msgpack.packb([cmd, seq, arg], use_bin_type=True)
     s.sendall(LENGTH.pack(len(body)) + body)
     return s
-
-
-def recv_exact(s: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise EOFError(f"closed after {len(buf)} of {n} bytes")
-        buf += chunk
-    return bytes(buf)
 
 
 def read_frames(s: socket.socket) -> tuple[list[int], Any]:
@@ -422,38 +414,19 @@ def daemon_kid(hdrs: list[dict[str, Any]]) -> int:
 
 def test_one_deadline_covers_every_piece(tmp_path: Path):
     # Pieces of 3 bytes, one every 0.2 s: no recv waits long, the whole reply does.
-    path = str(tmp_path / "slow.sock")
-    lsock = socket.socket(socket.AF_UNIX)
-    lsock.bind(path)
-    lsock.listen(4)
-    done = threading.Event()
+    def send(conn: socket.socket, seq: int, done: threading.Event) -> None:
+        frames = pieces_of(GOOD)(seq)
+        for off in range(0, len(frames), 7):  # one 3-byte piece at a time
+            if done.wait(0.2):
+                return
+            conn.sendall(frames[off : off + 7])  # OSError (the client gone) ends the server
 
-    def serve() -> None:
+    with one_request_server(tmp_path, send) as path:
+        t = SocketTransport(path, timeout=1)
+        t0 = time.monotonic()
         try:
-            conn, _ = lsock.accept()
-        except OSError:
-            return
-        with conn:
-            conn.settimeout(10)
-            (n,) = LENGTH.unpack(recv_exact(conn, 4))
-            _cmd, seq, _arg = msgpack.unpackb(recv_exact(conn, n), raw=False)
-            frames = pieces_of(GOOD)(seq)
-            for off in range(0, len(frames), 7):  # one 3-byte piece at a time
-                if done.wait(0.2):
-                    return
-                try:
-                    conn.sendall(frames[off : off + 7])
-                except OSError:
-                    return
-
-    threading.Thread(target=serve, daemon=True).start()
-    t = SocketTransport(path, timeout=1)
-    t0 = time.monotonic()
-    try:
-        with pytest.raises(RequestTimeoutError):
-            t.ioctl(READ_MANY, {"kids": [1] * 50})
-        assert time.monotonic() - t0 < 5
-    finally:
-        done.set()
-        t.close()
-        lsock.close()
+            with pytest.raises(RequestTimeoutError):
+                t.ioctl(READ_MANY, {"kids": [1] * 50})
+            assert time.monotonic() - t0 < 5
+        finally:
+            t.close()
