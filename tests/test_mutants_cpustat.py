@@ -315,6 +315,18 @@ def test_time_not_idled_while_idle_goes_back_is_kernel_and_the_drop_is_not_lost_
     assert _ticks(chain, 0) == (570 + 8, 1100, 80, 0)
 
 
+def test_a_cpu_whose_user_and_steal_columns_start_at_zero(fake: Path, hz100: None) -> None:
+    # The clock's first read compares with zeros: a user column of 0 is no drop (nothing is
+    # added back), and a steal column of 0 is the mark later steal pays from (30 risen, 30 paid).
+    _step(fake, 500, _cols(idle=500))
+    chain, _ = attach(fake)
+    assert _ticks(chain, 0) == (500, 0, 0, 0)
+    _step(fake, 600, _cols(user=60, idle=500))  # 40 stalled, no idle: kernel
+    assert _ticks(chain, 0) == (500, 60, 38, 0)
+    _step(fake, 700, _cols(user=100, idle=535, steal=30))  # steal pays 30; 25 lost while idling
+    assert _ticks(chain, 0) == (560, 100, 38, 0)
+
+
 def _fake_time(monkeypatch: pytest.MonkeyPatch, boottime: float, monotonic: float) -> None:
     clocks = {1: boottime, 2: monotonic}
     monkeypatch.setattr(cpustat, "time", SimpleNamespace(CLOCK_BOOTTIME=1, CLOCK_MONOTONIC=2, clock_gettime=clocks.get))
